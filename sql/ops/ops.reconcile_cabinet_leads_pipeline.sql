@@ -1,0 +1,190 @@
+-- ops.reconcile_cabinet_leads_pipeline: the one entry point of a reconciliation run
+-- (SPEC 7), called by the graphile-worker task, the CLI and people in psql:
+--   CALL ops.reconcile_cabinet_leads_pipeline(p_days_back => 30, p_limit => 2000);
+-- It commits the RUNNING row first (visible at once), takes the job lock (or logs
+-- SKIPPED), then runs steps 3-8 in one subtransaction: a failure rolls all of them
+-- back and is logged as FAILED; a dry run rolls them back on purpose and keeps stats.
+-- A procedure, not a function, because it must commit; so it has no SET clause and
+-- qualifies every name. CALL it outside an explicit transaction block.
+CREATE OR REPLACE PROCEDURE ops.reconcile_cabinet_leads_pipeline(
+  p_days_back integer DEFAULT 30,
+  p_limit integer DEFAULT 2000,
+  p_dry_run boolean DEFAULT false,
+  p_only_limbo boolean DEFAULT false,
+  p_context jsonb DEFAULT '{}'::jsonb,
+  p_raise_on_failure boolean DEFAULT true,
+  INOUT run jsonb DEFAULT NULL
+)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  c_job_name constant text := 'reconcile_cabinet_leads_pipeline';
+  v_run_id bigint;
+  v_today date;
+  v_scope_from date;
+  v_abandoned integer;
+  v_status text;
+  v_stats jsonb;
+  v_steps jsonb := '[]'::jsonb;
+  v_step_out jsonb;
+  v_t0 timestamptz;
+  v_t timestamptz;
+  v_sqlstate text;
+  v_message text;
+  v_detail text;
+  v_context text;
+BEGIN
+  IF p_days_back IS NULL OR p_days_back < 0 OR p_days_back > 36500 THEN
+    RAISE EXCEPTION 'invalid days_back %: expected an integer from 0 to 36500', coalesce(p_days_back::text, 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+  IF p_limit IS NULL OR p_limit < 0 THEN
+    RAISE EXCEPTION 'invalid limit %: expected an integer >= 0', coalesce(p_limit::text, 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+  IF p_context IS NULL OR jsonb_typeof(p_context) <> 'object' THEN
+    RAISE EXCEPTION 'invalid context %: expected a json object', coalesce(p_context::text, 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+
+  v_t0 := clock_timestamp();
+  v_today := canon.business_today();
+  v_scope_from := v_today - p_days_back;
+
+  -- Step 1: runs whose backend is gone are abandoned; log this run as RUNNING and commit.
+  v_abandoned := canon.mark_abandoned_runs();
+  INSERT INTO canon.ingestion_runs (
+    job_name, status, dry_run, source_tables, params, scope_date_from, scope_date_to,
+    trigger, client_host, client_pid, worker_job_id, backend_pid, backend_start
+  )
+  SELECT c_job_name, 'RUNNING', p_dry_run,
+         '["module_ct_cabinet_leads", "drivers", "summary_daily"]'::jsonb,
+         jsonb_build_object('days_back', p_days_back, 'limit', p_limit, 'dry_run', p_dry_run,
+                            'only_limbo', p_only_limbo, 'business_today', v_today),
+         v_scope_from, v_today,
+         coalesce(p_context->>'trigger', 'psql'),
+         coalesce(p_context->>'client_host', host(inet_client_addr())),
+         (p_context->>'client_pid')::integer,
+         p_context->>'worker_job_id',
+         pg_backend_pid(),
+         (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_backend_pid())
+  RETURNING id INTO v_run_id;
+  COMMIT;
+
+  -- Step 2: one run at a time, across every host. The lock lasts until the final commit.
+  IF NOT pg_try_advisory_xact_lock(hashtext('cabinet_leads'), hashtext(c_job_name)) THEN
+    UPDATE canon.ingestion_runs
+    SET status = 'SKIPPED',
+        completed_at = clock_timestamp(),
+        stats = jsonb_build_object(
+          'skipped_reason', 'another run holds the job lock',
+          'running_run_ids', (SELECT coalesce(jsonb_agg(r.id ORDER BY r.id), '[]'::jsonb)
+                              FROM canon.ingestion_runs r
+                              WHERE r.job_name = c_job_name AND r.status = 'RUNNING' AND r.id <> v_run_id),
+          'abandoned_runs_marked', v_abandoned)
+    WHERE id = v_run_id;
+    COMMIT;
+    SELECT to_jsonb(r) INTO run FROM canon.ingestion_runs r WHERE r.id = v_run_id;
+    RETURN;
+  END IF;
+  -- A canon table locked by someone else fails the run instead of hanging it.
+  PERFORM set_config('lock_timeout', '30s', true);
+
+  v_stats := jsonb_build_object('abandoned_runs_marked', v_abandoned);
+
+  -- Steps 3-8: all or nothing.
+  BEGIN
+    v_t := clock_timestamp();
+    v_stats := v_stats || jsonb_build_object('source_contract_columns', canon.check_source_contract());
+    v_steps := v_steps || jsonb_build_object('step', 'check_source_contract', 'status', 'done',
+      'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
+
+    v_stats := v_stats || jsonb_build_object('limbo_before', ops.limbo_stage_counts());
+
+    v_t := clock_timestamp();
+    v_step_out := canon.refresh_driver_index(v_run_id);
+    PERFORM canon.failpoint('after_refresh_driver_index');
+    v_stats := v_stats || jsonb_build_object('driver_index', v_step_out);
+    v_steps := v_steps || jsonb_build_object('step', 'refresh_driver_index',
+      'status', CASE WHEN v_step_out->'implemented' = 'false'::jsonb THEN 'not_implemented' ELSE 'done' END,
+      'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
+
+    v_t := clock_timestamp();
+    v_step_out := canon.match_cabinet_leads(v_run_id, v_scope_from, p_limit, p_only_limbo);
+    PERFORM canon.failpoint('after_match');
+    v_stats := v_stats || jsonb_build_object('match', v_step_out);
+    v_steps := v_steps || jsonb_build_object('step', 'match_cabinet_leads',
+      'status', CASE WHEN v_step_out->'implemented' = 'false'::jsonb THEN 'not_implemented' ELSE 'done' END,
+      'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
+
+    v_t := clock_timestamp();
+    v_step_out := canon.generate_cabinet_claims(v_run_id, v_scope_from);
+    PERFORM canon.failpoint('after_claims');
+    v_stats := v_stats || jsonb_build_object('claims', v_step_out);
+    v_steps := v_steps || jsonb_build_object('step', 'generate_cabinet_claims',
+      'status', CASE WHEN v_step_out->'implemented' = 'false'::jsonb THEN 'not_implemented' ELSE 'done' END,
+      'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
+
+    v_stats := v_stats || jsonb_build_object('limbo_after', ops.limbo_stage_counts());
+
+    v_t := clock_timestamp();
+    v_step_out := ops.snapshot_limbo(v_run_id);
+    PERFORM canon.failpoint('after_snapshot');
+    v_stats := v_stats || jsonb_build_object('snapshot', v_step_out);
+    v_steps := v_steps || jsonb_build_object('step', 'snapshot_limbo',
+      'status', CASE WHEN v_step_out->'implemented' = 'false'::jsonb THEN 'not_implemented' ELSE 'done' END,
+      'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
+
+    v_status := 'COMPLETED';
+    IF p_dry_run THEN
+      -- Roll back every write of steps 3-8; the variables keep the stats.
+      RAISE EXCEPTION 'dry run' USING ERRCODE = 'CL0DR';
+    END IF;
+  EXCEPTION
+    WHEN SQLSTATE 'CL0DR' THEN
+      v_status := 'COMPLETED';
+    WHEN OTHERS THEN
+      GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+                              v_detail = PG_EXCEPTION_DETAIL, v_context = PG_EXCEPTION_CONTEXT;
+      v_status := 'FAILED';
+    -- OTHERS does not include a cancel (statement_timeout, Ctrl-C): log those too.
+    WHEN query_canceled THEN
+      GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+                              v_detail = PG_EXCEPTION_DETAIL, v_context = PG_EXCEPTION_CONTEXT;
+      v_status := 'FAILED';
+  END;
+
+  -- Step 9: outcome, in the same transaction as the writes of steps 4-8.
+  v_stats := v_stats || jsonb_build_object(
+    'steps', v_steps,
+    'steps_not_implemented', (SELECT coalesce(jsonb_agg(s->'step'), '[]'::jsonb)
+                              FROM jsonb_array_elements(v_steps) s
+                              WHERE s->>'status' = 'not_implemented'),
+    'durations_ms', (SELECT coalesce(jsonb_object_agg(s->>'step', s->'ms'), '{}'::jsonb)
+                     FROM jsonb_array_elements(v_steps) s)
+                    || jsonb_build_object('total', round((extract(epoch FROM clock_timestamp() - v_t0) * 1000)::numeric, 1)));
+  IF v_status = 'FAILED' THEN
+    v_stats := v_stats || jsonb_build_object('error', jsonb_build_object(
+      'sqlstate', v_sqlstate, 'detail', v_detail, 'context', v_context));
+  END IF;
+
+  UPDATE canon.ingestion_runs
+  SET status = v_status,
+      stats = v_stats,
+      completed_at = clock_timestamp(),
+      error_message = CASE WHEN v_status = 'FAILED' THEN v_message END,
+      error_sqlstate = CASE WHEN v_status = 'FAILED' THEN v_sqlstate END
+  WHERE id = v_run_id;
+  COMMIT;
+
+  SELECT to_jsonb(r) INTO run FROM canon.ingestion_runs r WHERE r.id = v_run_id;
+  IF v_status = 'FAILED' AND p_raise_on_failure THEN
+    RAISE EXCEPTION 'run % FAILED: %', v_run_id, v_message
+      USING ERRCODE = v_sqlstate,
+            DETAIL = coalesce(v_detail, ''),
+            HINT = format('The run is logged: SELECT * FROM canon.ingestion_runs WHERE id = %s', v_run_id);
+  END IF;
+END
+$$;
+COMMENT ON PROCEDURE ops.reconcile_cabinet_leads_pipeline(integer, integer, boolean, boolean, jsonb, boolean, jsonb) IS
+  'One reconciliation run (SPEC 7): CALL ops.reconcile_cabinet_leads_pipeline(p_days_back => 30, p_limit => 2000, p_dry_run => false). Returns the run row as jsonb; raises after logging when the run FAILED.';

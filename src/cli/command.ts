@@ -1,0 +1,8 @@
+// The shape of a subcommand: its name, a one-line summary for the command list, the
+// full --help text, and run(argv) that resolves to the process exit code.
+export interface Command {
+  name: string;
+  summary: string;
+  help: string;
+  run(argv: string[]): Promise<number>;
+}

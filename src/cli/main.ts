@@ -1,0 +1,51 @@
+// cabinet-leads: dispatches to a subcommand; maps every error to a one-line message on
+// stderr and an exit code that means something (0 ok, 1 run failed, 2 usage/config).
+import { exitCodeOf, oneLine, UsageError } from '../errors.js';
+import type { Command } from './command.js';
+import { demoCommand } from './demo.js';
+import { migrateCommand } from './migrate.js';
+import { reconcileCommand } from './reconcile.js';
+import { statusCommand } from './status.js';
+import { workerCommand } from './worker.js';
+
+const commands: Command[] = [migrateCommand, reconcileCommand, workerCommand, statusCommand, demoCommand];
+
+function mainHelp(): string {
+  const width = Math.max(...commands.map((c) => c.name.length));
+  return `Usage: cabinet-leads <command> [options]
+
+Reconciles cabinet leads into identities, drivers, trips and 14-day claims, and
+classifies every lead stuck on the way (limbo). PostgreSQL does the work.
+
+Commands:
+${commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join('\n')}
+
+Run cabinet-leads <command> --help for its options.
+Environment: DATABASE_URL (unset: embedded PostgreSQL in .data/), LOG_LEVEL, LOG_FORMAT (json|pretty).`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    console.log(mainHelp());
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands.find((c) => c.name === name);
+  if (!command) throw new UsageError(`unknown command ${JSON.stringify(name)}; commands: ${commands.map((c) => c.name).join(', ')}`);
+  return command.run(rest);
+}
+
+// Windows consoles: never let an encoding problem on output kill the run.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+});
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`cabinet-leads: error: ${oneLine(err)}\n`);
+    process.exitCode = exitCodeOf(err);
+  },
+);

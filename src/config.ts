@@ -1,0 +1,70 @@
+// Configuration from the environment, validated once. Every bad value is reported with
+// its name and value. Settings that SQL must agree on (target park, business time zone)
+// are not here: they live in canon.settings so that psql and the job see the same.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError } from './errors.js';
+
+export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export type LogFormat = 'json' | 'pretty';
+
+export interface Config {
+  /** Connection string of an existing server; when undefined an embedded server is used. */
+  databaseUrl: string | undefined;
+  /** Folder holding the embedded server's data (ignored by git). */
+  dataDir: string;
+  logLevel: string;
+  logFormat: LogFormat;
+  /** Seconds to wait for the database before giving up with exit code 2. */
+  connectTimeoutSeconds: number;
+  /** Optional URL that receives firing alerts as JSON. */
+  alertWebhookUrl: string | undefined;
+}
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+function positiveNumber(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) {
+    throw new ConfigError(`invalid ${name}=${JSON.stringify(raw)}: expected a positive number`);
+  }
+  return n;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const databaseUrl = env.DATABASE_URL && env.DATABASE_URL.trim() !== '' ? env.DATABASE_URL.trim() : undefined;
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError(
+      'invalid DATABASE_URL: expected postgres://user@host:port/database (value not shown, it may hold a password)',
+    );
+  }
+  const logLevel = (env.LOG_LEVEL ?? 'info').toLowerCase();
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError(`invalid LOG_LEVEL=${JSON.stringify(env.LOG_LEVEL)}: expected one of ${LOG_LEVELS.join(', ')}`);
+  }
+  const rawFormat = env.LOG_FORMAT?.toLowerCase();
+  if (rawFormat !== undefined && rawFormat !== '' && rawFormat !== 'json' && rawFormat !== 'pretty') {
+    throw new ConfigError(`invalid LOG_FORMAT=${JSON.stringify(env.LOG_FORMAT)}: expected json or pretty`);
+  }
+  const logFormat: LogFormat =
+    rawFormat === 'json' || rawFormat === 'pretty'
+      ? rawFormat
+      : process.stderr.isTTY && env.NODE_ENV !== 'production'
+        ? 'pretty'
+        : 'json';
+  const webhook = env.ALERT_WEBHOOK_URL?.trim() || undefined;
+  if (webhook !== undefined && !/^https?:\/\//.test(webhook)) {
+    throw new ConfigError(`invalid ALERT_WEBHOOK_URL=${JSON.stringify(webhook)}: expected an http(s) URL`);
+  }
+  return {
+    databaseUrl,
+    dataDir: path.resolve(PROJECT_ROOT, env.CABINET_DATA_DIR ?? '.data'),
+    logLevel,
+    logFormat,
+    connectTimeoutSeconds: positiveNumber(env, 'DATABASE_CONNECT_TIMEOUT', 10),
+    alertWebhookUrl: webhook,
+  };
+}

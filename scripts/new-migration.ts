@@ -1,21 +1,32 @@
-// Writes the next migration as a snapshot of the given sql/ files, in the given order:
+// Writes a migration as a snapshot of the given sql/ files, in the given order:
 //   npx tsx scripts/new-migration.ts <name> sql/canon/canon.x.sql [sql/ops/ops.y.sql ...]
 // A function or view change is always a new migration that copies its sql/ file, so
 // that migrations stay immutable and sql/ stays the readable truth (test: no drift).
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+// Statements that are not functions or views (tables, triggers, indexes) go in a file
+// of their own passed the same way (e.g. migrations/parts/0004_tables.sql).
+// --number N rewrites migration N in place: only for a migration not yet on main.
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-const [name, ...files] = process.argv.slice(2);
-if (!name || !/^[a-z0-9_]+$/.test(name) || files.length === 0) {
-  console.error('usage: tsx scripts/new-migration.ts <snake_case_name> <sql file> [...]');
+const args = process.argv.slice(2);
+let number: number | undefined;
+const n = args.indexOf('--number');
+if (n >= 0) {
+  number = Number(args[n + 1]);
+  args.splice(n, 2);
+}
+const [name, ...files] = args;
+if (!name || !/^[a-z0-9_]+$/.test(name) || files.length === 0 || (number !== undefined && !Number.isInteger(number))) {
+  console.error('usage: tsx scripts/new-migration.ts [--number N] <snake_case_name> <sql file> [...]');
   process.exit(2);
 }
 const dir = path.resolve(import.meta.dirname, '..', 'migrations');
-const last = readdirSync(dir)
-  .map((f) => Number.parseInt(f.slice(0, 4), 10))
-  .filter((n) => Number.isFinite(n))
-  .reduce((a, b) => Math.max(a, b), 0);
-const file = path.join(dir, `${String(last + 1).padStart(4, '0')}_${name}.sql`);
+const existing = readdirSync(dir).filter((f) => /^\d{4}_.*\.sql$/.test(f));
+const last = existing.map((f) => Number.parseInt(f.slice(0, 4), 10)).reduce((a, b) => Math.max(a, b), 0);
+const num = number ?? last + 1;
+const prefix = String(num).padStart(4, '0');
+for (const f of existing) if (f.startsWith(`${prefix}_`)) rmSync(path.join(dir, f));
+const file = path.join(dir, `${prefix}_${name}.sql`);
 const body = files
   .map((f) => `-- snapshot of ${f}\n${readFileSync(f, 'utf8').trimEnd()}\n`)
   .join('\n');

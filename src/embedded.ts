@@ -2,9 +2,9 @@
 // binaries) in a data folder of the project, used only when DATABASE_URL is unset.
 // A server already running on that folder (another CLI, the worker) is reused, found
 // through its postmaster.pid; only the process that started the server stops it.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from './logger.js';
@@ -56,7 +56,28 @@ function url(port: number, database: string): string {
   return `postgres://${USER}@127.0.0.1:${port}/${database}`;
 }
 
-export async function startEmbedded(dataDir: string, log: Logger): Promise<EmbeddedServer> {
+/**
+ * As root, the server runs as the 'postgres' user, which must be able to reach the
+ * data folder. A project under a private home (/root/...) is out of its reach: then
+ * the data lives in /var/tmp/cabinet-leads/<hash of the project folder> instead.
+ */
+function reachableDataDir(dataDir: string, log: Logger): string {
+  if (process.getuid?.() !== 0) return dataDir;
+  let dir = path.dirname(path.resolve(dataDir));
+  for (;;) {
+    if (existsSync(dir) && (statSync(dir).mode & 0o001) === 0) {
+      const fallback = path.join('/var/tmp/cabinet-leads', createHash('sha1').update(path.resolve(dataDir)).digest('hex').slice(0, 12));
+      log.warn({ dataDir, blockedBy: dir, using: fallback }, 'data folder not reachable by the postgres user; using a shared folder');
+      return fallback;
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) return dataDir;
+    dir = parent;
+  }
+}
+
+export async function startEmbedded(requestedDataDir: string, log: Logger): Promise<EmbeddedServer> {
+  const dataDir = reachableDataDir(requestedDataDir, log);
   const pgdata = path.join(dataDir, 'pg');
   const existing = runningPort(pgdata);
   if (existing !== undefined) {

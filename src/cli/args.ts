@@ -5,9 +5,31 @@ import { UsageError } from '../errors.js';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 
-export function parse(command: string, argv: string[], options: Options, allowPositionals = false) {
+/** `--limit -1` would read as two flags: glue a negative number to its flag so it is validated. */
+function glueNegativeValues(argv: string[], options: Options): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = argv[i + 1];
+    const name = a.startsWith('--') ? a.slice(2) : undefined;
+    if (name && options[name]?.type === 'string' && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
+const HELP = { help: { type: 'boolean', short: 'h' } } as const;
+
+export function parse<O extends Options>(command: string, argv: string[], options: O, allowPositionals = false) {
   try {
-    return parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals });
+    return parseArgs({
+      args: glueNegativeValues(argv, options),
+      options: { ...options, ...HELP } as O & typeof HELP,
+      strict: true,
+      allowPositionals,
+    });
   } catch (err) {
     throw new UsageError(`${command}: ${(err as Error).message.split('\n')[0]} (see cabinet-leads ${command} --help)`);
   }

@@ -40,12 +40,14 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code === 'EPIPE') process.exit(0);
 });
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.stderr.write(`cabinet-leads: error: ${oneLine(err)}\n`);
-    process.exitCode = exitCodeOf(err);
-  },
-);
+// A socket to a server that never answered can keep the event loop alive after we
+// are done: the exit code is decided, so leave shortly after, whatever is pending.
+function finish(code: number): void {
+  process.exitCode = code;
+  setTimeout(() => process.exit(code), 2000).unref();
+}
+
+main(process.argv.slice(2)).then(finish, (err: unknown) => {
+  process.stderr.write(`cabinet-leads: error: ${oneLine(err)}\n`);
+  finish(exitCodeOf(err));
+});

@@ -25,12 +25,22 @@ async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
   }
 }
 
+/** A database cloned from the migrated template (the usual case). */
 export async function createTestDb(label = 'test'): Promise<TestDb> {
+  return createDb(label, TEMPLATE_DB);
+}
+
+/** A database with no schema at all, for tests of the migrations themselves. */
+export async function createEmptyDb(label = 'empty'): Promise<TestDb> {
+  return createDb(label, 'template0');
+}
+
+async function createDb(label: string, template: string): Promise<TestDb> {
   const name = `t_${label.replace(/[^a-z0-9]/gi, '_').toLowerCase().slice(0, 30)}_${randomBytes(4).toString('hex')}`;
   // CREATE DATABASE ... TEMPLATE fails while another session copies the same template.
   for (let attempt = 0; ; attempt++) {
     try {
-      await admin((c) => c.query(`CREATE DATABASE ${name} TEMPLATE ${TEMPLATE_DB}`));
+      await admin((c) => c.query(`CREATE DATABASE ${name} TEMPLATE ${template}`));
       break;
     } catch (err) {
       if (attempt > 50 || !/is being accessed by other users/.test((err as Error).message)) throw err;

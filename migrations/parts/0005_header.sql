@@ -1,0 +1,10 @@
+-- Migration 0005: trips, 14-day claims and limbo (SPEC 3, 4, 7 step 7, 8).
+-- canon.parse_date_file reads summary_daily's two date formats; canon.v_person_driver
+-- picks one driver per person; canon.v_cabinet_lead_chain is the one lead -> person ->
+-- driver -> trips-in-window definition read by canon.generate_cabinet_claims and the ops
+-- views (limbo, expected claims, gap, weekly funnel); ops.limbo_stage_counts gets its body.
+-- UPSTREAM OBJECT: this migration adds one index to the upstream table
+-- public.summary_daily (summary_daily_driver_trip_date_idx, on driver_id and the parsed
+-- day), the only object the product adds to an upstream table; see the index section
+-- below for why and how a DBA can build it beforehand (CREATE INDEX CONCURRENTLY).
+-- It also adds a deferred check on canon.claim_rules (canon.enforce_claim_rules_consistent).

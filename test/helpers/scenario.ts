@@ -1,0 +1,237 @@
+// Hand-built scenarios for the trips, claims and limbo tests: a lead, a person linked to it
+// and to its drivers (in one transaction, as the invariant triggers require), trip rows in
+// summary_daily, dates relative to the business "today". Every builder makes its own
+// unique keys, so tests sharing one database do not see each other's leads.
+// Importing this module makes pg return date columns as 'YYYY-MM-DD' strings.
+import { randomBytes } from 'node:crypto';
+import type { ExecutionContext } from 'ava';
+import pg from 'pg';
+import { createTestDb, type TestDb } from './db.js';
+
+pg.types.setTypeParser(pg.types.builtins.DATE, (v) => v);
+
+type Db = Pick<TestDb, 'query' | 'connect'>;
+
+/** A database of its own for one test (dropped after it), for tests that assert totals. */
+export async function freshDb(t: ExecutionContext, label: string): Promise<TestDb> {
+  const db = await createTestDb(label);
+  t.teardown(() => db.drop());
+  return db;
+}
+
+/** A short unique suffix for keys of one scenario. */
+export function uid(prefix: string): string {
+  return `${prefix}-${randomBytes(5).toString('hex')}`;
+}
+
+/** The business "today" (canon.business_today()), as YYYY-MM-DD. */
+export async function businessToday(db: Db): Promise<string> {
+  const [r] = await db.query<{ d: string }>(`SELECT canon.business_today()::text AS d`);
+  return r!.d;
+}
+
+/** date + n days, on YYYY-MM-DD strings (calendar arithmetic, no time zone involved). */
+export function addDays(date: string, n: number): string {
+  const d = new Date(`${date}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() + n);
+  return d.toISOString().slice(0, 10);
+}
+
+/** YYYY-MM-DD as summary_daily's other format, DD-MM-YYYY. */
+export function dmy(date: string): string {
+  const [y, m, d] = date.split('-');
+  return `${d}-${m}-${y}`;
+}
+
+export interface LeadInput {
+  /** NULL or blank makes the key the integer id */
+  externalId?: string | null;
+  /** YYYY-MM-DD (10:30 that day) or a full timestamp; null for a lead without lead_created_at */
+  createdAt: string | null;
+  firstName?: string | null;
+  middleName?: string | null;
+  lastName?: string | null;
+  phone?: string | null;
+  plate?: string | null;
+}
+
+export interface Lead {
+  id: number;
+  key: string;
+}
+
+export async function insertLead(db: Db, lead: LeadInput): Promise<Lead> {
+  const createdAt = lead.createdAt === null ? null : lead.createdAt.length === 10 ? `${lead.createdAt} 10:30:00` : lead.createdAt;
+  const [r] = await db.query<{ id: number; key: string }>(
+    `INSERT INTO public.module_ct_cabinet_leads
+       (external_id, lead_created_at, first_name, middle_name, last_name, park_phone, asset_plate_number)
+     VALUES ($1, $2::timestamp, $3, $4, $5, $6, $7)
+     RETURNING id, canon.lead_source_pk(external_id, id) AS key`,
+    [
+      lead.externalId === undefined ? uid('L') : lead.externalId,
+      createdAt,
+      lead.firstName ?? 'Juan',
+      lead.middleName ?? null,
+      lead.lastName ?? 'Perez',
+      lead.phone ?? null,
+      lead.plate ?? null,
+    ],
+  );
+  return r!;
+}
+
+export interface DriverLink {
+  driverId: string;
+  /** timestamptz literal; default now() */
+  linkedAt?: string;
+}
+
+/**
+ * A person linked to the given lead keys and drivers, created in one transaction
+ * (registry row, lead links, driver links). Returns the person_key.
+ */
+export async function linkPerson(db: Db, leadKeys: string[], drivers: DriverLink[] = []): Promise<string> {
+  const c = await db.connect();
+  try {
+    await c.query('BEGIN');
+    const { rows } = await c.query<{ person_key: string }>(
+      `INSERT INTO canon.identity_registry (confidence_level) VALUES ('HIGH') RETURNING person_key`,
+    );
+    const personKey = rows[0]!.person_key;
+    for (const key of leadKeys) {
+      await c.query(
+        `INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level)
+         VALUES ('module_ct_cabinet_leads', $1, $2, 'R1_PHONE_EXACT', 95, 'HIGH')`,
+        [key, personKey],
+      );
+    }
+    for (const d of drivers) {
+      await c.query(
+        `INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, linked_at)
+         VALUES ('drivers', $1, $2, 'R1_PHONE_EXACT', 95, 'HIGH', coalesce($3::timestamptz, now()))`,
+        [d.driverId, personKey, d.linkedAt ?? null],
+      );
+    }
+    await c.query('COMMIT');
+    return personKey;
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    await c.end();
+  }
+}
+
+/** Adds a driver link to an existing person. */
+export async function addDriverLink(db: Db, personKey: string, driver: DriverLink): Promise<void> {
+  await db.query(
+    `INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, linked_at)
+     VALUES ('drivers', $1, $2, 'R1_PHONE_EXACT', 95, 'HIGH', coalesce($3::timestamptz, now()))`,
+    [driver.driverId, personKey, driver.linkedAt ?? null],
+  );
+}
+
+export interface TripRow {
+  /** date_file exactly as stored upstream (either format, or junk) */
+  dateFile: string | null;
+  trips: number;
+}
+
+export async function addTrips(db: Db, driverId: string | null, rows: TripRow[]): Promise<void> {
+  if (rows.length === 0) return;
+  await db.query(
+    `INSERT INTO public.summary_daily (driver_id, date_file, count_orders_completed, sum_work_time_seconds)
+     SELECT $1, r.date_file, r.trips, 3600
+     FROM unnest($2::text[], $3::integer[]) AS r (date_file, trips)`,
+    [driverId, rows.map((r) => r.dateFile), rows.map((r) => r.trips)],
+  );
+}
+
+/** One trip row per day offset from the lead date, alternating the two date formats. */
+export function tripsOnDays(leadDate: string, offsets: number[], tripsPerDay = 1): TripRow[] {
+  return offsets.map((o, i) => {
+    const day = addDays(leadDate, o);
+    return { dateFile: i % 2 === 0 ? day : dmy(day), trips: tripsPerDay };
+  });
+}
+
+export interface LinkedLead extends Lead {
+  personKey: string;
+  driverId: string;
+  leadDate: string;
+}
+
+/** A lead dated `leadDate`, linked to a person with one driver, with `trips` trips on day 0. */
+export async function linkedLead(
+  db: Db,
+  leadDate: string,
+  opts: { trips?: TripRow[]; lead?: Partial<LeadInput>; driverId?: string } = {},
+): Promise<LinkedLead> {
+  const lead = await insertLead(db, { ...opts.lead, createdAt: leadDate });
+  const driverId = opts.driverId ?? uid('D');
+  const personKey = await linkPerson(db, [lead.key], [{ driverId }]);
+  await addTrips(db, driverId, opts.trips ?? []);
+  return { ...lead, personKey, driverId, leadDate };
+}
+
+/** Runs step 7 like the pipeline does (run_id NULL), returning its stats. */
+export async function generateClaims(db: Db, scopeFrom: string): Promise<ClaimStats> {
+  const [r] = await db.query<{ s: ClaimStats }>(`SELECT canon.generate_cabinet_claims(NULL, $1::date) AS s`, [scopeFrom]);
+  return r!.s;
+}
+
+export interface ClaimStats {
+  leads_in_scope: number;
+  leads_with_driver: number;
+  trip_rows_read: number;
+  trip_rows_unparseable_scope_drivers: number;
+  claims_generated: number;
+  claims_generated_amount: number;
+  claims_generated_by_milestone: Record<'M1' | 'M5' | 'M25', { count: number; amount: number }>;
+  claims_skipped_paid_or_rejected: number;
+  claims_already_present: number;
+  [k: string]: unknown;
+}
+
+export interface LimboRow {
+  lead_id: number;
+  lead_source_pk: string;
+  lead_date: string;
+  week_start: string;
+  park_phone: string | null;
+  asset_plate_number: string | null;
+  lead_name: string | null;
+  person_key: string | null;
+  driver_id: string | null;
+  trips_14d: string;
+  window_end_14d: string | null;
+  window_status: 'OPEN' | 'CLOSED' | null;
+  reached_m1_14d: boolean;
+  reached_m5_14d: boolean;
+  reached_m25_14d: boolean;
+  expected_amount_14d: string;
+  has_claim_m1: boolean;
+  has_claim_m5: boolean;
+  has_claim_m25: boolean;
+  limbo_stage: string;
+  limbo_reason_detail: string;
+  reason_code: string | null;
+}
+
+export async function limboRows(db: Db, leadKey: string): Promise<LimboRow[]> {
+  return db.query<LimboRow>(`SELECT * FROM ops.v_cabinet_leads_limbo WHERE lead_source_pk = $1 ORDER BY lead_id`, [leadKey]);
+}
+
+export async function limboRow(db: Db, leadKey: string): Promise<LimboRow> {
+  const rows = await limboRows(db, leadKey);
+  if (rows.length !== 1) throw new Error(`expected one limbo row for lead ${leadKey}, got ${rows.length}`);
+  return rows[0]!;
+}
+
+export async function claimsOf(db: Db, leadKey: string): Promise<{ milestone: number; status: string; amount_expected: string; lead_date: string; driver_id: string | null }[]> {
+  return db.query(
+    `SELECT milestone, status, amount_expected, lead_date, driver_id
+     FROM canon.claims_yango_cabinet_14d WHERE lead_source_pk = $1 ORDER BY milestone`,
+    [leadKey],
+  );
+}

@@ -103,7 +103,8 @@ test('existing upstream tables with extra columns are kept as they are', async (
       CREATE TABLE public.drivers (
         driver_id varchar NOT NULL, park_id varchar, first_name varchar, middle_name varchar, last_name varchar,
         full_name varchar, phone varchar, license_number varchar, license_normalized_number varchar,
-        car_number varchar, car_normalized_number varchar, hire_date date, rating float8, account_balance numeric);
+        car_number varchar, car_normalized_number varchar, hire_date date, rating float8, account_balance numeric,
+        created_at timestamp, updated_at timestamp);
       CREATE TABLE public.summary_daily (driver_id varchar, date_file varchar, count_orders_completed integer, park_id varchar);
       INSERT INTO public.drivers (driver_id, park_id, phone, rating) VALUES ('d1', 'p1', '51977456321', 4.9);`);
     const before = await db.query(`SELECT table_name, column_name, data_type FROM information_schema.columns

@@ -1,0 +1,94 @@
+// Shared plumbing of the benchmarks: a fresh database on the configured server (or the
+// embedded one), migrated, with demo data; a pipeline call that returns its stats; and
+// the machine description printed with every result.
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import pg from 'pg';
+import { loadConfig } from '../src/config.js';
+import { openDatabase, type Database } from '../src/db.js';
+import { generateDemoData, type DemoOptions } from '../src/demo.js';
+import { createLogger, type Logger } from '../src/logger.js';
+import { migrate } from '../src/migrate.js';
+
+export interface BenchDb {
+  pool: pg.Pool;
+  url: string;
+  log: Logger;
+  serverVersion: string;
+  close(): Promise<void>;
+}
+
+function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+/** A new database for this benchmark (dropped at close unless KEEP_BENCH_DB=1). */
+export async function benchDatabase(label: string): Promise<BenchDb> {
+  const config = loadConfig();
+  const log = createLogger({ logLevel: process.env.LOG_LEVEL ?? 'warn', logFormat: config.logFormat });
+  const server: Database = await openDatabase(config, log, 'cabinet-leads-bench');
+  const name = `bench_${label}_${randomBytes(3).toString('hex')}`;
+  await server.pool.query(`CREATE DATABASE ${name}`);
+  const url = withDatabase(server.connectionString, name);
+  await migrate(url, log);
+  const pool = new pg.Pool({ connectionString: url, max: 4 });
+  const v = await pool.query<{ v: string }>(`SELECT current_setting('server_version') AS v`);
+  return {
+    pool,
+    url,
+    log,
+    serverVersion: v.rows[0]!.v,
+    async close() {
+      await pool.end();
+      if (process.env.KEEP_BENCH_DB !== '1') await server.pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      else console.log(`kept database ${name}`);
+      await server.close();
+    },
+  };
+}
+
+export async function demo(db: BenchDb, opts: Omit<DemoOptions, 'reset'>): Promise<Record<string, number>> {
+  const c = await db.pool.connect();
+  try {
+    return await generateDemoData(c, { ...opts, reset: false }, db.log);
+  } finally {
+    c.release();
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Stats = Record<string, any>;
+
+export async function pipeline(db: BenchDb, args: string): Promise<{ status: string; stats: Stats; ms: number }> {
+  const c = await db.pool.connect();
+  try {
+    const t = performance.now();
+    const res = await c.query<{ run: { status: string; stats: Stats; error_message: string | null } }>(
+      `CALL ops.reconcile_cabinet_leads_pipeline(${args}, p_raise_on_failure => false)`,
+    );
+    const run = res.rows[0]!.run;
+    if (run.status !== 'COMPLETED') throw new Error(`pipeline run ${run.status}: ${run.error_message}`);
+    return { status: run.status, stats: run.stats, ms: performance.now() - t };
+  } finally {
+    c.release();
+  }
+}
+
+export function machine(serverVersion: string): string {
+  return `${os.cpus().length} x ${os.cpus()[0]?.model.trim()}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}, PostgreSQL ${serverVersion}, ${new Date().toISOString().slice(0, 10)}`;
+}
+
+export function table(rows: (string | number)[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
+  return rows.map((r) => '| ' + r.map((c, i) => String(c).padEnd(widths[i]!)).join(' | ') + ' |').join('\n');
+}
+
+export function intArg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return fallback;
+  const v = Number(process.argv[i + 1]);
+  if (!Number.isInteger(v) || v < 0) throw new Error(`invalid --${name} ${process.argv[i + 1]}: expected an integer >= 0`);
+  return v;
+}

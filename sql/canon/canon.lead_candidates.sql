@@ -1,0 +1,153 @@
+-- canon.lead_candidates: every driver candidate of the given lead rows, by rule, with
+-- its score and name similarity, and whether it is kept as evidence or why it is not.
+-- The one definition of the rules of SPEC 6, used by the batch matcher and by
+-- ops.explain_lead. Reads canon.lead_keys and canon.driver_index.
+CREATE OR REPLACE FUNCTION canon.lead_candidates(p_lead_ids integer[])
+RETURNS TABLE (
+  lead_id integer,
+  lead_source_pk text,
+  rule text,
+  rule_group text,
+  driver_id text,
+  park_id text,
+  in_target_park boolean,
+  score numeric,
+  confidence_level text,
+  name_similarity numeric,
+  hire_date date,
+  hire_in_window boolean,
+  kept boolean,
+  reject_reason text
+)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH params AS (
+    SELECT canon.setting('target_park_id') AS target_park,
+           canon.setting('shared_phone_min_other_people')::integer AS min_other_people
+  ),
+  leads AS (
+    SELECT k.* FROM canon.lead_keys k WHERE k.lead_id = ANY (p_lead_ids)
+  ),
+  -- A phone that other leads use under other names is an office phone, not a person's.
+  -- Only phones with enough distinct names to be shared are compared name by name.
+  phone_names AS (
+    SELECT p.phone_norm, array_agg(o.name_norm) AS names
+    FROM (SELECT DISTINCT l.phone_norm FROM leads l WHERE l.phone_norm IS NOT NULL) p
+    CROSS JOIN LATERAL (
+      SELECT DISTINCT o.name_norm
+      FROM canon.lead_keys o
+      WHERE o.phone_norm = p.phone_norm AND o.name_norm IS NOT NULL
+      LIMIT 50
+    ) o
+    GROUP BY p.phone_norm
+    HAVING count(*) > (SELECT pr.min_other_people FROM params pr)
+  ),
+  -- Enough is enough: stop comparing once min_other_people other people are found.
+  lead_phone_sharing AS (
+    SELECT l.lead_id,
+           (SELECT count(*)
+            FROM (SELECT 1
+                  FROM unnest(pn.names) n (name_norm)
+                  WHERE l.name_norm IS NULL
+                     OR (n.name_norm <> l.name_norm AND canon.name_similarity(l.name_norm, n.name_norm) < 0.66)
+                  LIMIT (SELECT pr.min_other_people FROM params pr)) x) AS other_people
+    FROM leads l
+    JOIN phone_names pn ON pn.phone_norm = l.phone_norm
+  ),
+  raw AS (
+    SELECT l.lead_id, 'PHONE' AS rule_group, d.*
+    FROM leads l JOIN canon.driver_index d ON d.phone_norm = l.phone_norm
+    UNION ALL
+    SELECT l.lead_id, 'LICENSE', d.*
+    FROM leads l JOIN canon.driver_index d ON d.license_norm = l.license_norm
+    UNION ALL
+    SELECT l.lead_id, 'PLATE', d.*
+    FROM leads l JOIN canon.driver_index d ON d.plate_norm = l.plate_norm
+  ),
+  scored AS (
+    SELECT r.lead_id, l.lead_source_pk, r.rule_group, r.driver_id, r.park_id, r.name_norm,
+           r.park_id IS NOT DISTINCT FROM p.target_park AS in_target_park,
+           CASE WHEN l.name_norm = r.name_norm THEN 1.0000
+                ELSE round(coalesce(canon.name_similarity(l.name_norm, r.name_norm), 0), 4) END AS name_similarity,
+           r.hire_date,
+           (r.hire_date IS NULL OR r.hire_date BETWEEN l.lead_date - 90 AND l.lead_date + 30) AS hire_in_window,
+           coalesce(s.other_people, 0) >= p.min_other_people AS lead_phone_shared,
+           NOT EXISTS (SELECT 1 FROM public.drivers x WHERE x.driver_id = r.driver_id) AS driver_deleted
+    FROM raw r
+    JOIN leads l ON l.lead_id = r.lead_id
+    CROSS JOIN params p
+    LEFT JOIN lead_phone_sharing s ON s.lead_id = r.lead_id
+  ),
+  -- Several drivers on one phone with different names are different people.
+  driver_phone_sharing AS (
+    SELECT x.lead_id,
+           bool_or(x.name_norm IS DISTINCT FROM ref.name_norm
+                   AND coalesce(canon.name_similarity(x.name_norm, ref.name_norm), 0) < 0.66) AS shared
+    FROM scored x
+    JOIN (
+      SELECT y.lead_id, min(y.name_norm) AS name_norm
+      FROM scored y
+      WHERE y.rule_group = 'PHONE' AND NOT y.driver_deleted
+      GROUP BY y.lead_id
+      HAVING count(DISTINCT y.driver_id) > 1
+    ) ref ON ref.lead_id = x.lead_id
+    WHERE x.rule_group = 'PHONE' AND NOT x.driver_deleted
+    GROUP BY x.lead_id
+  ),
+  classified AS (
+    SELECT sc.*,
+           CASE sc.rule_group
+             WHEN 'PHONE' THEN 'R1_PHONE_EXACT'
+             WHEN 'LICENSE' THEN 'R2_LICENSE_EXACT'
+             ELSE CASE WHEN sc.hire_in_window THEN 'R3_PLATE_EXACT_NAME_SIMILAR' ELSE 'R3B_PLATE_NAME_NO_DATE' END
+           END AS rule,
+           CASE
+             WHEN sc.driver_deleted THEN 'DRIVER_DELETED'
+             WHEN sc.rule_group = 'PHONE' AND sc.lead_phone_shared THEN 'PHONE_SHARED_BY_LEADS'
+             WHEN sc.rule_group = 'PHONE' AND coalesce(ds.shared, false) THEN 'PHONE_SHARED_BY_DRIVERS'
+             WHEN sc.rule_group = 'PLATE' AND sc.name_similarity < 0.66 THEN 'NAME_NOT_SIMILAR'
+           END AS reject_reason
+    FROM scored sc
+    LEFT JOIN driver_phone_sharing ds ON ds.lead_id = sc.lead_id
+  ),
+  -- The target park is preferred: other parks count only when no rule finds a target-park driver.
+  parked AS (
+    SELECT c.*,
+           CASE
+             WHEN c.reject_reason IS NULL AND NOT c.in_target_park
+                  AND bool_or(c.reject_reason IS NULL AND c.in_target_park) OVER (PARTITION BY c.lead_id)
+               THEN 'OTHER_PARK_TARGET_PREFERRED'
+             ELSE c.reject_reason
+           END AS reason
+    FROM classified c
+  ),
+  -- Shift drivers share a plate: the name decides when the best is clearly better (gap >= 0.15).
+  plate_ranked AS (
+    SELECT p.*,
+           row_number() OVER w AS plate_pos,
+           first_value(p.name_similarity) OVER w AS best_similarity,
+           nth_value(p.name_similarity, 2) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS second_similarity
+    FROM parked p
+    WHERE p.rule_group = 'PLATE' AND p.reason IS NULL
+    WINDOW w AS (PARTITION BY p.lead_id ORDER BY p.name_similarity DESC, p.driver_id)
+  )
+  SELECT p.lead_id, p.lead_source_pk, p.rule, p.rule_group, p.driver_id, p.park_id, p.in_target_park,
+         CASE p.rule WHEN 'R1_PHONE_EXACT' THEN 95 WHEN 'R2_LICENSE_EXACT' THEN 92
+                     WHEN 'R3_PLATE_EXACT_NAME_SIMILAR' THEN 85 ELSE 80 END::numeric AS score,
+         CASE WHEN p.rule_group IN ('PHONE', 'LICENSE') THEN 'HIGH' ELSE 'MEDIUM' END AS confidence_level,
+         p.name_similarity, p.hire_date, p.hire_in_window,
+         final.reason IS NULL AS kept,
+         final.reason AS reject_reason
+  FROM parked p
+  LEFT JOIN plate_ranked pr ON pr.lead_id = p.lead_id AND pr.driver_id = p.driver_id AND p.rule_group = 'PLATE'
+  CROSS JOIN LATERAL (
+    SELECT CASE
+             WHEN pr.plate_pos > 1 AND pr.best_similarity - pr.second_similarity >= 0.15
+               THEN 'NAME_LESS_SIMILAR_THAN_BEST'
+             ELSE p.reason
+           END AS reason
+  ) final
+$$;
+COMMENT ON FUNCTION canon.lead_candidates(integer[]) IS 'All driver candidates of the given lead rows (canon.lead_keys.lead_id), by rule, with score, name similarity, kept or reject_reason.';

@@ -1,0 +1,70 @@
+-- ops.explain_lead: "why is this lead (not) matched?" for one lead key: its normalised
+-- keys, its current state (link or unmatched row), every candidate with rule, score and
+-- why it was kept or rejected, and the decision the matcher would take now.
+--   SELECT jsonb_pretty(ops.explain_lead('9f3a...'));
+-- It keys the lead's rows first (canon.lead_keys), so it works on leads never run yet;
+-- candidates come from the driver index as of its last refresh (shown in the result).
+CREATE OR REPLACE FUNCTION ops.explain_lead(p_lead_source_pk text)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_ids integer[];
+  v_rep integer;
+  v_decision record;
+  v_result jsonb;
+BEGIN
+  SELECT array_agg(l.id ORDER BY l.id) INTO v_ids
+  FROM public.module_ct_cabinet_leads l
+  WHERE canon.lead_source_pk(l.external_id, l.id) = p_lead_source_pk;
+  IF v_ids IS NULL THEN
+    RAISE EXCEPTION 'unknown lead %: no row of public.module_ct_cabinet_leads has this lead_source_pk', quote_literal(coalesce(p_lead_source_pk, 'NULL'))
+      USING ERRCODE = 'P0002';
+  END IF;
+  v_rep := v_ids[1];
+  PERFORM canon.refresh_lead_keys(v_ids);
+  SELECT * INTO v_decision FROM canon.lead_decisions(ARRAY[v_rep]);
+
+  SELECT jsonb_build_object(
+    'lead_source_pk', p_lead_source_pk,
+    'lead_rows', to_jsonb(v_ids),
+    'driver_index_refreshed_at', (SELECT st.last_refresh_at FROM canon.driver_index_state st),
+    'keys', (SELECT jsonb_build_object('lead_date', k.lead_date, 'lead_name', k.lead_name, 'phone_norm', k.phone_norm,
+                                       'plate_norm', k.plate_norm, 'license_norm', k.license_norm, 'name_norm', k.name_norm)
+             FROM canon.lead_keys k WHERE k.lead_id = v_rep),
+    'link', (SELECT jsonb_build_object('person_key', k.person_key, 'match_rule', k.match_rule, 'match_score', k.match_score,
+                                       'linked_at', k.linked_at, 'run_id', k.run_id,
+                                       'driver_id', (SELECT pd.driver_id FROM canon.v_person_driver pd WHERE pd.person_key = k.person_key))
+             FROM canon.identity_links k
+             WHERE k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p_lead_source_pk),
+    'unmatched', (SELECT jsonb_build_object('reason_code', u.reason_code, 'status', u.status, 'attempts', u.attempts,
+                                            'first_attempt_at', u.first_attempt_at, 'last_attempt_at', u.last_attempt_at,
+                                            'note', u.note)
+                  FROM canon.identity_unmatched u
+                  WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p_lead_source_pk),
+    'decision_now', jsonb_build_object('decision', v_decision.decision, 'driver_id', v_decision.driver_id,
+                                       'match_rule', v_decision.match_rule, 'match_score', v_decision.match_score,
+                                       'confidence_level', v_decision.confidence_level, 'evidence', v_decision.evidence),
+    'candidates', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                      'driver_id', c.driver_id, 'park_id', c.park_id, 'in_target_park', c.in_target_park,
+                      'rule', c.rule, 'score', c.score, 'name_similarity', c.name_similarity,
+                      'hire_date', c.hire_date, 'hire_in_window', c.hire_in_window,
+                      'kept', c.kept, 'reject_reason', c.reject_reason)
+                    ORDER BY c.kept DESC, c.score DESC, c.name_similarity DESC, c.driver_id), '[]'::jsonb)
+                   FROM canon.lead_candidates(ARRAY[v_rep]) c),
+    'explanation', CASE v_decision.decision
+      WHEN 'MATCH' THEN format('Matches driver %s by %s (score %s).', v_decision.driver_id, v_decision.match_rule, v_decision.match_score)
+      WHEN 'MISSING_KEYS' THEN 'No usable phone, plate or licence: nothing to match on; fix the lead data or resolve it by hand (ops.resolve_lead).'
+      WHEN 'SHARED_KEY' THEN 'Its only key is a phone shared by several people (an office phone): not evidence; needs a plate or a manual resolution.'
+      WHEN 'WEAK_MATCH_ONLY' THEN 'Its plate is known but no driver of that plate has a similar name (>= 0.66): check the candidates and resolve by hand if one is right.'
+      WHEN 'AMBIGUOUS' THEN 'Several drivers fit equally well: never resolved automatically; pick one with ops.resolve_lead.'
+      WHEN 'CONFLICT' THEN 'Different rules point to different drivers: check the candidates and resolve by hand.'
+      ELSE 'No driver has its phone or plate yet: it is retried every run (new drivers arrive daily).'
+    END)
+  INTO v_result;
+  RETURN v_result;
+END
+$$;
+COMMENT ON FUNCTION ops.explain_lead(text) IS 'Why a lead is (not) matched: normalised keys, state, every candidate with rule, score, kept or reject reason, and the decision now.';

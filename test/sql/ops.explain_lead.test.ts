@@ -1,0 +1,54 @@
+import test from 'ava';
+import { createTestDb, type TestDb } from '../helpers/db.js';
+import { insertDriver, insertLead, runPipeline } from '../helpers/rows.js';
+
+let db: TestDb;
+test.before(async () => {
+  db = await createTestDb('explain');
+  await insertDriver(db, { driver_id: 'a', first_name: 'Ana', last_name: 'Lopez', car_number: 'SHF001' });
+  await insertDriver(db, { driver_id: 'b', first_name: 'Ana', last_name: 'Lopes', car_number: 'SHF001' });
+  await insertDriver(db, { driver_id: 'c', first_name: 'Pedro', last_name: 'Gomez', car_number: 'SHF001' });
+  await insertDriver(db, { driver_id: 'j', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
+  await insertLead(db, { external_id: 'AMB', first_name: 'Ana', last_name: 'López', asset_plate_number: 'shf-001' });
+  await insertLead(db, { external_id: 'OK', first_name: 'Juan', last_name: 'Perez', park_phone: '+51 977 456 321' });
+  await runPipeline(db, 'p_limit => 0'); // builds the driver index, evaluates no lead
+});
+test.after.always(() => db.drop());
+
+interface Explained {
+  keys: { plate_norm: string; name_norm: string };
+  decision_now: { decision: string; driver_id: string | null };
+  candidates: { driver_id: string; kept: boolean; reject_reason: string | null; name_similarity: number }[];
+  unmatched: { reason_code: string } | null;
+  link: { driver_id: string } | null;
+  explanation: string;
+}
+
+async function explain(key: string): Promise<Explained> {
+  const [r] = await db.query<{ e: Explained }>(`SELECT ops.explain_lead($1) AS e`, [key]);
+  return r!.e;
+}
+
+test('explains a lead never run yet: keys, every candidate with why, and the decision', async (t) => {
+  const e = await explain('AMB');
+  t.is(e.keys.plate_norm, 'SHF001');
+  t.is(e.decision_now.decision, 'AMBIGUOUS');
+  const byDriver = Object.fromEntries(e.candidates.map((c) => [c.driver_id, c]));
+  t.true(byDriver['a']!.kept && byDriver['b']!.kept);
+  t.is(byDriver['c']!.reject_reason, 'NAME_NOT_SIMILAR');
+  t.regex(e.explanation, /Several drivers fit equally well/);
+  t.is(e.unmatched, null);
+});
+
+test('after a run it shows the unmatched row or the link', async (t) => {
+  await runPipeline(db);
+  t.is((await explain('AMB')).unmatched?.reason_code, 'AMBIGUOUS');
+  const ok = await explain('OK');
+  t.is(ok.link?.driver_id, 'j');
+  t.is(ok.decision_now.decision, 'MATCH');
+});
+
+test('an unknown lead key is refused with a message naming it', async (t) => {
+  const err = await t.throwsAsync(db.query(`SELECT ops.explain_lead('nope-123')`));
+  t.regex(err!.message, /unknown lead 'nope-123'/);
+});

@@ -64,7 +64,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: path.resolve(PROJECT_ROOT, env.CABINET_DATA_DIR ?? '.data'),
     logLevel,
     logFormat,
-    connectTimeoutSeconds: positiveNumber(env, 'DATABASE_CONNECT_TIMEOUT', 8),
+    connectTimeoutSeconds: positiveNumber(env, 'DATABASE_CONNECT_TIMEOUT', 5),
     alertWebhookUrl: webhook,
   };
 }

@@ -1,5 +1,17 @@
 import test from 'ava';
-import { createTestDb } from '../helpers/db.js';
+import { createTestDb, type TestDb } from '../helpers/db.js';
+
+// The product's views read the upstream columns, so PostgreSQL refuses to drop or
+// retype them; to simulate an upstream that changed anyway, drop the views first.
+async function dropProductViews(db: TestDb): Promise<void> {
+  await db.query(`DO $$
+    DECLARE v record;
+    BEGIN
+      FOR v IN SELECT schemaname, viewname FROM pg_views WHERE schemaname IN ('canon', 'ops') LOOP
+        EXECUTE format('DROP VIEW IF EXISTS %I.%I CASCADE', v.schemaname, v.viewname);
+      END LOOP;
+    END $$`);
+}
 
 test('passes on the tables created by the migrations', async (t) => {
   const db = await createTestDb('contract');
@@ -15,6 +27,7 @@ test('passes on the tables created by the migrations', async (t) => {
 test('names every missing column and wrongly typed column in one error', async (t) => {
   const db = await createTestDb('contract');
   try {
+    await dropProductViews(db);
     await db.query(`ALTER TABLE public.drivers DROP COLUMN phone`);
     await db.query(`ALTER TABLE public.summary_daily DROP COLUMN date_file`);
     await db.query(`ALTER TABLE public.module_ct_cabinet_leads ALTER COLUMN lead_created_at TYPE text`);
@@ -31,6 +44,7 @@ test('names every missing column and wrongly typed column in one error', async (
 test('names a missing table', async (t) => {
   const db = await createTestDb('contract');
   try {
+    await dropProductViews(db);
     await db.query(`DROP TABLE public.summary_daily`);
     const err = await t.throwsAsync(db.query(`SELECT canon.check_source_contract()`));
     t.regex(err!.message, /table public\.summary_daily is missing/);
@@ -42,6 +56,7 @@ test('names a missing table', async (t) => {
 test('a run against a broken contract is FAILED and names the column', async (t) => {
   const db = await createTestDb('contract');
   try {
+    await dropProductViews(db);
     await db.query(`ALTER TABLE public.module_ct_cabinet_leads DROP COLUMN park_phone`);
     const c = await db.connect();
     const res = await c.query<{ run: { status: string; error_message: string; error_sqlstate: string } }>(

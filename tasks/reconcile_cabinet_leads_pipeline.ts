@@ -1,16 +1,25 @@
 // graphile-worker task: adapts the job payload to runPipeline, the same code path as
-// the CLI. A FAILED run throws so that graphile-worker retries it (bounded attempts).
+// the CLI. After every run it checks the alerts (logged at warn, posted to the optional
+// ALERT_WEBHOOK_URL), which can never fail the run. A FAILED run throws so that
+// graphile-worker retries it (bounded attempts).
 import type { Task } from 'graphile-worker';
+import { checkAlertsAfterRun, type WebhookOptions } from '../src/alerts.js';
+import { loadConfig } from '../src/config.js';
 import type { Logger } from '../src/logger.js';
 import { parsePipelinePayload } from '../src/payload.js';
 import { runPipeline } from '../src/pipeline.js';
 
-export function reconcileCabinetLeadsPipeline(log: Logger): Task {
+export function reconcileCabinetLeadsPipeline(log: Logger, opts: { alertWebhookUrl?: string; alertWebhook?: WebhookOptions } = {}): Task {
+  const webhookUrl = 'alertWebhookUrl' in opts ? opts.alertWebhookUrl : loadConfig().alertWebhookUrl;
   return async (payload, helpers) => {
-    const opts = parsePipelinePayload(payload);
+    const pipelineOpts = parsePipelinePayload(payload);
     const jobLog = log.child({ job_id: helpers.job.id, attempt: helpers.job.attempts });
     const run = await helpers.withPgClient((client) =>
-      runPipeline(client, { ...opts, trigger: 'worker', workerJobId: helpers.job.id }, jobLog),
+      runPipeline(client, { ...pipelineOpts, trigger: 'worker', workerJobId: helpers.job.id }, jobLog),
+    );
+    // helpers.query borrows a connection per query: none is held while the webhook is posted.
+    await checkAlertsAfterRun(helpers, run, { webhookUrl, webhook: opts.alertWebhook }, jobLog).catch((err: unknown) =>
+      jobLog.error({ run_id: run.id, error: String(err) }, 'alert check failed'),
     );
     if (run.status === 'FAILED') throw new Error(`run ${run.id} FAILED: ${run.error_message ?? 'unknown error'}`);
   };

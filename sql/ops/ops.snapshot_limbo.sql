@@ -1,11 +1,77 @@
--- ops.snapshot_limbo: pipeline step 8, stores the limbo counts of a completed run and
--- evaluates the alert rules. Not implemented yet (alerts issue): reports so in stats.
+-- ops.snapshot_limbo: pipeline step 8 (SPEC 7, 9). In one pass over
+-- ops.v_cabinet_leads_limbo (ops.limbo_week_counts) it stores the run's limbo counts per lead week
+-- (ops.limbo_snapshot_weeks) and over all leads (ops.limbo_snapshots), then evaluates the
+-- alert rules on that snapshot and records the firing alerts (ops.check_limbo_alerts).
+-- It runs inside the run's all-or-nothing transaction: a failed or dry run keeps nothing,
+-- so only COMPLETED runs have snapshots. Calling it again for a run replaces its snapshot.
+-- Returns the step's stats: counts, rows written, alerts firing (codes, new ones).
 CREATE OR REPLACE FUNCTION ops.snapshot_limbo(p_run_id bigint)
 RETURNS jsonb
-LANGUAGE sql
+LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT jsonb_build_object('implemented', false)
+DECLARE
+  v_snap jsonb;
+  v_weeks integer;
+  v_alerts jsonb;
+BEGIN
+  IF p_run_id IS NULL THEN
+    RAISE EXCEPTION 'ops.snapshot_limbo: p_run_id is NULL: expected the id of a row of canon.ingestion_runs'
+      USING ERRCODE = '22023';
+  END IF;
+
+  DELETE FROM ops.limbo_snapshots s WHERE s.run_id = p_run_id;
+
+  WITH weeks AS (
+    SELECT w.* FROM ops.limbo_week_counts(NULL) w
+  ),
+  snapshot AS (
+    INSERT INTO ops.limbo_snapshots (
+      run_id, taken_at, business_date, leads, leads_with_identity, leads_with_driver,
+      limbo_no_identity, limbo_no_driver, limbo_no_trips_14d, limbo_trips_no_claim, limbo_ok)
+    SELECT p_run_id, now(), canon.business_today(),
+           coalesce(sum(w.leads), 0), coalesce(sum(w.leads_with_identity), 0), coalesce(sum(w.leads_with_driver), 0),
+           coalesce(sum(w.limbo_no_identity), 0), coalesce(sum(w.limbo_no_driver), 0),
+           coalesce(sum(w.limbo_no_trips_14d), 0), coalesce(sum(w.limbo_trips_no_claim), 0), coalesce(sum(w.limbo_ok), 0)
+    FROM weeks w
+    RETURNING *
+  ),
+  week_rows AS (
+    INSERT INTO ops.limbo_snapshot_weeks (
+      run_id, week_start, leads, leads_with_identity, leads_with_driver,
+      limbo_no_identity, limbo_no_driver, limbo_no_trips_14d, limbo_trips_no_claim, limbo_ok)
+    SELECT p_run_id, w.week_start, w.leads, w.leads_with_identity, w.leads_with_driver,
+           w.limbo_no_identity, w.limbo_no_driver, w.limbo_no_trips_14d, w.limbo_trips_no_claim, w.limbo_ok
+    FROM weeks w
+    RETURNING 1
+  )
+  SELECT to_jsonb(s), (SELECT count(*)::integer FROM week_rows) INTO v_snap, v_weeks
+  FROM snapshot s;
+
+  SELECT coalesce(jsonb_agg(jsonb_build_object(
+           'rule_code', a.rule_code, 'severity', a.severity, 'subject', a.subject,
+           'current_value', a.current_value, 'threshold', a.threshold, 'is_new', a.is_new)), '[]'::jsonb)
+  INTO v_alerts
+  FROM ops.check_limbo_alerts(p_run_id, true) a;
+
+  RETURN jsonb_build_object(
+    'run_id', p_run_id,
+    'taken_at', v_snap->'taken_at',
+    'business_date', v_snap->'business_date',
+    'leads', v_snap->'leads',
+    'leads_with_identity', v_snap->'leads_with_identity',
+    'leads_with_driver', v_snap->'leads_with_driver',
+    'stages', jsonb_build_object(
+      'NO_IDENTITY', v_snap->'limbo_no_identity', 'NO_DRIVER', v_snap->'limbo_no_driver',
+      'NO_TRIPS_14D', v_snap->'limbo_no_trips_14d', 'TRIPS_NO_CLAIM', v_snap->'limbo_trips_no_claim',
+      'OK', v_snap->'limbo_ok'),
+    'weeks_written', v_weeks,
+    'rows_written', v_weeks + 1,
+    'alerts_firing', jsonb_array_length(v_alerts),
+    'alerts_new', (SELECT count(*) FROM jsonb_array_elements(v_alerts) x WHERE (x->>'is_new')::boolean),
+    'alerts', v_alerts);
+END
 $$;
-COMMENT ON FUNCTION ops.snapshot_limbo(bigint) IS 'Pipeline step 8: snapshot limbo counts per stage and lead week, evaluate alerts. Returns step stats.';
+COMMENT ON FUNCTION ops.snapshot_limbo(bigint) IS
+  'Pipeline step 8: stores the limbo counts of run p_run_id per stage, overall and per lead week (ops.limbo_snapshots, ops.limbo_snapshot_weeks), then evaluates and records the alerts. Returns step stats (counts, rows_written, alerts).';

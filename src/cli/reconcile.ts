@@ -1,5 +1,6 @@
 // cabinet-leads reconcile: one pipeline run, for cron and Windows Task Scheduler. Same
 // code path as the worker task. Exit 0 completed or skipped, 1 failed, 2 usage/config.
+import { checkAlertsAfterRun } from '../alerts.js';
 import { PIPELINE_DEFAULTS, isContractViolation, runPipeline, type RunRow } from '../pipeline.js';
 import { intFlag, parse } from './args.js';
 import type { Command } from './command.js';
@@ -55,13 +56,18 @@ Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
       onlyLimbo: values['only-limbo'] ?? false,
       trigger: 'cli' as const,
     };
-    return withDatabase(async ({ db, log }) => {
+    return withDatabase(async ({ db, log, config }) => {
       const client = await db.pool.connect();
       let run: RunRow;
       try {
         run = await runPipeline(client, opts, log);
       } finally {
         client.release();
+      }
+      // As the worker does after each run: firing alerts logged (warn) and sent to the
+      // optional webhook; never changes the exit code, which is about the run.
+      if (!run.dry_run && run.status !== 'SKIPPED') {
+        await checkAlertsAfterRun(db.pool, run, { webhookUrl: config.alertWebhookUrl }, log);
       }
       if (values.json) console.log(JSON.stringify(run));
       else console.log(summary(run));

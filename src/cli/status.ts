@@ -1,4 +1,7 @@
-// cabinet-leads status: the last runs and the current limbo counts, for a terminal.
+// cabinet-leads status: for a terminal, the last runs, the current limbo counts with the
+// change since the previous snapshot, and the firing alerts (read only: status records
+// nothing; `cabinet-leads alerts` is the check that records).
+import { type Alert, checkAlerts, describeAlert } from '../alerts.js';
 import { parse, intFlag } from './args.js';
 import type { Command } from './command.js';
 import { withDatabase } from './context.js';
@@ -13,17 +16,37 @@ interface RunLine {
   error_message: string | null;
 }
 
+interface LimboLine {
+  limbo_stage: string;
+  count: number;
+  /** the count in the snapshot compared against (null when there is none) */
+  previous: number | null;
+  change: number | null;
+}
+
+interface Baseline {
+  run_id: number;
+  taken_at: string;
+}
+
 function pad(s: string, n: number): string {
   return s.length >= n ? s : s + ' '.repeat(n - s.length);
 }
 
+function signed(n: number | null): string {
+  if (n === null) return '';
+  return n > 0 ? `+${n}` : n < 0 ? `${n}` : '±0';
+}
+
 export const statusCommand: Command = {
   name: 'status',
-  summary: 'show the last runs and the limbo counts',
+  summary: 'show the last runs, the limbo counts and the firing alerts',
   help: `Usage: cabinet-leads status [--runs N] [--json]
 
-Prints the last runs of the pipeline (canon.ingestion_runs) and, when the limbo
-view exists, the number of leads per limbo stage.
+Prints the last runs of the pipeline (canon.ingestion_runs), the number of leads per
+limbo stage now with the change since the previous snapshot (the snapshot taken before
+the latest one, i.e. what the last run and anything since changed), and the alerts
+that fire now (ops.check_limbo_alerts, read only: nothing is recorded).
 
 Options:
   --runs N    how many runs to show (default 10)
@@ -46,16 +69,28 @@ Options:
          ORDER BY created_at DESC LIMIT $1`,
         [n],
       );
-      const hasView = await db.pool.query(`SELECT to_regclass('ops.v_cabinet_leads_limbo') IS NOT NULL AS ok`);
-      let limbo: { limbo_stage: string; count: string }[] | null = null;
-      if (hasView.rows[0]?.ok) {
-        const res = await db.pool.query<{ limbo_stage: string; count: string }>(
-          `SELECT limbo_stage, COUNT(*) AS count FROM ops.v_cabinet_leads_limbo GROUP BY limbo_stage ORDER BY count DESC`,
-        );
-        limbo = res.rows;
-      }
+      // Live counts and the previous snapshot's, in one pass over the limbo view.
+      const metrics = await db.pool.query<{ metric: string; current_value: number; previous_value: number | null; previous_run_id: string | null; previous_taken_at: string | null }>(
+        `SELECT m.metric, m.current_value::float8 AS current_value, m.previous_value::float8 AS previous_value,
+                m.previous_run_id::text AS previous_run_id,
+                to_char((m.context->>'previous_taken_at')::timestamptz AT TIME ZONE canon.setting('business_timezone'),
+                        'YYYY-MM-DD HH24:MI') AS previous_taken_at
+         FROM ops.limbo_alert_metrics() m
+         WHERE m.metric IN ('NO_IDENTITY', 'NO_DRIVER', 'NO_TRIPS_14D', 'TRIPS_NO_CLAIM', 'OK')
+         ORDER BY m.current_value DESC, m.metric`,
+      );
+      const limbo: LimboLine[] = metrics.rows.map((m) => ({
+        limbo_stage: m.metric,
+        count: m.current_value,
+        previous: m.previous_value,
+        change: m.previous_value === null ? null : m.current_value - m.previous_value,
+      }));
+      const first = metrics.rows[0];
+      const baseline: Baseline | null =
+        first?.previous_run_id != null && first.previous_taken_at != null ? { run_id: Number(first.previous_run_id), taken_at: first.previous_taken_at } : null;
+      const alerts: Alert[] = await checkAlerts(db.pool, { record: false });
       if (values.json) {
-        console.log(JSON.stringify({ runs: runs.rows, limbo }));
+        console.log(JSON.stringify({ runs: runs.rows, limbo, previous_snapshot: baseline, alerts }));
         return 0;
       }
       console.log('Last runs');
@@ -66,10 +101,17 @@ Options:
         console.log(`  #${pad(r.id, 6)} ${pad(r.status + (r.dry_run ? ' (dry)' : ''), 16)} ${when}Z  ${pad(r.trigger, 7)} ${pad((r.duration_ms ?? '?') + ' ms', 10)}${err}`);
       }
       console.log('');
-      if (limbo === null) console.log('Limbo: view ops.v_cabinet_leads_limbo not installed yet');
+      console.log(
+        baseline
+          ? `Limbo (leads per stage now; change since the snapshot of run #${baseline.run_id}, ${baseline.taken_at})`
+          : 'Limbo (leads per stage now; no earlier snapshot to compare with yet)',
+      );
+      for (const l of limbo) console.log(`  ${pad(l.limbo_stage, 16)} ${pad(String(l.count), 8)} ${signed(l.change)}`);
+      console.log('');
+      if (alerts.length === 0) console.log('Alerts: none fires');
       else {
-        console.log('Limbo (leads per stage)');
-        for (const l of limbo) console.log(`  ${pad(l.limbo_stage, 16)} ${l.count}`);
+        console.log(`Alerts: ${alerts.length} firing`);
+        for (const a of alerts) console.log(`  ${describeAlert(a)}`);
       }
       return 0;
     });

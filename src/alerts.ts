@@ -1,0 +1,219 @@
+// Alerts, TypeScript side: ops.check_limbo_alerts decides (SQL); this module only reads
+// its rows, words them for a terminal, logs them and posts them to a webhook. Used by
+// the `alerts` and `status` commands, the report, and the worker after each run.
+import type pg from 'pg';
+import type { Logger } from './logger.js';
+
+export type Severity = 'WARNING' | 'CRITICAL';
+
+/** One firing alert, as ops.check_limbo_alerts returns it (numbers as numbers, times ISO). */
+export interface Alert {
+  rule_code: string;
+  severity: Severity;
+  metric: string;
+  measure: 'CURRENT' | 'WEEK_OVER_WEEK_PCT';
+  comparison: string;
+  threshold: number;
+  current_value: number | null;
+  previous_value: number | null;
+  change_pct: number | null;
+  subject: string;
+  message: string;
+  first_seen_at: string;
+  last_seen_at: string;
+  is_new: boolean;
+  alert_id: number | null;
+  /** when the webhook accepted this alert (null: never sent) */
+  notified_at: string | null;
+}
+
+/** A pg pool or client, or graphile-worker's job helpers (their query() borrows a client per query). */
+export interface Queryable {
+  query<R extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>>;
+}
+
+/**
+ * The firing alerts. record = true (the check of the CLI and the worker) records them in
+ * ops.alerts; false only reads (status, report), so read-only users can call it.
+ */
+export async function checkAlerts(db: Queryable, opts: { record: boolean }): Promise<Alert[]> {
+  const res = await db.query<Alert>(
+    `SELECT a.rule_code, a.severity, a.metric, a.measure, a.comparison,
+            a.threshold::float8 AS threshold, a.current_value::float8 AS current_value,
+            a.previous_value::float8 AS previous_value, a.change_pct::float8 AS change_pct,
+            a.subject, a.message,
+            to_char(a.first_seen_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS first_seen_at,
+            to_char(a.last_seen_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS last_seen_at,
+            a.is_new, a.alert_id::float8 AS alert_id,
+            to_char(a.notified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS notified_at
+     FROM ops.check_limbo_alerts(p_record => $1) a`,
+    [opts.record],
+  );
+  return res.rows;
+}
+
+/** One line in plain words: "CRITICAL LAST_RUN_FAILED: The last run (#12, ...) FAILED: ... (new)". */
+export function describeAlert(a: Alert): string {
+  const since = a.is_new ? 'new' : `firing since ${a.first_seen_at.replace('T', ' ').slice(0, 16)} UTC`;
+  return `${a.severity} ${a.rule_code}: ${a.message} (${since})`;
+}
+
+/** Log lines are events with fields; one warn line per firing alert. */
+export function logAlerts(log: Logger, alerts: Alert[], fields: Record<string, unknown> = {}): void {
+  for (const a of alerts) {
+    log.warn(
+      {
+        ...fields,
+        rule_code: a.rule_code,
+        severity: a.severity,
+        metric: a.metric,
+        threshold: a.threshold,
+        current_value: a.current_value,
+        previous_value: a.previous_value,
+        change_pct: a.change_pct,
+        subject: a.subject || undefined,
+        first_seen_at: a.first_seen_at,
+        is_new: a.is_new,
+        alert: a.message,
+      },
+      'limbo alert firing',
+    );
+  }
+}
+
+/**
+ * What the webhook receives (Content-Type: application/json): every firing alert;
+ * `new` counts those never sent before (their notified_at is null).
+ */
+export interface WebhookPayload {
+  source: 'cabinet-leads';
+  event: 'limbo_alerts';
+  checked_at: string;
+  run_id: number | null;
+  run_status: string | null;
+  firing: number;
+  new: number;
+  alerts: Alert[];
+}
+
+export interface WebhookOptions {
+  /** per attempt, milliseconds (default 5000) */
+  timeoutMs?: number;
+  /** attempts in all, at least 1 (default 3) */
+  attempts?: number;
+  /** wait before the second attempt, doubled each time (default 1000 ms) */
+  backoffMs?: number;
+}
+
+export interface WebhookResult {
+  delivered: boolean;
+  attempts: number;
+  status?: number;
+  error?: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * POSTs the payload as JSON with a timeout per attempt and bounded retries (network
+ * errors, timeouts, 408, 429 and 5xx are retried; other statuses are final). Never
+ * throws: the outcome is returned and logged.
+ */
+export async function postWebhook(url: string, payload: unknown, log: Logger, opts: WebhookOptions = {}): Promise<WebhookResult> {
+  const timeoutMs = opts.timeoutMs ?? 5000;
+  const attempts = Math.max(1, Math.floor(opts.attempts ?? 3));
+  const backoffMs = opts.backoffMs ?? 1000;
+  const target = safeUrl(url);
+  let last: WebhookResult = { delivered: false, attempts: 0 };
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    if (attempt > 1) await sleep(backoffMs * 2 ** (attempt - 2));
+    try {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'user-agent': 'cabinet-leads-alerts' },
+        body: JSON.stringify(payload),
+        signal: AbortSignal.timeout(timeoutMs),
+        redirect: 'error',
+      });
+      await res.arrayBuffer().catch(() => undefined); // drain, free the socket
+      if (res.ok) {
+        log.info({ webhook: target, status: res.status, attempt }, 'alert webhook delivered');
+        return { delivered: true, attempts: attempt, status: res.status };
+      }
+      last = { delivered: false, attempts: attempt, status: res.status, error: `HTTP ${res.status}` };
+      if (!(res.status === 408 || res.status === 429 || res.status >= 500)) break;
+    } catch (err) {
+      const e = err as Error;
+      const reason = e.name === 'TimeoutError' ? `timed out after ${timeoutMs} ms` : (e.cause as Error | undefined)?.message ?? e.message;
+      last = { delivered: false, attempts: attempt, error: reason };
+    }
+    log.warn({ webhook: target, attempt, attempts, status: last.status, error: last.error }, 'alert webhook attempt failed');
+  }
+  log.error({ webhook: target, attempts: last.attempts, status: last.status, error: last.error }, 'alert webhook not delivered');
+  return last;
+}
+
+/** scheme://host:port/path of a URL, without credentials or query (it may hold a token). */
+function safeUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}${u.pathname}`;
+  } catch {
+    return '(unparseable URL)';
+  }
+}
+
+export interface AfterRunOptions {
+  webhookUrl: string | undefined;
+  webhook?: WebhookOptions;
+}
+
+export interface AfterRunResult {
+  alerts: Alert[];
+  webhook: WebhookResult | null;
+  error?: string;
+}
+
+/**
+ * The worker's check after a run: records and logs the firing alerts (warn) and, when a
+ * webhook URL is configured and some firing alert was never sent (notified_at null; step
+ * 8 of the run may have opened it), posts every firing alert; the ones it accepted are
+ * marked notified_at, so an alert is sent once per incident and a failed delivery is
+ * tried again after the next run. Never throws: an alert problem must never fail the run.
+ */
+export async function checkAlertsAfterRun(
+  db: Queryable,
+  run: { id: number; status: string } | null,
+  opts: AfterRunOptions,
+  log: Logger,
+): Promise<AfterRunResult> {
+  let alerts: Alert[];
+  try {
+    alerts = await checkAlerts(db, { record: true });
+  } catch (err) {
+    const error = err instanceof Error ? err.message : String(err);
+    log.error({ run_id: run?.id, error }, 'alert check failed');
+    return { alerts: [], webhook: null, error };
+  }
+  logAlerts(log, alerts, { run_id: run?.id });
+  if (alerts.length === 0) log.info({ run_id: run?.id, alerts_firing: 0 }, 'no limbo alert firing');
+  const unsent = alerts.filter((a) => a.alert_id !== null && a.notified_at === null);
+  if (!opts.webhookUrl || unsent.length === 0) return { alerts, webhook: null };
+  const payload: WebhookPayload = {
+    source: 'cabinet-leads',
+    event: 'limbo_alerts',
+    checked_at: new Date().toISOString(),
+    run_id: run?.id ?? null,
+    run_status: run?.status ?? null,
+    firing: alerts.length,
+    new: unsent.length,
+    alerts,
+  };
+  const webhook = await postWebhook(opts.webhookUrl, payload, log, opts.webhook);
+  if (webhook.delivered) {
+    await db
+      .query(`UPDATE ops.alerts SET notified_at = now() WHERE id = ANY($1::bigint[]) AND notified_at IS NULL`, [unsent.map((a) => a.alert_id)])
+      .catch((err: unknown) => log.error({ error: String(err) }, 'cannot mark alerts as notified'));
+  }
+  return { alerts, webhook };
+}

@@ -92,3 +92,13 @@ export function intArg(name: string, fallback: number): number {
   if (!Number.isInteger(v) || v < 0) throw new Error(`invalid --${name} ${process.argv[i + 1]}: expected an integer >= 0`);
   return v;
 }
+
+export function strArg(name: string, fallback: string, allowed?: readonly string[]): string {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return fallback;
+  const v = process.argv[i + 1];
+  if (v === undefined || v.startsWith('--') || (allowed && !allowed.includes(v))) {
+    throw new Error(`invalid --${name} ${v ?? '(missing)'}: expected ${allowed ? allowed.join(' | ') : 'a value'}`);
+  }
+  return v;
+}

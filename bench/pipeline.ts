@@ -1,0 +1,514 @@
+// Pipeline performance at production and growth volumes, against baselines measured in
+// the same run (issue 7):
+//   npm run bench -- --leads 200000 --drivers 1000000 --trip-days 14 [--scenario all] [--out bench/out]
+// Options: --seed 42, --backfill-batch 2000 (limit of the backfill runs), --days-back (default trip-days + 2: every demo lead in scope),
+// --batch 2000 (pipeline limit), --steady-leads 2000, --steady-drivers 2000 (new drivers
+// that arrive with them), --baseline-leads 300 (per-lead baseline subset),
+// --latency-ms 1, --skip-backfill-over N (stop the backfill after N runs; 0 = no cap).
+// Data comes from the set-based demo generator (src/demo.ts); the pipeline is the real
+// CALL ops.reconcile_cabinet_leads_pipeline. Scenarios (the bulk is always evaluated
+// first, in batches, because every other scenario starts from it):
+//   backfill  runs of --batch until every lead is evaluated: total time, leads/s
+//   steady    --steady-leads new leads arrive; one run timed end to end; the floor (bare
+//             exact-key join) and the per-lead baseline on the same batch; EXPLAIN files
+//   idle      ten consecutive runs with nothing new
+//   latency   a TCP proxy on 127.0.0.1 delays every chunk by --latency-ms each way; the
+//             pipeline and the per-lead baseline through it and direct
+// Everything measured is printed with the load average at the time; EXPLAIN (ANALYZE,
+// BUFFERS) output goes to --out (gitignored).
+import { mkdirSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { benchDatabase, demo, intArg, machine, strArg, table, type BenchDb, type Stats } from './lib.js';
+
+const SCENARIOS = ['steady', 'backfill', 'idle', 'latency', 'all'] as const;
+type Scenario = (typeof SCENARIOS)[number];
+
+const opts = {
+  leads: intArg('leads', 50000),
+  drivers: intArg('drivers', 200000),
+  tripDays: intArg('trip-days', 30),
+  seed: intArg('seed', 42),
+  batch: intArg('batch', 2000),
+  backfillBatch: intArg('backfill-batch', 2000),
+  steadyLeads: intArg('steady-leads', 2000),
+  steadyDrivers: intArg('steady-drivers', 2000),
+  baselineLeads: intArg('baseline-leads', 300),
+  latencyMs: intArg('latency-ms', 1),
+  backfillCap: intArg('skip-backfill-over', 0),
+  scenario: strArg('scenario', 'all', SCENARIOS) as Scenario,
+  out: strArg('out', 'bench/out'),
+};
+const daysBack = intArg('days-back', opts.tripDays + 2);
+const wants = (s: Scenario) => opts.scenario === 'all' || opts.scenario === s;
+const runArgs = (limit: number, extra = '') => `p_days_back => ${daysBack}, p_limit => ${limit}${extra}`;
+
+// ---------------------------------------------------------------- measurement plumbing
+
+const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
+const ms = (x: number) => `${x < 10 ? x.toFixed(1) : Math.round(x)} ms`;
+const num = (x: unknown) => Number(x ?? 0);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+
+/** Peak RSS of this process, sampled every 50 ms; `phase()` starts a new per-phase peak. */
+const rss = (() => {
+  let overall = process.memoryUsage().rss;
+  let phase = overall;
+  const timer = setInterval(() => {
+    const v = process.memoryUsage().rss;
+    overall = Math.max(overall, v);
+    phase = Math.max(phase, v);
+  }, 50);
+  timer.unref();
+  return {
+    phase(): number {
+      const p = Math.max(phase, process.memoryUsage().rss);
+      phase = process.memoryUsage().rss;
+      return p;
+    },
+    overall: () => Math.max(overall, process.memoryUsage().rss),
+    stop: () => clearInterval(timer),
+  };
+})();
+const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+
+/** Result lines: [scenario, measure, value, load average when measured]. */
+const results: string[][] = [['scenario', 'measure', 'value', 'load avg (1/5/15 min)']];
+function record(scenario: string, measure: string, value: string): void {
+  results.push([scenario, measure, value, load()]);
+  console.log(`  ${scenario} | ${measure} | ${value} | load ${load()}`);
+}
+
+function writeOut(name: string, text: string): string {
+  const file = path.join(opts.out, name);
+  // Plans print bound id arrays in full: keep the files readable.
+  writeFileSync(file, text.replace(/'\{[\d,]{200,}\}'/g, (m) => `'{<${m.split(',').length} ids>}'`));
+  return file;
+}
+
+interface Run {
+  id: number;
+  status: string;
+  stats: Stats;
+}
+
+/** One CALL of the pipeline on the given client; client time included. */
+async function callPipeline(c: pg.ClientBase, args: string): Promise<{ run: Run; ms: number }> {
+  const t = performance.now();
+  const res = await c.query<{ run: Run & { error_message: string | null } }>(
+    `CALL ops.reconcile_cabinet_leads_pipeline(${args}, p_raise_on_failure => false)`,
+  );
+  const run = res.rows[0]!.run;
+  if (run.status !== 'COMPLETED') throw new Error(`pipeline run ${run.id} ${run.status}: ${run.error_message}`);
+  return { run, ms: performance.now() - t };
+}
+
+async function withClient<T>(url: string, f: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: url, application_name: 'cabinet-leads-bench' });
+  await c.connect();
+  try {
+    return await f(c);
+  } finally {
+    await c.end();
+  }
+}
+
+const STEPS = ['refresh_driver_index', 'match_cabinet_leads', 'generate_cabinet_claims', 'snapshot_limbo'] as const;
+
+function stepRows(label: string, run: Run, clientMs: number): (string | number)[][] {
+  const d = run.stats['durations_ms'] as Record<string, number>;
+  const known = STEPS.reduce((s, k) => s + num(d[k]), 0);
+  const evaluated = num(run.stats['match']?.['leads_evaluated']);
+  return [
+    ...STEPS.map((k) => [label, k, ms(num(d[k]))]),
+    [label, 'other (contract check, limbo counts before/after, run log)', ms(num(d['total']) - known)],
+    [label, 'total (database)', ms(num(d['total']))],
+    [label, 'total (client, end to end)', ms(clientMs)],
+    [label, 'leads evaluated', evaluated],
+    [label, 'leads/s (end to end)', evaluated ? Math.round((evaluated / clientMs) * 1000) : 0],
+    [label, 'match sub-steps (ms)', JSON.stringify(run.stats['match']?.['durations_ms'] ?? {})],
+  ];
+}
+
+// ---------------------------------------------------------------- baselines
+
+/** The floor: the bare set-based exact-key join (phone, plate) of the batch's keys. */
+const FLOOR_SQL = `
+  SELECT k.lead_id, d.driver_id, 'PHONE' AS key
+  FROM canon.lead_keys k JOIN canon.driver_index d ON d.phone_norm = k.phone_norm
+  WHERE k.lead_id = ANY ($1::integer[])
+  UNION ALL
+  SELECT k.lead_id, d.driver_id, 'PLATE'
+  FROM canon.lead_keys k JOIN canon.driver_index d ON d.plate_norm = k.plate_norm
+  WHERE k.lead_id = ANY ($1::integer[])`;
+
+async function clientTimes(c: pg.ClientBase, sql: string, params: unknown[], n: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    await c.query(sql, params);
+    out.push(performance.now() - t);
+  }
+  return out;
+}
+
+async function explain(c: pg.ClientBase, sql: string, params: unknown[]): Promise<{ text: string; execMs: number }> {
+  const res = await c.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS) ${sql}`, params);
+  const text = res.rows.map((r) => r['QUERY PLAN']).join('\n');
+  const m = /Execution Time: ([\d.]+) ms/.exec(text);
+  return { text, execMs: m ? Number(m[1]) : NaN };
+}
+
+/**
+ * The predecessor's approach (PREDECESSOR.md 3.4-3.7): from the application, one query
+ * per rule per lead, awaited one after the other, in one transaction rolled back at the
+ * end (its writes go to a temp table). Keys come from canon.lead_keys in one query (the
+ * predecessor normalised in Python), so only the per-lead round trips are measured.
+ */
+async function perLeadBaseline(url: string, ids: number[]): Promise<{ ms: number; statements: number; leads: number; linked: number }> {
+  return withClient(url, async (c) => {
+    let statements = 0;
+    const q = async <R extends pg.QueryResultRow>(sql: string, params: unknown[]) => {
+      statements++;
+      return (await c.query<R>(sql, params)).rows;
+    };
+    await c.query('BEGIN');
+    await c.query('CREATE TEMP TABLE bench_pred_out (lead_id integer, driver_id text, person_key uuid, rule text, reason text) ON COMMIT DROP');
+    const target = (await c.query<{ t: string }>(`SELECT canon.setting('target_park_id') AS t`)).rows[0]!.t;
+    const keys = (await c.query<{ lead_id: number; lead_source_pk: string; phone_norm: string | null; plate_norm: string | null; name_norm: string | null; lead_date: string | null }>(
+      `SELECT lead_id, lead_source_pk, phone_norm, plate_norm, name_norm, lead_date::text FROM canon.lead_keys WHERE lead_id = ANY ($1::integer[]) ORDER BY lead_id`,
+      [ids],
+    )).rows;
+    let linked = 0;
+    const t = performance.now();
+    for (const k of keys) {
+      await q(`SELECT person_key FROM canon.identity_links WHERE source_table = 'module_ct_cabinet_leads' AND source_pk = $1`, [k.lead_source_pk]);
+      let driver: string | null = null;
+      let rule: string | null = null;
+      let reason = 'NO_CANDIDATES';
+      if (k.phone_norm) {
+        // R1, two park tiers.
+        let rows = await q<{ driver_id: string }>(
+          `SELECT driver_id, park_id FROM canon.driver_index WHERE phone_norm = $1 AND park_id = $2 LIMIT 10`, [k.phone_norm, target]);
+        if (rows.length === 0) {
+          rows = await q<{ driver_id: string }>(
+            `SELECT driver_id, park_id FROM canon.driver_index WHERE phone_norm = $1 AND park_id <> $2 LIMIT 10`, [k.phone_norm, target]);
+        }
+        if (rows.length === 1) [driver, rule] = [rows[0]!.driver_id, 'R1_PHONE_EXACT'];
+        else if (rows.length > 1) reason = 'MULTIPLE_CANDIDATES';
+      }
+      if (!driver && k.plate_norm && k.name_norm && k.lead_date) {
+        // R3 with the hire-date window, R3b without it when R3 finds nothing.
+        let rows = await q<{ driver_id: string; name_norm: string | null }>(
+          `SELECT driver_id, name_norm FROM canon.driver_index
+           WHERE plate_norm = $1 AND park_id = $2 AND (hire_date IS NULL OR hire_date BETWEEN $3::date - 90 AND $3::date + 30) LIMIT 20`,
+          [k.plate_norm, target, k.lead_date]);
+        let r3 = 'R3_PLATE_EXACT_NAME_SIMILAR';
+        if (rows.length === 0) {
+          rows = await q(`SELECT driver_id, name_norm FROM canon.driver_index WHERE plate_norm = $1 AND park_id = $2 LIMIT 20`, [k.plate_norm, target]);
+          r3 = 'R3B_PLATE_NAME_NO_DATE';
+        }
+        if (rows.length > 0) {
+          const sims = await q<{ s: number | null }>(
+            `SELECT canon.name_similarity($1, n) AS s FROM unnest($2::text[]) WITH ORDINALITY AS u(n, i) ORDER BY i`,
+            [k.name_norm, rows.map((r) => r.name_norm)]);
+          const scored = rows.map((r, i) => ({ d: r.driver_id, s: Number(sims[i]?.s ?? 0) })).filter((x) => x.s >= 0.66).sort((a, b) => b.s - a.s);
+          if (scored.length === 0) reason = 'WEAK_MATCH_ONLY';
+          else if (scored.length > 1 && scored[0]!.s - scored[1]!.s < 0.15) reason = 'MULTIPLE_CANDIDATES';
+          else [driver, rule] = [scored[0]!.d, r3];
+        }
+      }
+      let person: string | null = null;
+      if (driver) {
+        const p = await q<{ person_key: string }>(
+          `SELECT person_key FROM canon.identity_links WHERE source_table = 'drivers' AND source_pk = $1`, [driver]);
+        person = p[0]?.person_key ?? null;
+        linked++;
+      }
+      await q(`INSERT INTO bench_pred_out VALUES ($1, $2, $3, $4, $5)`, [k.lead_id, driver, person, rule, driver ? null : reason]);
+    }
+    const elapsed = performance.now() - t;
+    await c.query('ROLLBACK');
+    return { ms: elapsed, statements, leads: keys.length, linked };
+  });
+}
+
+// ---------------------------------------------------------------- latency proxy
+
+/** A TCP proxy on 127.0.0.1 that delays every chunk by delayMs in each direction. */
+async function startDelayProxy(targetHost: string, targetPort: number, delayMs: number): Promise<{ port: number; close(): Promise<void> }> {
+  if (!['127.0.0.1', 'localhost', '::1', '[::1]'].includes(targetHost)) {
+    throw new Error(`latency proxy refuses non-loopback database host ${targetHost}`);
+  }
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, targetHost === 'localhost' ? '127.0.0.1' : targetHost.replace(/[[\]]/g, ''));
+    sockets.add(client).add(upstream);
+    // Timers of one duration fire in insertion order, so chunks keep their order.
+    const forward = (from: net.Socket, to: net.Socket) =>
+      from.on('data', (chunk) => setTimeout(() => { if (!to.destroyed) to.write(chunk); }, delayMs));
+    forward(client, upstream);
+    forward(upstream, client);
+    const done = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    for (const s of [client, upstream]) {
+      s.on('close', done);
+      s.on('error', done);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port,
+    close: () => new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+async function roundTrip(url: string, n = 200): Promise<number> {
+  return withClient(url, async (c) => median(await clientTimes(c, 'SELECT 1', [], n)));
+}
+
+// ---------------------------------------------------------------- scenarios
+
+/** Lead rows (one per lead key) that the given run evaluated. */
+async function runLeadIds(db: BenchDb, runId: number): Promise<number[]> {
+  const { rows } = await db.pool.query<{ lead_id: number }>(
+    `SELECT min(k.lead_id) AS lead_id
+     FROM canon.lead_keys k
+     WHERE k.lead_source_pk IN (
+       SELECT source_pk FROM canon.identity_links WHERE source_table = 'module_ct_cabinet_leads' AND run_id = $1
+       UNION SELECT source_pk FROM canon.identity_unmatched WHERE source_table = 'module_ct_cabinet_leads' AND last_run_id = $1)
+     GROUP BY k.lead_source_pk ORDER BY 1`,
+    [runId],
+  );
+  return rows.map((r) => r.lead_id);
+}
+
+/** Pipeline dry run with auto_explain on every nested statement over minMs (plans with ANALYZE, BUFFERS). */
+async function autoExplain(url: string, minMs: number, sql: string, params: unknown[]): Promise<string> {
+  return withClient(url, async (c) => {
+    const notices: string[] = [];
+    c.on('notice', (n) => notices.push(n.message ?? ''));
+    // WARNING level: match_cabinet_leads sets client_min_messages = warning inside.
+    await c.query(`LOAD 'auto_explain';
+      SET auto_explain.log_min_duration = ${minMs}; SET auto_explain.log_analyze = on; SET auto_explain.log_buffers = on;
+      SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = warning`);
+    const t = performance.now();
+    await c.query(sql, params);
+    const total = performance.now() - t;
+    return `-- ${sql.trim()}\n-- client time ${total.toFixed(1)} ms (with auto_explain ANALYZE overhead); ` +
+      `statements over ${minMs} ms, innermost first\n\n${notices.join('\n\n----------------------------------------\n\n')}\n`;
+  });
+}
+
+async function backfill(db: BenchDb): Promise<void> {
+  const size = Math.max(1, opts.backfillBatch);
+  console.log(`\n== backfill: runs of ${size} until every lead is evaluated`);
+  const maxRuns = opts.backfillCap || Math.ceil((opts.leads * 1.2) / size) + 5;
+  const totals: number[] = [];
+  const steps: Record<string, number> = {};
+  let evaluated = 0;
+  let newLeads = 0;
+  let done = false;
+  const perRun: string[] = [['run', 'client_ms', ...STEPS, 'leads_evaluated', 'load'].join(',')];
+  rss.phase();
+  const t = performance.now();
+  const c = await db.pool.connect();
+  try {
+    for (let i = 0; i < maxRuns && !done; i++) {
+      const { run, ms: cms } = await callPipeline(c, runArgs(size));
+      totals.push(cms);
+      for (const k of STEPS) steps[k] = (steps[k] ?? 0) + num(run.stats['durations_ms'][k]);
+      evaluated += num(run.stats['match']['leads_evaluated']);
+      // Done once a batch is no longer full of never-evaluated leads (the rest are retries).
+      newLeads += num(run.stats['match']['batch']['never_evaluated']);
+      done = num(run.stats['match']['batch']['never_evaluated']) < size;
+      perRun.push([i + 1, Math.round(cms), ...STEPS.map((k) => num(run.stats['durations_ms'][k])), num(run.stats['match']['leads_evaluated']), load()].join(','));
+      if (i % 10 === 0 || done) console.log(`  run ${i + 1}: ${ms(cms)}, evaluated so far ${evaluated}, load ${load()}`);
+    }
+  } finally {
+    c.release();
+  }
+  const elapsed = performance.now() - t;
+  writeOut('backfill-runs.csv', perRun.join('\n') + '\n');
+  record('backfill', 'batch size (limit)', String(size));
+  record('backfill', 'leads evaluated (never evaluated before) / runs', `${evaluated} (${newLeads}) in ${totals.length} runs${done ? '' : ' (STOPPED before the end)'}`);
+  record('backfill', 'total time', `${(elapsed / 1000).toFixed(1)} s`);
+  record('backfill', 'leads/s', `${Math.round((evaluated / elapsed) * 1000)}`);
+  record('backfill', 'run time first / median / last', `${ms(totals[0] ?? NaN)} / ${ms(median(totals))} / ${ms(totals.at(-1) ?? NaN)}`);
+  record('backfill', 'time per step (sum over runs)', STEPS.map((k) => `${k} ${((steps[k] ?? 0) / 1000).toFixed(1)} s`).join(', '));
+  record('backfill', 'peak RSS (node)', mib(rss.phase()));
+}
+
+async function steady(db: BenchDb): Promise<void> {
+  console.log(`\n== steady: ${opts.steadyLeads} new leads (and ${opts.steadyDrivers} new drivers) arrive, one run of ${opts.batch}`);
+  const gen = await demo(db, { seed: opts.seed + 1, leads: opts.steadyLeads, drivers: opts.steadyDrivers, tripDays: opts.tripDays });
+  console.log(`  new batch: ${JSON.stringify(gen)}`);
+  await db.pool.query('ANALYZE');
+  // The whole pipeline's heavy statements, from a dry run on the same new leads (rolled back).
+  const dry = await autoExplain(db.url, 20, `CALL ops.reconcile_cabinet_leads_pipeline(${runArgs(opts.batch, ', p_dry_run => true')}, p_raise_on_failure => false)`, []);
+  console.log(`  wrote ${writeOut('pipeline-dry-run.auto_explain.txt', dry)}`);
+
+  rss.phase();
+  const { run, ms: cms } = await withClient(db.url, (c) => callPipeline(c, runArgs(opts.batch)));
+  const rows = stepRows('steady', run, cms);
+  for (const r of rows) record(String(r[0]), String(r[1]), String(r[2]));
+  record('steady', 'peak RSS (node)', mib(rss.phase()));
+  const ids = await runLeadIds(db, run.id);
+  writeOut('steady-batch-lead-ids.txt', ids.join(','));
+  const matchMs = num(run.stats['durations_ms']['match_cabinet_leads']);
+  const decideMs = num(run.stats['match']['durations_ms']?.['decide']);
+
+  // Floor and lead_decisions, warm, same batch, same client.
+  await withClient(db.url, async (c) => {
+    const floor = await explain(c, FLOOR_SQL, [ids]);
+    writeOut('floor-exact-key-join.explain.txt', `-- batch of ${ids.length} lead rows (steady-batch-lead-ids.txt)\n${FLOOR_SQL.trim()}\n\n${floor.text}\n`);
+    const floorClient = median(await clientTimes(c, FLOOR_SQL, [ids], 5));
+    const dec = await explain(c, 'SELECT * FROM canon.lead_decisions($1::integer[])', [ids]);
+    const decClient = median(await clientTimes(c, 'SELECT * FROM canon.lead_decisions($1::integer[])', [ids], 3));
+    const decNested = await autoExplain(db.url, 1, 'SELECT * FROM canon.lead_decisions($1::integer[])', [ids]);
+    writeOut('lead_decisions.explain.txt',
+      `-- SELECT * FROM canon.lead_decisions(<${ids.length} lead ids of steady-batch-lead-ids.txt>)\n${dec.text}\n\n` +
+      `-- the same with auto_explain (nested statements: lead_decisions and lead_candidates are not inlined)\n${decNested}`);
+    record('steady', 'floor: exact-key join (EXPLAIN ANALYZE exec / client median of 5)', `${ms(floor.execMs)} / ${ms(floorClient)}`);
+    record('steady', 'lead_decisions alone, warm (EXPLAIN ANALYZE exec / client median of 3)', `${ms(dec.execMs)} / ${ms(decClient)}`);
+    // The floor is the least of the two (EXPLAIN's instrumentation costs a lot on a loaded machine).
+    const best = Math.min(floor.execMs, floorClient);
+    record('steady', 'ratio match step / floor (least of exec, client)', `${(matchMs / best).toFixed(1)}x (decide sub-step ${(decideMs / best).toFixed(1)}x)`);
+  });
+
+  // Per-lead baseline on a subset of the same batch.
+  const subset = ids.slice(0, opts.baselineLeads);
+  const base = await perLeadBaseline(db.url, subset);
+  const perLead = base.ms / base.leads;
+  const scaled = perLead * ids.length;
+  record('steady', `per-lead baseline (${base.leads} leads of the batch, loopback)`,
+    `${ms(base.ms)}, ${(base.statements / base.leads).toFixed(1)} statements/lead, ${perLead.toFixed(2)} ms/lead, ${Math.round(1000 / perLead)} leads/s, scaled to ${ids.length}: ${ms(scaled)}`);
+  record('steady', 'ratio per-lead baseline (scaled) / match step', `${(scaled / matchMs).toFixed(1)}x`);
+
+  // The limbo view and the weekly funnel at this size.
+  await withClient(db.url, async (c) => {
+    const lead = ids[Math.floor(ids.length / 2)] ?? 1;
+    const views: [string, string, unknown[]][] = [
+      ['limbo-stage-counts', 'SELECT limbo_stage, count(*) FROM ops.v_cabinet_leads_limbo GROUP BY 1', []],
+      ['limbo-one-lead', 'SELECT * FROM ops.v_cabinet_leads_limbo WHERE lead_id = $1', [lead]],
+      ['funnel-weekly', 'SELECT * FROM ops.v_cabinet_14d_funnel_weekly', []],
+    ];
+    for (const [name, sql, params] of views) {
+      const e = await explain(c, sql, params);
+      writeOut(`${name}.explain.txt`, `-- ${sql}${params.length ? `  ($1 = ${JSON.stringify(params)})` : ''}\n${e.text}\n`);
+      const client = median(await clientTimes(c, sql, params, 3));
+      record('steady', `${name} (EXPLAIN ANALYZE exec / client median of 3)`, `${ms(e.execMs)} / ${ms(client)}`);
+    }
+  });
+}
+
+async function idle(db: BenchDb): Promise<void> {
+  console.log('\n== idle: ten consecutive runs with nothing new');
+  const totals: string[] = [];
+  const c = await db.pool.connect();
+  rss.phase();
+  try {
+    for (let i = 0; i < 10; i++) {
+      const { run, ms: cms } = await callPipeline(c, runArgs(opts.batch));
+      totals.push(`${Math.round(cms)}(${num(run.stats['match']['leads_selected'])})`);
+      if (i === 9) {
+        for (const r of stepRows('idle (10th run)', run, cms)) record(String(r[0]), String(r[1]), String(r[2]));
+      }
+    }
+  } finally {
+    c.release();
+  }
+  record('idle', 'ten runs: client ms (leads selected: unmatched retries)', totals.join(' '));
+  record('idle', 'peak RSS (node)', mib(rss.phase()));
+}
+
+async function latency(db: BenchDb): Promise<void> {
+  console.log(`\n== latency: +${opts.latencyMs} ms each way through a TCP proxy on 127.0.0.1`);
+  const u = new URL(db.url);
+  const proxy = await startDelayProxy(u.hostname, Number(u.port || 5432), opts.latencyMs);
+  try {
+    const proxied = new URL(db.url);
+    proxied.hostname = '127.0.0.1';
+    proxied.port = String(proxy.port);
+    const rttDirect = await roundTrip(db.url);
+    const rttProxy = await roundTrip(proxied.toString());
+    record('latency', 'round trip SELECT 1, median of 200 (direct / proxy)', `${rttDirect.toFixed(3)} ms / ${rttProxy.toFixed(3)} ms`);
+    const gen = await demo(db, { seed: opts.seed + 2, leads: opts.steadyLeads, drivers: opts.steadyDrivers, tripDays: opts.tripDays });
+    console.log(`  new batch: ${JSON.stringify(gen)}`);
+    await db.pool.query('ANALYZE');
+    const { run, ms: cms } = await withClient(proxied.toString(), (c) => callPipeline(c, runArgs(opts.batch)));
+    record('latency', 'pipeline through proxy (new batch): total database / client', `${ms(num(run.stats['durations_ms']['total']))} / ${ms(cms)}`);
+    record('latency', 'pipeline through proxy: match step / leads evaluated', `${ms(num(run.stats['durations_ms']['match_cabinet_leads']))} / ${num(run.stats['match']['leads_evaluated'])}`);
+    const ids = (await runLeadIds(db, run.id)).slice(0, opts.baselineLeads);
+    const direct = await perLeadBaseline(db.url, ids);
+    const viaProxy = await perLeadBaseline(proxied.toString(), ids);
+    for (const [label, b] of [['direct', direct], ['through proxy', viaProxy]] as const) {
+      record('latency', `per-lead baseline ${label} (${b.leads} leads)`,
+        `${ms(b.ms)}, ${(b.ms / b.leads).toFixed(2)} ms/lead, ${Math.round((b.leads / b.ms) * 1000)} leads/s, ${(b.statements / b.leads).toFixed(1)} statements/lead`);
+    }
+    const evaluated = num(run.stats['match']['leads_evaluated']);
+    record('latency', `ratio per-lead baseline (proxy, scaled to ${evaluated}) / pipeline end to end (proxy)`,
+      `${(((viaProxy.ms / viaProxy.leads) * evaluated) / cms).toFixed(1)}x`);
+  } finally {
+    await proxy.close();
+  }
+}
+
+// ---------------------------------------------------------------- main
+
+mkdirSync(opts.out, { recursive: true });
+const command = `npm run bench -- --leads ${opts.leads} --drivers ${opts.drivers} --trip-days ${opts.tripDays} --scenario ${opts.scenario} --days-back ${daysBack} --seed ${opts.seed} --backfill-batch ${opts.backfillBatch}`;
+const db = await benchDatabase('pipeline');
+const machineLine = machine(db.serverVersion);
+console.log(`machine: ${machineLine}`);
+console.log(`command: ${command}`);
+try {
+  const t = performance.now();
+  rss.phase();
+  const gen = await demo(db, { seed: opts.seed, leads: opts.leads, drivers: opts.drivers, tripDays: opts.tripDays });
+  await db.pool.query('ANALYZE');
+  record('setup', 'demo data (set-based SQL)', `${JSON.stringify(gen)} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  record('setup', 'peak RSS (node) during generation', mib(rss.phase()));
+  // The first run builds the driver index in full; limit 0 keeps it out of the batches.
+  const c = await db.pool.connect();
+  try {
+    const { run, ms: cms } = await callPipeline(c, runArgs(0));
+    record('setup', 'first run, limit 0 (full driver index build, claims, snapshot)', `${ms(cms)} (refresh_driver_index ${ms(num(run.stats['durations_ms']['refresh_driver_index']))})`);
+  } finally {
+    c.release();
+  }
+  await backfill(db);
+  if (wants('steady')) await steady(db);
+  if (wants('latency')) await latency(db);
+  if (wants('idle')) await idle(db);
+  const size = (await db.pool.query<{ size: string; bytes: string }>(
+    `SELECT pg_size_pretty(pg_database_size(current_database())) AS size, pg_database_size(current_database()) AS bytes`)).rows[0]!;
+  record('end', 'database size (pg_database_size)', size.size);
+  const big = (await db.pool.query<{ name: string; size: string }>(
+    `SELECT c.oid::regclass::text AS name, pg_size_pretty(pg_total_relation_size(c.oid)) AS size
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('r', 'm') AND n.nspname IN ('public', 'canon', 'ops')
+     ORDER BY pg_total_relation_size(c.oid) DESC LIMIT 6`)).rows;
+  record('end', 'largest tables', big.map((b) => `${b.name} ${b.size}`).join(', '));
+  record('end', 'peak RSS (node), whole bench', mib(rss.overall()));
+} finally {
+  rss.stop();
+  await db.close();
+}
+console.log(`\nmachine: ${machineLine}`);
+console.log(`command: ${command}`);
+const summary = table(results);
+console.log(summary);
+const file = writeOut(`pipeline-${opts.leads}-${opts.drivers}-${opts.scenario}.md`,
+  `machine: ${machineLine}\ncommand: ${command}\n\n${summary}\n`);
+console.log(`written: ${file} and the EXPLAIN files in ${opts.out}/`);

@@ -1,14 +1,32 @@
 // cabinet-leads: dispatches to a subcommand; maps every error to a one-line message on
 // stderr and an exit code that means something (0 ok, 1 run failed, 2 usage/config).
 import { exitCodeOf, oneLine, UsageError } from '../errors.js';
+import { alertsCommand } from './alerts.js';
 import type { Command } from './command.js';
 import { demoCommand } from './demo.js';
+import { doctorCommand } from './doctor.js';
+import { importLeadsCommand } from './import-leads.js';
+import { ignoreLeadCommand, resolveLeadCommand, unlinkLeadCommand } from './manual.js';
 import { migrateCommand } from './migrate.js';
 import { reconcileCommand } from './reconcile.js';
+import { reportCommand } from './report.js';
 import { statusCommand } from './status.js';
 import { workerCommand } from './worker.js';
 
-const commands: Command[] = [migrateCommand, reconcileCommand, workerCommand, statusCommand, demoCommand];
+const commands: Command[] = [
+  migrateCommand,
+  reconcileCommand,
+  workerCommand,
+  statusCommand,
+  alertsCommand,
+  reportCommand,
+  doctorCommand,
+  importLeadsCommand,
+  resolveLeadCommand,
+  ignoreLeadCommand,
+  unlinkLeadCommand,
+  demoCommand,
+];
 
 function mainHelp(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -1,0 +1,89 @@
+-- ops.ignore_lead: an operator stops the job from retrying a lead that will never match
+-- (test lead, another park's driver, junk), in one transaction, from psql or
+-- `cabinet-leads ignore-lead`:
+--   SELECT ops.ignore_lead('9f3a...', 'test lead created by the cabinet support');
+-- Marks the lead's canon.identity_unmatched row IGNORED with the note (creating the row,
+-- reason MANUAL_IGNORE, when the job never evaluated the lead). The job never selects
+-- nor overwrites an IGNORED row; to retry it again: UPDATE ... SET status = 'OPEN'.
+-- Refuses an unknown lead and a linked lead (unlink it first). Calling it again on an
+-- ignored lead records the new note. Audited in canon.identity_audit (IGNORE).
+CREATE OR REPLACE FUNCTION ops.ignore_lead(p_lead_source_pk text, p_note text)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '30s'
+AS $$
+DECLARE
+  v_lead_rows integer;
+  v_link record;
+  v_before record;
+  v_result jsonb;
+BEGIN
+  IF p_lead_source_pk IS NULL OR btrim(p_lead_source_pk) = '' THEN
+    RAISE EXCEPTION 'invalid lead_source_pk %: expected a lead key', coalesce(quote_literal(p_lead_source_pk), 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+  IF p_note IS NULL OR btrim(p_note) = '' THEN
+    RAISE EXCEPTION 'a note is required: say why lead % is ignored', quote_literal(p_lead_source_pk)
+      USING ERRCODE = '22023';
+  END IF;
+
+  BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('cabinet_leads'), hashtext('reconcile_cabinet_leads_pipeline'));
+  EXCEPTION WHEN lock_not_available THEN
+    RAISE EXCEPTION 'a pipeline run (or another identity change) holds the job lock for more than 30 s: try again when it has finished'
+      USING ERRCODE = '55P03';
+  END;
+
+  SELECT count(*) INTO v_lead_rows
+  FROM public.module_ct_cabinet_leads l
+  WHERE canon.lead_source_pk(l.external_id, l.id) = p_lead_source_pk;
+  IF v_lead_rows = 0 THEN
+    RAISE EXCEPTION 'unknown lead %: no row of public.module_ct_cabinet_leads has this lead_source_pk', quote_literal(p_lead_source_pk)
+      USING ERRCODE = 'P0002';
+  END IF;
+
+  SELECT k.person_key, k.match_rule,
+         (SELECT pd.driver_id FROM canon.v_person_driver pd WHERE pd.person_key = k.person_key) AS driver_id
+  INTO v_link
+  FROM canon.identity_links k
+  WHERE k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p_lead_source_pk;
+  IF FOUND THEN
+    RAISE EXCEPTION 'lead % is linked to person % (driver %, rule %): a linked lead is not retried; if the link is wrong, unlink it first with ops.unlink_lead(%, note)',
+      quote_literal(p_lead_source_pk), v_link.person_key, coalesce(v_link.driver_id, 'none'), v_link.match_rule,
+      quote_literal(p_lead_source_pk)
+      USING ERRCODE = 'CL021';
+  END IF;
+
+  SELECT u.status, u.reason_code, u.attempts, u.note INTO v_before
+  FROM canon.identity_unmatched u
+  WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p_lead_source_pk
+  FOR UPDATE;
+
+  INSERT INTO canon.identity_unmatched AS u (
+    source_table, source_pk, reason_code, details, candidates, status, resolved_at, note)
+  VALUES ('module_ct_cabinet_leads', p_lead_source_pk, 'MANUAL_IGNORE',
+          jsonb_build_object('ignored_before_evaluation', true), '[]'::jsonb, 'IGNORED', now(), p_note)
+  ON CONFLICT (source_table, source_pk) DO UPDATE
+    SET status = 'IGNORED', resolved_at = now(), note = excluded.note;
+
+  v_result := jsonb_build_object(
+    'action', 'IGNORE',
+    'lead_source_pk', p_lead_source_pk,
+    'lead_rows', v_lead_rows,
+    'unmatched_row_created', v_before.status IS NULL,
+    'reason_code', coalesce(v_before.reason_code, 'MANUAL_IGNORE'),
+    'status_before', v_before.status,
+    'note_before', v_before.note,
+    'attempts', v_before.attempts,
+    'db_user', current_user,
+    'note', p_note);
+
+  INSERT INTO canon.identity_audit (action, source_table, source_pk, decided_by, actor, note, details)
+  VALUES ('IGNORE', 'module_ct_cabinet_leads', p_lead_source_pk, 'manual', current_user, p_note, v_result);
+  RETURN v_result;
+END
+$$;
+COMMENT ON FUNCTION ops.ignore_lead(text, text) IS
+  'Operator: mark a lead IGNORED in canon.identity_unmatched (created with reason MANUAL_IGNORE if needed) so the job stops retrying it; refuses unknown and linked leads; audited. Returns what was done.';

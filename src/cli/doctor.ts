@@ -1,0 +1,50 @@
+// cabinet-leads doctor: checks every invariant of the spec (ops.check_invariants) and
+// exits 1 when one is violated, so that cron or CI can alarm on it.
+import { parse } from './args.js';
+import type { Command } from './command.js';
+import { withDatabase } from './context.js';
+
+interface Check {
+  invariant: string;
+  violations: string;
+  examples: string[];
+  description: string;
+}
+
+export const doctorCommand: Command = {
+  name: 'doctor',
+  summary: 'check the invariants (exit 1 when one is violated)',
+  help: `Usage: cabinet-leads doctor [--json]
+
+Runs ops.check_invariants(): no orphan person, no lead both linked and OPEN-unmatched,
+no driver linked twice, no run stuck RUNNING, one limbo row per lead, settled claims
+guarded and unchanged. docs/operations.md says what to do about each violation.
+
+Options:
+  --json      print the checks as JSON
+  -h, --help  show this help
+
+Exit codes: 0 every invariant holds, 1 some invariant is violated, 2 error.`,
+  async run(argv) {
+    const { values } = parse('doctor', argv, { json: { type: 'boolean' } });
+    if (values.help) {
+      console.log(this.help);
+      return 0;
+    }
+    return withDatabase(async ({ db }) => {
+      const { rows } = await db.pool.query<Check>(`SELECT * FROM ops.check_invariants()`);
+      const broken = rows.filter((r) => Number(r.violations) > 0);
+      if (values.json) {
+        const checks = rows.map((r) => ({ ...r, violations: Number(r.violations) }));
+        console.log(JSON.stringify({ ok: broken.length === 0, checks }));
+      } else {
+        for (const r of rows) {
+          const n = Number(r.violations);
+          console.log(`${n === 0 ? 'ok  ' : 'FAIL'} ${r.invariant.padEnd(24)} ${n === 0 ? '' : `${n} violation(s), e.g. ${r.examples.slice(0, 3).join(', ')}: `}${r.description}`);
+        }
+        console.log(broken.length === 0 ? 'all invariants hold' : `${broken.length} invariant(s) violated`);
+      }
+      return broken.length === 0 ? 0 : 1;
+    });
+  },
+};

@@ -1,0 +1,155 @@
+// cabinet-leads import-leads: loads a cabinet CSV export into
+// public.module_ct_cabinet_leads (src/import/load-leads.ts does the work). Exit 0 all
+// rows accounted for, 1 rows rejected (or the file is broken), 2 usage errors.
+import { stat } from 'node:fs/promises';
+import { importLeads, MAX_REPORTED_REJECTS, type ImportSummary } from '../import/load-leads.js';
+import { UsageError } from '../errors.js';
+import { parse } from './args.js';
+import type { Command } from './command.js';
+import { withDatabase } from './context.js';
+
+/** Files at least this big get a progress line on a terminal. */
+const PROGRESS_MIN_BYTES = 2 * 1024 * 1024;
+/** Rejected rows printed in text mode (all are counted; --json gives up to MAX_REPORTED_REJECTS). */
+const PRINTED_REJECTS = 100;
+
+function mb(bytes: number): string {
+  return (bytes / 1024 / 1024).toFixed(1);
+}
+
+/**
+ * A one-line progress indicator on stderr, redrawn at most 5 times a second. Plain
+ * text and \r, so it needs no dependency and works in any terminal (Windows included).
+ */
+function progressLine(file: string): { update: (p: { bytes: number; totalBytes: number; rows: number; phase: string }) => void; done: () => void } {
+  const started = Date.now();
+  let last = 0;
+  let drawn = false;
+  return {
+    update(p) {
+      const now = Date.now();
+      if (now - last < 200 && p.phase === 'reading') return;
+      last = now;
+      const pct = p.totalBytes > 0 ? Math.floor((p.bytes / p.totalBytes) * 100) : 100;
+      const rate = Math.round(p.rows / Math.max((now - started) / 1000, 0.001));
+      const text = p.phase === 'inserting'
+        ? `${file}: ${p.rows.toLocaleString('en-US')} rows read, inserting...`
+        : `${file}: ${String(pct).padStart(3)}%  ${mb(p.bytes)}/${mb(p.totalBytes)} MB  ${p.rows.toLocaleString('en-US')} rows  ${rate.toLocaleString('en-US')} rows/s`;
+      process.stderr.write(`\r${text}\x1b[K`);
+      drawn = true;
+    },
+    done() {
+      if (drawn) process.stderr.write('\r\x1b[K');
+    },
+  };
+}
+
+function summaryText(s: ImportSummary, shownFile: string): string {
+  const lines: string[] = [];
+  for (const r of s.rejected_rows.slice(0, PRINTED_REJECTS)) lines.push(`line ${r.line}: ${r.reason}`);
+  if (s.rejected > PRINTED_REJECTS) lines.push(`... and ${s.rejected - PRINTED_REJECTS} more rejected rows (--json lists up to ${MAX_REPORTED_REJECTS})`);
+  if (s.ignored_columns.length > 0) {
+    lines.push(`ignored columns: ${s.ignored_columns.map((c) => `${c.column} (${c.reason})`).join(', ')}`);
+  }
+  const dup = s.duplicates > 0 ? ` (${s.duplicates_in_table} already in the table, ${s.duplicates_in_file} repeated in the file)` : '';
+  const inserted = s.dry_run || s.status === 'FAILED' ? `would insert ${s.new_rows}` : `inserted ${s.inserted}`;
+  const counts = `read ${s.read}, ${inserted}, duplicates ${s.duplicates}${dup}, rejected ${s.rejected}`;
+  const blank = s.blank_rows > 0 ? `, ${s.blank_rows} blank row${s.blank_rows === 1 ? '' : 's'} skipped` : '';
+  const prefix = s.status === 'FAILED' ? `--strict: nothing loaded because ${s.rejected} row(s) were rejected; ` : s.dry_run ? 'dry run, nothing written: ' : '';
+  lines.push(`${shownFile}: ${prefix}${counts}${blank} (${s.duration_ms} ms${s.run_id !== null ? `, run ${s.run_id}` : ''})`);
+  return lines.join('\n');
+}
+
+export const importLeadsCommand: Command = {
+  name: 'import-leads',
+  summary: 'load a cabinet CSV export into public.module_ct_cabinet_leads',
+  help: `Usage: cabinet-leads import-leads FILE.csv [--dry-run] [--strict] [--delimiter C] [--json]
+
+Loads a cabinet export (CSV, UTF-8 with or without BOM, LF or CRLF line ends) into
+public.module_ct_cabinet_leads in one transaction, at COPY speed.
+
+  Header     matched by name, any order, any case. Required: external_id,
+             lead_created_at. Optional: the other columns of the table (first_name,
+             middle_name, last_name, park_phone, asset_plate_number, asset_model,
+             asset_color, park_name, status, activation_city, target_city, tariff,
+             last_active_date, active_1 ... active_100, created_at). Unknown columns
+             are reported and ignored; id is always assigned by the database.
+  Values     blank cells are NULL. Timestamps: YYYY-MM-DD HH:MM:SS[.ffffff], the same
+             with T, or YYYY-MM-DD (no time zone). Booleans: true/false, 1/0, yes/no,
+             t/f, y/n. external_id and lead_created_at must not be blank.
+  Duplicates a row whose external_id is already in the table (as a lead key), or
+             appeared earlier in the file, is not inserted again (counted).
+  Rejects    a row that cannot be read is reported with its line number and reason and
+             not loaded; the other rows load (with --strict nothing loads).
+
+Options:
+  --dry-run      read and check everything, report what would be inserted, write nothing
+  --strict       load nothing when any row is rejected
+  --delimiter C  field separator (default ","; Excel in Spanish locales writes ";")
+  --json         print the summary as JSON (with up to ${MAX_REPORTED_REJECTS} rejected rows)
+  -h, --help     show this help
+
+The import is logged in canon.ingestion_runs (job_name import_cabinet_leads) with the
+file's name, size and sha256. A progress line is shown on a terminal for large files.
+Exit codes: 0 every row inserted or a known duplicate, 1 rows rejected (or the file is
+broken, nothing loaded), 2 usage error (missing file, missing required column, bad flag).`,
+  async run(argv) {
+    const { values, positionals } = parse(
+      'import-leads',
+      argv,
+      {
+        'dry-run': { type: 'boolean' },
+        strict: { type: 'boolean' },
+        delimiter: { type: 'string' },
+        json: { type: 'boolean' },
+      },
+      true,
+    );
+    if (values.help) {
+      console.log(this.help);
+      return 0;
+    }
+    if (positionals.length !== 1) {
+      throw new UsageError(`import-leads: expected one FILE.csv, got ${positionals.length === 0 ? 'none' : positionals.map((p) => JSON.stringify(p)).join(' ')} (see cabinet-leads import-leads --help)`);
+    }
+    const delimiter = values.delimiter ?? ',';
+    if (delimiter.length !== 1 || /["\r\n]/.test(delimiter)) {
+      throw new UsageError(`import-leads: invalid --delimiter ${JSON.stringify(delimiter)}: expected one character other than a quote or a line break`);
+    }
+    const file = positionals[0]!;
+    // A missing file is a usage error before any database is opened.
+    const st = await stat(file).catch((err: NodeJS.ErrnoException) => {
+      throw new UsageError(`import-leads: cannot read ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
+    });
+    if (!st.isFile()) throw new UsageError(`import-leads: ${file} is not a file`);
+    return withDatabase(async ({ db, log }) => {
+      const client = await db.pool.connect();
+      let failed = false;
+      const showProgress = process.stderr.isTTY === true && !values.json;
+      const bar = progressLine(file);
+      let summary: ImportSummary;
+      try {
+        summary = await importLeads(
+          client,
+          {
+            file,
+            dryRun: values['dry-run'] ?? false,
+            strict: values.strict ?? false,
+            delimiter,
+            ...(showProgress ? { onProgress: (p) => (p.totalBytes >= PROGRESS_MIN_BYTES ? bar.update(p) : undefined) } : {}),
+          },
+          log,
+        );
+      } catch (err) {
+        failed = true;
+        throw err;
+      } finally {
+        bar.done();
+        client.release(failed);
+      }
+      if (values.json) console.log(JSON.stringify(summary));
+      else console.log(summaryText(summary, file));
+      return summary.rejected > 0 ? 1 : 0;
+    });
+  },
+};

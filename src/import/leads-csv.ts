@@ -1,0 +1,256 @@
+// The CSV side of `cabinet-leads import-leads`: which columns a cabinet export may have
+// (SPEC 3), how the header maps to them, and how one cell becomes a COPY value. The
+// accepted formats follow the predecessor's upload contract: timestamps
+// `YYYY-MM-DD HH:MM[:SS[.ffffff]]`, the same with `T`, or a bare date; booleans
+// true/false, 1/0, yes/no, t/f, y/n (any case); blank cells are NULL.
+import { UsageError } from '../errors.js';
+
+export type ColumnType = 'text' | 'timestamp' | 'date' | 'boolean';
+
+export interface LeadColumn {
+  name: string;
+  type: ColumnType;
+}
+
+/** Columns of public.module_ct_cabinet_leads a file may carry, in staging order. */
+export const LEAD_COLUMNS: readonly LeadColumn[] = [
+  { name: 'external_id', type: 'text' },
+  { name: 'lead_created_at', type: 'timestamp' },
+  { name: 'first_name', type: 'text' },
+  { name: 'middle_name', type: 'text' },
+  { name: 'last_name', type: 'text' },
+  { name: 'park_phone', type: 'text' },
+  { name: 'asset_plate_number', type: 'text' },
+  { name: 'asset_model', type: 'text' },
+  { name: 'asset_color', type: 'text' },
+  { name: 'park_name', type: 'text' },
+  { name: 'status', type: 'text' },
+  { name: 'activation_city', type: 'text' },
+  { name: 'target_city', type: 'text' },
+  { name: 'tariff', type: 'text' },
+  { name: 'last_active_date', type: 'date' },
+  { name: 'active_1', type: 'boolean' },
+  { name: 'active_5', type: 'boolean' },
+  { name: 'active_10', type: 'boolean' },
+  { name: 'active_15', type: 'boolean' },
+  { name: 'active_25', type: 'boolean' },
+  { name: 'active_50', type: 'boolean' },
+  { name: 'active_100', type: 'boolean' },
+  { name: 'created_at', type: 'timestamp' },
+];
+
+export const REQUIRED_COLUMNS = ['external_id', 'lead_created_at'] as const;
+
+/** What the target table says about a column (from information_schema). */
+export interface TargetColumn {
+  maxLength: number | null;
+}
+
+export interface MappedColumn extends LeadColumn {
+  /** position of the column in the file's records */
+  index: number;
+  maxLength: number | null;
+}
+
+export interface IgnoredColumn {
+  column: string;
+  reason: string;
+}
+
+export interface HeaderMapping {
+  /** file columns that are loaded, in LEAD_COLUMNS order */
+  columns: MappedColumn[];
+  /** file columns reported and not loaded */
+  ignored: IgnoredColumn[];
+  /** number of fields of the header */
+  width: number;
+  /** position of external_id in the file's records */
+  keyIndex: number;
+}
+
+function headerName(raw: string): string {
+  return raw.replace(/^\uFEFF/, '').trim().toLowerCase();
+}
+
+/**
+ * Maps a header record to the lead columns by name (case-insensitive, trimmed). A
+ * missing required column or a column named twice is a UsageError naming it.
+ */
+export function mapHeader(header: string[], target: ReadonlyMap<string, TargetColumn>, delimiter: string): HeaderMapping {
+  const names = header.map(headerName);
+  const seen = new Map<string, number>();
+  names.forEach((n, i) => {
+    if (n === '') return;
+    if (seen.has(n)) throw new UsageError(`import-leads: column "${n}" appears twice in the header (fields ${seen.get(n)! + 1} and ${i + 1})`);
+    seen.set(n, i);
+  });
+  const missing = REQUIRED_COLUMNS.filter((c) => !seen.has(c));
+  if (missing.length > 0) {
+    const other = delimiter === ',' ? ';' : ',';
+    const hint = header.length === 1 && header[0]!.includes(other) ? ` (the header looks "${other}"-separated: try --delimiter "${other}")` : '';
+    throw new UsageError(
+      `import-leads: required column${missing.length > 1 ? 's' : ''} ${missing.join(', ')} missing from the header${hint}; found: ${names.filter(Boolean).join(', ') || '(nothing)'}`,
+    );
+  }
+  for (const c of REQUIRED_COLUMNS) {
+    if (!target.has(c)) throw new UsageError(`import-leads: public.module_ct_cabinet_leads has no column ${c}: the source contract is violated (see canon.source_contract_violations())`);
+  }
+  const known = new Map(LEAD_COLUMNS.map((c) => [c.name, c]));
+  const columns: MappedColumn[] = [];
+  const ignored: IgnoredColumn[] = [];
+  names.forEach((n, i) => {
+    const col = known.get(n);
+    if (n === '') ignored.push({ column: `(field ${i + 1}, no name)`, reason: 'column without a name' });
+    else if (n === 'id') ignored.push({ column: n, reason: 'assigned by the database' });
+    else if (!col) ignored.push({ column: header[i]!.trim(), reason: 'unknown column' });
+    else if (!target.has(n)) ignored.push({ column: n, reason: 'not a column of public.module_ct_cabinet_leads' });
+    else columns.push({ ...col, index: i, maxLength: target.get(n)!.maxLength });
+  });
+  columns.sort((a, b) => LEAD_COLUMNS.findIndex((c) => c.name === a.name) - LEAD_COLUMNS.findIndex((c) => c.name === b.name));
+  return { columns, ignored, width: header.length, keyIndex: seen.get('external_id')! };
+}
+
+const TIMESTAMP_RE = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?$/;
+
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
+}
+
+/** String.prototype.trim, without a copy in the usual case (printable ASCII at both ends). */
+function trimFast(v: string): string {
+  if (v.length === 0) return v;
+  const a = v.charCodeAt(0);
+  const b = v.charCodeAt(v.length - 1);
+  return a > 32 && a < 127 && b > 32 && b < 127 ? v : v.trim();
+}
+
+/** 'YYYY-MM-DD HH:MM:SS[.ffffff]' for COPY, or an error text. */
+export function parseTimestamp(value: string, dateOnly: boolean): { ok: string } | { error: string } {
+  const m = TIMESTAMP_RE.exec(value);
+  const expected = dateOnly
+    ? 'expected YYYY-MM-DD'
+    : 'expected YYYY-MM-DD HH:MM:SS[.ffffff], the same with T, or YYYY-MM-DD';
+  if (!m) {
+    const zone = /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)$/i.test(value);
+    return { error: zone ? 'has a time zone (lead times are local times, without zone)' : `is not a ${dateOnly ? 'date' : 'timestamp'} (${expected})` };
+  }
+  const [, y, mo, d, h, mi, s, f] = m;
+  const year = Number(y);
+  const month = Number(mo);
+  const day = Number(d);
+  if (year < 1 || month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) {
+    return { error: `is not a date (${y}-${mo} has no day ${d})` };
+  }
+  if (h !== undefined && (Number(h) > 23 || Number(mi) > 59 || (s !== undefined && Number(s) > 59))) {
+    return { error: 'is not a time of day' };
+  }
+  if (dateOnly) return { ok: `${y}-${mo}-${d}` };
+  return { ok: `${y}-${mo}-${d} ${h ?? '00'}:${mi ?? '00'}:${s ?? '00'}${f ? `.${f}` : ''}` };
+}
+
+const TRUE = new Set(['true', 't', '1', 'yes', 'y']);
+const FALSE = new Set(['false', 'f', '0', 'no', 'n']);
+
+export function parseBoolean(value: string): 't' | 'f' | undefined {
+  const v = value.toLowerCase();
+  if (TRUE.has(v)) return 't';
+  if (FALSE.has(v)) return 'f';
+  return undefined;
+}
+
+/** Characters that need a second look in a text value: COPY escapes, and NUL (never storable). */
+const SPECIAL = /[\\\t\n\r\u0000]/;
+
+/** Escapes a value for COPY ... FROM STDIN (text format). */
+export function copyEscape(value: string): string {
+  return /[\\\t\n\r]/.test(value)
+    ? value.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r'))
+    : value;
+}
+
+function show(value: string): string {
+  return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+}
+
+function charLength(value: string): number {
+  let n = 0;
+  for (const _ of value) n++;
+  return n;
+}
+
+export type RowResult = { copyLine: string } | { blank: true } | { errors: string[] };
+
+/**
+ * One data record of the file to a COPY line `line \t v1 \t v2 ...` with every
+ * LEAD_COLUMNS value (\N where absent or blank), or the reasons it is rejected.
+ * `slots` maps each LEAD_COLUMNS position to its mapped column (or undefined).
+ */
+export function convertRecord(record: string[], line: number, mapping: HeaderMapping, slots: (MappedColumn | undefined)[]): RowResult {
+  const key = record[mapping.keyIndex];
+  if ((key === undefined || key.trim() === '') && record.every((v) => v.trim() === '')) return { blank: true };
+  const errors: string[] = [];
+  if (record.length < mapping.width) {
+    errors.push(`has ${record.length} field${record.length === 1 ? '' : 's'}, the header has ${mapping.width}`);
+    return { errors };
+  }
+  if (record.length > mapping.width && record.slice(mapping.width).some((v) => v.trim() !== '')) {
+    errors.push(`has ${record.length} fields, the header has ${mapping.width}`);
+    return { errors };
+  }
+  let out = String(line);
+  for (const col of slots) {
+    if (col === undefined) {
+      out += '\t\\N';
+      continue;
+    }
+    const raw = record[col.index]!;
+    const trimmed = trimFast(raw);
+    if (trimmed === '') {
+      if (col.name === 'external_id' || col.name === 'lead_created_at') errors.push(`${col.name} is empty`);
+      out += '\t\\N';
+      continue;
+    }
+    let value: string;
+    if (col.type === 'timestamp' || col.type === 'date') {
+      const r = parseTimestamp(trimmed, col.type === 'date');
+      if ('error' in r) {
+        errors.push(`${col.name} ${show(trimmed)} ${r.error}`);
+        continue;
+      }
+      value = r.ok;
+    } else if (col.type === 'boolean') {
+      const b = parseBoolean(trimmed);
+      if (b === undefined) {
+        errors.push(`${col.name} ${show(trimmed)} is not a boolean (expected true/false, 1/0, yes/no, t/f or y/n)`);
+        continue;
+      }
+      value = b;
+    } else {
+      value = col.name === 'external_id' ? trimmed : raw;
+      if (col.maxLength !== null && value.length > col.maxLength && charLength(value) > col.maxLength) {
+        errors.push(`${col.name} is ${charLength(value)} characters long, the column holds at most ${col.maxLength}`);
+        continue;
+      }
+      if (SPECIAL.test(value)) {
+        if (value.includes('\u0000')) {
+          errors.push(`${col.name} contains a NUL character`);
+          continue;
+        }
+        value = copyEscape(value);
+      }
+    }
+    out += `\t${value}`;
+  }
+  return errors.length > 0 ? { errors } : { copyLine: `${out}\n` };
+}
+
+/** Number of line breaks in a record's fields (\r\n counts once). */
+export function lineBreaks(record: string[]): number {
+  let n = 0;
+  for (const v of record) {
+    if (v.indexOf('\n') < 0 && v.indexOf('\r') < 0) continue;
+    n += v.match(/\r\n|\r|\n/g)?.length ?? 0;
+  }
+  return n;
+}

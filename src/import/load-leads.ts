@@ -1,0 +1,434 @@
+// The database side of `cabinet-leads import-leads`: one transaction that streams the
+// file (csv-parse) into a temporary staging table with COPY FROM STDIN
+// (pg-copy-streams), finds the first line of each external_id and whether it is already
+// a lead key of public.module_ct_cabinet_leads (canon.lead_source_pk) in one hashed
+// pass over narrow rows, then adds the new rows with one INSERT ... SELECT. Rejected rows
+// never reach the database. The import is logged in canon.ingestion_runs
+// (job_name import_cabinet_leads).
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { hostname, userInfo } from 'node:os';
+import path from 'node:path';
+import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { isUtf8 } from 'node:buffer';
+import { CsvError, parse } from 'csv-parse';
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { UsageError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { convertRecord, LEAD_COLUMNS, lineBreaks, mapHeader, type HeaderMapping, type IgnoredColumn, type MappedColumn, type TargetColumn } from './leads-csv.js';
+
+export const IMPORT_JOB_NAME = 'import_cabinet_leads';
+/** Rejected rows kept in the summary (all are counted). */
+export const MAX_REPORTED_REJECTS = 1000;
+const MAX_EXAMPLES = 20;
+/** A record longer than this (characters) is a broken file, e.g. a quote never closed. */
+const MAX_RECORD_CHARS = 1_000_000;
+
+export interface ImportOptions {
+  file: string;
+  dryRun: boolean;
+  strict: boolean;
+  delimiter: string;
+  /** called often while the file streams (bytes read so far, data rows so far) */
+  onProgress?: (p: { bytes: number; totalBytes: number; rows: number; phase: 'reading' | 'inserting' }) => void;
+}
+
+export interface RejectedRow {
+  line: number;
+  reason: string;
+}
+
+export interface DuplicateExample {
+  line: number;
+  external_id: string;
+  /** line of the first row with that key in the file, or null when the key is already in the table */
+  first_line: number | null;
+}
+
+export interface ImportSummary {
+  status: 'COMPLETED' | 'FAILED';
+  file: string;
+  bytes: number;
+  sha256: string;
+  dry_run: boolean;
+  strict: boolean;
+  /** data rows read (header and blank rows excluded) */
+  read: number;
+  /** rows inserted (0 for a dry run or a --strict import with rejected rows) */
+  inserted: number;
+  /** rows that would be / were new */
+  new_rows: number;
+  duplicates: number;
+  duplicates_in_table: number;
+  duplicates_in_file: number;
+  rejected: number;
+  blank_rows: number;
+  columns_loaded: string[];
+  ignored_columns: IgnoredColumn[];
+  rejected_rows: RejectedRow[];
+  duplicate_examples: DuplicateExample[];
+  run_id: number | null;
+  duration_ms: number;
+  /** time per phase: read_and_copy (parse, check, COPY into staging), dedupe_and_insert */
+  durations_ms: Record<string, number>;
+  error?: string;
+}
+
+/** A file that cannot be read as a whole (broken quoting, not UTF-8 ...): nothing loads. */
+export class ImportFileError extends Error {
+  readonly exitCode: number;
+  override name = 'ImportFileError';
+  constructor(message: string, exitCode = 1) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+/** Bytes read so far, sha256, and the check that the file is UTF-8 (chunk boundaries handled). */
+class FileTap extends Transform {
+  bytes = 0;
+  newlines = 0;
+  private readonly hash = createHash('sha256');
+  private tail: Buffer = Buffer.alloc(0);
+  constructor(private readonly file: string, private readonly onBytes: (bytes: number) => void) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.hash.update(chunk);
+    const buf = this.tail.length ? Buffer.concat([this.tail, chunk]) : chunk;
+    const cut = completeUtf8Length(buf);
+    const body = buf.subarray(0, cut);
+    if (!isUtf8(body)) {
+      const at = firstInvalidUtf8(body);
+      cb(this.encodingError(this.bytes - this.tail.length + at, body.subarray(0, at)));
+      return;
+    }
+    this.countNewlines(body);
+    this.bytes += chunk.length;
+    this.tail = Buffer.from(buf.subarray(cut));
+    this.onBytes(this.bytes);
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    if (this.tail.length > 0) cb(this.encodingError(this.bytes - this.tail.length, Buffer.alloc(0)));
+    else cb();
+  }
+
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+
+  private countNewlines(buf: Buffer): void {
+    for (let i = buf.indexOf(10); i >= 0; i = buf.indexOf(10, i + 1)) this.newlines++;
+  }
+
+  private encodingError(offset: number, before: Buffer): ImportFileError {
+    this.countNewlines(before);
+    const utf16 = offset === 0 && this.bytes === 0 ? ' (it looks like UTF-16: save it as "CSV UTF-8")' : ' (save it as "CSV UTF-8")';
+    return new ImportFileError(
+      `import-leads: ${this.file} is not UTF-8: invalid byte at offset ${offset}, line ${this.newlines + 1}${utf16}; nothing was loaded`,
+      2,
+    );
+  }
+}
+
+/** Length of the prefix of buf that ends on a complete UTF-8 sequence. */
+function completeUtf8Length(buf: Buffer): number {
+  const n = buf.length;
+  for (let i = n - 1; i >= 0 && i >= n - 4; i--) {
+    const b = buf[i]!;
+    if ((b & 0xc0) === 0x80) continue; // continuation byte
+    const len = b < 0x80 ? 1 : b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+    return i + len > n ? i : n;
+  }
+  return n;
+}
+
+/** Offset of the first byte that breaks UTF-8 (only called on a buffer that is not). */
+function firstInvalidUtf8(buf: Buffer): number {
+  let i = 0;
+  while (i < buf.length) {
+    const b = buf[i]!;
+    const len = b < 0x80 ? 1 : (b & 0xe0) === 0xc0 ? 2 : (b & 0xf0) === 0xe0 ? 3 : (b & 0xf8) === 0xf0 ? 4 : 0;
+    if (len === 0 || !isUtf8(buf.subarray(i, i + len))) return i;
+    i += len;
+  }
+  return buf.length;
+}
+
+interface ParseState {
+  /** line where the last record seen ends */
+  lastLine: number;
+  mapping: HeaderMapping | undefined;
+  read: number;
+  blank: number;
+  rejected: number;
+  rejectedRows: RejectedRow[];
+}
+
+async function targetColumns(client: pg.ClientBase): Promise<Map<string, TargetColumn>> {
+  const res = await client.query<{ column_name: string; character_maximum_length: number | null }>(
+    `SELECT column_name, character_maximum_length
+     FROM information_schema.columns
+     WHERE table_schema = 'public' AND table_name = 'module_ct_cabinet_leads'`,
+  );
+  if (res.rows.length === 0) throw new UsageError('import-leads: table public.module_ct_cabinet_leads does not exist (run cabinet-leads migrate)');
+  return new Map(res.rows.map((r) => [r.column_name, { maxLength: r.character_maximum_length }]));
+}
+
+const STAGING_TYPES: Record<string, string> = { text: 'text', timestamp: 'timestamp', date: 'date', boolean: 'boolean' };
+const ident = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
+export async function importLeads(client: pg.ClientBase, opts: ImportOptions, log: Logger): Promise<ImportSummary> {
+  const started = Date.now();
+  const file = path.resolve(opts.file);
+  let size: number;
+  try {
+    const st = await stat(file);
+    if (!st.isFile()) throw new UsageError(`import-leads: ${opts.file} is not a file`);
+    size = st.size;
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError(`import-leads: cannot read ${opts.file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+  }
+  log.info({ file, bytes: size, dry_run: opts.dryRun, strict: opts.strict }, 'import started');
+
+  const state: ParseState = { lastLine: 0, mapping: undefined, read: 0, blank: 0, rejected: 0, rejectedRows: [] };
+  let slots: (MappedColumn | undefined)[] = [];
+  const progress = (bytes: number) => opts.onProgress?.({ bytes, totalBytes: size, rows: state.read, phase: 'reading' });
+  const tap = new FileTap(opts.file, progress);
+
+  await client.query('BEGIN');
+  try {
+    // One import at a time: two concurrent imports of overlapping files must not both insert a key.
+    const got = await client.query<{ ok: boolean }>(`SELECT pg_try_advisory_xact_lock(hashtext('cabinet_leads'), hashtext($1)) AS ok`, [IMPORT_JOB_NAME]);
+    if (!got.rows[0]?.ok) {
+      log.warn({ file }, 'another import is running: waiting for it to finish');
+      await client.query(`SELECT pg_advisory_xact_lock(hashtext('cabinet_leads'), hashtext($1))`, [IMPORT_JOB_NAME]);
+    }
+    // Sorts and hashes of a million rows stay in memory; no JIT for these one-off statements.
+    await client.query(`SET LOCAL work_mem = '256MB'`);
+    await client.query(`SET LOCAL jit = off`);
+    const target = await targetColumns(client);
+    await client.query(
+      `CREATE TEMP TABLE import_leads (line integer NOT NULL, ${LEAD_COLUMNS.map((c) => `${ident(c.name)} ${STAGING_TYPES[c.type]}`).join(', ')}) ON COMMIT DROP`,
+    );
+
+    // Empty lines are records too ([""]), so every record starts on the line after the
+    // previous one ends: line numbers need no help from the parser.
+    const parser = parse({
+      bom: true,
+      delimiter: opts.delimiter,
+      relax_column_count: true,
+      relax_quotes: true,
+      max_record_size: MAX_RECORD_CHARS,
+    });
+
+    // Records to COPY text lines, in chunks of about 64 kB.
+    const toCopy = async function* (records: AsyncIterable<string[]>): AsyncGenerator<string> {
+      let chunk = '';
+      for await (const record of records) {
+        const line = state.lastLine + 1;
+        state.lastLine = line + lineBreaks(record);
+        if (state.mapping === undefined) {
+          if (record.every((v) => v.trim() === '')) continue; // blank lines before the header
+          state.mapping = mapHeader(record, target, opts.delimiter);
+          const byName = new Map(state.mapping.columns.map((c) => [c.name, c]));
+          slots = LEAD_COLUMNS.map((c) => byName.get(c.name));
+          continue;
+        }
+        const r = convertRecord(record, line, state.mapping, slots);
+        if ('blank' in r) {
+          state.blank++;
+          continue;
+        }
+        state.read++;
+        if ('errors' in r) {
+          state.rejected++;
+          if (state.rejectedRows.length < MAX_REPORTED_REJECTS) state.rejectedRows.push({ line, reason: r.errors.join('; ') });
+          continue;
+        }
+        chunk += r.copyLine;
+        if (chunk.length >= 65536) {
+          yield chunk;
+          chunk = '';
+        }
+      }
+      if (state.mapping === undefined) throw new UsageError(`import-leads: ${opts.file} is empty: expected a header with external_id and lead_created_at`);
+      if (chunk) yield chunk;
+    };
+
+    const copy = client.query(copyFrom(`COPY pg_temp.import_leads (line, ${LEAD_COLUMNS.map((c) => ident(c.name)).join(', ')}) FROM STDIN`));
+    try {
+      await pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), tap, parser, toCopy, copy);
+    } catch (err) {
+      if (err instanceof CsvError) {
+        const line = state.lastLine + 1;
+        const what = err.code === 'CSV_QUOTE_NOT_CLOSED'
+          ? 'a quoted field is never closed (unbalanced ")'
+          : err.code === 'CSV_MAX_RECORD_SIZE'
+            ? `a record is longer than ${MAX_RECORD_CHARS} characters (probably an unbalanced ")`
+            : err.message;
+        throw new ImportFileError(`import-leads: ${opts.file} line ${line}: ${what}; nothing was loaded`);
+      }
+      throw err;
+    }
+    const mapping = state.mapping!;
+    const copied = Date.now();
+    opts.onProgress?.({ bytes: size, totalBytes: size, rows: state.read, phase: 'inserting' });
+
+    // The first line of each key, and whether the key is already a lead key of the table:
+    // narrow rows, hashed (no sort of the wide staging rows).
+    await client.query(
+      `CREATE TEMP TABLE import_keys ON COMMIT DROP AS
+       SELECT k.external_id, k.line, k.rows_in_file, (e.lead_source_pk IS NOT NULL) AS in_table
+       FROM (SELECT s.external_id, min(s.line) AS line, count(*) AS rows_in_file
+             FROM pg_temp.import_leads s GROUP BY s.external_id) k
+       LEFT JOIN (SELECT DISTINCT canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk
+                  FROM public.module_ct_cabinet_leads l) e ON e.lead_source_pk = k.external_id`,
+    );
+    const keys = await client.query<{ distinct_keys: string; in_table: string }>(
+      `SELECT count(*) AS distinct_keys, count(*) FILTER (WHERE in_table) AS in_table FROM pg_temp.import_keys`,
+    );
+    const staged = state.read - state.rejected;
+    const distinctKeys = Number(keys.rows[0]!.distinct_keys);
+    const dupInTable = Number(keys.rows[0]!.in_table);
+    const dupInFile = staged - distinctKeys;
+    const newRows = distinctKeys - dupInTable;
+    const failStrict = opts.strict && state.rejected > 0;
+    const countOnly = opts.dryRun || failStrict;
+
+    const present = mapping.columns.map((c) => c.name);
+    let inserted = 0;
+    if (!countOnly && newRows > 0) {
+      await client.query('ANALYZE pg_temp.import_keys');
+      const res = await client.query(
+        `INSERT INTO public.module_ct_cabinet_leads (${present.map(ident).join(', ')})
+         SELECT ${present.map((c) => (c === 'created_at' ? 'coalesce(s.created_at, localtimestamp)' : `s.${ident(c)}`)).join(', ')}
+         FROM pg_temp.import_leads s
+         JOIN pg_temp.import_keys k ON k.line = s.line
+         WHERE NOT k.in_table`,
+      );
+      inserted = res.rowCount ?? 0;
+    }
+    const insertedAt = Date.now();
+
+    const examples: DuplicateExample[] = [];
+    if (dupInTable > 0) {
+      const r = await client.query<{ line: number; external_id: string }>(
+        `SELECT line, external_id FROM pg_temp.import_keys WHERE in_table ORDER BY line LIMIT ${MAX_EXAMPLES}`,
+      );
+      examples.push(...r.rows.map((x) => ({ ...x, first_line: null })));
+    }
+    if (dupInFile > 0) {
+      const r = await client.query<{ line: number; external_id: string; first_line: number }>(
+        `SELECT s.line, s.external_id, k.line AS first_line
+         FROM pg_temp.import_leads s
+         JOIN pg_temp.import_keys k ON k.external_id = s.external_id AND k.rows_in_file > 1
+         WHERE s.line <> k.line
+         ORDER BY s.line LIMIT ${MAX_EXAMPLES}`,
+      );
+      examples.push(...r.rows);
+    }
+
+    const summary: ImportSummary = {
+      status: failStrict ? 'FAILED' : 'COMPLETED',
+      file,
+      bytes: size,
+      sha256: tap.digest(),
+      dry_run: opts.dryRun,
+      strict: opts.strict,
+      read: state.read,
+      inserted,
+      new_rows: newRows,
+      duplicates: dupInFile + dupInTable,
+      duplicates_in_table: dupInTable,
+      duplicates_in_file: dupInFile,
+      rejected: state.rejected,
+      blank_rows: state.blank,
+      columns_loaded: present,
+      ignored_columns: mapping.ignored,
+      rejected_rows: state.rejectedRows,
+      duplicate_examples: examples.sort((a, b) => a.line - b.line).slice(0, MAX_EXAMPLES),
+      run_id: null,
+      duration_ms: 0,
+      durations_ms: { read_and_copy: copied - started, dedupe_and_insert: insertedAt - copied },
+      ...(failStrict ? { error: `${state.rejected} row(s) rejected and --strict given: nothing was loaded` } : {}),
+    };
+
+    if (countOnly) {
+      await client.query('ROLLBACK');
+      summary.duration_ms = Date.now() - started;
+      summary.run_id = await logRun(client, summary, log);
+    } else {
+      summary.duration_ms = Date.now() - started;
+      summary.run_id = await logRun(client, summary, log);
+      await client.query('COMMIT');
+    }
+    log.info(
+      {
+        run_id: summary.run_id, status: summary.status, dry_run: summary.dry_run, read: summary.read, inserted: summary.inserted,
+        duplicates: summary.duplicates, rejected: summary.rejected, duration_ms: summary.duration_ms,
+      },
+      'import finished',
+    );
+    return summary;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    const message = err instanceof Error ? err.message : String(err);
+    if (!(err instanceof UsageError)) {
+      log.error({ file, err: message }, 'import failed: nothing was loaded');
+      await logRun(client, {
+        status: 'FAILED', file, bytes: size, sha256: '', dry_run: opts.dryRun, strict: opts.strict, read: state.read,
+        inserted: 0, new_rows: 0, duplicates: 0, duplicates_in_table: 0, duplicates_in_file: 0, rejected: state.rejected,
+        blank_rows: state.blank, columns_loaded: [], ignored_columns: [], rejected_rows: [], duplicate_examples: [],
+        run_id: null, duration_ms: Date.now() - started, durations_ms: {}, error: message,
+      }, log).catch(() => null);
+    }
+    throw err;
+  }
+}
+
+/** The import as a run of the product in canon.ingestion_runs (in the caller's transaction, if any). */
+async function logRun(client: pg.ClientBase, s: ImportSummary, log: Logger): Promise<number | null> {
+  let osUser = 'unknown';
+  try {
+    osUser = userInfo().username;
+  } catch {
+    // no passwd entry (containers): keep 'unknown'
+  }
+  try {
+    const res = await client.query<{ id: string }>(
+      `INSERT INTO canon.ingestion_runs (job_name, status, dry_run, source_tables, params, stats, error_message,
+                                         started_at, completed_at, trigger, client_host, client_pid)
+       VALUES ($1, $2, $3, '["module_ct_cabinet_leads"]'::jsonb, $4::jsonb, $5::jsonb, $6,
+               clock_timestamp() - make_interval(secs => $7::double precision / 1000), clock_timestamp(), 'cli', $8, $9)
+       RETURNING id`,
+      [
+        IMPORT_JOB_NAME,
+        s.status,
+        s.dry_run,
+        JSON.stringify({ file: s.file, bytes: s.bytes, sha256: s.sha256, strict: s.strict, dry_run: s.dry_run, os_user: osUser }),
+        JSON.stringify({
+          read: s.read, inserted: s.inserted, new_rows: s.new_rows, duplicates: s.duplicates,
+          duplicates_in_table: s.duplicates_in_table, duplicates_in_file: s.duplicates_in_file, rejected: s.rejected,
+          blank_rows: s.blank_rows, columns_loaded: s.columns_loaded, ignored_columns: s.ignored_columns,
+          rejected_rows_sample: s.rejected_rows.slice(0, 20), durations_ms: { ...s.durations_ms, total: s.duration_ms },
+        }),
+        s.error ?? null,
+        s.duration_ms,
+        hostname(),
+        process.pid,
+      ],
+    );
+    return Number(res.rows[0]!.id);
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, 'import could not be logged in canon.ingestion_runs');
+    throw err;
+  }
+}

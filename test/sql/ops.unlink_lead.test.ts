@@ -1,0 +1,163 @@
+// ops.unlink_lead: an operator removes a wrong lead link; no orphan person is left, the
+// lead's unsettled claims go with the link, and the next run evaluates the lead again.
+import test from 'ava';
+import type { TestDb } from '../helpers/db.js';
+import { insertDriver, insertLead, linkOf, runPipeline, unmatchedOf } from '../helpers/rows.js';
+import { freshDb, linkPerson } from '../helpers/scenario.js';
+
+interface Unlinked {
+  action: string;
+  person_key: string;
+  driver_id: string | null;
+  person_removed: boolean;
+  driver_links_removed: string[];
+  other_leads_of_person: string[];
+  origin_moved_to: string | null;
+  claims_removed: { milestone: number; status: string }[];
+  unmatched_removed: boolean;
+}
+
+async function unlink(db: TestDb, key: string, note: string): Promise<Unlinked> {
+  const [r] = await db.query<{ r: Unlinked }>(`SELECT ops.unlink_lead($1, $2) AS r`, [key, note]);
+  return r!.r;
+}
+
+async function count(db: TestDb, sql: string, params: unknown[] = []): Promise<number> {
+  const [r] = await db.query<{ n: string }>(sql, params);
+  return Number(r!.n);
+}
+
+test('removes a wrong link with its person, driver link and origin; the next run matches the right driver', async (t) => {
+  const db = await freshDb(t, 'unlink');
+  await insertDriver(db, { driver_id: 'wrong', first_name: 'Pedro', last_name: 'Gomez' });
+  await insertDriver(db, { driver_id: 'right', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
+  await insertLead(db, { external_id: 'L', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
+  const [row] = await db.query<{ r: { person_key: string } }>(`SELECT ops.resolve_lead('L', 'wrong', 'I thought so') AS r`);
+  const resolved = row!.r;
+
+  const r = await unlink(db, 'L', 'wrong driver: Pedro is the car owner');
+  t.like(r, { action: 'UNLINK', person_key: resolved.person_key, driver_id: 'wrong', person_removed: true, unmatched_removed: false });
+  t.deepEqual(r.driver_links_removed, ['wrong']);
+  t.is(await count(db, `SELECT count(*) AS n FROM canon.identity_registry`), 0);
+  t.is(await count(db, `SELECT count(*) AS n FROM canon.identity_links`), 0);
+  t.is(await count(db, `SELECT count(*) AS n FROM canon.identity_origin`), 0);
+
+  const audit = await db.query<{ action: string; source_table: string; source_pk: string; note: string; details: { person_removed: boolean; removed_link: { match_rule: string } } }>(
+    `SELECT action, source_table, source_pk, note, details FROM canon.identity_audit WHERE action = 'UNLINK' ORDER BY id`,
+  );
+  t.deepEqual(audit.map((a) => [a.source_table, a.source_pk, a.note]), [
+    ['module_ct_cabinet_leads', 'L', 'wrong driver: Pedro is the car owner'],
+    ['drivers', 'wrong', 'wrong driver: Pedro is the car owner'],
+  ]);
+  t.true(audit[0]!.details.person_removed);
+  t.is(audit[0]!.details.removed_link.match_rule, 'MANUAL_RESOLUTION');
+
+  await runPipeline(db);
+  const link = await linkOf(db, 'L');
+  t.is(link?.driver_id, 'right');
+  t.is(link?.match_rule, 'R1_PHONE_EXACT');
+});
+
+test('an unlinked lead is evaluated again by the next run, first in line', async (t) => {
+  const db = await freshDb(t, 'unlink');
+  await insertDriver(db, { driver_id: 'j', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
+  await insertLead(db, { external_id: 'L', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
+  await runPipeline(db);
+  const before = await linkOf(db, 'L');
+  t.is(before?.driver_id, 'j');
+
+  await unlink(db, 'L', 'checking the matcher again after the driver file was fixed');
+  t.is(await linkOf(db, 'L'), undefined);
+  t.is(await unmatchedOf(db, 'L'), undefined, 'no unmatched row: the lead counts as never evaluated');
+  const [limbo] = await db.query<{ limbo_stage: string; limbo_reason_detail: string }>(
+    `SELECT limbo_stage, limbo_reason_detail FROM ops.v_cabinet_leads_limbo WHERE lead_source_pk = 'L'`,
+  );
+  t.is(limbo!.limbo_stage, 'NO_IDENTITY');
+  t.regex(limbo!.limbo_reason_detail, /not evaluated yet/);
+
+  const run = await runPipeline(db, 'p_days_back => 30, p_limit => 1');
+  t.is(run.stats['match']['batch']['never_evaluated'], 1);
+  const after = await linkOf(db, 'L');
+  t.is(after?.driver_id, 'j');
+  t.is(after?.match_rule, 'R1_PHONE_EXACT');
+  t.not(after?.person_key, before?.person_key, 'a new person: the old one went with the link');
+});
+
+test('keeps a person another lead still uses, and moves its origin to that lead', async (t) => {
+  const db = await freshDb(t, 'unlink');
+  await insertLead(db, { external_id: 'OLD', lead_created_at: `(canon.business_today() - 5)::timestamp` });
+  await insertLead(db, { external_id: 'NEWER', lead_created_at: `(canon.business_today() - 3)::timestamp` });
+  const person = await linkPerson(db, ['OLD', 'NEWER'], [{ driverId: 'd7' }]);
+  await db.query(
+    `INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by)
+     VALUES ($1, 'cabinet_lead', 'OLD', 'HIGH', canon.business_today() - 5, 'system')`,
+    [person],
+  );
+  const r = await unlink(db, 'OLD', 'OLD was a different person');
+  t.like(r, { person_removed: false, origin_moved_to: 'NEWER', driver_id: 'd7' });
+  t.deepEqual(r.other_leads_of_person, ['NEWER']);
+  t.deepEqual(r.driver_links_removed, []);
+  t.is((await linkOf(db, 'NEWER'))?.driver_id, 'd7');
+  const [origin] = await db.query<{ origin_source_id: string; decided_by: string; origin_created_at: Date }>(
+    `SELECT origin_source_id, decided_by, origin_created_at FROM canon.identity_origin WHERE person_key = $1`,
+    [person],
+  );
+  t.like(origin!, { origin_source_id: 'NEWER', decided_by: 'manual' });
+});
+
+test('deletes the lead\'s unsettled claims, and refuses while one is paid or rejected', async (t) => {
+  const db = await freshDb(t, 'unlink');
+  await insertLead(db, { external_id: 'GEN' });
+  await insertLead(db, { external_id: 'PAID' });
+  const p1 = await linkPerson(db, ['GEN'], [{ driverId: 'd1' }]);
+  const p2 = await linkPerson(db, ['PAID'], [{ driverId: 'd2' }]);
+  await db.query(
+    `INSERT INTO canon.claims_yango_cabinet_14d (lead_source_pk, milestone, person_key, driver_id, lead_date, amount_expected, status)
+     VALUES ('GEN', 1, $1, 'd1', canon.business_today() - 2, 25, 'generated'),
+            ('GEN', 5, $1, 'd1', canon.business_today() - 2, 35, 'generated'),
+            ('PAID', 1, $2, 'd2', canon.business_today() - 2, 25, 'paid'),
+            ('PAID', 5, $2, 'd2', canon.business_today() - 2, 35, 'generated')`,
+    [p1, p2],
+  );
+  const r = await unlink(db, 'GEN', 'wrong driver, claims computed from his trips');
+  t.deepEqual(r.claims_removed.map((c) => [c.milestone, c.status]), [[1, 'generated'], [5, 'generated']]);
+  t.is(await count(db, `SELECT count(*) AS n FROM canon.claims_yango_cabinet_14d WHERE lead_source_pk = 'GEN'`), 0);
+  const [audit] = await db.query<{ details: { claims_removed: { milestone: number; amount_expected: number }[] } }>(
+    `SELECT details FROM canon.identity_audit WHERE action = 'UNLINK' AND source_pk = 'GEN'`,
+  );
+  t.deepEqual(audit!.details.claims_removed.map((c) => [c.milestone, Number(c.amount_expected)]), [[1, 25], [5, 35]], 'the removed claims are kept in the audit');
+
+  const err = await t.throwsAsync(unlink(db, 'PAID', 'wrong'));
+  t.regex(err!.message, /lead 'PAID' has settled claims \(M1 paid\)/);
+  t.is((err as { code?: string }).code, 'CL025');
+  t.is((await linkOf(db, 'PAID'))?.driver_id, 'd2');
+  t.is(await count(db, `SELECT count(*) AS n FROM canon.claims_yango_cabinet_14d WHERE lead_source_pk = 'PAID'`), 2);
+});
+
+test('refuses an unknown lead, a lead that is not linked and a missing note, naming the value', async (t) => {
+  const db = await freshDb(t, 'unlink');
+  await insertLead(db, { external_id: 'NEVER' });
+  await insertLead(db, { external_id: 'NOKEYS', first_name: 'Solo', last_name: 'Nombre' });
+  await runPipeline(db);
+  const cases: [unknown[], RegExp, string][] = [
+    [['NOPE', 'x'], /unknown lead 'NOPE'/, 'P0002'],
+    [['NOKEYS', 'x'], /lead 'NOKEYS' is not linked: nothing to unlink \(unmatched: OPEN, MISSING_KEYS\)/, 'CL022'],
+    [['NOKEYS', null], /a note is required/, '22023'],
+  ];
+  for (const [params, message, code] of cases) {
+    const err = await t.throwsAsync(db.query(`SELECT ops.unlink_lead($1, $2)`, params));
+    t.regex(err!.message, message);
+    t.is((err as { code?: string }).code, code);
+  }
+  t.is(await count(db, `SELECT count(*) AS n FROM canon.identity_audit`), 0);
+});
+
+test('unlinks a link whose lead row has since disappeared upstream', async (t) => {
+  const db = await freshDb(t, 'unlink');
+  await insertLead(db, { external_id: 'VANISHED' });
+  await linkPerson(db, ['VANISHED'], [{ driverId: 'd9' }]);
+  await db.query(`DELETE FROM public.module_ct_cabinet_leads WHERE external_id = 'VANISHED'`);
+  const r = await unlink(db, 'VANISHED', 'lead deleted by the cabinet');
+  t.true(r.person_removed);
+  t.is(await count(db, `SELECT count(*) AS n FROM canon.identity_links`), 0);
+});

@@ -87,8 +87,13 @@ BEGIN
     SELECT to_jsonb(r) INTO run FROM canon.ingestion_runs r WHERE r.id = v_run_id;
     RETURN;
   END IF;
-  -- A canon table locked by someone else fails the run instead of hanging it.
-  PERFORM set_config('lock_timeout', '30s', true);
+  -- Settled claims are out of the run's reach (trigger claims_protect_settled).
+  PERFORM set_config('cabinet.in_pipeline', 'on', true);
+  -- A canon table locked by someone else fails the run instead of hanging it: after 30 s,
+  -- or sooner when the session asks for less (e.g. PGOPTIONS='-c lock_timeout=5s').
+  IF (SELECT s.setting::bigint FROM pg_catalog.pg_settings s WHERE s.name = 'lock_timeout') NOT BETWEEN 1 AND 30000 THEN
+    PERFORM set_config('lock_timeout', '30s', true);
+  END IF;
 
   v_stats := jsonb_build_object('abandoned_runs_marked', v_abandoned);
 

@@ -1,0 +1,56 @@
+-- canon.protect_settled_claims: trigger function of canon.claims_yango_cabinet_14d that
+-- keeps settled money (paid or rejected claims) safe from the job. Two roles:
+--   the guard (trigger claims_protect_settled, BEFORE UPDATE OR DELETE, per row): inside
+--   a pipeline run (the run sets cabinet.in_pipeline = 'on' for its transaction) a paid
+--   or rejected claim can never change or disappear (SQLSTATE CL012); outside a run
+--   (finance corrections in psql) every change is allowed;
+--   the record (triggers claims_record_settled_*, AFTER each statement): every allowed
+--   change is copied into canon.claims_settled, the last known content of each settled
+--   claim, which ops.check_invariants() compares with the table to find settled claims
+--   changed behind the guard's back (trigger disabled, session_replication_role).
+CREATE OR REPLACE FUNCTION canon.protect_settled_claims()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF TG_LEVEL = 'ROW' THEN
+    IF OLD.status IN ('paid', 'rejected') AND coalesce(current_setting('cabinet.in_pipeline', true), '') = 'on'
+       AND (TG_OP = 'DELETE' OR to_jsonb(NEW) IS DISTINCT FROM to_jsonb(OLD)) THEN
+      RAISE EXCEPTION 'claim (%, M%) is % and cannot be changed by a pipeline run', OLD.lead_source_pk, OLD.milestone, OLD.status
+        USING ERRCODE = 'CL012',
+              HINT = 'Settled claims are changed by finance outside a run; the job only inserts missing claims.';
+    END IF;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+  END IF;
+
+  -- Statement level, after the change: bring the record of settled claims in step.
+  IF TG_OP = 'TRUNCATE' THEN
+    DELETE FROM canon.claims_settled;
+    RETURN NULL;
+  END IF;
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    DELETE FROM canon.claims_settled s
+    USING old_claims o
+    WHERE o.status IN ('paid', 'rejected')
+      AND s.lead_source_pk = o.lead_source_pk AND s.milestone = o.milestone;
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    INSERT INTO canon.claims_settled AS s (
+      lead_source_pk, milestone, status, amount_expected, currency, person_key, driver_id, lead_date,
+      generated_at, paid_at, run_id)
+    SELECT n.lead_source_pk, n.milestone, n.status, n.amount_expected, n.currency, n.person_key, n.driver_id,
+           n.lead_date, n.generated_at, n.paid_at, n.run_id
+    FROM new_claims n
+    WHERE n.status IN ('paid', 'rejected')
+    ON CONFLICT (lead_source_pk, milestone) DO UPDATE
+      SET status = excluded.status, amount_expected = excluded.amount_expected, currency = excluded.currency,
+          person_key = excluded.person_key, driver_id = excluded.driver_id, lead_date = excluded.lead_date,
+          generated_at = excluded.generated_at, paid_at = excluded.paid_at, run_id = excluded.run_id,
+          recorded_at = now(), recorded_by = current_user;
+  END IF;
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION canon.protect_settled_claims() IS
+  'Trigger: a pipeline run can never change or delete a paid or rejected claim (SQLSTATE CL012); every allowed change of a settled claim is recorded in canon.claims_settled.';

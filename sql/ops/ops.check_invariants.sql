@@ -1,0 +1,103 @@
+-- ops.check_invariants: every invariant of the spec with its number of violations (0 =
+-- holds) and up to 5 examples. Also `cabinet-leads doctor`, which exits 1 when any
+-- invariant is violated, and the last statement of every reliability test. Read-only;
+-- safe to run at any time, also while a run is in progress.
+--   SELECT * FROM ops.check_invariants() WHERE violations > 0;
+CREATE OR REPLACE FUNCTION ops.check_invariants()
+RETURNS TABLE (invariant text, violations bigint, examples jsonb, description text)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH orphan AS (
+    SELECT p.person_key::text AS example
+    FROM canon.identity_registry p
+    WHERE NOT EXISTS (SELECT 1 FROM canon.identity_links l WHERE l.person_key = p.person_key)
+  ),
+  linked_open AS (
+    SELECT l.source_pk AS example
+    FROM canon.identity_links l
+    JOIN canon.identity_unmatched u
+      ON u.source_table = l.source_table AND u.source_pk = l.source_pk AND u.status = 'OPEN'
+  ),
+  driver_twice AS (
+    SELECT format('%s (%s links)', l.source_pk, count(*)) AS example
+    FROM canon.identity_links l
+    WHERE l.source_table = 'drivers'
+    GROUP BY l.source_pk
+    HAVING count(*) > 1
+  ),
+  -- The same test as canon.mark_abandoned_runs (backend gone, or no longer in that run's
+  -- CALL), plus runs RUNNING for over 2 hours.
+  stuck AS (
+    SELECT format('run %s (backend %s, started %s)', r.id, r.backend_pid, r.started_at) AS example
+    FROM canon.ingestion_runs r
+    WHERE r.status = 'RUNNING'
+      AND (r.started_at < now() - interval '2 hours'
+           OR NOT EXISTS (
+             SELECT 1
+             FROM pg_stat_activity a
+             WHERE a.pid = r.backend_pid
+               AND (r.backend_start IS NULL OR a.backend_start IS NULL OR a.backend_start = r.backend_start)
+               AND (a.state IS NULL OR (a.state = 'active' AND a.query_start <= r.started_at))))
+  ),
+  limbo_mismatch AS (
+    SELECT format('lead id %s: %s limbo rows%s', coalesce(l.id, v.lead_id), coalesce(v.n, 0),
+                  CASE WHEN l.id IS NULL THEN ' (not a lead with lead_created_at)' ELSE '' END) AS example
+    FROM (SELECT s.id FROM public.module_ct_cabinet_leads s WHERE s.lead_created_at IS NOT NULL) l
+    FULL JOIN (SELECT lv.lead_id, count(*) AS n FROM ops.v_cabinet_leads_limbo lv GROUP BY lv.lead_id) v
+      ON v.lead_id = l.id
+    WHERE l.id IS NULL OR v.lead_id IS NULL OR v.n <> 1
+  ),
+  settled_guard AS (
+    SELECT format('trigger %s %s', w.tgname, CASE WHEN t.tgname IS NULL THEN 'missing' ELSE 'disabled' END) AS example
+    FROM (VALUES ('claims_protect_settled'), ('claims_record_settled_insert'), ('claims_record_settled_update'),
+                 ('claims_record_settled_delete'), ('claims_record_settled_truncate')) w (tgname)
+    LEFT JOIN pg_trigger t
+      ON t.tgrelid = 'canon.claims_yango_cabinet_14d'::regclass AND t.tgname = w.tgname
+    WHERE t.tgname IS NULL OR t.tgenabled NOT IN ('O', 'A')
+  ),
+  -- A settled claim that differs from its record, or is gone, or was settled unrecorded:
+  -- it was changed while the guard was off (the guard and the record cannot be bypassed
+  -- otherwise).
+  settled_changed AS (
+    SELECT format('%s M%s %s', coalesce(c.lead_source_pk, s.lead_source_pk), coalesce(c.milestone, s.milestone),
+                  CASE WHEN c.lead_source_pk IS NULL THEN format('deleted (was %s)', s.status)
+                       WHEN s.lead_source_pk IS NULL THEN format('%s but never recorded', c.status)
+                       ELSE format('changed (recorded %s %s, now %s %s)', s.status, s.amount_expected, c.status, c.amount_expected)
+                  END) AS example
+    FROM (SELECT * FROM canon.claims_yango_cabinet_14d x WHERE x.status IN ('paid', 'rejected')) c
+    FULL JOIN canon.claims_settled s
+      ON s.lead_source_pk = c.lead_source_pk AND s.milestone = c.milestone
+    WHERE c.lead_source_pk IS NULL
+       OR s.lead_source_pk IS NULL
+       OR (c.status, c.amount_expected, c.currency, c.person_key, c.driver_id, c.lead_date, c.generated_at, c.paid_at, c.run_id)
+          IS DISTINCT FROM
+          (s.status, s.amount_expected, s.currency, s.person_key, s.driver_id, s.lead_date, s.generated_at, s.paid_at, s.run_id)
+  ),
+  checks (ord, invariant, description, examples, n) AS (
+    SELECT 1, 'ORPHAN_PERSON', 'persons in canon.identity_registry without any identity link',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM orphan ORDER BY example LIMIT 5) x), (SELECT count(*) FROM orphan)
+    UNION ALL
+    SELECT 2, 'LEAD_LINKED_AND_OPEN', 'leads both linked and OPEN in canon.identity_unmatched',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM linked_open ORDER BY example LIMIT 5) x), (SELECT count(*) FROM linked_open)
+    UNION ALL
+    SELECT 3, 'DRIVER_LINKED_TWICE', 'drivers with more than one identity link (a driver belongs to at most one person)',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM driver_twice ORDER BY example LIMIT 5) x), (SELECT count(*) FROM driver_twice)
+    UNION ALL
+    SELECT 4, 'RUN_STUCK_RUNNING', 'runs RUNNING whose backend is gone, or for over 2 hours (the next run marks the former FAILED, abandoned)',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM stuck ORDER BY example LIMIT 5) x), (SELECT count(*) FROM stuck)
+    UNION ALL
+    SELECT 5, 'LIMBO_ROW_COUNT', 'ops.v_cabinet_leads_limbo must have exactly one row per lead with lead_created_at',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM limbo_mismatch ORDER BY example LIMIT 5) x), (SELECT count(*) FROM limbo_mismatch)
+    UNION ALL
+    SELECT 6, 'SETTLED_CLAIM_UNGUARDED', 'the triggers that keep pipeline runs off paid and rejected claims, and record them, must exist and be enabled',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM settled_guard ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settled_guard)
+    UNION ALL
+    SELECT 7, 'SETTLED_CLAIM_CHANGED', 'paid or rejected claims that differ from canon.claims_settled (changed, deleted or settled while the guard was off)',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM settled_changed ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settled_changed)
+  )
+  SELECT c.invariant, c.n, coalesce(c.examples, '[]'::jsonb), c.description FROM checks c ORDER BY c.ord
+$$;
+COMMENT ON FUNCTION ops.check_invariants() IS
+  'Every spec invariant with its violation count (0 = holds) and up to 5 examples: SELECT * FROM ops.check_invariants() WHERE violations > 0; cabinet-leads doctor exits 1 when any is violated.';

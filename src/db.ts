@@ -43,8 +43,12 @@ export async function openDatabase(config: Config, log: Logger, appName = 'cabin
     application_name: appName,
     max: 4,
   });
-  // An idle client that loses its server must not crash the process.
+  // A client that loses its server must not crash the process: idle ones are reported
+  // here; a checked-out one also rejects its pending query, which the caller handles.
   pool.on('error', (err) => log.warn({ err }, 'idle database connection lost'));
+  pool.on('connect', (client) => {
+    client.on('error', (err) => log.warn({ error: err.message }, 'database connection lost'));
+  });
   const close = async () => {
     await pool.end().catch(() => {});
     await embedded?.stop();

@@ -4,6 +4,7 @@ CREATE OR REPLACE FUNCTION canon.business_today()
 RETURNS date
 LANGUAGE sql
 STABLE
+PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT (now() AT TIME ZONE canon.setting('business_timezone'))::date

@@ -41,6 +41,7 @@ BEGIN
            count(*) AS rows_with_key
     FROM public.module_ct_cabinet_leads l
     WHERE l.lead_created_at >= p_scope_from::timestamp
+      AND length(canon.lead_source_pk(l.external_id, l.id)) <= 200
     GROUP BY 1
   ),
   candidates AS (
@@ -192,6 +193,9 @@ BEGIN
     'open_unmatched_total', (SELECT count(*) FROM canon.identity_unmatched u
                              WHERE u.source_table = 'module_ct_cabinet_leads' AND u.status = 'OPEN'),
     'leads_without_lead_created_at', (SELECT count(*) FROM canon.lead_keys k WHERE k.lead_date IS NULL),
+    'leads_with_oversized_key', (SELECT count(*) FROM public.module_ct_cabinet_leads l
+                                 WHERE l.lead_created_at >= p_scope_from::timestamp
+                                   AND length(canon.lead_source_pk(l.external_id, l.id)) > 200),
     'durations_ms', v_ms)
   INTO v_stats;
   RETURN v_stats;

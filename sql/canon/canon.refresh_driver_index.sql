@@ -30,6 +30,7 @@ BEGIN
            coalesce(d.updated_at, d.created_at) AS changed_at
     FROM public.drivers d
     WHERE nullif(btrim(d.driver_id), '') IS NOT NULL
+      AND length(d.driver_id) <= 200 -- garbage ids (10 kB) cannot be indexed: counted below
       AND (v_since IS NULL OR coalesce(d.updated_at, d.created_at) >= v_since)
     ORDER BY d.driver_id, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
   ),
@@ -88,7 +89,10 @@ BEGIN
     'drivers_scanned', v_scanned,
     'drivers_reindexed', v_upserted,
     'drivers_removed', v_deleted,
-    'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon.driver_index) END);
+    'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon.driver_index) END,
+    'drivers_skipped_bad_id', CASE WHEN v_full THEN (
+      SELECT count(*) FROM public.drivers d
+      WHERE nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200) END);
 END
 $$;
 COMMENT ON FUNCTION canon.refresh_driver_index(bigint) IS 'Pipeline step 4: incremental (watermark) or full refresh of canon.driver_index from public.drivers. Returns step stats.';

@@ -1,6 +1,8 @@
 -- canon.refresh_lead_keys: normalised matching keys of cabinet lead rows into
 -- canon.lead_keys: every row newer than the last one keyed, plus the given rows (the
 -- run's batch), re-keyed only when their source values changed. Returns rows written.
+-- A lead key over 200 characters is garbage (no index can hold a 10 kB key): such rows
+-- are never keyed nor evaluated; each run counts them (match.leads_with_oversized_key).
 CREATE OR REPLACE FUNCTION canon.refresh_lead_keys(p_lead_ids integer[] DEFAULT '{}')
 RETURNS integer
 LANGUAGE plpgsql
@@ -18,6 +20,7 @@ BEGIN
                          l.first_name, l.middle_name, l.last_name)) AS source_hash
     FROM public.module_ct_cabinet_leads l
     WHERE l.id > v_max_id
+      AND length(canon.lead_source_pk(l.external_id, l.id)) <= 200
     UNION ALL
     SELECT l.id, l.external_id, l.lead_created_at, l.park_phone, l.asset_plate_number,
            l.first_name, l.middle_name, l.last_name,
@@ -25,6 +28,7 @@ BEGIN
                          l.first_name, l.middle_name, l.last_name))
     FROM public.module_ct_cabinet_leads l
     WHERE l.id = ANY (p_lead_ids) AND l.id <= v_max_id
+      AND length(canon.lead_source_pk(l.external_id, l.id)) <= 200
   ),
   written AS (
     INSERT INTO canon.lead_keys AS k (

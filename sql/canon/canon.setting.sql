@@ -4,6 +4,7 @@ CREATE OR REPLACE FUNCTION canon.setting(p_key text)
 RETURNS text
 LANGUAGE plpgsql
 STABLE
+PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

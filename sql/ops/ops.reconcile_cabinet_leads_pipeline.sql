@@ -27,6 +27,7 @@ DECLARE
   v_stats jsonb;
   v_steps jsonb := '[]'::jsonb;
   v_step_out jsonb;
+  v_prev_snapshot bigint;
   v_t0 timestamptz;
   v_t timestamptz;
   v_sqlstate text;
@@ -104,7 +105,20 @@ BEGIN
     v_steps := v_steps || jsonb_build_object('step', 'check_source_contract', 'status', 'done',
       'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
-    v_stats := v_stats || jsonb_build_object('limbo_before', ops.limbo_stage_counts());
+    -- Limbo is counted once per run (a pass over every lead): "before" is the snapshot of
+    -- the previous completed run (live counts only when there is none yet), "after" is
+    -- this run's own snapshot in step 8.
+    SELECT jsonb_build_object(
+             'NO_IDENTITY', s.limbo_no_identity, 'NO_DRIVER', s.limbo_no_driver,
+             'NO_TRIPS_14D', s.limbo_no_trips_14d, 'TRIPS_NO_CLAIM', s.limbo_trips_no_claim, 'OK', s.limbo_ok),
+           s.run_id
+    INTO v_step_out, v_prev_snapshot
+    FROM ops.limbo_snapshots s
+    ORDER BY s.taken_at DESC, s.run_id DESC
+    LIMIT 1;
+    v_stats := v_stats || jsonb_build_object(
+      'limbo_before', coalesce(v_step_out, ops.limbo_stage_counts()),
+      'limbo_before_as_of_run', v_prev_snapshot);
 
     v_t := clock_timestamp();
     v_step_out := canon.refresh_driver_index(v_run_id);
@@ -130,12 +144,10 @@ BEGIN
       'status', CASE WHEN v_step_out->'implemented' = 'false'::jsonb THEN 'not_implemented' ELSE 'done' END,
       'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
-    v_stats := v_stats || jsonb_build_object('limbo_after', ops.limbo_stage_counts());
-
     v_t := clock_timestamp();
     v_step_out := ops.snapshot_limbo(v_run_id);
     PERFORM canon.failpoint('after_snapshot');
-    v_stats := v_stats || jsonb_build_object('snapshot', v_step_out);
+    v_stats := v_stats || jsonb_build_object('snapshot', v_step_out, 'limbo_after', v_step_out->'stages');
     v_steps := v_steps || jsonb_build_object('step', 'snapshot_limbo',
       'status', CASE WHEN v_step_out->'implemented' = 'false'::jsonb THEN 'not_implemented' ELSE 'done' END,
       'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));

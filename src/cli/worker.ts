@@ -28,6 +28,11 @@ Options:
       return 0;
     }
     const { config, log } = loadConfigAndLogger();
+    // graphile-worker 0.17 does not await every bookkeeping query (failJob); with the
+    // database down that rejection must not kill the scheduler: log it and carry on.
+    process.on('unhandledRejection', (reason) => {
+      log.error({ error: reason instanceof Error ? reason.message : String(reason) }, 'unhandled rejection in the worker (kept running)');
+    });
     const db = await openDatabase(config, log, 'cabinet-leads-worker');
     try {
       if (values.migrate) await migrate(db.connectionString, log);

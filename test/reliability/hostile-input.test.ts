@@ -195,15 +195,12 @@ test('a data set full of bad rows: the runs complete, every bad row is accounted
   t.deepEqual(await violations(db), []);
 });
 
-// Known defect, kept visible: a key longer than a btree entry allows (about 2.7 kB that do
-// not compress) stops every run, because the row is selected again by each one. An
-// external_id of 10 kB fails in canon.match_cabinet_leads (index of canon.lead_keys /
-// canon.identity_unmatched), a driver_id of 10 kB in canon.refresh_driver_index (primary
-// key of canon.driver_index): "index row requires 10256 bytes, maximum size is 8191".
-// The demo schema indexes these upstream columns, so the test drops those indexes first,
-// as an upstream without them would accept the rows. Remove .failing once such rows are
-// set aside and counted instead.
-test.failing('10 kB keys (an external_id, a driver_id) do not stop the run', async (t) => {
+// A key longer than a btree entry allows (about 2.7 kB that do not compress) would stop
+// every run ("index row requires 10256 bytes"): leads and drivers whose key is over 200
+// characters are set aside and counted instead. The demo schema indexes these upstream
+// columns, so the test drops those indexes first, as an upstream without them would
+// accept the rows.
+test('10 kB keys (an external_id, a driver_id) do not stop the run, and are counted', async (t) => {
   t.timeout(60_000);
   const db = await createTestDb('rel_hostile_keys');
   t.teardown(() => db.drop());
@@ -217,5 +214,7 @@ test.failing('10 kB keys (an external_id, a driver_id) do not stop the run', asy
     VALUES ((SELECT string_agg(md5(g::text || 'd'), '') FROM generate_series(1, 320) g), '08e20910d81d42658d4334d3f6d10ac0', '977321321');`);
   const run = await runPipeline(db, RUN);
   t.is(run.status, 'COMPLETED', run.error_message ?? '');
+  t.is(run.stats['match']['leads_with_oversized_key'], 1);
+  t.true(Number(run.stats['driver_index']['drivers_skipped_bad_id']) >= 1);
   t.deepEqual(await violations(db), []);
 });

@@ -176,7 +176,8 @@ test('a run cancelled by statement_timeout is logged FAILED, not left RUNNING', 
     const c = await db.connect();
     await holder.query(`SELECT pg_advisory_lock(${FAILPOINT_LOCK})`);
     await c.query(`SET cabinet.failpoint = 'wait:after_match'`);
-    await c.query(`SET statement_timeout = '500ms'`);
+    // Long enough for the steps before the failpoint even on a loaded machine.
+    await c.query(`SET statement_timeout = '3s'`);
     const err = await t.throwsAsync(call(c));
     t.regex(err!.message, /FAILED: canceling statement due to statement timeout/);
     const [run] = await db.query<Run>(`SELECT * FROM canon.ingestion_runs ORDER BY id DESC LIMIT 1`);

@@ -29,14 +29,33 @@ Options:
     }
     const { config, log } = loadConfigAndLogger();
     // graphile-worker 0.17 does not await every bookkeeping query (failJob); with the
-    // database down that rejection must not kill the scheduler: log it and carry on.
+    // database down that rejection must not kill the scheduler: log it, and once the
+    // database answers again release the job it left locked (see startWorker).
+    let releaseOwnLocks: (() => Promise<void>) | undefined;
+    let releasing = false;
     process.on('unhandledRejection', (reason) => {
       log.error({ error: reason instanceof Error ? reason.message : String(reason) }, 'unhandled rejection in the worker (kept running)');
+      if (releasing || !releaseOwnLocks) return;
+      releasing = true;
+      const attempt = (n: number) => {
+        releaseOwnLocks!().then(
+          () => (releasing = false),
+          (err: unknown) => {
+            if (n >= 60) {
+              releasing = false;
+              log.error({ error: String(err) }, 'could not release locked jobs; see docs/operations.md (unlock)');
+            } else setTimeout(() => attempt(n + 1), 2000).unref();
+          },
+        );
+      };
+      setTimeout(() => attempt(1), 1000).unref();
     });
     const db = await openDatabase(config, log, 'cabinet-leads-worker');
     try {
       if (values.migrate) await migrate(db.connectionString, log);
-      const runner = await startWorker({ connectionString: db.connectionString, ...(values.crontab ? { crontabFile: values.crontab } : {}) }, log);
+      const worker = await startWorker({ connectionString: db.connectionString, ...(values.crontab ? { crontabFile: values.crontab } : {}) }, log);
+      const runner = worker.runner;
+      releaseOwnLocks = worker.releaseOwnLocks;
       let stopping = false;
       const onSignal = (signal: NodeJS.Signals) => {
         if (stopping) {

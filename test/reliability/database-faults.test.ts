@@ -187,9 +187,10 @@ test.serial('a canon table locked by another session: the run fails on lock_time
 // it (dist/worker.js: failJob(...) is not awaited) and retries that query only on
 // 40001/40P01/57P03/EHOSTUNREACH/ETIMEDOUT (dist/lib.js RETRYABLE_ERROR_CODES); with
 // the server down for a few seconds the rejection is unhandled. src/cli/worker.ts now
-// keeps the process up (unhandledRejection is logged), but the job and its serial queue
-// stay locked until graphile-worker's 4-hour lock expiry, so the next scheduled run does
-// not happen. Remove .failing once the job is released (docs/operations.md: unlock).
+// keeps the process up (unhandledRejection is logged) and, once the server answers,
+// releases the jobs its own workers hold (force_unlock_workers; logged "released jobs
+// left locked"), but in this test the next job still does not complete within 40 s.
+// Remove .failing once it does (docs/operations.md: unlock by hand meanwhile).
 test.serial.failing('a worker whose job fails while the server restarts stays up, and the next scheduled run completes', async (t) => {
   t.timeout(90_000);
   const db = await demoDb(t, 95);
@@ -204,7 +205,10 @@ test.serial.failing('a worker whose job fails while the server restarts stays up
     });
     // The next cron slot, as the crontab would add it.
     const [next] = await waitFor(async () => (await db.query<{ id: string }>(addJob).catch(() => undefined)), 'the server to accept jobs');
-    const jobRuns = await jobCompleted(db, next!.id, worker);
+    const jobRuns = await jobCompleted(db, next!.id, worker).catch((e: Error) => {
+      t.log(worker.stderr.filter((l) => /unhandled|released|could not|error/i.test(l)).slice(0, 20).join('\n'));
+      throw e;
+    });
     t.is(jobRuns.at(-1)!.stats['abandoned_runs_marked'], 1);
     t.false(worker.exited, 'the worker is still up');
     t.deepEqual(await violations(db), []);

@@ -1,0 +1,19 @@
+import test from 'ava';
+import { loadConfig } from '../src/config.js';
+
+test('an unreachable database fails after 5 seconds by default, leaving start-up time under the 15 s budget', (t) => {
+  t.is(loadConfig({}).connectTimeoutSeconds, 5);
+  t.is(loadConfig({ DATABASE_CONNECT_TIMEOUT: '12' }).connectTimeoutSeconds, 12);
+});
+
+test('DATABASE_URL unset means the embedded server; set means that server', (t) => {
+  t.is(loadConfig({}).databaseUrl, undefined);
+  t.is(loadConfig({ DATABASE_URL: 'postgres://u@db:5432/x' }).databaseUrl, 'postgres://u@db:5432/x');
+});
+
+test('bad environment values are refused with their name and value', (t) => {
+  t.throws(() => loadConfig({ DATABASE_CONNECT_TIMEOUT: 'soon' }), { message: /invalid DATABASE_CONNECT_TIMEOUT="soon"/ });
+  t.throws(() => loadConfig({ LOG_FORMAT: 'xml' }), { message: /invalid LOG_FORMAT="xml"/ });
+  t.throws(() => loadConfig({ DATABASE_URL: 'mysql://x' }), { message: /invalid DATABASE_URL/ });
+  t.throws(() => loadConfig({ ALERT_WEBHOOK_URL: 'ftp://x' }), { message: /invalid ALERT_WEBHOOK_URL="ftp:\/\/x"/ });
+});

@@ -2,7 +2,6 @@
 // in its own schema (cabinet_migrations) so it never mixes with canon or ops, and its
 // advisory lock lets several workers start at once: one migrates, the others wait.
 import path from 'node:path';
-import { runner } from 'node-pg-migrate';
 import { PROJECT_ROOT } from './config.js';
 import type { Logger } from './logger.js';
 
@@ -10,6 +9,8 @@ export const MIGRATIONS_DIR = path.join(PROJECT_ROOT, 'migrations');
 export const MIGRATIONS_SCHEMA = 'cabinet_migrations';
 
 export async function migrate(connectionString: string, log: Logger): Promise<string[]> {
+  // Loaded on demand: every CLI command imports this module, few of them migrate.
+  const { runner } = await import('node-pg-migrate');
   const applied = await runner({
     databaseUrl: connectionString,
     dir: MIGRATIONS_DIR,

@@ -62,7 +62,7 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 // are done: the exit code is decided, so leave shortly after, whatever is pending.
 function finish(code: number): void {
   process.exitCode = code;
-  setTimeout(() => process.exit(code), 2000).unref();
+  setTimeout(() => process.exit(code), 500).unref();
 }
 
 main(process.argv.slice(2)).then(finish, (err: unknown) => {

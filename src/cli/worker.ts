@@ -2,7 +2,6 @@
 // gracefully on SIGINT/SIGTERM: the running job finishes, then the database closes.
 import { openDatabase } from '../db.js';
 import { migrate } from '../migrate.js';
-import { startWorker } from '../worker.js';
 import { parse } from './args.js';
 import type { Command } from './command.js';
 import { loadConfigAndLogger } from './context.js';
@@ -53,6 +52,8 @@ Options:
     const db = await openDatabase(config, log, 'cabinet-leads-worker');
     try {
       if (values.migrate) await migrate(db.connectionString, log);
+      // graphile-worker is loaded only by this command: the one-shot commands start faster.
+      const { startWorker } = await import('../worker.js');
       const worker = await startWorker({ connectionString: db.connectionString, ...(values.crontab ? { crontabFile: values.crontab } : {}) }, log);
       const runner = worker.runner;
       releaseOwnLocks = worker.releaseOwnLocks;

@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import pg from 'pg';
+import { intFlag } from '../src/cli/args.js';
 import { loadConfig } from '../src/config.js';
 import { openDatabase, type Database } from '../src/db.js';
 import { generateDemoData, type DemoOptions } from '../src/demo.js';
@@ -85,12 +86,10 @@ export function table(rows: (string | number)[][]): string {
   return rows.map((r) => '| ' + r.map((c, i) => String(c).padEnd(widths[i]!)).join(' | ') + ' |').join('\n');
 }
 
+/** An integer flag of a bench script, validated like the CLI's flags. */
 export function intArg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v < 0) throw new Error(`invalid --${name} ${process.argv[i + 1]}: expected an integer >= 0`);
-  return v;
+  return intFlag('bench', name, i < 0 ? undefined : process.argv[i + 1], fallback, 0);
 }
 
 export function strArg(name: string, fallback: string, allowed?: readonly string[]): string {

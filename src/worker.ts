@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { Logger as WorkerLogger, parseCrontab, run, type LogLevel, type Runner, type WorkerEvents } from 'graphile-worker';
+import { Logger as WorkerLogger, parseCrontab, run, type Job, type LogLevel, type Runner, type WorkerEvents } from 'graphile-worker';
 import pg from 'pg';
 import { reconcileCabinetLeadsPipeline } from '../tasks/reconcile_cabinet_leads_pipeline.js';
 import { PROJECT_ROOT } from './config.js';
@@ -46,13 +46,153 @@ export interface WorkerOptions {
 export interface CabinetWorker {
   runner: Runner;
   /**
-   * Releases the jobs this process's workers still hold. graphile-worker 0.17 does not
-   * await the query that records a failed job; when the database was down at that moment
-   * the job (and its serial queue) stays locked for 4 hours. Called once the database is
-   * back after such a rejection; safe because a worker of concurrency 1 whose job
-   * promise settled runs nothing, and the SQL job lock forbids overlapping runs anyway.
+   * One last try at recording the outcome of jobs whose bookkeeping is still pending
+   * (see JobOutcomeRecorder); call once the runner has stopped. Logs what remains locked.
    */
-  releaseOwnLocks(): Promise<void>;
+  flushPendingOutcomes(): Promise<void>;
+}
+
+const SCHEMA = 'graphile_worker';
+
+// The guard of both statements: the row this pool locked for this very attempt. Another
+// host's pool has its own id; a later pickup of the same job sets a new locked_at (at
+// least e^1 s later: failJob's backoff); pg gives locked_at to the millisecond only.
+const OWN_LOCK = `id = $1::bigint AND locked_by = $2::text
+    AND locked_at BETWEEN $3::timestamptz - interval '1 millisecond' AND $3::timestamptz + interval '1 millisecond'`;
+const UNLOCK_QUEUE = `q AS (
+    UPDATE ${SCHEMA}._private_job_queues AS job_queues SET locked_by = NULL, locked_at = NULL
+    FROM j WHERE job_queues.id = j.job_queue_id AND job_queues.locked_by = $2::text
+    RETURNING job_queues.id)
+  SELECT (SELECT count(*) FROM j)::int AS jobs, (SELECT count(*) FROM q)::int AS queues`;
+// What graphile-worker 0.17.3's failJobs / completeJobs do (dist/sql/failJobs.js,
+// dist/sql/completeJobs.js), restricted to our own lock so that either copy may run first.
+const FAIL_SQL = `WITH j AS (
+    UPDATE ${SCHEMA}._private_jobs AS jobs
+    SET last_error = $4::text, run_at = greatest(now(), run_at) + (exp(least(attempts, 10)) * interval '1 second'),
+        locked_by = NULL, locked_at = NULL
+    WHERE ${OWN_LOCK}
+    RETURNING jobs.job_queue_id), ${UNLOCK_QUEUE}`;
+const COMPLETE_SQL = `WITH j AS (
+    DELETE FROM ${SCHEMA}._private_jobs AS jobs WHERE ${OWN_LOCK}
+    RETURNING jobs.job_queue_id), ${UNLOCK_QUEUE}`;
+
+interface PendingOutcome {
+  poolId: string;
+  job: Job;
+  /** graphile-worker's last_error text when the job failed; null when it succeeded. */
+  failure: string | null;
+  attempt: number;
+  timer: NodeJS.Timeout | undefined;
+  inFlight: boolean;
+}
+
+/**
+ * graphile-worker 0.17.3 records a job's outcome without awaiting it (dist/worker.js:
+ * `failJob({...})` and `completeJob(job)` are called, never awaited) and retries that
+ * query only on 40001/40P01/57P03/EHOSTUNREACH/ETIMEDOUT (dist/lib.js
+ * RETRYABLE_ERROR_CODES). A job that ends while the database is unreachable therefore
+ * stays locked, with its serial queue, by this pool (locked_by is the pool id, not a
+ * worker id) until resetLockedAt clears it 4 hours later; no run of the queue starts
+ * meanwhile. So after every job this process records the same outcome again, retrying
+ * with backoff until the database answers. When graphile-worker's own query succeeded,
+ * ours matches no row.
+ */
+class JobOutcomeRecorder {
+  private readonly pending = new Set<PendingOutcome>();
+  private stopped = false;
+
+  constructor(
+    private readonly connectionString: string,
+    private readonly log: Logger,
+  ) {}
+
+  watch(poolId: string, job: Job, error: unknown): void {
+    if (this.stopped || !job.locked_at) return;
+    const failure = error == null ? null : (error instanceof Error && error.message) || String(error) || 'Non error or error without message thrown.';
+    const p: PendingOutcome = { poolId, job, failure, attempt: 0, timer: undefined, inFlight: false };
+    this.pending.add(p);
+    // A little later than graphile-worker's own query, which normally does the work.
+    this.schedule(p, 1000);
+  }
+
+  /** The database answers again (graphile-worker's LISTEN reconnected): retry now, not after the backoff. */
+  retryNow(): void {
+    for (const p of this.pending) {
+      if (p.timer !== undefined && p.attempt > 0) {
+        clearTimeout(p.timer);
+        this.schedule(p, 0);
+      }
+    }
+  }
+
+  private schedule(p: PendingOutcome, ms: number): void {
+    p.timer = setTimeout(() => void this.attempt(p), ms);
+    p.timer.unref();
+  }
+
+  private async attempt(p: PendingOutcome): Promise<void> {
+    p.timer = undefined;
+    if (this.stopped || p.inFlight) return;
+    p.attempt++;
+    p.inFlight = true;
+    try {
+      await this.record(p);
+    } catch (err) {
+      if (this.stopped) return;
+      // At most 10 s: one connection attempt per pending job, and the queue is free soon
+      // after the database is back.
+      const delay = Math.min(10_000, 1000 * 2 ** (p.attempt - 1));
+      const fields = { job_id: p.job.id, attempt: p.attempt, retry_in_ms: delay, error: err instanceof Error ? err.message : String(err) };
+      if (p.attempt === 1) this.log.warn(fields, 'database unavailable after a job ended; will record its outcome once it answers');
+      else this.log.debug(fields, 'still cannot record the outcome of the job');
+      this.schedule(p, delay);
+    } finally {
+      p.inFlight = false;
+    }
+  }
+
+  private async record(p: PendingOutcome): Promise<void> {
+    const client = new pg.Client({
+      connectionString: this.connectionString,
+      connectionTimeoutMillis: 5000,
+      query_timeout: 30_000,
+      application_name: 'cabinet-leads-worker',
+    });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      const values: unknown[] = [p.job.id, p.poolId, p.job.locked_at];
+      if (p.failure !== null) values.push(p.failure);
+      const { rows } = await client.query<{ jobs: number; queues: number }>(p.failure !== null ? FAIL_SQL : COMPLETE_SQL, values);
+      this.pending.delete(p);
+      const r = rows[0];
+      if (r && r.jobs > 0) {
+        this.log.warn(
+          { job_id: p.job.id, locked_by: p.poolId, outcome: p.failure !== null ? 'failed' : 'completed', queue_unlocked: r.queues > 0 },
+          "recorded the outcome of a job graphile-worker could not record (database unavailable when it ended); its queue is free again",
+        );
+      }
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+
+  /** Stops retrying; tries each pending outcome once more and logs those still locked. */
+  async flush(): Promise<void> {
+    this.stopped = true;
+    const left = [...this.pending];
+    for (const p of left) clearTimeout(p.timer);
+    for (const p of left) {
+      try {
+        await this.record(p);
+      } catch (err) {
+        this.log.error(
+          { job_id: p.job.id, locked_by: p.poolId, error: err instanceof Error ? err.message : String(err) },
+          'could not record the outcome of a job; it stays locked: see docs/operations.md (The worker)',
+        );
+      }
+    }
+  }
 }
 
 export async function startWorker(opts: WorkerOptions, log: Logger): Promise<CabinetWorker> {
@@ -65,8 +205,10 @@ export async function startWorker(opts: WorkerOptions, log: Logger): Promise<Cab
   }
   const parsedCronItems = parseCrontab(crontab);
   const events: WorkerEvents = new EventEmitter();
-  const workerIds = new Set<string>();
-  events.on('worker:create', ({ worker }) => workerIds.add(worker.workerId));
+  const outcomes = new JobOutcomeRecorder(opts.connectionString, log);
+  // Emitted right after graphile-worker fired (not awaited) its failJob/completeJob.
+  events.on('job:complete', ({ worker, job, error }) => outcomes.watch(worker.workerPool.id, job, error));
+  events.on('pool:listen:success', () => outcomes.retryNow());
   const runner = await run({
     events,
     connectionString: opts.connectionString,
@@ -78,18 +220,5 @@ export async function startWorker(opts: WorkerOptions, log: Logger): Promise<Cab
     logger: workerLogger(log),
   });
   log.info({ crontab: crontabFile, cron_items: parsedCronItems.map((c) => c.identifier) }, 'worker started');
-  const releaseOwnLocks = async () => {
-    const ids = [...workerIds];
-    if (ids.length === 0) return;
-    const client = new pg.Client({ connectionString: opts.connectionString, connectionTimeoutMillis: 5000 });
-    client.on('error', () => {});
-    await client.connect();
-    try {
-      await client.query('SELECT graphile_worker.force_unlock_workers($1::text[])', [ids]);
-    } finally {
-      await client.end().catch(() => {});
-    }
-    log.warn({ worker_ids: ids }, 'released jobs left locked by a failed bookkeeping query');
-  };
-  return { runner, releaseOwnLocks };
+  return { runner, flushPendingOutcomes: () => outcomes.flush() };
 }

@@ -27,27 +27,12 @@ Options:
       return 0;
     }
     const { config, log } = loadConfigAndLogger();
-    // graphile-worker 0.17 does not await every bookkeeping query (failJob); with the
-    // database down that rejection must not kill the scheduler: log it, and once the
-    // database answers again release the job it left locked (see startWorker).
-    let releaseOwnLocks: (() => Promise<void>) | undefined;
-    let releasing = false;
+    // graphile-worker 0.17 does not await the query that records a job's outcome
+    // (failJob/completeJob); with the database down its rejection is unhandled and would
+    // kill the scheduler (Node's default). Log it and keep running: startWorker records
+    // that outcome again once the database answers, which frees the job and its queue.
     process.on('unhandledRejection', (reason) => {
       log.error({ error: reason instanceof Error ? reason.message : String(reason) }, 'unhandled rejection in the worker (kept running)');
-      if (releasing || !releaseOwnLocks) return;
-      releasing = true;
-      const attempt = (n: number) => {
-        releaseOwnLocks!().then(
-          () => (releasing = false),
-          (err: unknown) => {
-            if (n >= 60) {
-              releasing = false;
-              log.error({ error: String(err) }, 'could not release locked jobs; see docs/operations.md (unlock)');
-            } else setTimeout(() => attempt(n + 1), 2000).unref();
-          },
-        );
-      };
-      setTimeout(() => attempt(1), 1000).unref();
     });
     const db = await openDatabase(config, log, 'cabinet-leads-worker');
     try {
@@ -56,7 +41,6 @@ Options:
       const { startWorker } = await import('../worker.js');
       const worker = await startWorker({ connectionString: db.connectionString, ...(values.crontab ? { crontabFile: values.crontab } : {}) }, log);
       const runner = worker.runner;
-      releaseOwnLocks = worker.releaseOwnLocks;
       let stopping = false;
       const onSignal = (signal: NodeJS.Signals) => {
         if (stopping) {
@@ -69,7 +53,11 @@ Options:
       };
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
-      await runner.promise;
+      try {
+        await runner.promise;
+      } finally {
+        await worker.flushPendingOutcomes();
+      }
       log.info('worker stopped');
       return 0;
     } finally {

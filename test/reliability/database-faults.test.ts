@@ -3,8 +3,8 @@
 // during a run, the run's connection cut, a statement timeout, a canon table locked by
 // another session. Each run fails cleanly (rolled back, logged FAILED or later marked
 // abandoned); a worker whose job fails retries it per its policy and stays up; the next
-// run succeeds. The tests are serial: two of them restart the server. Two known defects
-// are kept visible as test.failing at the end of the file.
+// run succeeds, also when the worker's job ended while the server was down. The tests
+// are serial: two of them restart the server.
 import test from 'ava';
 import { runCli } from '../helpers/cli.js';
 import {
@@ -183,15 +183,13 @@ test.serial('a canon table locked by another session: the run fails on lock_time
   t.deepEqual(await violations(db), []);
 });
 
-// Known defect, kept visible: graphile-worker 0.17.3 records a failed job without awaiting
-// it (dist/worker.js: failJob(...) is not awaited) and retries that query only on
-// 40001/40P01/57P03/EHOSTUNREACH/ETIMEDOUT (dist/lib.js RETRYABLE_ERROR_CODES); with
-// the server down for a few seconds the rejection is unhandled. src/cli/worker.ts now
-// keeps the process up (unhandledRejection is logged) and, once the server answers,
-// releases the jobs its own workers hold (force_unlock_workers; logged "released jobs
-// left locked"), but in this test the next job still does not complete within 40 s.
-// Remove .failing once it does (docs/operations.md: unlock by hand meanwhile).
-test.serial.failing('a worker whose job fails while the server restarts stays up, and the next scheduled run completes', async (t) => {
+// graphile-worker 0.17.3 records a failed job without awaiting it (dist/worker.js:
+// failJob(...) is not awaited) and retries that query only on 40001/40P01/57P03/
+// EHOSTUNREACH/ETIMEDOUT (dist/lib.js RETRYABLE_ERROR_CODES): with the server down for a
+// few seconds the job and its serial queue stay locked by the worker's pool. The worker
+// stays up (src/cli/worker.ts logs the unhandled rejection) and records the outcome again
+// once the server answers (src/worker.ts JobOutcomeRecorder), which frees the queue.
+test.serial('a worker whose job fails while the server restarts stays up, and the next scheduled run completes', async (t) => {
   t.timeout(90_000);
   const db = await demoDb(t, 95);
   const worker = startWorker('worker', db.url, emptyCrontab(), PARK);

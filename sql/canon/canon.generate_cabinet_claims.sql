@@ -1,38 +1,149 @@
--- canon.generate_cabinet_claims: pipeline step 7 (SPEC 7). For every lead with
--- lead_date >= p_scope_from (not only this run's batch), inserts each missing claim
--- (lead_source_pk, milestone) whose milestone the lead's driver reached in
--- [lead_date, lead_date + window_days), as 'generated', with the rule's amount.
--- One INSERT ... ON CONFLICT DO NOTHING: existing claims (paid, rejected, any status) are
--- never touched, and a second call inserts nothing. Two lead rows sharing a key get one
--- set of claims (from the earliest row that reached the milestone). Returns step stats.
--- jit is off: compiling the chain's expressions costs more than the step itself.
-CREATE OR REPLACE FUNCTION canon.generate_cabinet_claims(p_run_id bigint, p_scope_from date)
+-- canon.generate_cabinet_claims: pipeline step 7 (SPEC 7). Brings the lead state
+-- (canon.cabinet_lead_state) up to date, then inserts, as 'generated', every missing
+-- claim (lead_source_pk, milestone) whose milestone a lead of the scope
+-- (lead_date >= p_scope_from, not only this run's batch) reached in
+-- [lead_date, lead_date + window_days), with the rule's amount. Existing claims (paid,
+-- rejected, any status) are never touched (INSERT ... ON CONFLICT DO NOTHING); a second
+-- call inserts nothing. Two lead rows sharing a key get one set of claims (from the
+-- earliest row that reached the milestone).
+-- Which leads are re-evaluated (trip windows summed again):
+--   * lead rows never evaluated (id above the watermark), leads whose links or claims
+--     changed (canon.cabinet_lead_state_dirty, marked by triggers);
+--   * when summary_daily changed (canon.summary_daily_fingerprint): the leads of the
+--     scope with a driver whose window is open or closed less than trips_settle_days ago;
+--   * a sweep, on the first run of each business day, when called without a run
+--     (p_run_id NULL, by hand) or after the claim rules changed: every lead of the scope,
+--     plus lead rows that appeared, vanished or changed key or date anywhere;
+--   * with p_only_limbo, the scope's leads in NO_DRIVER and TRIPS_NO_CLAIM as well.
+-- Returns step stats, including lead_state {mode, reasons, evaluated, written, removed}.
+CREATE OR REPLACE FUNCTION canon.generate_cabinet_claims(p_run_id bigint, p_scope_from date, p_only_limbo boolean DEFAULT false)
 RETURNS jsonb
-LANGUAGE sql
+LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
-  WITH scope AS MATERIALIZED (
-    SELECT c.*
-    FROM canon.v_cabinet_lead_chain c
-    WHERE c.lead_created_at >= p_scope_from::timestamp
-  ),
-  reached AS (
-    SELECT s.lead_id, s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.currency,
-           m.milestone, m.amount
-    FROM scope s
+DECLARE
+  v_today date := canon.business_today();
+  v_meta canon.cabinet_lead_state_meta%ROWTYPE;
+  v_fingerprint text := canon.summary_daily_fingerprint();
+  v_settle integer := canon.setting('trips_settle_days')::integer;
+  v_sweep boolean;
+  v_trips_changed boolean;
+  v_max_mark bigint;
+  v_max_lead_id integer;
+  v_ids integer[];
+  v_reasons jsonb;
+  v_state jsonb;
+  v_state2 jsonb;
+  v_claimed_ids integer[];
+  v_generated jsonb;
+  v_existing jsonb;
+  v_stats jsonb;
+BEGIN
+  IF p_scope_from IS NULL THEN
+    RAISE EXCEPTION 'canon.generate_cabinet_claims: p_scope_from is NULL: expected the first lead date of the scope'
+      USING ERRCODE = '22023';
+  END IF;
+  SELECT * INTO v_meta FROM canon.cabinet_lead_state_meta FOR UPDATE;
+  v_sweep := p_run_id IS NULL OR v_meta.full_refresh_needed OR v_meta.last_sweep_date IS DISTINCT FROM v_today;
+  v_trips_changed := v_fingerprint IS NULL OR v_fingerprint IS DISTINCT FROM v_meta.trips_fingerprint;
+  SELECT max(d.mark_seq) INTO v_max_mark FROM canon.cabinet_lead_state_dirty d;
+  SELECT max(l.id) INTO v_max_lead_id FROM public.module_ct_cabinet_leads l;
+
+  -- The lead rows to re-evaluate, with the first reason that put them there.
+  DROP TABLE IF EXISTS pg_temp.lead_state_todo;
+  CREATE TEMP TABLE lead_state_todo (lead_id integer PRIMARY KEY, reason text NOT NULL) ON COMMIT DROP;
+
+  INSERT INTO pg_temp.lead_state_todo
+  SELECT l.id, 'new_lead'
+  FROM public.module_ct_cabinet_leads l
+  WHERE l.id > v_meta.lead_id_watermark AND l.lead_created_at IS NOT NULL
+  ON CONFLICT DO NOTHING;
+
+  INSERT INTO pg_temp.lead_state_todo
+  SELECT x.lead_id, 'links_or_claims_changed'
+  FROM (
+    SELECT k.lead_id
+    FROM canon.cabinet_lead_state_dirty d
+    JOIN canon.lead_keys k ON k.lead_source_pk = d.lead_source_pk
+    UNION
+    SELECT s.lead_id
+    FROM canon.cabinet_lead_state_dirty d
+    JOIN canon.cabinet_lead_state s ON s.lead_source_pk = d.lead_source_pk
+  ) x
+  ON CONFLICT DO NOTHING;
+
+  IF v_sweep THEN
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT l.id, 'sweep_scope'
+    FROM public.module_ct_cabinet_leads l
+    WHERE l.lead_created_at >= p_scope_from::timestamp
+    ON CONFLICT DO NOTHING;
+    -- Lead rows evaluated but gone, undated, re-keyed or re-dated; dated rows never evaluated.
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT coalesce(s.lead_id, l.id), 'sweep_membership'
+    FROM canon.cabinet_lead_state s
+    FULL JOIN (SELECT l.id, canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk, l.lead_created_at::date AS lead_date
+               FROM public.module_ct_cabinet_leads l
+               WHERE l.lead_created_at IS NOT NULL) l
+      ON l.id = s.lead_id
+    WHERE s.lead_id IS NULL OR l.id IS NULL
+       OR s.lead_source_pk <> l.lead_source_pk OR s.lead_date <> l.lead_date
+    ON CONFLICT DO NOTHING;
+    IF v_meta.full_refresh_needed THEN
+      INSERT INTO pg_temp.lead_state_todo
+      SELECT s.lead_id, 'claim_rules_changed' FROM canon.cabinet_lead_state s
+      ON CONFLICT DO NOTHING;
+    END IF;
+  ELSIF v_trips_changed THEN
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT s.lead_id, 'trips_changed'
+    FROM canon.cabinet_lead_state s
+    WHERE s.driver_id IS NOT NULL
+      AND s.window_end > v_today - v_settle
+      AND s.lead_date >= p_scope_from
+    ON CONFLICT DO NOTHING;
+  END IF;
+
+  IF p_only_limbo THEN
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT s.lead_id, 'only_limbo'
+    FROM canon.cabinet_lead_state s
+    WHERE s.limbo_stage IN ('NO_DRIVER', 'TRIPS_NO_CLAIM') AND s.lead_date >= p_scope_from
+    ON CONFLICT DO NOTHING;
+  END IF;
+
+  SELECT coalesce(jsonb_object_agg(r.reason, r.n), '{}'::jsonb) INTO v_reasons
+  FROM (SELECT t.reason, count(*) AS n FROM pg_temp.lead_state_todo t GROUP BY t.reason) r;
+  v_ids := ARRAY(SELECT t.lead_id FROM pg_temp.lead_state_todo t ORDER BY t.lead_id);
+  v_state := canon.refresh_lead_state(p_run_id, v_ids);
+  IF (v_state->>'written')::integer >= 10000 THEN
+    ANALYZE canon.cabinet_lead_state;
+  END IF;
+
+  -- Claims of the scope present before this step (they are never touched), by status.
+  SELECT coalesce(jsonb_object_agg(e.status, e.n), '{}'::jsonb) INTO v_existing
+  FROM (SELECT cl.status, count(*) AS n
+        FROM canon.claims_yango_cabinet_14d cl
+        WHERE cl.lead_date >= p_scope_from
+        GROUP BY cl.status) e;
+
+  -- Claims: every reached milestone without its claim, from the stored state of the scope.
+  PERFORM set_config('cabinet.lead_state_marking', 'off', true);
+  WITH due AS (
+    SELECT DISTINCT ON (s.lead_source_pk, m.milestone)
+           s.lead_id, s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.currency, m.milestone, m.amount
+    FROM canon.cabinet_lead_state s
     CROSS JOIN LATERAL (
-      VALUES (1, s.m1_amount, s.reached_m1),
-             (5, s.m5_amount, s.reached_m5),
-             (25, s.m25_amount, s.reached_m25)
-    ) m (milestone, amount, reached)
-    WHERE m.reached
-  ),
-  due AS (
-    SELECT DISTINCT ON (r.lead_source_pk, r.milestone) r.*
-    FROM reached r
-    ORDER BY r.lead_source_pk, r.milestone, r.lead_date, r.lead_id
+      VALUES (1, s.m1_amount, s.reached_m1 AND NOT s.has_claim_m1),
+             (5, s.m5_amount, s.reached_m5 AND NOT s.has_claim_m5),
+             (25, s.m25_amount, s.reached_m25 AND NOT s.has_claim_m25)
+    ) m (milestone, amount, missing)
+    WHERE s.limbo_stage = 'TRIPS_NO_CLAIM'
+      AND s.lead_date >= p_scope_from
+      AND m.missing
+    ORDER BY s.lead_source_pk, m.milestone, s.lead_date, s.lead_id
   ),
   inserted AS (
     INSERT INTO canon.claims_yango_cabinet_14d AS cl (
@@ -44,52 +155,99 @@ AS $$
     FROM due d
     ORDER BY d.lead_source_pk, d.milestone
     ON CONFLICT (lead_source_pk, milestone) DO NOTHING
-    RETURNING cl.milestone, cl.amount_expected
-  ),
-  existing AS (
-    SELECT cl.status, count(*) AS n
-    FROM due d
-    JOIN canon.claims_yango_cabinet_14d cl
-      ON cl.lead_source_pk = d.lead_source_pk AND cl.milestone = d.milestone
-    GROUP BY cl.status
-  ),
-  scope_drivers AS (
-    SELECT DISTINCT s.driver_id FROM scope s WHERE s.driver_id IS NOT NULL
-  ),
-  unparseable AS (
-    SELECT count(*) AS n
-    FROM scope_drivers sd
-    JOIN public.summary_daily t
-      ON t.driver_id = sd.driver_id
-     AND canon.parse_date_file(t.date_file) IS NULL
+    RETURNING cl.lead_source_pk, cl.milestone, cl.amount_expected
   ),
   per_milestone AS (
-    SELECT m.milestone,
-           count(i.milestone) AS n,
-           coalesce(sum(i.amount_expected), 0) AS amount
+    SELECT m.milestone, count(i.milestone) AS n, coalesce(sum(i.amount_expected), 0) AS amount
     FROM (VALUES (1), (5), (25)) m (milestone)
     LEFT JOIN inserted i ON i.milestone = m.milestone
     GROUP BY m.milestone
   )
   SELECT jsonb_build_object(
-    'scope_from', p_scope_from,
-    'leads_in_scope', (SELECT count(*) FROM scope),
-    'lead_keys_in_scope', (SELECT count(DISTINCT s.lead_source_pk) FROM scope s),
-    'leads_with_identity', (SELECT count(*) FROM scope s WHERE s.person_key IS NOT NULL),
-    'leads_with_driver', (SELECT count(*) FROM scope s WHERE s.driver_id IS NOT NULL),
-    'leads_with_trips', (SELECT count(*) FROM scope s WHERE s.trips_in_window > 0),
-    'leads_without_claim_rule', (SELECT count(*) FROM scope s WHERE s.window_days IS NULL),
-    'trip_rows_read', (SELECT coalesce(sum(s.trip_rows_in_window), 0) FROM scope s),
-    'trip_rows_unparseable_scope_drivers', (SELECT n FROM unparseable),
-    'milestones_reached', (SELECT count(*) FROM due),
-    'claims_generated', (SELECT count(*) FROM inserted),
-    'claims_generated_amount', (SELECT coalesce(sum(i.amount_expected), 0) FROM inserted i),
-    'claims_generated_by_milestone', (SELECT jsonb_object_agg('M' || p.milestone, jsonb_build_object('count', p.n, 'amount', p.amount))
-                                      FROM per_milestone p),
-    'claims_already_present', (SELECT coalesce(sum(e.n), 0) FROM existing e),
-    'claims_skipped_paid_or_rejected', (SELECT coalesce(sum(e.n), 0) FROM existing e WHERE e.status IN ('paid', 'rejected')),
-    'claims_already_present_by_status', (SELECT coalesce(jsonb_object_agg(e.status, e.n), '{}'::jsonb) FROM existing e)
+           'claims_generated', (SELECT count(*) FROM inserted),
+           'claims_generated_amount', (SELECT coalesce(sum(i.amount_expected), 0) FROM inserted i),
+           'claims_generated_by_milestone', (SELECT jsonb_object_agg('M' || p.milestone, jsonb_build_object('count', p.n, 'amount', p.amount))
+                                             FROM per_milestone p),
+           'claimed_keys', (SELECT coalesce(jsonb_agg(DISTINCT i.lead_source_pk), '[]'::jsonb) FROM inserted i))
+  INTO v_generated;
+  PERFORM set_config('cabinet.lead_state_marking', 'on', true);
+
+  -- The claimed leads' flags and stage, and whatever was marked while this step ran.
+  v_claimed_ids := ARRAY(
+    SELECT s.lead_id FROM canon.cabinet_lead_state s
+    WHERE s.lead_source_pk IN (SELECT jsonb_array_elements_text(v_generated->'claimed_keys'))
+    UNION
+    SELECT k.lead_id FROM canon.cabinet_lead_state_dirty d JOIN canon.lead_keys k ON k.lead_source_pk = d.lead_source_pk
+    WHERE d.mark_seq > coalesce(v_max_mark, 0));
+  v_state2 := canon.refresh_lead_state(p_run_id, v_claimed_ids);
+
+  DELETE FROM canon.cabinet_lead_state_dirty d WHERE d.mark_seq <= coalesce(v_max_mark, 0);
+  UPDATE canon.cabinet_lead_state_meta
+  SET lead_id_watermark = greatest(lead_id_watermark, coalesce(v_max_lead_id, 0)),
+      last_sweep_date = CASE WHEN v_sweep THEN v_today ELSE last_sweep_date END,
+      last_sweep_at = CASE WHEN v_sweep THEN now() ELSE last_sweep_at END,
+      trips_fingerprint = CASE WHEN v_sweep OR v_trips_changed THEN v_fingerprint ELSE trips_fingerprint END,
+      full_refresh_needed = false,
+      updated_at = now();
+
+  -- The scope's figures in one pass over its stored rows.
+  WITH scope AS (
+    SELECT count(*) AS leads,
+           count(DISTINCT s.lead_source_pk) AS lead_keys,
+           count(*) FILTER (WHERE s.person_key IS NOT NULL) AS with_identity,
+           count(*) FILTER (WHERE s.driver_id IS NOT NULL) AS with_driver,
+           count(*) FILTER (WHERE s.trips_in_window > 0) AS with_trips,
+           count(*) FILTER (WHERE s.window_days IS NULL) AS without_rule,
+           count(*) FILTER (WHERE s.limbo_stage = 'TRIPS_NO_CLAIM') AS trips_no_claim,
+           count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m1)
+             + count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m5)
+             + count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m25) AS milestones_reached
+    FROM canon.cabinet_lead_state s
+    WHERE s.lead_date >= p_scope_from
+  ),
+  evaluated_drivers AS (
+    SELECT DISTINCT s.driver_id
+    FROM canon.cabinet_lead_state s
+    WHERE s.lead_id = ANY (v_ids) AND s.driver_id IS NOT NULL AND s.lead_date >= p_scope_from
+  ),
+  unparseable AS (
+    SELECT count(*) AS n
+    FROM evaluated_drivers sd
+    JOIN public.summary_daily t
+      ON t.driver_id = sd.driver_id
+     AND canon.parse_date_file(t.date_file) IS NULL
   )
+  SELECT jsonb_build_object(
+    'scope_from', p_scope_from,
+    'leads_in_scope', sc.leads,
+    'lead_keys_in_scope', sc.lead_keys,
+    'leads_with_identity', sc.with_identity,
+    'leads_with_driver', sc.with_driver,
+    'leads_with_trips', sc.with_trips,
+    'leads_without_claim_rule', sc.without_rule,
+    'leads_in_trips_no_claim', sc.trips_no_claim,
+    'trip_rows_read', (v_state->>'trip_rows_read')::bigint,
+    'trip_rows_unparseable_scope_drivers', (SELECT n FROM unparseable),
+    'milestones_reached', sc.milestones_reached,
+    'claims_generated', v_generated->'claims_generated',
+    'claims_generated_amount', v_generated->'claims_generated_amount',
+    'claims_generated_by_milestone', v_generated->'claims_generated_by_milestone',
+    'claims_already_present', (SELECT coalesce(sum(e.value::bigint), 0) FROM jsonb_each_text(v_existing) e),
+    'claims_skipped_paid_or_rejected', (SELECT coalesce(sum(e.value::bigint), 0) FROM jsonb_each_text(v_existing) e
+                                        WHERE e.key IN ('paid', 'rejected')),
+    'claims_already_present_by_status', v_existing,
+    'lead_state', jsonb_build_object(
+      'mode', CASE WHEN v_sweep THEN 'sweep' ELSE 'incremental' END,
+      'trips_changed', v_trips_changed,
+      'reasons', v_reasons,
+      'evaluated', (v_state->>'evaluated')::integer + (v_state2->>'evaluated')::integer,
+      'written', (v_state->>'written')::integer + (v_state2->>'written')::integer,
+      'removed', (v_state->>'removed')::integer + (v_state2->>'removed')::integer,
+      'watermark', greatest(v_meta.lead_id_watermark, coalesce(v_max_lead_id, 0)))
+  ) INTO v_stats
+  FROM scope sc;
+  RETURN v_stats;
+END
 $$;
-COMMENT ON FUNCTION canon.generate_cabinet_claims(bigint, date) IS
-  'Pipeline step 7: insert, as generated, every missing claim (lead_source_pk, milestone) reached in the window by leads with lead_date >= p_scope_from. Never touches existing claims. Returns step stats.';
+COMMENT ON FUNCTION canon.generate_cabinet_claims(bigint, date, boolean) IS
+  'Pipeline step 7: re-evaluates the lead state that may have changed (canon.cabinet_lead_state), then inserts, as generated, every missing claim (lead_source_pk, milestone) reached in the window by leads with lead_date >= p_scope_from. Never touches existing claims. p_run_id NULL (by hand) sweeps the whole scope. Returns step stats.';

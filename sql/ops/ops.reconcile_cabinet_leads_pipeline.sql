@@ -137,7 +137,12 @@ BEGIN
       'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
     v_t := clock_timestamp();
-    v_step_out := canon.generate_cabinet_claims(v_run_id, v_scope_from);
+    -- A large batch (backfill) changes these tables faster than autovacuum analyses
+    -- them; the next statements would be planned for the tables as they were.
+    IF (v_stats->'match'->>'leads_evaluated')::integer >= 5000 THEN
+      ANALYZE canon.identity_links, canon.identity_unmatched, canon.lead_keys, canon.identity_registry;
+    END IF;
+    v_step_out := canon.generate_cabinet_claims(v_run_id, v_scope_from, p_only_limbo);
     PERFORM canon.failpoint('after_claims');
     v_stats := v_stats || jsonb_build_object('claims', v_step_out);
     v_steps := v_steps || jsonb_build_object('step', 'generate_cabinet_claims',

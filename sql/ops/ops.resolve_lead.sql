@@ -186,6 +186,8 @@ BEGIN
 
   PERFORM set_config('cabinet.audit_note', '', true);
   PERFORM set_config('cabinet.audit_details', '', true);
+  -- The views show the change at once (the lead and whatever else the change marked).
+  PERFORM ops.refresh_cabinet_lead_state(ARRAY[p_lead_source_pk]);
   RETURN v_result;
 END
 $$;

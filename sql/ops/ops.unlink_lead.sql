@@ -162,6 +162,8 @@ BEGIN
     'unmatched_removed', v_unmatched IS NOT NULL,
     'db_user', current_user,
     'note', p_note);
+  -- The views show the change at once (the lead and whatever else the change marked).
+  PERFORM ops.refresh_cabinet_lead_state(ARRAY[p_lead_source_pk]);
   RETURN v_result;
 END
 $$;

@@ -1,7 +1,8 @@
 -- ops.v_cabinet_claims_expected_14d: one row per lead key and milestone of the claim rules
 -- on its lead date: whether a claim is expected (the lead's driver reached the threshold in
 -- [lead_date, window_end_14d)) and why, next to the claim actually present for THIS key.
--- Same chain as the limbo view and canon.generate_cabinet_claims (canon.v_cabinet_lead_chain).
+-- Same lead state as the limbo view and canon.generate_cabinet_claims
+-- (canon.v_cabinet_lead_status_current: stored by the pipeline, live for newer leads).
 -- A key shared by two lead rows is shown once, from the earliest row that reached the
 -- milestone (else the earliest row), which is the row generation takes.
 CREATE OR REPLACE VIEW ops.v_cabinet_claims_expected_14d AS
@@ -35,7 +36,7 @@ FROM (
          m.milestone, m.trips_threshold, m.amount, c.currency,
          c.trips_in_window AS trips_14d, c.window_end AS window_end_14d,
          m.reached AS expected
-  FROM canon.v_cabinet_lead_chain c
+  FROM canon.v_cabinet_lead_status_current c
   CROSS JOIN LATERAL (
     VALUES (1, c.m1_trips_threshold, c.m1_amount, c.reached_m1),
            (5, c.m5_trips_threshold, c.m5_amount, c.reached_m5),

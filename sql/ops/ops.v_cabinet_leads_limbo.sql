@@ -1,10 +1,13 @@
 -- ops.v_cabinet_leads_limbo: where every cabinet lead is stuck on the chain
 -- lead -> person -> driver -> trips in window -> claim (SPEC 8). Exactly one row per lead
 -- row with lead_created_at; rows sharing a lead key show the same key-based data.
--- Built on canon.v_cabinet_lead_chain (driver from canon.v_person_driver, window and
--- amounts from canon.claim_rules); claims are read from the physical claims table for
--- THIS lead's key, any status. Stage = first that applies: NO_IDENTITY, NO_DRIVER,
--- NO_TRIPS_14D, TRIPS_NO_CLAIM, OK.
+-- Built on canon.v_cabinet_lead_status_current: the lead state stored by the pipeline
+-- (canon.cabinet_lead_state, defined by canon.v_cabinet_lead_status: driver from
+-- canon.v_person_driver, window and amounts from canon.claim_rules, claims of THIS lead's
+-- key, any status) as of evaluated_at, the last run that re-evaluated the lead; leads newer
+-- than the last run are evaluated live. Stage = first that applies: NO_IDENTITY,
+-- NO_DRIVER, NO_TRIPS_14D, TRIPS_NO_CLAIM, OK. Lead columns (phone, plate, name), the
+-- unmatched reason and window_status are always current.
 --   SELECT limbo_stage, COUNT(*) AS count FROM ops.v_cabinet_leads_limbo
 --   GROUP BY limbo_stage ORDER BY count DESC;
 CREATE OR REPLACE VIEW ops.v_cabinet_leads_limbo AS
@@ -87,15 +90,16 @@ SELECT s.lead_id,
                   coalesce(nullif(concat_ws(', ', CASE WHEN s.reached_m1_14d THEN 'M1' END, CASE WHEN s.reached_m5_14d THEN 'M5' END,
                                                   CASE WHEN s.reached_m25_14d THEN 'M25' END), ''), 'none'))
        END AS limbo_reason_detail,
-       s.reason_code
+       s.reason_code,
+       s.evaluated_at
 FROM (
   SELECT c.lead_id,
          c.lead_source_pk,
          c.lead_date,
          date_trunc('week', c.lead_date::timestamp)::date AS week_start,
-         c.park_phone,
-         c.asset_plate_number,
-         c.lead_name,
+         l.park_phone::text AS park_phone,
+         l.asset_plate_number::text AS asset_plate_number,
+         nullif(btrim(regexp_replace(concat_ws(' ', l.first_name, l.middle_name, l.last_name), '\s+', ' ', 'g')), '') AS lead_name,
          c.person_key,
          c.driver_id,
          c.trips_in_window AS trips_14d,
@@ -107,29 +111,21 @@ FROM (
          c.reached_m5 AS reached_m5_14d,
          c.reached_m25 AS reached_m25_14d,
          c.expected_amount AS expected_amount_14d,
-         (c1.lead_source_pk IS NOT NULL) AS has_claim_m1,
-         (c5.lead_source_pk IS NOT NULL) AS has_claim_m5,
-         (c25.lead_source_pk IS NOT NULL) AS has_claim_m25,
-         CASE
-           WHEN c.person_key IS NULL THEN 'NO_IDENTITY'
-           WHEN c.driver_id IS NULL THEN 'NO_DRIVER'
-           WHEN c.trips_in_window <= 0 THEN 'NO_TRIPS_14D'
-           WHEN (c.reached_m1 AND c1.lead_source_pk IS NULL)
-             OR (c.reached_m5 AND c5.lead_source_pk IS NULL)
-             OR (c.reached_m25 AND c25.lead_source_pk IS NULL) THEN 'TRIPS_NO_CLAIM'
-           ELSE 'OK'
-         END AS limbo_stage,
+         c.has_claim_m1,
+         c.has_claim_m5,
+         c.has_claim_m25,
+         c.limbo_stage,
          CASE WHEN c.person_key IS NULL AND u.status <> 'RESOLVED' THEN u.reason_code END AS reason_code,
          CASE WHEN c.person_key IS NULL AND u.status <> 'RESOLVED' THEN u.status END AS unmatched_status,
          u.note AS unmatched_note,
          u.attempts AS unmatched_attempts,
          jsonb_array_length(u.candidates) AS candidate_count,
          (SELECT coalesce(string_agg(x.value->>'driver_id', ', '), 'none')
-          FROM jsonb_array_elements(u.candidates) x) AS candidate_drivers
-  FROM canon.v_cabinet_lead_chain c
-  LEFT JOIN canon.claims_yango_cabinet_14d c1 ON c1.lead_source_pk = c.lead_source_pk AND c1.milestone = 1
-  LEFT JOIN canon.claims_yango_cabinet_14d c5 ON c5.lead_source_pk = c.lead_source_pk AND c5.milestone = 5
-  LEFT JOIN canon.claims_yango_cabinet_14d c25 ON c25.lead_source_pk = c.lead_source_pk AND c25.milestone = 25
+          FROM jsonb_array_elements(u.candidates) x) AS candidate_drivers,
+         c.evaluated_at
+  FROM canon.v_cabinet_lead_status_current c
+  LEFT JOIN public.module_ct_cabinet_leads l
+    ON l.id = c.lead_id
   LEFT JOIN canon.identity_unmatched u
     ON u.source_table = 'module_ct_cabinet_leads'
    AND u.source_pk = c.lead_source_pk

@@ -139,10 +139,16 @@ export interface TripRow {
 
 export async function addTrips(db: Db, driverId: string | null, rows: TripRow[]): Promise<void> {
   if (rows.length === 0) return;
+  // The pipeline notices new trip rows through the table's cumulative statistics
+  // (canon.summary_daily_fingerprint); a busy backend publishes them up to seconds after
+  // its commit, so the test's insert publishes them before it returns.
   await db.query(
-    `INSERT INTO public.summary_daily (driver_id, date_file, count_orders_completed, sum_work_time_seconds)
-     SELECT $1, r.date_file, r.trips, 3600
-     FROM unnest($2::text[], $3::integer[]) AS r (date_file, trips)`,
+    `WITH ins AS (
+       INSERT INTO public.summary_daily (driver_id, date_file, count_orders_completed, sum_work_time_seconds)
+       SELECT $1, r.date_file, r.trips, 3600
+       FROM unnest($2::text[], $3::integer[]) AS r (date_file, trips)
+       RETURNING 1)
+     SELECT count(*), pg_stat_force_next_flush() FROM ins`,
     [driverId, rows.map((r) => r.dateFile), rows.map((r) => r.trips)],
   );
 }

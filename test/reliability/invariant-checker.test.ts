@@ -219,7 +219,7 @@ test('a pipeline run can never change or delete a paid or rejected claim; financ
   t.is(before.length, 5);
   // A regression in step 7 that regenerates every claim of the window, settled ones included.
   await db.query(`
-    CREATE OR REPLACE FUNCTION canon.generate_cabinet_claims(p_run_id bigint, p_scope_from date)
+    CREATE OR REPLACE FUNCTION canon.generate_cabinet_claims(p_run_id bigint, p_scope_from date, p_only_limbo boolean DEFAULT false)
     RETURNS jsonb LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
       WITH regenerated AS (
         UPDATE canon.claims_yango_cabinet_14d SET status = 'generated', generated_at = now(), run_id = p_run_id

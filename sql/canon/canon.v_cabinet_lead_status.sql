@@ -1,0 +1,46 @@
+-- canon.v_cabinet_lead_status: the one live definition of a lead's state on the chain
+-- lead -> person -> driver -> trips in window -> claims (SPEC 8), one row per lead row
+-- with lead_created_at: canon.v_cabinet_lead_chain plus the claims present for THIS
+-- lead's key (any status) and the limbo stage, first that applies: NO_IDENTITY,
+-- NO_DRIVER, NO_TRIPS_14D, TRIPS_NO_CLAIM, OK. Costly over every lead (one trip lookup
+-- per lead): canon.refresh_lead_state stores it in canon.cabinet_lead_state for the
+-- leads that changed, and the views read the stored rows.
+CREATE OR REPLACE VIEW canon.v_cabinet_lead_status AS
+SELECT c.lead_id,
+       c.lead_source_pk,
+       c.lead_date,
+       c.person_key,
+       c.driver_id,
+       c.window_days,
+       c.window_end,
+       c.trips_in_window,
+       c.trip_rows_in_window,
+       c.currency,
+       c.m1_trips_threshold,
+       c.m1_amount,
+       c.reached_m1,
+       c.m5_trips_threshold,
+       c.m5_amount,
+       c.reached_m5,
+       c.m25_trips_threshold,
+       c.m25_amount,
+       c.reached_m25,
+       c.expected_amount,
+       (c1.lead_source_pk IS NOT NULL) AS has_claim_m1,
+       (c5.lead_source_pk IS NOT NULL) AS has_claim_m5,
+       (c25.lead_source_pk IS NOT NULL) AS has_claim_m25,
+       CASE
+         WHEN c.person_key IS NULL THEN 'NO_IDENTITY'
+         WHEN c.driver_id IS NULL THEN 'NO_DRIVER'
+         WHEN c.trips_in_window <= 0 THEN 'NO_TRIPS_14D'
+         WHEN (c.reached_m1 AND c1.lead_source_pk IS NULL)
+           OR (c.reached_m5 AND c5.lead_source_pk IS NULL)
+           OR (c.reached_m25 AND c25.lead_source_pk IS NULL) THEN 'TRIPS_NO_CLAIM'
+         ELSE 'OK'
+       END AS limbo_stage
+FROM canon.v_cabinet_lead_chain c
+LEFT JOIN canon.claims_yango_cabinet_14d c1 ON c1.lead_source_pk = c.lead_source_pk AND c1.milestone = 1
+LEFT JOIN canon.claims_yango_cabinet_14d c5 ON c5.lead_source_pk = c.lead_source_pk AND c5.milestone = 5
+LEFT JOIN canon.claims_yango_cabinet_14d c25 ON c25.lead_source_pk = c.lead_source_pk AND c25.milestone = 25;
+COMMENT ON VIEW canon.v_cabinet_lead_status IS
+  'Live state of every cabinet lead row with lead_created_at: chain, milestones, claims of this key, limbo_stage. Stored per lead in canon.cabinet_lead_state by the pipeline.';

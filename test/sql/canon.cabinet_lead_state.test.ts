@@ -1,0 +1,221 @@
+// The stored lead state behind the limbo view (canon.cabinet_lead_state): what a run
+// re-evaluates and why, that the stored rows equal the live definition
+// (canon.v_cabinet_lead_status) after every run, and that counting stages reads the
+// stored rows only.
+import test from 'ava';
+import { generateDemoData } from '../../src/demo.js';
+import { createLogger } from '../../src/logger.js';
+import { runPipeline } from '../helpers/rows.js';
+import {
+  addDays,
+  addTrips,
+  businessToday,
+  claimsOf,
+  freshDb,
+  insertLead,
+  limboRow,
+  linkedLead,
+  tripsOnDays,
+} from '../helpers/scenario.js';
+import type { TestDb } from '../helpers/db.js';
+
+const log = createLogger({ logLevel: 'silent', logFormat: 'json' });
+
+interface LeadStateStats {
+  mode: 'sweep' | 'incremental';
+  trips_changed: boolean;
+  reasons: Record<string, number>;
+  evaluated: number;
+  written: number;
+  removed: number;
+}
+
+async function leadState(db: TestDb, args?: string): Promise<{ claims: Record<string, unknown> & { lead_state: LeadStateStats } }> {
+  const run = await runPipeline(db, args);
+  if (run.status !== 'COMPLETED') throw new Error(`run ${run.id} ${run.status}: ${JSON.stringify(run.stats)}`);
+  return run.stats as never;
+}
+
+/** Rows where the stored state and the live definition differ, both ways. */
+async function staleRows(db: TestDb): Promise<number> {
+  const cols = `lead_id, lead_source_pk, lead_date, person_key, driver_id, window_days, window_end, trips_in_window,
+    trip_rows_in_window, currency, m1_trips_threshold, m1_amount, reached_m1, m5_trips_threshold, m5_amount, reached_m5,
+    m25_trips_threshold, m25_amount, reached_m25, expected_amount, has_claim_m1, has_claim_m5, has_claim_m25, limbo_stage`;
+  const [r] = await db.query<{ n: number }>(`
+    SELECT ((SELECT count(*) FROM (SELECT ${cols} FROM canon.cabinet_lead_state EXCEPT SELECT ${cols} FROM canon.v_cabinet_lead_status) a)
+          + (SELECT count(*) FROM (SELECT ${cols} FROM canon.v_cabinet_lead_status EXCEPT SELECT ${cols} FROM canon.cabinet_lead_state) b))::int AS n`);
+  return r!.n;
+}
+
+/** pretend the day's sweep has not run yet */
+async function nextBusinessDay(db: TestDb): Promise<void> {
+  await db.query(`UPDATE canon.cabinet_lead_state_meta SET last_sweep_date = canon.business_today() - 1`);
+}
+
+test('after every run on generated data the stored state equals the live definition, one row per lead', async (t) => {
+  t.timeout(180_000);
+  const db = await freshDb(t, 'lead_state_demo');
+  const c = await db.pool.connect();
+  try {
+    await generateDemoData(c, { seed: 7, leads: 800, drivers: 1500, tripDays: 40, reset: false }, log);
+  } finally {
+    c.release();
+  }
+  const first = await leadState(db, 'p_days_back => 60, p_limit => 500');
+  t.is(first.claims.lead_state.mode, 'sweep');
+  t.is(await staleRows(db), 0);
+  for (let i = 0; i < 3; i++) await leadState(db, 'p_days_back => 60, p_limit => 500');
+  t.is(await staleRows(db), 0);
+  const [counts] = await db.query<{ leads: number; state: number; view: number; dirty: number }>(`
+    SELECT (SELECT count(*) FROM public.module_ct_cabinet_leads WHERE lead_created_at IS NOT NULL)::int AS leads,
+           (SELECT count(*) FROM canon.cabinet_lead_state)::int AS state,
+           (SELECT count(*) FROM ops.v_cabinet_leads_limbo)::int AS view,
+           (SELECT count(*) FROM canon.cabinet_lead_state_dirty)::int AS dirty`);
+  t.true(counts!.leads > 700);
+  t.is(counts!.state, counts!.leads);
+  t.is(counts!.view, counts!.leads);
+  t.is(counts!.dirty, 0);
+  const [tnc] = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM ops.v_cabinet_leads_limbo WHERE limbo_stage = 'TRIPS_NO_CLAIM' AND lead_date >= canon.business_today() - 60`,
+  );
+  t.is(tnc!.n, 0, 'no lead of the scope is left in TRIPS_NO_CLAIM after a run');
+});
+
+test('a run with nothing new re-evaluates no lead and writes no state row', async (t) => {
+  const db = await freshDb(t, 'lead_state_idle');
+  const today = await businessToday(db);
+  await linkedLead(db, addDays(today, -3), { trips: tripsOnDays(addDays(today, -3), [0, 1]) });
+  await leadState(db);
+  const again = await leadState(db);
+  t.like(again.claims.lead_state, { mode: 'incremental', trips_changed: false, evaluated: 0, written: 0, removed: 0 });
+  t.deepEqual(again.claims.lead_state.reasons, {});
+});
+
+test('trips that arrive for an open window are re-read by the next run, which claims them', async (t) => {
+  const db = await freshDb(t, 'lead_state_trips');
+  const today = await businessToday(db);
+  const leadDate = addDays(today, -5);
+  const lead = await linkedLead(db, leadDate);
+  await leadState(db);
+  t.like(await limboRow(db, lead.key), { limbo_stage: 'NO_TRIPS_14D', trips_14d: '0' });
+
+  await addTrips(db, lead.driverId, tripsOnDays(leadDate, [1, 2, 3, 4, 5]));
+  // Stored as of the last run until the next one.
+  t.like(await limboRow(db, lead.key), { limbo_stage: 'NO_TRIPS_14D', trips_14d: '0' });
+  const run = await leadState(db);
+  t.like(run.claims.lead_state, { mode: 'incremental', trips_changed: true });
+  t.is(run.claims.lead_state.reasons['trips_changed'], 1);
+  t.like(await limboRow(db, lead.key), { limbo_stage: 'OK', trips_14d: '5', has_claim_m1: true, has_claim_m5: true });
+  t.deepEqual((await claimsOf(db, lead.key)).map((c) => c.milestone), [1, 5]);
+  t.is(await staleRows(db), 0);
+});
+
+test('late trips of a window closed long ago wait for the daily sweep of the scope', async (t) => {
+  const db = await freshDb(t, 'lead_state_settle');
+  const today = await businessToday(db);
+  const leadDate = addDays(today, -25); // window closed 11 days ago, inside days_back 30
+  const lead = await linkedLead(db, leadDate);
+  await leadState(db);
+  await addTrips(db, lead.driverId, tripsOnDays(leadDate, [2]));
+  const incremental = await leadState(db);
+  t.is(incremental.claims.lead_state.reasons['trips_changed'], undefined);
+  t.like(await limboRow(db, lead.key), { limbo_stage: 'NO_TRIPS_14D' });
+
+  await nextBusinessDay(db);
+  const sweep = await leadState(db);
+  t.is(sweep.claims.lead_state.mode, 'sweep');
+  t.like(await limboRow(db, lead.key), { limbo_stage: 'OK', trips_14d: '1', has_claim_m1: true });
+});
+
+test('a lead row added after the last run is in the view at once, evaluated live', async (t) => {
+  const db = await freshDb(t, 'lead_state_new');
+  const today = await businessToday(db);
+  await insertLead(db, { createdAt: addDays(today, -1) });
+  await leadState(db);
+  const later = await insertLead(db, { createdAt: addDays(today, -1) });
+  const row = await limboRow(db, later.key);
+  t.is(row.limbo_stage, 'NO_IDENTITY');
+  const [stored] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon.cabinet_lead_state WHERE lead_id = $1`, [later.id]);
+  t.is(stored!.n, 0, 'not stored before the next run');
+  const run = await leadState(db);
+  t.is(run.claims.lead_state.reasons['new_lead'], 1);
+  const [after] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon.cabinet_lead_state WHERE lead_id = $1`, [later.id]);
+  t.is(after!.n, 1);
+});
+
+test('a link removed by hand is shown at once; a claim deleted in psql is re-evaluated by the next run', async (t) => {
+  const db = await freshDb(t, 'lead_state_manual');
+  const today = await businessToday(db);
+  const leadDate = addDays(today, -4);
+  const lead = await linkedLead(db, leadDate, { trips: tripsOnDays(leadDate, [0]) });
+  const other = await linkedLead(db, leadDate, { trips: tripsOnDays(leadDate, [0]) });
+  await leadState(db);
+  t.like(await limboRow(db, lead.key), { limbo_stage: 'OK', has_claim_m1: true });
+
+  await db.query(`DELETE FROM canon.claims_yango_cabinet_14d WHERE lead_source_pk = $1`, [other.key]);
+  const [dirty] = await db.query<{ keys: string[] }>(`SELECT array_agg(lead_source_pk) AS keys FROM canon.cabinet_lead_state_dirty`);
+  t.deepEqual(dirty!.keys, [other.key]);
+
+  await db.query(`SELECT ops.unlink_lead($1, 'wrong person')`, [lead.key]);
+  t.like(await limboRow(db, lead.key), { limbo_stage: 'NO_IDENTITY', person_key: null });
+  // unlink_lead re-evaluated the marked key too: the deleted claim shows at once.
+  t.like(await limboRow(db, other.key), { limbo_stage: 'TRIPS_NO_CLAIM', has_claim_m1: false });
+
+  const run = await leadState(db);
+  t.is(run.claims['claims_generated'], 1);
+  t.like(await limboRow(db, other.key), { limbo_stage: 'OK', has_claim_m1: true });
+  t.is(await staleRows(db), 0);
+});
+
+test('changed claim rules make the next run re-evaluate every lead', async (t) => {
+  const db = await freshDb(t, 'lead_state_rules');
+  const today = await businessToday(db);
+  const leadDate = addDays(today, -40); // outside days_back 30: only the rules change reaches it
+  const lead = await linkedLead(db, leadDate, { trips: tripsOnDays(leadDate, [0]) });
+  await leadState(db);
+  t.like(await limboRow(db, lead.key), { expected_amount_14d: '25.00' });
+  await db.query(`UPDATE canon.claim_rules SET amount = 30 WHERE milestone = 1`);
+  const run = await leadState(db);
+  t.like(run.claims.lead_state, { mode: 'sweep' });
+  t.true((run.claims.lead_state.reasons['claim_rules_changed'] ?? 0) >= 1);
+  t.like(await limboRow(db, lead.key), { expected_amount_14d: '30.00' });
+});
+
+test('a lead row deleted upstream leaves the state at the next sweep', async (t) => {
+  const db = await freshDb(t, 'lead_state_gone');
+  const today = await businessToday(db);
+  const lead = await insertLead(db, { createdAt: addDays(today, -2) });
+  await leadState(db);
+  await db.query(`DELETE FROM public.module_ct_cabinet_leads WHERE id = $1`, [lead.id]);
+  await nextBusinessDay(db);
+  const run = await leadState(db);
+  t.is(run.claims.lead_state.removed, 1);
+  t.deepEqual(await db.query(`SELECT lead_id FROM ops.v_cabinet_leads_limbo WHERE lead_id = $1`, [lead.id]), []);
+});
+
+test('counting leads per stage reads the stored state only: trips, links and claims are not touched', async (t) => {
+  const db = await freshDb(t, 'lead_state_plan');
+  const today = await businessToday(db);
+  await linkedLead(db, addDays(today, -3), { trips: tripsOnDays(addDays(today, -3), [0]) });
+  await leadState(db);
+  const [r] = await db.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
+    `EXPLAIN (ANALYZE, FORMAT JSON) SELECT limbo_stage, count(*) FROM ops.v_cabinet_leads_limbo GROUP BY limbo_stage`,
+  );
+  const scans: Record<string, number> = {};
+  const walk = (n: PlanNode) => {
+    if (n['Relation Name']) scans[n['Relation Name']] = (scans[n['Relation Name']] ?? 0) + n['Actual Loops'];
+    for (const child of n.Plans ?? []) walk(child);
+  };
+  walk(r!['QUERY PLAN'][0].Plan);
+  t.true((scans['cabinet_lead_state'] ?? 0) >= 1, JSON.stringify(scans));
+  // The live branch (lead rows newer than the last run) is planned but, with none, never runs.
+  for (const rel of ['summary_daily', 'identity_links', 'identity_unmatched', 'claims_yango_cabinet_14d', 'claim_rules']) {
+    t.is(scans[rel] ?? 0, 0, `${rel} read: ${JSON.stringify(scans)}`);
+  }
+});
+
+interface PlanNode {
+  'Relation Name'?: string;
+  'Actual Loops': number;
+  Plans?: PlanNode[];
+}

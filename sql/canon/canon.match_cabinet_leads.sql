@@ -25,49 +25,131 @@ DECLARE
   v_unmatched integer;
   v_no_driver_repaired integer := 0;
   v_stats jsonb;
+  v_oversized integer;
+  v_unkeyed integer[];
+  v_index_changed_at timestamptz;
+  v_pending_cleared integer;
+  v_evaluated_cleared integer;
+  v_retries_skipped integer;
 BEGIN
   -- Step 5a: keys of lead rows not seen before.
   v_t := clock_timestamp();
   v_keyed := canon.refresh_lead_keys('{}');
+  -- Rows of the scope without a key: garbage keys (never keyed, only counted) and rows
+  -- committed after higher ids were keyed (keyed now). Integer anti-join, no function calls
+  -- on keyed rows.
+  SELECT count(*) FILTER (WHERE length(canon.lead_source_pk(l.external_id, l.id)) > 200),
+         coalesce(array_agg(l.id) FILTER (WHERE length(canon.lead_source_pk(l.external_id, l.id)) <= 200), '{}')
+  INTO v_oversized, v_unkeyed
+  FROM public.module_ct_cabinet_leads l
+  WHERE l.lead_created_at >= p_scope_from::timestamp
+    AND NOT EXISTS (SELECT 1 FROM canon.lead_keys k WHERE k.lead_id = l.id);
+  IF cardinality(v_unkeyed) > 0 THEN
+    v_keyed := v_keyed + canon.refresh_lead_keys(v_unkeyed);
+  END IF;
   v_ms := v_ms || jsonb_build_object('key_new_leads', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
-  -- Step 5b: the batch, one row per lead key (duplicated keys: the first row stands for them).
+  -- Step 5b: the batch, one row per lead key (duplicated keys: the first row stands for them),
+  -- at the cost of the batch, not of the scope:
+  -- * never evaluated: among the rows marked match_pending (new rows, and keys whose link
+  --   or unmatched row was removed; partial index). A pending key found evaluated (linked,
+  --   or unmatched OPEN / IGNORED) loses the flag. All in-scope rows of a never-evaluated
+  --   key are pending (new rows are; removals mark every row of the key).
+  -- * OPEN unmatched leads, the least recently attempted first, only if the driver index
+  --   changed since their last attempt (driver_index_state.changed_at): nothing else can
+  --   turn them into a match, so with nothing new the batch is empty;
+  -- * only-limbo: linked leads whose person has no driver (NO_DRIVER).
   v_t := clock_timestamp();
+  SELECT s.changed_at INTO v_index_changed_at FROM canon.driver_index_state s;
+  DROP TABLE IF EXISTS pg_temp.cabinet_pending;
+  CREATE TEMP TABLE cabinet_pending ON COMMIT DROP AS
+  SELECT p.lead_source_pk, p.lead_id, p.rows_with_key,
+         k.source_pk IS NOT NULL AS linked, u.status, u.last_attempt_at
+  FROM (SELECT k.lead_source_pk, min(k.lead_id) AS lead_id, count(*) AS rows_with_key
+        FROM canon.lead_keys k
+        WHERE k.match_pending AND k.lead_date >= p_scope_from
+        GROUP BY k.lead_source_pk) p
+  LEFT JOIN canon.identity_links k
+    ON k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p.lead_source_pk
+  LEFT JOIN canon.identity_unmatched u
+    ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p.lead_source_pk;
+  ANALYZE pg_temp.cabinet_pending;
+  UPDATE canon.lead_keys k SET match_pending = false
+  FROM pg_temp.cabinet_pending p
+  WHERE (p.linked OR p.status IN ('OPEN', 'IGNORED'))
+    AND k.lead_source_pk = p.lead_source_pk AND k.match_pending;
+  GET DIAGNOSTICS v_pending_cleared = ROW_COUNT;
+  -- OPEN leads (of any scope) not worth retrying: attempted since the index last changed.
+  -- (identity_unmatched holds cabinet leads only: its CHECK on source_table.)
+  SELECT count(*) INTO v_retries_skipped
+  FROM canon.identity_unmatched u
+  WHERE u.status = 'OPEN' AND u.last_attempt_at >= coalesce(v_index_changed_at, '-infinity');
+
   DROP TABLE IF EXISTS pg_temp.cabinet_batch;
   CREATE TEMP TABLE cabinet_batch ON COMMIT DROP AS
-  WITH scoped AS (
-    SELECT canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk,
-           min(l.id) AS lead_id,
-           count(*) AS rows_with_key
-    FROM public.module_ct_cabinet_leads l
-    WHERE l.lead_created_at >= p_scope_from::timestamp
-      AND length(canon.lead_source_pk(l.external_id, l.id)) <= 200
-    GROUP BY 1
-  ),
-  candidates AS (
-    SELECT s.lead_id, s.lead_source_pk, s.rows_with_key,
-           CASE WHEN k.source_pk IS NULL THEN 'NO_IDENTITY' ELSE 'NO_DRIVER' END AS batch_kind,
-           k.person_key,
-           u.source_pk IS NOT NULL AS evaluated_before,
-           u.last_attempt_at
-    FROM scoped s
-    LEFT JOIN canon.identity_links k
-      ON k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = s.lead_source_pk
+  WITH first_candidates AS MATERIALIZED (
+    -- never evaluated (or unlinked with its unmatched row left RESOLVED)
+    SELECT p.lead_id, p.lead_source_pk, p.rows_with_key, 'NO_IDENTITY' AS batch_kind, NULL::uuid AS person_key,
+           p.status IS NOT NULL AS evaluated_before, p.last_attempt_at
+    FROM pg_temp.cabinet_pending p
+    WHERE NOT p.linked AND (p.status IS NULL OR p.status = 'RESOLVED')
+    UNION ALL
+    SELECT m.lead_id, k.source_pk, m.rows_with_key, 'NO_DRIVER', k.person_key,
+           u.source_pk IS NOT NULL, u.last_attempt_at
+    FROM canon.identity_links k
+    -- (the date filter inside the aggregate: the probe uses the key index alone)
+    CROSS JOIN LATERAL (
+      SELECT min(s.lead_id) FILTER (WHERE s.lead_date >= p_scope_from) AS lead_id,
+             count(*) FILTER (WHERE s.lead_date >= p_scope_from) AS rows_with_key
+      FROM canon.lead_keys s
+      WHERE s.lead_source_pk = k.source_pk
+    ) m
     LEFT JOIN canon.identity_unmatched u
-      ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = s.lead_source_pk
-    WHERE coalesce(u.status, 'OPEN') <> 'IGNORED'
-      AND (k.source_pk IS NULL
-           OR (p_only_limbo AND NOT EXISTS (
-                 SELECT 1 FROM canon.identity_links dl
-                 WHERE dl.source_table = 'drivers' AND dl.person_key = k.person_key)))
+      ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = k.source_pk
+    WHERE p_only_limbo
+      AND k.source_table = 'module_ct_cabinet_leads'
+      AND m.lead_id IS NOT NULL
+      AND coalesce(u.status, 'OPEN') <> 'IGNORED'
+      AND NOT EXISTS (SELECT 1 FROM canon.identity_links dl
+                      WHERE dl.source_table = 'drivers' AND dl.person_key = k.person_key)
+  ),
+  retries AS (
+    SELECT m.lead_id, u.source_pk AS lead_source_pk, m.rows_with_key,
+           'NO_IDENTITY' AS batch_kind, NULL::uuid AS person_key,
+           true AS evaluated_before, u.last_attempt_at
+    FROM canon.identity_unmatched u
+    CROSS JOIN LATERAL (
+      SELECT min(s.lead_id) FILTER (WHERE s.lead_date >= p_scope_from) AS lead_id,
+             count(*) FILTER (WHERE s.lead_date >= p_scope_from) AS rows_with_key
+      FROM canon.lead_keys s
+      WHERE s.lead_source_pk = u.source_pk
+    ) m
+    WHERE u.status = 'OPEN'
+      AND u.last_attempt_at < coalesce(v_index_changed_at, '-infinity')
+      AND u.source_table = 'module_ct_cabinet_leads'
+      AND m.lead_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM canon.identity_links k
+                      WHERE k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = u.source_pk)
+    ORDER BY u.last_attempt_at, m.lead_id
+    -- none when never-evaluated leads fill the batch
+    LIMIT greatest(p_limit - (SELECT count(*) FROM first_candidates f WHERE NOT f.evaluated_before), 0)
   )
   SELECT c.*
-  FROM candidates c
+  FROM (SELECT * FROM first_candidates UNION ALL SELECT * FROM retries) c
   ORDER BY c.evaluated_before, c.last_attempt_at NULLS FIRST, c.lead_id
   LIMIT p_limit;
   GET DIAGNOSTICS v_selected = ROW_COUNT;
-  -- Batch rows are re-keyed when their source values changed since they were keyed.
-  PERFORM canon.refresh_lead_keys(ARRAY(SELECT b.lead_id FROM pg_temp.cabinet_batch b));
+  -- Batch rows are re-keyed when their source values changed since they were keyed. Only
+  -- rows whose source hash (as canon.refresh_lead_keys computes it) differs are passed:
+  -- re-normalising unchanged rows costs as much as keying them.
+  PERFORM canon.refresh_lead_keys(ARRAY(
+    SELECT b.lead_id
+    FROM pg_temp.cabinet_batch b
+    JOIN public.module_ct_cabinet_leads l ON l.id = b.lead_id
+    JOIN canon.lead_keys k ON k.lead_id = b.lead_id
+    WHERE k.source_hash IS DISTINCT FROM
+          md5(concat_ws(E'\x1f', l.external_id, l.lead_created_at::text, l.park_phone, l.asset_plate_number,
+                        l.first_name, l.middle_name, l.last_name))));
   v_ms := v_ms || jsonb_build_object('select_batch', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
   -- Step 6: decisions for the whole batch at once.
@@ -161,6 +243,11 @@ BEGIN
         last_attempt_at = excluded.last_attempt_at, last_run_id = excluded.last_run_id,
         attempts = u.attempts + 1;
   GET DIAGNOSTICS v_unmatched = ROW_COUNT;
+  -- Every NO_IDENTITY lead of the batch is now linked or unmatched: no longer pending.
+  UPDATE canon.lead_keys k SET match_pending = false
+  FROM (SELECT DISTINCT d.lead_source_pk FROM pg_temp.cabinet_decisions d WHERE d.batch_kind = 'NO_IDENTITY') d
+  WHERE k.lead_source_pk = d.lead_source_pk AND k.match_pending;
+  GET DIAGNOSTICS v_evaluated_cleared = ROW_COUNT;
   v_ms := v_ms || jsonb_build_object('link', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
   SELECT jsonb_build_object(
@@ -193,9 +280,11 @@ BEGIN
     'open_unmatched_total', (SELECT count(*) FROM canon.identity_unmatched u
                              WHERE u.source_table = 'module_ct_cabinet_leads' AND u.status = 'OPEN'),
     'leads_without_lead_created_at', (SELECT count(*) FROM canon.lead_keys k WHERE k.lead_date IS NULL),
-    'leads_with_oversized_key', (SELECT count(*) FROM public.module_ct_cabinet_leads l
-                                 WHERE l.lead_created_at >= p_scope_from::timestamp
-                                   AND length(canon.lead_source_pk(l.external_id, l.id)) > 200),
+    'leads_with_oversized_key', v_oversized,
+    'leads_keyed_late', cardinality(v_unkeyed),
+    'driver_index_changed_at', v_index_changed_at,
+    'retries_skipped_no_index_change', v_retries_skipped,
+    'pending_flags_cleared', v_pending_cleared + v_evaluated_cleared,
     'durations_ms', v_ms)
   INTO v_stats;
   RETURN v_stats;

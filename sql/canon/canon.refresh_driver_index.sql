@@ -2,6 +2,14 @@
 -- public.drivers: incrementally (drivers whose updated_at/created_at is past the
 -- watermark, re-normalised only when their source values changed), and fully every
 -- driver_index_full_refresh_hours (also removes deleted drivers). Returns step stats.
+-- The drivers to look at are first materialised in a temp table and ANALYZEd, so the
+-- planner knows how many there are (the range predicate on coalesce(updated_at,
+-- created_at) could not be estimated), and incrementally public.drivers is searched with
+-- its updated_at index (rows without updated_at fall back to created_at). When they are
+-- few against the index (incremental, under a tenth), canon.driver_index is probed by
+-- key (hash and merge joins off for that statement) instead of being read whole.
+-- Whenever a row of the index is written or removed, driver_index_state.changed_at is
+-- set to now(): unmatched leads attempted before it are worth retrying, the others not.
 CREATE OR REPLACE FUNCTION canon.refresh_driver_index(p_run_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -16,6 +24,10 @@ DECLARE
   v_upserted integer;
   v_deleted integer := 0;
   v_watermark timestamp;
+  v_changed_at timestamptz;
+  v_probe_by_key boolean;
+  v_hashjoin text;
+  v_mergejoin text;
 BEGIN
   SELECT * INTO v_state FROM canon.driver_index_state FOR UPDATE;
   v_full := NOT FOUND OR v_state.last_full_at IS NULL OR v_state.watermark IS NULL
@@ -23,7 +35,16 @@ BEGIN
   -- An hour of overlap catches rows committed late with an older updated_at.
   v_since := CASE WHEN v_full THEN NULL ELSE v_state.watermark - interval '1 hour' END;
 
-  WITH source AS (
+  -- The drivers to look at (all of them on a full refresh), newest row per driver_id.
+  -- (updated_at >= since OR updated_at IS NULL) is what the updated_at index can serve;
+  -- the coalesce keeps the exact rule (created_at when updated_at is NULL).
+  DROP TABLE IF EXISTS pg_temp.driver_index_source;
+  CREATE TEMP TABLE driver_index_source ON COMMIT DROP AS
+  SELECT s.*,
+         md5(concat_ws(E'\x1f', s.park_id, s.phone, s.license_normalized_number, s.license_number,
+                       s.car_normalized_number, s.car_number, s.full_name, s.first_name, s.middle_name,
+                       s.last_name, s.hire_date::text)) AS source_hash
+  FROM (
     SELECT DISTINCT ON (d.driver_id)
            d.driver_id, d.park_id, d.phone, d.license_normalized_number, d.license_number,
            d.car_normalized_number, d.car_number, d.full_name, d.first_name, d.middle_name, d.last_name, d.hire_date,
@@ -31,19 +52,27 @@ BEGIN
     FROM public.drivers d
     WHERE nullif(btrim(d.driver_id), '') IS NOT NULL
       AND length(d.driver_id) <= 200 -- garbage ids (10 kB) cannot be indexed: counted below
-      AND (v_since IS NULL OR coalesce(d.updated_at, d.created_at) >= v_since)
+      AND (v_full
+           OR ((d.updated_at >= v_since OR d.updated_at IS NULL)
+               AND coalesce(d.updated_at, d.created_at) >= v_since))
     ORDER BY d.driver_id, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
-  ),
-  hashed AS (
-    SELECT s.*,
-           md5(concat_ws(E'\x1f', s.park_id, s.phone, s.license_normalized_number, s.license_number,
-                         s.car_normalized_number, s.car_number, s.full_name, s.first_name, s.middle_name,
-                         s.last_name, s.hire_date::text)) AS source_hash
-    FROM source s
-  ),
-  changed AS (
+  ) s;
+  ANALYZE pg_temp.driver_index_source;
+  v_scanned := (SELECT count(*) FROM pg_temp.driver_index_source);
+
+  -- Few drivers against a large index: probe it by key. The planner would rather hash the
+  -- whole index (it prices each probe as a random read); on a full refresh it should.
+  v_probe_by_key := NOT v_full
+    AND v_scanned * 10 < (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'canon.driver_index'::regclass);
+  IF v_probe_by_key THEN
+    v_hashjoin := current_setting('enable_hashjoin');
+    v_mergejoin := current_setting('enable_mergejoin');
+    PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+  END IF;
+
+  WITH changed AS (
     SELECT h.*
-    FROM hashed h
+    FROM pg_temp.driver_index_source h
     LEFT JOIN canon.driver_index i ON i.driver_id = h.driver_id
     WHERE i.driver_id IS NULL OR i.source_hash <> h.source_hash
   ),
@@ -65,24 +94,36 @@ BEGIN
           indexed_at = excluded.indexed_at, indexed_run_id = excluded.indexed_run_id
     RETURNING 1
   )
-  SELECT (SELECT count(*) FROM hashed), (SELECT count(*) FROM upserted), (SELECT max(changed_at) FROM hashed)
-  INTO v_scanned, v_upserted, v_watermark;
+  SELECT (SELECT count(*) FROM upserted), (SELECT max(h.changed_at) FROM pg_temp.driver_index_source h)
+  INTO v_upserted, v_watermark;
+
+  IF v_probe_by_key THEN
+    PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
+  END IF;
 
   IF v_full THEN
     DELETE FROM canon.driver_index i
     WHERE NOT EXISTS (SELECT 1 FROM public.drivers d WHERE d.driver_id = i.driver_id);
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
   END IF;
+  DROP TABLE pg_temp.driver_index_source;
 
-  INSERT INTO canon.driver_index_state AS s (singleton, watermark, last_full_at, last_refresh_at, last_run_id)
-  VALUES (true, v_watermark, CASE WHEN v_full THEN now() END, now(), p_run_id)
+  -- The index changed: every unmatched lead attempted before now may now match.
+  IF v_upserted > 0 OR v_deleted > 0 THEN
+    v_changed_at := now();
+  END IF;
+
+  INSERT INTO canon.driver_index_state AS s (singleton, watermark, last_full_at, last_refresh_at, last_run_id, changed_at)
+  VALUES (true, v_watermark, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at)
   ON CONFLICT (singleton) DO UPDATE
     SET watermark = greatest(s.watermark, excluded.watermark),
         last_full_at = coalesce(excluded.last_full_at, s.last_full_at),
         last_refresh_at = excluded.last_refresh_at,
-        last_run_id = excluded.last_run_id
+        last_run_id = excluded.last_run_id,
+        changed_at = coalesce(excluded.changed_at, s.changed_at)
   WHERE s.watermark IS DISTINCT FROM greatest(s.watermark, excluded.watermark)
-     OR excluded.last_full_at IS NOT NULL;
+     OR excluded.last_full_at IS NOT NULL
+     OR excluded.changed_at IS NOT NULL;
 
   RETURN jsonb_build_object(
     'mode', CASE WHEN v_full THEN 'full' ELSE 'incremental' END,
@@ -92,7 +133,8 @@ BEGIN
     'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon.driver_index) END,
     'drivers_skipped_bad_id', CASE WHEN v_full THEN (
       SELECT count(*) FROM public.drivers d
-      WHERE nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200) END);
+      WHERE nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200) END,
+    'index_changed', v_changed_at IS NOT NULL);
 END
 $$;
-COMMENT ON FUNCTION canon.refresh_driver_index(bigint) IS 'Pipeline step 4: incremental (watermark) or full refresh of canon.driver_index from public.drivers. Returns step stats.';
+COMMENT ON FUNCTION canon.refresh_driver_index(bigint) IS 'Pipeline step 4: incremental (watermark) or full refresh of canon.driver_index from public.drivers; sets driver_index_state.changed_at when rows were written or removed. Returns step stats.';

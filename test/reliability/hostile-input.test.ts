@@ -175,7 +175,10 @@ test('a data set full of bad rows: the runs complete, every bad row is accounted
 
   const second = await runPipeline(db, RUN);
   t.is(second.status, 'COMPLETED', second.error_message ?? '');
-  t.is(second.stats['match']['leads_selected'], 1 + Object.values(byReason).reduce((a, b) => a + b, 0), 'the new lead and the retries');
+  // Only the new lead: deleting drivers changes the index only at the next full refresh, so
+  // the unmatched leads are not retried (nothing they could match has changed).
+  t.is(second.stats['match']['leads_selected'], 1, 'the new lead');
+  t.is(second.stats['match']['retries_skipped_no_index_change'], Object.values(byReason).reduce((a, b) => a + b, 0), 'no retries');
   const [baitOutcome] = await db.query<{ linked: boolean; reason_code: string | null; candidates: { driver_id: string; reject_reason: string | null }[] }>(`
     SELECT EXISTS (SELECT 1 FROM canon.identity_links l WHERE l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = 'H-DELETED-DRIVER') AS linked,
            u.reason_code, u.candidates

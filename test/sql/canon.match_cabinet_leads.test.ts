@@ -233,11 +233,106 @@ test('--limit bounds the batch, never-evaluated leads first, then the least rece
     for (const k of ['A', 'B', 'C']) await insertLead(db, { external_id: k, first_name: 'X', park_phone: '9' + k.charCodeAt(0) + '1234567' });
     const r1 = await runPipeline(db, 'p_limit => 2');
     t.is(r1.stats['match']['leads_evaluated'], 2);
+    // A new driver changes the index, so the unmatched leads are worth retrying.
+    await insertDriver(db, { driver_id: 'unrelated', first_name: 'Otro', phone: '51911000000' });
     const r2 = await runPipeline(db, 'p_limit => 2');
     t.is(r2.stats['match']['batch']['never_evaluated'], 1);
     t.is(r2.stats['match']['batch']['retried'], 1);
     const attempts = await db.query<{ source_pk: string; attempts: number }>(`SELECT source_pk, attempts FROM canon.identity_unmatched ORDER BY source_pk`);
     t.deepEqual(attempts.map((a) => a.attempts).sort(), [1, 1, 2]);
+  }));
+
+test('an OPEN unmatched lead is retried only when the driver index changed since its last attempt', (t) =>
+  withDb(async (db) => {
+    await insertDriver(db, { driver_id: 'd0', first_name: 'Ana', last_name: 'Lopez', phone: '51911111111' });
+    await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
+    const first = await runPipeline(db);
+    t.is(first.stats['match']['leads_selected'], 1);
+    t.is((await unmatchedOf(db, 'L1'))?.reason_code, 'NO_CANDIDATES');
+
+    // Nothing changed: the lead is not re-selected, and its bookkeeping is left alone.
+    const idle = await runPipeline(db);
+    t.is(idle.stats['driver_index']['index_changed'], false);
+    t.is(idle.stats['match']['leads_selected'], 0);
+    t.is(idle.stats['match']['retries_skipped_no_index_change'], 1);
+    t.is((await unmatchedOf(db, 'L1'))?.attempts, 1);
+
+    // A driver that does not match changes the index: one retry, still unmatched.
+    await insertDriver(db, { driver_id: 'd1', first_name: 'Rosa', last_name: 'Flores', phone: '51922222222' });
+    const other = await runPipeline(db);
+    t.is(other.stats['driver_index']['index_changed'], true);
+    t.is(other.stats['match']['leads_selected'], 1);
+    t.is(other.stats['match']['batch']['retried'], 1);
+    t.is((await unmatchedOf(db, 'L1'))?.attempts, 2);
+    t.is((await runPipeline(db)).stats['match']['leads_selected'], 0);
+
+    // The matching driver arrives: retried and linked.
+    await insertDriver(db, { driver_id: 'd2', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
+    const linked = await runPipeline(db);
+    t.is(linked.stats['match']['leads_selected'], 1);
+    t.is(linked.stats['match']['previously_unmatched_now_linked'], 1);
+    t.is((await linkOf(db, 'L1'))?.driver_id, 'd2');
+    t.is((await unmatchedOf(db, 'L1'))?.status, 'RESOLVED');
+  }));
+
+test('a run with nothing new selects no lead; a new lead alone is the next batch', (t) =>
+  withDb(async (db) => {
+    await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
+    await insertLead(db, { external_id: 'LINKED', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
+    await insertLead(db, { external_id: 'OPEN', first_name: 'Nadie', park_phone: '999888777' });
+    await insertLead(db, { external_id: 'DUP', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
+    await insertLead(db, { external_id: 'NOKEYS', first_name: 'Solo' });
+    const first = await runPipeline(db);
+    t.is(first.stats['match']['leads_selected'], 4);
+    for (let i = 0; i < 2; i++) {
+      const idle = await runPipeline(db);
+      t.is(idle.stats['match']['leads_selected'], 0);
+      t.is(idle.stats['match']['leads_evaluated'], 0);
+      t.is(idle.stats['match']['leads_keyed'], 0);
+    }
+    // A second row of an already linked key is no work either; a new key is.
+    await insertLead(db, { external_id: 'LINKED', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
+    t.is((await runPipeline(db)).stats['match']['leads_selected'], 0);
+    await insertLead(db, { external_id: 'NEW', first_name: 'Otra', park_phone: '966555444' });
+    const next = await runPipeline(db);
+    t.is(next.stats['match']['leads_selected'], 1);
+    t.is(next.stats['match']['batch']['never_evaluated'], 1);
+    t.truthy(await unmatchedOf(db, 'NEW'));
+  }));
+
+test('a lead whose link and unmatched row are removed is evaluated again as new', (t) =>
+  withDb(async (db) => {
+    await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
+    await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
+    await insertLead(db, { external_id: 'L2', first_name: 'Nadie', park_phone: '999888777' });
+    await runPipeline(db);
+    t.is((await linkOf(db, 'L1'))?.driver_id, 'd1');
+    await db.query(`BEGIN;
+      DELETE FROM canon.identity_links WHERE source_table = 'module_ct_cabinet_leads' AND source_pk = 'L1';
+      DELETE FROM canon.identity_origin;
+      DELETE FROM canon.identity_links;
+      DELETE FROM canon.identity_registry;
+      DELETE FROM canon.identity_unmatched WHERE source_pk = 'L2';
+      COMMIT;`);
+    const again = await runPipeline(db);
+    t.is(again.stats['match']['leads_selected'], 2);
+    t.is(again.stats['match']['batch']['never_evaluated'], 2);
+    t.is((await linkOf(db, 'L1'))?.driver_id, 'd1');
+    t.is((await unmatchedOf(db, 'L2'))?.attempts, 1);
+  }));
+
+test('a lead row committed after higher ids were keyed is keyed and evaluated', (t) =>
+  withDb(async (db) => {
+    await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
+    await db.query(`INSERT INTO public.module_ct_cabinet_leads (id, external_id, lead_created_at, first_name, park_phone)
+                    VALUES (1000, 'HIGH', canon.business_today() - 2, 'Otra', '966555444')`);
+    await runPipeline(db);
+    await db.query(`INSERT INTO public.module_ct_cabinet_leads (id, external_id, lead_created_at, first_name, last_name, park_phone)
+                    VALUES (500, 'LATE', canon.business_today() - 2, 'Juan', 'Perez', '977456321')`);
+    const run = await runPipeline(db);
+    t.is(run.stats['match']['leads_keyed_late'], 1);
+    t.is(run.stats['match']['leads_selected'], 1);
+    t.is((await linkOf(db, 'LATE'))?.driver_id, 'd1');
   }));
 
 test('leads older than days_back are not selected', (t) =>

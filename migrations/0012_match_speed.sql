@@ -1,0 +1,505 @@
+-- Up Migration
+-- snapshot of sql/canon/canon.mark_lead_keys_pending.sql
+-- canon.mark_lead_keys_pending: trigger function on canon.identity_links and
+-- canon.identity_unmatched. A lead key whose link or unmatched row goes away (deleted,
+-- truncated, or moved to another key) is no longer evaluated: its rows in
+-- canon.lead_keys are marked match_pending again, so that the next batch selection
+-- (canon.match_cabinet_leads reads only pending rows for never-evaluated leads) sees it.
+CREATE OR REPLACE FUNCTION canon.mark_lead_keys_pending()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    UPDATE canon.lead_keys k SET match_pending = true WHERE NOT k.match_pending;
+  ELSIF OLD.source_table = 'module_ct_cabinet_leads' THEN
+    UPDATE canon.lead_keys k SET match_pending = true
+    WHERE k.lead_source_pk = OLD.source_pk AND NOT k.match_pending;
+  END IF;
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION canon.mark_lead_keys_pending() IS 'Trigger: a lead whose link or unmatched row is removed is marked match_pending again in canon.lead_keys (evaluated as new by the next run).';
+
+-- snapshot of migrations/parts/0012_match_speed.sql
+-- Match speed (issue 7): the batch selection of canon.match_cabinet_leads costs what the
+-- batch costs, not what the whole lead scope costs.
+
+-- Unmatched leads are retried only when the driver index changed since their last
+-- attempt; canon.refresh_driver_index sets changed_at whenever it writes or removes rows.
+ALTER TABLE canon.driver_index_state ADD COLUMN IF NOT EXISTS changed_at timestamptz;
+COMMENT ON COLUMN canon.driver_index_state.changed_at IS
+  'Last time canon.refresh_driver_index wrote or removed rows of canon.driver_index: an OPEN unmatched lead last attempted at or after it is not retried (nothing it could match has changed).';
+-- Existing databases: the index may have changed since any attempt: every OPEN lead is retried once.
+UPDATE canon.driver_index_state SET changed_at = now() WHERE changed_at IS NULL;
+
+-- Never-evaluated leads are found among the lead rows marked match_pending (a superset:
+-- new rows are pending; the match step clears the flag of the keys it evaluated; a key
+-- whose link or unmatched row goes away is marked pending again by trigger), through a
+-- partial index that holds only pending rows.
+ALTER TABLE canon.lead_keys ADD COLUMN IF NOT EXISTS match_pending boolean NOT NULL DEFAULT true;
+COMMENT ON COLUMN canon.lead_keys.match_pending IS
+  'True when the lead key of this row may not be evaluated yet (no link, no unmatched row): new rows, and keys whose link or unmatched row was removed. Cleared by canon.match_cabinet_leads.';
+UPDATE canon.lead_keys k SET match_pending = false
+WHERE k.match_pending
+  AND (EXISTS (SELECT 1 FROM canon.identity_links l
+               WHERE l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = k.lead_source_pk)
+       OR EXISTS (SELECT 1 FROM canon.identity_unmatched u
+                  WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = k.lead_source_pk
+                    AND u.status IN ('OPEN', 'IGNORED')));
+CREATE INDEX IF NOT EXISTS lead_keys_pending_idx ON canon.lead_keys (lead_date, lead_id) WHERE match_pending;
+
+DROP TRIGGER IF EXISTS identity_links_mark_lead_pending ON canon.identity_links;
+CREATE TRIGGER identity_links_mark_lead_pending
+  AFTER DELETE OR UPDATE OF source_table, source_pk ON canon.identity_links
+  FOR EACH ROW EXECUTE FUNCTION canon.mark_lead_keys_pending();
+DROP TRIGGER IF EXISTS identity_links_truncate_mark_lead_pending ON canon.identity_links;
+CREATE TRIGGER identity_links_truncate_mark_lead_pending
+  AFTER TRUNCATE ON canon.identity_links
+  FOR EACH STATEMENT EXECUTE FUNCTION canon.mark_lead_keys_pending();
+DROP TRIGGER IF EXISTS identity_unmatched_mark_lead_pending ON canon.identity_unmatched;
+CREATE TRIGGER identity_unmatched_mark_lead_pending
+  AFTER DELETE OR UPDATE OF source_table, source_pk ON canon.identity_unmatched
+  FOR EACH ROW EXECUTE FUNCTION canon.mark_lead_keys_pending();
+DROP TRIGGER IF EXISTS identity_unmatched_truncate_mark_lead_pending ON canon.identity_unmatched;
+CREATE TRIGGER identity_unmatched_truncate_mark_lead_pending
+  AFTER TRUNCATE ON canon.identity_unmatched
+  FOR EACH STATEMENT EXECUTE FUNCTION canon.mark_lead_keys_pending();
+
+-- snapshot of sql/canon/canon.refresh_driver_index.sql
+-- canon.refresh_driver_index: pipeline step 4. Brings canon.driver_index up to date with
+-- public.drivers: incrementally (drivers whose updated_at/created_at is past the
+-- watermark, re-normalised only when their source values changed), and fully every
+-- driver_index_full_refresh_hours (also removes deleted drivers). Returns step stats.
+-- The drivers to look at are first materialised in a temp table and ANALYZEd, so the
+-- planner knows how many there are (the range predicate on coalesce(updated_at,
+-- created_at) could not be estimated), and incrementally public.drivers is searched with
+-- its updated_at index (rows without updated_at fall back to created_at). When they are
+-- few against the index (incremental, under a tenth), canon.driver_index is probed by
+-- key (hash and merge joins off for that statement) instead of being read whole.
+-- Whenever a row of the index is written or removed, driver_index_state.changed_at is
+-- set to now(): unmatched leads attempted before it are worth retrying, the others not.
+CREATE OR REPLACE FUNCTION canon.refresh_driver_index(p_run_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_state canon.driver_index_state%ROWTYPE;
+  v_full boolean;
+  v_since timestamp;
+  v_scanned integer;
+  v_upserted integer;
+  v_deleted integer := 0;
+  v_watermark timestamp;
+  v_changed_at timestamptz;
+  v_probe_by_key boolean;
+  v_hashjoin text;
+  v_mergejoin text;
+BEGIN
+  SELECT * INTO v_state FROM canon.driver_index_state FOR UPDATE;
+  v_full := NOT FOUND OR v_state.last_full_at IS NULL OR v_state.watermark IS NULL
+            OR v_state.last_full_at < now() - make_interval(hours => canon.setting('driver_index_full_refresh_hours')::integer);
+  -- An hour of overlap catches rows committed late with an older updated_at.
+  v_since := CASE WHEN v_full THEN NULL ELSE v_state.watermark - interval '1 hour' END;
+
+  -- The drivers to look at (all of them on a full refresh), newest row per driver_id.
+  -- (updated_at >= since OR updated_at IS NULL) is what the updated_at index can serve;
+  -- the coalesce keeps the exact rule (created_at when updated_at is NULL).
+  DROP TABLE IF EXISTS pg_temp.driver_index_source;
+  CREATE TEMP TABLE driver_index_source ON COMMIT DROP AS
+  SELECT s.*,
+         md5(concat_ws(E'\x1f', s.park_id, s.phone, s.license_normalized_number, s.license_number,
+                       s.car_normalized_number, s.car_number, s.full_name, s.first_name, s.middle_name,
+                       s.last_name, s.hire_date::text)) AS source_hash
+  FROM (
+    SELECT DISTINCT ON (d.driver_id)
+           d.driver_id, d.park_id, d.phone, d.license_normalized_number, d.license_number,
+           d.car_normalized_number, d.car_number, d.full_name, d.first_name, d.middle_name, d.last_name, d.hire_date,
+           coalesce(d.updated_at, d.created_at) AS changed_at
+    FROM public.drivers d
+    WHERE nullif(btrim(d.driver_id), '') IS NOT NULL
+      AND length(d.driver_id) <= 200 -- garbage ids (10 kB) cannot be indexed: counted below
+      AND (v_full
+           OR ((d.updated_at >= v_since OR d.updated_at IS NULL)
+               AND coalesce(d.updated_at, d.created_at) >= v_since))
+    ORDER BY d.driver_id, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
+  ) s;
+  ANALYZE pg_temp.driver_index_source;
+  v_scanned := (SELECT count(*) FROM pg_temp.driver_index_source);
+
+  -- Few drivers against a large index: probe it by key. The planner would rather hash the
+  -- whole index (it prices each probe as a random read); on a full refresh it should.
+  v_probe_by_key := NOT v_full
+    AND v_scanned * 10 < (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'canon.driver_index'::regclass);
+  IF v_probe_by_key THEN
+    v_hashjoin := current_setting('enable_hashjoin');
+    v_mergejoin := current_setting('enable_mergejoin');
+    PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+  END IF;
+
+  WITH changed AS (
+    SELECT h.*
+    FROM pg_temp.driver_index_source h
+    LEFT JOIN canon.driver_index i ON i.driver_id = h.driver_id
+    WHERE i.driver_id IS NULL OR i.source_hash <> h.source_hash
+  ),
+  upserted AS (
+    INSERT INTO canon.driver_index AS i (
+      driver_id, park_id, phone_norm, license_norm, plate_norm, name_norm, hire_date,
+      source_hash, source_changed_at, indexed_at, indexed_run_id)
+    SELECT c.driver_id, c.park_id,
+           canon.normalize_phone(c.phone),
+           canon.normalize_license(coalesce(nullif(btrim(c.license_normalized_number), ''), c.license_number)),
+           canon.normalize_plate(coalesce(nullif(btrim(c.car_normalized_number), ''), c.car_number)),
+           canon.normalize_name(coalesce(nullif(btrim(c.full_name), ''), concat_ws(' ', c.first_name, c.middle_name, c.last_name))),
+           c.hire_date, c.source_hash, c.changed_at, now(), p_run_id
+    FROM changed c
+    ON CONFLICT (driver_id) DO UPDATE
+      SET park_id = excluded.park_id, phone_norm = excluded.phone_norm, license_norm = excluded.license_norm,
+          plate_norm = excluded.plate_norm, name_norm = excluded.name_norm, hire_date = excluded.hire_date,
+          source_hash = excluded.source_hash, source_changed_at = excluded.source_changed_at,
+          indexed_at = excluded.indexed_at, indexed_run_id = excluded.indexed_run_id
+    RETURNING 1
+  )
+  SELECT (SELECT count(*) FROM upserted), (SELECT max(h.changed_at) FROM pg_temp.driver_index_source h)
+  INTO v_upserted, v_watermark;
+
+  IF v_probe_by_key THEN
+    PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
+  END IF;
+
+  IF v_full THEN
+    DELETE FROM canon.driver_index i
+    WHERE NOT EXISTS (SELECT 1 FROM public.drivers d WHERE d.driver_id = i.driver_id);
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+  END IF;
+  DROP TABLE pg_temp.driver_index_source;
+
+  -- The index changed: every unmatched lead attempted before now may now match.
+  IF v_upserted > 0 OR v_deleted > 0 THEN
+    v_changed_at := now();
+  END IF;
+
+  INSERT INTO canon.driver_index_state AS s (singleton, watermark, last_full_at, last_refresh_at, last_run_id, changed_at)
+  VALUES (true, v_watermark, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at)
+  ON CONFLICT (singleton) DO UPDATE
+    SET watermark = greatest(s.watermark, excluded.watermark),
+        last_full_at = coalesce(excluded.last_full_at, s.last_full_at),
+        last_refresh_at = excluded.last_refresh_at,
+        last_run_id = excluded.last_run_id,
+        changed_at = coalesce(excluded.changed_at, s.changed_at)
+  WHERE s.watermark IS DISTINCT FROM greatest(s.watermark, excluded.watermark)
+     OR excluded.last_full_at IS NOT NULL
+     OR excluded.changed_at IS NOT NULL;
+
+  RETURN jsonb_build_object(
+    'mode', CASE WHEN v_full THEN 'full' ELSE 'incremental' END,
+    'drivers_scanned', v_scanned,
+    'drivers_reindexed', v_upserted,
+    'drivers_removed', v_deleted,
+    'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon.driver_index) END,
+    'drivers_skipped_bad_id', CASE WHEN v_full THEN (
+      SELECT count(*) FROM public.drivers d
+      WHERE nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200) END,
+    'index_changed', v_changed_at IS NOT NULL);
+END
+$$;
+COMMENT ON FUNCTION canon.refresh_driver_index(bigint) IS 'Pipeline step 4: incremental (watermark) or full refresh of canon.driver_index from public.drivers; sets driver_index_state.changed_at when rows were written or removed. Returns step stats.';
+
+-- snapshot of sql/canon/canon.match_cabinet_leads.sql
+-- canon.match_cabinet_leads: pipeline steps 5 and 6. Keys new lead rows, selects the
+-- batch (at most p_limit lead keys with lead_date >= p_scope_from that need matching:
+-- never evaluated first, then the least recently attempted), decides every lead with
+-- canon.lead_decisions and writes the outcome set-based: persons (only with their
+-- links), lead and driver links, origins, resolved or upserted unmatched rows.
+-- With p_only_limbo the batch also holds linked leads whose person has no driver
+-- (NO_DRIVER), which get their missing driver link when it can be found.
+CREATE OR REPLACE FUNCTION canon.match_cabinet_leads(p_run_id bigint, p_scope_from date, p_limit integer, p_only_limbo boolean)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+AS $$
+DECLARE
+  v_t timestamptz;
+  v_ms jsonb := '{}'::jsonb;
+  v_keyed integer;
+  v_selected integer;
+  v_new_persons integer;
+  v_driver_links integer;
+  v_lead_links integer;
+  v_origins integer;
+  v_resolved integer;
+  v_unmatched integer;
+  v_no_driver_repaired integer := 0;
+  v_stats jsonb;
+  v_oversized integer;
+  v_unkeyed integer[];
+  v_index_changed_at timestamptz;
+  v_pending_cleared integer;
+  v_evaluated_cleared integer;
+  v_retries_skipped integer;
+BEGIN
+  -- Step 5a: keys of lead rows not seen before.
+  v_t := clock_timestamp();
+  v_keyed := canon.refresh_lead_keys('{}');
+  -- Rows of the scope without a key: garbage keys (never keyed, only counted) and rows
+  -- committed after higher ids were keyed (keyed now). Integer anti-join, no function calls
+  -- on keyed rows.
+  SELECT count(*) FILTER (WHERE length(canon.lead_source_pk(l.external_id, l.id)) > 200),
+         coalesce(array_agg(l.id) FILTER (WHERE length(canon.lead_source_pk(l.external_id, l.id)) <= 200), '{}')
+  INTO v_oversized, v_unkeyed
+  FROM public.module_ct_cabinet_leads l
+  WHERE l.lead_created_at >= p_scope_from::timestamp
+    AND NOT EXISTS (SELECT 1 FROM canon.lead_keys k WHERE k.lead_id = l.id);
+  IF cardinality(v_unkeyed) > 0 THEN
+    v_keyed := v_keyed + canon.refresh_lead_keys(v_unkeyed);
+  END IF;
+  v_ms := v_ms || jsonb_build_object('key_new_leads', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
+
+  -- Step 5b: the batch, one row per lead key (duplicated keys: the first row stands for them),
+  -- at the cost of the batch, not of the scope:
+  -- * never evaluated: among the rows marked match_pending (new rows, and keys whose link
+  --   or unmatched row was removed; partial index). A pending key found evaluated (linked,
+  --   or unmatched OPEN / IGNORED) loses the flag. All in-scope rows of a never-evaluated
+  --   key are pending (new rows are; removals mark every row of the key).
+  -- * OPEN unmatched leads, the least recently attempted first, only if the driver index
+  --   changed since their last attempt (driver_index_state.changed_at): nothing else can
+  --   turn them into a match, so with nothing new the batch is empty;
+  -- * only-limbo: linked leads whose person has no driver (NO_DRIVER).
+  v_t := clock_timestamp();
+  SELECT s.changed_at INTO v_index_changed_at FROM canon.driver_index_state s;
+  DROP TABLE IF EXISTS pg_temp.cabinet_pending;
+  CREATE TEMP TABLE cabinet_pending ON COMMIT DROP AS
+  SELECT p.lead_source_pk, p.lead_id, p.rows_with_key,
+         k.source_pk IS NOT NULL AS linked, u.status, u.last_attempt_at
+  FROM (SELECT k.lead_source_pk, min(k.lead_id) AS lead_id, count(*) AS rows_with_key
+        FROM canon.lead_keys k
+        WHERE k.match_pending AND k.lead_date >= p_scope_from
+        GROUP BY k.lead_source_pk) p
+  LEFT JOIN canon.identity_links k
+    ON k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p.lead_source_pk
+  LEFT JOIN canon.identity_unmatched u
+    ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p.lead_source_pk;
+  ANALYZE pg_temp.cabinet_pending;
+  UPDATE canon.lead_keys k SET match_pending = false
+  FROM pg_temp.cabinet_pending p
+  WHERE (p.linked OR p.status IN ('OPEN', 'IGNORED'))
+    AND k.lead_source_pk = p.lead_source_pk AND k.match_pending;
+  GET DIAGNOSTICS v_pending_cleared = ROW_COUNT;
+  -- OPEN leads (of any scope) not worth retrying: attempted since the index last changed.
+  -- (identity_unmatched holds cabinet leads only: its CHECK on source_table.)
+  SELECT count(*) INTO v_retries_skipped
+  FROM canon.identity_unmatched u
+  WHERE u.status = 'OPEN' AND u.last_attempt_at >= coalesce(v_index_changed_at, '-infinity');
+
+  DROP TABLE IF EXISTS pg_temp.cabinet_batch;
+  CREATE TEMP TABLE cabinet_batch ON COMMIT DROP AS
+  WITH first_candidates AS MATERIALIZED (
+    -- never evaluated (or unlinked with its unmatched row left RESOLVED)
+    SELECT p.lead_id, p.lead_source_pk, p.rows_with_key, 'NO_IDENTITY' AS batch_kind, NULL::uuid AS person_key,
+           p.status IS NOT NULL AS evaluated_before, p.last_attempt_at
+    FROM pg_temp.cabinet_pending p
+    WHERE NOT p.linked AND (p.status IS NULL OR p.status = 'RESOLVED')
+    UNION ALL
+    SELECT m.lead_id, k.source_pk, m.rows_with_key, 'NO_DRIVER', k.person_key,
+           u.source_pk IS NOT NULL, u.last_attempt_at
+    FROM canon.identity_links k
+    -- (the date filter inside the aggregate: the probe uses the key index alone)
+    CROSS JOIN LATERAL (
+      SELECT min(s.lead_id) FILTER (WHERE s.lead_date >= p_scope_from) AS lead_id,
+             count(*) FILTER (WHERE s.lead_date >= p_scope_from) AS rows_with_key
+      FROM canon.lead_keys s
+      WHERE s.lead_source_pk = k.source_pk
+    ) m
+    LEFT JOIN canon.identity_unmatched u
+      ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = k.source_pk
+    WHERE p_only_limbo
+      AND k.source_table = 'module_ct_cabinet_leads'
+      AND m.lead_id IS NOT NULL
+      AND coalesce(u.status, 'OPEN') <> 'IGNORED'
+      AND NOT EXISTS (SELECT 1 FROM canon.identity_links dl
+                      WHERE dl.source_table = 'drivers' AND dl.person_key = k.person_key)
+  ),
+  retries AS (
+    SELECT m.lead_id, u.source_pk AS lead_source_pk, m.rows_with_key,
+           'NO_IDENTITY' AS batch_kind, NULL::uuid AS person_key,
+           true AS evaluated_before, u.last_attempt_at
+    FROM canon.identity_unmatched u
+    CROSS JOIN LATERAL (
+      SELECT min(s.lead_id) FILTER (WHERE s.lead_date >= p_scope_from) AS lead_id,
+             count(*) FILTER (WHERE s.lead_date >= p_scope_from) AS rows_with_key
+      FROM canon.lead_keys s
+      WHERE s.lead_source_pk = u.source_pk
+    ) m
+    WHERE u.status = 'OPEN'
+      AND u.last_attempt_at < coalesce(v_index_changed_at, '-infinity')
+      AND u.source_table = 'module_ct_cabinet_leads'
+      AND m.lead_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM canon.identity_links k
+                      WHERE k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = u.source_pk)
+    ORDER BY u.last_attempt_at, m.lead_id
+    -- none when never-evaluated leads fill the batch
+    LIMIT greatest(p_limit - (SELECT count(*) FROM first_candidates f WHERE NOT f.evaluated_before), 0)
+  )
+  SELECT c.*
+  FROM (SELECT * FROM first_candidates UNION ALL SELECT * FROM retries) c
+  ORDER BY c.evaluated_before, c.last_attempt_at NULLS FIRST, c.lead_id
+  LIMIT p_limit;
+  GET DIAGNOSTICS v_selected = ROW_COUNT;
+  -- Batch rows are re-keyed when their source values changed since they were keyed. Only
+  -- rows whose source hash (as canon.refresh_lead_keys computes it) differs are passed:
+  -- re-normalising unchanged rows costs as much as keying them.
+  PERFORM canon.refresh_lead_keys(ARRAY(
+    SELECT b.lead_id
+    FROM pg_temp.cabinet_batch b
+    JOIN public.module_ct_cabinet_leads l ON l.id = b.lead_id
+    JOIN canon.lead_keys k ON k.lead_id = b.lead_id
+    WHERE k.source_hash IS DISTINCT FROM
+          md5(concat_ws(E'\x1f', l.external_id, l.lead_created_at::text, l.park_phone, l.asset_plate_number,
+                        l.first_name, l.middle_name, l.last_name))));
+  v_ms := v_ms || jsonb_build_object('select_batch', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
+
+  -- Step 6: decisions for the whole batch at once.
+  v_t := clock_timestamp();
+  DROP TABLE IF EXISTS pg_temp.cabinet_decisions;
+  CREATE TEMP TABLE cabinet_decisions ON COMMIT DROP AS
+  SELECT d.*, b.batch_kind, b.person_key AS lead_person_key, k.lead_created_at,
+         dl.person_key AS driver_person_key
+  FROM canon.lead_decisions(ARRAY(SELECT b.lead_id FROM pg_temp.cabinet_batch b)) d
+  JOIN pg_temp.cabinet_batch b ON b.lead_id = d.lead_id
+  JOIN canon.lead_keys k ON k.lead_id = d.lead_id
+  LEFT JOIN canon.identity_links dl ON dl.source_table = 'drivers' AND dl.source_pk = d.driver_id;
+  v_ms := v_ms || jsonb_build_object('decide', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
+
+  -- Linking: a person per matched driver that has none (created only with its links).
+  v_t := clock_timestamp();
+  DROP TABLE IF EXISTS pg_temp.cabinet_new_persons;
+  CREATE TEMP TABLE cabinet_new_persons ON COMMIT DROP AS
+  SELECT DISTINCT ON (d.driver_id)
+         d.driver_id, gen_random_uuid() AS person_key, d.lead_source_pk AS first_lead_source_pk,
+         d.match_rule, d.match_score, d.confidence_level
+  FROM pg_temp.cabinet_decisions d
+  WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY' AND d.driver_person_key IS NULL
+  ORDER BY d.driver_id, d.lead_created_at, d.lead_source_pk;
+
+  INSERT INTO canon.identity_registry (person_key, confidence_level, primary_phone, primary_license, primary_name, created_run_id)
+  SELECT np.person_key, np.confidence_level, i.phone_norm, i.license_norm, i.name_norm, p_run_id
+  FROM pg_temp.cabinet_new_persons np
+  JOIN canon.driver_index i ON i.driver_id = np.driver_id;
+  GET DIAGNOSTICS v_new_persons = ROW_COUNT;
+
+  INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
+  SELECT 'drivers', np.driver_id, np.person_key, np.match_rule, np.match_score, np.confidence_level,
+         jsonb_build_object('linked_with_lead', np.first_lead_source_pk), p_run_id
+  FROM pg_temp.cabinet_new_persons np;
+  GET DIAGNOSTICS v_driver_links = ROW_COUNT;
+
+  INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
+  SELECT 'module_ct_cabinet_leads', d.lead_source_pk, coalesce(d.driver_person_key, np.person_key),
+         d.match_rule, d.match_score, d.confidence_level, d.evidence, p_run_id
+  FROM pg_temp.cabinet_decisions d
+  LEFT JOIN pg_temp.cabinet_new_persons np ON np.driver_id = d.driver_id
+  WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY';
+  GET DIAGNOSTICS v_lead_links = ROW_COUNT;
+
+  -- The origin of a person is the earliest lead that brought it.
+  INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by, run_id)
+  SELECT DISTINCT ON (person_key) person_key, 'cabinet_lead', lead_source_pk, confidence_level, lead_created_at, 'system', p_run_id
+  FROM (
+    SELECT coalesce(d.driver_person_key, np.person_key) AS person_key, d.lead_source_pk, d.confidence_level, d.lead_created_at
+    FROM pg_temp.cabinet_decisions d
+    LEFT JOIN pg_temp.cabinet_new_persons np ON np.driver_id = d.driver_id
+    WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
+  ) m
+  ORDER BY person_key, lead_created_at, lead_source_pk
+  ON CONFLICT (person_key) DO NOTHING;
+  GET DIAGNOSTICS v_origins = ROW_COUNT;
+
+  UPDATE canon.identity_unmatched u
+  SET status = 'RESOLVED', resolved_at = now(), last_attempt_at = now(), last_run_id = p_run_id,
+      attempts = u.attempts + 1
+  FROM pg_temp.cabinet_decisions d
+  WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
+    AND u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = d.lead_source_pk AND u.status = 'OPEN';
+  GET DIAGNOSTICS v_resolved = ROW_COUNT;
+
+  -- NO_DRIVER repair (only-limbo): the lead's person gets the matched driver if it is free.
+  IF p_only_limbo THEN
+    INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
+    SELECT DISTINCT ON (d.driver_id) 'drivers', d.driver_id, d.lead_person_key, d.match_rule, d.match_score, d.confidence_level,
+           jsonb_build_object('repaired_no_driver_for_lead', d.lead_source_pk) || d.evidence, p_run_id
+    FROM pg_temp.cabinet_decisions d
+    WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_DRIVER' AND d.driver_person_key IS NULL
+    ORDER BY d.driver_id, d.lead_created_at
+    ON CONFLICT (source_table, source_pk) DO NOTHING;
+    GET DIAGNOSTICS v_no_driver_repaired = ROW_COUNT;
+  END IF;
+
+  -- Leads that stay unmatched: reason, keys and candidates; retry bookkeeping; IGNORED kept.
+  INSERT INTO canon.identity_unmatched AS u (
+    source_table, source_pk, reason_code, details, candidates, status,
+    first_attempt_at, last_attempt_at, first_run_id, last_run_id, attempts)
+  SELECT 'module_ct_cabinet_leads', d.lead_source_pk, d.decision, d.details, d.candidates, 'OPEN',
+         now(), now(), p_run_id, p_run_id, 1
+  FROM pg_temp.cabinet_decisions d
+  WHERE d.decision <> 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
+  ON CONFLICT (source_table, source_pk) DO UPDATE
+    SET reason_code = excluded.reason_code, details = excluded.details, candidates = excluded.candidates,
+        status = CASE WHEN u.status = 'IGNORED' THEN 'IGNORED' ELSE 'OPEN' END,
+        resolved_at = CASE WHEN u.status = 'IGNORED' THEN u.resolved_at END,
+        last_attempt_at = excluded.last_attempt_at, last_run_id = excluded.last_run_id,
+        attempts = u.attempts + 1;
+  GET DIAGNOSTICS v_unmatched = ROW_COUNT;
+  -- Every NO_IDENTITY lead of the batch is now linked or unmatched: no longer pending.
+  UPDATE canon.lead_keys k SET match_pending = false
+  FROM (SELECT DISTINCT d.lead_source_pk FROM pg_temp.cabinet_decisions d WHERE d.batch_kind = 'NO_IDENTITY') d
+  WHERE k.lead_source_pk = d.lead_source_pk AND k.match_pending;
+  GET DIAGNOSTICS v_evaluated_cleared = ROW_COUNT;
+  v_ms := v_ms || jsonb_build_object('link', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
+
+  SELECT jsonb_build_object(
+    'leads_keyed', v_keyed,
+    'leads_selected', v_selected,
+    'leads_evaluated', (SELECT count(*) FROM pg_temp.cabinet_decisions),
+    'batch', jsonb_build_object(
+      'no_identity', (SELECT count(*) FROM pg_temp.cabinet_batch WHERE batch_kind = 'NO_IDENTITY'),
+      'no_driver', (SELECT count(*) FROM pg_temp.cabinet_batch WHERE batch_kind = 'NO_DRIVER'),
+      'never_evaluated', (SELECT count(*) FROM pg_temp.cabinet_batch WHERE NOT evaluated_before),
+      'retried', (SELECT count(*) FROM pg_temp.cabinet_batch WHERE evaluated_before),
+      'duplicate_key_rows', (SELECT coalesce(sum(rows_with_key - 1), 0) FROM pg_temp.cabinet_batch)),
+    'newly_linked', v_lead_links,
+    'newly_linked_by_rule', (SELECT coalesce(jsonb_object_agg(r.match_rule, r.n), '{}'::jsonb) FROM (
+        SELECT d.match_rule, count(*) AS n FROM pg_temp.cabinet_decisions d
+        WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY' GROUP BY d.match_rule) r),
+    'new_persons', v_new_persons,
+    'persons_reused', v_lead_links - (SELECT count(*) FROM pg_temp.cabinet_decisions d
+                                       WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY' AND d.driver_person_key IS NULL),
+    'newly_driver_linked', v_driver_links + v_no_driver_repaired,
+    'no_driver_repaired', v_no_driver_repaired,
+    'origins_written', v_origins,
+    'previously_unmatched_now_linked', v_resolved,
+    'unmatched', v_unmatched,
+    'unmatched_by_reason', (SELECT coalesce(jsonb_object_agg(r.decision, r.n), '{}'::jsonb) FROM (
+        SELECT d.decision, count(*) AS n FROM pg_temp.cabinet_decisions d
+        WHERE d.decision <> 'MATCH' GROUP BY d.decision) r),
+    'ambiguous', (SELECT count(*) FROM pg_temp.cabinet_decisions d WHERE d.decision = 'AMBIGUOUS'),
+    'conflicts', (SELECT count(*) FROM pg_temp.cabinet_decisions d WHERE d.decision = 'CONFLICT'),
+    'open_unmatched_total', (SELECT count(*) FROM canon.identity_unmatched u
+                             WHERE u.source_table = 'module_ct_cabinet_leads' AND u.status = 'OPEN'),
+    'leads_without_lead_created_at', (SELECT count(*) FROM canon.lead_keys k WHERE k.lead_date IS NULL),
+    'leads_with_oversized_key', v_oversized,
+    'leads_keyed_late', cardinality(v_unkeyed),
+    'driver_index_changed_at', v_index_changed_at,
+    'retries_skipped_no_index_change', v_retries_skipped,
+    'pending_flags_cleared', v_pending_cleared + v_evaluated_cleared,
+    'durations_ms', v_ms)
+  INTO v_stats;
+  RETURN v_stats;
+END
+$$;
+COMMENT ON FUNCTION canon.match_cabinet_leads(bigint, date, integer, boolean) IS 'Pipeline steps 5-6: key new leads, select the batch, decide, link set-based, record unmatched reasons. Returns step stats.';

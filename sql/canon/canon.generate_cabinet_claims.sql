@@ -193,17 +193,22 @@ BEGIN
   -- The scope's figures in one pass over its stored rows.
   WITH scope AS (
     SELECT count(*) AS leads,
-           count(DISTINCT s.lead_source_pk) AS lead_keys,
            count(*) FILTER (WHERE s.person_key IS NOT NULL) AS with_identity,
            count(*) FILTER (WHERE s.driver_id IS NOT NULL) AS with_driver,
            count(*) FILTER (WHERE s.trips_in_window > 0) AS with_trips,
            count(*) FILTER (WHERE s.window_days IS NULL) AS without_rule,
-           count(*) FILTER (WHERE s.limbo_stage = 'TRIPS_NO_CLAIM') AS trips_no_claim,
+           count(*) FILTER (WHERE s.limbo_stage = 'TRIPS_NO_CLAIM') AS trips_no_claim
+    FROM canon.cabinet_lead_state s
+    WHERE s.lead_date >= p_scope_from
+  ),
+  -- Per key (sorts the scope): on sweeps only; NULL in incremental runs.
+  scope_keys AS (
+    SELECT count(DISTINCT s.lead_source_pk) AS lead_keys,
            count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m1)
              + count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m5)
              + count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m25) AS milestones_reached
     FROM canon.cabinet_lead_state s
-    WHERE s.lead_date >= p_scope_from
+    WHERE v_sweep AND s.lead_date >= p_scope_from
   ),
   evaluated_drivers AS (
     SELECT DISTINCT s.driver_id
@@ -220,7 +225,7 @@ BEGIN
   SELECT jsonb_build_object(
     'scope_from', p_scope_from,
     'leads_in_scope', sc.leads,
-    'lead_keys_in_scope', sc.lead_keys,
+    'lead_keys_in_scope', CASE WHEN v_sweep THEN (SELECT k.lead_keys FROM scope_keys k) END,
     'leads_with_identity', sc.with_identity,
     'leads_with_driver', sc.with_driver,
     'leads_with_trips', sc.with_trips,
@@ -228,7 +233,7 @@ BEGIN
     'leads_in_trips_no_claim', sc.trips_no_claim,
     'trip_rows_read', (v_state->>'trip_rows_read')::bigint,
     'trip_rows_unparseable_scope_drivers', (SELECT n FROM unparseable),
-    'milestones_reached', sc.milestones_reached,
+    'milestones_reached', CASE WHEN v_sweep THEN (SELECT k.milestones_reached FROM scope_keys k) END,
     'claims_generated', v_generated->'claims_generated',
     'claims_generated_amount', v_generated->'claims_generated_amount',
     'claims_generated_by_milestone', v_generated->'claims_generated_by_milestone',

@@ -27,6 +27,8 @@ DECLARE
   v_stats jsonb;
   v_oversized integer;
   v_unkeyed integer[];
+  v_max_keyed integer;
+  v_gap_scan_scope boolean;
   v_index_changed_at timestamptz;
   v_pending_cleared integer;
   v_evaluated_cleared integer;
@@ -34,15 +36,19 @@ DECLARE
 BEGIN
   -- Step 5a: keys of lead rows not seen before.
   v_t := clock_timestamp();
+  v_max_keyed := coalesce((SELECT max(k.lead_id) FROM canon.lead_keys k), 0);
   v_keyed := canon.refresh_lead_keys('{}');
-  -- Rows of the scope without a key: garbage keys (never keyed, only counted) and rows
-  -- committed after higher ids were keyed (keyed now). Integer anti-join, no function calls
-  -- on keyed rows.
+  -- Rows without a key: garbage keys (never keyed, only counted) and rows committed after
+  -- higher ids were keyed (keyed now). The whole scope on the first run of the business
+  -- day (the day's sweep, as for the lead state), else only rows newer than the keyed
+  -- ones: an anti-join over every lead of the scope costs what the scope costs.
+  v_gap_scan_scope := (SELECT m.last_sweep_date FROM canon.cabinet_lead_state_meta m) IS DISTINCT FROM canon.business_today();
   SELECT count(*) FILTER (WHERE length(canon.lead_source_pk(l.external_id, l.id)) > 200),
          coalesce(array_agg(l.id) FILTER (WHERE length(canon.lead_source_pk(l.external_id, l.id)) <= 200), '{}')
   INTO v_oversized, v_unkeyed
   FROM public.module_ct_cabinet_leads l
   WHERE l.lead_created_at >= p_scope_from::timestamp
+    AND (v_gap_scan_scope OR l.id > v_max_keyed)
     AND NOT EXISTS (SELECT 1 FROM canon.lead_keys k WHERE k.lead_id = l.id);
   IF cardinality(v_unkeyed) > 0 THEN
     v_keyed := v_keyed + canon.refresh_lead_keys(v_unkeyed);
@@ -282,6 +288,7 @@ BEGIN
     'leads_without_lead_created_at', (SELECT count(*) FROM canon.lead_keys k WHERE k.lead_date IS NULL),
     'leads_with_oversized_key', v_oversized,
     'leads_keyed_late', cardinality(v_unkeyed),
+    'unkeyed_rows_checked', CASE WHEN v_gap_scan_scope THEN 'scope' ELSE 'new_rows' END,
     'driver_index_changed_at', v_index_changed_at,
     'retries_skipped_no_index_change', v_retries_skipped,
     'pending_flags_cleared', v_pending_cleared + v_evaluated_cleared,

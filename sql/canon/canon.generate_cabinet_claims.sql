@@ -61,6 +61,15 @@ BEGIN
   WHERE l.id > v_meta.lead_id_watermark AND l.lead_created_at IS NOT NULL
   ON CONFLICT DO NOTHING;
 
+  -- A new row sharing a key with stored rows changes their key_rows.
+  INSERT INTO pg_temp.lead_state_todo
+  SELECT s.lead_id, 'key_sibling'
+  FROM pg_temp.lead_state_todo t
+  JOIN public.module_ct_cabinet_leads l ON l.id = t.lead_id
+  JOIN canon.cabinet_lead_state s ON s.lead_source_pk = canon.lead_source_pk(l.external_id, l.id)
+  WHERE t.reason = 'new_lead' AND s.lead_id <> t.lead_id
+  ON CONFLICT DO NOTHING;
+
   INSERT INTO pg_temp.lead_state_todo
   SELECT x.lead_id, 'links_or_claims_changed'
   FROM (

@@ -37,7 +37,16 @@ SELECT c.lead_id,
            OR (c.reached_m5 AND c5.lead_source_pk IS NULL)
            OR (c.reached_m25 AND c25.lead_source_pk IS NULL) THEN 'TRIPS_NO_CLAIM'
          ELSE 'OK'
-       END AS limbo_stage
+       END AS limbo_stage,
+       -- Dated lead rows sharing this key (this one, the keyed others, and others newer
+       -- than the keyed rows): 1 for almost every lead, which lets the per-key claim views
+       -- skip sorting every lead.
+       1 + (SELECT count(*)::integer FROM canon.lead_keys k2
+            WHERE k2.lead_source_pk = c.lead_source_pk AND k2.lead_date IS NOT NULL AND k2.lead_id <> c.lead_id)
+         + (SELECT count(*)::integer FROM public.module_ct_cabinet_leads l2
+            WHERE l2.id > (SELECT coalesce(max(k3.lead_id), 0) FROM canon.lead_keys k3)
+              AND l2.id <> c.lead_id AND l2.lead_created_at IS NOT NULL
+              AND canon.lead_source_pk(l2.external_id, l2.id) = c.lead_source_pk) AS key_rows
 FROM canon.v_cabinet_lead_chain c
 LEFT JOIN canon.claims_yango_cabinet_14d c1 ON c1.lead_source_pk = c.lead_source_pk AND c1.milestone = 1
 LEFT JOIN canon.claims_yango_cabinet_14d c5 ON c5.lead_source_pk = c.lead_source_pk AND c5.milestone = 5

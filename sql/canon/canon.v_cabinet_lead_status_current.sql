@@ -11,7 +11,7 @@ SELECT s.lead_id, s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.wi
        s.m5_trips_threshold, s.m5_amount, s.reached_m5,
        s.m25_trips_threshold, s.m25_amount, s.reached_m25,
        s.expected_amount, s.has_claim_m1, s.has_claim_m5, s.has_claim_m25, s.limbo_stage,
-       s.evaluated_at
+       s.evaluated_at, s.key_rows
 FROM canon.cabinet_lead_state s
 UNION ALL
 SELECT v.lead_id, v.lead_source_pk, v.lead_date, v.person_key, v.driver_id, v.window_days, v.window_end,
@@ -20,7 +20,7 @@ SELECT v.lead_id, v.lead_source_pk, v.lead_date, v.person_key, v.driver_id, v.wi
        v.m5_trips_threshold, v.m5_amount, v.reached_m5,
        v.m25_trips_threshold, v.m25_amount, v.reached_m25,
        v.expected_amount, v.has_claim_m1, v.has_claim_m5, v.has_claim_m25, v.limbo_stage,
-       now() AS evaluated_at
+       now() AS evaluated_at, v.key_rows
 FROM canon.v_cabinet_lead_status v
 WHERE v.lead_id > canon.lead_state_watermark()
   AND NOT EXISTS (SELECT 1 FROM canon.cabinet_lead_state s WHERE s.lead_id = v.lead_id);

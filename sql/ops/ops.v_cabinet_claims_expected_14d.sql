@@ -4,7 +4,8 @@
 -- Same lead state as the limbo view and canon.generate_cabinet_claims
 -- (canon.v_cabinet_lead_status_current: stored by the pipeline, live for newer leads).
 -- A key shared by two lead rows is shown once, from the earliest row that reached the
--- milestone (else the earliest row), which is the row generation takes.
+-- milestone (else the earliest row), which is the row generation takes; only those keys
+-- (key_rows > 1 in the lead state) are sorted.
 CREATE OR REPLACE VIEW ops.v_cabinet_claims_expected_14d AS
 SELECT e.lead_source_pk,
        e.lead_id,
@@ -31,7 +32,21 @@ SELECT e.lead_source_pk,
        e.currency,
        cl.amount_expected AS claim_amount
 FROM (
-  SELECT DISTINCT ON (c.lead_source_pk, m.milestone)
+  -- A key held by one lead row (almost all): that row, no sort.
+  SELECT c.lead_source_pk, c.lead_id, c.lead_date, c.person_key, c.driver_id,
+         m.milestone, m.trips_threshold, m.amount, c.currency,
+         c.trips_in_window AS trips_14d, c.window_end AS window_end_14d,
+         m.reached AS expected
+  FROM canon.v_cabinet_lead_status_current c
+  CROSS JOIN LATERAL (
+    VALUES (1, c.m1_trips_threshold, c.m1_amount, c.reached_m1),
+           (5, c.m5_trips_threshold, c.m5_amount, c.reached_m5),
+           (25, c.m25_trips_threshold, c.m25_amount, c.reached_m25)
+  ) m (milestone, trips_threshold, amount, reached)
+  WHERE m.trips_threshold IS NOT NULL
+    AND c.key_rows = 1
+  UNION ALL
+  (SELECT DISTINCT ON (c.lead_source_pk, m.milestone)
          c.lead_source_pk, c.lead_id, c.lead_date, c.person_key, c.driver_id,
          m.milestone, m.trips_threshold, m.amount, c.currency,
          c.trips_in_window AS trips_14d, c.window_end AS window_end_14d,
@@ -43,7 +58,8 @@ FROM (
            (25, c.m25_trips_threshold, c.m25_amount, c.reached_m25)
   ) m (milestone, trips_threshold, amount, reached)
   WHERE m.trips_threshold IS NOT NULL
-  ORDER BY c.lead_source_pk, m.milestone, m.reached DESC, c.lead_date, c.lead_id
+    AND c.key_rows > 1
+  ORDER BY c.lead_source_pk, m.milestone, m.reached DESC, c.lead_date, c.lead_id)
 ) e
 LEFT JOIN canon.claims_yango_cabinet_14d cl
   ON cl.lead_source_pk = e.lead_source_pk

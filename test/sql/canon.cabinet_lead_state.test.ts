@@ -40,7 +40,7 @@ async function leadState(db: TestDb, args?: string): Promise<{ claims: Record<st
 async function staleRows(db: TestDb): Promise<number> {
   const cols = `lead_id, lead_source_pk, lead_date, person_key, driver_id, window_days, window_end, trips_in_window,
     trip_rows_in_window, currency, m1_trips_threshold, m1_amount, reached_m1, m5_trips_threshold, m5_amount, reached_m5,
-    m25_trips_threshold, m25_amount, reached_m25, expected_amount, has_claim_m1, has_claim_m5, has_claim_m25, limbo_stage`;
+    m25_trips_threshold, m25_amount, reached_m25, expected_amount, has_claim_m1, has_claim_m5, has_claim_m25, limbo_stage, key_rows`;
   const [r] = await db.query<{ n: number }>(`
     SELECT ((SELECT count(*) FROM (SELECT ${cols} FROM canon.cabinet_lead_state EXCEPT SELECT ${cols} FROM canon.v_cabinet_lead_status) a)
           + (SELECT count(*) FROM (SELECT ${cols} FROM canon.v_cabinet_lead_status EXCEPT SELECT ${cols} FROM canon.cabinet_lead_state) b))::int AS n`);
@@ -165,6 +165,33 @@ test('a link removed by hand is shown at once; a claim deleted in psql is re-eva
   t.is(run.claims['claims_generated'], 1);
   t.like(await limboRow(db, other.key), { limbo_stage: 'OK', has_claim_m1: true });
   t.is(await staleRows(db), 0);
+});
+
+test('a new lead row with the key of a stored one makes the next run re-evaluate both (key_rows 2), one set of expected claims', async (t) => {
+  const db = await freshDb(t, 'lead_state_sibling');
+  const today = await businessToday(db);
+  const first = await linkedLead(db, addDays(today, -6), { trips: tripsOnDays(addDays(today, -6), [0]) });
+  await leadState(db);
+  const second = await insertLead(db, { externalId: first.key, createdAt: addDays(today, -2) });
+  const run = await leadState(db);
+  t.is(run.claims.lead_state.reasons['key_sibling'], 1);
+  const rows = await db.query<{ lead_id: number; key_rows: number }>(
+    `SELECT lead_id, key_rows FROM canon.cabinet_lead_state WHERE lead_source_pk = $1 ORDER BY lead_id`,
+    [first.key],
+  );
+  t.deepEqual(rows, [
+    { lead_id: first.id, key_rows: 2 },
+    { lead_id: second.id, key_rows: 2 },
+  ]);
+  const expected = await db.query<{ milestone: number; lead_id: number }>(
+    `SELECT milestone, lead_id FROM ops.v_cabinet_claims_expected_14d WHERE lead_source_pk = $1 ORDER BY milestone`,
+    [first.key],
+  );
+  t.deepEqual(expected.map((e) => [e.milestone, e.lead_id]), [
+    [1, first.id],
+    [5, first.id],
+    [25, first.id],
+  ]);
 });
 
 test('changed claim rules make the next run re-evaluate every lead', async (t) => {

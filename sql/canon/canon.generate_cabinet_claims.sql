@@ -9,8 +9,12 @@
 -- Which leads are re-evaluated (trip windows summed again):
 --   * lead rows never evaluated (id above the watermark), leads whose links or claims
 --     changed (canon.cabinet_lead_state_dirty, marked by triggers);
---   * when summary_daily changed (canon.summary_daily_fingerprint): the leads of the
---     scope with a driver whose window is open or closed less than trips_settle_days ago;
+--   * when rows were appended to summary_daily (canon.summary_daily_writes: insert count
+--     of the statistics system grew): the scope's leads of the drivers found in the pages
+--     appended since the last look (a TID range scan, no trigger on the upstream table);
+--     when rows were updated or deleted, or the table was truncated or statistics are off:
+--     the scope's leads with a driver whose window is open or closed less than
+--     trips_settle_days ago;
 --   * a sweep, on the first run of each business day, when called without a run
 --     (p_run_id NULL, by hand) or after the claim rules changed: every lead of the scope,
 --     plus lead rows that appeared, vanished or changed key or date anywhere;
@@ -26,7 +30,9 @@ AS $$
 DECLARE
   v_today date := canon.business_today();
   v_meta canon.cabinet_lead_state_meta%ROWTYPE;
-  v_fingerprint text := canon.summary_daily_fingerprint();
+  v_trips canon.summary_daily_write_counts;
+  v_trips_mode text := 'unchanged';
+  v_trip_drivers integer;
   v_settle integer := canon.setting('trips_settle_days')::integer;
   v_sweep boolean;
   v_trips_changed boolean;
@@ -47,7 +53,15 @@ BEGIN
   END IF;
   SELECT * INTO v_meta FROM canon.cabinet_lead_state_meta FOR UPDATE;
   v_sweep := p_run_id IS NULL OR v_meta.full_refresh_needed OR v_meta.last_sweep_date IS DISTINCT FROM v_today;
-  v_trips_changed := v_fingerprint IS NULL OR v_fingerprint IS DISTINCT FROM v_meta.trips_fingerprint;
+  v_trips := canon.summary_daily_writes();
+  v_trips_mode := CASE
+    WHEN v_trips.inserted IS NULL OR v_meta.trips_inserted IS NULL
+      OR v_trips.relfilenode IS DISTINCT FROM v_meta.trips_relfilenode
+      OR v_trips.modified IS DISTINCT FROM v_meta.trips_modified
+      OR v_trips.blocks < v_meta.trips_blocks THEN 'rewritten'
+    WHEN v_trips.inserted <> v_meta.trips_inserted THEN 'appended'
+    ELSE 'unchanged' END;
+  v_trips_changed := v_trips_mode <> 'unchanged';
   SELECT max(d.mark_seq) INTO v_max_mark FROM canon.cabinet_lead_state_dirty d;
   SELECT max(l.id) INTO v_max_lead_id FROM public.module_ct_cabinet_leads l;
 
@@ -105,7 +119,23 @@ BEGIN
       SELECT s.lead_id, 'claim_rules_changed' FROM canon.cabinet_lead_state s
       ON CONFLICT DO NOTHING;
     END IF;
-  ELSIF v_trips_changed THEN
+  ELSIF v_trips_mode = 'appended' THEN
+    -- Appended rows are in the pages added since the last look (and the last page then).
+    DROP TABLE IF EXISTS pg_temp.lead_state_trip_drivers;
+    CREATE TEMP TABLE lead_state_trip_drivers ON COMMIT DROP AS
+    SELECT DISTINCT t.driver_id::text AS driver_id
+    FROM public.summary_daily t
+    WHERE t.ctid >= format('(%s,0)', greatest(v_meta.trips_blocks - 1, 0))::tid
+      AND t.driver_id IS NOT NULL;
+    GET DIAGNOSTICS v_trip_drivers = ROW_COUNT;
+    ANALYZE pg_temp.lead_state_trip_drivers;
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT s.lead_id, 'trips_appended'
+    FROM pg_temp.lead_state_trip_drivers d
+    JOIN canon.cabinet_lead_state s ON s.driver_id = d.driver_id
+    WHERE s.lead_date >= p_scope_from
+    ON CONFLICT DO NOTHING;
+  ELSIF v_trips_mode = 'rewritten' THEN
     INSERT INTO pg_temp.lead_state_todo
     SELECT s.lead_id, 'trips_changed'
     FROM canon.cabinet_lead_state s
@@ -195,7 +225,12 @@ BEGIN
   SET lead_id_watermark = greatest(lead_id_watermark, coalesce(v_max_lead_id, 0)),
       last_sweep_date = CASE WHEN v_sweep THEN v_today ELSE last_sweep_date END,
       last_sweep_at = CASE WHEN v_sweep THEN now() ELSE last_sweep_at END,
-      trips_fingerprint = CASE WHEN v_sweep OR v_trips_changed THEN v_fingerprint ELSE trips_fingerprint END,
+      -- Kept as they were when nothing was read: statistics published late are then
+      -- compared with the last values acted upon, and the appended pages scanned from there.
+      trips_relfilenode = CASE WHEN v_sweep OR v_trips_changed THEN v_trips.relfilenode ELSE trips_relfilenode END,
+      trips_inserted = CASE WHEN v_sweep OR v_trips_changed THEN v_trips.inserted ELSE trips_inserted END,
+      trips_modified = CASE WHEN v_sweep OR v_trips_changed THEN v_trips.modified ELSE trips_modified END,
+      trips_blocks = CASE WHEN v_sweep OR v_trips_changed THEN v_trips.blocks ELSE trips_blocks END,
       full_refresh_needed = false,
       updated_at = now();
 
@@ -253,6 +288,8 @@ BEGIN
     'lead_state', jsonb_build_object(
       'mode', CASE WHEN v_sweep THEN 'sweep' ELSE 'incremental' END,
       'trips_changed', v_trips_changed,
+      'trips', v_trips_mode,
+      'trip_drivers_appended', v_trip_drivers,
       'reasons', v_reasons,
       'evaluated', (v_state->>'evaluated')::integer + (v_state2->>'evaluated')::integer,
       'written', (v_state->>'written')::integer + (v_state2->>'written')::integer,

@@ -73,6 +73,10 @@ BEGIN
   GET DIAGNOSTICS v_removed = ROW_COUNT;
 
   DROP TABLE pg_temp.lead_state_fresh;
+  -- What the limbo snapshot compares with to know whether it must recount.
+  IF v_written + v_removed > 0 THEN
+    UPDATE canon.cabinet_lead_state_meta SET changed_at = now();
+  END IF;
   RETURN jsonb_build_object('evaluated', v_evaluated, 'written', v_written, 'removed', v_removed,
                             'trip_rows_read', v_trip_rows);
 END

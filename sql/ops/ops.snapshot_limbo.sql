@@ -1,5 +1,6 @@
 -- ops.snapshot_limbo: pipeline step 8 (SPEC 7, 9). In one pass over
--- ops.v_cabinet_leads_limbo (ops.limbo_week_counts) it stores the run's limbo counts per lead week
+-- ops.v_cabinet_leads_limbo (ops.limbo_week_counts), or by copying the previous snapshot
+-- when no lead state changed since, it stores the run's limbo counts per lead week
 -- (ops.limbo_snapshot_weeks) and over all leads (ops.limbo_snapshots), then evaluates the
 -- alert rules on that snapshot and records the firing alerts (ops.check_limbo_alerts).
 -- It runs inside the run's all-or-nothing transaction: a failed or dry run keeps nothing,
@@ -15,6 +16,9 @@ DECLARE
   v_snap jsonb;
   v_weeks integer;
   v_alerts jsonb;
+  v_prev_run bigint;
+  v_prev_at timestamptz;
+  v_reused boolean;
 BEGIN
   IF p_run_id IS NULL THEN
     RAISE EXCEPTION 'ops.snapshot_limbo: p_run_id is NULL: expected the id of a row of canon.ingestion_runs'
@@ -23,8 +27,20 @@ BEGIN
 
   DELETE FROM ops.limbo_snapshots s WHERE s.run_id = p_run_id;
 
+  -- The counts are those of the previous snapshot when no stored lead state changed since
+  -- it was taken and no lead row is newer than the last evaluation (the view would give
+  -- the same numbers): copied, not recounted over every lead.
+  SELECT s.run_id, s.taken_at INTO v_prev_run, v_prev_at
+  FROM ops.limbo_snapshots s
+  ORDER BY s.taken_at DESC, s.run_id DESC
+  LIMIT 1;
+  v_reused := v_prev_run IS NOT NULL
+    AND v_prev_at >= (SELECT m.changed_at FROM canon.cabinet_lead_state_meta m)
+    AND NOT EXISTS (SELECT 1 FROM public.module_ct_cabinet_leads l
+                    WHERE l.id > canon.lead_state_watermark() AND l.lead_created_at IS NOT NULL);
+
   WITH weeks AS (
-    SELECT w.* FROM ops.limbo_week_counts(NULL) w
+    SELECT w.* FROM ops.limbo_week_counts(CASE WHEN v_reused THEN v_prev_run END) w
   ),
   snapshot AS (
     INSERT INTO ops.limbo_snapshots (
@@ -67,6 +83,7 @@ BEGIN
       'NO_TRIPS_14D', v_snap->'limbo_no_trips_14d', 'TRIPS_NO_CLAIM', v_snap->'limbo_trips_no_claim',
       'OK', v_snap->'limbo_ok'),
     'weeks_written', v_weeks,
+    'counts_copied_from_run', CASE WHEN v_reused THEN v_prev_run END,
     'rows_written', v_weeks + 1,
     'alerts_firing', jsonb_array_length(v_alerts),
     'alerts_new', (SELECT count(*) FROM jsonb_array_elements(v_alerts) x WHERE (x->>'is_new')::boolean),

@@ -24,6 +24,8 @@ const log = createLogger({ logLevel: 'silent', logFormat: 'json' });
 interface LeadStateStats {
   mode: 'sweep' | 'incremental';
   trips_changed: boolean;
+  trips: 'unchanged' | 'appended' | 'rewritten';
+  trip_drivers_appended: number | null;
   reasons: Record<string, number>;
   evaluated: number;
   written: number;
@@ -87,7 +89,11 @@ test('a run with nothing new re-evaluates no lead and writes no state row', asyn
   await linkedLead(db, addDays(today, -3), { trips: tripsOnDays(addDays(today, -3), [0, 1]) });
   await leadState(db);
   const again = await leadState(db);
-  t.like(again.claims.lead_state, { mode: 'incremental', trips_changed: false, evaluated: 0, written: 0, removed: 0 });
+  t.like(again.claims.lead_state, { mode: 'incremental', trips_changed: false, trips: 'unchanged', evaluated: 0, written: 0, removed: 0 });
+  // Nothing changed since the previous snapshot: its counts are copied, not recounted.
+  const copied = (again as unknown as { snapshot: { counts_copied_from_run: number | null; stages: Record<string, number> } }).snapshot;
+  t.true(Number.isInteger(copied.counts_copied_from_run));
+  t.is(copied.stages['OK'], 1);
   t.deepEqual(again.claims.lead_state.reasons, {});
 });
 
@@ -103,28 +109,50 @@ test('trips that arrive for an open window are re-read by the next run, which cl
   // Stored as of the last run until the next one.
   t.like(await limboRow(db, lead.key), { limbo_stage: 'NO_TRIPS_14D', trips_14d: '0' });
   const run = await leadState(db);
-  t.like(run.claims.lead_state, { mode: 'incremental', trips_changed: true });
-  t.is(run.claims.lead_state.reasons['trips_changed'], 1);
+  t.like(run.claims.lead_state, { mode: 'incremental', trips_changed: true, trips: 'appended', trip_drivers_appended: 1 });
+  t.is(run.claims.lead_state.reasons['trips_appended'], 1);
   t.like(await limboRow(db, lead.key), { limbo_stage: 'OK', trips_14d: '5', has_claim_m1: true, has_claim_m5: true });
   t.deepEqual((await claimsOf(db, lead.key)).map((c) => c.milestone), [1, 5]);
   t.is(await staleRows(db), 0);
 });
 
-test('late trips of a window closed long ago wait for the daily sweep of the scope', async (t) => {
-  const db = await freshDb(t, 'lead_state_settle');
+test('late trip rows appended for a window closed long ago are found in the new pages by the next run', async (t) => {
+  const db = await freshDb(t, 'lead_state_late');
   const today = await businessToday(db);
   const leadDate = addDays(today, -25); // window closed 11 days ago, inside days_back 30
   const lead = await linkedLead(db, leadDate);
+  const other = await linkedLead(db, leadDate);
   await leadState(db);
   await addTrips(db, lead.driverId, tripsOnDays(leadDate, [2]));
+  const run = await leadState(db);
+  t.like(run.claims.lead_state, { mode: 'incremental', trips: 'appended', trip_drivers_appended: 1 });
+  t.is(run.claims.lead_state.reasons['trips_appended'], 1, 'only the lead of the driver with new rows');
+  t.like(await limboRow(db, lead.key), { limbo_stage: 'OK', trips_14d: '1', has_claim_m1: true });
+  t.like(await limboRow(db, other.key), { limbo_stage: 'NO_TRIPS_14D' });
+});
+
+test('trip rows updated in place for a window closed long ago wait for the daily sweep of the scope', async (t) => {
+  const db = await freshDb(t, 'lead_state_settle');
+  const today = await businessToday(db);
+  const leadDate = addDays(today, -25);
+  const lead = await linkedLead(db, leadDate, { trips: [{ dateFile: 'garbage', trips: 3 }] });
+  await leadState(db);
+  t.like(await limboRow(db, lead.key), { limbo_stage: 'NO_TRIPS_14D' });
+  // Upstream corrects the date of its row: an update, not an append.
+  await db.query(
+    `WITH u AS (UPDATE public.summary_daily SET date_file = $2 WHERE driver_id = $1 RETURNING 1)
+     SELECT count(*), pg_stat_force_next_flush() FROM u`,
+    [lead.driverId, addDays(leadDate, 1)],
+  );
   const incremental = await leadState(db);
-  t.is(incremental.claims.lead_state.reasons['trips_changed'], undefined);
+  t.is(incremental.claims.lead_state.trips, 'rewritten');
+  t.is(incremental.claims.lead_state.reasons['trips_changed'], undefined, 'window closed more than trips_settle_days ago');
   t.like(await limboRow(db, lead.key), { limbo_stage: 'NO_TRIPS_14D' });
 
   await nextBusinessDay(db);
   const sweep = await leadState(db);
   t.is(sweep.claims.lead_state.mode, 'sweep');
-  t.like(await limboRow(db, lead.key), { limbo_stage: 'OK', trips_14d: '1', has_claim_m1: true });
+  t.like(await limboRow(db, lead.key), { limbo_stage: 'OK', trips_14d: '3', has_claim_m1: true });
 });
 
 test('a lead row added after the last run is in the view at once, evaluated live', async (t) => {

@@ -33,6 +33,15 @@ DECLARE
   v_pending_cleared integer;
   v_evaluated_cleared integer;
   v_retries_skipped integer;
+  v_state_found boolean;
+  v_retry_checked_from timestamptz;
+  v_retry_checked_to timestamptz;
+  v_retry_check text;
+  v_marked_due integer := 0;
+  v_changed_keys bigint;
+  v_probe_by_key boolean;
+  v_hashjoin text;
+  v_mergejoin text;
 BEGIN
   -- Step 5a: keys of lead rows not seen before.
   v_t := clock_timestamp();
@@ -61,12 +70,90 @@ BEGIN
   --   or unmatched row was removed; partial index). A pending key found evaluated (linked,
   --   or unmatched OPEN / IGNORED) loses the flag. All in-scope rows of a never-evaluated
   --   key are pending (new rows are; removals mark every row of the key).
-  -- * OPEN unmatched leads, the least recently attempted first, only if the driver index
-  --   changed since their last attempt (driver_index_state.changed_at): nothing else can
-  --   turn them into a match, so with nothing new the batch is empty;
+  -- * OPEN unmatched leads due for a retry (retry_due, partial index), the least recently
+  --   attempted first: only a change of a driver sharing one of their keys can change
+  --   their outcome, so with nothing new the batch is empty (targeted retries below);
   -- * only-limbo: linked leads whose person has no driver (NO_DRIVER).
   v_t := clock_timestamp();
-  SELECT s.changed_at INTO v_index_changed_at FROM canon.driver_index_state s;
+  -- Targeted retries: the OPEN leads that share a key (phone, plate, licence: the keys
+  -- canon.lead_candidates joins on, normalised alike, so '+51 977...' and '977...' are one
+  -- phone) with a driver indexed or re-indexed since the last check (driver_index.indexed_at,
+  -- set by every upsert of canon.refresh_driver_index), or with a key a driver lost since
+  -- (re-indexed with other keys, or removed: canon.driver_index_key_changes; a lead that had
+  -- it as a candidate, e.g. AMBIGUOUS or CONFLICT, may now match), are marked retry_due.
+  -- No change: two probes of the end of an index. Changes: the distinct changed keys, then
+  -- index probes of canon.lead_keys by phone, plate and licence. The check covers changes up
+  -- to now() (the transaction start: rows this run's refresh wrote are visible, later ones
+  -- have a later indexed_at), which becomes retry_checked_at. Never checked: every OPEN
+  -- lead is due.
+  SELECT true, s.changed_at, s.retry_checked_at
+  INTO v_state_found, v_index_changed_at, v_retry_checked_from
+  FROM canon.driver_index_state s
+  FOR UPDATE;
+  v_retry_checked_to := now();
+  IF v_retry_checked_from IS NULL THEN
+    v_retry_check := 'all_open';
+    UPDATE canon.identity_unmatched u SET retry_due = true
+    WHERE u.status = 'OPEN' AND NOT u.retry_due;
+    GET DIAGNOSTICS v_marked_due = ROW_COUNT;
+  -- (max() is one probe of the end of each index; an EXISTS could be planned as a sequential
+  -- scan that stops at the first hit, and read the whole table when there is none)
+  ELSIF (SELECT max(i.indexed_at) FROM canon.driver_index i) > v_retry_checked_from
+        OR (SELECT max(c.logged_at) FROM canon.driver_index_key_changes c) > v_retry_checked_from THEN
+    v_retry_check := 'changed_keys';
+    DROP TABLE IF EXISTS pg_temp.cabinet_changed_keys;
+    CREATE TEMP TABLE cabinet_changed_keys ON COMMIT DROP AS
+    SELECT DISTINCT x.kind, x.key
+    FROM (SELECT i.phone_norm, i.license_norm, i.plate_norm
+          FROM canon.driver_index i WHERE i.indexed_at > v_retry_checked_from
+          UNION ALL
+          SELECT c.phone_norm, c.license_norm, c.plate_norm
+          FROM canon.driver_index_key_changes c WHERE c.logged_at > v_retry_checked_from) d
+    CROSS JOIN LATERAL (VALUES ('PHONE', d.phone_norm), ('LICENSE', d.license_norm), ('PLATE', d.plate_norm)) x (kind, key)
+    WHERE x.key IS NOT NULL;
+    -- Few keys against the lead keys (the usual case): probe canon.lead_keys and
+    -- identity_unmatched by key, hash and merge joins off for that statement (the planner
+    -- would rather read both whole, as in canon.refresh_driver_index). Many (a bulk change
+    -- upstream): the planner chooses, with the temp table's statistics. (Measured at 60k
+    -- lead rows: 6,000 keys by probes 10 ms, by hash joins 35 ms; a probe costs about
+    -- what reading 3 lead rows does, hence under a quarter.)
+    v_changed_keys := (SELECT count(*) FROM pg_temp.cabinet_changed_keys);
+    v_probe_by_key := v_changed_keys * 4 < (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'canon.lead_keys'::regclass);
+    IF v_probe_by_key THEN
+      v_hashjoin := current_setting('enable_hashjoin');
+      v_mergejoin := current_setting('enable_mergejoin');
+      PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+    ELSE
+      ANALYZE pg_temp.cabinet_changed_keys;
+    END IF;
+    UPDATE canon.identity_unmatched u SET retry_due = true
+    FROM (SELECT k.lead_source_pk FROM pg_temp.cabinet_changed_keys c
+          JOIN canon.lead_keys k ON k.phone_norm = c.key AND k.phone_norm IS NOT NULL WHERE c.kind = 'PHONE'
+          UNION
+          SELECT k.lead_source_pk FROM pg_temp.cabinet_changed_keys c
+          JOIN canon.lead_keys k ON k.plate_norm = c.key AND k.plate_norm IS NOT NULL WHERE c.kind = 'PLATE'
+          UNION
+          SELECT k.lead_source_pk FROM pg_temp.cabinet_changed_keys c
+          JOIN canon.lead_keys k ON k.license_norm = c.key AND k.license_norm IS NOT NULL WHERE c.kind = 'LICENSE') m
+    WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = m.lead_source_pk
+      AND u.status = 'OPEN' AND NOT u.retry_due;
+    GET DIAGNOSTICS v_marked_due = ROW_COUNT;
+    IF v_probe_by_key THEN
+      PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
+    END IF;
+  ELSE
+    v_retry_check := 'no_change';
+  END IF;
+  -- Checked: the lost keys are no longer needed.
+  DELETE FROM canon.driver_index_key_changes c WHERE c.logged_at <= v_retry_checked_to;
+  IF v_state_found THEN
+    UPDATE canon.driver_index_state s SET retry_checked_at = v_retry_checked_to;
+  ELSE
+    INSERT INTO canon.driver_index_state (singleton, retry_checked_at) VALUES (true, v_retry_checked_to);
+  END IF;
+  v_ms := v_ms || jsonb_build_object('mark_retries_due', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
+
+  v_t := clock_timestamp();
   DROP TABLE IF EXISTS pg_temp.cabinet_pending;
   CREATE TEMP TABLE cabinet_pending ON COMMIT DROP AS
   SELECT p.lead_source_pk, p.lead_id, p.rows_with_key,
@@ -85,11 +172,12 @@ BEGIN
   WHERE (p.linked OR p.status IN ('OPEN', 'IGNORED'))
     AND k.lead_source_pk = p.lead_source_pk AND k.match_pending;
   GET DIAGNOSTICS v_pending_cleared = ROW_COUNT;
-  -- OPEN leads (of any scope) not worth retrying: attempted since the index last changed.
-  -- (identity_unmatched holds cabinet leads only: its CHECK on source_table.)
-  SELECT count(*) INTO v_retries_skipped
-  FROM canon.identity_unmatched u
-  WHERE u.status = 'OPEN' AND u.last_attempt_at >= coalesce(v_index_changed_at, '-infinity');
+  -- OPEN leads (of any scope) not worth retrying: not due. Counted as OPEN minus due (an
+  -- index-only scan of identity_unmatched_open_idx and the small due index) rather than
+  -- by reading every OPEN row. (identity_unmatched holds cabinet leads only: its CHECK.)
+  SELECT (SELECT count(*) FROM canon.identity_unmatched u WHERE u.status = 'OPEN')
+         - (SELECT count(*) FROM canon.identity_unmatched u WHERE u.status = 'OPEN' AND u.retry_due)
+  INTO v_retries_skipped;
 
   DROP TABLE IF EXISTS pg_temp.cabinet_batch;
   CREATE TEMP TABLE cabinet_batch ON COMMIT DROP AS
@@ -130,8 +218,7 @@ BEGIN
       FROM canon.lead_keys s
       WHERE s.lead_source_pk = u.source_pk
     ) m
-    WHERE u.status = 'OPEN'
-      AND u.last_attempt_at < coalesce(v_index_changed_at, '-infinity')
+    WHERE u.status = 'OPEN' AND u.retry_due
       AND u.source_table = 'module_ct_cabinet_leads'
       AND m.lead_id IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM canon.identity_links k
@@ -216,7 +303,7 @@ BEGIN
 
   UPDATE canon.identity_unmatched u
   SET status = 'RESOLVED', resolved_at = now(), last_attempt_at = now(), last_run_id = p_run_id,
-      attempts = u.attempts + 1
+      attempts = u.attempts + 1, retry_due = false
   FROM pg_temp.cabinet_decisions d
   WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
     AND u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = d.lead_source_pk AND u.status = 'OPEN';
@@ -247,7 +334,7 @@ BEGIN
         status = CASE WHEN u.status = 'IGNORED' THEN 'IGNORED' ELSE 'OPEN' END,
         resolved_at = CASE WHEN u.status = 'IGNORED' THEN u.resolved_at END,
         last_attempt_at = excluded.last_attempt_at, last_run_id = excluded.last_run_id,
-        attempts = u.attempts + 1;
+        attempts = u.attempts + 1, retry_due = false;
   GET DIAGNOSTICS v_unmatched = ROW_COUNT;
   -- Every NO_IDENTITY lead of the batch is now linked or unmatched: no longer pending.
   UPDATE canon.lead_keys k SET match_pending = false
@@ -291,6 +378,9 @@ BEGIN
     'unkeyed_rows_checked', CASE WHEN v_gap_scan_scope THEN 'scope' ELSE 'new_rows' END,
     'driver_index_changed_at', v_index_changed_at,
     'retries_skipped_no_index_change', v_retries_skipped,
+    'retries_marked_due', v_marked_due,
+    'retry_check', v_retry_check,
+    'retry_changed_keys', v_changed_keys,
     'pending_flags_cleared', v_pending_cleared + v_evaluated_cleared,
     'durations_ms', v_ms)
   INTO v_stats;

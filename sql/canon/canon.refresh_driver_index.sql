@@ -9,7 +9,9 @@
 -- few against the index (incremental, under a tenth), canon.driver_index is probed by
 -- key (hash and merge joins off for that statement) instead of being read whole.
 -- Whenever a row of the index is written or removed, driver_index_state.changed_at is
--- set to now(): unmatched leads attempted before it are worth retrying, the others not.
+-- set to now() (reported by runs). Which unmatched leads are worth retrying is decided by
+-- canon.match_cabinet_leads from the rows indexed since its last check (indexed_at) and
+-- the keys drivers lost (canon.driver_index_key_changes, written here).
 CREATE OR REPLACE FUNCTION canon.refresh_driver_index(p_run_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -70,8 +72,19 @@ BEGIN
     PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
   END IF;
 
+  -- Every written row gets indexed_at = now(): canon.match_cabinet_leads finds the changed
+  -- drivers by it (driver_index_indexed_at_idx) and marks due the OPEN leads sharing a key.
+  -- The keys a re-indexed driver no longer has are logged (driver_index_key_changes): a
+  -- lead that had it as a candidate by such a key is due too.
   WITH changed AS (
-    SELECT h.*
+    SELECT h.driver_id, h.park_id,
+           canon.normalize_phone(h.phone) AS phone_norm,
+           canon.normalize_license(coalesce(nullif(btrim(h.license_normalized_number), ''), h.license_number)) AS license_norm,
+           canon.normalize_plate(coalesce(nullif(btrim(h.car_normalized_number), ''), h.car_number)) AS plate_norm,
+           canon.normalize_name(coalesce(nullif(btrim(h.full_name), ''), concat_ws(' ', h.first_name, h.middle_name, h.last_name))) AS name_norm,
+           h.hire_date, h.source_hash, h.changed_at,
+           i.driver_id IS NOT NULL AS was_indexed,
+           i.phone_norm AS old_phone_norm, i.license_norm AS old_license_norm, i.plate_norm AS old_plate_norm
     FROM pg_temp.driver_index_source h
     LEFT JOIN canon.driver_index i ON i.driver_id = h.driver_id
     WHERE i.driver_id IS NULL OR i.source_hash <> h.source_hash
@@ -80,11 +93,7 @@ BEGIN
     INSERT INTO canon.driver_index AS i (
       driver_id, park_id, phone_norm, license_norm, plate_norm, name_norm, hire_date,
       source_hash, source_changed_at, indexed_at, indexed_run_id)
-    SELECT c.driver_id, c.park_id,
-           canon.normalize_phone(c.phone),
-           canon.normalize_license(coalesce(nullif(btrim(c.license_normalized_number), ''), c.license_number)),
-           canon.normalize_plate(coalesce(nullif(btrim(c.car_normalized_number), ''), c.car_number)),
-           canon.normalize_name(coalesce(nullif(btrim(c.full_name), ''), concat_ws(' ', c.first_name, c.middle_name, c.last_name))),
+    SELECT c.driver_id, c.park_id, c.phone_norm, c.license_norm, c.plate_norm, c.name_norm,
            c.hire_date, c.source_hash, c.changed_at, now(), p_run_id
     FROM changed c
     ON CONFLICT (driver_id) DO UPDATE
@@ -92,6 +101,20 @@ BEGIN
           plate_norm = excluded.plate_norm, name_norm = excluded.name_norm, hire_date = excluded.hire_date,
           source_hash = excluded.source_hash, source_changed_at = excluded.source_changed_at,
           indexed_at = excluded.indexed_at, indexed_run_id = excluded.indexed_run_id
+    RETURNING 1
+  ),
+  lost_keys AS (
+    INSERT INTO canon.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
+    SELECT c.driver_id, 'KEYS_CHANGED',
+           CASE WHEN c.old_phone_norm IS DISTINCT FROM c.phone_norm THEN c.old_phone_norm END,
+           CASE WHEN c.old_license_norm IS DISTINCT FROM c.license_norm THEN c.old_license_norm END,
+           CASE WHEN c.old_plate_norm IS DISTINCT FROM c.plate_norm THEN c.old_plate_norm END,
+           now(), p_run_id
+    FROM changed c
+    WHERE c.was_indexed
+      AND ((c.old_phone_norm IS NOT NULL AND c.old_phone_norm IS DISTINCT FROM c.phone_norm)
+           OR (c.old_license_norm IS NOT NULL AND c.old_license_norm IS DISTINCT FROM c.license_norm)
+           OR (c.old_plate_norm IS NOT NULL AND c.old_plate_norm IS DISTINCT FROM c.plate_norm))
     RETURNING 1
   )
   SELECT (SELECT count(*) FROM upserted), (SELECT max(h.changed_at) FROM pg_temp.driver_index_source h)
@@ -102,13 +125,24 @@ BEGIN
   END IF;
 
   IF v_full THEN
-    DELETE FROM canon.driver_index i
-    WHERE NOT EXISTS (SELECT 1 FROM public.drivers d WHERE d.driver_id = i.driver_id);
-    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+    -- The keys of removed drivers are logged: the leads that had one as a candidate are due.
+    WITH removed AS (
+      DELETE FROM canon.driver_index i
+      WHERE NOT EXISTS (SELECT 1 FROM public.drivers d WHERE d.driver_id = i.driver_id)
+      RETURNING i.driver_id, i.phone_norm, i.license_norm, i.plate_norm
+    ),
+    logged AS (
+      INSERT INTO canon.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
+      SELECT r.driver_id, 'REMOVED', r.phone_norm, r.license_norm, r.plate_norm, now(), p_run_id
+      FROM removed r
+      WHERE num_nonnulls(r.phone_norm, r.license_norm, r.plate_norm) > 0
+      RETURNING 1
+    )
+    SELECT count(*) INTO v_deleted FROM removed;
   END IF;
   DROP TABLE pg_temp.driver_index_source;
 
-  -- The index changed: every unmatched lead attempted before now may now match.
+  -- The index changed (reported; retries are targeted by canon.match_cabinet_leads).
   IF v_upserted > 0 OR v_deleted > 0 THEN
     v_changed_at := now();
   END IF;
@@ -137,4 +171,4 @@ BEGIN
     'index_changed', v_changed_at IS NOT NULL);
 END
 $$;
-COMMENT ON FUNCTION canon.refresh_driver_index(bigint) IS 'Pipeline step 4: incremental (watermark) or full refresh of canon.driver_index from public.drivers; sets driver_index_state.changed_at when rows were written or removed. Returns step stats.';
+COMMENT ON FUNCTION canon.refresh_driver_index(bigint) IS 'Pipeline step 4: incremental (watermark) or full refresh of canon.driver_index from public.drivers; sets driver_index_state.changed_at when rows were written or removed and logs the keys drivers lost (canon.driver_index_key_changes). Returns step stats.';

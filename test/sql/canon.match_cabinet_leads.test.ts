@@ -233,8 +233,9 @@ test('--limit bounds the batch, never-evaluated leads first, then the least rece
     for (const k of ['A', 'B', 'C']) await insertLead(db, { external_id: k, first_name: 'X', park_phone: '9' + k.charCodeAt(0) + '1234567' });
     const r1 = await runPipeline(db, 'p_limit => 2');
     t.is(r1.stats['match']['leads_evaluated'], 2);
-    // A new driver changes the index, so the unmatched leads are worth retrying.
-    await insertDriver(db, { driver_id: 'unrelated', first_name: 'Otro', phone: '51911000000' });
+    // Drivers on the phones of the evaluated leads make both due for a retry.
+    await insertDriver(db, { driver_id: 'onA', first_name: 'Otro', last_name: 'Uno', phone: '9651234567' });
+    await insertDriver(db, { driver_id: 'onB', first_name: 'Otro', last_name: 'Dos', phone: '9661234567' });
     const r2 = await runPipeline(db, 'p_limit => 2');
     t.is(r2.stats['match']['batch']['never_evaluated'], 1);
     t.is(r2.stats['match']['batch']['retried'], 1);
@@ -242,7 +243,7 @@ test('--limit bounds the batch, never-evaluated leads first, then the least rece
     t.deepEqual(attempts.map((a) => a.attempts).sort(), [1, 1, 2]);
   }));
 
-test('an OPEN unmatched lead is retried only when the driver index changed since its last attempt', (t) =>
+test('an OPEN unmatched lead is retried only when a driver sharing one of its keys changed since its last attempt', (t) =>
   withDb(async (db) => {
     await insertDriver(db, { driver_id: 'd0', first_name: 'Ana', last_name: 'Lopez', phone: '51911111111' });
     await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
@@ -253,26 +254,95 @@ test('an OPEN unmatched lead is retried only when the driver index changed since
     // Nothing changed: the lead is not re-selected, and its bookkeeping is left alone.
     const idle = await runPipeline(db);
     t.is(idle.stats['driver_index']['index_changed'], false);
+    t.is(idle.stats['match']['retry_check'], 'no_change');
     t.is(idle.stats['match']['leads_selected'], 0);
+    t.is(idle.stats['match']['retries_marked_due'], 0);
     t.is(idle.stats['match']['retries_skipped_no_index_change'], 1);
     t.is((await unmatchedOf(db, 'L1'))?.attempts, 1);
 
-    // A driver that does not match changes the index: one retry, still unmatched.
+    // An unrelated driver changes the index, but shares no key with the lead: no retry.
     await insertDriver(db, { driver_id: 'd1', first_name: 'Rosa', last_name: 'Flores', phone: '51922222222' });
     const other = await runPipeline(db);
     t.is(other.stats['driver_index']['index_changed'], true);
-    t.is(other.stats['match']['leads_selected'], 1);
-    t.is(other.stats['match']['batch']['retried'], 1);
-    t.is((await unmatchedOf(db, 'L1'))?.attempts, 2);
-    t.is((await runPipeline(db)).stats['match']['leads_selected'], 0);
+    t.is(other.stats['match']['retry_check'], 'changed_keys');
+    t.is(other.stats['match']['retries_marked_due'], 0);
+    t.is(other.stats['match']['leads_selected'], 0);
+    t.is((await unmatchedOf(db, 'L1'))?.attempts, 1);
 
-    // The matching driver arrives: retried and linked.
+    // The matching driver arrives, its phone stored with the country code: retried and linked.
     await insertDriver(db, { driver_id: 'd2', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
     const linked = await runPipeline(db);
+    t.is(linked.stats['match']['retries_marked_due'], 1);
     t.is(linked.stats['match']['leads_selected'], 1);
+    t.is(linked.stats['match']['batch']['retried'], 1);
     t.is(linked.stats['match']['previously_unmatched_now_linked'], 1);
     t.is((await linkOf(db, 'L1'))?.driver_id, 'd2');
     t.is((await unmatchedOf(db, 'L1'))?.status, 'RESOLVED');
+    const [due] = await db.query<{ retry_due: boolean }>(`SELECT retry_due FROM canon.identity_unmatched WHERE source_pk = 'L1'`);
+    t.false(due!.retry_due);
+    t.is((await runPipeline(db)).stats['match']['leads_selected'], 0);
+  }));
+
+test('a lead due for a retry that stays unmatched is not due again until another of its drivers changes', (t) =>
+  withDb(async (db) => {
+    await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', asset_plate_number: 'ABC123' });
+    await runPipeline(db);
+    // A driver on the same plate with another name: the lead is due, retried, still unmatched.
+    await insertDriver(db, { driver_id: 'd1', first_name: 'Rosa', last_name: 'Flores', car_number: 'ABC-123' });
+    const retried = await runPipeline(db);
+    t.is(retried.stats['match']['retries_marked_due'], 1);
+    t.is(retried.stats['match']['batch']['retried'], 1);
+    t.is((await unmatchedOf(db, 'L1'))?.attempts, 2);
+    const idle = await runPipeline(db);
+    t.is(idle.stats['match']['leads_selected'], 0);
+    t.is(idle.stats['match']['retries_skipped_no_index_change'], 1);
+  }));
+
+test('an AMBIGUOUS lead whose candidate is deleted upstream is retried after the full index refresh', (t) =>
+  withDb(async (db) => {
+    await insertDriver(db, { driver_id: 'a', first_name: 'Ana', last_name: 'Lopez', car_number: 'SHF001' });
+    await insertDriver(db, { driver_id: 'b', first_name: 'Ana', last_name: 'Lopes', car_number: 'SHF001' });
+    await insertLead(db, { external_id: 'L1', first_name: 'Ana', last_name: 'Lopez', asset_plate_number: 'SHF001' });
+    await runPipeline(db);
+    t.is((await unmatchedOf(db, 'L1'))?.reason_code, 'AMBIGUOUS');
+    await db.query(`DELETE FROM public.drivers WHERE driver_id = 'b'`);
+    // The incremental refresh does not see the deletion: nothing is due.
+    t.is((await runPipeline(db)).stats['match']['leads_selected'], 0);
+    await db.query(`UPDATE canon.driver_index_state SET last_full_at = now() - interval '2 days'`);
+    const full = await runPipeline(db);
+    t.is(full.stats['driver_index']['drivers_removed'], 1);
+    t.is(full.stats['match']['retries_marked_due'], 1);
+    t.is(full.stats['match']['batch']['retried'], 1);
+    t.is((await linkOf(db, 'L1'))?.driver_id, 'a');
+    const [n] = await db.query<{ n: string }>(`SELECT count(*) AS n FROM canon.driver_index_key_changes`);
+    t.is(n!.n, '0');
+  }));
+
+test('an AMBIGUOUS lead is retried when a candidate driver changes its key away from the lead', (t) =>
+  withDb(async (db) => {
+    await insertDriver(db, { driver_id: 'a', first_name: 'Ana', last_name: 'Lopez', car_number: 'SHF001' });
+    await insertDriver(db, { driver_id: 'b', first_name: 'Ana', last_name: 'Lopes', car_number: 'SHF001' });
+    await insertLead(db, { external_id: 'L1', first_name: 'Ana', last_name: 'Lopez', asset_plate_number: 'SHF001' });
+    await runPipeline(db);
+    t.is((await unmatchedOf(db, 'L1'))?.reason_code, 'AMBIGUOUS');
+    await db.query(`UPDATE public.drivers SET car_number = 'ZZZ999', updated_at = now() WHERE driver_id = 'b'`);
+    const run = await runPipeline(db);
+    t.is(run.stats['driver_index']['drivers_reindexed'], 1);
+    t.is(run.stats['match']['retries_marked_due'], 1);
+    t.is((await linkOf(db, 'L1'))?.driver_id, 'a');
+  }));
+
+test('a lead reopened by hand from IGNORED is retried by the next run', (t) =>
+  withDb(async (db) => {
+    await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
+    await runPipeline(db);
+    await db.query(`UPDATE canon.identity_unmatched SET status = 'IGNORED' WHERE source_pk = 'L1'`);
+    await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
+    t.is((await runPipeline(db)).stats['match']['leads_selected'], 0);
+    await db.query(`UPDATE canon.identity_unmatched SET status = 'OPEN' WHERE source_pk = 'L1'`);
+    const run = await runPipeline(db);
+    t.is(run.stats['match']['batch']['retried'], 1);
+    t.is((await linkOf(db, 'L1'))?.driver_id, 'd1');
   }));
 
 test('a run with nothing new selects no lead; a new lead alone is the next batch', (t) =>

@@ -18,7 +18,8 @@ SELECT e.lead_source_pk,
        e.trips_14d,
        e.window_end_14d,
        CASE WHEN e.window_end_14d IS NULL THEN NULL
-            WHEN canon.business_today() < e.window_end_14d THEN 'OPEN'
+            -- today once per query (an InitPlan), not a settings lookup per lead
+            WHEN (SELECT canon.business_today()) < e.window_end_14d THEN 'OPEN'
             ELSE 'CLOSED' END AS window_status,
        e.expected,
        CASE

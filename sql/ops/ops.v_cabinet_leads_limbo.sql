@@ -105,7 +105,8 @@ FROM (
          c.trips_in_window AS trips_14d,
          c.window_end AS window_end_14d,
          CASE WHEN c.window_end IS NULL THEN NULL
-              WHEN canon.business_today() < c.window_end THEN 'OPEN'
+              -- today once per query (an InitPlan), not a settings lookup per lead
+              WHEN (SELECT canon.business_today()) < c.window_end THEN 'OPEN'
               ELSE 'CLOSED' END AS window_status,
          c.reached_m1 AS reached_m1_14d,
          c.reached_m5 AS reached_m5_14d,

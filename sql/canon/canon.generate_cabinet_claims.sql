@@ -45,6 +45,11 @@ DECLARE
   v_claimed_ids integer[];
   v_generated jsonb;
   v_existing jsonb;
+  v_changed_at timestamptz;
+  v_scope jsonb;
+  v_scope_from_seen date;
+  v_scope_at timestamptz;
+  v_scope_reused boolean;
   v_stats jsonb;
 BEGIN
   IF p_scope_from IS NULL THEN
@@ -234,17 +239,28 @@ BEGIN
       full_refresh_needed = false,
       updated_at = now();
 
-  -- The scope's figures in one pass over its stored rows.
-  WITH scope AS (
-    SELECT count(*) AS leads,
-           count(*) FILTER (WHERE s.person_key IS NOT NULL) AS with_identity,
-           count(*) FILTER (WHERE s.driver_id IS NOT NULL) AS with_driver,
-           count(*) FILTER (WHERE s.trips_in_window > 0) AS with_trips,
-           count(*) FILTER (WHERE s.window_days IS NULL) AS without_rule,
-           count(*) FILTER (WHERE s.limbo_stage = 'TRIPS_NO_CLAIM') AS trips_no_claim
+  -- The scope's figures: one pass over its stored rows, or, when no stored row changed
+  -- since they were last counted for this scope, those counts.
+  SELECT m.changed_at, m.scope_counts, m.scope_counts_from, m.scope_counts_at
+  INTO v_changed_at, v_scope, v_scope_from_seen, v_scope_at
+  FROM canon.cabinet_lead_state_meta m;
+  v_scope_reused := NOT v_sweep AND v_scope IS NOT NULL AND v_scope_from_seen = p_scope_from AND v_scope_at >= v_changed_at;
+  IF NOT v_scope_reused THEN
+    SELECT jsonb_build_object(
+             'leads', count(*),
+             'with_identity', count(*) FILTER (WHERE s.person_key IS NOT NULL),
+             'with_driver', count(*) FILTER (WHERE s.driver_id IS NOT NULL),
+             'with_trips', count(*) FILTER (WHERE s.trips_in_window > 0),
+             'without_rule', count(*) FILTER (WHERE s.window_days IS NULL),
+             'trips_no_claim', count(*) FILTER (WHERE s.limbo_stage = 'TRIPS_NO_CLAIM'))
+    INTO v_scope
     FROM canon.cabinet_lead_state s
-    WHERE s.lead_date >= p_scope_from
-  ),
+    WHERE s.lead_date >= p_scope_from;
+    UPDATE canon.cabinet_lead_state_meta
+    SET scope_counts = v_scope, scope_counts_from = p_scope_from, scope_counts_at = now();
+  END IF;
+
+  WITH
   -- Per key (sorts the scope): on sweeps only; NULL in incremental runs.
   scope_keys AS (
     SELECT count(DISTINCT s.lead_source_pk) AS lead_keys,
@@ -268,13 +284,13 @@ BEGIN
   )
   SELECT jsonb_build_object(
     'scope_from', p_scope_from,
-    'leads_in_scope', sc.leads,
+    'leads_in_scope', (v_scope->>'leads')::bigint,
     'lead_keys_in_scope', CASE WHEN v_sweep THEN (SELECT k.lead_keys FROM scope_keys k) END,
-    'leads_with_identity', sc.with_identity,
-    'leads_with_driver', sc.with_driver,
-    'leads_with_trips', sc.with_trips,
-    'leads_without_claim_rule', sc.without_rule,
-    'leads_in_trips_no_claim', sc.trips_no_claim,
+    'leads_with_identity', (v_scope->>'with_identity')::bigint,
+    'leads_with_driver', (v_scope->>'with_driver')::bigint,
+    'leads_with_trips', (v_scope->>'with_trips')::bigint,
+    'leads_without_claim_rule', (v_scope->>'without_rule')::bigint,
+    'leads_in_trips_no_claim', (v_scope->>'trips_no_claim')::bigint,
     'trip_rows_read', (v_state->>'trip_rows_read')::bigint,
     'trip_rows_unparseable_scope_drivers', (SELECT n FROM unparseable),
     'milestones_reached', CASE WHEN v_sweep THEN (SELECT k.milestones_reached FROM scope_keys k) END,
@@ -294,9 +310,9 @@ BEGIN
       'evaluated', (v_state->>'evaluated')::integer + (v_state2->>'evaluated')::integer,
       'written', (v_state->>'written')::integer + (v_state2->>'written')::integer,
       'removed', (v_state->>'removed')::integer + (v_state2->>'removed')::integer,
+      'scope_counts_reused', v_scope_reused,
       'watermark', greatest(v_meta.lead_id_watermark, coalesce(v_max_lead_id, 0)))
-  ) INTO v_stats
-  FROM scope sc;
+  ) INTO v_stats;
   RETURN v_stats;
 END
 $$;

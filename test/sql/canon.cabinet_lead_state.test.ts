@@ -87,8 +87,12 @@ test('a run with nothing new re-evaluates no lead and writes no state row', asyn
   const db = await freshDb(t, 'lead_state_idle');
   const today = await businessToday(db);
   await linkedLead(db, addDays(today, -3), { trips: tripsOnDays(addDays(today, -3), [0, 1]) });
-  await leadState(db);
+  const first = await leadState(db);
   const again = await leadState(db);
+  // The scope's counters were counted after the first run's last write: reused, same values.
+  t.true((again.claims.lead_state as unknown as { scope_counts_reused: boolean }).scope_counts_reused);
+  t.is(again.claims['leads_in_scope'], first.claims['leads_in_scope']);
+  t.is(again.claims['leads_with_trips'], 1);
   t.like(again.claims.lead_state, { mode: 'incremental', trips_changed: false, trips: 'unchanged', evaluated: 0, written: 0, removed: 0 });
   // Nothing changed since the previous snapshot: its counts are copied, not recounted.
   const copied = (again as unknown as { snapshot: { counts_copied_from_run: number | null; stages: Record<string, number> } }).snapshot;

@@ -128,9 +128,11 @@ CROSS JOIN LATERAL (
   SELECT hh.h, hh.g, hh.e,
          concat_ws(' ', src.sur1, src.sur2) AS surnames,
          demo.u(hh.h, 1) < 0.3 AS strip,
-         -- Drivers hired today were created in the small hours, never in the future.
+         -- Drivers hired today were created in the small hours, never in the future (not
+         -- after the call's time either, when it runs in the small hours).
          src.hire_date + CASE WHEN src.hire_date >= p.today
-                              THEN floor(demo.u(hh.e, 1) * 21600) * interval '1 second'
+                              THEN floor(demo.u(hh.e, 1) * least(21600, extract(epoch FROM p.now_local - p.today::timestamp)))
+                                   * interval '1 second'
                               ELSE interval '8 hours' + floor(demo.u(hh.e, 1) * 36000) * interval '1 second'
                          END AS created_at
   OFFSET 0

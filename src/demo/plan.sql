@@ -74,9 +74,10 @@ partnered AS (
 ),
 persons AS (
   SELECT s.i, s.lead_id, s.scenario, s.main_ord, s.second_ord, s.lead_date,
-         -- Leads of today fall in the small hours so they are not far in the future.
+         -- Leads of today fall in the small hours, never after the call's time.
          s.lead_date + CASE WHEN s.lead_date = p.today
-                            THEN floor(demo.u(s.ha, 3) * 21600) * interval '1 second'
+                            THEN floor(demo.u(s.ha, 3) * least(21600, extract(epoch FROM p.now_local - p.today::timestamp)))
+                                 * interval '1 second'
                             ELSE interval '7 hours' + floor(demo.u(s.ha, 3) * 57600) * interval '1 second' END AS lead_ts,
          -- Drivers are created 0-20 days after the lead, never after today.
          least(s.lead_date + demo.ri(s.ha, 4, 21), p.today) AS hire_date,

@@ -85,7 +85,7 @@ test('status shows the limbo counts with the change since the previous snapshot 
   await runCli(['reconcile'], { DATABASE_URL: d.url });
   await d.query(
     `INSERT INTO public.module_ct_cabinet_leads (external_id, lead_created_at, first_name)
-     SELECT 'ST-' || g, (canon.business_today() - 3) + time '10:00', 'Nadie' FROM generate_series(1, 3) g`,
+     SELECT 'ST-' || g, canon.business_today() + time '10:00', 'Nadie' FROM generate_series(1, 3) g`,
   );
   const second = await runCli(['reconcile'], { DATABASE_URL: d.url });
   t.is(second.code, 0, second.stderr);

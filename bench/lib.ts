@@ -101,3 +101,9 @@ export function strArg(name: string, fallback: string, allowed?: readonly string
   }
   return v;
 }
+
+/** The load average now, as printed next to every figure. */
+export const loadAvg = (): string => os.loadavg().map((l) => l.toFixed(2)).join(' ');
+/** Milliseconds as printed in the tables. */
+export const ms = (x: number): string => `${x < 10 ? x.toFixed(1) : Math.round(x)} ms`;
+export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;

@@ -11,9 +11,8 @@
 //     (canon.v_cabinet_lead_status, what the view computed before it was stored).
 // EXPLAIN (ANALYZE, BUFFERS) of each query goes to --out.
 import { mkdirSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { benchDatabase, intArg, machine, pipeline, strArg, table } from './lib.js';
+import { benchDatabase, intArg, loadAvg, machine, median, ms, pipeline, strArg, table } from './lib.js';
 
 const opts = {
   leads: intArg('leads', 1_000_000),
@@ -24,14 +23,12 @@ const opts = {
   out: strArg('out', 'bench/out'),
 };
 mkdirSync(opts.out, { recursive: true });
-const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
+
 const results: string[][] = [['measure', 'value', 'load avg (1/5/15 min)']];
 const record = (measure: string, value: string) => {
-  results.push([measure, value, load()]);
-  console.log(`  ${measure} | ${value} | load ${load()}`);
+  results.push([measure, value, loadAvg()]);
+  console.log(`  ${measure} | ${value} | load ${loadAvg()}`);
 };
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
-const ms = (x: number) => `${x < 10 ? x.toFixed(1) : Math.round(x)} ms`;
 
 const db = await benchDatabase('limbo');
 try {

@@ -18,10 +18,9 @@
 // BUFFERS) output goes to --out (gitignored).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { benchDatabase, demo, intArg, machine, strArg, table, type BenchDb, type Stats } from './lib.js';
+import { benchDatabase, demo, intArg, loadAvg, machine, median, ms, strArg, table, type BenchDb, type Stats } from './lib.js';
 
 const SCENARIOS = ['steady', 'backfill', 'idle', 'latency', 'all'] as const;
 type Scenario = (typeof SCENARIOS)[number];
@@ -47,10 +46,8 @@ const runArgs = (limit: number, extra = '') => `p_days_back => ${daysBack}, p_li
 
 // ---------------------------------------------------------------- measurement plumbing
 
-const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
-const ms = (x: number) => `${x < 10 ? x.toFixed(1) : Math.round(x)} ms`;
+
 const num = (x: unknown) => Number(x ?? 0);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 
 /** Peak RSS of this process, sampled every 50 ms; `phase()` starts a new per-phase peak. */
 const rss = (() => {
@@ -77,8 +74,8 @@ const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
 /** Result lines: [scenario, measure, value, load average when measured]. */
 const results: string[][] = [['scenario', 'measure', 'value', 'load avg (1/5/15 min)']];
 function record(scenario: string, measure: string, value: string): void {
-  results.push([scenario, measure, value, load()]);
-  console.log(`  ${scenario} | ${measure} | ${value} | load ${load()}`);
+  results.push([scenario, measure, value, loadAvg()]);
+  console.log(`  ${scenario} | ${measure} | ${value} | load ${loadAvg()}`);
 }
 
 function writeOut(name: string, text: string): string {
@@ -332,8 +329,8 @@ async function backfill(db: BenchDb): Promise<void> {
       // Done once a batch is no longer full of never-evaluated leads (the rest are retries).
       newLeads += num(run.stats['match']['batch']['never_evaluated']);
       done = num(run.stats['match']['batch']['never_evaluated']) < size;
-      perRun.push([i + 1, Math.round(cms), ...STEPS.map((k) => num(run.stats['durations_ms'][k])), num(run.stats['match']['leads_evaluated']), load()].join(','));
-      if (i % 10 === 0 || done) console.log(`  run ${i + 1}: ${ms(cms)}, evaluated so far ${evaluated}, load ${load()}`);
+      perRun.push([i + 1, Math.round(cms), ...STEPS.map((k) => num(run.stats['durations_ms'][k])), num(run.stats['match']['leads_evaluated']), loadAvg()].join(','));
+      if (i % 10 === 0 || done) console.log(`  run ${i + 1}: ${ms(cms)}, evaluated so far ${evaluated}, load ${loadAvg()}`);
     }
   } finally {
     c.release();

@@ -91,15 +91,7 @@ BEGIN
 
   INSERT INTO pg_temp.lead_state_todo
   SELECT x.lead_id, 'links_or_claims_changed'
-  FROM (
-    SELECT k.lead_id
-    FROM canon.cabinet_lead_state_dirty d
-    JOIN canon.lead_keys k ON k.lead_source_pk = d.lead_source_pk
-    UNION
-    SELECT s.lead_id
-    FROM canon.cabinet_lead_state_dirty d
-    JOIN canon.cabinet_lead_state s ON s.lead_source_pk = d.lead_source_pk
-  ) x
+  FROM unnest(canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d))) x (lead_id)
   ON CONFLICT DO NOTHING;
 
   IF v_sweep THEN
@@ -217,12 +209,9 @@ BEGIN
   PERFORM set_config('cabinet.lead_state_marking', 'on', true);
 
   -- The claimed leads' flags and stage, and whatever was marked while this step ran.
-  v_claimed_ids := ARRAY(
-    SELECT s.lead_id FROM canon.cabinet_lead_state s
-    WHERE s.lead_source_pk IN (SELECT jsonb_array_elements_text(v_generated->'claimed_keys'))
-    UNION
-    SELECT k.lead_id FROM canon.cabinet_lead_state_dirty d JOIN canon.lead_keys k ON k.lead_source_pk = d.lead_source_pk
-    WHERE d.mark_seq > coalesce(v_max_mark, 0));
+  v_claimed_ids := canon.lead_ids_of_keys(
+    ARRAY(SELECT jsonb_array_elements_text(v_generated->'claimed_keys'))
+    || ARRAY(SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d WHERE d.mark_seq > coalesce(v_max_mark, 0)));
   v_state2 := canon.refresh_lead_state(p_run_id, v_claimed_ids);
 
   DELETE FROM canon.cabinet_lead_state_dirty d WHERE d.mark_seq <= coalesce(v_max_mark, 0);

@@ -32,14 +32,8 @@ BEGIN
       SELECT s.lead_id FROM canon.cabinet_lead_state s);
   ELSE
     PERFORM canon.refresh_lead_keys('{}');
-    v_ids := ARRAY(
-      SELECT k.lead_id FROM canon.lead_keys k
-      WHERE k.lead_source_pk = ANY (p_lead_keys)
-         OR k.lead_source_pk IN (SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d WHERE d.mark_seq <= v_max_mark)
-      UNION
-      SELECT s.lead_id FROM canon.cabinet_lead_state s
-      WHERE s.lead_source_pk = ANY (p_lead_keys)
-         OR s.lead_source_pk IN (SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d WHERE d.mark_seq <= v_max_mark));
+    v_ids := canon.lead_ids_of_keys(
+      p_lead_keys || ARRAY(SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d WHERE d.mark_seq <= v_max_mark));
   END IF;
 
   v_out := canon.refresh_lead_state(NULL, v_ids);

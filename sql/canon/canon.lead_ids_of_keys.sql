@@ -1,0 +1,18 @@
+-- canon.lead_ids_of_keys: the lead rows (ids) that carry the given lead keys, as keyed in
+-- canon.lead_keys or stored in canon.cabinet_lead_state (a row re-keyed since it was
+-- stored is found under both keys). What a changed key means for the lead state: used by
+-- step 7 and ops.refresh_cabinet_lead_state to turn keys into rows to re-evaluate.
+CREATE OR REPLACE FUNCTION canon.lead_ids_of_keys(p_keys text[])
+RETURNS integer[]
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT ARRAY(
+    SELECT k.lead_id FROM canon.lead_keys k WHERE k.lead_source_pk = ANY (p_keys)
+    UNION
+    SELECT s.lead_id FROM canon.cabinet_lead_state s WHERE s.lead_source_pk = ANY (p_keys)
+    ORDER BY 1)
+$$;
+COMMENT ON FUNCTION canon.lead_ids_of_keys(text[]) IS
+  'Lead row ids carrying the given lead keys (canon.lead_keys and canon.cabinet_lead_state).';

@@ -12,6 +12,9 @@
 -- set to now() (reported by runs). Which unmatched leads are worth retrying is decided by
 -- canon.match_cabinet_leads from the rows indexed since its last check (indexed_at) and
 -- the keys drivers lost (canon.driver_index_key_changes, written here).
+-- The watermark has an hour of overlap for rows committed late with an older updated_at;
+-- a driver whose change time equals the stored source_changed_at was already looked at
+-- in that version and is skipped, so the overlap costs what changed, not the last hour.
 CREATE OR REPLACE FUNCTION canon.refresh_driver_index(p_run_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -24,6 +27,7 @@ DECLARE
   v_since timestamp;
   v_scanned integer;
   v_upserted integer;
+  v_touched integer;
   v_deleted integer := 0;
   v_watermark timestamp;
   v_changed_at timestamptz;
@@ -58,7 +62,14 @@ BEGIN
            OR ((d.updated_at >= v_since OR d.updated_at IS NULL)
                AND coalesce(d.updated_at, d.created_at) >= v_since))
     ORDER BY d.driver_id, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
-  ) s;
+  ) s
+  -- Incrementally, a driver already looked at in the version it has now (same change
+  -- time, stored as source_changed_at, whether it was re-indexed or found unchanged) is
+  -- not looked at again: the overlap re-reads the late commits, not the last hour's
+  -- drivers on every run (after a bulk load that was seconds a run).
+  WHERE v_full
+     OR NOT EXISTS (SELECT 1 FROM canon.driver_index i
+                    WHERE i.driver_id = s.driver_id AND i.source_changed_at = s.changed_at);
   ANALYZE pg_temp.driver_index_source;
   v_scanned := (SELECT count(*) FROM pg_temp.driver_index_source);
 
@@ -103,6 +114,14 @@ BEGIN
           indexed_at = excluded.indexed_at, indexed_run_id = excluded.indexed_run_id
     RETURNING 1
   ),
+  -- Looked at, values unchanged: only the change time is recorded (see above).
+  unchanged AS (
+    UPDATE canon.driver_index i SET source_changed_at = h.changed_at
+    FROM pg_temp.driver_index_source h
+    WHERE i.driver_id = h.driver_id AND i.source_hash = h.source_hash
+      AND i.source_changed_at IS DISTINCT FROM h.changed_at
+    RETURNING 1
+  ),
   lost_keys AS (
     INSERT INTO canon.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
     SELECT c.driver_id, 'KEYS_CHANGED',
@@ -117,8 +136,9 @@ BEGIN
            OR (c.old_plate_norm IS NOT NULL AND c.old_plate_norm IS DISTINCT FROM c.plate_norm))
     RETURNING 1
   )
-  SELECT (SELECT count(*) FROM upserted), (SELECT max(h.changed_at) FROM pg_temp.driver_index_source h)
-  INTO v_upserted, v_watermark;
+  SELECT (SELECT count(*) FROM upserted), (SELECT count(*) FROM unchanged),
+         (SELECT max(h.changed_at) FROM pg_temp.driver_index_source h)
+  INTO v_upserted, v_touched, v_watermark;
 
   IF v_probe_by_key THEN
     PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
@@ -163,6 +183,7 @@ BEGIN
     'mode', CASE WHEN v_full THEN 'full' ELSE 'incremental' END,
     'drivers_scanned', v_scanned,
     'drivers_reindexed', v_upserted,
+    'drivers_touched_unchanged', v_touched,
     'drivers_removed', v_deleted,
     'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon.driver_index) END,
     'drivers_skipped_bad_id', CASE WHEN v_full THEN (

@@ -1,0 +1,197 @@
+-- Up Migration
+-- snapshot of sql/canon/canon.refresh_driver_index.sql
+-- canon.refresh_driver_index: pipeline step 4. Brings canon.driver_index up to date with
+-- public.drivers: incrementally (drivers whose updated_at/created_at is past the
+-- watermark, re-normalised only when their source values changed), and fully every
+-- driver_index_full_refresh_hours (also removes deleted drivers). Returns step stats.
+-- The drivers to look at are first materialised in a temp table and ANALYZEd, so the
+-- planner knows how many there are (the range predicate on coalesce(updated_at,
+-- created_at) could not be estimated), and incrementally public.drivers is searched with
+-- its updated_at index (rows without updated_at fall back to created_at). When they are
+-- few against the index (incremental, under a tenth), canon.driver_index is probed by
+-- key (hash and merge joins off for that statement) instead of being read whole.
+-- Whenever a row of the index is written or removed, driver_index_state.changed_at is
+-- set to now() (reported by runs). Which unmatched leads are worth retrying is decided by
+-- canon.match_cabinet_leads from the rows indexed since its last check (indexed_at) and
+-- the keys drivers lost (canon.driver_index_key_changes, written here).
+-- The watermark has an hour of overlap for rows committed late with an older updated_at;
+-- a driver whose change time equals the stored source_changed_at was already looked at
+-- in that version and is skipped, so the overlap costs what changed, not the last hour.
+CREATE OR REPLACE FUNCTION canon.refresh_driver_index(p_run_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_state canon.driver_index_state%ROWTYPE;
+  v_full boolean;
+  v_since timestamp;
+  v_scanned integer;
+  v_upserted integer;
+  v_touched integer;
+  v_deleted integer := 0;
+  v_watermark timestamp;
+  v_changed_at timestamptz;
+  v_probe_by_key boolean;
+  v_hashjoin text;
+  v_mergejoin text;
+BEGIN
+  SELECT * INTO v_state FROM canon.driver_index_state FOR UPDATE;
+  v_full := NOT FOUND OR v_state.last_full_at IS NULL OR v_state.watermark IS NULL
+            OR v_state.last_full_at < now() - make_interval(hours => canon.setting('driver_index_full_refresh_hours')::integer);
+  -- An hour of overlap catches rows committed late with an older updated_at.
+  v_since := CASE WHEN v_full THEN NULL ELSE v_state.watermark - interval '1 hour' END;
+
+  -- The drivers to look at (all of them on a full refresh), newest row per driver_id.
+  -- (updated_at >= since OR updated_at IS NULL) is what the updated_at index can serve;
+  -- the coalesce keeps the exact rule (created_at when updated_at is NULL).
+  DROP TABLE IF EXISTS pg_temp.driver_index_source;
+  CREATE TEMP TABLE driver_index_source ON COMMIT DROP AS
+  SELECT s.*,
+         md5(concat_ws(E'\x1f', s.park_id, s.phone, s.license_normalized_number, s.license_number,
+                       s.car_normalized_number, s.car_number, s.full_name, s.first_name, s.middle_name,
+                       s.last_name, s.hire_date::text)) AS source_hash
+  FROM (
+    SELECT DISTINCT ON (d.driver_id)
+           d.driver_id, d.park_id, d.phone, d.license_normalized_number, d.license_number,
+           d.car_normalized_number, d.car_number, d.full_name, d.first_name, d.middle_name, d.last_name, d.hire_date,
+           coalesce(d.updated_at, d.created_at) AS changed_at
+    FROM public.drivers d
+    WHERE nullif(btrim(d.driver_id), '') IS NOT NULL
+      AND length(d.driver_id) <= 200 -- garbage ids (10 kB) cannot be indexed: counted below
+      AND (v_full
+           OR ((d.updated_at >= v_since OR d.updated_at IS NULL)
+               AND coalesce(d.updated_at, d.created_at) >= v_since))
+    ORDER BY d.driver_id, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
+  ) s
+  -- Incrementally, a driver already looked at in the version it has now (same change
+  -- time, stored as source_changed_at, whether it was re-indexed or found unchanged) is
+  -- not looked at again: the overlap re-reads the late commits, not the last hour's
+  -- drivers on every run (after a bulk load that was seconds a run).
+  WHERE v_full
+     OR NOT EXISTS (SELECT 1 FROM canon.driver_index i
+                    WHERE i.driver_id = s.driver_id AND i.source_changed_at = s.changed_at);
+  ANALYZE pg_temp.driver_index_source;
+  v_scanned := (SELECT count(*) FROM pg_temp.driver_index_source);
+
+  -- Few drivers against a large index: probe it by key. The planner would rather hash the
+  -- whole index (it prices each probe as a random read); on a full refresh it should.
+  v_probe_by_key := NOT v_full
+    AND v_scanned * 10 < (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'canon.driver_index'::regclass);
+  IF v_probe_by_key THEN
+    v_hashjoin := current_setting('enable_hashjoin');
+    v_mergejoin := current_setting('enable_mergejoin');
+    PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+  END IF;
+
+  -- Every written row gets indexed_at = now(): canon.match_cabinet_leads finds the changed
+  -- drivers by it (driver_index_indexed_at_idx) and marks due the OPEN leads sharing a key.
+  -- The keys a re-indexed driver no longer has are logged (driver_index_key_changes): a
+  -- lead that had it as a candidate by such a key is due too.
+  WITH changed AS (
+    SELECT h.driver_id, h.park_id,
+           canon.normalize_phone(h.phone) AS phone_norm,
+           canon.normalize_license(coalesce(nullif(btrim(h.license_normalized_number), ''), h.license_number)) AS license_norm,
+           canon.normalize_plate(coalesce(nullif(btrim(h.car_normalized_number), ''), h.car_number)) AS plate_norm,
+           canon.normalize_name(coalesce(nullif(btrim(h.full_name), ''), concat_ws(' ', h.first_name, h.middle_name, h.last_name))) AS name_norm,
+           h.hire_date, h.source_hash, h.changed_at,
+           i.driver_id IS NOT NULL AS was_indexed,
+           i.phone_norm AS old_phone_norm, i.license_norm AS old_license_norm, i.plate_norm AS old_plate_norm
+    FROM pg_temp.driver_index_source h
+    LEFT JOIN canon.driver_index i ON i.driver_id = h.driver_id
+    WHERE i.driver_id IS NULL OR i.source_hash <> h.source_hash
+  ),
+  upserted AS (
+    INSERT INTO canon.driver_index AS i (
+      driver_id, park_id, phone_norm, license_norm, plate_norm, name_norm, hire_date,
+      source_hash, source_changed_at, indexed_at, indexed_run_id)
+    SELECT c.driver_id, c.park_id, c.phone_norm, c.license_norm, c.plate_norm, c.name_norm,
+           c.hire_date, c.source_hash, c.changed_at, now(), p_run_id
+    FROM changed c
+    ON CONFLICT (driver_id) DO UPDATE
+      SET park_id = excluded.park_id, phone_norm = excluded.phone_norm, license_norm = excluded.license_norm,
+          plate_norm = excluded.plate_norm, name_norm = excluded.name_norm, hire_date = excluded.hire_date,
+          source_hash = excluded.source_hash, source_changed_at = excluded.source_changed_at,
+          indexed_at = excluded.indexed_at, indexed_run_id = excluded.indexed_run_id
+    RETURNING 1
+  ),
+  -- Looked at, values unchanged: only the change time is recorded (see above).
+  unchanged AS (
+    UPDATE canon.driver_index i SET source_changed_at = h.changed_at
+    FROM pg_temp.driver_index_source h
+    WHERE i.driver_id = h.driver_id AND i.source_hash = h.source_hash
+      AND i.source_changed_at IS DISTINCT FROM h.changed_at
+    RETURNING 1
+  ),
+  lost_keys AS (
+    INSERT INTO canon.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
+    SELECT c.driver_id, 'KEYS_CHANGED',
+           CASE WHEN c.old_phone_norm IS DISTINCT FROM c.phone_norm THEN c.old_phone_norm END,
+           CASE WHEN c.old_license_norm IS DISTINCT FROM c.license_norm THEN c.old_license_norm END,
+           CASE WHEN c.old_plate_norm IS DISTINCT FROM c.plate_norm THEN c.old_plate_norm END,
+           now(), p_run_id
+    FROM changed c
+    WHERE c.was_indexed
+      AND ((c.old_phone_norm IS NOT NULL AND c.old_phone_norm IS DISTINCT FROM c.phone_norm)
+           OR (c.old_license_norm IS NOT NULL AND c.old_license_norm IS DISTINCT FROM c.license_norm)
+           OR (c.old_plate_norm IS NOT NULL AND c.old_plate_norm IS DISTINCT FROM c.plate_norm))
+    RETURNING 1
+  )
+  SELECT (SELECT count(*) FROM upserted), (SELECT count(*) FROM unchanged),
+         (SELECT max(h.changed_at) FROM pg_temp.driver_index_source h)
+  INTO v_upserted, v_touched, v_watermark;
+
+  IF v_probe_by_key THEN
+    PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
+  END IF;
+
+  IF v_full THEN
+    -- The keys of removed drivers are logged: the leads that had one as a candidate are due.
+    WITH removed AS (
+      DELETE FROM canon.driver_index i
+      WHERE NOT EXISTS (SELECT 1 FROM public.drivers d WHERE d.driver_id = i.driver_id)
+      RETURNING i.driver_id, i.phone_norm, i.license_norm, i.plate_norm
+    ),
+    logged AS (
+      INSERT INTO canon.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
+      SELECT r.driver_id, 'REMOVED', r.phone_norm, r.license_norm, r.plate_norm, now(), p_run_id
+      FROM removed r
+      WHERE num_nonnulls(r.phone_norm, r.license_norm, r.plate_norm) > 0
+      RETURNING 1
+    )
+    SELECT count(*) INTO v_deleted FROM removed;
+  END IF;
+  DROP TABLE pg_temp.driver_index_source;
+
+  -- The index changed (reported; retries are targeted by canon.match_cabinet_leads).
+  IF v_upserted > 0 OR v_deleted > 0 THEN
+    v_changed_at := now();
+  END IF;
+
+  INSERT INTO canon.driver_index_state AS s (singleton, watermark, last_full_at, last_refresh_at, last_run_id, changed_at)
+  VALUES (true, v_watermark, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at)
+  ON CONFLICT (singleton) DO UPDATE
+    SET watermark = greatest(s.watermark, excluded.watermark),
+        last_full_at = coalesce(excluded.last_full_at, s.last_full_at),
+        last_refresh_at = excluded.last_refresh_at,
+        last_run_id = excluded.last_run_id,
+        changed_at = coalesce(excluded.changed_at, s.changed_at)
+  WHERE s.watermark IS DISTINCT FROM greatest(s.watermark, excluded.watermark)
+     OR excluded.last_full_at IS NOT NULL
+     OR excluded.changed_at IS NOT NULL;
+
+  RETURN jsonb_build_object(
+    'mode', CASE WHEN v_full THEN 'full' ELSE 'incremental' END,
+    'drivers_scanned', v_scanned,
+    'drivers_reindexed', v_upserted,
+    'drivers_touched_unchanged', v_touched,
+    'drivers_removed', v_deleted,
+    'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon.driver_index) END,
+    'drivers_skipped_bad_id', CASE WHEN v_full THEN (
+      SELECT count(*) FROM public.drivers d
+      WHERE nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200) END,
+    'index_changed', v_changed_at IS NOT NULL);
+END
+$$;
+COMMENT ON FUNCTION canon.refresh_driver_index(bigint) IS 'Pipeline step 4: incremental (watermark) or full refresh of canon.driver_index from public.drivers; sets driver_index_state.changed_at when rows were written or removed and logs the keys drivers lost (canon.driver_index_key_changes). Returns step stats.';

@@ -12,9 +12,12 @@
 -- set to now() (reported by runs). Which unmatched leads are worth retrying is decided by
 -- canon.match_cabinet_leads from the rows indexed since its last check (indexed_at) and
 -- the keys drivers lost (canon.driver_index_key_changes, written here).
--- The watermark has an hour of overlap for rows committed late with an older updated_at;
--- a driver whose change time equals the stored source_changed_at was already looked at
--- in that version and is skipped, so the overlap costs what changed, not the last hour.
+-- The watermark has an hour of overlap for rows committed late with an older updated_at.
+-- Row versions the previous refresh could see (their xmin visible to its snapshot,
+-- driver_index_state.refreshed_snapshot) were read by it and are skipped, so the overlap
+-- costs the late commits, not every driver of the last hour (after a bulk load of
+-- drivers that was most of an idle run). Changed without a new updated_at and outside
+-- the hour: found by the full refresh.
 CREATE OR REPLACE FUNCTION canon.refresh_driver_index(p_run_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -27,19 +30,35 @@ DECLARE
   v_since timestamp;
   v_scanned integer;
   v_upserted integer;
-  v_touched integer;
   v_deleted integer := 0;
   v_watermark timestamp;
   v_changed_at timestamptz;
   v_probe_by_key boolean;
   v_hashjoin text;
   v_mergejoin text;
+  v_seen pg_snapshot;
+  v_snapshot pg_snapshot;
+  v_unseen_ids text[];
 BEGIN
   SELECT * INTO v_state FROM canon.driver_index_state FOR UPDATE;
   v_full := NOT FOUND OR v_state.last_full_at IS NULL OR v_state.watermark IS NULL
             OR v_state.last_full_at < now() - make_interval(hours => canon.setting('driver_index_full_refresh_hours')::integer);
   -- An hour of overlap catches rows committed late with an older updated_at.
   v_since := CASE WHEN v_full THEN NULL ELSE v_state.watermark - interval '1 hour' END;
+  v_seen := CASE WHEN NOT v_full THEN v_state.refreshed_snapshot END;
+  -- Taken before the drivers are read: what it sees, the reads below see too.
+  v_snapshot := pg_current_snapshot();
+  -- Drivers of the overlap with a row version not seen yet; each is then looked at with
+  -- all its rows of the overlap (the newest wins, as always: a late commit may be the
+  -- older row of a driver_id that has two).
+  IF v_seen IS NOT NULL THEN
+    v_unseen_ids := ARRAY(
+      SELECT DISTINCT d.driver_id
+      FROM public.drivers d
+      WHERE (d.updated_at >= v_since OR d.updated_at IS NULL)
+        AND coalesce(d.updated_at, d.created_at) >= v_since
+        AND NOT pg_visible_in_snapshot(canon.xid8_of_recent(d.xmin, pg_snapshot_xmax(v_snapshot)), v_seen));
+  END IF;
 
   -- The drivers to look at (all of them on a full refresh), newest row per driver_id.
   -- (updated_at >= since OR updated_at IS NULL) is what the updated_at index can serve;
@@ -60,16 +79,10 @@ BEGIN
       AND length(d.driver_id) <= 200 -- garbage ids (10 kB) cannot be indexed: counted below
       AND (v_full
            OR ((d.updated_at >= v_since OR d.updated_at IS NULL)
-               AND coalesce(d.updated_at, d.created_at) >= v_since))
+               AND coalesce(d.updated_at, d.created_at) >= v_since
+               AND (v_seen IS NULL OR d.driver_id = ANY (v_unseen_ids))))
     ORDER BY d.driver_id, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
-  ) s
-  -- Incrementally, a driver already looked at in the version it has now (same change
-  -- time, stored as source_changed_at, whether it was re-indexed or found unchanged) is
-  -- not looked at again: the overlap re-reads the late commits, not the last hour's
-  -- drivers on every run (after a bulk load that was seconds a run).
-  WHERE v_full
-     OR NOT EXISTS (SELECT 1 FROM canon.driver_index i
-                    WHERE i.driver_id = s.driver_id AND i.source_changed_at = s.changed_at);
+  ) s;
   ANALYZE pg_temp.driver_index_source;
   v_scanned := (SELECT count(*) FROM pg_temp.driver_index_source);
 
@@ -114,14 +127,6 @@ BEGIN
           indexed_at = excluded.indexed_at, indexed_run_id = excluded.indexed_run_id
     RETURNING 1
   ),
-  -- Looked at, values unchanged: only the change time is recorded (see above).
-  unchanged AS (
-    UPDATE canon.driver_index i SET source_changed_at = h.changed_at
-    FROM pg_temp.driver_index_source h
-    WHERE i.driver_id = h.driver_id AND i.source_hash = h.source_hash
-      AND i.source_changed_at IS DISTINCT FROM h.changed_at
-    RETURNING 1
-  ),
   lost_keys AS (
     INSERT INTO canon.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
     SELECT c.driver_id, 'KEYS_CHANGED',
@@ -136,9 +141,8 @@ BEGIN
            OR (c.old_plate_norm IS NOT NULL AND c.old_plate_norm IS DISTINCT FROM c.plate_norm))
     RETURNING 1
   )
-  SELECT (SELECT count(*) FROM upserted), (SELECT count(*) FROM unchanged),
-         (SELECT max(h.changed_at) FROM pg_temp.driver_index_source h)
-  INTO v_upserted, v_touched, v_watermark;
+  SELECT (SELECT count(*) FROM upserted), (SELECT max(h.changed_at) FROM pg_temp.driver_index_source h)
+  INTO v_upserted, v_watermark;
 
   IF v_probe_by_key THEN
     PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
@@ -167,23 +171,21 @@ BEGIN
     v_changed_at := now();
   END IF;
 
-  INSERT INTO canon.driver_index_state AS s (singleton, watermark, last_full_at, last_refresh_at, last_run_id, changed_at)
-  VALUES (true, v_watermark, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at)
+  -- (written on every run: the snapshot moves even when nothing changed)
+  INSERT INTO canon.driver_index_state AS s (singleton, watermark, last_full_at, last_refresh_at, last_run_id, changed_at, refreshed_snapshot)
+  VALUES (true, v_watermark, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at, v_snapshot)
   ON CONFLICT (singleton) DO UPDATE
     SET watermark = greatest(s.watermark, excluded.watermark),
         last_full_at = coalesce(excluded.last_full_at, s.last_full_at),
         last_refresh_at = excluded.last_refresh_at,
         last_run_id = excluded.last_run_id,
-        changed_at = coalesce(excluded.changed_at, s.changed_at)
-  WHERE s.watermark IS DISTINCT FROM greatest(s.watermark, excluded.watermark)
-     OR excluded.last_full_at IS NOT NULL
-     OR excluded.changed_at IS NOT NULL;
+        changed_at = coalesce(excluded.changed_at, s.changed_at),
+        refreshed_snapshot = excluded.refreshed_snapshot;
 
   RETURN jsonb_build_object(
     'mode', CASE WHEN v_full THEN 'full' ELSE 'incremental' END,
     'drivers_scanned', v_scanned,
     'drivers_reindexed', v_upserted,
-    'drivers_touched_unchanged', v_touched,
     'drivers_removed', v_deleted,
     'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon.driver_index) END,
     'drivers_skipped_bad_id', CASE WHEN v_full THEN (

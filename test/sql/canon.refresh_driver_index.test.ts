@@ -18,7 +18,6 @@ type Stats = {
   mode: string;
   drivers_scanned: number;
   drivers_reindexed: number;
-  drivers_touched_unchanged: number;
   drivers_removed: number;
   index_changed: boolean;
 };
@@ -48,10 +47,10 @@ test('changed_at moves only when index rows are written or removed', (t) =>
     // A touched driver whose matching values are the same: scanned, not re-indexed.
     await db.query(`UPDATE public.drivers SET work_status = 'busy', updated_at = now() WHERE driver_id = 'd1'`);
     const touched = await refresh(db);
-    t.like(touched, { drivers_scanned: 1, drivers_reindexed: 0, drivers_touched_unchanged: 1, index_changed: false });
+    t.like(touched, { drivers_scanned: 1, drivers_reindexed: 0, index_changed: false });
     t.is(await changedAt(db), first);
     // Looked at in that version: the hour of overlap does not read it again.
-    t.like(await refresh(db), { drivers_scanned: 0, drivers_reindexed: 0, drivers_touched_unchanged: 0 });
+    t.like(await refresh(db), { drivers_scanned: 0, drivers_reindexed: 0 });
 
     await db.query(`UPDATE public.drivers SET phone = '51900000000', updated_at = now() WHERE driver_id = 'd1'`);
     const changed = await refresh(db);
@@ -80,22 +79,41 @@ test('incremental: new drivers, drivers without updated_at (created_at counts), 
       ['new', '922222222'], ['noupd', '933333333'], ['old', '911111111'], ['twice', '955555555']]);
   }));
 
-test('the hour of overlap still catches a late commit with an older updated_at; a change without updated_at waits for the full refresh', (t) =>
+test('the hour of overlap reads only row versions the last refresh could not see: a late commit with an older updated_at, a change in place; older changes without updated_at wait for the full refresh', (t) =>
   withDb(async (db) => {
     await insertDriver(db, { driver_id: 'now', first_name: 'Ana', phone: '51911111111' });
-    t.like(await refresh(db), { mode: 'full', drivers_reindexed: 1 });
+    await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
+                    VALUES ('old', 'p', 'Luz', '51944444444', now() - interval '3 hours', now() - interval '3 hours')`);
+    t.like(await refresh(db), { mode: 'full', drivers_reindexed: 2 });
+    t.like(await refresh(db), { mode: 'incremental', drivers_scanned: 0 });
     // Committed after the refresh, stamped 20 minutes earlier (a long transaction upstream).
     await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
                     VALUES ('late', 'p', 'Rosa', '51922222222', now() - interval '20 minutes', now() - interval '20 minutes')`);
     t.like(await refresh(db), { mode: 'incremental', drivers_scanned: 1, drivers_reindexed: 1, index_changed: true });
-    // Values changed in place, updated_at left as it was: not seen incrementally ...
+    // Changed in place inside the hour, updated_at left as it was: a new row version, read.
     await db.query(`UPDATE public.drivers SET phone = '51933333333' WHERE driver_id = 'late'`);
+    t.like(await refresh(db), { mode: 'incremental', drivers_scanned: 1, drivers_reindexed: 1 });
+    // The same three hours back: outside the overlap, not seen incrementally ...
+    await db.query(`UPDATE public.drivers SET phone = '51955555555' WHERE driver_id = 'old'`);
     t.like(await refresh(db), { mode: 'incremental', drivers_scanned: 0, drivers_reindexed: 0 });
     // ... but by the next full refresh (driver_index_full_refresh_hours).
     await db.query(`UPDATE canon.driver_index_state SET last_full_at = now() - interval '2 days'`);
     t.like(await refresh(db), { mode: 'full', drivers_reindexed: 1 });
-    const [i] = await db.query<{ phone_norm: string }>(`SELECT phone_norm FROM canon.driver_index WHERE driver_id = 'late'`);
-    t.is(i!.phone_norm, '933333333');
+    const rows = await db.query<{ driver_id: string; phone_norm: string }>(
+      `SELECT driver_id, phone_norm FROM canon.driver_index WHERE driver_id IN ('late', 'old') ORDER BY driver_id`);
+    t.deepEqual(rows.map((r) => [r.driver_id, r.phone_norm]), [['late', '933333333'], ['old', '955555555']]);
+  }));
+
+test('a driver_id with two rows: a late commit of its older row does not replace the newer one', (t) =>
+  withDb(async (db) => {
+    await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
+                    VALUES ('twice', 'p', 'New', '51955555555', now(), now())`);
+    await refresh(db);
+    await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
+                    VALUES ('twice', 'p', 'Old', '51944444444', now() - interval '10 minutes', now() - interval '10 minutes')`);
+    t.like(await refresh(db), { mode: 'incremental', drivers_scanned: 1, drivers_reindexed: 0 });
+    const [i] = await db.query<{ phone_norm: string }>(`SELECT phone_norm FROM canon.driver_index WHERE driver_id = 'twice'`);
+    t.is(i!.phone_norm, '955555555');
   }));
 
 test('a full refresh removes deleted drivers and marks the index changed', (t) =>

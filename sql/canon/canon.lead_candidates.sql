@@ -1,7 +1,9 @@
 -- canon.lead_candidates: every driver candidate of the given lead rows, by rule, with
 -- its score and name similarity, and whether it is kept as evidence or why it is not.
 -- The one definition of the rules of SPEC 6, used by the batch matcher and by
--- ops.explain_lead. Reads canon.lead_keys and canon.driver_index.
+-- ops.explain_lead. Reads canon.lead_keys and canon.driver_index. Names are compared as
+-- the normalised names both store (canon.token_similarity on their tokens: the score of
+-- canon.name_similarity without normalising each name again for every pair).
 CREATE OR REPLACE FUNCTION canon.lead_candidates(p_lead_ids integer[])
 RETURNS TABLE (
   lead_id integer,
@@ -51,7 +53,8 @@ AS $$
             FROM (SELECT 1
                   FROM unnest(pn.names) n (name_norm)
                   WHERE l.name_norm IS NULL
-                     OR (n.name_norm <> l.name_norm AND canon.name_similarity(l.name_norm, n.name_norm) < 0.66)
+                     OR (n.name_norm <> l.name_norm
+                         AND canon.token_similarity(string_to_array(l.name_norm, ' '), string_to_array(n.name_norm, ' ')) < 0.66)
                   LIMIT (SELECT pr.min_other_people FROM params pr)) x) AS other_people
     FROM leads l
     JOIN phone_names pn ON pn.phone_norm = l.phone_norm
@@ -70,7 +73,8 @@ AS $$
     SELECT r.lead_id, l.lead_source_pk, r.rule_group, r.driver_id, r.park_id, r.name_norm,
            r.park_id IS NOT DISTINCT FROM p.target_park AS in_target_park,
            CASE WHEN l.name_norm = r.name_norm THEN 1.0000
-                ELSE round(coalesce(canon.name_similarity(l.name_norm, r.name_norm), 0), 4) END AS name_similarity,
+                ELSE round(coalesce(canon.token_similarity(string_to_array(l.name_norm, ' '), string_to_array(r.name_norm, ' ')), 0), 4)
+           END AS name_similarity,
            r.hire_date,
            (r.hire_date IS NULL OR r.hire_date BETWEEN l.lead_date - 90 AND l.lead_date + 30) AS hire_in_window,
            coalesce(s.other_people, 0) >= p.min_other_people AS lead_phone_shared,
@@ -84,7 +88,7 @@ AS $$
   driver_phone_sharing AS (
     SELECT x.lead_id,
            bool_or(x.name_norm IS DISTINCT FROM ref.name_norm
-                   AND coalesce(canon.name_similarity(x.name_norm, ref.name_norm), 0) < 0.66) AS shared
+                   AND coalesce(canon.token_similarity(string_to_array(x.name_norm, ' '), string_to_array(ref.name_norm, ' ')), 0) < 0.66) AS shared
     FROM scored x
     JOIN (
       SELECT y.lead_id, min(y.name_norm) AS name_norm

@@ -1,7 +1,8 @@
 -- canon.lead_decisions: the decision of SPEC 6 for each given lead row, over all
 -- candidates of all rules together: MATCH (with the strongest rule, every agreeing rule
--- and the values compared as evidence) or the reason code why not, with up to 5
--- candidates. Used by the batch matcher and by ops.explain_lead.
+-- and the values compared as evidence) or the reason code why not, with its details and
+-- up to 5 candidates (what canon.identity_unmatched keeps; NULL for a match, built only
+-- for the leads not matched). Used by the batch matcher and by ops.explain_lead.
 CREATE OR REPLACE FUNCTION canon.lead_decisions(p_lead_ids integer[])
 RETURNS TABLE (
   lead_id integer,
@@ -96,6 +97,8 @@ AS $$
     FROM (
       SELECT c.*, row_number() OVER (PARTITION BY c.lead_id ORDER BY c.kept DESC, c.rule_rank, c.name_similarity DESC, c.driver_id) AS pos
       FROM cand c
+      -- only where they are kept: the leads not matched (a match keeps its evidence)
+      JOIN decided d ON d.lead_id = c.lead_id AND d.decision <> 'MATCH'
     ) c
     WHERE c.pos <= 5
     GROUP BY c.lead_id
@@ -117,7 +120,7 @@ AS $$
            'target_park', d.best_in_target_park,
            'rejected', d.rejected)
          END,
-         jsonb_build_object(
+         CASE WHEN d.decision <> 'MATCH' THEN jsonb_build_object(
            'phone_norm', d.phone_norm, 'plate_norm', d.plate_norm, 'license_norm', d.license_norm,
            'name_norm', d.name_norm, 'lead_date', d.lead_date,
            'missing', to_jsonb(array_remove(ARRAY[
@@ -125,10 +128,11 @@ AS $$
              CASE WHEN d.plate_norm IS NULL THEN 'plate' END,
              CASE WHEN d.name_norm IS NULL THEN 'name' END], NULL)),
            'shared_phone', d.shared_phone_hits > 0,
-           'kept_drivers', d.kept_drivers),
-         coalesce(t.candidates, '[]'::jsonb)
+           'kept_drivers', d.kept_drivers)
+         END,
+         CASE WHEN d.decision <> 'MATCH' THEN coalesce(t.candidates, '[]'::jsonb) END
   FROM decided d
   LEFT JOIN top_candidates t ON t.lead_id = d.lead_id
   LEFT JOIN canon.driver_index i ON i.driver_id = d.best_driver AND d.decision = 'MATCH'
 $$;
-COMMENT ON FUNCTION canon.lead_decisions(integer[]) IS 'Decision per lead row: MATCH with driver, rule, score and evidence, or AMBIGUOUS / CONFLICT / WEAK_MATCH_ONLY / SHARED_KEY / NO_CANDIDATES / MISSING_KEYS with details and up to 5 candidates.';
+COMMENT ON FUNCTION canon.lead_decisions(integer[]) IS 'Decision per lead row: MATCH with driver, rule, score and evidence, or AMBIGUOUS / CONFLICT / WEAK_MATCH_ONLY / SHARED_KEY / NO_CANDIDATES / MISSING_KEYS with details and up to 5 candidates (details and candidates NULL for a match).';

@@ -315,3 +315,26 @@ test('at 0.66 recalls most true pairs and rejects almost all non-pairs of the FE
   t.true((rate.splink_true_complete ?? 0) >= 0.55, 'Splink recall, both names complete');
   t.true((rate.splink_non_match ?? 1) <= 0.01, 'Splink labelled non-matches accepted');
 });
+
+test('canon.token_similarity on the tokens of two normalised names equals name_similarity of the raw names (property: what the matcher compares)', async (t) => {
+  await fc.assert(
+    fc.asyncProperty(pairBatch, async (pairs) => {
+      const rows = await db.query<{ raw: string; tokens: string; via_tokens_fn: string }>(
+        `SELECT canon.name_similarity(a, b) AS raw,
+                canon.token_similarity(string_to_array(canon.normalize_name(a), ' '),
+                                       string_to_array(canon.normalize_name(b), ' ')) AS tokens,
+                canon.token_similarity(canon.name_tokens(a), canon.name_tokens(b)) AS via_tokens_fn
+         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(a, b, i) ORDER BY i`,
+        [pairs.map((p) => p[0]), pairs.map((p) => p[1])],
+      );
+      for (const r of rows) {
+        if (r.raw !== r.tokens || r.raw !== r.via_tokens_fn) return false;
+      }
+      return rows.length === pairs.length;
+    }),
+    { numRuns: 40 },
+  );
+  t.is(await similarity('María José de la Cruz', 'CRUZ JOSE MARIA'), 1);
+  const [r] = await db.query<{ s: string }>(`SELECT canon.token_similarity(ARRAY['CRUZ', 'MARIA'], ARRAY['CRUZ', 'MARIO']) AS s`);
+  t.is(Number(r!.s), await similarity('Maria Cruz', 'Mario Cruz'));
+});

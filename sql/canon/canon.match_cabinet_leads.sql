@@ -66,10 +66,10 @@ BEGIN
 
   -- Step 5b: the batch, one row per lead key (duplicated keys: the first row stands for them),
   -- at the cost of the batch, not of the scope:
-  -- * never evaluated: among the rows marked match_pending (new rows, and keys whose link
-  --   or unmatched row was removed; partial index). A pending key found evaluated (linked,
-  --   or unmatched OPEN / IGNORED) loses the flag. All in-scope rows of a never-evaluated
-  --   key are pending (new rows are; removals mark every row of the key).
+  -- * never evaluated: among the rows listed in canon.lead_keys_pending (new rows, and
+  --   keys whose link or unmatched row was removed). A pending key found evaluated
+  --   (linked, or unmatched OPEN / IGNORED) leaves the list. All in-scope rows of a
+  --   never-evaluated key are pending (new rows are; removals list every row of the key).
   -- * OPEN unmatched leads due for a retry (retry_due, partial index), the least recently
   --   attempted first: only a change of a driver sharing one of their keys can change
   --   their outcome, so with nothing new the batch is empty (targeted retries below);
@@ -159,18 +159,19 @@ BEGIN
   SELECT p.lead_source_pk, p.lead_id, p.rows_with_key,
          k.source_pk IS NOT NULL AS linked, u.status, u.last_attempt_at
   FROM (SELECT k.lead_source_pk, min(k.lead_id) AS lead_id, count(*) AS rows_with_key
-        FROM canon.lead_keys k
-        WHERE k.match_pending AND k.lead_date >= p_scope_from
+        FROM canon.lead_keys_pending q
+        JOIN canon.lead_keys k ON k.lead_id = q.lead_id
+        WHERE q.lead_date >= p_scope_from AND k.lead_date >= p_scope_from
         GROUP BY k.lead_source_pk) p
   LEFT JOIN canon.identity_links k
     ON k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p.lead_source_pk
   LEFT JOIN canon.identity_unmatched u
     ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p.lead_source_pk;
   ANALYZE pg_temp.cabinet_pending;
-  UPDATE canon.lead_keys k SET match_pending = false
-  FROM pg_temp.cabinet_pending p
+  DELETE FROM canon.lead_keys_pending q
+  USING canon.lead_keys k, pg_temp.cabinet_pending p
   WHERE (p.linked OR p.status IN ('OPEN', 'IGNORED'))
-    AND k.lead_source_pk = p.lead_source_pk AND k.match_pending;
+    AND k.lead_source_pk = p.lead_source_pk AND q.lead_id = k.lead_id;
   GET DIAGNOSTICS v_pending_cleared = ROW_COUNT;
   -- OPEN leads (of any scope) not worth retrying: not due. Counted as OPEN minus due (an
   -- index-only scan of identity_unmatched_open_idx and the small due index) rather than
@@ -337,9 +338,9 @@ BEGIN
         attempts = u.attempts + 1, retry_due = false;
   GET DIAGNOSTICS v_unmatched = ROW_COUNT;
   -- Every NO_IDENTITY lead of the batch is now linked or unmatched: no longer pending.
-  UPDATE canon.lead_keys k SET match_pending = false
-  FROM (SELECT DISTINCT d.lead_source_pk FROM pg_temp.cabinet_decisions d WHERE d.batch_kind = 'NO_IDENTITY') d
-  WHERE k.lead_source_pk = d.lead_source_pk AND k.match_pending;
+  DELETE FROM canon.lead_keys_pending q
+  USING canon.lead_keys k, (SELECT DISTINCT d.lead_source_pk FROM pg_temp.cabinet_decisions d WHERE d.batch_kind = 'NO_IDENTITY') d
+  WHERE k.lead_source_pk = d.lead_source_pk AND q.lead_id = k.lead_id;
   GET DIAGNOSTICS v_evaluated_cleared = ROW_COUNT;
   v_ms := v_ms || jsonb_build_object('link', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 

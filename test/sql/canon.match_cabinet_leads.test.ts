@@ -419,6 +419,16 @@ test('leads older than days_back are not selected', (t) =>
     t.is(run.stats['match']['leads_selected'], 1);
     t.truthy(await unmatchedOf(db, 'new'));
     t.is(await unmatchedOf(db, 'old'), undefined);
+    // Still listed as never evaluated, with its date: a wider days_back takes it.
+    const listed = await db.query<{ lead_date_ok: boolean }>(
+      `SELECT q.lead_date = canon.business_today() - 40 AS lead_date_ok
+       FROM canon.lead_keys_pending q JOIN canon.lead_keys k ON k.lead_id = q.lead_id WHERE k.lead_source_pk = 'old'`);
+    t.deepEqual(listed, [{ lead_date_ok: true }]);
+    const wider = await runPipeline(db, 'p_days_back => 60');
+    t.is(wider.stats['match']['leads_selected'], 1);
+    t.truthy(await unmatchedOf(db, 'old'));
+    const [left] = await db.query<{ n: string }>(`SELECT count(*) AS n FROM canon.lead_keys_pending`);
+    t.is(left!.n, '0');
   }));
 
 test('two rows with the same external_id are one lead key, evaluated once', (t) =>

@@ -12,6 +12,10 @@
 //   steady    --steady-leads new leads arrive; one run timed end to end; the floor (bare
 //             exact-key join) and the per-lead baseline on the same batch; EXPLAIN files
 //   idle      ten consecutive runs with nothing new
+//   --trip-rows N  tops summary_daily up to N rows after the demo (a trip row per day for
+//             drivers in id order, both date formats): the demo writes trips for the
+//             drivers of leads only (4.4M rows at 1M leads / 30 days), the issue's
+//             backfill has 30M
 //   latency   a TCP proxy on 127.0.0.1 delays every chunk by --latency-ms each way; the
 //             pipeline and the per-lead baseline through it and direct
 // Everything measured is printed with the load average at the time; EXPLAIN (ANALYZE,
@@ -36,6 +40,7 @@ const opts = {
   steadyDrivers: intArg('steady-drivers', 2000),
   baselineLeads: intArg('baseline-leads', 300),
   latencyMs: intArg('latency-ms', 1),
+  tripRows: intArg('trip-rows', 0),
   backfillCap: intArg('skip-backfill-over', 0),
   scenario: strArg('scenario', 'all', SCENARIOS) as Scenario,
   out: strArg('out', 'bench/out'),
@@ -519,10 +524,34 @@ async function latency(db: BenchDb): Promise<void> {
   }
 }
 
+/** More trip rows, up to `target`: a row per day for drivers in id order (bulk load, then one index build). */
+async function topUpTrips(db: BenchDb, target: number): Promise<void> {
+  const t = performance.now();
+  const have = Number((await db.pool.query<{ n: string }>('SELECT count(*) AS n FROM public.summary_daily')).rows[0]!.n);
+  const missing = target - have;
+  if (missing <= 0) return;
+  const drivers = Math.ceil(missing / opts.tripDays);
+  await db.pool.query('DROP INDEX public.summary_daily_driver_trip_date_idx');
+  await db.pool.query(
+    `INSERT INTO public.summary_daily (driver_id, date_file, count_orders_completed, sum_work_time_seconds)
+     SELECT d.driver_id,
+            CASE WHEN g % 2 = 0 THEN to_char(t.today - g, 'YYYY-MM-DD') ELSE to_char(t.today - g, 'DD-MM-YYYY') END,
+            (hashint4(d.rn::integer * 31 + g) & 3), 3600
+     FROM (SELECT canon.business_today() AS today) t,
+          (SELECT x.driver_id, row_number() OVER (ORDER BY x.id) AS rn FROM public.drivers x ORDER BY x.id LIMIT $1) d,
+          generate_series(0, $2::integer - 1) g
+     LIMIT $3`,
+    [drivers, opts.tripDays, missing],
+  );
+  await db.pool.query(`CREATE INDEX summary_daily_driver_trip_date_idx ON public.summary_daily (driver_id, canon.parse_date_file(date_file))`);
+  await db.pool.query('ANALYZE public.summary_daily');
+  record('setup', `trip rows topped up to ${target} (--trip-rows)`, `${missing} rows for ${drivers} drivers in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+}
+
 // ---------------------------------------------------------------- main
 
 mkdirSync(opts.out, { recursive: true });
-const command = `npm run bench -- --leads ${opts.leads} --drivers ${opts.drivers} --trip-days ${opts.tripDays} --scenario ${opts.scenario} --days-back ${daysBack} --seed ${opts.seed} --backfill-batch ${opts.backfillBatch}`;
+const command = `npm run bench -- --leads ${opts.leads} --drivers ${opts.drivers} --trip-days ${opts.tripDays} --scenario ${opts.scenario} --days-back ${daysBack} --seed ${opts.seed} --backfill-batch ${opts.backfillBatch}${opts.tripRows ? ` --trip-rows ${opts.tripRows}` : ''}`;
 const db = await benchDatabase('pipeline');
 const machineLine = machine(db.serverVersion);
 console.log(`machine: ${machineLine}`);
@@ -533,6 +562,7 @@ try {
   const gen = await demo(db, { seed: opts.seed, leads: opts.leads, drivers: opts.drivers, tripDays: opts.tripDays });
   await db.pool.query('ANALYZE');
   record('setup', 'demo data (set-based SQL)', `${JSON.stringify(gen)} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  if (opts.tripRows > 0) await topUpTrips(db, opts.tripRows);
   record('setup', 'peak RSS (node) during generation', mib(rss.phase()));
   // The first run builds the driver index in full; limit 0 keeps it out of the batches.
   const c = await db.pool.connect();

@@ -19,6 +19,7 @@ RETURNS TABLE (
 LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
   WITH leads AS (
     SELECT k.* FROM canon.lead_keys k WHERE k.lead_id = ANY (p_lead_ids)

@@ -11,6 +11,7 @@ LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET client_min_messages = warning
+SET jit = off
 AS $$
 DECLARE
   v_t timestamptz;
@@ -42,6 +43,8 @@ DECLARE
   v_probe_by_key boolean;
   v_hashjoin text;
   v_mergejoin text;
+  v_window bigint;
+  v_window_rows bigint;
 BEGIN
   -- Step 5a: keys of lead rows not seen before.
   v_t := clock_timestamp();
@@ -154,19 +157,40 @@ BEGIN
   v_ms := v_ms || jsonb_build_object('mark_retries_due', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
   v_t := clock_timestamp();
-  DROP TABLE IF EXISTS pg_temp.cabinet_pending;
-  CREATE TEMP TABLE cabinet_pending ON COMMIT DROP AS
-  SELECT p.lead_source_pk, p.lead_id, p.rows_with_key,
-         k.source_pk IS NOT NULL AS linked, u.status, u.last_attempt_at
-  FROM (SELECT k.lead_source_pk, min(k.lead_id) AS lead_id, count(*) AS rows_with_key
-        FROM canon.lead_keys_pending q
-        JOIN canon.lead_keys k ON k.lead_id = q.lead_id
-        WHERE q.lead_date >= p_scope_from AND k.lead_date >= p_scope_from
-        GROUP BY k.lead_source_pk) p
-  LEFT JOIN canon.identity_links k
-    ON k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p.lead_source_pk
-  LEFT JOIN canon.identity_unmatched u
-    ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p.lead_source_pk;
+  -- The pending keys are read from the lowest pending lead ids of the scope, a window at
+  -- a time (twice the limit, then four times wider while the keys it holds give fewer
+  -- never-evaluated leads than the limit and rows remain): a backfill with a million
+  -- pending rows reads what its batch needs, not every pending row each run (3 s a run
+  -- at 1M). A key's first row is its lowest pending id, so it is in the window whenever
+  -- the key is.
+  v_window := greatest(2 * p_limit, 1000);
+  LOOP
+    DROP TABLE IF EXISTS pg_temp.cabinet_pending_rows;
+    CREATE TEMP TABLE cabinet_pending_rows ON COMMIT DROP AS
+    SELECT q.lead_id
+    FROM canon.lead_keys_pending q
+    WHERE q.lead_date >= p_scope_from
+    ORDER BY q.lead_id
+    LIMIT v_window;
+    GET DIAGNOSTICS v_window_rows = ROW_COUNT;
+    DROP TABLE IF EXISTS pg_temp.cabinet_pending;
+    CREATE TEMP TABLE cabinet_pending ON COMMIT DROP AS
+    SELECT p.lead_source_pk, p.lead_id, p.rows_with_key,
+           k.source_pk IS NOT NULL AS linked, u.status, u.last_attempt_at
+    FROM (SELECT k.lead_source_pk, min(k.lead_id) AS lead_id, count(*) AS rows_with_key
+          FROM pg_temp.cabinet_pending_rows q
+          JOIN canon.lead_keys k ON k.lead_id = q.lead_id
+          WHERE k.lead_date >= p_scope_from
+          GROUP BY k.lead_source_pk) p
+    LEFT JOIN canon.identity_links k
+      ON k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p.lead_source_pk
+    LEFT JOIN canon.identity_unmatched u
+      ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p.lead_source_pk;
+    EXIT WHEN v_window_rows < v_window
+           OR (SELECT count(*) FROM pg_temp.cabinet_pending p
+               WHERE NOT p.linked AND (p.status IS NULL OR p.status = 'RESOLVED')) >= p_limit;
+    v_window := v_window * 4;
+  END LOOP;
   ANALYZE pg_temp.cabinet_pending;
   DELETE FROM canon.lead_keys_pending q
   USING canon.lead_keys k, pg_temp.cabinet_pending p

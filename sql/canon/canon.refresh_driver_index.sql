@@ -23,6 +23,7 @@ RETURNS jsonb
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 DECLARE
   v_state canon.driver_index_state%ROWTYPE;

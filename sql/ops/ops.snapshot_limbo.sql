@@ -11,6 +11,7 @@ RETURNS jsonb
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 DECLARE
   v_snap jsonb;

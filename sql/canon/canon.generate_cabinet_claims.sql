@@ -43,6 +43,7 @@ DECLARE
   v_state jsonb;
   v_state2 jsonb;
   v_claimed_ids integer[];
+  v_claimed_written integer;
   v_generated jsonb;
   v_existing jsonb;
   v_changed_at timestamptz;
@@ -208,10 +209,32 @@ BEGIN
   INTO v_generated;
   PERFORM set_config('cabinet.lead_state_marking', 'on', true);
 
-  -- The claimed leads' flags and stage, and whatever was marked while this step ran.
+  -- The claimed leads (every stored row of a claimed key): their claim flags and stage
+  -- follow the claims just written. Their chain was evaluated by this step, or is stored
+  -- and unchanged (a change would have marked it): their trips are not read again.
+  WITH claimed AS (
+    SELECT c.lead_source_pk,
+           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 1) AS c1,
+           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 5) AS c5,
+           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 25) AS c25
+    FROM (SELECT DISTINCT jsonb_array_elements_text(v_generated->'claimed_keys') AS lead_source_pk) c
+  )
+  UPDATE canon.cabinet_lead_state s
+  SET has_claim_m1 = c.c1, has_claim_m5 = c.c5, has_claim_m25 = c.c25,
+      limbo_stage = canon.limbo_stage_of(s.person_key, s.driver_id, s.trips_in_window,
+                                         s.reached_m1, s.reached_m5, s.reached_m25, c.c1, c.c5, c.c25),
+      evaluated_at = now(), evaluated_run_id = p_run_id
+  FROM claimed c
+  WHERE s.lead_source_pk = c.lead_source_pk
+    AND (s.has_claim_m1, s.has_claim_m5, s.has_claim_m25) IS DISTINCT FROM (c.c1, c.c5, c.c25);
+  GET DIAGNOSTICS v_claimed_written = ROW_COUNT;
+  IF v_claimed_written > 0 THEN
+    -- (as canon.refresh_lead_state does: counts and snapshots made before are stale)
+    UPDATE canon.cabinet_lead_state_meta SET changed_at = now();
+  END IF;
+  -- Whatever was marked while this step ran is evaluated again in full.
   v_claimed_ids := canon.lead_ids_of_keys(
-    ARRAY(SELECT jsonb_array_elements_text(v_generated->'claimed_keys'))
-    || ARRAY(SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d WHERE d.mark_seq > coalesce(v_max_mark, 0)));
+    ARRAY(SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d WHERE d.mark_seq > coalesce(v_max_mark, 0)));
   v_state2 := canon.refresh_lead_state(p_run_id, v_claimed_ids);
 
   DELETE FROM canon.cabinet_lead_state_dirty d WHERE d.mark_seq <= coalesce(v_max_mark, 0);
@@ -259,10 +282,13 @@ BEGIN
     FROM canon.cabinet_lead_state s
     WHERE v_sweep AND s.lead_date >= p_scope_from
   ),
+  -- (the evaluated ids joined, each probed by key: "lead_id = ANY (v_ids)" was planned as
+  -- a scan of every stored row with a driver, each compared with the whole array)
   evaluated_drivers AS (
     SELECT DISTINCT s.driver_id
-    FROM canon.cabinet_lead_state s
-    WHERE s.lead_id = ANY (v_ids) AND s.driver_id IS NOT NULL AND s.lead_date >= p_scope_from
+    FROM unnest(v_ids) x (lead_id)
+    JOIN canon.cabinet_lead_state s ON s.lead_id = x.lead_id
+    WHERE s.driver_id IS NOT NULL AND s.lead_date >= p_scope_from
   ),
   unparseable AS (
     SELECT count(*) AS n
@@ -297,7 +323,8 @@ BEGIN
       'trip_drivers_appended', v_trip_drivers,
       'reasons', v_reasons,
       'evaluated', (v_state->>'evaluated')::integer + (v_state2->>'evaluated')::integer,
-      'written', (v_state->>'written')::integer + (v_state2->>'written')::integer,
+      'written', (v_state->>'written')::integer + (v_state2->>'written')::integer + v_claimed_written,
+      'claimed_rows_moved_on', v_claimed_written,
       'removed', (v_state->>'removed')::integer + (v_state2->>'removed')::integer,
       'scope_counts_reused', v_scope_reused,
       'watermark', greatest(v_meta.lead_id_watermark, coalesce(v_max_lead_id, 0)))

@@ -29,15 +29,10 @@ SELECT c.lead_id,
        (c1.lead_source_pk IS NOT NULL) AS has_claim_m1,
        (c5.lead_source_pk IS NOT NULL) AS has_claim_m5,
        (c25.lead_source_pk IS NOT NULL) AS has_claim_m25,
-       CASE
-         WHEN c.person_key IS NULL THEN 'NO_IDENTITY'
-         WHEN c.driver_id IS NULL THEN 'NO_DRIVER'
-         WHEN c.trips_in_window <= 0 THEN 'NO_TRIPS_14D'
-         WHEN (c.reached_m1 AND c1.lead_source_pk IS NULL)
-           OR (c.reached_m5 AND c5.lead_source_pk IS NULL)
-           OR (c.reached_m25 AND c25.lead_source_pk IS NULL) THEN 'TRIPS_NO_CLAIM'
-         ELSE 'OK'
-       END AS limbo_stage,
+       canon.limbo_stage_of(c.person_key, c.driver_id, c.trips_in_window,
+                            c.reached_m1, c.reached_m5, c.reached_m25,
+                            c1.lead_source_pk IS NOT NULL, c5.lead_source_pk IS NOT NULL,
+                            c25.lead_source_pk IS NOT NULL) AS limbo_stage,
        -- Dated lead rows sharing this key (this one, the keyed others, and others newer
        -- than the keyed rows): 1 for almost every lead, which lets the per-key claim views
        -- skip sorting every lead.

@@ -1,0 +1,418 @@
+-- Up Migration
+-- snapshot of sql/canon/canon.limbo_stage_of.sql
+-- canon.limbo_stage_of: a lead's limbo stage (SPEC 8) from its chain and the claims of
+-- its key, the first that applies: NO_IDENTITY, NO_DRIVER, NO_TRIPS_14D, TRIPS_NO_CLAIM,
+-- OK. The one definition: canon.v_cabinet_lead_status computes it for every lead, and
+-- step 7 (canon.generate_cabinet_claims) with it moves the leads it has just claimed on,
+-- without reading their trips a second time. One expression (inlined).
+CREATE OR REPLACE FUNCTION canon.limbo_stage_of(
+  p_person_key uuid, p_driver_id text, p_trips_in_window bigint,
+  p_reached_m1 boolean, p_reached_m5 boolean, p_reached_m25 boolean,
+  p_has_claim_m1 boolean, p_has_claim_m5 boolean, p_has_claim_m25 boolean)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+AS $$
+  SELECT CASE
+           WHEN p_person_key IS NULL THEN 'NO_IDENTITY'
+           WHEN p_driver_id IS NULL THEN 'NO_DRIVER'
+           WHEN p_trips_in_window <= 0 THEN 'NO_TRIPS_14D'
+           WHEN (p_reached_m1 AND NOT p_has_claim_m1)
+             OR (p_reached_m5 AND NOT p_has_claim_m5)
+             OR (p_reached_m25 AND NOT p_has_claim_m25) THEN 'TRIPS_NO_CLAIM'
+           ELSE 'OK'
+         END
+$$;
+COMMENT ON FUNCTION canon.limbo_stage_of(uuid, text, bigint, boolean, boolean, boolean, boolean, boolean, boolean) IS
+  'Limbo stage from a lead''s person, driver, trips in window, milestones reached and claims present: NO_IDENTITY, NO_DRIVER, NO_TRIPS_14D, TRIPS_NO_CLAIM or OK (the first that applies).';
+
+-- snapshot of sql/canon/canon.v_cabinet_lead_status.sql
+-- canon.v_cabinet_lead_status: the one live definition of a lead's state on the chain
+-- lead -> person -> driver -> trips in window -> claims (SPEC 8), one row per lead row
+-- with lead_created_at: canon.v_cabinet_lead_chain plus the claims present for THIS
+-- lead's key (any status) and the limbo stage, first that applies: NO_IDENTITY,
+-- NO_DRIVER, NO_TRIPS_14D, TRIPS_NO_CLAIM, OK. Costly over every lead (one trip lookup
+-- per lead): canon.refresh_lead_state stores it in canon.cabinet_lead_state for the
+-- leads that changed, and the views read the stored rows.
+CREATE OR REPLACE VIEW canon.v_cabinet_lead_status AS
+SELECT c.lead_id,
+       c.lead_source_pk,
+       c.lead_date,
+       c.person_key,
+       c.driver_id,
+       c.window_days,
+       c.window_end,
+       c.trips_in_window,
+       c.trip_rows_in_window,
+       c.currency,
+       c.m1_trips_threshold,
+       c.m1_amount,
+       c.reached_m1,
+       c.m5_trips_threshold,
+       c.m5_amount,
+       c.reached_m5,
+       c.m25_trips_threshold,
+       c.m25_amount,
+       c.reached_m25,
+       c.expected_amount,
+       (c1.lead_source_pk IS NOT NULL) AS has_claim_m1,
+       (c5.lead_source_pk IS NOT NULL) AS has_claim_m5,
+       (c25.lead_source_pk IS NOT NULL) AS has_claim_m25,
+       canon.limbo_stage_of(c.person_key, c.driver_id, c.trips_in_window,
+                            c.reached_m1, c.reached_m5, c.reached_m25,
+                            c1.lead_source_pk IS NOT NULL, c5.lead_source_pk IS NOT NULL,
+                            c25.lead_source_pk IS NOT NULL) AS limbo_stage,
+       -- Dated lead rows sharing this key (this one, the keyed others, and others newer
+       -- than the keyed rows): 1 for almost every lead, which lets the per-key claim views
+       -- skip sorting every lead.
+       1 + (SELECT count(*)::integer FROM canon.lead_keys k2
+            WHERE k2.lead_source_pk = c.lead_source_pk AND k2.lead_date IS NOT NULL AND k2.lead_id <> c.lead_id)
+         + (SELECT count(*)::integer FROM public.module_ct_cabinet_leads l2
+            WHERE l2.id > (SELECT coalesce(max(k3.lead_id), 0) FROM canon.lead_keys k3)
+              AND l2.id <> c.lead_id AND l2.lead_created_at IS NOT NULL
+              AND canon.lead_source_pk(l2.external_id, l2.id) = c.lead_source_pk) AS key_rows
+FROM canon.v_cabinet_lead_chain c
+LEFT JOIN canon.claims_yango_cabinet_14d c1 ON c1.lead_source_pk = c.lead_source_pk AND c1.milestone = 1
+LEFT JOIN canon.claims_yango_cabinet_14d c5 ON c5.lead_source_pk = c.lead_source_pk AND c5.milestone = 5
+LEFT JOIN canon.claims_yango_cabinet_14d c25 ON c25.lead_source_pk = c.lead_source_pk AND c25.milestone = 25;
+COMMENT ON VIEW canon.v_cabinet_lead_status IS
+  'Live state of every cabinet lead row with lead_created_at: chain, milestones, claims of this key, limbo_stage. Stored per lead in canon.cabinet_lead_state by the pipeline.';
+
+-- snapshot of sql/canon/canon.generate_cabinet_claims.sql
+-- canon.generate_cabinet_claims: pipeline step 7 (SPEC 7). Brings the lead state
+-- (canon.cabinet_lead_state) up to date, then inserts, as 'generated', every missing
+-- claim (lead_source_pk, milestone) whose milestone a lead of the scope
+-- (lead_date >= p_scope_from, not only this run's batch) reached in
+-- [lead_date, lead_date + window_days), with the rule's amount. Existing claims (paid,
+-- rejected, any status) are never touched (INSERT ... ON CONFLICT DO NOTHING); a second
+-- call inserts nothing. Two lead rows sharing a key get one set of claims (from the
+-- earliest row that reached the milestone).
+-- Which leads are re-evaluated (trip windows summed again):
+--   * lead rows never evaluated (id above the watermark), leads whose links or claims
+--     changed (canon.cabinet_lead_state_dirty, marked by triggers);
+--   * when rows were appended to summary_daily (canon.summary_daily_writes: insert count
+--     of the statistics system grew): the scope's leads of the drivers found in the pages
+--     appended since the last look (a TID range scan, no trigger on the upstream table);
+--     when rows were updated or deleted, or the table was truncated or statistics are off:
+--     the scope's leads with a driver whose window is open or closed less than
+--     trips_settle_days ago;
+--   * a sweep, on the first run of each business day, when called without a run
+--     (p_run_id NULL, by hand) or after the claim rules changed: every lead of the scope,
+--     plus lead rows that appeared, vanished or changed key or date anywhere;
+--   * with p_only_limbo, the scope's leads in NO_DRIVER and TRIPS_NO_CLAIM as well.
+-- Returns step stats, including lead_state {mode, reasons, evaluated, written, removed}.
+CREATE OR REPLACE FUNCTION canon.generate_cabinet_claims(p_run_id bigint, p_scope_from date, p_only_limbo boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+  v_today date := canon.business_today();
+  v_meta canon.cabinet_lead_state_meta%ROWTYPE;
+  v_trips canon.summary_daily_write_counts;
+  v_trips_mode text := 'unchanged';
+  v_trip_drivers integer;
+  v_settle integer := canon.setting('trips_settle_days')::integer;
+  v_sweep boolean;
+  v_trips_changed boolean;
+  v_max_mark bigint;
+  v_max_lead_id integer;
+  v_ids integer[];
+  v_reasons jsonb;
+  v_state jsonb;
+  v_state2 jsonb;
+  v_claimed_ids integer[];
+  v_claimed_written integer;
+  v_generated jsonb;
+  v_existing jsonb;
+  v_changed_at timestamptz;
+  v_scope jsonb;
+  v_scope_from_seen date;
+  v_scope_at timestamptz;
+  v_scope_reused boolean;
+  v_stats jsonb;
+BEGIN
+  IF p_scope_from IS NULL THEN
+    RAISE EXCEPTION 'canon.generate_cabinet_claims: p_scope_from is NULL: expected the first lead date of the scope'
+      USING ERRCODE = '22023';
+  END IF;
+  SELECT * INTO v_meta FROM canon.cabinet_lead_state_meta FOR UPDATE;
+  v_sweep := p_run_id IS NULL OR v_meta.full_refresh_needed OR v_meta.last_sweep_date IS DISTINCT FROM v_today;
+  v_trips := canon.summary_daily_writes();
+  v_trips_mode := CASE
+    WHEN v_trips.inserted IS NULL OR v_meta.trips_inserted IS NULL
+      OR v_trips.relfilenode IS DISTINCT FROM v_meta.trips_relfilenode
+      OR v_trips.modified IS DISTINCT FROM v_meta.trips_modified
+      OR v_trips.blocks < v_meta.trips_blocks THEN 'rewritten'
+    WHEN v_trips.inserted <> v_meta.trips_inserted THEN 'appended'
+    ELSE 'unchanged' END;
+  v_trips_changed := v_trips_mode <> 'unchanged';
+  SELECT max(d.mark_seq) INTO v_max_mark FROM canon.cabinet_lead_state_dirty d;
+  SELECT max(l.id) INTO v_max_lead_id FROM public.module_ct_cabinet_leads l;
+
+  -- The lead rows to re-evaluate, with the first reason that put them there.
+  DROP TABLE IF EXISTS pg_temp.lead_state_todo;
+  CREATE TEMP TABLE lead_state_todo (lead_id integer PRIMARY KEY, reason text NOT NULL) ON COMMIT DROP;
+
+  INSERT INTO pg_temp.lead_state_todo
+  SELECT l.id, 'new_lead'
+  FROM public.module_ct_cabinet_leads l
+  WHERE l.id > v_meta.lead_id_watermark AND l.lead_created_at IS NOT NULL
+  ON CONFLICT DO NOTHING;
+
+  -- A new row sharing a key with stored rows changes their key_rows.
+  INSERT INTO pg_temp.lead_state_todo
+  SELECT s.lead_id, 'key_sibling'
+  FROM pg_temp.lead_state_todo t
+  JOIN public.module_ct_cabinet_leads l ON l.id = t.lead_id
+  JOIN canon.cabinet_lead_state s ON s.lead_source_pk = canon.lead_source_pk(l.external_id, l.id)
+  WHERE t.reason = 'new_lead' AND s.lead_id <> t.lead_id
+  ON CONFLICT DO NOTHING;
+
+  INSERT INTO pg_temp.lead_state_todo
+  SELECT x.lead_id, 'links_or_claims_changed'
+  FROM unnest(canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d))) x (lead_id)
+  ON CONFLICT DO NOTHING;
+
+  IF v_sweep THEN
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT l.id, 'sweep_scope'
+    FROM public.module_ct_cabinet_leads l
+    WHERE l.lead_created_at >= p_scope_from::timestamp
+    ON CONFLICT DO NOTHING;
+    -- Lead rows evaluated but gone, undated, re-keyed or re-dated; dated rows never evaluated.
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT coalesce(s.lead_id, l.id), 'sweep_membership'
+    FROM canon.cabinet_lead_state s
+    FULL JOIN (SELECT l.id, canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk, l.lead_created_at::date AS lead_date
+               FROM public.module_ct_cabinet_leads l
+               WHERE l.lead_created_at IS NOT NULL) l
+      ON l.id = s.lead_id
+    WHERE s.lead_id IS NULL OR l.id IS NULL
+       OR s.lead_source_pk <> l.lead_source_pk OR s.lead_date <> l.lead_date
+    ON CONFLICT DO NOTHING;
+    IF v_meta.full_refresh_needed THEN
+      INSERT INTO pg_temp.lead_state_todo
+      SELECT s.lead_id, 'claim_rules_changed' FROM canon.cabinet_lead_state s
+      ON CONFLICT DO NOTHING;
+    END IF;
+  ELSIF v_trips_mode = 'appended' THEN
+    -- Appended rows are in the pages added since the last look (and the last page then).
+    DROP TABLE IF EXISTS pg_temp.lead_state_trip_drivers;
+    CREATE TEMP TABLE lead_state_trip_drivers ON COMMIT DROP AS
+    SELECT DISTINCT t.driver_id::text AS driver_id
+    FROM public.summary_daily t
+    WHERE t.ctid >= format('(%s,0)', greatest(v_meta.trips_blocks - 1, 0))::tid
+      AND t.driver_id IS NOT NULL;
+    GET DIAGNOSTICS v_trip_drivers = ROW_COUNT;
+    ANALYZE pg_temp.lead_state_trip_drivers;
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT s.lead_id, 'trips_appended'
+    FROM pg_temp.lead_state_trip_drivers d
+    JOIN canon.cabinet_lead_state s ON s.driver_id = d.driver_id
+    WHERE s.lead_date >= p_scope_from
+    ON CONFLICT DO NOTHING;
+  ELSIF v_trips_mode = 'rewritten' THEN
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT s.lead_id, 'trips_changed'
+    FROM canon.cabinet_lead_state s
+    WHERE s.driver_id IS NOT NULL
+      AND s.window_end > v_today - v_settle
+      AND s.lead_date >= p_scope_from
+    ON CONFLICT DO NOTHING;
+  END IF;
+
+  IF p_only_limbo THEN
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT s.lead_id, 'only_limbo'
+    FROM canon.cabinet_lead_state s
+    WHERE s.limbo_stage IN ('NO_DRIVER', 'TRIPS_NO_CLAIM') AND s.lead_date >= p_scope_from
+    ON CONFLICT DO NOTHING;
+  END IF;
+
+  SELECT coalesce(jsonb_object_agg(r.reason, r.n), '{}'::jsonb) INTO v_reasons
+  FROM (SELECT t.reason, count(*) AS n FROM pg_temp.lead_state_todo t GROUP BY t.reason) r;
+  v_ids := ARRAY(SELECT t.lead_id FROM pg_temp.lead_state_todo t ORDER BY t.lead_id);
+  v_state := canon.refresh_lead_state(p_run_id, v_ids);
+  IF (v_state->>'written')::integer >= 10000 THEN
+    ANALYZE canon.cabinet_lead_state;
+  END IF;
+
+  -- Claims of the scope present before this step (they are never touched), by status.
+  SELECT coalesce(jsonb_object_agg(e.status, e.n), '{}'::jsonb) INTO v_existing
+  FROM (SELECT cl.status, count(*) AS n
+        FROM canon.claims_yango_cabinet_14d cl
+        WHERE cl.lead_date >= p_scope_from
+        GROUP BY cl.status) e;
+
+  -- Claims: every reached milestone without its claim, from the stored state of the scope.
+  PERFORM set_config('cabinet.lead_state_marking', 'off', true);
+  WITH due AS (
+    SELECT DISTINCT ON (s.lead_source_pk, m.milestone)
+           s.lead_id, s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.currency, m.milestone, m.amount
+    FROM canon.cabinet_lead_state s
+    CROSS JOIN LATERAL (
+      VALUES (1, s.m1_amount, s.reached_m1 AND NOT s.has_claim_m1),
+             (5, s.m5_amount, s.reached_m5 AND NOT s.has_claim_m5),
+             (25, s.m25_amount, s.reached_m25 AND NOT s.has_claim_m25)
+    ) m (milestone, amount, missing)
+    WHERE s.limbo_stage = 'TRIPS_NO_CLAIM'
+      AND s.lead_date >= p_scope_from
+      AND m.missing
+    ORDER BY s.lead_source_pk, m.milestone, s.lead_date, s.lead_id
+  ),
+  inserted AS (
+    INSERT INTO canon.claims_yango_cabinet_14d AS cl (
+      lead_source_pk, milestone, person_key, driver_id, lead_date, amount_expected, currency,
+      status, generated_at, run_id
+    )
+    SELECT d.lead_source_pk, d.milestone, d.person_key, d.driver_id, d.lead_date, d.amount, d.currency,
+           'generated', now(), p_run_id
+    FROM due d
+    ORDER BY d.lead_source_pk, d.milestone
+    ON CONFLICT (lead_source_pk, milestone) DO NOTHING
+    RETURNING cl.lead_source_pk, cl.milestone, cl.amount_expected
+  ),
+  per_milestone AS (
+    SELECT m.milestone, count(i.milestone) AS n, coalesce(sum(i.amount_expected), 0) AS amount
+    FROM (VALUES (1), (5), (25)) m (milestone)
+    LEFT JOIN inserted i ON i.milestone = m.milestone
+    GROUP BY m.milestone
+  )
+  SELECT jsonb_build_object(
+           'claims_generated', (SELECT count(*) FROM inserted),
+           'claims_generated_amount', (SELECT coalesce(sum(i.amount_expected), 0) FROM inserted i),
+           'claims_generated_by_milestone', (SELECT jsonb_object_agg('M' || p.milestone, jsonb_build_object('count', p.n, 'amount', p.amount))
+                                             FROM per_milestone p),
+           'claimed_keys', (SELECT coalesce(jsonb_agg(DISTINCT i.lead_source_pk), '[]'::jsonb) FROM inserted i))
+  INTO v_generated;
+  PERFORM set_config('cabinet.lead_state_marking', 'on', true);
+
+  -- The claimed leads (every stored row of a claimed key): their claim flags and stage
+  -- follow the claims just written. Their chain was evaluated by this step, or is stored
+  -- and unchanged (a change would have marked it): their trips are not read again.
+  WITH claimed AS (
+    SELECT c.lead_source_pk,
+           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 1) AS c1,
+           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 5) AS c5,
+           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 25) AS c25
+    FROM (SELECT DISTINCT jsonb_array_elements_text(v_generated->'claimed_keys') AS lead_source_pk) c
+  )
+  UPDATE canon.cabinet_lead_state s
+  SET has_claim_m1 = c.c1, has_claim_m5 = c.c5, has_claim_m25 = c.c25,
+      limbo_stage = canon.limbo_stage_of(s.person_key, s.driver_id, s.trips_in_window,
+                                         s.reached_m1, s.reached_m5, s.reached_m25, c.c1, c.c5, c.c25),
+      evaluated_at = now(), evaluated_run_id = p_run_id
+  FROM claimed c
+  WHERE s.lead_source_pk = c.lead_source_pk
+    AND (s.has_claim_m1, s.has_claim_m5, s.has_claim_m25) IS DISTINCT FROM (c.c1, c.c5, c.c25);
+  GET DIAGNOSTICS v_claimed_written = ROW_COUNT;
+  IF v_claimed_written > 0 THEN
+    -- (as canon.refresh_lead_state does: counts and snapshots made before are stale)
+    UPDATE canon.cabinet_lead_state_meta SET changed_at = now();
+  END IF;
+  -- Whatever was marked while this step ran is evaluated again in full.
+  v_claimed_ids := canon.lead_ids_of_keys(
+    ARRAY(SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d WHERE d.mark_seq > coalesce(v_max_mark, 0)));
+  v_state2 := canon.refresh_lead_state(p_run_id, v_claimed_ids);
+
+  DELETE FROM canon.cabinet_lead_state_dirty d WHERE d.mark_seq <= coalesce(v_max_mark, 0);
+  UPDATE canon.cabinet_lead_state_meta
+  SET lead_id_watermark = greatest(lead_id_watermark, coalesce(v_max_lead_id, 0)),
+      last_sweep_date = CASE WHEN v_sweep THEN v_today ELSE last_sweep_date END,
+      last_sweep_at = CASE WHEN v_sweep THEN now() ELSE last_sweep_at END,
+      -- Kept as they were when nothing was read: statistics published late are then
+      -- compared with the last values acted upon, and the appended pages scanned from there.
+      trips_relfilenode = CASE WHEN v_sweep OR v_trips_changed THEN v_trips.relfilenode ELSE trips_relfilenode END,
+      trips_inserted = CASE WHEN v_sweep OR v_trips_changed THEN v_trips.inserted ELSE trips_inserted END,
+      trips_modified = CASE WHEN v_sweep OR v_trips_changed THEN v_trips.modified ELSE trips_modified END,
+      trips_blocks = CASE WHEN v_sweep OR v_trips_changed THEN v_trips.blocks ELSE trips_blocks END,
+      full_refresh_needed = false,
+      updated_at = now();
+
+  -- The scope's figures: one pass over its stored rows, or, when no stored row changed
+  -- since they were last counted for this scope, those counts.
+  SELECT m.changed_at, m.scope_counts, m.scope_counts_from, m.scope_counts_at
+  INTO v_changed_at, v_scope, v_scope_from_seen, v_scope_at
+  FROM canon.cabinet_lead_state_meta m;
+  v_scope_reused := NOT v_sweep AND v_scope IS NOT NULL AND v_scope_from_seen = p_scope_from AND v_scope_at >= v_changed_at;
+  IF NOT v_scope_reused THEN
+    SELECT jsonb_build_object(
+             'leads', count(*),
+             'with_identity', count(*) FILTER (WHERE s.person_key IS NOT NULL),
+             'with_driver', count(*) FILTER (WHERE s.driver_id IS NOT NULL),
+             'with_trips', count(*) FILTER (WHERE s.trips_in_window > 0),
+             'without_rule', count(*) FILTER (WHERE s.window_days IS NULL),
+             'trips_no_claim', count(*) FILTER (WHERE s.limbo_stage = 'TRIPS_NO_CLAIM'))
+    INTO v_scope
+    FROM canon.cabinet_lead_state s
+    WHERE s.lead_date >= p_scope_from;
+    UPDATE canon.cabinet_lead_state_meta
+    SET scope_counts = v_scope, scope_counts_from = p_scope_from, scope_counts_at = now();
+  END IF;
+
+  WITH
+  -- Per key (sorts the scope): on sweeps only; NULL in incremental runs.
+  scope_keys AS (
+    SELECT count(DISTINCT s.lead_source_pk) AS lead_keys,
+           count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m1)
+             + count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m5)
+             + count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m25) AS milestones_reached
+    FROM canon.cabinet_lead_state s
+    WHERE v_sweep AND s.lead_date >= p_scope_from
+  ),
+  -- (the evaluated ids joined, each probed by key: "lead_id = ANY (v_ids)" was planned as
+  -- a scan of every stored row with a driver, each compared with the whole array)
+  evaluated_drivers AS (
+    SELECT DISTINCT s.driver_id
+    FROM unnest(v_ids) x (lead_id)
+    JOIN canon.cabinet_lead_state s ON s.lead_id = x.lead_id
+    WHERE s.driver_id IS NOT NULL AND s.lead_date >= p_scope_from
+  ),
+  unparseable AS (
+    SELECT count(*) AS n
+    FROM evaluated_drivers sd
+    JOIN public.summary_daily t
+      ON t.driver_id = sd.driver_id
+     AND canon.parse_date_file(t.date_file) IS NULL
+  )
+  SELECT jsonb_build_object(
+    'scope_from', p_scope_from,
+    'leads_in_scope', (v_scope->>'leads')::bigint,
+    'lead_keys_in_scope', CASE WHEN v_sweep THEN (SELECT k.lead_keys FROM scope_keys k) END,
+    'leads_with_identity', (v_scope->>'with_identity')::bigint,
+    'leads_with_driver', (v_scope->>'with_driver')::bigint,
+    'leads_with_trips', (v_scope->>'with_trips')::bigint,
+    'leads_without_claim_rule', (v_scope->>'without_rule')::bigint,
+    'leads_in_trips_no_claim', (v_scope->>'trips_no_claim')::bigint,
+    'trip_rows_read', (v_state->>'trip_rows_read')::bigint,
+    'trip_rows_unparseable_scope_drivers', (SELECT n FROM unparseable),
+    'milestones_reached', CASE WHEN v_sweep THEN (SELECT k.milestones_reached FROM scope_keys k) END,
+    'claims_generated', v_generated->'claims_generated',
+    'claims_generated_amount', v_generated->'claims_generated_amount',
+    'claims_generated_by_milestone', v_generated->'claims_generated_by_milestone',
+    'claims_already_present', (SELECT coalesce(sum(e.value::bigint), 0) FROM jsonb_each_text(v_existing) e),
+    'claims_skipped_paid_or_rejected', (SELECT coalesce(sum(e.value::bigint), 0) FROM jsonb_each_text(v_existing) e
+                                        WHERE e.key IN ('paid', 'rejected')),
+    'claims_already_present_by_status', v_existing,
+    'lead_state', jsonb_build_object(
+      'mode', CASE WHEN v_sweep THEN 'sweep' ELSE 'incremental' END,
+      'trips_changed', v_trips_changed,
+      'trips', v_trips_mode,
+      'trip_drivers_appended', v_trip_drivers,
+      'reasons', v_reasons,
+      'evaluated', (v_state->>'evaluated')::integer + (v_state2->>'evaluated')::integer,
+      'written', (v_state->>'written')::integer + (v_state2->>'written')::integer + v_claimed_written,
+      'claimed_rows_moved_on', v_claimed_written,
+      'removed', (v_state->>'removed')::integer + (v_state2->>'removed')::integer,
+      'scope_counts_reused', v_scope_reused,
+      'watermark', greatest(v_meta.lead_id_watermark, coalesce(v_max_lead_id, 0)))
+  ) INTO v_stats;
+  RETURN v_stats;
+END
+$$;
+COMMENT ON FUNCTION canon.generate_cabinet_claims(bigint, date, boolean) IS
+  'Pipeline step 7: re-evaluates the lead state that may have changed (canon.cabinet_lead_state), then inserts, as generated, every missing claim (lead_source_pk, milestone) reached in the window by leads with lead_date >= p_scope_from. Never touches existing claims. p_run_id NULL (by hand) sweeps the whole scope. Returns step stats.';

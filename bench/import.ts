@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import { PROJECT_ROOT } from '../src/config.js';
-import { benchDatabase, machine } from './lib.js';
+import { benchArgs, benchDatabase, machine } from './lib.js';
 
 const BUDGET_SECONDS = 60;
 
@@ -91,6 +91,7 @@ function runImport(file: string, url: string): Promise<{ code: number | null; ms
 }
 
 async function main(): Promise<number> {
+  benchArgs(import.meta.url, { values: ['rows'], switches: ['keep-file'] });
   const rows = arg('rows', 1_000_000);
   const file = path.join(os.tmpdir(), `cabinet-leads-bench-${rows}.csv`);
   let t = performance.now();

@@ -2,7 +2,9 @@
 // embedded one), migrated, with demo data; a pipeline call that returns its stats; and
 // the machine description printed with every result.
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { intFlag } from '../src/cli/args.js';
 import { loadConfig } from '../src/config.js';
@@ -84,6 +86,31 @@ export function machine(serverVersion: string): string {
 export function table(rows: (string | number)[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
   return rows.map((r) => '| ' + r.map((c, i) => String(c).padEnd(widths[i]!)).join(' | ') + ' |').join('\n');
+}
+
+/**
+ * `--help` prints the script's usage (its header comment) and exits 0;
+ * a flag the script does not know exits 2 naming it (a typo such as `--lead 1000000`
+ * would otherwise run the default volume for half an hour). Call before anything else.
+ */
+export function benchArgs(scriptUrl: string, known: { values: readonly string[]; switches?: readonly string[] }): void {
+  const argv = process.argv.slice(2);
+  if (argv.includes('--help') || argv.includes('-h')) {
+    // the script's header comment is its usage (one text, not a copy that drifts)
+    const header = readFileSync(fileURLToPath(scriptUrl), 'utf8').split('\n');
+    const usage = header.slice(0, header.findIndex((l) => !l.startsWith('//'))).map((l) => l.replace(/^\/\/ ?/, ''));
+    process.stdout.write(usage.join('\n') + '\n');
+    process.exit(0);
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const name = a.replace(/^--/, '');
+    if (a.startsWith('--') && known.values.includes(name)) i++;
+    else if (!(a.startsWith('--') && (known.switches ?? []).includes(name))) {
+      process.stderr.write(`unknown argument ${JSON.stringify(a)}; --help lists the options\n`);
+      process.exit(2);
+    }
+  }
 }
 
 /** An integer flag of a bench script, validated like the CLI's flags. */

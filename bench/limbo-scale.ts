@@ -12,8 +12,9 @@
 // EXPLAIN (ANALYZE, BUFFERS) of each query goes to --out.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { benchDatabase, intArg, loadAvg, machine, median, ms, pipeline, strArg, table } from './lib.js';
+import { benchArgs, benchDatabase, intArg, loadAvg, machine, median, ms, pipeline, strArg, table } from './lib.js';
 
+benchArgs(import.meta.url, { values: ['leads', 'drivers', 'trip-days', 'linked-pct', 'baseline', 'out'] });
 const opts = {
   leads: intArg('leads', 1_000_000),
   drivers: intArg('drivers', 1_000_000),

@@ -6,7 +6,7 @@
 // batch against --speed-drivers drivers, database time of the matching step.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { benchDatabase, demo, intArg, machine, pipeline, table, type BenchDb } from './lib.js';
+import { benchArgs, benchDatabase, demo, intArg, machine, pipeline, table, type BenchDb } from './lib.js';
 
 interface Row {
   rule: string;
@@ -120,6 +120,7 @@ async function speed(db: BenchDb, drivers: number, seed: number): Promise<void> 
   console.log(`target: 2,000 leads against 200k drivers under 1 s: ${matchMs < 1000 ? 'MET' : 'NOT MET'}`);
 }
 
+benchArgs(import.meta.url, { values: ['leads', 'drivers', 'seed', 'speed-drivers'] });
 const leads = intArg('leads', 20000);
 const drivers = intArg('drivers', 50000);
 const seed = intArg('seed', 42);

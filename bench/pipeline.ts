@@ -24,11 +24,15 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
-import { benchDatabase, demo, intArg, loadAvg, machine, median, ms, strArg, table, type BenchDb, type Stats } from './lib.js';
+import { benchArgs, benchDatabase, demo, intArg, loadAvg, machine, median, ms, strArg, table, type BenchDb, type Stats } from './lib.js';
 
 const SCENARIOS = ['steady', 'backfill', 'idle', 'latency', 'all'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
+benchArgs(import.meta.url, {
+  values: ['leads', 'drivers', 'trip-days', 'seed', 'batch', 'backfill-batch', 'steady-leads', 'steady-drivers',
+    'baseline-leads', 'latency-ms', 'trip-rows', 'skip-backfill-over', 'scenario', 'out', 'days-back'],
+});
 const opts = {
   leads: intArg('leads', 50000),
   drivers: intArg('drivers', 200000),

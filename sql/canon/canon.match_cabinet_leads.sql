@@ -175,17 +175,34 @@ BEGIN
     GET DIAGNOSTICS v_window_rows = ROW_COUNT;
     DROP TABLE IF EXISTS pg_temp.cabinet_pending;
     CREATE TEMP TABLE cabinet_pending ON COMMIT DROP AS
+    -- Every lookup is a probe per row (LATERAL ... LIMIT 1, which the planner cannot
+    -- turn back into a join): as joins, a window of 20,000 rows was hashed against the
+    -- whole of canon.lead_keys, identity_links and identity_unmatched, whose size grows
+    -- with the backfill (one lead key row per lead id, one link and one unmatched row
+    -- per key: LIMIT 1 changes nothing else).
     SELECT p.lead_source_pk, p.lead_id, p.rows_with_key,
-           k.source_pk IS NOT NULL AS linked, u.status, u.last_attempt_at
+           l.source_pk IS NOT NULL AS linked, u.status, u.last_attempt_at
     FROM (SELECT k.lead_source_pk, min(k.lead_id) AS lead_id, count(*) AS rows_with_key
           FROM pg_temp.cabinet_pending_rows q
-          JOIN canon.lead_keys k ON k.lead_id = q.lead_id
-          WHERE k.lead_date >= p_scope_from
+          CROSS JOIN LATERAL (
+            SELECT k.lead_source_pk, k.lead_id
+            FROM canon.lead_keys k
+            WHERE k.lead_id = q.lead_id AND k.lead_date >= p_scope_from
+            LIMIT 1
+          ) k
           GROUP BY k.lead_source_pk) p
-    LEFT JOIN canon.identity_links k
-      ON k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p.lead_source_pk
-    LEFT JOIN canon.identity_unmatched u
-      ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p.lead_source_pk;
+    LEFT JOIN LATERAL (
+      SELECT k.source_pk
+      FROM canon.identity_links k
+      WHERE k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p.lead_source_pk
+      LIMIT 1
+    ) l ON true
+    LEFT JOIN LATERAL (
+      SELECT u.status, u.last_attempt_at
+      FROM canon.identity_unmatched u
+      WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p.lead_source_pk
+      LIMIT 1
+    ) u ON true;
     EXIT WHEN v_window_rows < v_window
            OR (SELECT count(*) FROM pg_temp.cabinet_pending p
                WHERE NOT p.linked AND (p.status IS NULL OR p.status = 'RESOLVED')) >= p_limit;
@@ -287,7 +304,7 @@ BEGIN
   DROP TABLE IF EXISTS pg_temp.cabinet_new_persons;
   CREATE TEMP TABLE cabinet_new_persons ON COMMIT DROP AS
   SELECT DISTINCT ON (d.driver_id)
-         d.driver_id, gen_random_uuid() AS person_key, d.lead_source_pk AS first_lead_source_pk,
+         d.driver_id, canon.new_person_key() AS person_key, d.lead_source_pk AS first_lead_source_pk,
          d.match_rule, d.match_score, d.confidence_level
   FROM pg_temp.cabinet_decisions d
   WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY' AND d.driver_person_key IS NULL
@@ -299,19 +316,24 @@ BEGIN
   JOIN canon.driver_index i ON i.driver_id = np.driver_id;
   GET DIAGNOSTICS v_new_persons = ROW_COUNT;
 
-  INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
-  SELECT 'drivers', np.driver_id, np.person_key, np.match_rule, np.match_score, np.confidence_level,
-         jsonb_build_object('linked_with_lead', np.first_lead_source_pk), p_run_id
-  FROM pg_temp.cabinet_new_persons np;
-  GET DIAGNOSTICS v_driver_links = ROW_COUNT;
-
-  INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
-  SELECT 'module_ct_cabinet_leads', d.lead_source_pk, coalesce(d.driver_person_key, np.person_key),
-         d.match_rule, d.match_score, d.confidence_level, d.evidence, p_run_id
-  FROM pg_temp.cabinet_decisions d
-  LEFT JOIN pg_temp.cabinet_new_persons np ON np.driver_id = d.driver_id
-  WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY';
-  GET DIAGNOSTICS v_lead_links = ROW_COUNT;
+  -- Driver links of the new persons and lead links in one statement: the statement
+  -- triggers of identity_links (audit rows, lead state marks) run once, not twice.
+  WITH inserted AS (
+    INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
+    SELECT 'drivers', np.driver_id, np.person_key, np.match_rule, np.match_score, np.confidence_level,
+           jsonb_build_object('linked_with_lead', np.first_lead_source_pk), p_run_id
+    FROM pg_temp.cabinet_new_persons np
+    UNION ALL
+    SELECT 'module_ct_cabinet_leads', d.lead_source_pk, coalesce(d.driver_person_key, np.person_key),
+           d.match_rule, d.match_score, d.confidence_level, d.evidence, p_run_id
+    FROM pg_temp.cabinet_decisions d
+    LEFT JOIN pg_temp.cabinet_new_persons np ON np.driver_id = d.driver_id
+    WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
+    RETURNING source_table
+  )
+  SELECT count(*) FILTER (WHERE i.source_table = 'drivers'), count(*) FILTER (WHERE i.source_table <> 'drivers')
+  INTO v_driver_links, v_lead_links
+  FROM inserted i;
 
   -- The origin of a person is the earliest lead that brought it.
   INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by, run_id)
@@ -395,8 +417,10 @@ BEGIN
         WHERE d.decision <> 'MATCH' GROUP BY d.decision) r),
     'ambiguous', (SELECT count(*) FROM pg_temp.cabinet_decisions d WHERE d.decision = 'AMBIGUOUS'),
     'conflicts', (SELECT count(*) FROM pg_temp.cabinet_decisions d WHERE d.decision = 'CONFLICT'),
-    'open_unmatched_total', (SELECT count(*) FROM canon.identity_unmatched u
-                             WHERE u.source_table = 'module_ct_cabinet_leads' AND u.status = 'OPEN'),
+    -- (the predicate of identity_unmatched_open_idx, read index-only: the table holds
+    -- cabinet leads only, its CHECK; with source_table in the filter it was a scan of
+    -- every unmatched row each run)
+    'open_unmatched_total', (SELECT count(*) FROM canon.identity_unmatched u WHERE u.status = 'OPEN'),
     'leads_without_lead_created_at', (SELECT count(*) FROM canon.lead_keys k WHERE k.lead_date IS NULL),
     'leads_with_oversized_key', v_oversized,
     'leads_keyed_late', cardinality(v_unkeyed),

@@ -138,7 +138,7 @@ BEGIN
   PERFORM set_config('cabinet.audit_details', jsonb_build_object('operation', 'resolve_lead', 'lead_source_pk', p_lead_source_pk)::text, true);
 
   IF v_person IS NULL THEN
-    v_person := gen_random_uuid();
+    v_person := canon.new_person_key();
     v_person_created := true;
     INSERT INTO canon.identity_registry (person_key, confidence_level, primary_phone, primary_license, primary_name)
     VALUES (v_person, 'HIGH', canon.normalize_phone(v_driver.phone), canon.normalize_license(v_driver.license),

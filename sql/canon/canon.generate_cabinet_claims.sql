@@ -46,11 +46,7 @@ DECLARE
   v_claimed_written integer;
   v_generated jsonb;
   v_existing jsonb;
-  v_changed_at timestamptz;
   v_scope jsonb;
-  v_scope_from_seen date;
-  v_scope_at timestamptz;
-  v_scope_reused boolean;
   v_stats jsonb;
 BEGIN
   IF p_scope_from IS NULL THEN
@@ -251,26 +247,18 @@ BEGIN
       full_refresh_needed = false,
       updated_at = now();
 
-  -- The scope's figures: one pass over its stored rows, or, when no stored row changed
-  -- since they were last counted for this scope, those counts.
-  SELECT m.changed_at, m.scope_counts, m.scope_counts_from, m.scope_counts_at
-  INTO v_changed_at, v_scope, v_scope_from_seen, v_scope_at
-  FROM canon.cabinet_lead_state_meta m;
-  v_scope_reused := NOT v_sweep AND v_scope IS NOT NULL AND v_scope_from_seen = p_scope_from AND v_scope_at >= v_changed_at;
-  IF NOT v_scope_reused THEN
-    SELECT jsonb_build_object(
-             'leads', count(*),
-             'with_identity', count(*) FILTER (WHERE s.person_key IS NOT NULL),
-             'with_driver', count(*) FILTER (WHERE s.driver_id IS NOT NULL),
-             'with_trips', count(*) FILTER (WHERE s.trips_in_window > 0),
-             'without_rule', count(*) FILTER (WHERE s.window_days IS NULL),
-             'trips_no_claim', count(*) FILTER (WHERE s.limbo_stage = 'TRIPS_NO_CLAIM'))
-    INTO v_scope
-    FROM canon.cabinet_lead_state s
-    WHERE s.lead_date >= p_scope_from;
-    UPDATE canon.cabinet_lead_state_meta
-    SET scope_counts = v_scope, scope_counts_from = p_scope_from, scope_counts_at = now();
-  END IF;
+  -- The scope's figures, from the stored rows' counters (canon.cabinet_lead_state_counts,
+  -- kept by a trigger as the state changes): a few hundred rows, whatever the scope holds.
+  SELECT jsonb_build_object(
+           'leads', coalesce(sum(c.leads), 0),
+           'with_identity', coalesce(sum(c.leads) FILTER (WHERE c.with_identity), 0),
+           'with_driver', coalesce(sum(c.leads) FILTER (WHERE c.with_driver), 0),
+           'with_trips', coalesce(sum(c.leads) FILTER (WHERE c.with_trips), 0),
+           'without_rule', coalesce(sum(c.leads) FILTER (WHERE NOT c.with_rule), 0),
+           'trips_no_claim', coalesce(sum(c.leads) FILTER (WHERE c.limbo_stage = 'TRIPS_NO_CLAIM'), 0))
+  INTO v_scope
+  FROM canon.cabinet_lead_state_counts c
+  WHERE c.lead_date >= p_scope_from;
 
   WITH
   -- Per key (sorts the scope): on sweeps only; NULL in incremental runs.
@@ -326,7 +314,6 @@ BEGIN
       'written', (v_state->>'written')::integer + (v_state2->>'written')::integer + v_claimed_written,
       'claimed_rows_moved_on', v_claimed_written,
       'removed', (v_state->>'removed')::integer + (v_state2->>'removed')::integer,
-      'scope_counts_reused', v_scope_reused,
       'watermark', greatest(v_meta.lead_id_watermark, coalesce(v_max_lead_id, 0)))
   ) INTO v_stats;
   RETURN v_stats;

@@ -75,6 +75,21 @@ AS $$
           IS DISTINCT FROM
           (s.status, s.amount_expected, s.currency, s.person_key, s.driver_id, s.lead_date, s.generated_at, s.paid_at, s.run_id)
   ),
+  -- The counters of the stored lead state (kept by a trigger, read by the scope figures
+  -- and the snapshots) against a count of the rows themselves.
+  state_counts AS (
+    SELECT format('%s %s identity=%s driver=%s trips=%s rule=%s: counted %s, stored %s',
+                  lead_date, limbo_stage, with_identity::text, with_driver::text, with_trips::text, with_rule::text,
+                  coalesce(c.leads, 0), coalesce(s.leads, 0)) AS example
+    FROM canon.cabinet_lead_state_counts c
+    FULL JOIN (SELECT x.lead_date, x.limbo_stage, x.person_key IS NOT NULL AS with_identity,
+                      x.driver_id IS NOT NULL AS with_driver, x.trips_in_window > 0 AS with_trips,
+                      x.window_days IS NOT NULL AS with_rule, count(*) AS leads
+               FROM canon.cabinet_lead_state x
+               GROUP BY 1, 2, 3, 4, 5, 6) s
+      USING (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
+    WHERE coalesce(c.leads, 0) <> coalesce(s.leads, 0)
+  ),
   checks (ord, invariant, description, examples, n) AS (
     SELECT 1, 'ORPHAN_PERSON', 'persons in canon.identity_registry without any identity link',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM orphan ORDER BY example LIMIT 5) x), (SELECT count(*) FROM orphan)
@@ -96,6 +111,9 @@ AS $$
     UNION ALL
     SELECT 7, 'SETTLED_CLAIM_CHANGED', 'paid or rejected claims that differ from canon.claims_settled (changed, deleted or settled while the guard was off)',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM settled_changed ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settled_changed)
+    UNION ALL
+    SELECT 8, 'LEAD_STATE_COUNTS', 'canon.cabinet_lead_state_counts must count the stored lead state rows (by lead date, stage and flags)',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM state_counts ORDER BY example LIMIT 5) x), (SELECT count(*) FROM state_counts)
   )
   SELECT c.invariant, c.n, coalesce(c.examples, '[]'::jsonb), c.description FROM checks c ORDER BY c.ord
 $$;

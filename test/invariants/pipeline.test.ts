@@ -44,6 +44,15 @@ async function fingerprint(db: TestDb): Promise<Record<string, string>> {
 
 async function violations(db: TestDb): Promise<Record<string, number>> {
   const [r] = await db.query<Record<string, number>>(`
+    WITH view_weeks AS (
+      SELECT l.week_start, count(*)::int, (count(*) FILTER (WHERE l.person_key IS NOT NULL))::int,
+             (count(*) FILTER (WHERE l.driver_id IS NOT NULL))::int,
+             (count(*) FILTER (WHERE l.limbo_stage = 'NO_IDENTITY'))::int, (count(*) FILTER (WHERE l.limbo_stage = 'NO_DRIVER'))::int,
+             (count(*) FILTER (WHERE l.limbo_stage = 'NO_TRIPS_14D'))::int, (count(*) FILTER (WHERE l.limbo_stage = 'TRIPS_NO_CLAIM'))::int,
+             (count(*) FILTER (WHERE l.limbo_stage = 'OK'))::int
+      FROM ops.v_cabinet_leads_limbo l
+      GROUP BY l.week_start
+    )
     SELECT
       (SELECT count(*) FROM canon.identity_registry p
         WHERE NOT EXISTS (SELECT 1 FROM canon.identity_links l WHERE l.person_key = p.person_key))::int AS orphan_persons,
@@ -64,11 +73,19 @@ async function violations(db: TestDb): Promise<Record<string, number>> {
       -- the never-evaluated list holds no evaluated lead (a run evaluates the whole scope)
       -- and each listed row carries its keyed lead_date
       (SELECT count(*) FROM canon.lead_keys_pending q JOIN canon.lead_keys k ON k.lead_id = q.lead_id
-        WHERE k.lead_date >= canon.business_today() - 3650 OR q.lead_date IS DISTINCT FROM k.lead_date)::int AS pending_rows_left`);
+        WHERE k.lead_date >= canon.business_today() - 3650 OR q.lead_date IS DISTINCT FROM k.lead_date)::int AS pending_rows_left,
+      -- the stored state's counters equal the rows (ops.check_invariants), and the live
+      -- week counts built on them equal a pass over the limbo view
+      (SELECT violations FROM ops.check_invariants() WHERE invariant = 'LEAD_STATE_COUNTS')::int AS state_counters_off,
+      (SELECT count(*) FROM (
+         (SELECT * FROM ops.limbo_week_counts() EXCEPT ALL SELECT * FROM view_weeks)
+         UNION ALL
+         (SELECT * FROM view_weeks EXCEPT ALL SELECT * FROM ops.limbo_week_counts())) d)::int AS week_counts_off`);
   return r!;
 }
 
-const CLEAN = { orphan_persons: 0, linked_and_open: 0, drivers_linked_twice: 0, lead_links_without_driver: 0, persons_without_origin: 0, leads_not_evaluated: 0, pending_rows_left: 0 };
+const CLEAN = { orphan_persons: 0, linked_and_open: 0, drivers_linked_twice: 0, lead_links_without_driver: 0, persons_without_origin: 0, leads_not_evaluated: 0, pending_rows_left: 0,
+  state_counters_off: 0, week_counts_off: 0 };
 
 for (const seed of [11, 12]) {
   test(`seed ${seed}: a full run holds every invariant and a rerun changes nothing but bookkeeping`, async (t) => {

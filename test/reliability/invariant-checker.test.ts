@@ -164,6 +164,16 @@ const cases: Case[] = [
       DELETE FROM canon.claims_settled s
       WHERE NOT EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d c WHERE c.lead_source_pk = s.lead_source_pk AND c.milestone = s.milestone);`,
   },
+  {
+    invariant: 'LEAD_STATE_COUNTS',
+    // Stored state written with the counting trigger bypassed: one lead's stage changed.
+    breakIt: `${REPLICA}
+      UPDATE canon.cabinet_lead_state SET limbo_stage = CASE WHEN limbo_stage = 'OK' THEN 'NO_DRIVER' ELSE 'OK' END
+      WHERE lead_id = (SELECT min(lead_id) FROM canon.cabinet_lead_state);`,
+    violations: 2,
+    example: /^\d{4}-\d\d-\d\d (OK|NO_DRIVER|NO_IDENTITY|NO_TRIPS_14D|TRIPS_NO_CLAIM) identity=(true|false) driver=(true|false) trips=(true|false) rule=(true|false): counted \d+, stored \d+$/,
+    repair: `SELECT ops.recount_lead_state_counts();`,
+  },
 ];
 
 test('cabinet-leads doctor exits 0 when every invariant holds, 1 when one is violated', async (t) => {

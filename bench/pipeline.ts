@@ -299,6 +299,46 @@ async function perLeadBaseline(url: string, ids: number[], runId: number): Promi
   });
 }
 
+/**
+ * The write floor: the rows the run `runId` wrote to the identity tables (persons, links,
+ * origins, audit rows, unmatched rows), written again by bare set-based INSERTs with no
+ * trigger and no foreign-key check (session_replication_role = replica), each table's
+ * indexes kept: the least any matcher that keeps what this one keeps must write. In one
+ * transaction rolled back at the end; the run's rows are copied and deleted first,
+ * untimed. Null when the bench role may not turn triggers off.
+ */
+async function writeFloor(url: string, runId: number): Promise<{ ms: number; rows: number } | null> {
+  return withClient(url, async (c) => {
+    await c.query('BEGIN');
+    try {
+      await c.query(`SET LOCAL session_replication_role = replica`);
+    } catch {
+      await c.query('ROLLBACK');
+      return null;
+    }
+    const tables: [string, string][] = [
+      ['canon.identity_registry', 'created_run_id'],
+      ['canon.identity_links', 'run_id'],
+      ['canon.identity_origin', 'run_id'],
+      ['canon.identity_audit', 'run_id'],
+      ['canon.identity_unmatched', 'last_run_id'],
+    ];
+    let rows = 0;
+    for (const [i, [table, col]] of tables.entries()) {
+      rows += (await c.query(`CREATE TEMP TABLE write_floor_${i} ON COMMIT DROP AS SELECT * FROM ${table} WHERE ${col} = $1`, [runId])).rowCount ?? 0;
+    }
+    // children first (links and origins reference persons; no check fires in replica mode anyway)
+    for (const [table, col] of [...tables].reverse()) await c.query(`DELETE FROM ${table} WHERE ${col} = $1`, [runId]);
+    const t = performance.now();
+    for (const [i, [table]] of tables.entries()) {
+      await c.query(`INSERT INTO ${table} OVERRIDING SYSTEM VALUE SELECT * FROM pg_temp.write_floor_${i}`);
+    }
+    const elapsed = performance.now() - t;
+    await c.query('ROLLBACK');
+    return { ms: elapsed, rows };
+  });
+}
+
 // ---------------------------------------------------------------- latency proxy
 
 /** A TCP proxy on 127.0.0.1 that delays every chunk by delayMs in each direction. */
@@ -451,6 +491,7 @@ async function steady(db: BenchDb): Promise<void> {
   const decideMs = num(run.stats['match']['durations_ms']?.['decide']);
 
   // Floor and lead_decisions, warm, same batch, same client.
+  let floorBest = NaN;
   await withClient(db.url, async (c) => {
     const floor = await explain(c, FLOOR_SQL, [ids]);
     writeOut('floor-exact-key-join.explain.txt', `-- batch of ${ids.length} lead rows (steady-batch-lead-ids.txt)\n${FLOOR_SQL.trim()}\n\n${floor.text}\n`);
@@ -465,8 +506,18 @@ async function steady(db: BenchDb): Promise<void> {
     record('steady', 'lead_decisions alone, warm (EXPLAIN ANALYZE exec / client median of 3)', `${ms(dec.execMs)} / ${ms(decClient)}`);
     // The floor is the least of the two (EXPLAIN's instrumentation costs a lot on a loaded machine).
     const best = Math.min(floor.execMs, floorClient);
+    floorBest = best;
     record('steady', 'ratio match step / floor (least of exec, client)', `${(matchMs / best).toFixed(1)}x (decide sub-step ${(decideMs / best).toFixed(1)}x)`);
   });
+
+  // What its link sub-step writes, written bare: how much of the step is the writes themselves.
+  const wf = await writeFloor(db.url, run.id);
+  if (wf) {
+    const linkMs = num(run.stats['match']['durations_ms']?.['link']);
+    record('steady', 'write floor: the run\'s identity rows written again by bare INSERTs (no trigger, no FK check)',
+      `${ms(wf.ms)} for ${wf.rows} rows (persons, links, origins, audit, unmatched); link sub-step ${ms(linkMs)} = ${(linkMs / wf.ms).toFixed(1)}x`);
+    record('steady', 'ratio match step / (floor + write floor)', `${(matchMs / (floorBest + wf.ms)).toFixed(1)}x`);
+  }
 
   // Per-lead baseline on a subset of the same batch.
   const subset = ids.slice(0, opts.baselineLeads);

@@ -10,7 +10,8 @@
 // first, in batches, because every other scenario starts from it):
 //   backfill  runs of --batch until every lead is evaluated: total time, leads/s
 //   steady    --steady-leads new leads arrive; one run timed end to end; the floor (bare
-//             exact-key join) and the per-lead baseline on the same batch; EXPLAIN files
+//             exact-key join), the write floor (the run's identity rows written again by
+//             bare INSERTs) and the per-lead baseline on the same batch; EXPLAIN files
 //   idle      ten consecutive runs with nothing new
 //   --trip-rows N  tops summary_daily up to N rows after the demo (a trip row per day for
 //             drivers in id order, both date formats): the demo writes trips for the

@@ -501,7 +501,8 @@ BEGIN
     -- The view's rows are the stored state (counted as it changes, in
     -- canon.cabinet_lead_state_counts) and the lead rows newer than the last evaluation
     -- (read live, usually none): counted here from those two parts, equal to a pass over
-    -- ops.v_cabinet_leads_limbo grouped by week_start (test: limbo week counts).
+    -- ops.v_cabinet_leads_limbo grouped by week_start (tests: test/invariants/pipeline.test.ts,
+    -- test/sql/canon.count_lead_state_changes.test.ts).
     RETURN QUERY
     SELECT x.week_start,
            sum(x.leads)::integer,

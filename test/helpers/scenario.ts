@@ -241,3 +241,24 @@ export async function claimsOf(db: Db, leadKey: string): Promise<{ milestone: nu
     [leadKey],
   );
 }
+
+/**
+ * The limbo view's counts per lead week, pivoted like ops.limbo_snapshot_weeks and
+ * ops.limbo_week_counts (the reference the stored and live week counts are checked against).
+ */
+export const LIMBO_VIEW_WEEKS_SQL = `
+  SELECT week_start::text AS week_start, count(*)::int AS leads,
+         (count(*) FILTER (WHERE person_key IS NOT NULL))::int AS leads_with_identity,
+         (count(*) FILTER (WHERE driver_id IS NOT NULL))::int AS leads_with_driver,
+         (count(*) FILTER (WHERE limbo_stage = 'NO_IDENTITY'))::int AS limbo_no_identity,
+         (count(*) FILTER (WHERE limbo_stage = 'NO_DRIVER'))::int AS limbo_no_driver,
+         (count(*) FILTER (WHERE limbo_stage = 'NO_TRIPS_14D'))::int AS limbo_no_trips_14d,
+         (count(*) FILTER (WHERE limbo_stage = 'TRIPS_NO_CLAIM'))::int AS limbo_trips_no_claim,
+         (count(*) FILTER (WHERE limbo_stage = 'OK'))::int AS limbo_ok
+  FROM ops.v_cabinet_leads_limbo GROUP BY week_start`;
+
+/** The stored snapshot counts per lead week of a run, in the columns of LIMBO_VIEW_WEEKS_SQL. */
+export const SNAPSHOT_WEEKS_SQL = `
+  SELECT week_start::text AS week_start, leads, leads_with_identity, leads_with_driver, limbo_no_identity,
+         limbo_no_driver, limbo_no_trips_14d, limbo_trips_no_claim, limbo_ok
+  FROM ops.limbo_snapshot_weeks WHERE run_id = $1`;

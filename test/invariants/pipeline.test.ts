@@ -7,6 +7,7 @@ import { generateDemoData } from '../../src/demo.js';
 import { createLogger } from '../../src/logger.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
 import { runPipeline } from '../helpers/rows.js';
+import { LIMBO_VIEW_WEEKS_SQL } from '../helpers/scenario.js';
 
 const log = createLogger({ logLevel: 'silent', logFormat: 'json' });
 
@@ -44,15 +45,11 @@ async function fingerprint(db: TestDb): Promise<Record<string, string>> {
 
 async function violations(db: TestDb): Promise<Record<string, number>> {
   const [r] = await db.query<Record<string, number>>(`
-    WITH view_weeks AS (
-      SELECT l.week_start, count(*)::int, (count(*) FILTER (WHERE l.person_key IS NOT NULL))::int,
-             (count(*) FILTER (WHERE l.driver_id IS NOT NULL))::int,
-             (count(*) FILTER (WHERE l.limbo_stage = 'NO_IDENTITY'))::int, (count(*) FILTER (WHERE l.limbo_stage = 'NO_DRIVER'))::int,
-             (count(*) FILTER (WHERE l.limbo_stage = 'NO_TRIPS_14D'))::int, (count(*) FILTER (WHERE l.limbo_stage = 'TRIPS_NO_CLAIM'))::int,
-             (count(*) FILTER (WHERE l.limbo_stage = 'OK'))::int
-      FROM ops.v_cabinet_leads_limbo l
-      GROUP BY l.week_start
-    )
+    WITH view_weeks AS (${LIMBO_VIEW_WEEKS_SQL}),
+    live_weeks AS (
+      SELECT week_start::text, leads, leads_with_identity, leads_with_driver, limbo_no_identity, limbo_no_driver,
+             limbo_no_trips_14d, limbo_trips_no_claim, limbo_ok
+      FROM ops.limbo_week_counts())
     SELECT
       (SELECT count(*) FROM canon.identity_registry p
         WHERE NOT EXISTS (SELECT 1 FROM canon.identity_links l WHERE l.person_key = p.person_key))::int AS orphan_persons,
@@ -78,9 +75,9 @@ async function violations(db: TestDb): Promise<Record<string, number>> {
       -- week counts built on them equal a pass over the limbo view
       (SELECT violations FROM ops.check_invariants() WHERE invariant = 'LEAD_STATE_COUNTS')::int AS state_counters_off,
       (SELECT count(*) FROM (
-         (SELECT * FROM ops.limbo_week_counts() EXCEPT ALL SELECT * FROM view_weeks)
+         (SELECT * FROM live_weeks EXCEPT ALL SELECT * FROM view_weeks)
          UNION ALL
-         (SELECT * FROM view_weeks EXCEPT ALL SELECT * FROM ops.limbo_week_counts())) d)::int AS week_counts_off`);
+         (SELECT * FROM view_weeks EXCEPT ALL SELECT * FROM live_weeks)) d)::int AS week_counts_off`);
   return r!;
 }
 

@@ -6,7 +6,16 @@
 import test from 'ava';
 import type { TestDb } from '../helpers/db.js';
 import { runPipeline } from '../helpers/rows.js';
-import { addDays, businessToday, freshDb, insertLead, linkedLead, tripsOnDays } from '../helpers/scenario.js';
+import {
+  addDays,
+  businessToday,
+  freshDb,
+  insertLead,
+  LIMBO_VIEW_WEEKS_SQL,
+  linkedLead,
+  SNAPSHOT_WEEKS_SQL,
+  tripsOnDays,
+} from '../helpers/scenario.js';
 
 /** Counter rows as text, sorted: "date stage identity driver trips rule = n". */
 async function counters(db: TestDb): Promise<string[]> {
@@ -86,19 +95,8 @@ test('step 7 and the snapshot read the counters: the scope figures and week coun
   t.is(claims['leads_with_identity'], Number(scope!['with_identity']));
   t.is(claims['leads_with_driver'], Number(scope!['with_driver']));
   t.is(claims['leads_with_trips'], 2);
-  const snap = await db.query<Record<string, number>>(
-    `SELECT week_start::text, leads, leads_with_identity, leads_with_driver, limbo_no_identity, limbo_no_driver,
-            limbo_no_trips_14d, limbo_trips_no_claim, limbo_ok
-     FROM ops.limbo_snapshot_weeks WHERE run_id = $1 ORDER BY week_start`, [run.id]);
-  const view = await db.query<Record<string, number>>(`
-    SELECT week_start::text, count(*)::int AS leads, (count(*) FILTER (WHERE person_key IS NOT NULL))::int AS leads_with_identity,
-           (count(*) FILTER (WHERE driver_id IS NOT NULL))::int AS leads_with_driver,
-           (count(*) FILTER (WHERE limbo_stage = 'NO_IDENTITY'))::int AS limbo_no_identity,
-           (count(*) FILTER (WHERE limbo_stage = 'NO_DRIVER'))::int AS limbo_no_driver,
-           (count(*) FILTER (WHERE limbo_stage = 'NO_TRIPS_14D'))::int AS limbo_no_trips_14d,
-           (count(*) FILTER (WHERE limbo_stage = 'TRIPS_NO_CLAIM'))::int AS limbo_trips_no_claim,
-           (count(*) FILTER (WHERE limbo_stage = 'OK'))::int AS limbo_ok
-    FROM ops.v_cabinet_leads_limbo GROUP BY week_start ORDER BY week_start`);
+  const snap = await db.query<Record<string, number>>(`${SNAPSHOT_WEEKS_SQL} ORDER BY week_start`, [run.id]);
+  const view = await db.query<Record<string, number>>(`${LIMBO_VIEW_WEEKS_SQL} ORDER BY week_start`);
   t.deepEqual(snap, view);
   t.is(snap.reduce((n, w) => n + w.leads!, 0), 5);
   // A lead row added after the run is not stored yet: the live week counts include it.

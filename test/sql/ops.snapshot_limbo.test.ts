@@ -6,7 +6,18 @@ import test from 'ava';
 import type pg from 'pg';
 import type { TestDb } from '../helpers/db.js';
 import { runPipeline } from '../helpers/rows.js';
-import { addDays, addTrips, businessToday, freshDb, insertLead, linkedLead, linkPerson, tripsOnDays } from '../helpers/scenario.js';
+import {
+  addDays,
+  addTrips,
+  businessToday,
+  freshDb,
+  insertLead,
+  LIMBO_VIEW_WEEKS_SQL,
+  linkedLead,
+  linkPerson,
+  SNAPSHOT_WEEKS_SQL,
+  tripsOnDays,
+} from '../helpers/scenario.js';
 
 const STAGE_COLUMNS = ['limbo_no_identity', 'limbo_no_driver', 'limbo_no_trips_14d', 'limbo_trips_no_claim', 'limbo_ok'] as const;
 
@@ -25,25 +36,11 @@ async function mixedLeads(db: TestDb): Promise<void> {
 
 /** The limbo view's counts per lead week, pivoted like the snapshot tables. */
 async function liveWeeks(db: TestDb): Promise<Record<string, unknown>[]> {
-  return db.query(
-    `SELECT week_start::text AS week_start, count(*)::int AS leads,
-            (count(*) FILTER (WHERE person_key IS NOT NULL))::int AS leads_with_identity,
-            (count(*) FILTER (WHERE driver_id IS NOT NULL))::int AS leads_with_driver,
-            (count(*) FILTER (WHERE limbo_stage = 'NO_IDENTITY'))::int AS limbo_no_identity,
-            (count(*) FILTER (WHERE limbo_stage = 'NO_DRIVER'))::int AS limbo_no_driver,
-            (count(*) FILTER (WHERE limbo_stage = 'NO_TRIPS_14D'))::int AS limbo_no_trips_14d,
-            (count(*) FILTER (WHERE limbo_stage = 'TRIPS_NO_CLAIM'))::int AS limbo_trips_no_claim,
-            (count(*) FILTER (WHERE limbo_stage = 'OK'))::int AS limbo_ok
-     FROM ops.v_cabinet_leads_limbo GROUP BY week_start ORDER BY week_start`,
-  );
+  return db.query(`${LIMBO_VIEW_WEEKS_SQL} ORDER BY week_start`);
 }
 
 async function snapshotWeeks(db: TestDb, runId: number): Promise<Record<string, unknown>[]> {
-  return db.query(
-    `SELECT week_start::text AS week_start, leads, leads_with_identity, leads_with_driver, ${STAGE_COLUMNS.join(', ')}
-     FROM ops.limbo_snapshot_weeks WHERE run_id = $1 ORDER BY week_start`,
-    [runId],
-  );
+  return db.query(`${SNAPSHOT_WEEKS_SQL} ORDER BY week_start`, [runId]);
 }
 
 async function call(c: pg.ClientBase, args: string): Promise<{ id: number; status: string; stats: Record<string, any> }> {

@@ -48,14 +48,15 @@ BEGIN
       DO UPDATE SET leads = c.leads + excluded.leads;
     DELETE FROM canon.cabinet_lead_state_counts c WHERE c.leads = 0;
   ELSIF TG_OP = 'DELETE' THEN
-    UPDATE canon.cabinet_lead_state_counts c
-    SET leads = c.leads - o.n
-    FROM (SELECT o.lead_date, o.limbo_stage, o.person_key IS NOT NULL AS with_identity, o.driver_id IS NOT NULL AS with_driver,
-                 o.trips_in_window > 0 AS with_trips, o.window_days IS NOT NULL AS with_rule, count(*) AS n
-          FROM old_rows o
-          GROUP BY 1, 2, 3, 4, 5, 6) o
-    WHERE (c.lead_date, c.limbo_stage, c.with_identity, c.with_driver, c.with_trips, c.with_rule)
-        = (o.lead_date, o.limbo_stage, o.with_identity, o.with_driver, o.with_trips, o.with_rule);
+    INSERT INTO canon.cabinet_lead_state_counts AS c (
+      lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, leads)
+    SELECT o.lead_date, o.limbo_stage, o.person_key IS NOT NULL, o.driver_id IS NOT NULL,
+           o.trips_in_window > 0, o.window_days IS NOT NULL, -count(*)
+    FROM old_rows o
+    GROUP BY 1, 2, 3, 4, 5, 6
+    ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
+      DO UPDATE SET leads = c.leads + excluded.leads;
     DELETE FROM canon.cabinet_lead_state_counts c WHERE c.leads = 0;
   END IF;
   RETURN NULL;

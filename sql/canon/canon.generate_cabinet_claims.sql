@@ -5,16 +5,16 @@
 -- [lead_date, lead_date + window_days), with the rule's amount. Existing claims (paid,
 -- rejected, any status) are never touched (INSERT ... ON CONFLICT DO NOTHING); a second
 -- call inserts nothing. Two lead rows sharing a key get one set of claims (from the
--- earliest row that reached the milestone).
--- Which leads are re-evaluated (trip windows summed again):
---   * lead rows never evaluated (id above the watermark), leads whose links or claims
---     changed (canon.cabinet_lead_state_dirty, marked by triggers);
---   * when rows were appended to summary_daily (canon.summary_daily_writes: insert count
---     of the statistics system grew): the scope's leads of the drivers found in the pages
---     appended since the last look (a TID range scan, no trigger on the upstream table);
---     when rows were updated or deleted, or the table was truncated or statistics are off:
---     the scope's leads with a driver whose window is open or closed less than
---     trips_settle_days ago;
+-- earliest row that reached the milestone). A claim is decided on the lead's live chain
+-- (canon.v_cabinet_lead_status), never on the stored state alone.
+-- Which leads are re-evaluated (docs/change-detection.md):
+--   * lead rows that changed (canon.cabinet_lead_state_pending, listed with their keys by
+--     canon.refresh_lead_keys) and keys whose links or claims changed
+--     (canon.cabinet_lead_state_dirty, marked by triggers); exactly the marks read are
+--     removed, so a mark made meanwhile waits for the next evaluation;
+--   * the leads (any scope) of the drivers with trip rows written since the last look
+--     (canon.trip_drivers_changed); when rows may have gone (deletes, updates, a reset of
+--     the statistics), every lead of the scope with a driver;
 --   * a sweep, on the first run of each business day, when called without a run
 --     (p_run_id NULL, by hand) or after the claim rules changed: every lead of the scope,
 --     plus lead rows that appeared, vanished or changed key or date anywhere;
@@ -30,19 +30,14 @@ AS $$
 DECLARE
   v_today date := canon.business_today();
   v_meta canon.cabinet_lead_state_meta%ROWTYPE;
-  v_trips canon.summary_daily_write_counts;
-  v_trips_mode text := 'unchanged';
-  v_trip_drivers integer;
-  v_settle integer := canon.setting('trips_settle_days')::integer;
   v_sweep boolean;
-  v_trips_changed boolean;
-  v_max_mark bigint;
-  v_max_lead_id integer;
+  v_keys jsonb;
+  v_trips jsonb;
   v_ids integer[];
+  v_again_ids integer[];
   v_reasons jsonb;
   v_state jsonb;
   v_state2 jsonb;
-  v_claimed_ids integer[];
   v_claimed_written integer;
   v_generated jsonb;
   v_existing jsonb;
@@ -55,41 +50,36 @@ BEGIN
   END IF;
   SELECT * INTO v_meta FROM canon.cabinet_lead_state_meta FOR UPDATE;
   v_sweep := p_run_id IS NULL OR v_meta.full_refresh_needed OR v_meta.last_sweep_date IS DISTINCT FROM v_today;
-  v_trips := canon.summary_daily_writes();
-  v_trips_mode := CASE
-    WHEN v_trips.inserted IS NULL OR v_meta.trips_inserted IS NULL
-      OR v_trips.relfilenode IS DISTINCT FROM v_meta.trips_relfilenode
-      OR v_trips.modified IS DISTINCT FROM v_meta.trips_modified
-      OR v_trips.blocks < v_meta.trips_blocks THEN 'rewritten'
-    WHEN v_trips.inserted <> v_meta.trips_inserted THEN 'appended'
-    ELSE 'unchanged' END;
-  v_trips_changed := v_trips_mode <> 'unchanged';
-  SELECT max(d.mark_seq) INTO v_max_mark FROM canon.cabinet_lead_state_dirty d;
-  SELECT max(l.id) INTO v_max_lead_id FROM public.module_ct_cabinet_leads l;
+  -- By hand: the lead rows written since the last read are keyed first, as step 5 does.
+  IF p_run_id IS NULL THEN
+    v_keys := canon.key_changed_leads(NULL);
+  END IF;
+  v_trips := canon.trip_drivers_changed(p_run_id);
 
   -- The lead rows to re-evaluate, with the first reason that put them there.
   DROP TABLE IF EXISTS pg_temp.lead_state_todo;
   CREATE TEMP TABLE lead_state_todo (lead_id integer PRIMARY KEY, reason text NOT NULL) ON COMMIT DROP;
 
+  -- Lead rows that changed, keys whose links or claims changed (the marks taken now are
+  -- removed at the end, and only those).
   INSERT INTO pg_temp.lead_state_todo
-  SELECT l.id, 'new_lead'
-  FROM public.module_ct_cabinet_leads l
-  WHERE l.id > v_meta.lead_id_watermark AND l.lead_created_at IS NOT NULL
-  ON CONFLICT DO NOTHING;
-
-  -- A new row sharing a key with stored rows changes their key_rows.
-  INSERT INTO pg_temp.lead_state_todo
-  SELECT s.lead_id, 'key_sibling'
-  FROM pg_temp.lead_state_todo t
-  JOIN public.module_ct_cabinet_leads l ON l.id = t.lead_id
-  JOIN canon.cabinet_lead_state s ON s.lead_source_pk = canon.lead_source_pk(l.external_id, l.id)
-  WHERE t.reason = 'new_lead' AND s.lead_id <> t.lead_id
+  SELECT x.lead_id, 'lead_or_links_or_claims_changed'
+  FROM unnest(canon.take_lead_state_marks()) x (lead_id)
   ON CONFLICT DO NOTHING;
 
   INSERT INTO pg_temp.lead_state_todo
-  SELECT x.lead_id, 'links_or_claims_changed'
-  FROM unnest(canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d))) x (lead_id)
+  SELECT s.lead_id, 'trips_written'
+  FROM pg_temp.trip_drivers_changed d
+  JOIN canon.cabinet_lead_state s ON s.driver_id = d.driver_id
   ON CONFLICT DO NOTHING;
+
+  IF (v_trips->>'scope_reread')::boolean THEN
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT s.lead_id, 'trips_rows_gone'
+    FROM canon.cabinet_lead_state s
+    WHERE s.driver_id IS NOT NULL AND s.lead_date >= p_scope_from
+    ON CONFLICT DO NOTHING;
+  END IF;
 
   IF v_sweep THEN
     INSERT INTO pg_temp.lead_state_todo
@@ -101,9 +91,9 @@ BEGIN
     INSERT INTO pg_temp.lead_state_todo
     SELECT coalesce(s.lead_id, l.id), 'sweep_membership'
     FROM canon.cabinet_lead_state s
-    FULL JOIN (SELECT l.id, canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk, l.lead_created_at::date AS lead_date
+    FULL JOIN (SELECT l.id, canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk, canon.lead_date_of(l.lead_created_at) AS lead_date
                FROM public.module_ct_cabinet_leads l
-               WHERE l.lead_created_at IS NOT NULL) l
+               WHERE isfinite(l.lead_created_at)) l
       ON l.id = s.lead_id
     WHERE s.lead_id IS NULL OR l.id IS NULL
        OR s.lead_source_pk <> l.lead_source_pk OR s.lead_date <> l.lead_date
@@ -113,30 +103,6 @@ BEGIN
       SELECT s.lead_id, 'claim_rules_changed' FROM canon.cabinet_lead_state s
       ON CONFLICT DO NOTHING;
     END IF;
-  ELSIF v_trips_mode = 'appended' THEN
-    -- Appended rows are in the pages added since the last look (and the last page then).
-    DROP TABLE IF EXISTS pg_temp.lead_state_trip_drivers;
-    CREATE TEMP TABLE lead_state_trip_drivers ON COMMIT DROP AS
-    SELECT DISTINCT t.driver_id::text AS driver_id
-    FROM public.summary_daily t
-    WHERE t.ctid >= format('(%s,0)', greatest(v_meta.trips_blocks - 1, 0))::tid
-      AND t.driver_id IS NOT NULL;
-    GET DIAGNOSTICS v_trip_drivers = ROW_COUNT;
-    ANALYZE pg_temp.lead_state_trip_drivers;
-    INSERT INTO pg_temp.lead_state_todo
-    SELECT s.lead_id, 'trips_appended'
-    FROM pg_temp.lead_state_trip_drivers d
-    JOIN canon.cabinet_lead_state s ON s.driver_id = d.driver_id
-    WHERE s.lead_date >= p_scope_from
-    ON CONFLICT DO NOTHING;
-  ELSIF v_trips_mode = 'rewritten' THEN
-    INSERT INTO pg_temp.lead_state_todo
-    SELECT s.lead_id, 'trips_changed'
-    FROM canon.cabinet_lead_state s
-    WHERE s.driver_id IS NOT NULL
-      AND s.window_end > v_today - v_settle
-      AND s.lead_date >= p_scope_from
-    ON CONFLICT DO NOTHING;
   END IF;
 
   IF p_only_limbo THEN
@@ -162,19 +128,34 @@ BEGIN
         WHERE cl.lead_date >= p_scope_from
         GROUP BY cl.status) e;
 
-  -- Claims: every reached milestone without its claim, from the stored state of the scope.
+  -- Stored rows with a claim missing that this step did not evaluate (a claim out of
+  -- scope then, a claim insert that failed): evaluated again after the claims.
+  v_again_ids := ARRAY(
+    SELECT s.lead_id FROM canon.cabinet_lead_state s
+    WHERE s.limbo_stage = 'TRIPS_NO_CLAIM' AND s.lead_date >= p_scope_from
+      AND NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_todo t WHERE t.lead_id = s.lead_id));
+
+  -- Claims: every reached milestone without its claim.
   PERFORM set_config('cabinet.lead_state_marking', 'off', true);
-  WITH due AS (
+  WITH
+  -- Decided on the live chain of the leads the stored state shows with a claim missing:
+  -- a trip row deleted since the state was stored cannot earn a claim.
+  live AS MATERIALIZED (
+    SELECT v.*
+    FROM canon.v_cabinet_lead_status v
+    WHERE v.lead_id IN (SELECT s.lead_id FROM canon.cabinet_lead_state s
+                        WHERE s.limbo_stage = 'TRIPS_NO_CLAIM' AND s.lead_date >= p_scope_from)
+  ),
+  due AS (
     SELECT DISTINCT ON (s.lead_source_pk, m.milestone)
            s.lead_id, s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.currency, m.milestone, m.amount
-    FROM canon.cabinet_lead_state s
+    FROM live s
     CROSS JOIN LATERAL (
       VALUES (1, s.m1_amount, s.reached_m1 AND NOT s.has_claim_m1),
              (5, s.m5_amount, s.reached_m5 AND NOT s.has_claim_m5),
              (25, s.m25_amount, s.reached_m25 AND NOT s.has_claim_m25)
     ) m (milestone, amount, missing)
-    WHERE s.limbo_stage = 'TRIPS_NO_CLAIM'
-      AND s.lead_date >= p_scope_from
+    WHERE s.lead_date >= p_scope_from
       AND m.missing
     ORDER BY s.lead_source_pk, m.milestone, s.lead_date, s.lead_id
   ),
@@ -228,22 +209,13 @@ BEGIN
     -- (as canon.refresh_lead_state does: counts and snapshots made before are stale)
     UPDATE canon.cabinet_lead_state_meta SET changed_at = now();
   END IF;
-  -- Whatever was marked while this step ran is evaluated again in full.
-  v_claimed_ids := canon.lead_ids_of_keys(
-    ARRAY(SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d WHERE d.mark_seq > coalesce(v_max_mark, 0)));
-  v_state2 := canon.refresh_lead_state(p_run_id, v_claimed_ids);
-
-  DELETE FROM canon.cabinet_lead_state_dirty d WHERE d.mark_seq <= coalesce(v_max_mark, 0);
+  -- Marks committed by others while this step ran (visible now) are evaluated too; then
+  -- the marks taken are removed.
+  v_state2 := canon.refresh_lead_state(p_run_id, v_again_ids || canon.take_lead_state_marks());
+  PERFORM canon.clear_lead_state_marks();
   UPDATE canon.cabinet_lead_state_meta
-  SET lead_id_watermark = greatest(lead_id_watermark, coalesce(v_max_lead_id, 0)),
-      last_sweep_date = CASE WHEN v_sweep THEN v_today ELSE last_sweep_date END,
+  SET last_sweep_date = CASE WHEN v_sweep THEN v_today ELSE last_sweep_date END,
       last_sweep_at = CASE WHEN v_sweep THEN now() ELSE last_sweep_at END,
-      -- Kept as they were when nothing was read: statistics published late are then
-      -- compared with the last values acted upon, and the appended pages scanned from there.
-      trips_relfilenode = CASE WHEN v_sweep OR v_trips_changed THEN v_trips.relfilenode ELSE trips_relfilenode END,
-      trips_inserted = CASE WHEN v_sweep OR v_trips_changed THEN v_trips.inserted ELSE trips_inserted END,
-      trips_modified = CASE WHEN v_sweep OR v_trips_changed THEN v_trips.modified ELSE trips_modified END,
-      trips_blocks = CASE WHEN v_sweep OR v_trips_changed THEN v_trips.blocks ELSE trips_blocks END,
       full_refresh_needed = false,
       updated_at = now();
 
@@ -306,15 +278,13 @@ BEGIN
     'claims_already_present_by_status', v_existing,
     'lead_state', jsonb_build_object(
       'mode', CASE WHEN v_sweep THEN 'sweep' ELSE 'incremental' END,
-      'trips_changed', v_trips_changed,
-      'trips', v_trips_mode,
-      'trip_drivers_appended', v_trip_drivers,
+      'trips', v_trips,
+      'keys', v_keys,
       'reasons', v_reasons,
       'evaluated', (v_state->>'evaluated')::integer + (v_state2->>'evaluated')::integer,
       'written', (v_state->>'written')::integer + (v_state2->>'written')::integer + v_claimed_written,
       'claimed_rows_moved_on', v_claimed_written,
-      'removed', (v_state->>'removed')::integer + (v_state2->>'removed')::integer,
-      'watermark', greatest(v_meta.lead_id_watermark, coalesce(v_max_lead_id, 0)))
+      'removed', (v_state->>'removed')::integer + (v_state2->>'removed')::integer)
   ) INTO v_stats;
   RETURN v_stats;
 END

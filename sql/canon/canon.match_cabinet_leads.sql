@@ -1,4 +1,4 @@
--- canon.match_cabinet_leads: pipeline steps 5 and 6. Keys new lead rows, selects the
+-- canon.match_cabinet_leads: pipeline steps 5 and 6. Keys changed lead rows, selects the
 -- batch (at most p_limit lead keys with lead_date >= p_scope_from that need matching:
 -- never evaluated first, then the least recently attempted), decides every lead with
 -- canon.lead_decisions and writes the outcome set-based: persons (only with their
@@ -16,7 +16,6 @@ AS $$
 DECLARE
   v_t timestamptz;
   v_ms jsonb := '{}'::jsonb;
-  v_keyed integer;
   v_selected integer;
   v_new_persons integer;
   v_driver_links integer;
@@ -26,10 +25,7 @@ DECLARE
   v_unmatched integer;
   v_no_driver_repaired integer := 0;
   v_stats jsonb;
-  v_oversized integer;
-  v_unkeyed integer[];
-  v_max_keyed integer;
-  v_gap_scan_scope boolean;
+  v_keys jsonb;
   v_index_changed_at timestamptz;
   v_pending_cleared integer;
   v_evaluated_cleared integer;
@@ -46,25 +42,9 @@ DECLARE
   v_window bigint;
   v_window_rows bigint;
 BEGIN
-  -- Step 5a: keys of lead rows not seen before.
+  -- Step 5a: every lead row written since the last read is keyed (canon.key_changed_leads).
   v_t := clock_timestamp();
-  v_max_keyed := coalesce((SELECT max(k.lead_id) FROM canon.lead_keys k), 0);
-  v_keyed := canon.refresh_lead_keys('{}');
-  -- Rows without a key: garbage keys (never keyed, only counted) and rows committed after
-  -- higher ids were keyed (keyed now). The whole scope on the first run of the business
-  -- day (the day's sweep, as for the lead state), else only rows newer than the keyed
-  -- ones: an anti-join over every lead of the scope costs what the scope costs.
-  v_gap_scan_scope := (SELECT m.last_sweep_date FROM canon.cabinet_lead_state_meta m) IS DISTINCT FROM canon.business_today();
-  SELECT count(*) FILTER (WHERE length(canon.lead_source_pk(l.external_id, l.id)) > 200),
-         coalesce(array_agg(l.id) FILTER (WHERE length(canon.lead_source_pk(l.external_id, l.id)) <= 200), '{}')
-  INTO v_oversized, v_unkeyed
-  FROM public.module_ct_cabinet_leads l
-  WHERE l.lead_created_at >= p_scope_from::timestamp
-    AND (v_gap_scan_scope OR l.id > v_max_keyed)
-    AND NOT EXISTS (SELECT 1 FROM canon.lead_keys k WHERE k.lead_id = l.id);
-  IF cardinality(v_unkeyed) > 0 THEN
-    v_keyed := v_keyed + canon.refresh_lead_keys(v_unkeyed);
-  END IF;
+  v_keys := canon.key_changed_leads(p_run_id);
   v_ms := v_ms || jsonb_build_object('key_new_leads', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
   -- Step 5b: the batch, one row per lead key (duplicated keys: the first row stands for them),
@@ -274,17 +254,6 @@ BEGIN
   ORDER BY c.evaluated_before, c.last_attempt_at NULLS FIRST, c.lead_id
   LIMIT p_limit;
   GET DIAGNOSTICS v_selected = ROW_COUNT;
-  -- Batch rows are re-keyed when their source values changed since they were keyed. Only
-  -- rows whose source hash (as canon.refresh_lead_keys computes it) differs are passed:
-  -- re-normalising unchanged rows costs as much as keying them.
-  PERFORM canon.refresh_lead_keys(ARRAY(
-    SELECT b.lead_id
-    FROM pg_temp.cabinet_batch b
-    JOIN public.module_ct_cabinet_leads l ON l.id = b.lead_id
-    JOIN canon.lead_keys k ON k.lead_id = b.lead_id
-    WHERE k.source_hash IS DISTINCT FROM
-          md5(concat_ws(E'\x1f', l.external_id, l.lead_created_at::text, l.park_phone, l.asset_plate_number,
-                        l.first_name, l.middle_name, l.last_name))));
   v_ms := v_ms || jsonb_build_object('select_batch', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
   -- Step 6: decisions for the whole batch at once.
@@ -391,7 +360,8 @@ BEGIN
   v_ms := v_ms || jsonb_build_object('link', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
   SELECT jsonb_build_object(
-    'leads_keyed', v_keyed,
+    'leads_keyed', (v_keys->>'lead_rows_written')::integer,
+    'lead_keys', v_keys,
     'leads_selected', v_selected,
     'leads_evaluated', (SELECT count(*) FROM pg_temp.cabinet_decisions),
     'batch', jsonb_build_object(
@@ -421,10 +391,8 @@ BEGIN
     -- cabinet leads only, its CHECK; with source_table in the filter it was a scan of
     -- every unmatched row each run)
     'open_unmatched_total', (SELECT count(*) FROM canon.identity_unmatched u WHERE u.status = 'OPEN'),
-    'leads_without_lead_created_at', (SELECT count(*) FROM canon.lead_keys k WHERE k.lead_date IS NULL),
-    'leads_with_oversized_key', v_oversized,
-    'leads_keyed_late', cardinality(v_unkeyed),
-    'unkeyed_rows_checked', CASE WHEN v_gap_scan_scope THEN 'scope' ELSE 'new_rows' END,
+    'leads_without_lead_created_at', (v_keys->>'lead_rows_undated')::bigint,
+    'leads_with_oversized_key', (v_keys->>'leads_with_oversized_key')::integer,
     'driver_index_changed_at', v_index_changed_at,
     'retries_skipped_no_index_change', v_retries_skipped,
     'retries_marked_due', v_marked_due,

@@ -1,23 +1,17 @@
 -- canon.refresh_driver_index: pipeline step 4. Brings canon.driver_index up to date with
--- public.drivers: incrementally (drivers whose updated_at/created_at is past the
--- watermark, re-normalised only when their source values changed), and fully every
--- driver_index_full_refresh_hours (also removes deleted drivers). Returns step stats.
--- The drivers to look at are first materialised in a temp table and ANALYZEd, so the
--- planner knows how many there are (the range predicate on coalesce(updated_at,
--- created_at) could not be estimated), and incrementally public.drivers is searched with
--- its updated_at index (rows without updated_at fall back to created_at). When they are
--- few against the index (incremental, under a tenth), canon.driver_index is probed by
--- key (hash and merge joins off for that statement) instead of being read whole.
--- Whenever a row of the index is written or removed, driver_index_state.changed_at is
--- set to now() (reported by runs). Which unmatched leads are worth retrying is decided by
+-- public.drivers. Every run reads the driver ids with a row version written since its last
+-- read, by commit order (the row's xmin against the oldest transaction in progress at that
+-- read, canon.source_scan_state.seen_xmin): a late commit, a change in place and a driver
+-- with a future or missing updated_at/created_at are all read by the next run, in one pass
+-- over the drivers that also counts such odd timestamps (listed in
+-- ops.v_drivers_odd_timestamps). Their rows are re-normalised only when their source values
+-- changed (hash); the newest row of a driver_id wins. Every
+-- driver_index_full_refresh_hours the whole table is reconciled, which also removes
+-- deleted drivers (the matcher never proposes a deleted driver meanwhile: it checks).
+-- Whenever a row of the index is written or removed, driver_index_state.changed_at is set
+-- to now() (reported by runs). Which unmatched leads are worth retrying is decided by
 -- canon.match_cabinet_leads from the rows indexed since its last check (indexed_at) and
--- the keys drivers lost (canon.driver_index_key_changes, written here).
--- The watermark has an hour of overlap for rows committed late with an older updated_at.
--- Row versions the previous refresh could see (their xmin visible to its snapshot,
--- driver_index_state.refreshed_snapshot) were read by it and are skipped, so the overlap
--- costs the late commits, not every driver of the last hour (after a bulk load of
--- drivers that was most of an idle run). Changed without a new updated_at and outside
--- the hour: found by the full refresh.
+-- the keys drivers lost (canon.driver_index_key_changes, written here). Returns step stats.
 CREATE OR REPLACE FUNCTION canon.refresh_driver_index(p_run_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -28,42 +22,43 @@ AS $$
 DECLARE
   v_state canon.driver_index_state%ROWTYPE;
   v_full boolean;
-  v_since timestamp;
+  v_seen xid8;
+  v_limit integer;
+  v_snapshot_xmin xid8;
   v_scanned integer;
   v_upserted integer;
   v_deleted integer := 0;
-  v_watermark timestamp;
   v_changed_at timestamptz;
   v_probe_by_key boolean;
   v_hashjoin text;
   v_mergejoin text;
-  v_seen pg_snapshot;
-  v_snapshot pg_snapshot;
-  v_unseen_ids text[];
+  v_changed_ids text[];
+  v_rows bigint;
+  v_future bigint;
+  v_no_time bigint;
+  v_future_from timestamp := (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day';
 BEGIN
   SELECT * INTO v_state FROM canon.driver_index_state FOR UPDATE;
-  v_full := NOT FOUND OR v_state.last_full_at IS NULL OR v_state.watermark IS NULL
+  v_full := NOT FOUND OR v_state.last_full_at IS NULL
             OR v_state.last_full_at < now() - make_interval(hours => canon.setting('driver_index_full_refresh_hours')::integer);
-  -- An hour of overlap catches rows committed late with an older updated_at.
-  v_since := CASE WHEN v_full THEN NULL ELSE v_state.watermark - interval '1 hour' END;
-  v_seen := CASE WHEN NOT v_full THEN v_state.refreshed_snapshot END;
-  -- Taken before the drivers are read: what it sees, the reads below see too.
-  v_snapshot := pg_current_snapshot();
-  -- Drivers of the overlap with a row version not seen yet; each is then looked at with
-  -- all its rows of the overlap (the newest wins, as always: a late commit may be the
-  -- older row of a driver_id that has two).
-  IF v_seen IS NOT NULL THEN
-    v_unseen_ids := ARRAY(
-      SELECT DISTINCT d.driver_id
-      FROM public.drivers d
-      WHERE (d.updated_at >= v_since OR d.updated_at IS NULL)
-        AND coalesce(d.updated_at, d.created_at) >= v_since
-        AND NOT pg_visible_in_snapshot(canon.xid8_of_recent(d.xmin, pg_snapshot_xmax(v_snapshot)), v_seen));
-  END IF;
+  SELECT s.seen_xmin INTO v_seen FROM canon.source_scan_state s WHERE s.source_table = 'drivers' FOR UPDATE;
+  v_full := v_full OR v_seen IS NULL;
+  v_limit := CASE WHEN NOT v_full THEN canon.xmin_age_limit(v_seen) END;
+  v_full := v_full OR v_limit IS NULL;
+  PERFORM pg_stat_clear_snapshot(); -- (canon.local_snapshot_xmin reads pg_stat_activity as of now)
+
+  -- One pass over the drivers (one builtin per row): the ids with a row version not seen
+  -- yet, and the odd timestamps. The snapshot is this statement's own.
+  SELECT count(*),
+         count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
+         count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
+         CASE WHEN v_full THEN NULL
+              ELSE coalesce(array_agg(DISTINCT d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}') END,
+         canon.local_snapshot_xmin(pg_current_snapshot())
+  INTO v_rows, v_future, v_no_time, v_changed_ids, v_snapshot_xmin
+  FROM public.drivers d;
 
   -- The drivers to look at (all of them on a full refresh), newest row per driver_id.
-  -- (updated_at >= since OR updated_at IS NULL) is what the updated_at index can serve;
-  -- the coalesce keeps the exact rule (created_at when updated_at is NULL).
   DROP TABLE IF EXISTS pg_temp.driver_index_source;
   CREATE TEMP TABLE driver_index_source ON COMMIT DROP AS
   SELECT s.*,
@@ -78,10 +73,7 @@ BEGIN
     FROM public.drivers d
     WHERE nullif(btrim(d.driver_id), '') IS NOT NULL
       AND length(d.driver_id) <= 200 -- garbage ids (10 kB) cannot be indexed: counted below
-      AND (v_full
-           OR ((d.updated_at >= v_since OR d.updated_at IS NULL)
-               AND coalesce(d.updated_at, d.created_at) >= v_since
-               AND (v_seen IS NULL OR d.driver_id = ANY (v_unseen_ids))))
+      AND (v_full OR d.driver_id IN (SELECT unnest(v_changed_ids)))
     ORDER BY d.driver_id, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
   ) s;
   ANALYZE pg_temp.driver_index_source;
@@ -142,8 +134,7 @@ BEGIN
            OR (c.old_plate_norm IS NOT NULL AND c.old_plate_norm IS DISTINCT FROM c.plate_norm))
     RETURNING 1
   )
-  SELECT (SELECT count(*) FROM upserted), (SELECT max(h.changed_at) FROM pg_temp.driver_index_source h)
-  INTO v_upserted, v_watermark;
+  SELECT count(*) INTO v_upserted FROM upserted;
 
   IF v_probe_by_key THEN
     PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
@@ -172,20 +163,25 @@ BEGIN
     v_changed_at := now();
   END IF;
 
-  -- (written on every run: the snapshot moves even when nothing changed)
-  INSERT INTO canon.driver_index_state AS s (singleton, watermark, last_full_at, last_refresh_at, last_run_id, changed_at, refreshed_snapshot)
-  VALUES (true, v_watermark, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at, v_snapshot)
+  INSERT INTO canon.driver_index_state AS s (singleton, last_full_at, last_refresh_at, last_run_id, changed_at)
+  VALUES (true, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at)
   ON CONFLICT (singleton) DO UPDATE
-    SET watermark = greatest(s.watermark, excluded.watermark),
-        last_full_at = coalesce(excluded.last_full_at, s.last_full_at),
+    SET last_full_at = coalesce(excluded.last_full_at, s.last_full_at),
         last_refresh_at = excluded.last_refresh_at,
         last_run_id = excluded.last_run_id,
-        changed_at = coalesce(excluded.changed_at, s.changed_at),
-        refreshed_snapshot = excluded.refreshed_snapshot;
+        changed_at = coalesce(excluded.changed_at, s.changed_at);
+  UPDATE canon.source_scan_state
+  SET seen_xmin = v_snapshot_xmin, read_at = now(), run_id = p_run_id,
+      full_read_at = CASE WHEN v_full THEN now() ELSE full_read_at END
+  WHERE source_table = 'drivers';
 
   RETURN jsonb_build_object(
     'mode', CASE WHEN v_full THEN 'full' ELSE 'incremental' END,
+    'driver_rows', v_rows,
+    'drivers_read_again', CASE WHEN v_full THEN NULL ELSE cardinality(v_changed_ids) END,
     'drivers_scanned', v_scanned,
+    'drivers_with_future_timestamp', v_future,
+    'drivers_without_timestamp', v_no_time,
     'drivers_reindexed', v_upserted,
     'drivers_removed', v_deleted,
     'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon.driver_index) END,
@@ -195,4 +191,4 @@ BEGIN
     'index_changed', v_changed_at IS NOT NULL);
 END
 $$;
-COMMENT ON FUNCTION canon.refresh_driver_index(bigint) IS 'Pipeline step 4: incremental (watermark) or full refresh of canon.driver_index from public.drivers; sets driver_index_state.changed_at when rows were written or removed and logs the keys drivers lost (canon.driver_index_key_changes). Returns step stats.';
+COMMENT ON FUNCTION canon.refresh_driver_index(bigint) IS 'Pipeline step 4: incremental (row versions written since the last read, by commit order) or full refresh of canon.driver_index from public.drivers; sets driver_index_state.changed_at when rows were written or removed and logs the keys drivers lost (canon.driver_index_key_changes). Returns step stats.';

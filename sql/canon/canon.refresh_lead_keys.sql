@@ -1,76 +1,135 @@
--- canon.refresh_lead_keys: normalised matching keys of cabinet lead rows into
--- canon.lead_keys: every row newer than the last one keyed, plus the given rows (the
--- run's batch), re-keyed only when their source values changed. Rows keyed for the first
--- time are listed in canon.lead_keys_pending (not evaluated yet). Returns rows written.
--- A lead key over 200 characters is garbage (no index can hold a 10 kB key): such rows
--- are never keyed nor evaluated; each run counts them (match.leads_with_oversized_key).
+-- canon.refresh_lead_keys: brings canon.lead_keys up to date for the given lead rows
+-- (ids), whatever happened to them: a new or changed row is (re-)keyed when its source
+-- values differ from what was keyed (source hash), a row whose key is over 200 characters
+-- is listed in canon.lead_rows_unkeyed instead (no index can hold a 10 kB key), a row that
+-- is gone loses its key. What depends on a row's key follows in the same statement:
+-- * canon.lead_keys_pending (never-evaluated keys) lists a row keyed for the first time or
+--   under another key or date;
+-- * canon.identity_unmatched.retry_due is set for an OPEN unmatched key whose lead's phone,
+--   plate, licence, name or date changed (its candidates may differ now);
+-- * canon.cabinet_lead_state_pending lists the row, and every row sharing its old or new
+--   key (their key_rows change), when it is new, gone, re-keyed or re-dated.
+-- Callers: canon.key_changed_leads (every changed row of a run), ops.explain_lead (a
+-- lead's rows before explaining it). Returns the number of lead_keys rows written or removed.
 CREATE OR REPLACE FUNCTION canon.refresh_lead_keys(p_lead_ids integer[] DEFAULT '{}')
 RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 DECLARE
-  v_max_id integer := coalesce((SELECT max(k.lead_id) FROM canon.lead_keys k), 0);
   v_written integer;
 BEGIN
-  WITH source AS (
-    SELECT l.id, l.external_id, l.lead_created_at, l.park_phone, l.asset_plate_number,
-           l.first_name, l.middle_name, l.last_name,
-           md5(concat_ws(E'\x1f', l.external_id, l.lead_created_at::text, l.park_phone, l.asset_plate_number,
-                         l.first_name, l.middle_name, l.last_name)) AS source_hash,
-           true AS is_new
-    FROM public.module_ct_cabinet_leads l
-    WHERE l.id > v_max_id
-      AND length(canon.lead_source_pk(l.external_id, l.id)) <= 200
-    UNION ALL
-    SELECT l.id, l.external_id, l.lead_created_at, l.park_phone, l.asset_plate_number,
-           l.first_name, l.middle_name, l.last_name,
-           md5(concat_ws(E'\x1f', l.external_id, l.lead_created_at::text, l.park_phone, l.asset_plate_number,
-                         l.first_name, l.middle_name, l.last_name)),
-           NOT EXISTS (SELECT 1 FROM canon.lead_keys k WHERE k.lead_id = l.id)
-    FROM public.module_ct_cabinet_leads l
-    WHERE l.id = ANY (p_lead_ids) AND l.id <= v_max_id
-      AND length(canon.lead_source_pk(l.external_id, l.id)) <= 200
+  IF coalesce(cardinality(p_lead_ids), 0) = 0 THEN
+    RETURN 0;
+  END IF;
+  DROP TABLE IF EXISTS pg_temp.lead_keys_source;
+  CREATE TEMP TABLE lead_keys_source ON COMMIT DROP AS
+  SELECT x.lead_id, l.id IS NOT NULL AS present,
+         canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk,
+         l.lead_created_at, l.park_phone, l.asset_plate_number, l.first_name, l.middle_name, l.last_name,
+         md5(concat_ws(E'\x1f', l.external_id, l.lead_created_at::text, l.park_phone, l.asset_plate_number,
+                       l.first_name, l.middle_name, l.last_name)) AS source_hash,
+         k.lead_id IS NOT NULL AS was_keyed, k.source_hash AS old_hash, k.lead_source_pk AS old_key,
+         k.lead_date AS old_date
+  FROM (SELECT DISTINCT unnest(p_lead_ids) AS lead_id) x
+  LEFT JOIN public.module_ct_cabinet_leads l ON l.id = x.lead_id
+  LEFT JOIN canon.lead_keys k ON k.lead_id = x.lead_id;
+
+  WITH
+  -- rows to key: present, a key of at most 200 characters, never keyed, or changed since
+  -- (source values, or the key they give: canon.lead_source_pk may be redefined)
+  to_key AS (
+    SELECT s.*
+    FROM pg_temp.lead_keys_source s
+    WHERE s.present AND length(s.lead_source_pk) <= 200
+      AND (NOT s.was_keyed OR s.old_hash <> s.source_hash OR s.old_key <> s.lead_source_pk)
   ),
-  written AS (
+  keyed AS (
     INSERT INTO canon.lead_keys AS k (
       lead_id, lead_source_pk, lead_created_at, lead_date, phone_norm, plate_norm, license_norm,
       name_norm, lead_name, source_hash, indexed_at)
-    SELECT s.id,
-           canon.lead_source_pk(s.external_id, s.id),
-           s.lead_created_at,
-           s.lead_created_at::date,
+    SELECT s.lead_id, s.lead_source_pk, s.lead_created_at, canon.lead_date_of(s.lead_created_at),
            canon.normalize_phone(s.park_phone),
            canon.normalize_plate(s.asset_plate_number),
            NULL, -- the cabinet export carries no licence number: R2 cannot fire for leads
            canon.normalize_name(concat_ws(' ', s.first_name, s.middle_name, s.last_name)),
            nullif(left(regexp_replace(btrim(concat_ws(' ', s.first_name, s.middle_name, s.last_name)), '\s+', ' ', 'g'), 200), ''),
-           s.source_hash,
-           now()
-    FROM source s
+           s.source_hash, now()
+    FROM to_key s
     ON CONFLICT (lead_id) DO UPDATE
       SET lead_source_pk = excluded.lead_source_pk, lead_created_at = excluded.lead_created_at,
           lead_date = excluded.lead_date, phone_norm = excluded.phone_norm, plate_norm = excluded.plate_norm,
           license_norm = excluded.license_norm, name_norm = excluded.name_norm, lead_name = excluded.lead_name,
           source_hash = excluded.source_hash, indexed_at = excluded.indexed_at
-      WHERE k.source_hash <> excluded.source_hash
-    RETURNING k.lead_id, k.lead_date
+    RETURNING k.lead_id, k.lead_source_pk, k.lead_date, k.phone_norm, k.plate_norm, k.license_norm, k.name_norm
   ),
-  -- A row keyed for the first time is not evaluated yet; a re-keyed row stays as it was
-  -- (its listed lead_date follows its new one).
-  pending AS (
-    INSERT INTO canon.lead_keys_pending (lead_id, lead_date)
-    SELECT s.id, s.lead_created_at::date FROM source s WHERE s.is_new
+  -- rows that lose their key: gone, or a key too long to index
+  unkeyed AS (
+    DELETE FROM canon.lead_keys k
+    USING pg_temp.lead_keys_source s
+    WHERE k.lead_id = s.lead_id AND (NOT s.present OR length(s.lead_source_pk) > 200)
+    RETURNING k.lead_id, k.lead_source_pk
+  ),
+  oversized AS (
+    INSERT INTO canon.lead_rows_unkeyed AS u (lead_id, reason)
+    SELECT s.lead_id, 'OVERSIZED_KEY' FROM pg_temp.lead_keys_source s
+    WHERE s.present AND length(s.lead_source_pk) > 200
     ON CONFLICT (lead_id) DO NOTHING
   ),
-  pending_redated AS (
-    UPDATE canon.lead_keys_pending q SET lead_date = w.lead_date
-    FROM written w
-    WHERE q.lead_id = w.lead_id AND q.lead_date IS DISTINCT FROM w.lead_date
+  not_oversized AS (
+    DELETE FROM canon.lead_rows_unkeyed u
+    USING pg_temp.lead_keys_source s
+    WHERE u.lead_id = s.lead_id AND (NOT s.present OR length(s.lead_source_pk) <= 200)
+  ),
+  -- keyed for the first time, or under another key or date: its key may never have been evaluated
+  match_pending AS (
+    INSERT INTO canon.lead_keys_pending AS q (lead_id, lead_date)
+    SELECT w.lead_id, w.lead_date
+    FROM keyed w
+    JOIN pg_temp.lead_keys_source s ON s.lead_id = w.lead_id
+    WHERE NOT s.was_keyed OR s.old_key <> w.lead_source_pk OR s.old_date IS DISTINCT FROM w.lead_date
+    ON CONFLICT (lead_id) DO UPDATE SET lead_date = excluded.lead_date
+  ),
+  match_unpending AS (
+    DELETE FROM canon.lead_keys_pending q USING unkeyed u WHERE q.lead_id = u.lead_id
+  ),
+  -- an OPEN lead whose matching keys changed may match now
+  retry AS (
+    UPDATE canon.identity_unmatched u SET retry_due = true
+    FROM keyed w
+    JOIN pg_temp.lead_keys_source s ON s.lead_id = w.lead_id
+    WHERE s.was_keyed
+      AND u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = w.lead_source_pk
+      AND u.status = 'OPEN' AND NOT u.retry_due
+  ),
+  -- the state of the row, and of every row of its old and new key, is to be evaluated again
+  changed_keys AS (
+    SELECT w.lead_id, w.lead_source_pk AS key, s.old_key
+    FROM keyed w
+    JOIN pg_temp.lead_keys_source s ON s.lead_id = w.lead_id
+    WHERE NOT s.was_keyed OR s.old_key <> w.lead_source_pk OR s.old_date IS DISTINCT FROM w.lead_date
+    UNION ALL
+    SELECT u.lead_id, NULL, u.lead_source_pk FROM unkeyed u
+  ),
+  state_pending AS (
+    INSERT INTO canon.cabinet_lead_state_pending (lead_id)
+    SELECT c.lead_id FROM changed_keys c
+    UNION
+    SELECT s.lead_id FROM pg_temp.lead_keys_source s
+    WHERE NOT s.present OR length(s.lead_source_pk) > 200
+    UNION
+    SELECT unnest(canon.lead_ids_of_keys(ARRAY(
+      SELECT c.key FROM changed_keys c WHERE c.key IS NOT NULL
+      UNION SELECT c.old_key FROM changed_keys c WHERE c.old_key IS NOT NULL)))
+    -- marked again: a refresh that read the earlier mark removes only that one
+    ON CONFLICT (lead_id) DO UPDATE SET mark_seq = excluded.mark_seq, marked_at = excluded.marked_at
   )
-  SELECT count(*) INTO v_written FROM written;
+  SELECT (SELECT count(*) FROM keyed) + (SELECT count(*) FROM unkeyed) INTO v_written;
+  DROP TABLE pg_temp.lead_keys_source;
   RETURN v_written;
 END
 $$;
-COMMENT ON FUNCTION canon.refresh_lead_keys(integer[]) IS 'Keys every new lead row and re-keys the given rows when their source changed; returns rows written.';
+COMMENT ON FUNCTION canon.refresh_lead_keys(integer[]) IS
+  'Keys the given lead rows (new or changed since keyed), unkeys rows gone or with an oversized key, and lists what depends on them (match pending, retry due, state pending). Returns lead_keys rows written or removed.';

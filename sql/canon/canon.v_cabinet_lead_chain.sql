@@ -1,5 +1,5 @@
 -- canon.v_cabinet_lead_chain: the chain lead -> person -> driver -> trips in window, one
--- row per lead row with lead_created_at (two rows sharing a lead key both appear, with the
+-- row per dated lead row (a finite lead_created_at; two rows sharing a lead key both appear, with the
 -- same person, driver and claims). The one definition read by ops.v_cabinet_leads_limbo,
 -- the claim views and canon.generate_cabinet_claims:
 --   lead_date = lead_created_at::date; person from the lead link (by lead_source_pk);
@@ -54,6 +54,6 @@ LEFT JOIN LATERAL (
     AND canon.parse_date_file(sd.date_file) >= k.lead_date
     AND canon.parse_date_file(sd.date_file) < k.lead_date + rp.window_days
 ) t ON true
-WHERE l.lead_created_at IS NOT NULL;
+WHERE isfinite(l.lead_created_at);
 COMMENT ON VIEW canon.v_cabinet_lead_chain IS
-  'Lead -> person -> driver (canon.v_person_driver) -> trips in [lead_date, lead_date + window_days), with the claim rules of lead_date. One row per lead row with lead_created_at.';
+  'Lead -> person -> driver (canon.v_person_driver) -> trips in [lead_date, lead_date + window_days), with the claim rules of lead_date. One row per dated lead row (finite lead_created_at).';

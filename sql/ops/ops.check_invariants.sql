@@ -3,6 +3,7 @@
 -- invariant is violated, and the last statement of every reliability test. Read-only;
 -- safe to run at any time, also while a run is in progress.
 --   SELECT * FROM ops.check_invariants() WHERE violations > 0;
+-- The caches (ord 10-19) are checked by ops.check_caches.
 CREATE OR REPLACE FUNCTION ops.check_invariants()
 RETURNS TABLE (invariant text, violations bigint, examples jsonb, description text)
 LANGUAGE sql
@@ -44,7 +45,7 @@ AS $$
   limbo_mismatch AS (
     SELECT format('lead id %s: %s limbo rows%s', coalesce(l.id, v.lead_id), coalesce(v.n, 0),
                   CASE WHEN l.id IS NULL THEN ' (not a lead with lead_created_at)' ELSE '' END) AS example
-    FROM (SELECT s.id FROM public.module_ct_cabinet_leads s WHERE s.lead_created_at IS NOT NULL) l
+    FROM (SELECT s.id FROM public.module_ct_cabinet_leads s WHERE isfinite(s.lead_created_at)) l
     FULL JOIN (SELECT lv.lead_id, count(*) AS n FROM ops.v_cabinet_leads_limbo lv GROUP BY lv.lead_id) v
       ON v.lead_id = l.id
     WHERE l.id IS NULL OR v.lead_id IS NULL OR v.n <> 1
@@ -103,7 +104,7 @@ AS $$
     SELECT 4, 'RUN_STUCK_RUNNING', 'runs RUNNING whose backend is gone, or for over 2 hours (the next run marks the former FAILED, abandoned)',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM stuck ORDER BY example LIMIT 5) x), (SELECT count(*) FROM stuck)
     UNION ALL
-    SELECT 5, 'LIMBO_ROW_COUNT', 'ops.v_cabinet_leads_limbo must have exactly one row per lead with lead_created_at',
+    SELECT 5, 'LIMBO_ROW_COUNT', 'ops.v_cabinet_leads_limbo must have exactly one row per dated lead (a finite lead_created_at)',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM limbo_mismatch ORDER BY example LIMIT 5) x), (SELECT count(*) FROM limbo_mismatch)
     UNION ALL
     SELECT 6, 'SETTLED_CLAIM_UNGUARDED', 'the triggers that keep pipeline runs off paid and rejected claims, and record them, must exist and be enabled',
@@ -114,6 +115,9 @@ AS $$
     UNION ALL
     SELECT 8, 'LEAD_STATE_COUNTS', 'canon.cabinet_lead_state_counts must count the stored lead state rows (by lead date, stage and flags)',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM state_counts ORDER BY example LIMIT 5) x), (SELECT count(*) FROM state_counts)
+    UNION ALL
+    -- 10-19: each cache against its live definition
+    SELECT x.ord, x.invariant, x.description, x.examples, x.violations FROM ops.check_caches() x
   )
   SELECT c.invariant, c.n, coalesce(c.examples, '[]'::jsonb), c.description FROM checks c ORDER BY c.ord
 $$;

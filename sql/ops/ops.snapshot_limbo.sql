@@ -20,6 +20,7 @@ DECLARE
   v_prev_run bigint;
   v_prev_at timestamptz;
   v_reused boolean;
+  v_in_run boolean;
 BEGIN
   IF p_run_id IS NULL THEN
     RAISE EXCEPTION 'ops.snapshot_limbo: p_run_id is NULL: expected the id of a row of canon.ingestion_runs'
@@ -29,19 +30,24 @@ BEGIN
   DELETE FROM ops.limbo_snapshots s WHERE s.run_id = p_run_id;
 
   -- The counts are those of the previous snapshot when no stored lead state changed since
-  -- it was taken and no lead row is newer than the last evaluation (the view would give
-  -- the same numbers): copied, not recounted over every lead.
+  -- it was taken and nothing is marked to be evaluated again (the view would give the same
+  -- numbers): copied, not recounted. Otherwise counted from the stored state's counters
+  -- (canon.limbo_week_counts_of_state): inside a run as of its read of the lead rows (step
+  -- 5, moments ago), by hand as of now.
+  v_in_run := current_setting('cabinet.in_pipeline', true) IS NOT DISTINCT FROM 'on';
   SELECT s.run_id, s.taken_at INTO v_prev_run, v_prev_at
   FROM ops.limbo_snapshots s
   ORDER BY s.taken_at DESC, s.run_id DESC
   LIMIT 1;
-  v_reused := v_prev_run IS NOT NULL
+  v_reused := v_in_run AND v_prev_run IS NOT NULL
     AND v_prev_at >= (SELECT m.changed_at FROM canon.cabinet_lead_state_meta m)
-    AND NOT EXISTS (SELECT 1 FROM public.module_ct_cabinet_leads l
-                    WHERE l.id > canon.lead_state_watermark() AND l.lead_created_at IS NOT NULL);
+    AND NOT EXISTS (SELECT 1 FROM canon.cabinet_lead_state_pending)
+    AND NOT EXISTS (SELECT 1 FROM canon.cabinet_lead_state_dirty);
 
   WITH weeks AS (
-    SELECT w.* FROM ops.limbo_week_counts(CASE WHEN v_reused THEN v_prev_run END) w
+    SELECT w.* FROM ops.limbo_week_counts(v_prev_run) w WHERE v_reused
+    UNION ALL
+    SELECT c.* FROM canon.limbo_week_counts_of_state(NOT v_in_run) c WHERE NOT v_reused
   ),
   snapshot AS (
     INSERT INTO ops.limbo_snapshots (

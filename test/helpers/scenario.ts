@@ -262,3 +262,14 @@ export const SNAPSHOT_WEEKS_SQL = `
   SELECT week_start::text AS week_start, leads, leads_with_identity, leads_with_driver, limbo_no_identity,
          limbo_no_driver, limbo_no_trips_14d, limbo_trips_no_claim, limbo_ok
   FROM ops.limbo_snapshot_weeks WHERE run_id = $1`;
+
+/** Rows where the stored lead state and its live definition (canon.v_cabinet_lead_status) differ, both ways. */
+export async function stateDrift(db: Db): Promise<number> {
+  const cols = `lead_id, lead_source_pk, lead_date, person_key, driver_id, window_days, window_end, trips_in_window,
+    trip_rows_in_window, currency, m1_trips_threshold, m1_amount, reached_m1, m5_trips_threshold, m5_amount, reached_m5,
+    m25_trips_threshold, m25_amount, reached_m25, expected_amount, has_claim_m1, has_claim_m5, has_claim_m25, limbo_stage, key_rows`;
+  const [r] = await db.query<{ n: number }>(`
+    SELECT ((SELECT count(*) FROM (SELECT ${cols} FROM canon.cabinet_lead_state EXCEPT SELECT ${cols} FROM canon.v_cabinet_lead_status) a)
+          + (SELECT count(*) FROM (SELECT ${cols} FROM canon.v_cabinet_lead_status EXCEPT SELECT ${cols} FROM canon.cabinet_lead_state) b))::int AS n`);
+  return r!.n;
+}

@@ -98,13 +98,13 @@ test('a data set full of bad rows: the runs complete, every bad row is accounted
   const m = first.stats['match'];
   const c = first.stats['claims'];
   const source = (await db.query<{ rows: number; keys: number; no_date: number }>(
-    `SELECT count(*) FILTER (WHERE lead_created_at >= $1::date)::int AS rows,
-            count(DISTINCT canon.lead_source_pk(external_id, id)) FILTER (WHERE lead_created_at >= $1::date)::int AS keys,
-            count(*) FILTER (WHERE lead_created_at IS NULL)::int AS no_date
+    `SELECT count(*) FILTER (WHERE lead_created_at >= $1::date AND isfinite(lead_created_at))::int AS rows,
+            count(DISTINCT canon.lead_source_pk(external_id, id)) FILTER (WHERE lead_created_at >= $1::date AND isfinite(lead_created_at))::int AS keys,
+            count(*) FILTER (WHERE lead_created_at IS NULL OR NOT isfinite(lead_created_at))::int AS no_date
      FROM public.module_ct_cabinet_leads`,
     [scopeFrom],
   ))[0]!;
-  // Leads without date: counted, never evaluated.
+  // Leads without a date (NULL, or 'infinity', which starts no window): counted, never evaluated.
   t.is(m['leads_without_lead_created_at'], source.no_date);
   t.true(source.no_date >= 2 + 1, 'ours and the demo generator');
   // Duplicated external ids (also up to blanks): one evaluation per key, the extra rows counted.

@@ -53,7 +53,7 @@ export async function leadKeysNotEvaluated(db: Db, daysBack = 30): Promise<strin
   const rows = await db.query<{ k: string }>(
     `SELECT DISTINCT left(s.k, 60) AS k
      FROM (SELECT canon.lead_source_pk(l.external_id, l.id) AS k FROM public.module_ct_cabinet_leads l
-           WHERE l.lead_created_at >= (canon.business_today() - $1::int)::timestamp) s
+           WHERE l.lead_created_at >= (canon.business_today() - $1::int)::timestamp AND isfinite(l.lead_created_at)) s
      WHERE NOT EXISTS (SELECT 1 FROM canon.identity_links i WHERE i.source_table = 'module_ct_cabinet_leads' AND i.source_pk = s.k)
        AND NOT EXISTS (SELECT 1 FROM canon.identity_unmatched u WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = s.k)
      ORDER BY 1`,

@@ -15,6 +15,7 @@ import {
   insertLead,
   limboRow,
   linkedLead,
+  stateDrift,
   tripsOnDays,
 } from '../helpers/scenario.js';
 import type { TestDb } from '../helpers/db.js';
@@ -23,9 +24,7 @@ const log = createLogger({ logLevel: 'silent', logFormat: 'json' });
 
 interface LeadStateStats {
   mode: 'sweep' | 'incremental';
-  trips_changed: boolean;
-  trips: 'unchanged' | 'appended' | 'rewritten';
-  trip_drivers_appended: number | null;
+  trips: { read: 'appended_pages' | 'whole_table' | 'none'; whole_read_reason: string | null; scope_reread: boolean; drivers: number };
   reasons: Record<string, number>;
   evaluated: number;
   written: number;
@@ -36,22 +35,6 @@ async function leadState(db: TestDb, args?: string): Promise<{ claims: Record<st
   const run = await runPipeline(db, args);
   if (run.status !== 'COMPLETED') throw new Error(`run ${run.id} ${run.status}: ${JSON.stringify(run.stats)}`);
   return run.stats as never;
-}
-
-/** Rows where the stored state and the live definition differ, both ways. */
-async function staleRows(db: TestDb): Promise<number> {
-  const cols = `lead_id, lead_source_pk, lead_date, person_key, driver_id, window_days, window_end, trips_in_window,
-    trip_rows_in_window, currency, m1_trips_threshold, m1_amount, reached_m1, m5_trips_threshold, m5_amount, reached_m5,
-    m25_trips_threshold, m25_amount, reached_m25, expected_amount, has_claim_m1, has_claim_m5, has_claim_m25, limbo_stage, key_rows`;
-  const [r] = await db.query<{ n: number }>(`
-    SELECT ((SELECT count(*) FROM (SELECT ${cols} FROM canon.cabinet_lead_state EXCEPT SELECT ${cols} FROM canon.v_cabinet_lead_status) a)
-          + (SELECT count(*) FROM (SELECT ${cols} FROM canon.v_cabinet_lead_status EXCEPT SELECT ${cols} FROM canon.cabinet_lead_state) b))::int AS n`);
-  return r!.n;
-}
-
-/** pretend the day's sweep has not run yet */
-async function nextBusinessDay(db: TestDb): Promise<void> {
-  await db.query(`UPDATE canon.cabinet_lead_state_meta SET last_sweep_date = canon.business_today() - 1`);
 }
 
 test('after every run on generated data the stored state equals the live definition, one row per lead', async (t) => {
@@ -65,9 +48,9 @@ test('after every run on generated data the stored state equals the live definit
   }
   const first = await leadState(db, 'p_days_back => 60, p_limit => 500');
   t.is(first.claims.lead_state.mode, 'sweep');
-  t.is(await staleRows(db), 0);
+  t.is(await stateDrift(db), 0);
   for (let i = 0; i < 3; i++) await leadState(db, 'p_days_back => 60, p_limit => 500');
-  t.is(await staleRows(db), 0);
+  t.is(await stateDrift(db), 0);
   const [counts] = await db.query<{ leads: number; state: number; view: number; dirty: number }>(`
     SELECT (SELECT count(*) FROM public.module_ct_cabinet_leads WHERE lead_created_at IS NOT NULL)::int AS leads,
            (SELECT count(*) FROM canon.cabinet_lead_state)::int AS state,
@@ -92,7 +75,7 @@ test('a run with nothing new re-evaluates no lead and writes no state row', asyn
   // The scope's figures come from the state's counters: the same values, nothing counted again.
   t.is(again.claims['leads_in_scope'], first.claims['leads_in_scope']);
   t.is(again.claims['leads_with_trips'], 1);
-  t.like(again.claims.lead_state, { mode: 'incremental', trips_changed: false, trips: 'unchanged', evaluated: 0, written: 0, removed: 0 });
+  t.like(again.claims.lead_state, { mode: 'incremental', trips: { read: 'appended_pages', drivers: 0 }, evaluated: 0, written: 0, removed: 0 });
   // Nothing changed since the previous snapshot: its counts are copied, not recounted.
   const copied = (again as unknown as { snapshot: { counts_copied_from_run: number | null; stages: Record<string, number> } }).snapshot;
   t.true(Number.isInteger(copied.counts_copied_from_run));
@@ -112,11 +95,11 @@ test('trips that arrive for an open window are re-read by the next run, which cl
   // Stored as of the last run until the next one.
   t.like(await limboRow(db, lead.key), { limbo_stage: 'NO_TRIPS_14D', trips_14d: '0' });
   const run = await leadState(db);
-  t.like(run.claims.lead_state, { mode: 'incremental', trips_changed: true, trips: 'appended', trip_drivers_appended: 1 });
-  t.is(run.claims.lead_state.reasons['trips_appended'], 1);
+  t.like(run.claims.lead_state, { mode: 'incremental', trips: { read: 'appended_pages', drivers: 1 } });
+  t.is(run.claims.lead_state.reasons['trips_written'], 1);
   t.like(await limboRow(db, lead.key), { limbo_stage: 'OK', trips_14d: '5', has_claim_m1: true, has_claim_m5: true });
   t.deepEqual((await claimsOf(db, lead.key)).map((c) => c.milestone), [1, 5]);
-  t.is(await staleRows(db), 0);
+  t.is(await stateDrift(db), 0);
 });
 
 test('late trip rows appended for a window closed long ago are found in the new pages by the next run', async (t) => {
@@ -128,13 +111,13 @@ test('late trip rows appended for a window closed long ago are found in the new 
   await leadState(db);
   await addTrips(db, lead.driverId, tripsOnDays(leadDate, [2]));
   const run = await leadState(db);
-  t.like(run.claims.lead_state, { mode: 'incremental', trips: 'appended', trip_drivers_appended: 1 });
-  t.is(run.claims.lead_state.reasons['trips_appended'], 1, 'only the lead of the driver with new rows');
+  t.like(run.claims.lead_state, { mode: 'incremental', trips: { read: 'appended_pages', drivers: 1 } });
+  t.is(run.claims.lead_state.reasons['trips_written'], 1, 'only the lead of the driver with new rows');
   t.like(await limboRow(db, lead.key), { limbo_stage: 'OK', trips_14d: '1', has_claim_m1: true });
   t.like(await limboRow(db, other.key), { limbo_stage: 'NO_TRIPS_14D' });
 });
 
-test('trip rows updated in place for a window closed long ago wait for the daily sweep of the scope', async (t) => {
+test('trip rows updated in place for a window closed long ago reach the state and the claims by the next run', async (t) => {
   const db = await freshDb(t, 'lead_state_settle');
   const today = await businessToday(db);
   const leadDate = addDays(today, -25);
@@ -147,15 +130,10 @@ test('trip rows updated in place for a window closed long ago wait for the daily
      SELECT count(*), pg_stat_force_next_flush() FROM u`,
     [lead.driverId, addDays(leadDate, 1)],
   );
-  const incremental = await leadState(db);
-  t.is(incremental.claims.lead_state.trips, 'rewritten');
-  t.is(incremental.claims.lead_state.reasons['trips_changed'], undefined, 'window closed more than trips_settle_days ago');
-  t.like(await limboRow(db, lead.key), { limbo_stage: 'NO_TRIPS_14D' });
-
-  await nextBusinessDay(db);
-  const sweep = await leadState(db);
-  t.is(sweep.claims.lead_state.mode, 'sweep');
+  const run = await leadState(db);
+  t.like(run.claims.lead_state, { mode: 'incremental', trips: { read: 'whole_table', whole_read_reason: 'rows_updated_or_deleted', scope_reread: true, drivers: 1 } });
   t.like(await limboRow(db, lead.key), { limbo_stage: 'OK', trips_14d: '3', has_claim_m1: true });
+  t.is(await stateDrift(db), 0);
 });
 
 test('a lead row added after the last run is in the view at once, evaluated live', async (t) => {
@@ -169,7 +147,7 @@ test('a lead row added after the last run is in the view at once, evaluated live
   const [stored] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon.cabinet_lead_state WHERE lead_id = $1`, [later.id]);
   t.is(stored!.n, 0, 'not stored before the next run');
   const run = await leadState(db);
-  t.is(run.claims.lead_state.reasons['new_lead'], 1);
+  t.is(run.claims.lead_state.reasons['lead_or_links_or_claims_changed'], 1);
   const [after] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon.cabinet_lead_state WHERE lead_id = $1`, [later.id]);
   t.is(after!.n, 1);
 });
@@ -195,7 +173,7 @@ test('a link removed by hand is shown at once; a claim deleted in psql is re-eva
   const run = await leadState(db);
   t.is(run.claims['claims_generated'], 1);
   t.like(await limboRow(db, other.key), { limbo_stage: 'OK', has_claim_m1: true });
-  t.is(await staleRows(db), 0);
+  t.is(await stateDrift(db), 0);
 });
 
 test('a new lead row with the key of a stored one makes the next run re-evaluate both (key_rows 2), one set of expected claims', async (t) => {
@@ -205,7 +183,7 @@ test('a new lead row with the key of a stored one makes the next run re-evaluate
   await leadState(db);
   const second = await insertLead(db, { externalId: first.key, createdAt: addDays(today, -2) });
   const run = await leadState(db);
-  t.is(run.claims.lead_state.reasons['key_sibling'], 1);
+  t.is(run.claims.lead_state.reasons['lead_or_links_or_claims_changed'], 2, 'the new row and the stored row of its key');
   const rows = await db.query<{ lead_id: number; key_rows: number }>(
     `SELECT lead_id, key_rows FROM canon.cabinet_lead_state WHERE lead_source_pk = $1 ORDER BY lead_id`,
     [first.key],
@@ -239,16 +217,17 @@ test('changed claim rules make the next run re-evaluate every lead', async (t) =
   t.like(await limboRow(db, lead.key), { expected_amount_14d: '30.00' });
 });
 
-test('a lead row deleted upstream leaves the state at the next sweep', async (t) => {
+test('a lead row deleted upstream leaves the view at once and the state with the next run', async (t) => {
   const db = await freshDb(t, 'lead_state_gone');
   const today = await businessToday(db);
   const lead = await insertLead(db, { createdAt: addDays(today, -2) });
   await leadState(db);
   await db.query(`DELETE FROM public.module_ct_cabinet_leads WHERE id = $1`, [lead.id]);
-  await nextBusinessDay(db);
-  const run = await leadState(db);
-  t.is(run.claims.lead_state.removed, 1);
   t.deepEqual(await db.query(`SELECT lead_id FROM ops.v_cabinet_leads_limbo WHERE lead_id = $1`, [lead.id]), []);
+  const run = await leadState(db);
+  t.is(run.claims.lead_state.mode, 'incremental');
+  t.is(run.claims.lead_state.removed, 1);
+  t.is(await stateDrift(db), 0);
 });
 
 test('counting leads per stage reads the stored state only: trips, links and claims are not touched', async (t) => {

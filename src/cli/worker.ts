@@ -9,6 +9,7 @@ import { loadConfigAndLogger } from './context.js';
 export const workerCommand: Command = {
   name: 'worker',
   summary: 'run the scheduler (every 15 minutes by the crontab file)',
+  handlesSignals: true,
   help: `Usage: cabinet-leads worker [--migrate] [--crontab FILE]
 
 Runs graphile-worker with the crontab file (default: ./crontab, every 15 minutes).

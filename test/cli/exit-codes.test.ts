@@ -4,7 +4,7 @@
 // rejected; a manual tool refused), 2 usage or configuration error. Each case runs the
 // real CLI as a process both ways: on a fresh database of the test server, and on one
 // embedded data folder shared by the cases (reset from a migrated template before each).
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import pg from 'pg';
@@ -87,6 +87,17 @@ const cases: Case[] = [
   { name: 'report', args: (dir) => ['report', '--out', path.join(dir, 'report.html')], code: 0, says: /wrote .*report\.html/ },
   { name: 'migrate on an empty database', args: () => ['migrate'], empty: true, code: 0, says: /applied \d+ migration\(s\)/ },
   { name: 'demo', args: () => ['demo', '--leads', '20', '--drivers', '20', '--trip-days', '3'], code: 0 },
+  {
+    name: 'worker with a bad crontab',
+    args: (dir) => {
+      const file = path.join(dir, 'crontab.bad');
+      writeFileSync(file, '# a typo in the task name\n*/15 * * * * reconcile_cabinet_lead_pipeline\n');
+      return ['worker', '--crontab', file];
+    },
+    noDatabase: true,
+    code: 2,
+    says: /invalid crontab .*crontab\.bad line 2: unknown task "reconcile_cabinet_lead_pipeline"/,
+  },
 ];
 
 async function sql(url: string, text: string): Promise<void> {

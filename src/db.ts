@@ -3,7 +3,7 @@
 // ConfigError (exit code 2) that names the server but never the password.
 import pg from 'pg';
 import type { Config } from './config.js';
-import { startEmbedded, type EmbeddedServer } from './embedded.js';
+import { startEmbedded, type EmbeddedServer, type StartOptions } from './embedded.js';
 import { ConfigError } from './errors.js';
 import type { Logger } from './logger.js';
 
@@ -24,33 +24,67 @@ export function describeUrl(connectionString: string): string {
   }
 }
 
-export async function openDatabase(config: Config, log: Logger, appName = 'cabinet-leads'): Promise<Database> {
+/**
+ * A pg pool whose close() resolves once every connection is closed. pg-pool's end()
+ * resolves as soon as it has asked its idle connections to end; a server stopped right
+ * after met sessions still open ("terminating connection due to administrator command",
+ * then an unhandled 'error' event on the pool that killed the process). A connection
+ * lost at any time is logged, never thrown: a checked-out one also rejects its pending
+ * query, which the caller handles.
+ */
+export function openPool(config: pg.PoolConfig, log: Logger, name = 'database'): { pool: pg.Pool; close(): Promise<void> } {
+  const pool = new pg.Pool(config);
+  const open = new Set<pg.PoolClient>();
+  pool.on('error', (err) => log.warn({ pool: name, error: err.message }, 'idle database connection lost'));
+  pool.on('connect', (client) => {
+    open.add(client);
+    client.on('error', (err) => log.warn({ pool: name, error: err.message }, 'database connection lost'));
+  });
+  pool.on('remove', (client) => open.delete(client));
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      const drained = new Promise<void>((resolve) => {
+        const check = () => open.size === 0 && resolve();
+        pool.on('remove', check);
+        check();
+      });
+      await pool.end().catch(() => {});
+      // Bounded: a connection never given back must not keep the process from exiting.
+      let timer: NodeJS.Timeout | undefined;
+      const done = await Promise.race([drained.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), 10_000)))]);
+      clearTimeout(timer);
+      if (!done) log.warn({ pool: name, open: open.size }, 'database connections still open after 10 s; closing anyway');
+    })());
+  return { pool, close };
+}
+
+export async function openDatabase(config: Config, log: Logger, appName = 'cabinet-leads', opts: StartOptions = {}): Promise<Database> {
   let embedded: EmbeddedServer | undefined;
   let connectionString: string;
   if (config.databaseUrl !== undefined) {
     connectionString = config.databaseUrl;
   } else {
     try {
-      embedded = await startEmbedded(config.dataDir, log);
+      embedded = await startEmbedded(config.dataDir, log, opts);
     } catch (err) {
+      if (err instanceof Error && err.name === 'AbortError') throw err;
       throw new ConfigError(err instanceof Error ? err.message : String(err));
     }
     connectionString = embedded.connectionString;
   }
-  const pool = new pg.Pool({
-    connectionString,
-    connectionTimeoutMillis: config.connectTimeoutSeconds * 1000,
-    application_name: appName,
-    max: 4,
-  });
-  // A client that loses its server must not crash the process: idle ones are reported
-  // here; a checked-out one also rejects its pending query, which the caller handles.
-  pool.on('error', (err) => log.warn({ err }, 'idle database connection lost'));
-  pool.on('connect', (client) => {
-    client.on('error', (err) => log.warn({ error: err.message }, 'database connection lost'));
-  });
+  const { pool, close: closePool } = openPool(
+    {
+      connectionString,
+      connectionTimeoutMillis: config.connectTimeoutSeconds * 1000,
+      application_name: appName,
+      max: 4,
+    },
+    log,
+  );
   const close = async () => {
-    await pool.end().catch(() => {});
+    await closePool();
+    // Only now: every session of ours has ended, the server stops under nobody.
     await embedded?.stop();
   };
   try {

@@ -5,13 +5,65 @@
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { Logger as WorkerLogger, parseCrontab, run, type Job, type LogLevel, type Runner, type WorkerEvents } from 'graphile-worker';
+import { Logger as WorkerLogger, parseCrontab, run, type Job, type LogLevel, type ParsedCronItem, type Runner, type WorkerEvents } from 'graphile-worker';
 import pg from 'pg';
 import { reconcileCabinetLeadsPipeline } from '../tasks/reconcile_cabinet_leads_pipeline.js';
 import { PROJECT_ROOT } from './config.js';
+import { openPool } from './db.js';
+import { ConfigError } from './errors.js';
 import type { Logger } from './logger.js';
+import { parsePipelinePayload } from './payload.js';
 
 export const DEFAULT_CRONTAB = path.join(PROJECT_ROOT, 'crontab');
+
+const PIPELINE_TASK = 'reconcile_cabinet_leads_pipeline';
+/** The tasks this worker runs: a crontab line naming another would schedule jobs nobody runs. */
+export const TASK_NAMES = [PIPELINE_TASK];
+
+/**
+ * The crontab file, checked line by line before anything starts: a syntax error, an
+ * unknown task, a repeated identifier or a bad payload is a ConfigError (exit code 2)
+ * naming the file and the line.
+ */
+export function loadCrontab(file: string = DEFAULT_CRONTAB): ParsedCronItem[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read crontab file ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+  }
+  const items: ParsedCronItem[] = [];
+  const lineOf = new Map<string, number>();
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) return;
+    const n = i + 1;
+    const bad = (reason: string) => new ConfigError(`invalid crontab ${file} line ${n}: ${reason}`);
+    let item: ParsedCronItem;
+    try {
+      // One line at a time, so graphile-worker's "line 1" is ours to replace by the real one.
+      [item] = parseCrontab(line) as [ParsedCronItem];
+    } catch (err) {
+      const reason = (err as Error).message
+        .replace(/^Could not process line '1' of crontab: /, 'expected "<minute> <hour> <day> <month> <weekday> <task> [?options] [payload]", got ')
+        .replace(/ (in|on) line 1 of crontab/g, '');
+      throw bad(reason);
+    }
+    if (!TASK_NAMES.includes(item.task)) throw bad(`unknown task "${item.task}" (tasks: ${TASK_NAMES.join(', ')})`);
+    const first = lineOf.get(item.identifier);
+    if (first !== undefined) throw bad(`identifier "${item.identifier}" is already used on line ${first}; give each line its own ?id=...`);
+    lineOf.set(item.identifier, n);
+    if (item.task === PIPELINE_TASK) {
+      try {
+        parsePipelinePayload(item.payload);
+      } catch (err) {
+        throw bad((err as Error).message);
+      }
+    }
+    items.push(item);
+  });
+  return items;
+}
 
 /** graphile-worker's logger, writing through pino with its scope as fields. */
 export function workerLogger(log: Logger): WorkerLogger {
@@ -39,6 +91,8 @@ export function workerLogger(log: Logger): WorkerLogger {
 export interface WorkerOptions {
   connectionString: string;
   crontabFile?: string;
+  /** The crontab already read by loadCrontab (else crontabFile is read). */
+  cronItems?: ParsedCronItem[];
   /** Milliseconds between polls for jobs (LISTEN/NOTIFY makes most pickups instant). */
   pollInterval?: number;
 }
@@ -46,10 +100,11 @@ export interface WorkerOptions {
 export interface CabinetWorker {
   runner: Runner;
   /**
-   * One last try at recording the outcome of jobs whose bookkeeping is still pending
-   * (see JobOutcomeRecorder); call once the runner has stopped. Logs what remains locked.
+   * Call once the runner has stopped: one last try at recording the outcome of jobs whose
+   * bookkeeping is still pending (see JobOutcomeRecorder; logs what remains locked), then
+   * every connection of the worker is closed, so that the server can stop under nobody.
    */
-  flushPendingOutcomes(): Promise<void>;
+  close(): Promise<void>;
 }
 
 const SCHEMA = 'graphile_worker';
@@ -197,28 +252,39 @@ class JobOutcomeRecorder {
 
 export async function startWorker(opts: WorkerOptions, log: Logger): Promise<CabinetWorker> {
   const crontabFile = opts.crontabFile ?? DEFAULT_CRONTAB;
-  let crontab: string;
-  try {
-    crontab = readFileSync(crontabFile, 'utf8');
-  } catch (err) {
-    throw new Error(`cannot read crontab file ${crontabFile}: ${(err as Error).message}`);
-  }
-  const parsedCronItems = parseCrontab(crontab);
+  const parsedCronItems = opts.cronItems ?? loadCrontab(crontabFile);
   const events: WorkerEvents = new EventEmitter();
   const outcomes = new JobOutcomeRecorder(opts.connectionString, log);
   // Emitted right after graphile-worker fired (not awaited) its failJob/completeJob.
   events.on('job:complete', ({ worker, job, error }) => outcomes.watch(worker.workerPool.id, job, error));
   events.on('pool:listen:success', () => outcomes.retryNow());
-  const runner = await run({
-    events,
-    connectionString: opts.connectionString,
-    concurrency: 1,
-    noHandleSignals: true,
-    pollInterval: opts.pollInterval ?? 2000,
-    taskList: { reconcile_cabinet_leads_pipeline: reconcileCabinetLeadsPipeline(log) },
-    parsedCronItems,
-    logger: workerLogger(log),
-  });
+  // Our pool, not one graphile-worker makes from the connection string: graphile-worker
+  // 0.17 ends its own pool without awaiting it (dist/lib.js makeNewPool) and removes its
+  // error handler first, so a server stopping right after the worker crashed the process
+  // with an unhandled 'error' event. This one is closed (awaited, every connection) by close().
+  const { pool, close: closePool } = openPool({ connectionString: opts.connectionString, max: 10, application_name: 'cabinet-leads-worker' }, log, 'graphile-worker');
+  let runner: Runner;
+  try {
+    runner = await run({
+      events,
+      pgPool: pool,
+      concurrency: 1,
+      noHandleSignals: true,
+      pollInterval: opts.pollInterval ?? 2000,
+      taskList: { [PIPELINE_TASK]: reconcileCabinetLeadsPipeline(log) },
+      parsedCronItems,
+      logger: workerLogger(log),
+    });
+  } catch (err) {
+    await closePool();
+    throw err;
+  }
   log.info({ crontab: crontabFile, cron_items: parsedCronItems.map((c) => c.identifier) }, 'worker started');
-  return { runner, flushPendingOutcomes: () => outcomes.flush() };
+  return {
+    runner,
+    close: async () => {
+      await outcomes.flush();
+      await closePool();
+    },
+  };
 }

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import pg from 'pg';
 import { PROJECT_ROOT } from '../src/config.js';
-import { startEmbedded, type EmbeddedServer } from '../src/embedded.js';
+import { endOnSignals, startEmbedded, type EmbeddedServer } from '../src/embedded.js';
 import { createLogger } from '../src/logger.js';
 import { migrate } from '../src/migrate.js';
 
@@ -35,6 +35,8 @@ async function main(): Promise<number> {
   let embedded: EmbeddedServer | undefined;
   let adminUrl = process.env.TEST_DATABASE_URL;
   if (!adminUrl) {
+    // Ctrl-C on the tests stops the server too (it runs in its own session).
+    endOnSignals();
     embedded = await startEmbedded(path.join(PROJECT_ROOT, '.data', 'test'), log);
     adminUrl = withDb(embedded.connectionString, 'postgres');
   }

@@ -4,5 +4,7 @@ export interface Command {
   name: string;
   summary: string;
   help: string;
+  /** The command stops gracefully on SIGINT/SIGTERM itself (the worker); the others end at once (src/cli/main.ts). */
+  handlesSignals?: boolean;
   run(argv: string[]): Promise<number>;
 }

@@ -1,20 +1,31 @@
 // cabinet-leads worker: the long-running scheduler (graphile-worker + crontab). Stops
-// gracefully on SIGINT/SIGTERM: the running job finishes, then the database closes.
-import { openDatabase } from '../db.js';
+// gracefully on SIGINT/SIGTERM, at any point of its start-up too: the running job
+// finishes, then the database closes and the embedded server (if it started it) stops.
+import type { Runner } from 'graphile-worker';
+import { openDatabase, type Database } from '../db.js';
 import { migrate } from '../migrate.js';
 import { parse } from './args.js';
 import type { Command } from './command.js';
 import { loadConfigAndLogger } from './context.js';
 
+/**
+ * A signal this soon after the first is the same interrupt, not a second one: on Ctrl-C
+ * the terminal signals the worker and npm (when run by npm start) forwards its own copy.
+ */
+const SAME_INTERRUPT_MS = 1000;
+
 export const workerCommand: Command = {
   name: 'worker',
   summary: 'run the scheduler (every 15 minutes by the crontab file)',
+  handlesSignals: true,
   help: `Usage: cabinet-leads worker [--migrate] [--crontab FILE]
 
 Runs graphile-worker with the crontab file (default: ./crontab, every 15 minutes).
 Any number of workers may run against one database: each cron slot runs once.
-SIGINT or SIGTERM stops it gracefully (a running job finishes first); a second
-signal exits at once (the run is then rolled back and later marked abandoned).
+SIGINT (Ctrl-C) or SIGTERM stops it gracefully, also during start-up: a running job
+finishes first, then the embedded server (if this worker started it) stops; exit
+code 0. A second signal (a second apart or more) exits at once (the run is then rolled
+back and later marked abandoned). A bad crontab file exits 2 naming the line.
 
 Options:
   --migrate       apply pending migrations before starting (npm start does this)
@@ -27,6 +38,10 @@ Options:
       return 0;
     }
     const { config, log } = loadConfigAndLogger();
+    // graphile-worker is loaded only by this command: the one-shot commands start faster.
+    const { loadCrontab, startWorker } = await import('../worker.js');
+    // Checked before anything starts: a bad crontab is a configuration error (exit 2).
+    const cronItems = loadCrontab(values.crontab);
     // graphile-worker 0.17 does not await the query that records a job's outcome
     // (failJob/completeJob); with the database down its rejection is unhandled and would
     // kill the scheduler (Node's default). Log it and keep running: startWorker records
@@ -34,33 +49,53 @@ Options:
     process.on('unhandledRejection', (reason) => {
       log.error({ error: reason instanceof Error ? reason.message : String(reason) }, 'unhandled rejection in the worker (kept running)');
     });
-    const db = await openDatabase(config, log, 'cabinet-leads-worker');
+
+    // Listening before the database opens: a signal during the first start (initdb,
+    // migrations) stops the worker too, once the step under way is done.
+    const stopping = new AbortController();
+    let runner: Runner | undefined;
+    let firstSignalAt = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping.signal.aborted) {
+        if (Date.now() - firstSignalAt < SAME_INTERRUPT_MS) return;
+        log.warn({ signal }, 'second signal: exiting now');
+        process.exit(130); // the embedded server, if ours, is told to stop on exit (src/embedded.ts)
+      }
+      firstSignalAt = Date.now();
+      log.info({ signal }, 'stopping worker gracefully');
+      stopping.abort();
+      runner?.stop().catch((err: unknown) => log.error({ err }, 'worker stop failed'));
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+
+    let db: Database;
     try {
-      if (values.migrate) await migrate(db.connectionString, log);
-      // graphile-worker is loaded only by this command: the one-shot commands start faster.
-      const { startWorker } = await import('../worker.js');
-      const worker = await startWorker({ connectionString: db.connectionString, ...(values.crontab ? { crontabFile: values.crontab } : {}) }, log);
-      const runner = worker.runner;
-      let stopping = false;
-      const onSignal = (signal: NodeJS.Signals) => {
-        if (stopping) {
-          log.warn({ signal }, 'second signal: exiting now');
-          process.exit(130);
+      db = await openDatabase(config, log, 'cabinet-leads-worker', { signal: stopping.signal });
+    } catch (err) {
+      if (stopping.signal.aborted && err instanceof Error && err.name === 'AbortError') {
+        log.info('worker stopped before it started');
+        return 0;
+      }
+      throw err;
+    }
+    try {
+      if (values.migrate && !stopping.signal.aborted) await migrate(db.connectionString, log);
+      if (!stopping.signal.aborted) {
+        const worker = await startWorker({ connectionString: db.connectionString, cronItems, ...(values.crontab ? { crontabFile: values.crontab } : {}) }, log);
+        runner = worker.runner;
+        // A signal that came while it started.
+        if (stopping.signal.aborted) runner.stop().catch((err: unknown) => log.error({ err }, 'worker stop failed'));
+        try {
+          await runner.promise;
+        } finally {
+          await worker.close();
         }
-        stopping = true;
-        log.info({ signal }, 'stopping worker gracefully');
-        runner.stop().catch((err: unknown) => log.error({ err }, 'worker stop failed'));
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      try {
-        await runner.promise;
-      } finally {
-        await worker.flushPendingOutcomes();
       }
       log.info('worker stopped');
       return 0;
     } finally {
+      // Jobs are done: now the database (and the embedded server, if this worker started it).
       await db.close();
     }
   },

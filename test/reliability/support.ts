@@ -10,7 +10,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { PROJECT_ROOT } from '../../src/config.js';
 import { generateDemoData, type DemoOptions } from '../../src/demo.js';
-import { startEmbedded, type EmbeddedServer } from '../../src/embedded.js';
+import { endOnSignals, startEmbedded, type EmbeddedServer } from '../../src/embedded.js';
 import { createLogger } from '../../src/logger.js';
 import { migrate } from '../../src/migrate.js';
 import { BIN } from '../helpers/cli.js';
@@ -253,6 +253,7 @@ export class TcpProxy {
  */
 export class OwnServer {
   private static readonly TEMPLATE = 'reliability_tpl';
+  private static stopsOnSignals = false;
   private constructor(
     private readonly dir: string,
     private server: EmbeddedServer,
@@ -260,6 +261,9 @@ export class OwnServer {
   ) {}
 
   static async start(): Promise<OwnServer> {
+    // The server runs in its own session: a test process ended by a signal stops it first.
+    if (!OwnServer.stopsOnSignals) endOnSignals();
+    OwnServer.stopsOnSignals = true;
     const dir = mkdtempSync(path.join(tmpdir(), 'cabinet-reliability-'));
     chmodSync(dir, 0o755); // the server runs as the postgres user when the tests run as root
     const server = await startEmbedded(path.join(dir, 'data'), log);

@@ -1,4 +1,5 @@
-// The schedule: the shipped crontab line, and real graphile-worker processes that
+// The schedule: the shipped crontab line, a bad crontab refused before anything starts
+// (exit 2, the file and the line named), and real graphile-worker processes that
 // schedule exactly one job per slot when two workers run, then stop gracefully.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -7,7 +8,9 @@ import path from 'node:path';
 import test from 'ava';
 import { parseCrontab } from 'graphile-worker';
 import { PROJECT_ROOT } from '../../src/config.js';
-import { BIN } from '../helpers/cli.js';
+import { ConfigError } from '../../src/errors.js';
+import { loadCrontab } from '../../src/worker.js';
+import { BIN, errorLine, runCli } from '../helpers/cli.js';
 import { createTestDb } from '../helpers/db.js';
 
 test('the shipped crontab runs every 15 minutes with a permanent id, serial queue, job key and bounded attempts', (t) => {
@@ -25,6 +28,43 @@ test('the shipped crontab runs every 15 minutes with a permanent id, serial queu
   const others = [1, 14, 16, 59].map((m) => item!.match({ min: m, hour: 3, date: 1, month: 1, dow: 1 }));
   t.deepEqual(quarterHours, [true, true, true, true]);
   t.deepEqual(others, [false, false, false, false]);
+});
+
+const GOOD = '*/15 * * * * reconcile_cabinet_leads_pipeline ?id=a&max=3 {"days_back":30}';
+
+for (const [label, lines, reason] of [
+  ['a line that is not a crontab line', [GOOD, '*/15 * * * reconcile_cabinet_leads_pipeline'], /line 3: expected "<minute> <hour> <day> <month> <weekday> <task> \[\?options\] \[payload\]", got '\*\/15 \* \* \* reconcile_cabinet_leads_pipeline'$/],
+  ['a minute out of range', ['61 * * * * reconcile_cabinet_leads_pipeline'], /line 2: Too large value '61' in minutes range: expected values in the range 0-59\.$/],
+  ['an unknown option', ['* * * * * reconcile_cabinet_leads_pipeline ?maxx=3'], /line 2: Options contains unsupported key 'maxx'/],
+  ['a payload that is not JSON5', ['* * * * * reconcile_cabinet_leads_pipeline {"days_back": 30,,}'], /line 2: Failed to parse JSON5 payload: /],
+  ['an unknown task', ['* * * * * reconcile_cabinet_lead_pipeline'], /line 2: unknown task "reconcile_cabinet_lead_pipeline" \(tasks: reconcile_cabinet_leads_pipeline\)$/],
+  ['an identifier used twice', [GOOD, GOOD.replace('?id=a&', '?id=a&queue=q&')], /line 3: identifier "a" is already used on line 2; give each line its own \?id=\.\.\.$/],
+  ['a payload the task refuses', ['* * * * * reconcile_cabinet_leads_pipeline {"days_back":-1}'], /line 2: invalid job payload field days_back=-1: expected an integer >= 0$/],
+] as const) {
+  test(`a crontab with ${label} is a configuration error naming the file and the line`, (t) => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'cabinet-crontab-')), 'crontab');
+    writeFileSync(file, ['# comment', ...lines].join('\n'));
+    const err = t.throws(() => loadCrontab(file), { instanceOf: ConfigError });
+    t.true(err.message.startsWith(`invalid crontab ${file} line `), err.message);
+    t.regex(err.message, reason);
+  });
+}
+
+test('the shipped crontab passes the same checks', (t) => {
+  t.deepEqual(loadCrontab().map((i) => i.identifier), ['reconcile_cabinet_leads_every_15m']);
+});
+
+test('worker with a bad crontab exits 2 with one line naming the file and the line, before touching the database', async (t) => {
+  const file = path.join(mkdtempSync(path.join(tmpdir(), 'cabinet-crontab-')), 'crontab');
+  writeFileSync(file, `# every quarter hour\n${GOOD}\n*/15 * * * reconcile_cabinet_leads_pipeline\n`);
+  // An unreachable database: the crontab is refused first, so that is never tried.
+  const r = await runCli(['worker', '--crontab', file], { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/never-reached' });
+  t.is(r.code, 2, r.stderr);
+  t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+  t.regex(errorLine(r), new RegExp(`^cabinet-leads: error: invalid crontab ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} line 3: `));
+  const missing = await runCli(['worker', '--crontab', `${file}.missing`], { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/never-reached' });
+  t.is(missing.code, 2);
+  t.regex(errorLine(missing), /cannot read crontab file .*crontab\.missing: no such file$/);
 });
 
 function startWorker(url: string, crontab: string, logs: string[]): ChildProcess {

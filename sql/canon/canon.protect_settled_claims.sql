@@ -1,9 +1,11 @@
 -- canon.protect_settled_claims: trigger function of canon.claims_yango_cabinet_14d that
 -- keeps settled money (paid or rejected claims) safe from the job. Two roles:
 --   the guard (trigger claims_protect_settled, BEFORE UPDATE OR DELETE, per row): inside
---   a pipeline run (the run sets cabinet.in_pipeline = 'on' for its transaction) a paid
---   or rejected claim can never change or disappear (SQLSTATE CL012); outside a run
---   (finance corrections in psql) every change is allowed;
+--   a pipeline run (the run sets cabinet.in_pipeline = 'on' for its transaction) or an
+--   operator tool (ops.unlink_lead & co. set cabinet.protect_settled to their name while
+--   they change claims) a paid or rejected claim can never change or disappear (SQLSTATE
+--   CL012), whatever the statement read before; outside them (finance corrections in
+--   psql) every change is allowed;
 --   the record (triggers claims_record_settled_*, AFTER each statement): every allowed
 --   change is copied into canon.claims_settled, the last known content of each settled
 --   claim, which ops.check_invariants() compares with the table to find settled claims
@@ -24,6 +26,14 @@ BEGIN
       RAISE EXCEPTION 'claim (%, M%) is % and cannot be changed by a pipeline run', OLD.lead_source_pk, OLD.milestone, OLD.status
         USING ERRCODE = 'CL012',
               HINT = 'Settled claims are changed by finance outside a run; the job only inserts missing claims.';
+    END IF;
+    -- The row as locked now, not as the tool read it: a claim settled meanwhile is refused.
+    IF OLD.status IN ('paid', 'rejected') AND coalesce(current_setting('cabinet.protect_settled', true), '') <> ''
+       AND (TG_OP = 'DELETE' OR to_jsonb(NEW) IS DISTINCT FROM to_jsonb(OLD)) THEN
+      RAISE EXCEPTION 'claim (%, M%) is % and cannot be changed by %', OLD.lead_source_pk, OLD.milestone, OLD.status,
+        current_setting('cabinet.protect_settled', true)
+        USING ERRCODE = 'CL012',
+              HINT = 'The operator tools never change settled claims: finance changes them first, outside the tools.';
     END IF;
     RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
   END IF;
@@ -72,4 +82,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.protect_settled_claims() IS
-  'Trigger: a pipeline run can never change or delete a paid or rejected claim (SQLSTATE CL012); every allowed change of a settled claim is recorded in canon.claims_settled, and one deleted or unsettled keeps its record, stamped unsettled_* with cabinet.settled_change_note.';
+  'Trigger: a pipeline run or an operator tool (cabinet.protect_settled) can never change or delete a paid or rejected claim (SQLSTATE CL012); every allowed change of a settled claim is recorded in canon.claims_settled, and one deleted or unsettled keeps its record, stamped unsettled_* with cabinet.settled_change_note.';

@@ -364,3 +364,30 @@ test('a settled claim deleted or reopened with a note is recorded, not reported;
   t.like((await settledRecordsOf(db, rejected!.lead_source_pk)).find((r) => r.milestone === rejected!.milestone), { status: 'paid', unsettled_at: null, unsettled_to: null });
   t.deepEqual(await violations(db), []);
 });
+
+test('while an operator tool changes claims (cabinet.protect_settled), the guard refuses a claim settled after the tool read it', async (t) => {
+  const db = await copy(t, 'inv_tool_guard');
+  await insertLead(db, { external_id: 'GUARD' });
+  const person = await linkPerson(db, ['GUARD'], [{ driverId: 'd-guard' }]);
+  await insertClaims(db, 'GUARD', person, 'd-guard', [{ milestone: 1 }]);
+  const finance = await db.connect();
+  const tool = await db.connect();
+
+  // A tool that read the claim as generated and deletes it by key, as the code before 0027 did.
+  const paid = await financeSettles(finance, 'GUARD', 1, 'paid');
+  await tool.query(`BEGIN`);
+  await tool.query(`SELECT set_config('cabinet.protect_settled', 'ops.unlink_lead', true)`);
+  const deleting = await start(tool, `DELETE FROM canon.claims_yango_cabinet_14d WHERE lead_source_pk = 'GUARD'`);
+  t.is(await blockedBy(db, deleting, await backendPid(finance)), 'blocked');
+  await finance.query('COMMIT');
+  const outcome = await deleting.outcome;
+  await tool.query(`ROLLBACK`);
+
+  t.false(outcome.ok);
+  if (!outcome.ok) {
+    t.is(outcome.error.code, 'CL012');
+    t.is(outcome.error.message, 'claim (GUARD, M1) is paid and cannot be changed by ops.unlink_lead');
+  }
+  t.deepEqual(await claimsOf(db, 'GUARD'), [paid]);
+  t.deepEqual(await violations(db), []);
+});

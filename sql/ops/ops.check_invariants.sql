@@ -68,7 +68,7 @@ AS $$
                        ELSE format('changed (recorded %s %s, now %s %s)', s.status, s.amount_expected, c.status, c.amount_expected)
                   END) AS example
     FROM (SELECT * FROM canon.claims_yango_cabinet_14d x WHERE x.status IN ('paid', 'rejected')) c
-    FULL JOIN canon.claims_settled s
+    FULL JOIN (SELECT * FROM canon.claims_settled r WHERE r.unsettled_at IS NULL) s
       ON s.lead_source_pk = c.lead_source_pk AND s.milestone = c.milestone
     WHERE c.lead_source_pk IS NULL
        OR s.lead_source_pk IS NULL
@@ -90,6 +90,17 @@ AS $$
                GROUP BY 1, 2, 3, 4, 5, 6) s
       USING (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
     WHERE coalesce(c.leads, 0) <> coalesce(s.leads, 0)
+  ),
+  -- A settled claim deleted or moved back to an unsettled status (its record stays,
+  -- stamped by the trigger) with no note saying why: money that may have vanished by
+  -- mistake, e.g. deleted by a statement that read it before finance settled it.
+  settled_removed AS (
+    SELECT format('%s M%s %s %s %s: %s at %s by %s (txid %s), no note', s.lead_source_pk, s.milestone, s.status,
+                  s.amount_expected, s.currency,
+                  CASE WHEN s.unsettled_to = 'deleted' THEN 'deleted' ELSE 'changed to ' || s.unsettled_to END,
+                  date_trunc('second', s.unsettled_at), s.unsettled_by, s.unsettled_txid) AS example
+    FROM canon.claims_settled s
+    WHERE s.unsettled_at IS NOT NULL AND s.unsettled_note IS NULL
   ),
   checks (ord, invariant, description, examples, n) AS (
     SELECT 1, 'ORPHAN_PERSON', 'persons in canon.identity_registry without any identity link',
@@ -118,6 +129,9 @@ AS $$
     UNION ALL
     -- 10-19: each cache against its live definition
     SELECT x.ord, x.invariant, x.description, x.examples, x.violations FROM ops.check_caches() x
+    UNION ALL
+    SELECT 20, 'SETTLED_CLAIM_REMOVED', 'paid or rejected claims deleted, or moved back to an unsettled status, with no note saying why (their record in canon.claims_settled stays, stamped unsettled_*)',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM settled_removed ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settled_removed)
   )
   SELECT c.invariant, c.n, coalesce(c.examples, '[]'::jsonb), c.description FROM checks c ORDER BY c.ord
 $$;

@@ -7,6 +7,11 @@
 -- (decided_by 'manual') and marks the lead's unmatched row RESOLVED. Refuses an unknown
 -- lead, an unknown or deleted driver, a lead already linked, and a driver whose person
 -- already carries another lead unless p_force (then the lead joins that person).
+-- Claims of the lead for another person (left behind when its link was deleted by hand)
+-- were computed from another driver's trips: the unsettled ones are deleted (they would
+-- block the right ones), and a paid or rejected one refuses the call (CL025: finance
+-- first). The lead's claims are locked first (canon.lock_lead_claims), so a settlement in
+-- flight is waited for and decided on as committed, and a later one finds them gone.
 -- Recorded in canon.identity_audit (RESOLVE, plus the LINK rows written by trigger).
 CREATE OR REPLACE FUNCTION ops.resolve_lead(p_lead_source_pk text, p_driver_id text, p_note text, p_force boolean DEFAULT false)
 RETURNS jsonb
@@ -24,6 +29,10 @@ DECLARE
   v_person_created boolean := false;
   v_other_leads text[];
   v_unmatched record;
+  v_settled text;
+  v_settled_drivers text;
+  v_stale integer[];
+  v_claims_removed jsonb;
   v_evidence jsonb;
   v_origin_written boolean;
   v_result jsonb;
@@ -111,6 +120,22 @@ BEGIN
     END IF;
   END IF;
 
+  -- LOCK the lead's claims, read as committed, before deciding on them: a settlement in
+  -- flight is waited for. Claims of another person (any, when the person is new) are stale.
+  SELECT string_agg(format('M%s %s', c.milestone, c.status), ', ' ORDER BY c.milestone)
+           FILTER (WHERE c.status IN ('paid', 'rejected') AND (v_person IS NULL OR c.person_key IS DISTINCT FROM v_person)),
+         string_agg(DISTINCT coalesce(c.driver_id, 'none'), ', ')
+           FILTER (WHERE c.status IN ('paid', 'rejected') AND (v_person IS NULL OR c.person_key IS DISTINCT FROM v_person)),
+         array_agg(c.milestone ORDER BY c.milestone)
+           FILTER (WHERE c.status NOT IN ('paid', 'rejected') AND (v_person IS NULL OR c.person_key IS DISTINCT FROM v_person))
+  INTO v_settled, v_settled_drivers, v_stale
+  FROM canon.lock_lead_claims(p_lead_source_pk) c;
+  IF v_settled IS NOT NULL THEN
+    RAISE EXCEPTION 'lead % has settled claims (%) of another person (driver %): money already paid or rejected for another link; settle it with finance (change those claims) before resolving the lead to driver %',
+      quote_literal(p_lead_source_pk), v_settled, v_settled_drivers, quote_literal(p_driver_id)
+      USING ERRCODE = 'CL025';
+  END IF;
+
   SELECT u.status, u.reason_code, u.attempts, u.candidates INTO v_unmatched
   FROM canon.identity_unmatched u
   WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p_lead_source_pk;
@@ -132,6 +157,19 @@ BEGIN
     'previous_unmatched', CASE WHEN v_unmatched.status IS NOT NULL THEN
         jsonb_build_object('status', v_unmatched.status, 'reason_code', v_unmatched.reason_code,
                            'attempts', v_unmatched.attempts, 'candidates', v_unmatched.candidates) END);
+
+  -- Exactly the stale claims locked above (none settled).
+  PERFORM set_config('cabinet.protect_settled', 'ops.resolve_lead', true);
+  WITH gone AS (
+    DELETE FROM canon.claims_yango_cabinet_14d c
+    WHERE c.lead_source_pk = p_lead_source_pk AND c.milestone = ANY (v_stale)
+    RETURNING c.*
+  )
+  SELECT coalesce(jsonb_agg(jsonb_build_object('milestone', g.milestone, 'status', g.status, 'amount_expected', g.amount_expected,
+                                               'person_key', g.person_key, 'driver_id', g.driver_id) ORDER BY g.milestone), '[]'::jsonb)
+  INTO v_claims_removed
+  FROM gone g;
+  PERFORM set_config('cabinet.protect_settled', '', true);
 
   -- The audit trigger on canon.identity_links reads the note and details from here.
   PERFORM set_config('cabinet.audit_note', p_note, true);
@@ -173,6 +211,7 @@ BEGIN
     'origin_written', v_origin_written,
     'unmatched_before', CASE WHEN v_unmatched.status IS NOT NULL THEN
         jsonb_build_object('status', v_unmatched.status, 'reason_code', v_unmatched.reason_code) END,
+    'claims_removed', v_claims_removed,
     'match_rule', 'MANUAL_RESOLUTION',
     'match_score', 100,
     'name_similarity', v_evidence->'name_similarity',
@@ -192,4 +231,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ops.resolve_lead(text, text, text, boolean) IS
-  'Operator: link a lead to a driver by hand (MANUAL_RESOLUTION, 100, HIGH) with person, driver link, origin (manual) and unmatched RESOLVED, audited. p_force: add the lead to a person that already carries another lead. Returns what was done.';
+  'Operator: link a lead to a driver by hand (MANUAL_RESOLUTION, 100, HIGH) with person, driver link, origin (manual) and unmatched RESOLVED, audited. p_force: add the lead to a person that already carries another lead. The lead''s unsettled claims of another person are deleted; a settled one refuses (CL025), also one settled while it waits for the claim locks. Returns what was done.';

@@ -8,6 +8,10 @@
 -- driver's trips and would block the right ones. Its unmatched row (RESOLVED) is deleted
 -- too, so the next run evaluates the lead as new. Refuses an unknown lead, a lead not
 -- linked, and a lead with paid or rejected claims (settled money: finance first).
+-- Race-free with finance: the lead's claims are locked (canon.lock_lead_claims) before
+-- the decision, so a claim being settled meanwhile is waited for and then refuses the
+-- unlink; a settlement that comes later waits for this transaction and then finds the
+-- claim gone. The trigger guard (cabinet.protect_settled) refuses any settled row anyway.
 -- Audited in canon.identity_audit (UNLINK rows, by trigger, with everything removed).
 CREATE OR REPLACE FUNCTION ops.unlink_lead(p_lead_source_pk text, p_note text)
 RETURNS jsonb
@@ -21,6 +25,7 @@ DECLARE
   v_driver_id text;
   v_lead_rows integer;
   v_settled text;
+  v_locked integer[];
   v_other_leads text[];
   v_person_removed boolean;
   v_claims jsonb;
@@ -67,9 +72,12 @@ BEGIN
   END IF;
   SELECT pd.driver_id INTO v_driver_id FROM canon.v_person_driver pd WHERE pd.person_key = v_link.person_key;
 
-  SELECT string_agg(format('M%s %s', c.milestone, c.status), ', ' ORDER BY c.milestone) INTO v_settled
-  FROM canon.claims_yango_cabinet_14d c
-  WHERE c.lead_source_pk = p_lead_source_pk AND c.status IN ('paid', 'rejected');
+  -- LOCK the lead's claims, read as committed, before deciding: a settlement in flight is waited for.
+  SELECT string_agg(format('M%s %s', c.milestone, c.status), ', ' ORDER BY c.milestone)
+           FILTER (WHERE c.status IN ('paid', 'rejected')),
+         array_agg(c.milestone ORDER BY c.milestone)
+  INTO v_settled, v_locked
+  FROM canon.lock_lead_claims(p_lead_source_pk) c;
   IF v_settled IS NOT NULL THEN
     RAISE EXCEPTION 'lead % has settled claims (%): its link backs money already paid or rejected; settle it with finance (change those claims) before unlinking',
       quote_literal(p_lead_source_pk), v_settled
@@ -93,12 +101,19 @@ BEGIN
     END IF;
   END IF;
 
-  SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.milestone), '[]'::jsonb) INTO v_claims
-  FROM canon.claims_yango_cabinet_14d c
-  WHERE c.lead_source_pk = p_lead_source_pk;
   SELECT to_jsonb(u) INTO v_unmatched
   FROM canon.identity_unmatched u
   WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p_lead_source_pk;
+
+  -- Exactly the claims locked above (none settled); the audit lists what was deleted.
+  PERFORM set_config('cabinet.protect_settled', 'ops.unlink_lead', true);
+  WITH gone AS (
+    DELETE FROM canon.claims_yango_cabinet_14d c
+    WHERE c.lead_source_pk = p_lead_source_pk AND c.milestone = ANY (v_locked)
+    RETURNING c.*
+  )
+  SELECT coalesce(jsonb_agg(to_jsonb(g) ORDER BY g.milestone), '[]'::jsonb) INTO v_claims FROM gone g;
+  PERFORM set_config('cabinet.protect_settled', '', true);
 
   -- The audit trigger on canon.identity_links reads the note and details from here.
   PERFORM set_config('cabinet.audit_note', p_note, true);
@@ -109,7 +124,6 @@ BEGIN
     'claims_removed', v_claims,
     'unmatched_removed', v_unmatched)::text, true);
 
-  DELETE FROM canon.claims_yango_cabinet_14d c WHERE c.lead_source_pk = p_lead_source_pk;
   DELETE FROM canon.identity_links k WHERE k.id = v_link.id;
 
   IF v_person_removed THEN
@@ -168,4 +182,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ops.unlink_lead(text, text) IS
-  'Operator: remove a wrong lead link (and the person with its driver links and origin when no other lead uses it; the lead''s unsettled claims and unmatched row) so the next run re-evaluates the lead; audited (UNLINK). Returns what was done.';
+  'Operator: remove a wrong lead link (and the person with its driver links and origin when no other lead uses it; the lead''s unsettled claims and unmatched row) so the next run re-evaluates the lead; refuses a lead with paid or rejected claims, also one settled while it waits for the claim locks (CL025); audited (UNLINK). Returns what was done.';

@@ -70,6 +70,12 @@ function positionalsOf(command: string, positionals: string[], names: string[]):
   return positionals;
 }
 
+/** '; N unsettled claim(s) removed' when the tool deleted claims, else ''. */
+function claimsRemoved(r: Record<string, unknown>): string {
+  const n = Array.isArray(r['claims_removed']) ? r['claims_removed'].length : 0;
+  return n ? `; ${n} unsettled claim(s) removed` : '';
+}
+
 const EXIT_CODES = `Exit codes: 0 done, 1 refused by the database (unknown lead or driver, wrong state;
 the message says why; nothing was changed), 2 usage error (missing argument or --note,
 bad flag, database unreachable).`;
@@ -88,8 +94,12 @@ driver's link when the driver has none; rule MANUAL_RESOLUTION, score 100, HIGH.
 the identity origin (decided_by manual) and marks the lead's unmatched row RESOLVED.
 Later pipeline runs keep this link. Same as: SELECT ops.resolve_lead(key, driver, note);
 
+Claims the lead still carries for another person (its link was deleted by hand) are
+deleted when not paid or rejected.
+
 Refused: an unknown lead, an unknown or deleted driver, a lead already linked (unlink
-it first), a driver whose person already carries another lead (unless --force).
+it first), a driver whose person already carries another lead (unless --force), a lead
+with paid or rejected claims of another person (finance first).
 
 Options:
   --note TEXT  why this is the right driver (required)
@@ -115,7 +125,8 @@ ${EXIT_CODES}`,
       const before = r['unmatched_before'] as { status: string; reason_code: string } | null;
       console.log(
         `lead ${key} linked to driver ${driver}: person ${String(r['person_key'])}${r['person_created'] ? ' (new)' : ''}, MANUAL_RESOLUTION` +
-          `${r['forced'] ? ', forced' : ''}${before ? `; unmatched ${before.reason_code} ${before.status} -> RESOLVED` : ''}`,
+          `${r['forced'] ? ', forced' : ''}${before ? `; unmatched ${before.reason_code} ${before.status} -> RESOLVED` : ''}` +
+          `${claimsRemoved(r)}`,
       );
     }
     return 0;
@@ -132,7 +143,11 @@ MANUAL_IGNORE when the job never evaluated it): the job never selects it again. 
 it retried: UPDATE canon.identity_unmatched SET status = 'OPEN' WHERE source_pk = '...';
 Same as: SELECT ops.ignore_lead(key, note);
 
-Refused: an unknown lead, a linked lead (unlink it first).
+Claims the lead still carries (its link was deleted by hand) are deleted when not paid
+or rejected.
+
+Refused: an unknown lead, a linked lead (unlink it first), a lead with paid or rejected
+claims (money went out for it: finance first).
 
 Options:
   --note TEXT  why the lead will never match (required)
@@ -153,7 +168,7 @@ ${EXIT_CODES}`,
     if (values.json) console.log(JSON.stringify(r));
     else {
       const before = r['status_before'] ? `was ${String(r['status_before'])} ${String(r['reason_code'])}` : 'never evaluated';
-      console.log(`lead ${key} IGNORED (${before}): the job will not retry it`);
+      console.log(`lead ${key} IGNORED (${before})${claimsRemoved(r)}: the job will not retry it`);
     }
     return 0;
   },
@@ -171,7 +186,8 @@ trips) and so is its unmatched row: the next run evaluates the lead as new (and 
 match the same driver again if the data has not changed: then resolve-lead it to the
 right driver, or ignore-lead it). Same as: SELECT ops.unlink_lead(key, note);
 
-Refused: an unknown lead, a lead that is not linked, a lead with paid or rejected claims.
+Refused: an unknown lead, a lead that is not linked, a lead with paid or rejected claims
+(also one finance settles while the command waits for it).
 
 Options:
   --note TEXT  why the link is wrong (required)
@@ -191,11 +207,10 @@ ${EXIT_CODES}`,
     const r = await callTool('unlink-lead', `SELECT ops.unlink_lead($1, $2) AS result`, [key, note]);
     if (values.json) console.log(JSON.stringify(r));
     else {
-      const claims = (r['claims_removed'] as unknown[]).length;
       console.log(
         `lead ${key} unlinked from person ${String(r['person_key'])} (driver ${String(r['driver_id'] ?? 'none')})` +
           `${r['person_removed'] ? '; person removed with its driver link' : '; person kept (other leads use it)'}` +
-          `${claims ? `; ${claims} unsettled claim(s) removed` : ''}; the next run re-evaluates it`,
+          `${claimsRemoved(r)}; the next run re-evaluates it`,
       );
     }
     return 0;

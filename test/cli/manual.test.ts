@@ -3,6 +3,7 @@
 // naming the OS user through application_name.
 import { hostname, userInfo } from 'node:os';
 import test from 'ava';
+import { insertClaims, leadWithClaimsLeftBehind } from '../helpers/claims.js';
 import { errorLine, runCli } from '../helpers/cli.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
 import { insertDriver, insertLead, linkOf, runPipeline, unmatchedOf } from '../helpers/rows.js';
@@ -85,6 +86,21 @@ for (const [args, pattern] of [
     t.regex(errorLine(r), pattern);
   });
 }
+
+test('ignore-lead says how many unsettled claims it removed; unlink-lead of a lead with a paid claim exits 1 naming it', async (t) => {
+  const db = await scenario(t);
+  await leadWithClaimsLeftBehind(db, 'LEFT', [{ milestone: 1 }, { milestone: 5 }]);
+  const ign = await cli(db, ['ignore-lead', 'LEFT', '--note', 'junk']);
+  t.is(ign.code, 0, ign.stderr);
+  t.is(ign.stdout.trim(), 'lead LEFT IGNORED (never evaluated); 2 unsettled claim(s) removed: the job will not retry it');
+
+  const ok = await linkOf(db, 'OK');
+  await insertClaims(db, 'OK', ok!.person_key, 'j', [{ milestone: 1, status: 'paid' }]);
+  const refused = await cli(db, ['unlink-lead', 'OK', '--note', 'wrong']);
+  t.is(refused.code, 1);
+  t.regex(errorLine(refused), /unlink-lead refused: lead 'OK' has settled claims \(M1 paid\)/);
+  t.is((await linkOf(db, 'OK'))?.driver_id, 'j');
+});
 
 test('--help of each tool names its psql function', async (t) => {
   for (const [cmd, fn] of [['resolve-lead', 'ops.resolve_lead'], ['ignore-lead', 'ops.ignore_lead'], ['unlink-lead', 'ops.unlink_lead']]) {

@@ -3,12 +3,18 @@
 // on purpose (the deferred triggers forbid some breaks: session_replication_role =
 // replica lets the bad state in), and doctor exits 1 while one is violated, 0 once repaired.
 // Also the guard behind two of them: a pipeline run can never change a settled claim.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import test from 'ava';
 import { doctorCommand } from '../../src/cli/doctor.js';
+import { PROJECT_ROOT } from '../../src/config.js';
+import { claimsOf, financeSettles, insertClaims, settledRecordsOf } from '../helpers/claims.js';
 import { runCli } from '../helpers/cli.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
-import { runPipeline } from '../helpers/rows.js';
+import { backendPid, blockedBy, start } from '../helpers/locks.js';
+import { insertLead, runPipeline } from '../helpers/rows.js';
 import { ADMIN_URL } from '../helpers/env.js';
+import { linkPerson } from '../helpers/scenario.js';
 import { cloneDb, seedDemo, violations, withClient } from './support.js';
 
 let base: string;
@@ -161,15 +167,22 @@ const cases: Case[] = [
     example: /^\S+ M\d+ (changed \(recorded paid [\d.]+, now paid [\d.]+\)|deleted \(was rejected\)|paid but never recorded)$/,
     // the claim deleted behind the dirty-marking trigger's back leaves its lead's stored state stale
     also: [['LEAD_STATE_CURRENT', 1]],
-    // Once finance has checked them: record the claims as they are now, forget the deleted one.
+    // Once finance has checked them: record the claims as they are now; the deleted one's
+    // record stays, stamped with why.
     repair: `
       UPDATE canon.claims_yango_cabinet_14d c SET status = c.status
       WHERE c.status IN ('paid', 'rejected')
         AND NOT EXISTS (SELECT 1 FROM canon.claims_settled s
-                        WHERE s.lead_source_pk = c.lead_source_pk AND s.milestone = c.milestone
+                        WHERE s.lead_source_pk = c.lead_source_pk AND s.milestone = c.milestone AND s.unsettled_at IS NULL
                           AND (s.status, s.amount_expected, s.paid_at) IS NOT DISTINCT FROM (c.status, c.amount_expected, c.paid_at));
-      DELETE FROM canon.claims_settled s
-      WHERE NOT EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d c WHERE c.lead_source_pk = s.lead_source_pk AND c.milestone = s.milestone);
+      UPDATE canon.claims_settled s
+      SET unsettled_at = now(), unsettled_by = current_user, unsettled_txid = txid_current(),
+          unsettled_to = coalesce((SELECT c.status FROM canon.claims_yango_cabinet_14d c
+                                   WHERE c.lead_source_pk = s.lead_source_pk AND c.milestone = s.milestone), 'deleted'),
+          unsettled_note = 'changed behind the guard: confirmed by finance'
+      WHERE s.unsettled_at IS NULL
+        AND NOT EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d c
+                        WHERE c.lead_source_pk = s.lead_source_pk AND c.milestone = s.milestone AND c.status IN ('paid', 'rejected'));
       SELECT ops.repair_caches();`,
   },
   {
@@ -254,6 +267,28 @@ const cases: Case[] = [
     violations: 2,
     example: /^driver \S+: (not indexed|indexed with values that are not the driver's)$/,
     repair: `SELECT ops.repair_caches();`,
+  },
+  {
+    invariant: 'SETTLED_CLAIM_REMOVED',
+    // Outside a run, with the triggers on, but with no note: a paid claim deleted, a rejected one reopened.
+    breakIt: `
+      DELETE FROM canon.claims_yango_cabinet_14d
+      WHERE (lead_source_pk, milestone) = (SELECT lead_source_pk, milestone FROM canon.claims_yango_cabinet_14d WHERE status = 'paid' ORDER BY 1, 2 LIMIT 1);
+      UPDATE canon.claims_yango_cabinet_14d SET status = 'generated'
+      WHERE (lead_source_pk, milestone) = (SELECT lead_source_pk, milestone FROM canon.claims_yango_cabinet_14d WHERE status = 'rejected' ORDER BY 1, 2 LIMIT 1);`,
+    violations: 2,
+    example: /^\S+ M\d+ (paid [\d.]+ PEN: deleted|rejected [\d.]+ PEN: changed to generated) at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\S* by \S+ \(txid \d+\), no note$/,
+    // The deletion was a mistake: the claim is put back from its record (which re-records
+    // it); the reopening was meant: finance says why.
+    repair: `
+      INSERT INTO canon.claims_yango_cabinet_14d (lead_source_pk, milestone, person_key, driver_id, lead_date, amount_expected,
+                                                  currency, status, generated_at, paid_at, run_id)
+      SELECT s.lead_source_pk, s.milestone, p.person_key, s.driver_id, s.lead_date, s.amount_expected,
+             s.currency, s.status, s.generated_at, s.paid_at, s.run_id
+      FROM canon.claims_settled s LEFT JOIN canon.identity_registry p ON p.person_key = s.person_key
+      WHERE s.unsettled_to = 'deleted' AND s.unsettled_note IS NULL;
+      UPDATE canon.claims_settled SET unsettled_note = 'reopened by finance: rejected by mistake'
+      WHERE unsettled_at IS NOT NULL AND unsettled_note IS NULL;`,
   },
 ];
 
@@ -343,5 +378,101 @@ test('a pipeline run can never change or delete a paid or rejected claim; financ
     JOIN canon.claims_settled s USING (lead_source_pk, milestone)
     WHERE c.status = 'paid' ORDER BY 1 LIMIT 1`);
   t.true(recorded!.same);
+  t.deepEqual(await violations(db), []);
+});
+
+/** ops.unlink_lead as it was before migration 0027 (its last snapshot in migrations/). */
+function unlinkLeadBefore0027(): string {
+  const text = readFileSync(path.join(PROJECT_ROOT, 'migrations', '0011_lead_state.sql'), 'utf8');
+  const from = text.indexOf('-- snapshot of sql/ops/ops.unlink_lead.sql');
+  const to = text.indexOf('\n-- snapshot of ', from + 1);
+  if (from < 0) throw new Error('no snapshot of ops.unlink_lead in migrations/0011_lead_state.sql');
+  return text.slice(from, to < 0 ? undefined : to);
+}
+
+test('the unlink race of the code before 0027 (a claim paid while unlink waited, then deleted) is named by doctor: SETTLED_CLAIM_REMOVED', async (t) => {
+  const db = await copy(t, 'inv_unlink_race');
+  await db.query(unlinkLeadBefore0027());
+  await insertLead(db, { external_id: 'RACE' });
+  const person = await linkPerson(db, ['RACE'], [{ driverId: 'd-race' }]);
+  await insertClaims(db, 'RACE', person, 'd-race', [{ milestone: 1 }, { milestone: 5 }]);
+  const finance = await db.connect();
+  const operator = await db.connect();
+
+  const paid = await financeSettles(finance, 'RACE', 1, 'paid');
+  const unlinking = await start(operator, `SELECT ops.unlink_lead('RACE', 'wrong driver')`);
+  t.is(await blockedBy(db, unlinking, await backendPid(finance)), 'blocked');
+  await finance.query('COMMIT');
+  t.true((await unlinking.outcome).ok, 'the old unlink goes ahead');
+
+  // The break: the paid claim is gone and the audit says it was generated.
+  t.deepEqual(await claimsOf(db, 'RACE'), []);
+  const [audit] = await db.query<{ details: { claims_removed: { milestone: number; status: string }[] } }>(
+    `SELECT details FROM canon.identity_audit WHERE action = 'UNLINK' AND source_pk = 'RACE'`,
+  );
+  t.deepEqual(audit!.details.claims_removed.map((c) => [c.milestone, c.status]), [[1, 'generated'], [5, 'generated']]);
+
+  // Its record stays, stamped, and doctor names it.
+  t.like((await settledRecordsOf(db, 'RACE'))[0], { milestone: 1, status: 'paid', paid_at: paid.paid_at, unsettled_to: 'deleted', unsettled_note: null });
+  const found = await violations(db);
+  t.deepEqual(found.map((v) => [v.invariant, Number(v.violations)]), [['SETTLED_CLAIM_REMOVED', 1]]);
+  t.regex(found[0]!.examples[0]!, /^RACE M1 paid 25\.00 PEN: deleted at .+ by \S+ \(txid \d+\), no note$/);
+  const [sameTx] = await db.query<{ same: boolean }>(
+    `SELECT s.unsettled_txid = a.txid AS same FROM canon.claims_settled s, canon.identity_audit a
+     WHERE s.lead_source_pk = 'RACE' AND a.action = 'UNLINK' AND a.source_pk = 'RACE'`,
+  );
+  t.true(sameTx!.same, 'the record names the transaction of the UNLINK audit row');
+});
+
+test('a settled claim deleted or reopened with a note is recorded, not reported; settled again, its record is current', async (t) => {
+  const db = await copy(t, 'inv_settled_note');
+  const conn = await db.connect();
+  const [paid] = await db.query<{ lead_source_pk: string; milestone: number }>(
+    `SELECT lead_source_pk, milestone FROM canon.claims_yango_cabinet_14d WHERE status = 'paid' ORDER BY 1, 2 LIMIT 1`,
+  );
+  await conn.query(`BEGIN`);
+  await conn.query(`SET LOCAL cabinet.settled_change_note = 'paid twice: refunded, transfer 4711'`);
+  await conn.query(`DELETE FROM canon.claims_yango_cabinet_14d WHERE lead_source_pk = $1 AND milestone = $2`, [paid!.lead_source_pk, paid!.milestone]);
+  await conn.query(`COMMIT`);
+  t.like((await settledRecordsOf(db, paid!.lead_source_pk)).find((r) => r.milestone === paid!.milestone), {
+    status: 'paid', unsettled_to: 'deleted', unsettled_note: 'paid twice: refunded, transfer 4711',
+  });
+  t.deepEqual(await violations(db), []);
+
+  const [rejected] = await db.query<{ lead_source_pk: string; milestone: number }>(
+    `SELECT lead_source_pk, milestone FROM canon.claims_yango_cabinet_14d WHERE status = 'rejected' ORDER BY 1, 2 LIMIT 1`,
+  );
+  await conn.query(`UPDATE canon.claims_yango_cabinet_14d SET status = 'generated' WHERE lead_source_pk = $1 AND milestone = $2`, [rejected!.lead_source_pk, rejected!.milestone]);
+  t.like((await settledRecordsOf(db, rejected!.lead_source_pk)).find((r) => r.milestone === rejected!.milestone), { unsettled_to: 'generated', unsettled_note: null });
+  t.deepEqual((await violations(db)).map((v) => v.invariant), ['SETTLED_CLAIM_REMOVED']);
+  await conn.query(`UPDATE canon.claims_yango_cabinet_14d SET status = 'paid', paid_at = now() WHERE lead_source_pk = $1 AND milestone = $2`, [rejected!.lead_source_pk, rejected!.milestone]);
+  t.like((await settledRecordsOf(db, rejected!.lead_source_pk)).find((r) => r.milestone === rejected!.milestone), { status: 'paid', unsettled_at: null, unsettled_to: null });
+  t.deepEqual(await violations(db), []);
+});
+
+test('while an operator tool changes claims (cabinet.protect_settled), the guard refuses a claim settled after the tool read it', async (t) => {
+  const db = await copy(t, 'inv_tool_guard');
+  await insertLead(db, { external_id: 'GUARD' });
+  const person = await linkPerson(db, ['GUARD'], [{ driverId: 'd-guard' }]);
+  await insertClaims(db, 'GUARD', person, 'd-guard', [{ milestone: 1 }]);
+  const finance = await db.connect();
+  const tool = await db.connect();
+
+  // A tool that read the claim as generated and deletes it by key, as the code before 0027 did.
+  const paid = await financeSettles(finance, 'GUARD', 1, 'paid');
+  await tool.query(`BEGIN`);
+  await tool.query(`SELECT set_config('cabinet.protect_settled', 'ops.unlink_lead', true)`);
+  const deleting = await start(tool, `DELETE FROM canon.claims_yango_cabinet_14d WHERE lead_source_pk = 'GUARD'`);
+  t.is(await blockedBy(db, deleting, await backendPid(finance)), 'blocked');
+  await finance.query('COMMIT');
+  const outcome = await deleting.outcome;
+  await tool.query(`ROLLBACK`);
+
+  t.false(outcome.ok);
+  if (!outcome.ok) {
+    t.is(outcome.error.code, 'CL012');
+    t.is(outcome.error.message, 'claim (GUARD, M1) is paid and cannot be changed by ops.unlink_lead');
+  }
+  t.deepEqual(await claimsOf(db, 'GUARD'), [paid]);
   t.deepEqual(await violations(db), []);
 });

@@ -1,6 +1,8 @@
 // ops.ignore_lead: an operator marks a lead IGNORED so the job stops retrying it.
 import test from 'ava';
+import { brokenInvariants, claimsOf, financeSettles, leadWithClaimsLeftBehind, settledRecordsOf } from '../helpers/claims.js';
 import type { TestDb } from '../helpers/db.js';
+import { backendPid, blockedBy, start } from '../helpers/locks.js';
 import { insertDriver, insertLead, linkOf, runPipeline, unmatchedOf } from '../helpers/rows.js';
 import { freshDb } from '../helpers/scenario.js';
 
@@ -10,6 +12,7 @@ interface Ignored {
   reason_code: string;
   status_before: string | null;
   note_before: string | null;
+  claims_removed: { milestone: number; status: string }[];
 }
 
 async function ignore(db: TestDb, key: string, note: string): Promise<Ignored> {
@@ -92,4 +95,67 @@ test('refuses an unknown lead, a linked lead and a missing note, naming the valu
   }
   t.is((await linkOf(db, 'LINKED'))?.driver_id, 'j');
   t.is(await unmatchedOf(db, 'LINKED'), undefined);
+});
+
+// Money paths are race-free (issue 14, item 5): finance settles claims in transactions of
+// its own, at any moment; two real connections, interleaved through the locks themselves.
+
+test('ignoring a lead whose claims were left behind waits for finance rejecting one of them, then refuses naming it', async (t) => {
+  const db = await freshDb(t, 'ignore_race');
+  await leadWithClaimsLeftBehind(db, 'LEFT', [{ milestone: 1 }, { milestone: 5 }]);
+  const finance = await db.connect();
+  const operator = await db.connect();
+
+  const rejected = await financeSettles(finance, 'LEFT', 1, 'rejected');
+  const ignoring = await start(operator, `SELECT ops.ignore_lead('LEFT', 'junk') AS r`);
+  t.is(await blockedBy(db, ignoring, await backendPid(finance)), 'blocked', 'ignore waits for the decision in flight');
+  await finance.query('COMMIT');
+
+  const outcome = await ignoring.outcome;
+  t.false(outcome.ok, 'ignore refuses once the claim is rejected');
+  if (!outcome.ok) {
+    t.is(outcome.error.code, 'CL025');
+    t.regex(outcome.error.message, /lead 'LEFT' has settled claims \(M1 rejected\)/);
+  }
+  t.deepEqual((await claimsOf(db, 'LEFT'))[0], rejected);
+  t.is((await claimsOf(db, 'LEFT')).length, 2);
+  t.like((await settledRecordsOf(db, 'LEFT'))[0], { milestone: 1, status: 'rejected', unsettled_at: null });
+  t.is(await unmatchedOf(db, 'LEFT'), undefined, 'not ignored');
+  t.deepEqual(await brokenInvariants(db), []);
+});
+
+test('finance paying a left-behind claim while ignore_lead holds it waits, then finds no claim: ignore removed the unsettled claims', async (t) => {
+  const db = await freshDb(t, 'ignore_race');
+  await leadWithClaimsLeftBehind(db, 'OLD', [{ milestone: 1 }]);
+  const finance = await db.connect();
+  const operator = await db.connect();
+
+  await operator.query('BEGIN');
+  const { rows } = await operator.query<{ r: Ignored }>(`SELECT ops.ignore_lead('OLD', 'junk') AS r`);
+  t.deepEqual(rows[0]!.r.claims_removed.map((c) => [c.milestone, c.status]), [[1, 'generated']]);
+  const paying = await start(finance, `UPDATE canon.claims_yango_cabinet_14d SET status = 'paid', paid_at = now()
+                                       WHERE lead_source_pk = 'OLD' AND milestone = 1`);
+  t.is(await blockedBy(db, paying, await backendPid(operator)), 'blocked', 'the payment waits for the ignore');
+  await operator.query('COMMIT');
+
+  const outcome = await paying.outcome;
+  t.is(outcome.ok && outcome.rowCount, 0);
+  t.deepEqual(await claimsOf(db, 'OLD'), []);
+  t.like(await unmatchedOf(db, 'OLD'), { status: 'IGNORED' });
+  const [audit] = await db.query<{ details: { claims_removed: { milestone: number; status: string }[] } }>(
+    `SELECT details FROM canon.identity_audit WHERE action = 'IGNORE' AND source_pk = 'OLD'`,
+  );
+  t.deepEqual(audit!.details.claims_removed.map((c) => [c.milestone, c.status]), [[1, 'generated']]);
+  t.deepEqual(await brokenInvariants(db), []);
+});
+
+test('refuses a lead whose claims are already paid: money was paid for it, it is not junk', async (t) => {
+  const db = await freshDb(t, 'ignore_race');
+  await leadWithClaimsLeftBehind(db, 'PAID', [{ milestone: 1, status: 'paid' }, { milestone: 5 }]);
+  const before = await claimsOf(db, 'PAID');
+  const err = await t.throwsAsync(ignore(db, 'PAID', 'junk'));
+  t.regex(err!.message, /lead 'PAID' has settled claims \(M1 paid\)/);
+  t.is((err as { code?: string }).code, 'CL025');
+  t.deepEqual(await claimsOf(db, 'PAID'), before);
+  t.is(await unmatchedOf(db, 'PAID'), undefined);
 });

@@ -1,9 +1,11 @@
 // ops.resolve_lead: an operator links a lead to a driver by hand, in one transaction,
 // with the person, driver link, origin and unmatched row the job would write, audited.
 import test from 'ava';
+import { brokenInvariants, claimsOf, financeSettles, insertClaims, leadWithClaimsLeftBehind, settledRecordsOf } from '../helpers/claims.js';
 import type { TestDb } from '../helpers/db.js';
+import { backendPid, blockedBy, start } from '../helpers/locks.js';
 import { insertDriver, insertLead, linkOf, runPipeline, unmatchedOf } from '../helpers/rows.js';
-import { freshDb } from '../helpers/scenario.js';
+import { freshDb, linkPerson } from '../helpers/scenario.js';
 
 interface Resolved {
   action: string;
@@ -13,6 +15,7 @@ interface Resolved {
   other_leads_of_person: string[];
   origin_written: boolean;
   unmatched_before: { status: string; reason_code: string } | null;
+  claims_removed: { milestone: number; status: string }[];
 }
 
 async function resolve(db: TestDb, key: string, driver: string, note: string, force?: boolean): Promise<Resolved> {
@@ -198,4 +201,114 @@ test('resolves a lead the job never evaluated and a lead marked IGNORED', async 
   t.is(fresh.unmatched_before, null);
   t.is((await linkOf(db, 'NEW'))?.driver_id, 'a');
   t.is(await unmatchedOf(db, 'NEW'), undefined);
+});
+
+// Money paths are race-free (issue 14, item 5): finance settles claims in transactions of
+// its own, at any moment; two real connections, interleaved through the locks themselves.
+
+async function resolveAudits(db: TestDb, key: string): Promise<number> {
+  return count(db, `SELECT count(*) AS n FROM canon.identity_audit WHERE action = 'RESOLVE' AND source_pk = $1`, [key]);
+}
+
+test('moving a lead to another driver (unlink, then resolve, in one transaction) while finance pays its claim: waits, refuses, the paid claim stays', async (t) => {
+  const db = await freshDb(t, 'resolve_race');
+  await insertLead(db, { external_id: 'MOVE' });
+  const person = await linkPerson(db, ['MOVE'], [{ driverId: 'd-old' }]);
+  await insertClaims(db, 'MOVE', person, 'd-old', [{ milestone: 1 }, { milestone: 5 }]);
+  await insertDriver(db, { driver_id: 'd-new' });
+  const finance = await db.connect();
+  const operator = await db.connect();
+
+  const paid = await financeSettles(finance, 'MOVE', 1, 'paid');
+  const moving = await start(operator, `BEGIN;
+    SELECT ops.unlink_lead('MOVE', 'wrong driver');
+    SELECT ops.resolve_lead('MOVE', 'd-new', 'the right driver');
+    COMMIT;`);
+  t.is(await blockedBy(db, moving, await backendPid(finance)), 'blocked', 'the move waits for the payment in flight');
+  await finance.query('COMMIT');
+  const outcome = await moving.outcome;
+  await operator.query('ROLLBACK');
+
+  t.false(outcome.ok);
+  if (!outcome.ok) {
+    t.is(outcome.error.code, 'CL025');
+    t.regex(outcome.error.message, /lead 'MOVE' has settled claims \(M1 paid\)/);
+  }
+  t.deepEqual((await claimsOf(db, 'MOVE'))[0], paid);
+  t.like((await settledRecordsOf(db, 'MOVE'))[0], { milestone: 1, status: 'paid', paid_at: paid.paid_at, unsettled_at: null });
+  t.is((await linkOf(db, 'MOVE'))?.driver_id, 'd-old', 'the lead stays with the driver its money was paid for');
+  t.is(await resolveAudits(db, 'MOVE'), 0);
+  t.deepEqual(await brokenInvariants(db), []);
+});
+
+test('resolving a lead whose claims were left behind waits for finance paying one of them, then refuses naming it', async (t) => {
+  const db = await freshDb(t, 'resolve_race');
+  await leadWithClaimsLeftBehind(db, 'LEFT', [{ milestone: 1 }, { milestone: 5 }]);
+  await insertDriver(db, { driver_id: 'd-new' });
+  const finance = await db.connect();
+  const operator = await db.connect();
+
+  const paid = await financeSettles(finance, 'LEFT', 5, 'paid');
+  const resolving = await start(operator, `SELECT ops.resolve_lead('LEFT', 'd-new', 'the right driver') AS r`);
+  t.is(await blockedBy(db, resolving, await backendPid(finance)), 'blocked', 'resolve waits for the payment in flight');
+  await finance.query('COMMIT');
+
+  const outcome = await resolving.outcome;
+  t.false(outcome.ok, 'resolve refuses once the claim is paid');
+  if (!outcome.ok) {
+    t.is(outcome.error.code, 'CL025');
+    t.regex(outcome.error.message, /lead 'LEFT' has settled claims \(M5 paid\) of another person \(driver d-old-LEFT\)/);
+  }
+  t.deepEqual((await claimsOf(db, 'LEFT')).map((c) => [c.milestone, c.status, c.driver_id]), [[1, 'generated', 'd-old-LEFT'], [5, 'paid', 'd-old-LEFT']]);
+  t.deepEqual((await claimsOf(db, 'LEFT'))[1], paid);
+  t.like((await settledRecordsOf(db, 'LEFT'))[0], { milestone: 5, status: 'paid', unsettled_at: null });
+  t.is(await linkOf(db, 'LEFT'), undefined);
+  t.is(await resolveAudits(db, 'LEFT'), 0);
+  t.deepEqual(await brokenInvariants(db), []);
+});
+
+test('finance paying a left-behind claim while resolve_lead holds it waits, then finds no claim: resolve removed the old person\'s unsettled claims', async (t) => {
+  const db = await freshDb(t, 'resolve_race');
+  await leadWithClaimsLeftBehind(db, 'OLD', [{ milestone: 1 }, { milestone: 5 }]);
+  await insertDriver(db, { driver_id: 'd-new' });
+  const finance = await db.connect();
+  const operator = await db.connect();
+
+  await operator.query('BEGIN');
+  const { rows } = await operator.query<{ r: Resolved }>(`SELECT ops.resolve_lead('OLD', 'd-new', 'the right driver') AS r`);
+  t.deepEqual(rows[0]!.r.claims_removed.map((c) => [c.milestone, c.status]), [[1, 'generated'], [5, 'generated']]);
+  const paying = await start(finance, `UPDATE canon.claims_yango_cabinet_14d SET status = 'paid', paid_at = now()
+                                       WHERE lead_source_pk = 'OLD' AND milestone = 1`);
+  t.is(await blockedBy(db, paying, await backendPid(operator)), 'blocked', 'the payment waits for the resolve');
+  await operator.query('COMMIT');
+
+  const outcome = await paying.outcome;
+  t.is(outcome.ok && outcome.rowCount, 0, 'nothing left to pay: the claims were computed for another person');
+  t.deepEqual(await claimsOf(db, 'OLD'), []);
+  t.is((await linkOf(db, 'OLD'))?.driver_id, 'd-new');
+  const [audit] = await db.query<{ details: { claims_removed: { milestone: number; status: string }[] } }>(
+    `SELECT details FROM canon.identity_audit WHERE action = 'RESOLVE' AND source_pk = 'OLD'`,
+  );
+  t.deepEqual(audit!.details.claims_removed.map((c) => [c.milestone, c.status]), [[1, 'generated'], [5, 'generated']]);
+  t.deepEqual(await brokenInvariants(db), []);
+});
+
+test('refuses a lead with settled claims of another person, and keeps every claim of the person it links to', async (t) => {
+  const db = await freshDb(t, 'resolve_race');
+  const person = await leadWithClaimsLeftBehind(db, 'BACK', [{ milestone: 1, status: 'paid' }, { milestone: 5 }]);
+  await insertDriver(db, { driver_id: 'd-new' });
+  await insertDriver(db, { driver_id: 'd-old-BACK' });
+  const before = await claimsOf(db, 'BACK');
+
+  const err = await t.throwsAsync(resolve(db, 'BACK', 'd-new', 'the right driver'));
+  t.regex(err!.message, /lead 'BACK' has settled claims \(M1 paid\) of another person \(driver d-old-BACK\)/);
+  t.is((err as { code?: string }).code, 'CL025');
+  t.deepEqual(await claimsOf(db, 'BACK'), before);
+
+  // Back to the driver its money was paid for: that person's claims are this lead's, settled or not.
+  const r = await resolve(db, 'BACK', 'd-old-BACK', 'the link was deleted by mistake');
+  t.is(r.person_key, person);
+  t.deepEqual(r.claims_removed, []);
+  t.deepEqual(await claimsOf(db, 'BACK'), before);
+  t.deepEqual(await brokenInvariants(db), []);
 });

@@ -2,6 +2,8 @@
 // lead's unsettled claims go with the link, and the next run evaluates the lead again.
 import test from 'ava';
 import type { TestDb } from '../helpers/db.js';
+import { brokenInvariants, claimsOf, financeSettles, insertClaims, settledRecordsOf } from '../helpers/claims.js';
+import { blockedBy, backendPid, start } from '../helpers/locks.js';
 import { insertDriver, insertLead, linkOf, runPipeline, unmatchedOf } from '../helpers/rows.js';
 import { freshDb, linkPerson } from '../helpers/scenario.js';
 
@@ -160,4 +162,90 @@ test('unlinks a link whose lead row has since disappeared upstream', async (t) =
   const r = await unlink(db, 'VANISHED', 'lead deleted by the cabinet');
   t.true(r.person_removed);
   t.is(await count(db, `SELECT count(*) AS n FROM canon.identity_links`), 0);
+});
+
+// Money paths are race-free (issue 14, item 5): finance settles claims in transactions of
+// its own, at any moment; two real connections, interleaved through the locks themselves.
+
+/** A linked lead with two generated claims (M1, M5). */
+async function claimedLead(db: TestDb, key: string): Promise<string> {
+  await insertLead(db, { external_id: key });
+  const person = await linkPerson(db, [key], [{ driverId: `d-${key}` }]);
+  await insertClaims(db, key, person, `d-${key}`, [{ milestone: 1 }, { milestone: 5 }]);
+  return person;
+}
+
+async function unlinkAudits(db: TestDb, key: string): Promise<number> {
+  return count(db, `SELECT count(*) AS n FROM canon.identity_audit WHERE action = 'UNLINK' AND source_pk = $1`, [key]);
+}
+
+test('waits for finance paying a claim of the lead, then refuses naming it: the paid claim, its record and the link stay', async (t) => {
+  const db = await freshDb(t, 'unlink_race');
+  await claimedLead(db, 'RACE');
+  const finance = await db.connect();
+  const operator = await db.connect();
+
+  const paid = await financeSettles(finance, 'RACE', 1, 'paid');
+  const unlinking = await start(operator, `SELECT ops.unlink_lead('RACE', 'wrong driver') AS r`);
+  t.is(await blockedBy(db, unlinking, await backendPid(finance)), 'blocked', 'unlink waits for the payment in flight');
+  await finance.query('COMMIT');
+
+  const outcome = await unlinking.outcome;
+  t.false(outcome.ok, 'unlink refuses once the claim is paid');
+  if (!outcome.ok) {
+    t.is(outcome.error.code, 'CL025');
+    t.regex(outcome.error.message, /lead 'RACE' has settled claims \(M1 paid\)/);
+  }
+  t.deepEqual(await claimsOf(db, 'RACE'), [paid, { ...paid, milestone: 5, status: 'generated', amount_expected: '35.00', paid_at: null }]);
+  t.like((await settledRecordsOf(db, 'RACE'))[0], { milestone: 1, status: 'paid', paid_at: paid.paid_at, unsettled_at: null });
+  t.is((await settledRecordsOf(db, 'RACE')).length, 1);
+  t.is((await linkOf(db, 'RACE'))?.driver_id, 'd-RACE', 'the link that backs the money stays');
+  t.is(await unlinkAudits(db, 'RACE'), 0, 'nothing unlinked, nothing audited');
+  t.deepEqual(await brokenInvariants(db), []);
+});
+
+test('finance paying a claim while an unlink holds it waits, then finds no claim: the audit names the generated claims removed', async (t) => {
+  const db = await freshDb(t, 'unlink_race');
+  await claimedLead(db, 'FIRST');
+  const finance = await db.connect();
+  const operator = await db.connect();
+
+  await operator.query('BEGIN');
+  await operator.query(`SELECT ops.unlink_lead('FIRST', 'wrong driver')`);
+  const paying = await start(finance, `UPDATE canon.claims_yango_cabinet_14d SET status = 'paid', paid_at = now()
+                                       WHERE lead_source_pk = 'FIRST' AND milestone = 1 AND status = 'generated'`);
+  t.is(await blockedBy(db, paying, await backendPid(operator)), 'blocked', 'the payment waits for the unlink');
+  await operator.query('COMMIT');
+
+  const outcome = await paying.outcome;
+  t.true(outcome.ok);
+  t.is(outcome.ok && outcome.rowCount, 0, 'the claim was removed with the link: nothing to pay');
+  t.deepEqual(await claimsOf(db, 'FIRST'), []);
+  t.deepEqual(await settledRecordsOf(db, 'FIRST'), []);
+  const [audit] = await db.query<{ details: { claims_removed: { milestone: number; status: string }[] } }>(
+    `SELECT details FROM canon.identity_audit WHERE action = 'UNLINK' AND source_pk = 'FIRST'`,
+  );
+  t.deepEqual(audit!.details.claims_removed.map((c) => [c.milestone, c.status]), [[1, 'generated'], [5, 'generated']]);
+  t.deepEqual(await brokenInvariants(db), []);
+});
+
+test('an unlink rolled back lets the waiting payment through', async (t) => {
+  const db = await freshDb(t, 'unlink_race');
+  await claimedLead(db, 'UNDO');
+  const finance = await db.connect();
+  const operator = await db.connect();
+
+  await operator.query('BEGIN');
+  await operator.query(`SELECT ops.unlink_lead('UNDO', 'wrong driver?')`);
+  const paying = await start(finance, `UPDATE canon.claims_yango_cabinet_14d SET status = 'paid', paid_at = now()
+                                       WHERE lead_source_pk = 'UNDO' AND milestone = 1 AND status = 'generated'`);
+  t.is(await blockedBy(db, paying, await backendPid(operator)), 'blocked');
+  await operator.query('ROLLBACK');
+
+  const outcome = await paying.outcome;
+  t.is(outcome.ok && outcome.rowCount, 1);
+  t.deepEqual((await claimsOf(db, 'UNDO')).map((c) => [c.milestone, c.status]), [[1, 'paid'], [5, 'generated']]);
+  t.like((await settledRecordsOf(db, 'UNDO'))[0], { milestone: 1, status: 'paid', unsettled_at: null });
+  t.is((await linkOf(db, 'UNDO'))?.driver_id, 'd-UNDO');
+  t.deepEqual(await brokenInvariants(db), []);
 });

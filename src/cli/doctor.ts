@@ -18,7 +18,8 @@ export const doctorCommand: Command = {
 
 Runs ops.check_invariants(): no orphan person, no lead both linked and OPEN-unmatched,
 no driver linked twice, no run stuck RUNNING, one limbo row per lead, settled claims
-guarded and unchanged, lead state counters equal to the stored state. docs/operations.md says what to do about each violation.
+guarded and unchanged, lead state counters equal to the stored state, no lead key stored
+with blanks at its ends. docs/operations.md says what to do about each violation.
 
 Options:
   --json      print the checks as JSON

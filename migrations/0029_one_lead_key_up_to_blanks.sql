@@ -305,6 +305,17 @@ BEGIN
   PERFORM set_config('cabinet.audit_note', p_note, true),
           set_config('cabinet.audit_details', jsonb_build_object('repair', 'ops.repair_lead_keys', 'repair_run_id', v_run_id)::text, true);
 
+  -- LOCKS on the rows decided on: a claim finance marks paid meanwhile is decided on as
+  -- paid (the statements below read what was committed before the locks were granted).
+  PERFORM 1 FROM canon.claims_yango_cabinet_14d c JOIN pg_temp.lead_rekey_members m ON c.lead_source_pk = m.lead_key
+  FOR UPDATE OF c;
+  PERFORM 1 FROM canon.identity_links l JOIN pg_temp.lead_rekey_members m
+    ON l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = m.lead_key
+  FOR UPDATE OF l;
+  PERFORM 1 FROM canon.identity_unmatched u JOIN pg_temp.lead_rekey_members m
+    ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = m.lead_key
+  FOR UPDATE OF u;
+
   -- DECISIONS: the surviving link and the kept claim of each lead, the kept unmatched row.
   DROP TABLE IF EXISTS pg_temp.lead_rekey_links;
   CREATE TEMP TABLE lead_rekey_links ON COMMIT DROP AS

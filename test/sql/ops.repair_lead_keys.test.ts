@@ -221,6 +221,32 @@ test('a key of blanks only: each lead row is keyed by its id, the first keeps wh
   t.deepEqual(await violations(db), []);
 });
 
+test('a claim finance marks paid while the repair waits for it is decided on as paid, never set aside as generated', async (t) => {
+  const db = await freshDb(t, 'repair_keys_race');
+  await insertLead(db, { external_id: 'K-6' });
+  const person = await linkPerson(db, ['K-6', 'K-6\t'], [{ driverId: 'D-6' }]);
+  await db.query(`INSERT INTO canon.claims_yango_cabinet_14d (lead_source_pk, milestone, person_key, driver_id, lead_date, amount_expected, status, generated_at)
+                  SELECT k, 1, $1, 'D-6', current_date - 3, 25, 'generated', now() FROM unnest(ARRAY['K-6', E'K-6\\t']) k`, [person]);
+  const finance = await db.connect();
+  const repairer = await db.connect();
+  await finance.query(`BEGIN`);
+  await finance.query(`UPDATE canon.claims_yango_cabinet_14d SET status = 'paid', paid_at = now() WHERE lead_source_pk = E'K-6\\t'`);
+  const pid = (await repairer.query<{ pid: number }>(`SELECT pg_backend_pid() AS pid`)).rows[0]!.pid;
+  const repaired = repairer.query(`SELECT ops.repair_lead_keys('race') AS r`);
+  // The repair waits for finance's row lock (no sleep: poll until it is seen waiting).
+  for (let i = 0; ; i++) {
+    const [w] = await db.query<{ waiting: boolean }>(`SELECT wait_event_type = 'Lock' AS waiting FROM pg_stat_activity WHERE pid = $1`, [pid]);
+    if (w?.waiting) break;
+    if (i > 600) t.fail('the repair never waited for the row lock');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await finance.query(`COMMIT`);
+  await repaired;
+  t.deepEqual(await claims(db), [{ lead_source_pk: 'K-6', milestone: 1, status: 'paid', amount_expected: '25.00' }]);
+  t.deepEqual(await db.query(`SELECT claimed_as, status FROM canon.claims_duplicates`), [{ claimed_as: 'K-6', status: 'generated' }]);
+  t.deepEqual(await violations(db), []);
+});
+
 test('nothing to repair: no run row, nothing written', async (t) => {
   const db = await freshDb(t, 'repair_keys_none');
   await insertLead(db, { external_id: ' L-5 ' });

@@ -102,6 +102,51 @@ AS $$
     FROM canon.claims_settled s
     WHERE s.unsettled_at IS NOT NULL AND s.unsettled_note IS NULL
   ),
+  -- Lead keys stored with blanks at their ends, or of blanks only: canon.lead_source_pk
+  -- never makes them (written under an older definition, or by hand). Beside a twin (the
+  -- same key without its blanks) one lead is counted, linked and claimed twice.
+  lead_key_blanks AS (
+    SELECT format('%s is %s%s (in %s)', canon.show_blanks(x.lead_key),
+                  CASE WHEN x.trimmed IS NULL THEN 'blank' ELSE 'lead ' || canon.show_blanks(x.trimmed) END,
+                  CASE WHEN x.keys > 1 THEN format(': one lead under %s keys', x.keys) ELSE '' END,
+                  x.stored_in) AS example
+    FROM (SELECT s.lead_key, s.stored_in, t.trimmed,
+                 CASE WHEN t.trimmed IS NOT NULL
+                      THEN count(*) OVER (PARTITION BY t.trimmed)
+                           + (EXISTS (SELECT 1 FROM canon.identity_links l
+                                      WHERE l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = t.trimmed)
+                              OR EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d c WHERE c.lead_source_pk = t.trimmed)
+                              OR EXISTS (SELECT 1 FROM canon.lead_keys k WHERE k.lead_source_pk = t.trimmed))::int
+                 END AS keys
+          FROM (
+            SELECT b.lead_key, string_agg(b.stored_in, ', ' ORDER BY b.stored_in) AS stored_in
+            FROM (
+              SELECT DISTINCT 'identity_links' AS stored_in, l.source_pk AS lead_key FROM canon.identity_links l
+              WHERE l.source_table = 'module_ct_cabinet_leads' AND canon.lead_source_pk(l.source_pk, NULL) IS DISTINCT FROM l.source_pk
+              UNION ALL
+              SELECT DISTINCT 'identity_unmatched', u.source_pk FROM canon.identity_unmatched u
+              WHERE canon.lead_source_pk(u.source_pk, NULL) IS DISTINCT FROM u.source_pk
+              UNION ALL
+              SELECT DISTINCT 'identity_origin', o.origin_source_id FROM canon.identity_origin o
+              WHERE canon.lead_source_pk(o.origin_source_id, NULL) IS DISTINCT FROM o.origin_source_id
+              UNION ALL
+              SELECT DISTINCT 'claims_yango_cabinet_14d', c.lead_source_pk FROM canon.claims_yango_cabinet_14d c
+              WHERE canon.lead_source_pk(c.lead_source_pk, NULL) IS DISTINCT FROM c.lead_source_pk
+              UNION ALL
+              SELECT DISTINCT 'claims_settled', s.lead_source_pk FROM canon.claims_settled s
+              WHERE canon.lead_source_pk(s.lead_source_pk, NULL) IS DISTINCT FROM s.lead_source_pk
+              UNION ALL
+              SELECT DISTINCT 'lead_keys', k.lead_source_pk FROM canon.lead_keys k
+              WHERE canon.lead_source_pk(k.lead_source_pk, NULL) IS DISTINCT FROM k.lead_source_pk
+              UNION ALL
+              SELECT DISTINCT 'cabinet_lead_state', s.lead_source_pk FROM canon.cabinet_lead_state s
+              WHERE canon.lead_source_pk(s.lead_source_pk, NULL) IS DISTINCT FROM s.lead_source_pk
+            ) b
+            GROUP BY b.lead_key
+          ) s
+          CROSS JOIN LATERAL (SELECT canon.lead_source_pk(s.lead_key, NULL) AS trimmed) t
+    ) x
+  ),
   checks (ord, invariant, description, examples, n) AS (
     SELECT 1, 'ORPHAN_PERSON', 'persons in canon.identity_registry without any identity link',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM orphan ORDER BY example LIMIT 5) x), (SELECT count(*) FROM orphan)
@@ -132,6 +177,9 @@ AS $$
     UNION ALL
     SELECT 20, 'SETTLED_CLAIM_REMOVED', 'paid or rejected claims deleted, or moved back to an unsettled status, with no note saying why (their record in canon.claims_settled stays, stamped unsettled_*)',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM settled_removed ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settled_removed)
+    UNION ALL
+    SELECT 30, 'LEAD_KEY_BLANK_ENDS', 'lead keys stored with blanks at their ends, or of blanks only, which canon.lead_source_pk never makes: next to the same key without them, one lead is linked and claimed twice (repair: ops.repair_lead_keys)',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM lead_key_blanks ORDER BY example LIMIT 5) x), (SELECT count(*) FROM lead_key_blanks)
   )
   SELECT c.invariant, c.n, coalesce(c.examples, '[]'::jsonb), c.description FROM checks c ORDER BY c.ord
 $$;

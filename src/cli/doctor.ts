@@ -18,9 +18,10 @@ export const doctorCommand: Command = {
 
 Runs ops.check_invariants(): no orphan person, no lead both linked and OPEN-unmatched,
 no driver linked twice, no run stuck RUNNING, one limbo row per lead, settled claims
-guarded and unchanged, lead state counters equal to the stored state, and every cache
-(lead keys, lead state, its marks, the never-evaluated list, retry marks, driver index)
-equal to its live definition. docs/operations.md says what to do about each violation.
+guarded and unchanged, lead state counters equal to the stored state, no lead key stored
+with blanks at its ends, and every cache (lead keys, lead state, its marks, the
+never-evaluated list, retry marks, driver index) equal to its live definition.
+docs/operations.md says what to do about each violation.
 
 Options:
   --repair    first repair the caches that drifted (ops.repair_caches(): rewrites only

@@ -65,7 +65,7 @@ export const importLeadsCommand: Command = {
   summary: 'load a cabinet CSV export into public.module_ct_cabinet_leads',
   help: `Usage: cabinet-leads import-leads FILE.csv [--dry-run] [--strict] [--delimiter C] [--json]
 
-Loads a cabinet export (CSV, UTF-8 with or without BOM, LF or CRLF line ends) into
+Loads a cabinet export (CSV, UTF-8 with or without BOM, CRLF, LF or CR line ends) into
 public.module_ct_cabinet_leads in one transaction, at COPY speed.
 
   Header     matched by name, any order, any case. Required: external_id,
@@ -76,9 +76,11 @@ public.module_ct_cabinet_leads in one transaction, at COPY speed.
              are reported and ignored; id is always assigned by the database.
   Values     blank cells are NULL. Timestamps: YYYY-MM-DD HH:MM:SS[.ffffff], the same
              with T, or YYYY-MM-DD (no time zone). Booleans: true/false, 1/0, yes/no,
-             t/f, y/n. external_id and lead_created_at must not be blank.
-  Duplicates a row whose external_id is already in the table (as a lead key), or
-             appeared earlier in the file, is not inserted again (counted).
+             t/f, y/n. external_id and lead_created_at must not be blank. A
+             field over 1,000,000 characters rejects its row.
+  Duplicates a row whose lead key (canon.lead_source_pk: the external_id without
+             the blanks at its ends, so 'NB-1<TAB>' is 'NB-1') is already in the
+             table, or appeared earlier in the file, is not inserted (counted).
   Rejects    a row that cannot be read is reported with its line number and reason and
              not loaded; the other rows load (with --strict nothing loads).
 

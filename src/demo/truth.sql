@@ -1,9 +1,9 @@
 -- Demo generator, step "truth": demo.lead_truth for this batch. lead_source_pk is read
--- back from the inserted rows (after the re-export copies), with the product's formula,
+-- back from the inserted rows (after the re-export copies) with the product's own function,
 -- so padded, empty and duplicated external ids are keyed exactly as the product keys them.
 INSERT INTO demo.lead_truth (lead_id, lead_source_pk, true_driver_id, scenario, matchable)
 SELECT pl.lead_id,
-       COALESCE(NULLIF(btrim(l.external_id), ''), l.id::text),
+       canon.lead_source_pk(l.external_id, l.id),
        -- A re-export is the previous lead again: it has that lead's truth.
        CASE WHEN pl.scenario = 'HOSTILE_DUP_EXTERNAL_ID' THEN prev.true_driver_id ELSE pl.true_driver_id END,
        pl.scenario,

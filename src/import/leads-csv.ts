@@ -2,8 +2,12 @@
 // (SPEC 3), how the header maps to them, and how one cell becomes a COPY value. The
 // accepted formats follow the predecessor's upload contract: timestamps
 // `YYYY-MM-DD HH:MM[:SS[.ffffff]]`, the same with `T`, or a bare date; booleans
-// true/false, 1/0, yes/no, t/f, y/n (any case); blank cells are NULL.
+// true/false, 1/0, yes/no, t/f, y/n (any case); blank cells are NULL. external_id goes
+// as written: its key (what is blank at its ends, whether it is blank) is SQL's to decide
+// (canon.lead_source_pk), in load-leads.ts. Header cells and values in messages are
+// escaped (src/printable.ts): a file cannot print control characters on the terminal.
 import { UsageError } from '../errors.js';
+import { quoted, shown } from '../printable.js';
 
 export type ColumnType = 'text' | 'timestamp' | 'date' | 'boolean';
 
@@ -40,6 +44,9 @@ export const LEAD_COLUMNS: readonly LeadColumn[] = [
 ];
 
 export const REQUIRED_COLUMNS = ['external_id', 'lead_created_at'] as const;
+
+/** A field longer than this (characters) rejects its row: no lead value is a megabyte. */
+export const MAX_FIELD_CHARS = 1_000_000;
 
 /** What the target table says about a column (from information_schema). */
 export interface TargetColumn {
@@ -81,7 +88,7 @@ export function mapHeader(header: string[], target: ReadonlyMap<string, TargetCo
   const seen = new Map<string, number>();
   names.forEach((n, i) => {
     if (n === '') return;
-    if (seen.has(n)) throw new UsageError(`import-leads: column "${n}" appears twice in the header (fields ${seen.get(n)! + 1} and ${i + 1})`);
+    if (seen.has(n)) throw new UsageError(`import-leads: column ${quoted(n)} appears twice in the header (fields ${seen.get(n)! + 1} and ${i + 1})`);
     seen.set(n, i);
   });
   const missing = REQUIRED_COLUMNS.filter((c) => !seen.has(c));
@@ -89,7 +96,7 @@ export function mapHeader(header: string[], target: ReadonlyMap<string, TargetCo
     const other = delimiter === ',' ? ';' : ',';
     const hint = header.length === 1 && header[0]!.includes(other) ? ` (the header looks "${other}"-separated: try --delimiter "${other}")` : '';
     throw new UsageError(
-      `import-leads: required column${missing.length > 1 ? 's' : ''} ${missing.join(', ')} missing from the header${hint}; found: ${names.filter(Boolean).join(', ') || '(nothing)'}`,
+      `import-leads: required column${missing.length > 1 ? 's' : ''} ${missing.join(', ')} missing from the header${hint}; found: ${names.filter(Boolean).map(shown).join(', ') || '(nothing)'}`,
     );
   }
   for (const c of REQUIRED_COLUMNS) {
@@ -102,7 +109,7 @@ export function mapHeader(header: string[], target: ReadonlyMap<string, TargetCo
     const col = known.get(n);
     if (n === '') ignored.push({ column: `(field ${i + 1}, no name)`, reason: 'column without a name' });
     else if (n === 'id') ignored.push({ column: n, reason: 'assigned by the database' });
-    else if (!col) ignored.push({ column: header[i]!.trim(), reason: 'unknown column' });
+    else if (!col) ignored.push({ column: shown(header[i]!.trim()), reason: 'unknown column' });
     else if (!target.has(n)) ignored.push({ column: n, reason: 'not a column of public.module_ct_cabinet_leads' });
     else columns.push({ ...col, index: i, maxLength: target.get(n)!.maxLength });
   });
@@ -170,7 +177,7 @@ export function copyEscape(value: string): string {
 }
 
 function show(value: string): string {
-  return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  return quoted(value.length > 60 ? `${value.slice(0, 57)}...` : value);
 }
 
 function charLength(value: string): number {
@@ -198,6 +205,14 @@ export function convertRecord(record: string[], line: number, mapping: HeaderMap
     errors.push(`has ${record.length} fields, the header has ${mapping.width}`);
     return { errors };
   }
+  for (let i = 0; i < record.length; i++) {
+    const v = record[i]!;
+    if (v.length > MAX_FIELD_CHARS && charLength(v) > MAX_FIELD_CHARS) {
+      const name = mapping.columns.find((c) => c.index === i)?.name ?? `field ${i + 1}`;
+      errors.push(`${name} is ${charLength(v)} characters long, a field holds at most ${MAX_FIELD_CHARS}`);
+    }
+  }
+  if (errors.length > 0) return { errors };
   let out = String(line);
   for (const col of slots) {
     if (col === undefined) {
@@ -205,9 +220,16 @@ export function convertRecord(record: string[], line: number, mapping: HeaderMap
       continue;
     }
     const raw = record[col.index]!;
+    if (col.name === 'external_id') {
+      // As written: the blanks at its ends, and whether it is blank, are the key's to decide.
+      if (raw === '') errors.push('external_id is empty');
+      else if (raw.includes('\u0000')) errors.push('external_id contains a NUL character');
+      out += raw === '' ? '\t\\N' : `\t${copyEscape(raw)}`;
+      continue;
+    }
     const trimmed = trimFast(raw);
     if (trimmed === '') {
-      if (col.name === 'external_id' || col.name === 'lead_created_at') errors.push(`${col.name} is empty`);
+      if (col.name === 'lead_created_at') errors.push(`${col.name} is empty`);
       out += '\t\\N';
       continue;
     }
@@ -227,7 +249,7 @@ export function convertRecord(record: string[], line: number, mapping: HeaderMap
       }
       value = b;
     } else {
-      value = col.name === 'external_id' ? trimmed : raw;
+      value = raw;
       if (col.maxLength !== null && value.length > col.maxLength && charLength(value) > col.maxLength) {
         errors.push(`${col.name} is ${charLength(value)} characters long, the column holds at most ${col.maxLength}`);
         continue;

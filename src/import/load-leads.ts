@@ -1,10 +1,12 @@
 // The database side of `cabinet-leads import-leads`: one transaction that streams the
 // file (csv-parse) into a temporary staging table with COPY FROM STDIN
-// (pg-copy-streams), finds the first line of each external_id and whether it is already
-// a lead key of public.module_ct_cabinet_leads (canon.lead_source_pk) in one hashed
-// pass over narrow rows, then adds the new rows with one INSERT ... SELECT. Rejected rows
-// never reach the database. The import is logged in canon.ingestion_runs
-// (job_name import_cabinet_leads).
+// (pg-copy-streams), keys every row with canon.lead_source_pk (the one definition: the
+// import computes no key, so 'NB-1<TAB>' is 'NB-1' here as everywhere), finds the first
+// line of each key and whether it is already a lead key of public.module_ct_cabinet_leads
+// in one hashed pass over narrow rows, then adds the new rows with one INSERT ... SELECT,
+// external_id stored as its key. Rows the file cannot hold (bad values) never reach the
+// database; rows whose external_id is blank by the key's definition are rejected there,
+// with their line. The import is logged in canon.ingestion_runs (job_name import_cabinet_leads).
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -18,14 +20,19 @@ import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { UsageError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { convertRecord, LEAD_COLUMNS, lineBreaks, mapHeader, type HeaderMapping, type IgnoredColumn, type MappedColumn, type TargetColumn } from './leads-csv.js';
+import { quoted } from '../printable.js';
+import { convertRecord, LEAD_COLUMNS, lineBreaks, mapHeader, MAX_FIELD_CHARS, type HeaderMapping, type IgnoredColumn, type MappedColumn, type TargetColumn } from './leads-csv.js';
 
 export const IMPORT_JOB_NAME = 'import_cabinet_leads';
 /** Rejected rows kept in the summary (all are counted). */
 export const MAX_REPORTED_REJECTS = 1000;
 const MAX_EXAMPLES = 20;
-/** A record longer than this (characters) is a broken file, e.g. a quote never closed. */
-const MAX_RECORD_CHARS = 1_000_000;
+/**
+ * A record longer than this (characters) is a broken file, a quote never closed that
+ * swallows the rest of it: nothing loads, the line where the record starts is named. (A
+ * field over MAX_FIELD_CHARS in a record under this only rejects its row.)
+ */
+const MAX_RECORD_CHARS = 16 * MAX_FIELD_CHARS;
 
 export interface ImportOptions {
   file: string;
@@ -161,8 +168,14 @@ function firstInvalidUtf8(buf: Buffer): number {
   return buf.length;
 }
 
+/** A record of the file with the line it starts on. */
+interface ParsedRecord {
+  line: number;
+  fields: string[];
+}
+
 interface ParseState {
-  /** line where the last record seen ends */
+  /** line where the last record the parser produced ends (the parser runs ahead of the COPY) */
   lastLine: number;
   mapping: HeaderMapping | undefined;
   read: number;
@@ -220,21 +233,30 @@ export async function importLeads(client: pg.ClientBase, opts: ImportOptions, lo
     );
 
     // Empty lines are records too ([""]), so every record starts on the line after the
-    // previous one ends: line numbers need no help from the parser.
+    // previous one ends: line numbers need no help from the parser. Counted as the parser
+    // produces records, so that a parse error names the line of the record it stopped in.
+    // Any of CRLF, LF, CR ends a record, whatever the first line used (an LF header on CRLF
+    // rows must not leave a \r in the last field, nor count it as a line).
+    const withLine = (fields: string[]): ParsedRecord => {
+      const line = state.lastLine + 1;
+      state.lastLine = line + lineBreaks(fields);
+      return { line, fields };
+    };
     const parser = parse({
       bom: true,
       delimiter: opts.delimiter,
+      record_delimiter: ['\r\n', '\n', '\r'],
       relax_column_count: true,
       relax_quotes: true,
       max_record_size: MAX_RECORD_CHARS,
+      // (csv-parse's types tie on_record's result to the record type; it may return any value)
+      on_record: withLine as unknown as (fields: string[]) => string[],
     });
 
     // Records to COPY text lines, in chunks of about 64 kB.
-    const toCopy = async function* (records: AsyncIterable<string[]>): AsyncGenerator<string> {
+    const toCopy = async function* (records: AsyncIterable<ParsedRecord>): AsyncGenerator<string> {
       let chunk = '';
-      for await (const record of records) {
-        const line = state.lastLine + 1;
-        state.lastLine = line + lineBreaks(record);
+      for await (const { line, fields: record } of records) {
         if (state.mapping === undefined) {
           if (record.every((v) => v.trim() === '')) continue; // blank lines before the header
           state.mapping = mapHeader(record, target, opts.delimiter);
@@ -282,16 +304,41 @@ export async function importLeads(client: pg.ClientBase, opts: ImportOptions, lo
     const copied = Date.now();
     opts.onProgress?.({ bytes: size, totalBytes: size, rows: state.read, phase: 'inserting' });
 
-    // The first line of each key, and whether the key is already a lead key of the table:
+    // The key of every row (canon.lead_source_pk of its external_id: NULL when blank), the
+    // first line of each key, and whether the key is already a lead key of the table:
     // narrow rows, hashed (no sort of the wide staging rows).
     await client.query(
       `CREATE TEMP TABLE import_keys ON COMMIT DROP AS
-       SELECT k.external_id, k.line, k.rows_in_file, (e.lead_source_pk IS NOT NULL) AS in_table
-       FROM (SELECT s.external_id, min(s.line) AS line, count(*) AS rows_in_file
-             FROM pg_temp.import_leads s GROUP BY s.external_id) k
+       SELECT k.lead_source_pk, k.line, k.rows_in_file, (e.lead_source_pk IS NOT NULL) AS in_table
+       FROM (SELECT canon.lead_source_pk(s.external_id, NULL) AS lead_source_pk, min(s.line) AS line, count(*) AS rows_in_file
+             FROM pg_temp.import_leads s GROUP BY 1) k
        LEFT JOIN (SELECT DISTINCT canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk
-                  FROM public.module_ct_cabinet_leads l) e ON e.lead_source_pk = k.external_id`,
+                  FROM public.module_ct_cabinet_leads l) e ON e.lead_source_pk = k.lead_source_pk`,
     );
+    // Rows the key refuses: an external_id of blanks only (it would be keyed by its id, and
+    // so could never be found again by its cabinet id), or a key longer than the column.
+    const keyMax = mapping.columns.find((c) => c.name === 'external_id')?.maxLength ?? null;
+    const badKey = (key: string) => `(${key} IS NULL OR length(${key}) > ${keyMax ?? 'NULL'})`;
+    const [bad] = (await client.query<{ rows: string }>(`SELECT coalesce(sum(rows_in_file), 0) AS rows FROM pg_temp.import_keys WHERE ${badKey('lead_source_pk')}`)).rows;
+    const keyRejected = Number(bad!.rows);
+    if (keyRejected > 0) {
+      const r = await client.query<{ line: number; external_id: string; key_length: number | null }>(
+        `SELECT s.line, s.external_id, length(k.lead_source_pk) AS key_length
+         FROM pg_temp.import_leads s
+         CROSS JOIN LATERAL (SELECT canon.lead_source_pk(s.external_id, NULL) AS lead_source_pk) k
+         WHERE ${badKey('k.lead_source_pk')}
+         ORDER BY s.line LIMIT ${MAX_REPORTED_REJECTS}`,
+      );
+      const reasons = r.rows.map((x) => ({
+        line: x.line,
+        reason: x.key_length === null
+          ? `external_id ${quoted(x.external_id.length > 60 ? `${x.external_id.slice(0, 57)}...` : x.external_id)} is blank (spaces or other blank characters only)`
+          : `external_id is ${x.key_length} characters long, the column holds at most ${keyMax}`,
+      }));
+      state.rejectedRows = [...state.rejectedRows, ...reasons].sort((x, y) => x.line - y.line).slice(0, MAX_REPORTED_REJECTS);
+      state.rejected += keyRejected;
+      await client.query(`DELETE FROM pg_temp.import_keys WHERE ${badKey('lead_source_pk')}`);
+    }
     const keys = await client.query<{ distinct_keys: string; in_table: string }>(
       `SELECT count(*) AS distinct_keys, count(*) FILTER (WHERE in_table) AS in_table FROM pg_temp.import_keys`,
     );
@@ -309,7 +356,7 @@ export async function importLeads(client: pg.ClientBase, opts: ImportOptions, lo
       await client.query('ANALYZE pg_temp.import_keys');
       const res = await client.query(
         `INSERT INTO public.module_ct_cabinet_leads (${present.map(ident).join(', ')})
-         SELECT ${present.map((c) => (c === 'created_at' ? 'coalesce(s.created_at, localtimestamp)' : `s.${ident(c)}`)).join(', ')}
+         SELECT ${present.map((c) => (c === 'created_at' ? 'coalesce(s.created_at, localtimestamp)' : c === 'external_id' ? 'k.lead_source_pk' : `s.${ident(c)}`)).join(', ')}
          FROM pg_temp.import_leads s
          JOIN pg_temp.import_keys k ON k.line = s.line
          WHERE NOT k.in_table`,
@@ -321,15 +368,15 @@ export async function importLeads(client: pg.ClientBase, opts: ImportOptions, lo
     const examples: DuplicateExample[] = [];
     if (dupInTable > 0) {
       const r = await client.query<{ line: number; external_id: string }>(
-        `SELECT line, external_id FROM pg_temp.import_keys WHERE in_table ORDER BY line LIMIT ${MAX_EXAMPLES}`,
+        `SELECT line, lead_source_pk AS external_id FROM pg_temp.import_keys WHERE in_table ORDER BY line LIMIT ${MAX_EXAMPLES}`,
       );
       examples.push(...r.rows.map((x) => ({ ...x, first_line: null })));
     }
     if (dupInFile > 0) {
       const r = await client.query<{ line: number; external_id: string; first_line: number }>(
-        `SELECT s.line, s.external_id, k.line AS first_line
+        `SELECT s.line, k.lead_source_pk AS external_id, k.line AS first_line
          FROM pg_temp.import_leads s
-         JOIN pg_temp.import_keys k ON k.external_id = s.external_id AND k.rows_in_file > 1
+         JOIN pg_temp.import_keys k ON k.lead_source_pk = canon.lead_source_pk(s.external_id, NULL) AND k.rows_in_file > 1
          WHERE s.line <> k.line
          ORDER BY s.line LIMIT ${MAX_EXAMPLES}`,
       );

@@ -1,6 +1,7 @@
 // cabinet-leads import-leads as ops staff run it: a real process on the fixture files of
 // test/fixtures/import/, its exit code, its report and the rows it leaves.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { PROJECT_ROOT } from '../../src/config.js';
@@ -14,6 +15,15 @@ async function withDb(t: { teardown(fn: () => Promise<void>): void }): Promise<T
   const db = await createTestDb('import');
   t.teardown(() => db.drop());
   return db;
+}
+
+/** A real file in a temporary folder (removed after the test), for content too big or too invisible to commit. */
+function tempFile(t: { teardown(fn: () => void): void }, name: string, content: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'import-leads-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, name);
+  writeFileSync(file, content, 'utf8');
+  return file;
 }
 
 function importLeads(db: TestDb, args: string[]) {
@@ -168,6 +178,86 @@ for (const [label, args, code, pattern] of [
     t.deepEqual(await leads(db), []);
   });
 }
+
+test('a field of 1,000,001 characters rejects its row, named by its line; the other rows load', async (t) => {
+  const db = await withDb(t);
+  const file = tempFile(t, 'long_field.csv', [
+    'external_id,lead_created_at,first_name',
+    'long-002,2026-01-10,Ana',
+    'long-003,2026-01-10,"Luis',
+    'Alberto"',
+    `long-005,2026-01-11,${'x'.repeat(1_000_001)}`,
+    'long-006,2026-01-12,Eva',
+    '',
+  ].join('\n'));
+  const r = await importLeads(db, [file]);
+  t.is(r.code, 1, r.stderr);
+  t.deepEqual(r.stdout.split('\n').filter((l) => l.startsWith('line ')), ['line 5: first_name is 1000001 characters long, a field holds at most 1000000']);
+  t.regex(r.stdout, /long_field\.csv: read 4, inserted 3, duplicates 0, rejected 1 /);
+  t.deepEqual((await leads(db)).map((l) => l.external_id), ['long-002', 'long-003', 'long-006']);
+});
+
+test('a record of over 16 million characters (a quote never closed) refuses the file, naming the line it starts on', async (t) => {
+  const db = await withDb(t);
+  const junk = `${'x'.repeat(99)}\n`.repeat(170_000);
+  const file = tempFile(t, 'runaway_quote.csv', `external_id,lead_created_at,first_name\nrq-002,2026-01-10,"two\nlines"\nrq-004,2026-01-10,"never closed\n${junk}`);
+  const r = await importLeads(db, [file]);
+  t.is(r.code, 1, r.stderr);
+  t.regex(errorLine(r), /runaway_quote\.csv line 4: a record is longer than 16000000 characters \(probably an unbalanced "\); nothing was loaded$/);
+  t.deepEqual(await leads(db), []);
+});
+
+test('an LF header with CRLF rows: no \\r stored, the right line numbers', async (t) => {
+  const raw = readFileSync(fixture('lf_header_crlf_rows.csv'), 'utf8');
+  t.true(raw.startsWith('external_id,lead_created_at,first_name\ncrlf-001,2026-01-10,Ana\r\n'), 'the fixture has an LF header and CRLF rows (check .gitattributes if not)');
+  const db = await withDb(t);
+  const r = await importLeads(db, [fixture('lf_header_crlf_rows.csv')]);
+  t.is(r.code, 1, r.stderr);
+  t.deepEqual(r.stdout.split('\n').filter((l) => l.startsWith('line ')), [
+    'line 5: lead_created_at "31-02-2026" is not a timestamp (expected YYYY-MM-DD HH:MM:SS[.ffffff], the same with T, or YYYY-MM-DD)',
+  ]);
+  t.deepEqual((await leads(db)).map((l) => [l.external_id, l.first_name]), [['crlf-001', 'Ana'], ['crlf-002', 'Luis\r\nAlberto'], ['crlf-004', 'Eva']]);
+});
+
+test('a header cell with a line break or an ANSI escape is printed escaped, never raw', async (t) => {
+  const db = await withDb(t);
+  const r = await importLeads(db, [fixture('header_controls.csv')]);
+  t.is(r.code, 1, r.stderr);
+  t.regex(r.stdout, /^ignored columns: "notes\\nsecond line" \(unknown column\), "\\u001b\[31mred\\u001b\[0m" \(unknown column\)$/m);
+  // the header spans lines 1 and 2: the second data row is line 4
+  t.regex(r.stdout, /^line 4: lead_created_at "2026-02-31" is not a date \(2026-02 has no day 31\)$/m);
+  t.false(/[\u001b\u009b]/.test(r.stdout + r.stderr), 'no escape character reaches the terminal');
+
+  const missing = await importLeads(db, [fixture('header_escape_missing.csv')]);
+  t.is(missing.code, 2);
+  t.is(errorLine(missing), 'cabinet-leads: error: import-leads: required column external_id missing from the header; found: "\\u001b[2j\\u001b[hexternal_id", lead_created_at');
+  t.false(/[\u001b\u009b]/.test(missing.stdout + missing.stderr), 'no escape character reaches the terminal');
+});
+
+test('external ids that differ only by blanks at their ends are one lead (canon.lead_source_pk decides, not the import)', async (t) => {
+  const db = await withDb(t);
+  const [b] = await db.query<{ blanks: string }>(`SELECT canon.blank_characters() AS blanks`);
+  const blanks = [...b!.blanks];
+  t.is(blanks.length, 29);
+  // Upstream wrote 'NB-1<TAB>' (the issue's case: the import made a second lead of 'NB-1').
+  await db.query(`INSERT INTO public.module_ct_cabinet_leads (external_id, lead_created_at) VALUES (E'NB-1\\t', '2026-01-09')`);
+  const csv = (v: string) => `"${v.replace(/"/g, '""')}"`;
+  const rows = [
+    ['NB-1', 'table'],
+    ['NB-2', 'first'],
+    ...blanks.flatMap((c) => [[`NB-2${c}`, 'end'], [`${c}NB-2`, 'start']]),
+    ['\u00a0\t \u200b', 'blank'],
+    ['NB 3', 'inner space kept'],
+  ];
+  const file = tempFile(t, 'blank_ends.csv', `external_id,lead_created_at,first_name\n${rows.map(([id, name]) => `${csv(id!)},2026-01-10,${name}`).join('\n')}\n`);
+  const r = await importLeads(db, [file, '--json']);
+  t.is(r.code, 1, r.stderr);
+  const s = JSON.parse(r.stdout) as { read: number; inserted: number; duplicates_in_table: number; duplicates_in_file: number; rejected_rows: { line: number; reason: string }[] };
+  t.like(s, { read: rows.length, inserted: 2, duplicates_in_table: 1, duplicates_in_file: blanks.length * 2 });
+  // (line numbers count the line breaks inside quoted ids: 'NB-2<LF>', '<LF>NB-2', 'NB-2<CR>', '<CR>NB-2')
+  t.deepEqual(s.rejected_rows, [{ line: rows.length + 4, reason: 'external_id "\\u00a0\\t \\u200b" is blank (spaces or other blank characters only)' }]);
+  t.deepEqual((await leads(db)).map((l) => [l.external_id, l.first_name]), [['NB-1\t', null], ['NB-2', 'first'], ['NB 3', 'inner space kept']]);
+});
 
 test('--help describes the file format', async (t) => {
   const r = await runCli(['import-leads', '--help']);

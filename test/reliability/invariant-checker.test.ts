@@ -290,6 +290,27 @@ const cases: Case[] = [
       UPDATE canon.claims_settled SET unsettled_note = 'reopened by finance: rejected by mistake'
       WHERE unsettled_at IS NOT NULL AND unsettled_note IS NULL;`,
   },
+  {
+    invariant: 'LEAD_KEY_BLANK_ENDS',
+    // What the old key (btrim of spaces only) left when 'K<TAB>' arrived beside 'K': a
+    // second lead key, linked to the same person and claimed again.
+    breakIt: `
+      CREATE TEMP TABLE twin AS
+        SELECT l.source_pk AS k FROM canon.identity_links l
+        WHERE l.source_table = 'module_ct_cabinet_leads'
+          AND EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d c WHERE c.lead_source_pk = l.source_pk)
+        ORDER BY 1 LIMIT 1;
+      INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
+        SELECT l.source_table, l.source_pk || E'\\t', l.person_key, l.match_rule, l.match_score, l.confidence_level, l.evidence, l.run_id
+        FROM canon.identity_links l JOIN twin ON l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = twin.k;
+      INSERT INTO canon.claims_yango_cabinet_14d (lead_source_pk, milestone, person_key, driver_id, lead_date, amount_expected, currency, status, generated_at, run_id)
+        SELECT c.lead_source_pk || E'\\t', c.milestone, c.person_key, c.driver_id, c.lead_date, c.amount_expected, c.currency, 'generated', now(), c.run_id
+        FROM canon.claims_yango_cabinet_14d c JOIN twin ON c.lead_source_pk = twin.k;`,
+    violations: 1,
+    example: /^[0-9a-f]{32}\\u0009 is lead [0-9a-f]{32}: one lead under 2 keys \(in claims_yango_cabinet_14d, identity_links\)$/,
+    // Merged: one link and one claim per milestone kept, the others set aside for finance.
+    repair: `SELECT ops.repair_lead_keys('doctor: LEAD_KEY_BLANK_ENDS');`,
+  },
 ];
 
 test('cabinet-leads doctor exits 0 when every invariant holds, 1 when one is violated', async (t) => {

@@ -90,6 +90,30 @@ AS $$
       USING (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
     WHERE coalesce(c.leads, 0) <> coalesce(s.leads, 0)
   ),
+  -- Settings a run would fail on: a stored value invalid for its type (written while the
+  -- trigger was off, or a time zone the server no longer knows), or a setting some canon
+  -- or ops function reads through canon.setting that is missing.
+  settings_invalid AS (
+    SELECT format('%s = %s: %s', s.key, quote_nullable(s.value), p.problem) AS example
+    FROM canon.settings s
+    CROSS JOIN LATERAL (SELECT canon.setting_problem(s.value, s.value_type, s.min_value, s.max_value) AS problem) p
+    WHERE p.problem IS NOT NULL
+    UNION ALL
+    SELECT format('%s missing (read by %s)', r.key, string_agg(DISTINCT r.reader, ', '))
+    FROM (SELECT m[1] AS key, f.oid::regproc::text AS reader
+          FROM pg_proc f
+          CROSS JOIN LATERAL regexp_matches(f.prosrc, 'canon\.setting\(''([^'']+)''\)', 'g') m
+          WHERE f.pronamespace IN ('canon'::regnamespace, 'ops'::regnamespace)) r
+    WHERE NOT EXISTS (SELECT 1 FROM canon.settings s WHERE s.key = r.key)
+    GROUP BY r.key
+  ),
+  settings_guard AS (
+    SELECT format('trigger %s %s', w.tgname, CASE WHEN t.tgname IS NULL THEN 'missing' ELSE 'disabled' END) AS example
+    FROM (VALUES ('settings_validate'), ('settings_no_truncate')) w (tgname)
+    LEFT JOIN pg_trigger t
+      ON t.tgrelid = 'canon.settings'::regclass AND t.tgname = w.tgname
+    WHERE t.tgname IS NULL OR t.tgenabled NOT IN ('O', 'A')
+  ),
   checks (ord, invariant, description, examples, n) AS (
     SELECT 1, 'ORPHAN_PERSON', 'persons in canon.identity_registry without any identity link',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM orphan ORDER BY example LIMIT 5) x), (SELECT count(*) FROM orphan)
@@ -114,6 +138,12 @@ AS $$
     UNION ALL
     SELECT 8, 'LEAD_STATE_COUNTS', 'canon.cabinet_lead_state_counts must count the stored lead state rows (by lead date, stage and flags)',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM state_counts ORDER BY example LIMIT 5) x), (SELECT count(*) FROM state_counts)
+    UNION ALL
+    SELECT 40, 'SETTING_INVALID', 'settings of canon.settings invalid for their value_type (every run would fail on them), or read by the product and missing',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM settings_invalid ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settings_invalid)
+    UNION ALL
+    SELECT 41, 'SETTING_UNGUARDED', 'the triggers that refuse an invalid setting where it is written must exist and be enabled',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM settings_guard ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settings_guard)
   )
   SELECT c.invariant, c.n, coalesce(c.examples, '[]'::jsonb), c.description FROM checks c ORDER BY c.ord
 $$;

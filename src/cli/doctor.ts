@@ -1,8 +1,16 @@
 // cabinet-leads doctor: checks every invariant of the spec (ops.check_invariants) and
 // exits 1 when one is violated, so that cron or CI can alarm on it.
+import { oneLine } from '../errors.js';
+import { isLockTimeout, lockTimeoutHint } from '../locks.js';
 import { parse } from './args.js';
 import type { Command } from './command.js';
 import { withDatabase } from './context.js';
+
+/** A check that could not run is exit code 2, never 1 (1 means "an invariant is violated"). */
+class DoctorError extends Error {
+  readonly exitCode = 2;
+  override name = 'DoctorError';
+}
 
 interface Check {
   invariant: string;
@@ -18,7 +26,8 @@ export const doctorCommand: Command = {
 
 Runs ops.check_invariants(): no orphan person, no lead both linked and OPEN-unmatched,
 no driver linked twice, no run stuck RUNNING, one limbo row per lead, settled claims
-guarded and unchanged, lead state counters equal to the stored state. docs/operations.md says what to do about each violation.
+guarded and unchanged, lead state counters equal to the stored state, settings valid
+and guarded. docs/operations.md says what to do about each violation.
 
 Options:
   --json      print the checks as JSON
@@ -32,7 +41,14 @@ Exit codes: 0 every invariant holds, 1 some invariant is violated, 2 error.`,
       return 0;
     }
     return withDatabase(async ({ db }) => {
-      const { rows } = await db.pool.query<Check>(`SELECT * FROM ops.check_invariants()`);
+      let rows: Check[];
+      try {
+        ({ rows } = await db.pool.query<Check>(`SELECT * FROM ops.check_invariants()`));
+      } catch (err) {
+        // e.g. a table locked by another session for longer than the lock timeout
+        const hint = isLockTimeout(err) ? `; ${await lockTimeoutHint(db.pool)}` : '';
+        throw new DoctorError(`doctor: the check failed: ${oneLine(err)}${hint}`);
+      }
       const broken = rows.filter((r) => Number(r.violations) > 0);
       if (values.json) {
         const checks = rows.map((r) => ({ ...r, violations: Number(r.violations) }));

@@ -1,6 +1,7 @@
 // cabinet-leads reconcile: one pipeline run, for cron and Windows Task Scheduler. Same
 // code path as the worker task. Exit 0 completed or skipped, 1 failed, 2 usage/config.
 import { checkAlertsAfterRun } from '../alerts.js';
+import { LOCK_NOT_AVAILABLE, lockTimeoutHint } from '../locks.js';
 import { PIPELINE_DEFAULTS, isContractViolation, runPipeline, type RunRow } from '../pipeline.js';
 import { intFlag, parse } from './args.js';
 import type { Command } from './command.js';
@@ -33,6 +34,9 @@ Options:
   --json             print the run row as JSON on stdout
   -h, --help         show this help
 
+A lock held by another session on a table the run needs fails the run after 30 s
+(lock_timeout; less when the session asks for less, e.g. PGOPTIONS='-c lock_timeout=5s').
+
 Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
 2 usage or configuration error (bad flag, database unreachable, contract violated).`,
   async run(argv) {
@@ -64,6 +68,8 @@ Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
       } finally {
         client.release();
       }
+      // Who holds the lock the run gave up on, looked up at once (it may let go soon).
+      const lockHint = run.status === 'FAILED' && run.error_sqlstate === LOCK_NOT_AVAILABLE ? await lockTimeoutHint(db.pool) : undefined;
       // As the worker does after each run: firing alerts logged (warn) and sent to the
       // optional webhook; never changes the exit code, which is about the run.
       if (!run.dry_run && run.status !== 'SKIPPED') {
@@ -76,7 +82,8 @@ Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
         return 2;
       }
       if (run.status === 'FAILED') {
-        process.stderr.write(`cabinet-leads: error: run ${run.id} failed: ${(run.error_message ?? '').split('\n')[0]}\n`);
+        const hint = lockHint !== undefined ? `; ${lockHint}` : '';
+        process.stderr.write(`cabinet-leads: error: run ${run.id} failed: ${(run.error_message ?? '').split('\n')[0]}${hint}\n`);
         return 1;
       }
       return 0;

@@ -37,6 +37,17 @@ export interface RunRow {
 
 export const PIPELINE_DEFAULTS = { daysBack: 30, limit: 2000, timeoutSeconds: 900 } as const;
 
+/**
+ * The values each option may take, for the CLI flags and the job payload alike: limit is
+ * an integer parameter of the procedure, the timeout becomes statement_timeout (at most
+ * 2147483647 ms).
+ */
+export const PIPELINE_LIMITS = {
+  daysBack: { min: 0, max: 36500 },
+  limit: { min: 0, max: 2147483647 },
+  timeoutSeconds: { min: 0, max: 2147483 },
+} as const;
+
 export function isContractViolation(run: RunRow): boolean {
   return run.status === 'FAILED' && run.error_sqlstate === CONTRACT_VIOLATION_SQLSTATE;
 }

@@ -2,7 +2,7 @@
 // code path as the worker task. Exit 0 completed or skipped, 1 failed, 2 usage/config.
 import { checkAlertsAfterRun } from '../alerts.js';
 import { LOCK_NOT_AVAILABLE, lockTimeoutHint } from '../locks.js';
-import { PIPELINE_DEFAULTS, isContractViolation, runPipeline, type RunRow } from '../pipeline.js';
+import { PIPELINE_DEFAULTS, PIPELINE_LIMITS, isContractViolation, runPipeline, type RunRow } from '../pipeline.js';
 import { intFlag, parse } from './args.js';
 import type { Command } from './command.js';
 import { withDatabase } from './context.js';
@@ -26,11 +26,11 @@ Runs ops.reconcile_cabinet_leads_pipeline once (the same code path as the worker
 scheduled task) and logs it in canon.ingestion_runs.
 
 Options:
-  --days-back N      leads with lead_date >= today - N (default ${PIPELINE_DEFAULTS.daysBack})
-  --limit N          at most N leads evaluated in this run (default ${PIPELINE_DEFAULTS.limit})
+  --days-back N      leads with lead_date >= today - N (default ${PIPELINE_DEFAULTS.daysBack}, at most ${PIPELINE_LIMITS.daysBack.max})
+  --limit N          at most N leads evaluated in this run (default ${PIPELINE_DEFAULTS.limit}, at most ${PIPELINE_LIMITS.limit.max})
   --dry-run          compute the same stats, write nothing but the run log
   --only-limbo       re-evaluate only leads in limbo (NO_IDENTITY, NO_DRIVER, TRIPS_NO_CLAIM)
-  --timeout N        abort the run after N seconds (default ${PIPELINE_DEFAULTS.timeoutSeconds}, 0 = none)
+  --timeout N        abort the run after N seconds (default ${PIPELINE_DEFAULTS.timeoutSeconds}, 0 = none, at most ${PIPELINE_LIMITS.timeoutSeconds.max})
   --json             print the run row as JSON on stdout
   -h, --help         show this help
 
@@ -53,9 +53,9 @@ Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
       return 0;
     }
     const opts = {
-      daysBack: intFlag('reconcile', 'days-back', values['days-back'], PIPELINE_DEFAULTS.daysBack, 0, 36500),
-      limit: intFlag('reconcile', 'limit', values.limit, PIPELINE_DEFAULTS.limit, 0),
-      timeoutSeconds: intFlag('reconcile', 'timeout', values.timeout, PIPELINE_DEFAULTS.timeoutSeconds, 0),
+      daysBack: intFlag('reconcile', 'days-back', values['days-back'], PIPELINE_DEFAULTS.daysBack, PIPELINE_LIMITS.daysBack.min, PIPELINE_LIMITS.daysBack.max),
+      limit: intFlag('reconcile', 'limit', values.limit, PIPELINE_DEFAULTS.limit, PIPELINE_LIMITS.limit.min, PIPELINE_LIMITS.limit.max),
+      timeoutSeconds: intFlag('reconcile', 'timeout', values.timeout, PIPELINE_DEFAULTS.timeoutSeconds, PIPELINE_LIMITS.timeoutSeconds.min, PIPELINE_LIMITS.timeoutSeconds.max),
       dryRun: values['dry-run'] ?? false,
       onlyLimbo: values['only-limbo'] ?? false,
       trigger: 'cli' as const,

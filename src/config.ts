@@ -24,12 +24,15 @@ export interface Config {
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
-function positiveNumber(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+/** A number of seconds that Node's timers can hold (2^31-1 ms); a larger one fires at once. */
+const MAX_TIMER_SECONDS = 2147483;
+
+function positiveSeconds(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) {
-    throw new ConfigError(`invalid ${name}=${JSON.stringify(raw)}: expected a positive number`);
+  if (!Number.isFinite(n) || n <= 0 || n > MAX_TIMER_SECONDS) {
+    throw new ConfigError(`invalid ${name}=${JSON.stringify(raw)}: expected a positive number of seconds, at most ${MAX_TIMER_SECONDS}`);
   }
   return n;
 }
@@ -64,7 +67,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: path.resolve(PROJECT_ROOT, env.CABINET_DATA_DIR ?? '.data'),
     logLevel,
     logFormat,
-    connectTimeoutSeconds: positiveNumber(env, 'DATABASE_CONNECT_TIMEOUT', 5),
+    connectTimeoutSeconds: positiveSeconds(env, 'DATABASE_CONNECT_TIMEOUT', 5),
     alertWebhookUrl: webhook,
   };
 }

@@ -1,10 +1,12 @@
 // Database access: DATABASE_URL when set (never the embedded server then), otherwise
 // the embedded server. Connecting fails within the configured timeout with a
-// ConfigError (exit code 2) that names the server but never the password.
+// ConfigError (exit code 2) that names the server but never the password. Every
+// connection waits at most 30 s for a lock (src/locks.ts).
 import pg from 'pg';
 import type { Config } from './config.js';
 import { startEmbedded, type EmbeddedServer, type StartOptions } from './embedded.js';
 import { ConfigError } from './errors.js';
+import { boundLockWaits } from './locks.js';
 import type { Logger } from './logger.js';
 
 export interface Database {
@@ -79,6 +81,8 @@ export async function openDatabase(config: Config, log: Logger, appName = 'cabin
       connectionTimeoutMillis: config.connectTimeoutSeconds * 1000,
       application_name: appName,
       max: 4,
+      // Before a new connection is handed out: no command waits more than 30 s for a lock.
+      onConnect: (client) => boundLockWaits(client, 'session').catch((err: Error) => log.warn({ error: err.message }, 'could not bound lock_timeout')),
     },
     log,
   );

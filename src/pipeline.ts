@@ -3,7 +3,8 @@
 // turns the logged run row into a result. TypeScript adds nothing to the decisions.
 import { hostname } from 'node:os';
 import type pg from 'pg';
-import { CONTRACT_VIOLATION_SQLSTATE } from './errors.js';
+import { CONTRACT_VIOLATION_SQLSTATE, RunFailedError } from './errors.js';
+import { isLockTimeout, lockTimeoutHint } from './locks.js';
 import type { Logger } from './logger.js';
 
 export interface PipelineOptions {
@@ -36,6 +37,17 @@ export interface RunRow {
 
 export const PIPELINE_DEFAULTS = { daysBack: 30, limit: 2000, timeoutSeconds: 900 } as const;
 
+/**
+ * The values each option may take, for the CLI flags and the job payload alike: limit is
+ * an integer parameter of the procedure, the timeout becomes statement_timeout (at most
+ * 2147483647 ms).
+ */
+export const PIPELINE_LIMITS = {
+  daysBack: { min: 0, max: 36500 },
+  limit: { min: 0, max: 2147483647 },
+  timeoutSeconds: { min: 0, max: 2147483 },
+} as const;
+
 export function isContractViolation(run: RunRow): boolean {
   return run.status === 'FAILED' && run.error_sqlstate === CONTRACT_VIOLATION_SQLSTATE;
 }
@@ -63,6 +75,16 @@ export async function runPipeline(client: pg.ClientBase, opts: PipelineOptions, 
     const row = res.rows[0];
     if (!row) throw new Error('ops.reconcile_cabinet_leads_pipeline returned no run row');
     run = row.run;
+  } catch (err) {
+    // The procedure logs every failure in canon.ingestion_runs except one writing that
+    // table: the run is not logged (or stays RUNNING until the next run marks it FAILED).
+    if (!isLockTimeout(err)) throw err;
+    const hint = await lockTimeoutHint(client);
+    log.error({ error: (err as Error).message, sqlstate: '55P03', hint }, 'pipeline run failed: lock timeout on canon.ingestion_runs');
+    throw new RunFailedError(
+      `run failed, not logged: ${(err as Error).message} on canon.ingestion_runs (a run left RUNNING is marked FAILED by the next one); ${hint}`,
+      null,
+    );
   } finally {
     await client.query(`RESET statement_timeout`).catch(() => {});
   }

@@ -5,6 +5,7 @@
 import type { Task } from 'graphile-worker';
 import { checkAlertsAfterRun, type WebhookOptions } from '../src/alerts.js';
 import { loadConfig } from '../src/config.js';
+import { boundedQueryable } from '../src/locks.js';
 import type { Logger } from '../src/logger.js';
 import { parsePipelinePayload } from '../src/payload.js';
 import { runPipeline } from '../src/pipeline.js';
@@ -17,8 +18,9 @@ export function reconcileCabinetLeadsPipeline(log: Logger, opts: { alertWebhookU
     const run = await helpers.withPgClient((client) =>
       runPipeline(client, { ...pipelineOpts, trigger: 'worker', workerJobId: helpers.job.id }, jobLog),
     );
-    // helpers.query borrows a connection per query: none is held while the webhook is posted.
-    await checkAlertsAfterRun(helpers, run, { webhookUrl, webhook: opts.alertWebhook }, jobLog).catch((err: unknown) =>
+    // A connection borrowed per query (none is held while the webhook is posted), each
+    // query's lock waits bounded like the run's: a locked table fails the check, not the job.
+    await checkAlertsAfterRun(boundedQueryable(helpers.withPgClient), run, { webhookUrl, webhook: opts.alertWebhook }, jobLog).catch((err: unknown) =>
       jobLog.error({ run_id: run.id, error: String(err) }, 'alert check failed'),
     );
     if (run.status === 'FAILED') throw new Error(`run ${run.id} FAILED: ${run.error_message ?? 'unknown error'}`);

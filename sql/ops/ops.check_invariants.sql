@@ -147,6 +147,30 @@ AS $$
           CROSS JOIN LATERAL (SELECT canon.lead_source_pk(s.lead_key, NULL) AS trimmed) t
     ) x
   ),
+  -- Settings a run would fail on: a stored value invalid for its type (written while the
+  -- trigger was off, or a time zone the server no longer knows), or a setting some canon
+  -- or ops function reads through canon.setting that is missing.
+  settings_invalid AS (
+    SELECT format('%s = %s: %s', s.key, quote_nullable(s.value), p.problem) AS example
+    FROM canon.settings s
+    CROSS JOIN LATERAL (SELECT canon.setting_problem(s.value, s.value_type, s.min_value, s.max_value) AS problem) p
+    WHERE p.problem IS NOT NULL
+    UNION ALL
+    SELECT format('%s missing (read by %s)', r.key, string_agg(DISTINCT r.reader, ', '))
+    FROM (SELECT m[1] AS key, f.oid::regproc::text AS reader
+          FROM pg_proc f
+          CROSS JOIN LATERAL regexp_matches(f.prosrc, 'canon\.setting\(''([^'']+)''\)', 'g') m
+          WHERE f.pronamespace IN ('canon'::regnamespace, 'ops'::regnamespace)) r
+    WHERE NOT EXISTS (SELECT 1 FROM canon.settings s WHERE s.key = r.key)
+    GROUP BY r.key
+  ),
+  settings_guard AS (
+    SELECT format('trigger %s %s', w.tgname, CASE WHEN t.tgname IS NULL THEN 'missing' ELSE 'disabled' END) AS example
+    FROM (VALUES ('settings_validate'), ('settings_no_truncate')) w (tgname)
+    LEFT JOIN pg_trigger t
+      ON t.tgrelid = 'canon.settings'::regclass AND t.tgname = w.tgname
+    WHERE t.tgname IS NULL OR t.tgenabled NOT IN ('O', 'A')
+  ),
   checks (ord, invariant, description, examples, n) AS (
     SELECT 1, 'ORPHAN_PERSON', 'persons in canon.identity_registry without any identity link',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM orphan ORDER BY example LIMIT 5) x), (SELECT count(*) FROM orphan)
@@ -180,6 +204,12 @@ AS $$
     UNION ALL
     SELECT 30, 'LEAD_KEY_BLANK_ENDS', 'lead keys stored with blanks at their ends, or of blanks only, which canon.lead_source_pk never makes: next to the same key without them, one lead is linked and claimed twice (repair: ops.repair_lead_keys)',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM lead_key_blanks ORDER BY example LIMIT 5) x), (SELECT count(*) FROM lead_key_blanks)
+    UNION ALL
+    SELECT 40, 'SETTING_INVALID', 'settings of canon.settings invalid for their value_type (every run would fail on them), or read by the product and missing',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM settings_invalid ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settings_invalid)
+    UNION ALL
+    SELECT 41, 'SETTING_UNGUARDED', 'the triggers that refuse an invalid setting where it is written must exist and be enabled',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM settings_guard ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settings_guard)
   )
   SELECT c.invariant, c.n, coalesce(c.examples, '[]'::jsonb), c.description FROM checks c ORDER BY c.ord
 $$;

@@ -4,6 +4,8 @@
 -- It commits the RUNNING row first (visible at once), takes the job lock (or logs
 -- SKIPPED), then runs steps 3-8 in one subtransaction: a failure rolls all of them
 -- back and is logged as FAILED; a dry run rolls them back on purpose and keeps stats.
+-- Every lock wait is bounded (canon.bound_lock_timeout, 30 s) from the first statement;
+-- a setting that cannot be read in step 1 logs the run FAILED at once.
 -- A procedure, not a function, because it must commit; so it has no SET clause and
 -- qualifies every name. CALL it outside an explicit transaction block.
 CREATE OR REPLACE PROCEDURE ops.reconcile_cabinet_leads_pipeline(
@@ -49,16 +51,27 @@ BEGIN
   END IF;
 
   v_t0 := clock_timestamp();
-  v_today := canon.business_today();
-  v_scope_from := v_today - p_days_back;
+  -- Lock waits are bounded from the first statement (step 1 reads canon.settings and
+  -- writes canon.ingestion_runs); a COMMIT ends the bound, so it is set again after it.
+  PERFORM canon.bound_lock_timeout();
 
   -- Step 1: runs whose backend is gone are abandoned; log this run as RUNNING and commit.
+  -- A setting that cannot be read (locked, invalid, missing) logs the run FAILED instead.
+  BEGIN
+    v_today := canon.business_today();
+  EXCEPTION WHEN OTHERS OR query_canceled THEN
+    GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+                            v_detail = PG_EXCEPTION_DETAIL, v_context = PG_EXCEPTION_CONTEXT;
+    v_status := 'FAILED';
+  END;
+  v_scope_from := v_today - p_days_back;
   v_abandoned := canon.mark_abandoned_runs();
   INSERT INTO canon.ingestion_runs (
     job_name, status, dry_run, source_tables, params, scope_date_from, scope_date_to,
-    trigger, client_host, client_pid, worker_job_id, backend_pid, backend_start
+    trigger, client_host, client_pid, worker_job_id, backend_pid, backend_start,
+    stats, error_message, error_sqlstate, completed_at
   )
-  SELECT c_job_name, 'RUNNING', p_dry_run,
+  SELECT c_job_name, coalesce(v_status, 'RUNNING'), p_dry_run,
          '["module_ct_cabinet_leads", "drivers", "summary_daily"]'::jsonb,
          jsonb_build_object('days_back', p_days_back, 'limit', p_limit, 'dry_run', p_dry_run,
                             'only_limbo', p_only_limbo, 'business_today', v_today),
@@ -68,9 +81,22 @@ BEGIN
          (p_context->>'client_pid')::integer,
          p_context->>'worker_job_id',
          pg_backend_pid(),
-         (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_backend_pid())
+         (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_backend_pid()),
+         CASE WHEN v_status = 'FAILED' THEN jsonb_build_object('abandoned_runs_marked', v_abandoned, 'steps', '[]'::jsonb,
+           'error', jsonb_build_object('sqlstate', v_sqlstate, 'detail', v_detail, 'context', v_context)) ELSE '{}'::jsonb END,
+         v_message, v_sqlstate, CASE WHEN v_status = 'FAILED' THEN clock_timestamp() END
   RETURNING id INTO v_run_id;
   COMMIT;
+  IF v_status = 'FAILED' THEN
+    SELECT to_jsonb(r) INTO run FROM canon.ingestion_runs r WHERE r.id = v_run_id;
+    IF p_raise_on_failure THEN
+      RAISE EXCEPTION 'run % FAILED: %', v_run_id, v_message
+        USING ERRCODE = v_sqlstate, DETAIL = coalesce(v_detail, ''),
+              HINT = format('The run is logged: SELECT * FROM canon.ingestion_runs WHERE id = %s', v_run_id);
+    END IF;
+    RETURN;
+  END IF;
+  PERFORM canon.bound_lock_timeout();
 
   -- Step 2: one run at a time, across every host. The lock lasts until the final commit.
   IF NOT pg_try_advisory_xact_lock(hashtext('cabinet_leads'), hashtext(c_job_name)) THEN
@@ -90,11 +116,6 @@ BEGIN
   END IF;
   -- Settled claims are out of the run's reach (trigger claims_protect_settled).
   PERFORM set_config('cabinet.in_pipeline', 'on', true);
-  -- A canon table locked by someone else fails the run instead of hanging it: after 30 s,
-  -- or sooner when the session asks for less (e.g. PGOPTIONS='-c lock_timeout=5s').
-  IF (SELECT s.setting::bigint FROM pg_catalog.pg_settings s WHERE s.name = 'lock_timeout') NOT BETWEEN 1 AND 30000 THEN
-    PERFORM set_config('lock_timeout', '30s', true);
-  END IF;
 
   v_stats := jsonb_build_object('abandoned_runs_marked', v_abandoned);
 

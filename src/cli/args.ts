@@ -35,7 +35,10 @@ export function parse<O extends Options>(command: string, argv: string[], option
   }
 }
 
-export function intFlag(command: string, name: string, raw: string | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+/** The largest integer PostgreSQL's integer (and statement_timeout in ms) holds: no flag goes above it. */
+export const INT4_MAX = 2147483647;
+
+export function intFlag(command: string, name: string, raw: string | undefined, fallback: number, min: number, max: number = INT4_MAX): number {
   if (raw === undefined) return fallback;
   if (!/^-?\d+$/.test(raw.trim())) {
     throw new UsageError(`${command}: invalid --${name} ${JSON.stringify(raw)}: expected an integer from ${min} to ${max}`);

@@ -3,7 +3,8 @@
 // rows accounted for, 1 rows rejected (or the file is broken), 2 usage errors.
 import { stat } from 'node:fs/promises';
 import { importLeads, MAX_REPORTED_REJECTS, type ImportSummary } from '../import/load-leads.js';
-import { UsageError } from '../errors.js';
+import { RunFailedError, UsageError } from '../errors.js';
+import { isLockTimeout, lockTimeoutHint } from '../locks.js';
 import { parse } from './args.js';
 import type { Command } from './command.js';
 import { withDatabase } from './context.js';
@@ -93,8 +94,13 @@ Options:
 
 The import is logged in canon.ingestion_runs (job_name import_cabinet_leads) with the
 file's name, size and sha256. A progress line is shown on a terminal for large files.
+A table the import writes (the leads, canon.ingestion_runs) locked by another session
+fails the import after 30 s (lock_timeout; less when the session asks for less, e.g.
+PGOPTIONS='-c lock_timeout=5s'); waiting for another import to finish has no limit.
+
 Exit codes: 0 every row inserted or a known duplicate, 1 rows rejected (or the file is
-broken, nothing loaded), 2 usage error (missing file, missing required column, bad flag).`,
+broken, or a lock wait timed out: nothing loaded), 2 usage error (missing file, missing
+required column, bad flag).`,
   async run(argv) {
     const { values, positionals } = parse(
       'import-leads',
@@ -144,6 +150,9 @@ broken, nothing loaded), 2 usage error (missing file, missing required column, b
         );
       } catch (err) {
         failed = true;
+        if (isLockTimeout(err)) {
+          throw new RunFailedError(`import-leads: nothing was loaded: ${(err as Error).message}; ${await lockTimeoutHint(db.pool)}`, null);
+        }
         throw err;
       } finally {
         bar.done();

@@ -19,6 +19,7 @@ import { CsvError, parse } from 'csv-parse';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { UsageError } from '../errors.js';
+import { boundLockWaits } from '../locks.js';
 import type { Logger } from '../logger.js';
 import { quoted } from '../printable.js';
 import { convertRecord, LEAD_COLUMNS, lineBreaks, mapHeader, MAX_FIELD_CHARS, type HeaderMapping, type IgnoredColumn, type MappedColumn, type TargetColumn } from './leads-csv.js';
@@ -218,11 +219,17 @@ export async function importLeads(client: pg.ClientBase, opts: ImportOptions, lo
 
   await client.query('BEGIN');
   try {
+    // A table locked by someone else (the leads, canon.ingestion_runs) fails the import after 30 s.
+    await boundLockWaits(client, 'transaction');
     // One import at a time: two concurrent imports of overlapping files must not both insert a key.
     const got = await client.query<{ ok: boolean }>(`SELECT pg_try_advisory_xact_lock(hashtext('cabinet_leads'), hashtext($1)) AS ok`, [IMPORT_JOB_NAME]);
     if (!got.rows[0]?.ok) {
       log.warn({ file }, 'another import is running: waiting for it to finish');
+      // Queueing behind another import (whose own lock waits are bounded) is not a stuck lock.
+      const bound = await client.query<{ v: string }>(`SELECT current_setting('lock_timeout') AS v`);
+      await client.query(`SET LOCAL lock_timeout = 0`);
       await client.query(`SELECT pg_advisory_xact_lock(hashtext('cabinet_leads'), hashtext($1))`, [IMPORT_JOB_NAME]);
+      await client.query(`SELECT set_config('lock_timeout', $1, true)`, [bound.rows[0]!.v]);
     }
     // Sorts and hashes of a million rows stay in memory; no JIT for these one-off statements.
     await client.query(`SET LOCAL work_mem = '256MB'`);

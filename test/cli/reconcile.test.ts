@@ -122,3 +122,27 @@ test.serial('status prints the last runs', async (t) => {
   t.true(out.runs.length >= 2);
   t.true(out.runs.every((x) => ['COMPLETED', 'FAILED', 'SKIPPED'].includes(x.status)));
 });
+
+test('an unknown time zone is refused where it is written; one stored behind the trigger\'s back fails every run with a FAILED row naming it, and doctor flags it', async (t) => {
+  const other = await createTestDb('cli_timezone');
+  try {
+    await t.throwsAsync(other.query(`UPDATE canon.settings SET value = 'America/Lim' WHERE key = 'business_timezone'`), {
+      code: '22023',
+      message: /^invalid setting business_timezone = 'America\/Lim': unknown time zone/,
+    });
+    const c = await other.connect();
+    await c.query(`SET session_replication_role = replica; UPDATE canon.settings SET value = 'America/Lim' WHERE key = 'business_timezone'`);
+    const r = await runCli(['reconcile'], { DATABASE_URL: other.url });
+    t.is(r.code, 1, r.stderr);
+    t.regex(errorLine(r), /^cabinet-leads: error: run \d+ failed: time zone "America\/Lim" not recognized$/);
+    const runs = await other.query<{ status: string; error_sqlstate: string; completed: boolean; today: string | null }>(
+      `SELECT status, error_sqlstate, completed_at IS NOT NULL AS completed, params->>'business_today' AS today FROM canon.ingestion_runs`,
+    );
+    t.deepEqual(runs, [{ status: 'FAILED', error_sqlstate: '22023', completed: true, today: null }]);
+    const doctor = await runCli(['doctor'], { DATABASE_URL: other.url });
+    t.is(doctor.code, 1, doctor.stderr);
+    t.regex(doctor.stdout, /^FAIL SETTING_INVALID +1 violation\(s\), e\.g\. business_timezone = 'America\/Lim': unknown time zone/m);
+  } finally {
+    await other.drop();
+  }
+});

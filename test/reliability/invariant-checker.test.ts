@@ -311,6 +311,33 @@ const cases: Case[] = [
     // Merged: one link and one claim per milestone kept, the others set aside for finance.
     repair: `SELECT ops.repair_lead_keys('doctor: LEAD_KEY_BLANK_ENDS');`,
   },
+  {
+    invariant: 'SETTING_INVALID',
+    // Written while the trigger was off (today's code had none): every run would fail on them.
+    breakIt: `${REPLICA}
+      UPDATE canon.settings SET value = 'America/Lim' WHERE key = 'business_timezone';
+      UPDATE canon.settings SET value = 'three' WHERE key = 'trips_settle_days';
+      DELETE FROM canon.settings WHERE key = 'alert_week_complete_after_days';`,
+    violations: 3,
+    example: /^(business_timezone = 'America\/Lim': unknown time zone: expected a name of pg_timezone_names \(did you mean America\/Lima\?\)|trips_settle_days = 'three': not an integer: expected an integer from 0 to 365|alert_week_complete_after_days missing \(read by [a-z_.]+(, [a-z_.]+)*\))$/,
+    repair: `
+      UPDATE canon.settings SET value = 'America/Lima' WHERE key = 'business_timezone';
+      UPDATE canon.settings SET value = '3' WHERE key = 'trips_settle_days';
+      INSERT INTO canon.settings (key, value, description, value_type, min_value, max_value)
+      VALUES ('alert_week_complete_after_days', '2', 'Days after a lead week ends before week-over-week alerts treat it as complete.', 'INTEGER', 0, 365);`,
+  },
+  {
+    invariant: 'SETTING_UNGUARDED',
+    breakIt: `
+      ALTER TABLE canon.settings DISABLE TRIGGER settings_validate;
+      DROP TRIGGER settings_no_truncate ON canon.settings;`,
+    violations: 2,
+    example: /^trigger settings_(validate disabled|no_truncate missing)$/,
+    repair: `
+      ALTER TABLE canon.settings ENABLE TRIGGER settings_validate;
+      CREATE TRIGGER settings_no_truncate BEFORE TRUNCATE ON canon.settings
+        FOR EACH STATEMENT EXECUTE FUNCTION canon.enforce_setting_valid();`,
+  },
 ];
 
 test('cabinet-leads doctor exits 0 when every invariant holds, 1 when one is violated', async (t) => {

@@ -126,18 +126,21 @@ CREATE TYPE canon.summary_daily_write_counts AS (
 COMMENT ON TYPE canon.summary_daily_write_counts IS
   'What the statistics system says of public.summary_daily (canon.summary_daily_writes).';
 
-INSERT INTO canon.settings (key, value, description) VALUES
+INSERT INTO canon.settings (key, value, description, value_type, min_value, max_value) VALUES
   ('source_full_read_hours', '24',
-   'Hours after which summary_daily is read whole by the next run even when the statistics show no write it could not place (a bound on what lost statistics could hide).')
+   'Hours after which summary_daily is read whole by the next run even when the statistics show no write it could not place (a bound on what lost statistics could hide).',
+   'INTEGER', 1, 8760),
+  ('doctor_lead_state_days', '45',
+   'Days of leads (by lead date) whose stored state doctor compares value by value with the live definition (every lead is checked for membership).',
+   'INTEGER', 0, 36500)
 ON CONFLICT DO NOTHING;
 UPDATE canon.settings
 SET description = 'Hours between full reconciliations of canon.driver_index with public.drivers: removes deleted drivers (changed and new drivers are found by commit order on every run).'
 WHERE key = 'driver_index_full_refresh_hours';
+-- Trips are no longer re-read by a settle period: the setting goes (untyped first, as the
+-- settings guard refuses deleting a typed one).
+UPDATE canon.settings SET value_type = 'TEXT', min_value = NULL, max_value = NULL WHERE key = 'trips_settle_days';
 DELETE FROM canon.settings WHERE key = 'trips_settle_days';
-INSERT INTO canon.settings (key, value, description) VALUES
-  ('doctor_lead_state_days', '45',
-   'Days of leads (by lead date) whose stored state doctor compares value by value with the live definition (every lead is checked for membership).')
-ON CONFLICT DO NOTHING;
 
 -- snapshot of sql/canon/canon.summary_daily_writes.sql
 -- canon.summary_daily_writes: what the statistics system says of public.summary_daily,
@@ -525,7 +528,7 @@ COMMENT ON FUNCTION canon.clear_lead_state_marks() IS
 --   the table, statistics turned off, and, as a bound on counts lost in a crash, a whole
 --   read every source_full_read_hours.
 -- A deleted row, or the old side of an update, leaves no row to find: then the caller
--- re-reads the scope's leads with a driver (scope_reread). Returns what it read and why.
+-- re-reads the leads that had trip rows (rows_may_be_gone). Returns what it read and why.
 CREATE OR REPLACE FUNCTION canon.trip_drivers_changed(p_run_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -537,7 +540,7 @@ DECLARE
   v_state canon.source_scan_state%ROWTYPE;
   v_writes canon.summary_daily_write_counts;
   v_whole_reason text;
-  v_scope_reread boolean;
+  v_rows_may_be_gone boolean;
   v_limit integer;
   v_blocks bigint;
   v_drivers text[];
@@ -568,7 +571,7 @@ BEGIN
   END;
   -- Rows may have gone (deleted, or moved by an update): their leads cannot be found from
   -- the rows that are there.
-  v_scope_reread := v_whole_reason IN ('first_read', 'statistics_off', 'table_rewritten', 'statistics_reset',
+  v_rows_may_be_gone := v_whole_reason IN ('first_read', 'statistics_off', 'table_rewritten', 'statistics_reset',
                                        'rows_updated_or_deleted', 'table_shrank');
 
   IF v_whole_reason IS NULL THEN
@@ -601,7 +604,7 @@ BEGIN
     FROM public.summary_daily t
     WHERE v_limit IS NULL OR age(t.xmin) <= v_limit;
   ELSIF v_whole_reason = 'first_read' THEN
-    -- No earlier look to compare with: the scope is re-read instead (scope_reread).
+    -- No earlier look to compare with: the caller re-reads every lead with a driver instead.
     v_drivers := '{}';
     SELECT pg_current_snapshot(), canon.local_snapshot_xmin(pg_current_snapshot()) INTO v_snapshot, v_local_xmin;
   END IF;
@@ -630,14 +633,14 @@ BEGIN
   RETURN jsonb_build_object(
     'read', CASE WHEN v_whole_reason IS NULL THEN 'appended_pages' WHEN v_whole_reason = 'first_read' THEN 'none' ELSE 'whole_table' END,
     'whole_read_reason', v_whole_reason,
-    'scope_reread', v_scope_reread,
+    'rows_may_be_gone', v_rows_may_be_gone,
     'rows_read', v_rows_read,
     'rows_new_in_appended_pages', v_found,
     'drivers', cardinality(v_drivers));
 END
 $$;
 COMMENT ON FUNCTION canon.trip_drivers_changed(bigint) IS
-  'Drivers with trip rows written since the last look (appended pages every run; the whole table when the statistics show writes elsewhere, updates or deletes), into pg_temp.trip_drivers_changed. Returns {read, whole_read_reason, scope_reread, rows_read, ...}.';
+  'Drivers with trip rows written since the last look (appended pages every run; the whole table when the statistics show writes elsewhere, updates or deletes), into pg_temp.trip_drivers_changed. Returns {read, whole_read_reason, rows_may_be_gone, rows_read, ...}.';
 
 -- snapshot of sql/canon/canon.refresh_driver_index.sql
 -- canon.refresh_driver_index: pipeline step 4. Brings canon.driver_index up to date with
@@ -1454,7 +1457,7 @@ COMMENT ON VIEW canon.v_cabinet_lead_status_current IS
 --     removed, so a mark made meanwhile waits for the next evaluation;
 --   * the leads (any scope) of the drivers with trip rows written since the last look
 --     (canon.trip_drivers_changed); when rows may have gone (deletes, updates, a reset of
---     the statistics), every lead of the scope with a driver;
+--     the statistics), every lead that had trip rows;
 --   * a sweep, on the first run of each business day, when called without a run
 --     (p_run_id NULL, by hand) or after the claim rules changed: every lead of the scope,
 --     plus lead rows that appeared, vanished or changed key or date anywhere;
@@ -1513,11 +1516,15 @@ BEGIN
   JOIN canon.cabinet_lead_state s ON s.driver_id = d.driver_id
   ON CONFLICT DO NOTHING;
 
-  IF (v_trips->>'scope_reread')::boolean THEN
+  -- Rows may have gone (deleted, or moved away by an update): only a lead that had trip
+  -- rows can lose some (any scope); one without can only gain, and new rows are found.
+  -- (the first look has nothing to compare with: every lead with a driver)
+  IF (v_trips->>'rows_may_be_gone')::boolean THEN
     INSERT INTO pg_temp.lead_state_todo
-    SELECT s.lead_id, 'trips_rows_gone'
+    SELECT s.lead_id, 'trip_rows_gone'
     FROM canon.cabinet_lead_state s
-    WHERE s.driver_id IS NOT NULL AND s.lead_date >= p_scope_from
+    WHERE s.trip_rows_in_window > 0
+       OR (v_trips->>'whole_read_reason' = 'first_read' AND s.driver_id IS NOT NULL)
     ON CONFLICT DO NOTHING;
   END IF;
 
@@ -2143,7 +2150,9 @@ AS $$
   recent AS (
     SELECT s.*
     FROM canon.cabinet_lead_state s
-    WHERE s.lead_date >= canon.business_today() - canon.setting('doctor_lead_state_days')::integer
+    -- (the server's date: a day either way does not matter here, and a broken business time
+    -- zone, which doctor reports, must not stop the other checks)
+    WHERE s.lead_date >= current_date - canon.setting('doctor_lead_state_days')::integer
   ),
   values_differ AS (
     SELECT s.lead_id, s.driver_id,
@@ -2410,7 +2419,7 @@ AS $$
                        ELSE format('changed (recorded %s %s, now %s %s)', s.status, s.amount_expected, c.status, c.amount_expected)
                   END) AS example
     FROM (SELECT * FROM canon.claims_yango_cabinet_14d x WHERE x.status IN ('paid', 'rejected')) c
-    FULL JOIN canon.claims_settled s
+    FULL JOIN (SELECT * FROM canon.claims_settled r WHERE r.unsettled_at IS NULL) s
       ON s.lead_source_pk = c.lead_source_pk AND s.milestone = c.milestone
     WHERE c.lead_source_pk IS NULL
        OR s.lead_source_pk IS NULL
@@ -2432,6 +2441,86 @@ AS $$
                GROUP BY 1, 2, 3, 4, 5, 6) s
       USING (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
     WHERE coalesce(c.leads, 0) <> coalesce(s.leads, 0)
+  ),
+  -- A settled claim deleted or moved back to an unsettled status (its record stays,
+  -- stamped by the trigger) with no note saying why: money that may have vanished by
+  -- mistake, e.g. deleted by a statement that read it before finance settled it.
+  settled_removed AS (
+    SELECT format('%s M%s %s %s %s: %s at %s by %s (txid %s), no note', s.lead_source_pk, s.milestone, s.status,
+                  s.amount_expected, s.currency,
+                  CASE WHEN s.unsettled_to = 'deleted' THEN 'deleted' ELSE 'changed to ' || s.unsettled_to END,
+                  date_trunc('second', s.unsettled_at), s.unsettled_by, s.unsettled_txid) AS example
+    FROM canon.claims_settled s
+    WHERE s.unsettled_at IS NOT NULL AND s.unsettled_note IS NULL
+  ),
+  -- Lead keys stored with blanks at their ends, or of blanks only: canon.lead_source_pk
+  -- never makes them (written under an older definition, or by hand). Beside a twin (the
+  -- same key without its blanks) one lead is counted, linked and claimed twice.
+  lead_key_blanks AS (
+    SELECT format('%s is %s%s (in %s)', canon.show_blanks(x.lead_key),
+                  CASE WHEN x.trimmed IS NULL THEN 'blank' ELSE 'lead ' || canon.show_blanks(x.trimmed) END,
+                  CASE WHEN x.keys > 1 THEN format(': one lead under %s keys', x.keys) ELSE '' END,
+                  x.stored_in) AS example
+    FROM (SELECT s.lead_key, s.stored_in, t.trimmed,
+                 CASE WHEN t.trimmed IS NOT NULL
+                      THEN count(*) OVER (PARTITION BY t.trimmed)
+                           + (EXISTS (SELECT 1 FROM canon.identity_links l
+                                      WHERE l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = t.trimmed)
+                              OR EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d c WHERE c.lead_source_pk = t.trimmed)
+                              OR EXISTS (SELECT 1 FROM canon.lead_keys k WHERE k.lead_source_pk = t.trimmed))::int
+                 END AS keys
+          FROM (
+            SELECT b.lead_key, string_agg(b.stored_in, ', ' ORDER BY b.stored_in) AS stored_in
+            FROM (
+              SELECT DISTINCT 'identity_links' AS stored_in, l.source_pk AS lead_key FROM canon.identity_links l
+              WHERE l.source_table = 'module_ct_cabinet_leads' AND canon.lead_source_pk(l.source_pk, NULL) IS DISTINCT FROM l.source_pk
+              UNION ALL
+              SELECT DISTINCT 'identity_unmatched', u.source_pk FROM canon.identity_unmatched u
+              WHERE canon.lead_source_pk(u.source_pk, NULL) IS DISTINCT FROM u.source_pk
+              UNION ALL
+              SELECT DISTINCT 'identity_origin', o.origin_source_id FROM canon.identity_origin o
+              WHERE canon.lead_source_pk(o.origin_source_id, NULL) IS DISTINCT FROM o.origin_source_id
+              UNION ALL
+              SELECT DISTINCT 'claims_yango_cabinet_14d', c.lead_source_pk FROM canon.claims_yango_cabinet_14d c
+              WHERE canon.lead_source_pk(c.lead_source_pk, NULL) IS DISTINCT FROM c.lead_source_pk
+              UNION ALL
+              SELECT DISTINCT 'claims_settled', s.lead_source_pk FROM canon.claims_settled s
+              WHERE canon.lead_source_pk(s.lead_source_pk, NULL) IS DISTINCT FROM s.lead_source_pk
+              UNION ALL
+              SELECT DISTINCT 'lead_keys', k.lead_source_pk FROM canon.lead_keys k
+              WHERE canon.lead_source_pk(k.lead_source_pk, NULL) IS DISTINCT FROM k.lead_source_pk
+              UNION ALL
+              SELECT DISTINCT 'cabinet_lead_state', s.lead_source_pk FROM canon.cabinet_lead_state s
+              WHERE canon.lead_source_pk(s.lead_source_pk, NULL) IS DISTINCT FROM s.lead_source_pk
+            ) b
+            GROUP BY b.lead_key
+          ) s
+          CROSS JOIN LATERAL (SELECT canon.lead_source_pk(s.lead_key, NULL) AS trimmed) t
+    ) x
+  ),
+  -- Settings a run would fail on: a stored value invalid for its type (written while the
+  -- trigger was off, or a time zone the server no longer knows), or a setting some canon
+  -- or ops function reads through canon.setting that is missing.
+  settings_invalid AS (
+    SELECT format('%s = %s: %s', s.key, quote_nullable(s.value), p.problem) AS example
+    FROM canon.settings s
+    CROSS JOIN LATERAL (SELECT canon.setting_problem(s.value, s.value_type, s.min_value, s.max_value) AS problem) p
+    WHERE p.problem IS NOT NULL
+    UNION ALL
+    SELECT format('%s missing (read by %s)', r.key, string_agg(DISTINCT r.reader, ', '))
+    FROM (SELECT m[1] AS key, f.oid::regproc::text AS reader
+          FROM pg_proc f
+          CROSS JOIN LATERAL regexp_matches(f.prosrc, 'canon\.setting\(''([^'']+)''\)', 'g') m
+          WHERE f.pronamespace IN ('canon'::regnamespace, 'ops'::regnamespace)) r
+    WHERE NOT EXISTS (SELECT 1 FROM canon.settings s WHERE s.key = r.key)
+    GROUP BY r.key
+  ),
+  settings_guard AS (
+    SELECT format('trigger %s %s', w.tgname, CASE WHEN t.tgname IS NULL THEN 'missing' ELSE 'disabled' END) AS example
+    FROM (VALUES ('settings_validate'), ('settings_no_truncate')) w (tgname)
+    LEFT JOIN pg_trigger t
+      ON t.tgrelid = 'canon.settings'::regclass AND t.tgname = w.tgname
+    WHERE t.tgname IS NULL OR t.tgenabled NOT IN ('O', 'A')
   ),
   checks (ord, invariant, description, examples, n) AS (
     SELECT 1, 'ORPHAN_PERSON', 'persons in canon.identity_registry without any identity link',
@@ -2460,6 +2549,18 @@ AS $$
     UNION ALL
     -- 10-19: each cache against its live definition
     SELECT x.ord, x.invariant, x.description, x.examples, x.violations FROM ops.check_caches() x
+    UNION ALL
+    SELECT 20, 'SETTLED_CLAIM_REMOVED', 'paid or rejected claims deleted, or moved back to an unsettled status, with no note saying why (their record in canon.claims_settled stays, stamped unsettled_*)',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM settled_removed ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settled_removed)
+    UNION ALL
+    SELECT 30, 'LEAD_KEY_BLANK_ENDS', 'lead keys stored with blanks at their ends, or of blanks only, which canon.lead_source_pk never makes: next to the same key without them, one lead is linked and claimed twice (repair: ops.repair_lead_keys)',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM lead_key_blanks ORDER BY example LIMIT 5) x), (SELECT count(*) FROM lead_key_blanks)
+    UNION ALL
+    SELECT 40, 'SETTING_INVALID', 'settings of canon.settings invalid for their value_type (every run would fail on them), or read by the product and missing',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM settings_invalid ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settings_invalid)
+    UNION ALL
+    SELECT 41, 'SETTING_UNGUARDED', 'the triggers that refuse an invalid setting where it is written must exist and be enabled',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM settings_guard ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settings_guard)
   )
   SELECT c.invariant, c.n, coalesce(c.examples, '[]'::jsonb), c.description FROM checks c ORDER BY c.ord
 $$;

@@ -83,15 +83,18 @@ CREATE TYPE canon.summary_daily_write_counts AS (
 COMMENT ON TYPE canon.summary_daily_write_counts IS
   'What the statistics system says of public.summary_daily (canon.summary_daily_writes).';
 
-INSERT INTO canon.settings (key, value, description) VALUES
+INSERT INTO canon.settings (key, value, description, value_type, min_value, max_value) VALUES
   ('source_full_read_hours', '24',
-   'Hours after which summary_daily is read whole by the next run even when the statistics show no write it could not place (a bound on what lost statistics could hide).')
+   'Hours after which summary_daily is read whole by the next run even when the statistics show no write it could not place (a bound on what lost statistics could hide).',
+   'INTEGER', 1, 8760),
+  ('doctor_lead_state_days', '45',
+   'Days of leads (by lead date) whose stored state doctor compares value by value with the live definition (every lead is checked for membership).',
+   'INTEGER', 0, 36500)
 ON CONFLICT DO NOTHING;
 UPDATE canon.settings
 SET description = 'Hours between full reconciliations of canon.driver_index with public.drivers: removes deleted drivers (changed and new drivers are found by commit order on every run).'
 WHERE key = 'driver_index_full_refresh_hours';
+-- Trips are no longer re-read by a settle period: the setting goes (untyped first, as the
+-- settings guard refuses deleting a typed one).
+UPDATE canon.settings SET value_type = 'TEXT', min_value = NULL, max_value = NULL WHERE key = 'trips_settle_days';
 DELETE FROM canon.settings WHERE key = 'trips_settle_days';
-INSERT INTO canon.settings (key, value, description) VALUES
-  ('doctor_lead_state_days', '45',
-   'Days of leads (by lead date) whose stored state doctor compares value by value with the live definition (every lead is checked for membership).')
-ON CONFLICT DO NOTHING;

@@ -14,7 +14,7 @@
 --     removed, so a mark made meanwhile waits for the next evaluation;
 --   * the leads (any scope) of the drivers with trip rows written since the last look
 --     (canon.trip_drivers_changed); when rows may have gone (deletes, updates, a reset of
---     the statistics), every lead of the scope with a driver;
+--     the statistics), every lead that had trip rows;
 --   * a sweep, on the first run of each business day, when called without a run
 --     (p_run_id NULL, by hand) or after the claim rules changed: every lead of the scope,
 --     plus lead rows that appeared, vanished or changed key or date anywhere;
@@ -73,11 +73,15 @@ BEGIN
   JOIN canon.cabinet_lead_state s ON s.driver_id = d.driver_id
   ON CONFLICT DO NOTHING;
 
-  IF (v_trips->>'scope_reread')::boolean THEN
+  -- Rows may have gone (deleted, or moved away by an update): only a lead that had trip
+  -- rows can lose some (any scope); one without can only gain, and new rows are found.
+  -- (the first look has nothing to compare with: every lead with a driver)
+  IF (v_trips->>'rows_may_be_gone')::boolean THEN
     INSERT INTO pg_temp.lead_state_todo
-    SELECT s.lead_id, 'trips_rows_gone'
+    SELECT s.lead_id, 'trip_rows_gone'
     FROM canon.cabinet_lead_state s
-    WHERE s.driver_id IS NOT NULL AND s.lead_date >= p_scope_from
+    WHERE s.trip_rows_in_window > 0
+       OR (v_trips->>'whole_read_reason' = 'first_read' AND s.driver_id IS NOT NULL)
     ON CONFLICT DO NOTHING;
   END IF;
 

@@ -49,7 +49,9 @@ AS $$
   recent AS (
     SELECT s.*
     FROM canon.cabinet_lead_state s
-    WHERE s.lead_date >= canon.business_today() - canon.setting('doctor_lead_state_days')::integer
+    -- (the server's date: a day either way does not matter here, and a broken business time
+    -- zone, which doctor reports, must not stop the other checks)
+    WHERE s.lead_date >= current_date - canon.setting('doctor_lead_state_days')::integer
   ),
   values_differ AS (
     SELECT s.lead_id, s.driver_id,

@@ -12,7 +12,7 @@
 --   the table, statistics turned off, and, as a bound on counts lost in a crash, a whole
 --   read every source_full_read_hours.
 -- A deleted row, or the old side of an update, leaves no row to find: then the caller
--- re-reads the scope's leads with a driver (scope_reread). Returns what it read and why.
+-- re-reads the leads that had trip rows (rows_may_be_gone). Returns what it read and why.
 CREATE OR REPLACE FUNCTION canon.trip_drivers_changed(p_run_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -24,7 +24,7 @@ DECLARE
   v_state canon.source_scan_state%ROWTYPE;
   v_writes canon.summary_daily_write_counts;
   v_whole_reason text;
-  v_scope_reread boolean;
+  v_rows_may_be_gone boolean;
   v_limit integer;
   v_blocks bigint;
   v_drivers text[];
@@ -55,7 +55,7 @@ BEGIN
   END;
   -- Rows may have gone (deleted, or moved by an update): their leads cannot be found from
   -- the rows that are there.
-  v_scope_reread := v_whole_reason IN ('first_read', 'statistics_off', 'table_rewritten', 'statistics_reset',
+  v_rows_may_be_gone := v_whole_reason IN ('first_read', 'statistics_off', 'table_rewritten', 'statistics_reset',
                                        'rows_updated_or_deleted', 'table_shrank');
 
   IF v_whole_reason IS NULL THEN
@@ -88,7 +88,7 @@ BEGIN
     FROM public.summary_daily t
     WHERE v_limit IS NULL OR age(t.xmin) <= v_limit;
   ELSIF v_whole_reason = 'first_read' THEN
-    -- No earlier look to compare with: the scope is re-read instead (scope_reread).
+    -- No earlier look to compare with: the caller re-reads every lead with a driver instead.
     v_drivers := '{}';
     SELECT pg_current_snapshot(), canon.local_snapshot_xmin(pg_current_snapshot()) INTO v_snapshot, v_local_xmin;
   END IF;
@@ -117,11 +117,11 @@ BEGIN
   RETURN jsonb_build_object(
     'read', CASE WHEN v_whole_reason IS NULL THEN 'appended_pages' WHEN v_whole_reason = 'first_read' THEN 'none' ELSE 'whole_table' END,
     'whole_read_reason', v_whole_reason,
-    'scope_reread', v_scope_reread,
+    'rows_may_be_gone', v_rows_may_be_gone,
     'rows_read', v_rows_read,
     'rows_new_in_appended_pages', v_found,
     'drivers', cardinality(v_drivers));
 END
 $$;
 COMMENT ON FUNCTION canon.trip_drivers_changed(bigint) IS
-  'Drivers with trip rows written since the last look (appended pages every run; the whole table when the statistics show writes elsewhere, updates or deletes), into pg_temp.trip_drivers_changed. Returns {read, whole_read_reason, scope_reread, rows_read, ...}.';
+  'Drivers with trip rows written since the last look (appended pages every run; the whole table when the statistics show writes elsewhere, updates or deletes), into pg_temp.trip_drivers_changed. Returns {read, whole_read_reason, rows_may_be_gone, rows_read, ...}.';

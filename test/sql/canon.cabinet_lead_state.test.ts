@@ -24,7 +24,7 @@ const log = createLogger({ logLevel: 'silent', logFormat: 'json' });
 
 interface LeadStateStats {
   mode: 'sweep' | 'incremental';
-  trips: { read: 'appended_pages' | 'whole_table' | 'none'; whole_read_reason: string | null; scope_reread: boolean; drivers: number };
+  trips: { read: 'appended_pages' | 'whole_table' | 'none'; whole_read_reason: string | null; rows_may_be_gone: boolean; drivers: number };
   reasons: Record<string, number>;
   evaluated: number;
   written: number;
@@ -131,7 +131,7 @@ test('trip rows updated in place for a window closed long ago reach the state an
     [lead.driverId, addDays(leadDate, 1)],
   );
   const run = await leadState(db);
-  t.like(run.claims.lead_state, { mode: 'incremental', trips: { read: 'whole_table', whole_read_reason: 'rows_updated_or_deleted', scope_reread: true, drivers: 1 } });
+  t.like(run.claims.lead_state, { mode: 'incremental', trips: { read: 'whole_table', whole_read_reason: 'rows_updated_or_deleted', rows_may_be_gone: true, drivers: 1 } });
   t.like(await limboRow(db, lead.key), { limbo_stage: 'OK', trips_14d: '3', has_claim_m1: true });
   t.is(await stateDrift(db), 0);
 });

@@ -259,8 +259,9 @@ BEGIN
     SELECT c.lead_source_pk FROM canon.claims_yango_cabinet_14d c
     WHERE canon.lead_source_pk(c.lead_source_pk, NULL) IS DISTINCT FROM c.lead_source_pk
     UNION
+    -- (the record of a claim deleted or unsettled is history: it keeps the key it had)
     SELECT s.lead_source_pk FROM canon.claims_settled s
-    WHERE canon.lead_source_pk(s.lead_source_pk, NULL) IS DISTINCT FROM s.lead_source_pk
+    WHERE s.unsettled_at IS NULL AND canon.lead_source_pk(s.lead_source_pk, NULL) IS DISTINCT FROM s.lead_source_pk
     UNION
     SELECT k.lead_source_pk FROM canon.lead_keys k
     WHERE canon.lead_source_pk(k.lead_source_pk, NULL) IS DISTINCT FROM k.lead_source_pk
@@ -376,6 +377,8 @@ BEGIN
   v_n := v_n || jsonb_build_object('lead_state_rekeyed', v_count);
 
   -- CLAIMS: the duplicates set aside as they were, then removed; the kept ones re-keyed.
+  -- A settled claim set aside or re-keyed keeps its record, stamped with this repair as why.
+  PERFORM set_config('cabinet.settled_change_note', format('ops.repair_lead_keys (run %s): %s', v_run_id, p_note), true);
   INSERT INTO canon.claims_duplicates (
     lead_source_pk, milestone, claimed_as, kept_claimed_as, status, amount_expected, currency, person_key, driver_id,
     lead_date, generated_at, paid_at, run_id, claim_created_at, claim_updated_at, repair_run_id, note)
@@ -453,7 +456,7 @@ BEGIN
   -- guard's back): re-keyed unless the lead's key already has one.
   UPDATE canon.claims_settled s SET lead_source_pk = r.new_key
   FROM pg_temp.lead_rekey r
-  WHERE s.lead_source_pk = r.old_key
+  WHERE s.lead_source_pk = r.old_key AND s.unsettled_at IS NULL
     AND NOT EXISTS (SELECT 1 FROM canon.claims_settled x WHERE x.lead_source_pk = r.new_key AND x.milestone = s.milestone);
   GET DIAGNOSTICS v_count = ROW_COUNT;
   v_n := v_n || jsonb_build_object('settled_records_rekeyed', v_count);

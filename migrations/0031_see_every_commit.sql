@@ -2484,8 +2484,9 @@ AS $$
               SELECT DISTINCT 'claims_yango_cabinet_14d', c.lead_source_pk FROM canon.claims_yango_cabinet_14d c
               WHERE canon.lead_source_pk(c.lead_source_pk, NULL) IS DISTINCT FROM c.lead_source_pk
               UNION ALL
+              -- (the record of a claim deleted or unsettled is history: it keeps the key it had)
               SELECT DISTINCT 'claims_settled', s.lead_source_pk FROM canon.claims_settled s
-              WHERE canon.lead_source_pk(s.lead_source_pk, NULL) IS DISTINCT FROM s.lead_source_pk
+              WHERE s.unsettled_at IS NULL AND canon.lead_source_pk(s.lead_source_pk, NULL) IS DISTINCT FROM s.lead_source_pk
               UNION ALL
               SELECT DISTINCT 'lead_keys', k.lead_source_pk FROM canon.lead_keys k
               WHERE canon.lead_source_pk(k.lead_source_pk, NULL) IS DISTINCT FROM k.lead_source_pk

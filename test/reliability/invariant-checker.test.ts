@@ -316,13 +316,13 @@ const cases: Case[] = [
     // Written while the trigger was off (today's code had none): every run would fail on them.
     breakIt: `${REPLICA}
       UPDATE canon.settings SET value = 'America/Lim' WHERE key = 'business_timezone';
-      UPDATE canon.settings SET value = 'three' WHERE key = 'trips_settle_days';
+      UPDATE canon.settings SET value = 'three' WHERE key = 'source_full_read_hours';
       DELETE FROM canon.settings WHERE key = 'alert_week_complete_after_days';`,
     violations: 3,
-    example: /^(business_timezone = 'America\/Lim': unknown time zone: expected a name of pg_timezone_names \(did you mean America\/Lima\?\)|trips_settle_days = 'three': not an integer: expected an integer from 0 to 365|alert_week_complete_after_days missing \(read by [a-z_.]+(, [a-z_.]+)*\))$/,
+    example: /^(business_timezone = 'America\/Lim': unknown time zone: expected a name of pg_timezone_names \(did you mean America\/Lima\?\)|source_full_read_hours = 'three': not an integer: expected an integer from 1 to 8760|alert_week_complete_after_days missing \(read by [a-z_.]+(, [a-z_.]+)*\))$/,
     repair: `
       UPDATE canon.settings SET value = 'America/Lima' WHERE key = 'business_timezone';
-      UPDATE canon.settings SET value = '3' WHERE key = 'trips_settle_days';
+      UPDATE canon.settings SET value = '24' WHERE key = 'source_full_read_hours';
       INSERT INTO canon.settings (key, value, description, value_type, min_value, max_value)
       VALUES ('alert_week_complete_after_days', '2', 'Days after a lead week ends before week-over-week alerts treat it as complete.', 'INTEGER', 0, 365);`,
   },

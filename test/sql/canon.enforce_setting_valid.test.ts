@@ -46,10 +46,11 @@ test('every setting the product reads has a type; the seeded values are valid', 
     [
       ['alert_week_complete_after_days', 'INTEGER', '0', '365', null],
       ['business_timezone', 'TIME_ZONE', null, null, null],
+      ['doctor_lead_state_days', 'INTEGER', '0', '36500', null],
       ['driver_index_full_refresh_hours', 'INTEGER', '0', '8760', null],
       ['shared_phone_min_other_people', 'INTEGER', '1', '1000', null],
+      ['source_full_read_hours', 'INTEGER', '1', '8760', null],
       ['target_park_id', 'IDENTIFIER', null, null, null],
-      ['trips_settle_days', 'INTEGER', '0', '365', null],
     ],
   );
 });
@@ -89,13 +90,13 @@ test('a blank target park id, or one with spaces at its ends, is refused at UPDA
 
 test('an integer setting that is not an integer, or out of its range, is refused naming the range', async (t) => {
   const cases: [string, string, RegExp][] = [
-    ['trips_settle_days', 'three', /^invalid setting trips_settle_days = 'three': not an integer: expected an integer from 0 to 365$/],
-    ['trips_settle_days', '1.5', /not an integer/],
-    ['trips_settle_days', ' 3', /not an integer/],
-    ['trips_settle_days', '', /not an integer/],
-    ['trips_settle_days', '-1', /^invalid setting trips_settle_days = '-1': out of range: expected an integer from 0 to 365$/],
-    ['trips_settle_days', '366', /out of range/],
-    ['trips_settle_days', '99999999999999999999999', /out of range/],
+    ['alert_week_complete_after_days', 'three', /^invalid setting alert_week_complete_after_days = 'three': not an integer: expected an integer from 0 to 365$/],
+    ['alert_week_complete_after_days', '1.5', /not an integer/],
+    ['alert_week_complete_after_days', ' 3', /not an integer/],
+    ['alert_week_complete_after_days', '', /not an integer/],
+    ['alert_week_complete_after_days', '-1', /^invalid setting alert_week_complete_after_days = '-1': out of range: expected an integer from 0 to 365$/],
+    ['alert_week_complete_after_days', '366', /out of range/],
+    ['alert_week_complete_after_days', '99999999999999999999999', /out of range/],
     ['driver_index_full_refresh_hours', '8761', /out of range: expected an integer from 0 to 8760/],
     ['driver_index_full_refresh_hours', '2147483648', /out of range/],
     ['shared_phone_min_other_people', '0', /out of range: expected an integer from 1 to 1000/],
@@ -106,7 +107,7 @@ test('an integer setting that is not an integer, or out of its range, is refused
     t.like(r, { code: '22023' }, `${key} = ${value}`);
     t.regex((r as { message: string }).message, message, `${key} = ${value}`);
   }
-  for (const [key, value] of [['trips_settle_days', '0'], ['trips_settle_days', '365'], ['driver_index_full_refresh_hours', '0'], ['shared_phone_min_other_people', '1000'], ['alert_week_complete_after_days', '007']]) {
+  for (const [key, value] of [['alert_week_complete_after_days', '0'], ['alert_week_complete_after_days', '365'], ['driver_index_full_refresh_hours', '0'], ['shared_phone_min_other_people', '1000'], ['alert_week_complete_after_days', '007']]) {
     t.is(await update(key!, value!), 'ok', `${key} = ${value}`);
   }
 });
@@ -121,19 +122,19 @@ test('a typed setting cannot be deleted, renamed or truncated away; an untyped o
   await db.query(`INSERT INTO canon.settings (key, value, description) VALUES ('note_for_ops', 'anything', 'free text')`);
   await db.query(`DELETE FROM canon.settings WHERE key = 'note_for_ops'`);
   const [n] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon.settings`);
-  t.is(n!.n, 6);
+  t.is(n!.n, 7);
 });
 
 test('a changed value stamps updated_at', async (t) => {
   const c = await db.pool.connect();
   try {
     await c.query('BEGIN');
-    await c.query(`UPDATE canon.settings SET updated_at = '2000-01-01' WHERE key = 'trips_settle_days'`);
-    await c.query(`UPDATE canon.settings SET description = description WHERE key = 'trips_settle_days'`);
-    const same = await c.query<{ y: number }>(`SELECT extract(year FROM updated_at)::int AS y FROM canon.settings WHERE key = 'trips_settle_days'`);
+    await c.query(`UPDATE canon.settings SET updated_at = '2000-01-01' WHERE key = 'alert_week_complete_after_days'`);
+    await c.query(`UPDATE canon.settings SET description = description WHERE key = 'alert_week_complete_after_days'`);
+    const same = await c.query<{ y: number }>(`SELECT extract(year FROM updated_at)::int AS y FROM canon.settings WHERE key = 'alert_week_complete_after_days'`);
     t.is(same.rows[0]!.y, 2000, 'no value change, no stamp');
-    await c.query(`UPDATE canon.settings SET value = '4' WHERE key = 'trips_settle_days'`);
-    const changed = await c.query<{ now: boolean }>(`SELECT updated_at = now() AS now FROM canon.settings WHERE key = 'trips_settle_days'`);
+    await c.query(`UPDATE canon.settings SET value = '4' WHERE key = 'alert_week_complete_after_days'`);
+    const changed = await c.query<{ now: boolean }>(`SELECT updated_at = now() AS now FROM canon.settings WHERE key = 'alert_week_complete_after_days'`);
     t.true(changed.rows[0]!.now);
   } finally {
     await c.query('ROLLBACK');

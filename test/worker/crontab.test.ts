@@ -39,7 +39,7 @@ for (const [label, lines, reason] of [
   ['a payload that is not JSON5', ['* * * * * reconcile_cabinet_leads_pipeline {"days_back": 30,,}'], /line 2: Failed to parse JSON5 payload: /],
   ['an unknown task', ['* * * * * reconcile_cabinet_lead_pipeline'], /line 2: unknown task "reconcile_cabinet_lead_pipeline" \(tasks: reconcile_cabinet_leads_pipeline\)$/],
   ['an identifier used twice', [GOOD, GOOD.replace('?id=a&', '?id=a&queue=q&')], /line 3: identifier "a" is already used on line 2; give each line its own \?id=\.\.\.$/],
-  ['a payload the task refuses', ['* * * * * reconcile_cabinet_leads_pipeline {"days_back":-1}'], /line 2: invalid job payload field days_back=-1: expected an integer >= 0$/],
+  ['a payload the task refuses', ['* * * * * reconcile_cabinet_leads_pipeline {"days_back":-1}'], /line 2: invalid job payload field days_back=-1: expected an integer from 0 to 36500$/],
 ] as const) {
   test(`a crontab with ${label} is a configuration error naming the file and the line`, (t) => {
     const file = path.join(mkdtempSync(path.join(tmpdir(), 'cabinet-crontab-')), 'crontab');

@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS canon.driver_name_roles (
   indexed_at   timestamptz NOT NULL
 );
 COMMENT ON TABLE canon.driver_name_roles IS
-  'Cache, one row per canon.driver_index row, written with it by the trigger canon.sync_driver_name_roles: tokens (canon.name_field_tokens) of the driver''s first and middle name (given_names) and of its last name (surnames) from its newest public.drivers row (NULL: no such field, e.g. only full_name). Live definition: canon.v_driver_name_roles.';
+  'Cache, one row per canon.driver_index row, written with it by the trigger canon.sync_driver_name_roles: tokens (canon.name_field_tokens) of the driver''s first and middle name (given_names) and of its last name (surnames) from the public.drivers row the index was built from, else the newest (NULL: no such field, e.g. only full_name). Live definition: canon.v_driver_name_roles.';
 COMMENT ON COLUMN canon.driver_name_roles.indexed_at IS 'canon.driver_index.indexed_at of the index row it was written with (equal by construction).';
 
 -- Per token: how many indexed drivers type it as a given name, and as a surname.
@@ -297,10 +297,13 @@ COMMENT ON FUNCTION canon.name_veto_of(text[], integer, text, text[], integer, t
 -- canon.sync_driver_name_roles: statement-level trigger function on canon.driver_index
 -- (INSERT, UPDATE, DELETE with transition tables new_rows / old_rows; TRUNCATE). Keeps
 -- canon.driver_name_roles one row per indexed driver, written in the same statement as the
--- index row: the tokens of the driver's given-name fields (first and middle name) and of
--- its last-name field, from the public.drivers row the index reads (the newest per
--- driver_id, as canon.refresh_driver_index picks it). Whatever writes the index (the run's
--- incremental or full refresh, a repair, a test), the roles follow it.
+-- index row: the tokens (canon.name_field_tokens) of the driver's given-name fields
+-- (first and middle name) and of its last-name field, from the public.drivers row the
+-- index was built from (its hash is the row's source_hash; the newest row when none has
+-- it, e.g. changed since: the next run re-indexes it): the same choice as
+-- canon.driver_name_roles_live, also between two rows of one driver_id and one timestamp.
+-- Whatever writes the index (the run's incremental or full refresh, a repair, a test),
+-- the roles follow it.
 CREATE OR REPLACE FUNCTION canon.sync_driver_name_roles()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -333,7 +336,12 @@ BEGIN
     SELECT DISTINCT ON (n.driver_id) n.driver_id, n.indexed_at, d.first_name, d.middle_name, d.last_name
     FROM new_rows n
     LEFT JOIN public.drivers d ON d.driver_id = n.driver_id
-    ORDER BY n.driver_id, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
+    ORDER BY n.driver_id,
+             -- the same hash as canon.refresh_driver_index (driver_index.source_hash)
+             md5(concat_ws(E'\x1f', d.park_id, d.phone, d.license_normalized_number, d.license_number,
+                           d.car_normalized_number, d.car_number, d.full_name, d.first_name, d.middle_name,
+                           d.last_name, d.hire_date::text)) = n.source_hash DESC,
+             coalesce(d.updated_at, d.created_at) DESC NULLS LAST
   ) s
   ORDER BY s.driver_id
   ON CONFLICT (driver_id) DO UPDATE
@@ -424,33 +432,59 @@ GROUP BY x.token;
 COMMENT ON VIEW canon.v_name_token_stats IS
   'Live definition of canon.name_token_stats: indexed drivers typing each token as a given name (as_given) and as a surname (as_surname), from canon.driver_name_roles. Full pass: for checks.';
 
+-- snapshot of sql/canon/canon.driver_name_roles_live.sql
+-- canon.driver_name_roles_live: the live definition of canon.driver_name_roles, for the
+-- given indexed drivers (NULL: all): the tokens of the given-name fields and of the
+-- last-name field of the public.drivers row the index was built from (the row whose hash
+-- is driver_index.source_hash, as canon.refresh_driver_index computes it; else, changed
+-- upstream since the last run, the newest row). source_indexed: that row still exists, so
+-- the roles must equal it. A function, not a view over public.drivers: a view would pin
+-- the upstream table's columns (upstream could no longer drop or alter one); the view
+-- canon.v_driver_name_roles reads it whole. Called by ops.check_invariants on a sample
+-- and by ops.repair_name_roles on every driver.
+CREATE OR REPLACE FUNCTION canon.driver_name_roles_live(p_driver_ids text[] DEFAULT NULL)
+RETURNS TABLE (driver_id text, given_names text[], surnames text[], indexed_at timestamptz, source_indexed boolean)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT i.driver_id,
+         canon.name_field_tokens(concat_ws(' ', s.first_name, s.middle_name)),
+         canon.name_field_tokens(s.last_name),
+         i.indexed_at,
+         coalesce(s.is_indexed, false)
+  -- Every driver, or the given ones probed by key (an = ANY over the whole index would
+  -- compare each row with the whole list).
+  FROM (SELECT x.driver_id, x.indexed_at, x.source_hash FROM canon.driver_index x WHERE p_driver_ids IS NULL
+        UNION ALL
+        SELECT x.driver_id, x.indexed_at, x.source_hash
+        FROM (SELECT DISTINCT u.id FROM unnest(p_driver_ids) u (id)) u
+        JOIN canon.driver_index x ON x.driver_id = u.id) i
+  LEFT JOIN LATERAL (
+    SELECT d.first_name, d.middle_name, d.last_name, x.is_indexed
+    FROM public.drivers d
+    -- The same hash as canon.refresh_driver_index (driver_index.source_hash).
+    CROSS JOIN LATERAL (
+      SELECT md5(concat_ws(E'\x1f', d.park_id, d.phone, d.license_normalized_number, d.license_number,
+                           d.car_normalized_number, d.car_number, d.full_name, d.first_name, d.middle_name,
+                           d.last_name, d.hire_date::text)) = i.source_hash AS is_indexed) x
+    WHERE d.driver_id = i.driver_id
+    ORDER BY x.is_indexed DESC, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
+    LIMIT 1
+  ) s ON true
+$$;
+COMMENT ON FUNCTION canon.driver_name_roles_live(text[]) IS
+  'Live definition of canon.driver_name_roles for the given indexed drivers (NULL: all): field tokens of the public.drivers row the index holds (same source_hash), else of the newest; source_indexed says that row still exists.';
+
 -- snapshot of sql/canon/canon.v_driver_name_roles.sql
--- canon.v_driver_name_roles: the live definition of canon.driver_name_roles: for every
--- driver of canon.driver_index, the tokens of the given-name fields and of the last-name
--- field of its newest public.drivers row (the row the index reads). source_indexed says
--- whether that row is still the one the index was built from (its source_hash, the hash
--- canon.refresh_driver_index stores): where it is not, the driver changed upstream since
--- the last run and index and roles alike follow at the next one. ops.check_invariants
--- compares the table with this view (DRIVER_NAME_ROLES) on a bounded set of drivers.
+-- canon.v_driver_name_roles: the live definition of canon.driver_name_roles, every
+-- indexed driver (canon.driver_name_roles_live(NULL): tokenises every driver's fields, a
+-- full pass; the checks call the function with the drivers they sample).
 CREATE OR REPLACE VIEW canon.v_driver_name_roles AS
-SELECT i.driver_id,
-       canon.name_field_tokens(concat_ws(' ', s.first_name, s.middle_name)) AS given_names,
-       canon.name_field_tokens(s.last_name) AS surnames,
-       i.indexed_at,
-       -- The same hash as canon.refresh_driver_index (driver_index.source_hash).
-       md5(concat_ws(E'\x1f', s.park_id, s.phone, s.license_normalized_number, s.license_number,
-                     s.car_normalized_number, s.car_number, s.full_name, s.first_name, s.middle_name,
-                     s.last_name, s.hire_date::text)) IS NOT DISTINCT FROM i.source_hash AS source_indexed
-FROM canon.driver_index i
-LEFT JOIN LATERAL (
-  SELECT d.*
-  FROM public.drivers d
-  WHERE d.driver_id = i.driver_id
-  ORDER BY coalesce(d.updated_at, d.created_at) DESC NULLS LAST
-  LIMIT 1
-) s ON true;
+SELECT l.driver_id, l.given_names, l.surnames, l.indexed_at, l.source_indexed
+FROM canon.driver_name_roles_live(NULL) l;
 COMMENT ON VIEW canon.v_driver_name_roles IS
-  'Live definition of canon.driver_name_roles: per indexed driver, the tokens of first+middle name (given_names) and of last_name (surnames) of its newest public.drivers row; source_indexed: that row is the one the index holds (same source_hash).';
+  'Live definition of canon.driver_name_roles: per indexed driver, the tokens of first+middle name (given_names) and of last_name (surnames) of the public.drivers row the index holds; source_indexed: that row still exists. A full pass.';
 
 -- snapshot of sql/canon/canon.lead_candidates.sql
 -- canon.lead_candidates: every driver candidate of the given lead rows, by rule, with
@@ -987,7 +1021,7 @@ AS $$
   ),
   -- The name roles: one row per index row, written with it (in full); their tokens against
   -- the source row the index holds for the 1,000 drivers indexed last and every 64th driver
-  -- (bounded: tokenising every driver is ~10 s at 1M; docs/operations.md).
+  -- (bounded: splitting every driver's fields is ~10 s at 1M; docs/operations.md).
   driver_name_roles_drift AS (
     SELECT format('driver %s: %s', coalesce(i.driver_id, r.driver_id),
                   CASE WHEN r.driver_id IS NULL THEN 'indexed without name roles'
@@ -1000,11 +1034,12 @@ AS $$
     SELECT format('driver %s: name roles %s / %s, source %s / %s', r.driver_id,
                   coalesce(r.given_names::text, '-'), coalesce(r.surnames::text, '-'),
                   coalesce(v.given_names::text, '-'), coalesce(v.surnames::text, '-'))
-    FROM canon.v_driver_name_roles v
+    FROM canon.driver_name_roles_live(ARRAY(
+           SELECT x.driver_id FROM canon.driver_index x WHERE abs(hashtext(x.driver_id)) % 64 = 0
+           UNION
+           (SELECT x.driver_id FROM canon.driver_index x ORDER BY x.indexed_at DESC LIMIT 1000))) v
     JOIN canon.driver_name_roles r ON r.driver_id = v.driver_id
-    WHERE (abs(hashtext(v.driver_id)) % 64 = 0
-           OR v.driver_id IN (SELECT x.driver_id FROM canon.driver_index x ORDER BY x.indexed_at DESC LIMIT 1000))
-      AND v.source_indexed
+    WHERE v.source_indexed
       AND (r.given_names, r.surnames) IS DISTINCT FROM (v.given_names, v.surnames)
   ),
   checks (ord, invariant, description, examples, n) AS (
@@ -1049,7 +1084,7 @@ COMMENT ON FUNCTION ops.check_invariants() IS
 -- ops.check_invariants (only writes that bypassed their triggers cause one:
 -- session_replication_role = replica, a disabled trigger, a hand edit):
 --   SELECT ops.repair_name_roles();
--- canon.driver_name_roles rows are compared with canon.v_driver_name_roles in full and
+-- canon.driver_name_roles rows are compared with their live definition in full and
 -- only the differing ones rewritten; canon.name_token_stats is then counted again from
 -- them. Holds off index writes (a run waits) while it works: about 10 s at 1M drivers.
 CREATE OR REPLACE FUNCTION ops.repair_name_roles()
@@ -1070,7 +1105,7 @@ BEGIN
   GET DIAGNOSTICS v_removed = ROW_COUNT;
   INSERT INTO canon.driver_name_roles AS r (driver_id, given_names, surnames, indexed_at)
   SELECT v.driver_id, v.given_names, v.surnames, v.indexed_at
-  FROM canon.v_driver_name_roles v
+  FROM canon.driver_name_roles_live(NULL) v
   LEFT JOIN canon.driver_name_roles o ON o.driver_id = v.driver_id
   WHERE o.driver_id IS NULL
      OR (o.given_names, o.surnames, o.indexed_at) IS DISTINCT FROM (v.given_names, v.surnames, v.indexed_at)
@@ -1088,7 +1123,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ops.repair_name_roles() IS
-  'Repair of NAME_TOKEN_STATS / DRIVER_NAME_ROLES violations: rewrites the canon.driver_name_roles rows that differ from canon.v_driver_name_roles (full comparison), removes those of drivers not indexed, and counts canon.name_token_stats again. Returns counts.';
+  'Repair of NAME_TOKEN_STATS / DRIVER_NAME_ROLES violations: rewrites the canon.driver_name_roles rows that differ from canon.driver_name_roles_live (full comparison), removes those of drivers not indexed, and counts canon.name_token_stats again. Returns counts.';
 
 -- snapshot of migrations/parts/0028_name_roles_triggers.sql
 -- The triggers that keep the name role caches equal to their sources, and their first fill.

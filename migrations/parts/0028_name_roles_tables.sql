@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS canon.driver_name_roles (
   indexed_at   timestamptz NOT NULL
 );
 COMMENT ON TABLE canon.driver_name_roles IS
-  'Cache, one row per canon.driver_index row, written with it by the trigger canon.sync_driver_name_roles: tokens (canon.name_field_tokens) of the driver''s first and middle name (given_names) and of its last name (surnames) from its newest public.drivers row (NULL: no such field, e.g. only full_name). Live definition: canon.v_driver_name_roles.';
+  'Cache, one row per canon.driver_index row, written with it by the trigger canon.sync_driver_name_roles: tokens (canon.name_field_tokens) of the driver''s first and middle name (given_names) and of its last name (surnames) from the public.drivers row the index was built from, else the newest (NULL: no such field, e.g. only full_name). Live definition: canon.v_driver_name_roles.';
 COMMENT ON COLUMN canon.driver_name_roles.indexed_at IS 'canon.driver_index.indexed_at of the index row it was written with (equal by construction).';
 
 -- Per token: how many indexed drivers type it as a given name, and as a surname.

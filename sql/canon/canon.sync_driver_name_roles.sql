@@ -1,10 +1,13 @@
 -- canon.sync_driver_name_roles: statement-level trigger function on canon.driver_index
 -- (INSERT, UPDATE, DELETE with transition tables new_rows / old_rows; TRUNCATE). Keeps
 -- canon.driver_name_roles one row per indexed driver, written in the same statement as the
--- index row: the tokens of the driver's given-name fields (first and middle name) and of
--- its last-name field, from the public.drivers row the index reads (the newest per
--- driver_id, as canon.refresh_driver_index picks it). Whatever writes the index (the run's
--- incremental or full refresh, a repair, a test), the roles follow it.
+-- index row: the tokens (canon.name_field_tokens) of the driver's given-name fields
+-- (first and middle name) and of its last-name field, from the public.drivers row the
+-- index was built from (its hash is the row's source_hash; the newest row when none has
+-- it, e.g. changed since: the next run re-indexes it): the same choice as
+-- canon.driver_name_roles_live, also between two rows of one driver_id and one timestamp.
+-- Whatever writes the index (the run's incremental or full refresh, a repair, a test),
+-- the roles follow it.
 CREATE OR REPLACE FUNCTION canon.sync_driver_name_roles()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -37,7 +40,12 @@ BEGIN
     SELECT DISTINCT ON (n.driver_id) n.driver_id, n.indexed_at, d.first_name, d.middle_name, d.last_name
     FROM new_rows n
     LEFT JOIN public.drivers d ON d.driver_id = n.driver_id
-    ORDER BY n.driver_id, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
+    ORDER BY n.driver_id,
+             -- the same hash as canon.refresh_driver_index (driver_index.source_hash)
+             md5(concat_ws(E'\x1f', d.park_id, d.phone, d.license_normalized_number, d.license_number,
+                           d.car_normalized_number, d.car_number, d.full_name, d.first_name, d.middle_name,
+                           d.last_name, d.hire_date::text)) = n.source_hash DESC,
+             coalesce(d.updated_at, d.created_at) DESC NULLS LAST
   ) s
   ORDER BY s.driver_id
   ON CONFLICT (driver_id) DO UPDATE

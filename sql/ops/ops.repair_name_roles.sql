@@ -3,7 +3,7 @@
 -- ops.check_invariants (only writes that bypassed their triggers cause one:
 -- session_replication_role = replica, a disabled trigger, a hand edit):
 --   SELECT ops.repair_name_roles();
--- canon.driver_name_roles rows are compared with canon.v_driver_name_roles in full and
+-- canon.driver_name_roles rows are compared with their live definition in full and
 -- only the differing ones rewritten; canon.name_token_stats is then counted again from
 -- them. Holds off index writes (a run waits) while it works: about 10 s at 1M drivers.
 CREATE OR REPLACE FUNCTION ops.repair_name_roles()
@@ -24,7 +24,7 @@ BEGIN
   GET DIAGNOSTICS v_removed = ROW_COUNT;
   INSERT INTO canon.driver_name_roles AS r (driver_id, given_names, surnames, indexed_at)
   SELECT v.driver_id, v.given_names, v.surnames, v.indexed_at
-  FROM canon.v_driver_name_roles v
+  FROM canon.driver_name_roles_live(NULL) v
   LEFT JOIN canon.driver_name_roles o ON o.driver_id = v.driver_id
   WHERE o.driver_id IS NULL
      OR (o.given_names, o.surnames, o.indexed_at) IS DISTINCT FROM (v.given_names, v.surnames, v.indexed_at)
@@ -42,4 +42,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ops.repair_name_roles() IS
-  'Repair of NAME_TOKEN_STATS / DRIVER_NAME_ROLES violations: rewrites the canon.driver_name_roles rows that differ from canon.v_driver_name_roles (full comparison), removes those of drivers not indexed, and counts canon.name_token_stats again. Returns counts.';
+  'Repair of NAME_TOKEN_STATS / DRIVER_NAME_ROLES violations: rewrites the canon.driver_name_roles rows that differ from canon.driver_name_roles_live (full comparison), removes those of drivers not indexed, and counts canon.name_token_stats again. Returns counts.';

@@ -111,3 +111,18 @@ test('canon.name_token_usage: a token is a given name or a surname only when dri
     const [none] = await db.query(`SELECT * FROM canon.name_token_usage(ARRAY['NADIE'])`);
     t.deepEqual(none, { given_names: null, surnames: null });
   }));
+
+test('take the row the index holds, also between two rows of one driver_id with one timestamp', (t) =>
+  withDb(async (db) => {
+    // One statement: both rows get the same created_at and updated_at.
+    await db.query(`
+      INSERT INTO public.drivers (driver_id, park_id, first_name, last_name, hire_date) VALUES
+        ('dup', '08e20910d81d42658d4334d3f6d10ac0', 'Juan', 'Quispe', current_date),
+        ('dup', 'another-park', 'Juan', 'Mamani', current_date)`);
+    await runPipeline(db);
+    const [r] = await db.query<{ surnames: string[]; name_norm: string }>(`
+      SELECT r.surnames, i.name_norm FROM canon.driver_name_roles r JOIN canon.driver_index i USING (driver_id)
+      WHERE driver_id = 'dup'`);
+    t.true(r!.name_norm.split(' ').includes(r!.surnames[0]!), `${JSON.stringify(r)}: roles of another row than the index's`);
+    t.deepEqual(await drift(db), []);
+  }));

@@ -2,7 +2,9 @@
 -- candidates of all rules together: MATCH (with the strongest rule, every agreeing rule
 -- and the values compared as evidence) or the reason code why not, with its details and
 -- up to 5 candidates (what canon.identity_unmatched keeps; NULL for a match, built only
--- for the leads not matched). Used by the batch matcher and by ops.explain_lead.
+-- for the leads not matched). Used by the batch matcher and by ops.explain_lead. A plate
+-- candidate vetoed as a relative's name (NAME_VETO) counts as a plate without a similar
+-- name (WEAK_MATCH_ONLY); its name_veto is kept in the candidates and in the evidence.
 CREATE OR REPLACE FUNCTION canon.lead_decisions(p_lead_ids integer[])
 RETURNS TABLE (
   lead_id integer,
@@ -41,9 +43,11 @@ AS $$
     SELECT c.lead_id,
            count(DISTINCT c.driver_id) FILTER (WHERE c.kept) AS kept_drivers,
            count(*) FILTER (WHERE NOT c.kept AND c.reject_reason IN ('PHONE_SHARED_BY_LEADS', 'PHONE_SHARED_BY_DRIVERS')) AS shared_phone_hits,
-           count(*) FILTER (WHERE NOT c.kept AND c.reject_reason = 'NAME_NOT_SIMILAR') AS weak_plate_hits,
+           -- the plate is there, no similar name: not similar, or a relative's (SPEC 5)
+           count(*) FILTER (WHERE NOT c.kept AND c.reject_reason IN ('NAME_NOT_SIMILAR', 'NAME_VETO')) AS weak_plate_hits,
            jsonb_agg(DISTINCT c.rule) FILTER (WHERE c.kept) AS kept_rules,
-           jsonb_agg(jsonb_build_object('driver_id', c.driver_id, 'rule', c.rule, 'reject_reason', c.reject_reason))
+           jsonb_agg(jsonb_build_object('driver_id', c.driver_id, 'rule', c.rule, 'reject_reason', c.reject_reason)
+                     || CASE WHEN c.name_veto IS NOT NULL THEN jsonb_build_object('name_veto', c.name_veto) ELSE '{}' END)
              FILTER (WHERE NOT c.kept) AS rejected
     FROM cand c
     GROUP BY c.lead_id
@@ -94,7 +98,9 @@ AS $$
            jsonb_agg(jsonb_build_object(
              'driver_id', c.driver_id, 'park_id', c.park_id, 'rule', c.rule, 'score', c.score,
              'name_similarity', c.name_similarity, 'hire_date', c.hire_date, 'kept', c.kept,
-             'reject_reason', c.reject_reason) ORDER BY c.pos) AS candidates
+             'reject_reason', c.reject_reason)
+             || CASE WHEN c.name_veto IS NOT NULL THEN jsonb_build_object('name_veto', c.name_veto) ELSE '{}' END
+             ORDER BY c.pos) AS candidates
     FROM (
       SELECT c.*, row_number() OVER (PARTITION BY c.lead_id ORDER BY c.kept DESC, c.rule_rank, c.name_similarity DESC, c.driver_id) AS pos
       FROM cand c

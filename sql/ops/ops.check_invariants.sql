@@ -172,6 +172,38 @@ AS $$
       ON t.tgrelid = 'canon.settings'::regclass AND t.tgname = w.tgname
     WHERE t.tgname IS NULL OR t.tgenabled NOT IN ('O', 'A')
   ),
+  -- The token counts the relatives veto reads (canon.name_token_usage) against their live
+  -- definition: every token of the stored name roles counted again (a pass over the roles).
+  name_token_stats_drift AS (
+    SELECT format('%s: counted given %s surname %s, stored given %s surname %s', coalesce(v.token, c.token),
+                  coalesce(v.as_given, 0), coalesce(v.as_surname, 0), coalesce(c.as_given, 0), coalesce(c.as_surname, 0)) AS example
+    FROM canon.name_token_stats c
+    FULL JOIN canon.v_name_token_stats v ON v.token = c.token
+    WHERE (coalesce(c.as_given, 0), coalesce(c.as_surname, 0)) IS DISTINCT FROM (coalesce(v.as_given, 0), coalesce(v.as_surname, 0))
+  ),
+  -- The name roles: one row per index row, written with it (in full); their tokens against
+  -- the source row the index holds for the 1,000 drivers indexed last and every 64th driver
+  -- (bounded: splitting every driver's fields is ~10 s at 1M; docs/operations.md).
+  driver_name_roles_drift AS (
+    SELECT format('driver %s: %s', coalesce(i.driver_id, r.driver_id),
+                  CASE WHEN r.driver_id IS NULL THEN 'indexed without name roles'
+                       WHEN i.driver_id IS NULL THEN 'name roles of a driver not indexed'
+                       ELSE 'name roles not written with its index row' END) AS example
+    FROM canon.driver_index i
+    FULL JOIN canon.driver_name_roles r ON r.driver_id = i.driver_id
+    WHERE i.driver_id IS NULL OR r.driver_id IS NULL OR r.indexed_at <> i.indexed_at
+    UNION ALL
+    SELECT format('driver %s: name roles %s / %s, source %s / %s', r.driver_id,
+                  coalesce(r.given_names::text, '-'), coalesce(r.surnames::text, '-'),
+                  coalesce(v.given_names::text, '-'), coalesce(v.surnames::text, '-'))
+    FROM canon.driver_name_roles_live(ARRAY(
+           SELECT x.driver_id FROM canon.driver_index x WHERE abs(hashtext(x.driver_id)) % 64 = 0
+           UNION
+           (SELECT x.driver_id FROM canon.driver_index x ORDER BY x.indexed_at DESC LIMIT 1000))) v
+    JOIN canon.driver_name_roles r ON r.driver_id = v.driver_id
+    WHERE v.source_indexed
+      AND (r.given_names, r.surnames) IS DISTINCT FROM (v.given_names, v.surnames)
+  ),
   checks (ord, invariant, description, examples, n) AS (
     SELECT 1, 'ORPHAN_PERSON', 'persons in canon.identity_registry without any identity link',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM orphan ORDER BY example LIMIT 5) x), (SELECT count(*) FROM orphan)
@@ -211,6 +243,12 @@ AS $$
     UNION ALL
     SELECT 41, 'SETTING_UNGUARDED', 'the triggers that refuse an invalid setting where it is written must exist and be enabled',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM settings_guard ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settings_guard)
+    UNION ALL
+    SELECT 50, 'NAME_TOKEN_STATS', 'canon.name_token_stats must count the stored name roles per token (canon.v_name_token_stats)',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM name_token_stats_drift ORDER BY example LIMIT 5) x), (SELECT count(*) FROM name_token_stats_drift)
+    UNION ALL
+    SELECT 51, 'DRIVER_NAME_ROLES', 'canon.driver_name_roles must hold one row per driver index row, written with it, with the name fields of its source row (canon.v_driver_name_roles; content checked on the 1,000 drivers indexed last and every 64th)',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM driver_name_roles_drift ORDER BY example LIMIT 5) x), (SELECT count(*) FROM driver_name_roles_drift)
   )
   SELECT c.invariant, c.n, coalesce(c.examples, '[]'::jsonb), c.description FROM checks c ORDER BY c.ord
 $$;

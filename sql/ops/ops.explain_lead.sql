@@ -51,14 +51,14 @@ BEGIN
                       'driver_id', c.driver_id, 'park_id', c.park_id, 'in_target_park', c.in_target_park,
                       'rule', c.rule, 'score', c.score, 'name_similarity', c.name_similarity,
                       'hire_date', c.hire_date, 'hire_in_window', c.hire_in_window,
-                      'kept', c.kept, 'reject_reason', c.reject_reason)
+                      'kept', c.kept, 'reject_reason', c.reject_reason, 'name_veto', c.name_veto)
                     ORDER BY c.kept DESC, c.score DESC, c.name_similarity DESC, c.driver_id), '[]'::jsonb)
                    FROM canon.lead_candidates(ARRAY[v_rep]) c),
     'explanation', CASE v_decision.decision
       WHEN 'MATCH' THEN format('Matches driver %s by %s (score %s).', v_decision.driver_id, v_decision.match_rule, v_decision.match_score)
       WHEN 'MISSING_KEYS' THEN 'No usable phone, plate or licence: nothing to match on; fix the lead data or resolve it by hand (ops.resolve_lead).'
       WHEN 'SHARED_KEY' THEN 'Its only key is a phone shared by several people (an office phone): not evidence; needs a plate or a manual resolution.'
-      WHEN 'WEAK_MATCH_ONLY' THEN 'Its plate is known but no driver of that plate has a similar name (>= 0.66): check the candidates and resolve by hand if one is right.'
+      WHEN 'WEAK_MATCH_ONLY' THEN 'Its plate is known but no driver of that plate has a similar name (>= 0.66), or the similar one differs by a given name or a surname (a relative: name_veto): check the candidates and resolve by hand if one is right.'
       WHEN 'AMBIGUOUS' THEN 'Several drivers fit equally well: never resolved automatically; pick one with ops.resolve_lead.'
       WHEN 'CONFLICT' THEN 'Different rules point to different drivers: check the candidates and resolve by hand.'
       ELSE 'No driver has its phone or plate yet: it is retried every run (new drivers arrive daily).'

@@ -338,6 +338,25 @@ const cases: Case[] = [
       CREATE TRIGGER settings_no_truncate BEFORE TRUNCATE ON canon.settings
         FOR EACH STATEMENT EXECUTE FUNCTION canon.enforce_setting_valid();`,
   },
+  {
+    invariant: 'NAME_TOKEN_STATS',
+    // A counter of the relatives veto written by hand: one token counted once too often.
+    breakIt: `${REPLICA}
+      UPDATE canon.name_token_stats SET as_given = as_given + 1 WHERE token = (SELECT min(token) FROM canon.name_token_stats);`,
+    violations: 1,
+    example: /^[A-Z0-9]+: counted given \d+ surname \d+, stored given \d+ surname \d+$/,
+    repair: `SELECT ops.repair_name_roles();`,
+  },
+  {
+    invariant: 'DRIVER_NAME_ROLES',
+    // A driver re-indexed with the name roles trigger bypassed.
+    breakIt: `${REPLICA}
+      UPDATE canon.driver_index SET indexed_at = indexed_at + interval '1 second'
+      WHERE driver_id = (SELECT min(driver_id) FROM canon.driver_index);`,
+    violations: 1,
+    example: /^driver \S+: name roles not written with its index row$/,
+    repair: `SELECT ops.repair_name_roles();`,
+  },
 ];
 
 test('cabinet-leads doctor exits 0 when every invariant holds, 1 when one is violated', async (t) => {

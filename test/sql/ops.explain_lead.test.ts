@@ -11,6 +11,8 @@ test.before(async () => {
   await insertDriver(db, { driver_id: 'j', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
   await insertLead(db, { external_id: 'AMB', first_name: 'Ana', last_name: 'López', asset_plate_number: 'shf-001' });
   await insertLead(db, { external_id: 'OK', first_name: 'Juan', last_name: 'Perez', park_phone: '+51 977 456 321' });
+  await insertDriver(db, { driver_id: 'bro', first_name: 'Juan Carlos', last_name: 'Quispe Mamani', car_number: 'BRO001' });
+  await insertLead(db, { external_id: 'BRO', first_name: 'José Carlos', last_name: 'Quispe Mamani', asset_plate_number: 'BRO001' });
   await runPipeline(db, 'p_limit => 0'); // builds the driver index, evaluates no lead
 });
 test.after.always(() => db.drop());
@@ -18,7 +20,7 @@ test.after.always(() => db.drop());
 interface Explained {
   keys: { plate_norm: string; name_norm: string };
   decision_now: { decision: string; driver_id: string | null };
-  candidates: { driver_id: string; kept: boolean; reject_reason: string | null; name_similarity: number }[];
+  candidates: { driver_id: string; kept: boolean; reject_reason: string | null; name_similarity: number; name_veto: unknown }[];
   unmatched: { reason_code: string } | null;
   link: { driver_id: string } | null;
   explanation: string;
@@ -51,4 +53,12 @@ test('after a run it shows the unmatched row or the link', async (t) => {
 test('an unknown lead key is refused with a message naming it', async (t) => {
   const err = await t.throwsAsync(db.query(`SELECT ops.explain_lead('nope-123')`));
   t.regex(err!.message, /unknown lead 'nope-123'/);
+});
+
+test("explains a relative's plate: the candidate vetoed with the given names that differ", async (t) => {
+  const e = await explain('BRO');
+  t.is(e.decision_now.decision, 'WEAK_MATCH_ONLY');
+  t.deepEqual(e.candidates.map((c) => [c.driver_id, c.reject_reason, Number(c.name_similarity), c.name_veto]),
+    [['bro', 'NAME_VETO', 0.675, { lead: { JOSE: 'GIVEN_NAME' }, driver: { JUAN: 'GIVEN_NAME' } }]]);
+  t.regex(e.explanation, /differs by a given name or a surname/);
 });

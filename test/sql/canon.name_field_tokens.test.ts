@@ -14,7 +14,8 @@ test.after.always(() => db.drop());
 test('splits a field into upper-case unaccented tokens, in order, particles and repeats kept', async (t) => {
   const rows = await db.query<{ v: string[] | null }>(
     `SELECT canon.name_field_tokens(x) AS v FROM unnest($1::text[]) WITH ORDINALITY u(x, i) ORDER BY i`,
-    [["María  de la  Cruz", 'Peña-Núñez', "O'Brien", 'Juan Juan', 'Ñandú 2º']],
+    // (not 'º': whether unaccent makes it an O depends on the server's version)
+    [["María  de la  Cruz", 'Peña-Núñez', "O'Brien", 'Juan Juan', 'Ñandú 2.']],
   );
   t.deepEqual(rows.map((r) => r.v), [['MARIA', 'DE', 'LA', 'CRUZ'], ['PENA', 'NUNEZ'], ['O', 'BRIEN'], ['JUAN', 'JUAN'], ['NANDU', '2']]);
 });

@@ -122,7 +122,7 @@ async function withClient<T>(url: string, f: (c: pg.Client) => Promise<T>): Prom
   }
 }
 
-const STEPS = ['refresh_driver_index', 'match_cabinet_leads', 'generate_cabinet_claims', 'snapshot_limbo'] as const;
+const STEPS = ['refresh_driver_index', 'match', 'generate_cabinet_claims', 'snapshot_limbo'] as const;
 
 function stepRows(label: string, run: Run, clientMs: number): (string | number)[][] {
   const d = run.stats['durations_ms'] as Record<string, number>;
@@ -403,7 +403,7 @@ async function autoExplain(url: string, minMs: number, sql: string, params: unkn
   return withClient(url, async (c) => {
     const notices: string[] = [];
     c.on('notice', (n) => notices.push(n.message ?? ''));
-    // WARNING level: match_cabinet_leads sets client_min_messages = warning inside.
+    // WARNING level: the match steps set client_min_messages = warning inside.
     await c.query(`LOAD 'auto_explain';
       SET auto_explain.log_min_duration = ${minMs}; SET auto_explain.log_analyze = on; SET auto_explain.log_buffers = on;
       SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = warning`);
@@ -488,7 +488,7 @@ async function steady(db: BenchDb): Promise<void> {
   record('steady', 'peak RSS (node)', mib(rss.phase()));
   const ids = await runLeadIds(db, run.id);
   writeOut('steady-batch-lead-ids.txt', ids.join(','));
-  const matchMs = num(run.stats['durations_ms']['match_cabinet_leads']);
+  const matchMs = num(run.stats['durations_ms']['match']);
   const decideMs = num(run.stats['match']['durations_ms']?.['decide']);
 
   // Floor and lead_decisions, warm, same batch, same client.
@@ -582,7 +582,7 @@ async function latency(db: BenchDb): Promise<void> {
     await db.pool.query('ANALYZE');
     const { run, ms: cms } = await withClient(proxied.toString(), (c) => callPipeline(c, runArgs(opts.batch)));
     record('latency', 'pipeline through proxy (new batch): total database / client', `${ms(num(run.stats['durations_ms']['total']))} / ${ms(cms)}`);
-    record('latency', 'pipeline through proxy: match step / leads evaluated', `${ms(num(run.stats['durations_ms']['match_cabinet_leads']))} / ${num(run.stats['match']['leads_evaluated'])}`);
+    record('latency', 'pipeline through proxy: match step / leads evaluated', `${ms(num(run.stats['durations_ms']['match']))} / ${num(run.stats['match']['leads_evaluated'])}`);
     const ids = (await runLeadIds(db, run.id)).slice(0, opts.baselineLeads);
     const direct = await perLeadBaseline(db.url, ids, run.id);
     const viaProxy = await perLeadBaseline(proxied.toString(), ids, run.id);

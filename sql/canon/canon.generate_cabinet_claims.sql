@@ -2,29 +2,23 @@
 -- (canon.cabinet_lead_state) up to date, then inserts, as 'generated', every missing
 -- claim (lead_source_pk, milestone) whose milestone a lead of the scope
 -- (lead_date >= p_scope_from, not only this run's batch) reached in
--- [lead_date, lead_date + window_days), with the rule's amount. Existing claims (paid,
--- rejected, any status) are never touched (INSERT ... ON CONFLICT DO NOTHING); a second
--- call inserts nothing. Two lead rows sharing a key get one set of claims (from the
--- earliest row that reached the milestone). A claim is decided on the lead's live chain
--- (canon.v_cabinet_lead_status), never on the stored state alone.
--- Which leads are re-evaluated (docs/change-detection.md):
---   * lead rows that changed (canon.cabinet_lead_state_pending, listed with their keys by
---     canon.refresh_lead_keys) and keys whose links or claims changed
---     (canon.cabinet_lead_state_dirty, marked by triggers); exactly the marks read are
---     removed, so a mark made meanwhile waits for the next evaluation;
---   * the leads (any scope) of the drivers with trip rows written since the last look
---     (canon.trip_drivers_changed); when rows may have gone (deletes, updates, a reset of
---     the statistics), every lead that had trip rows;
---   * a sweep, on the first run of each business day, when called without a run
---     (p_run_id NULL, by hand) or after the claim rules changed: every lead of the scope,
---     plus lead rows that appeared, vanished or changed key or date anywhere;
---   * with p_only_limbo, the scope's leads in NO_DRIVER and TRIPS_NO_CLAIM as well.
--- Returns step stats, including lead_state {mode, reasons, evaluated, written, removed}.
+-- [lead_date, lead_date + window_days), with the rule's amount; existing claims (paid,
+-- rejected, any status) are never touched. Its steps:
+--   7a canon.schedule_lead_state   which lead rows to evaluate again, and why
+--   7b canon.refresh_lead_state    evaluate them
+--   7c canon.insert_missing_claims the missing claims, decided on the live chain
+--   7d canon.move_claimed_leads_on the claimed rows' state follows their claims
+--   7e marks committed meanwhile evaluated, the marks taken cleared, the figures
+-- A sweep (every lead of the scope) runs on the first run of each business day, when
+-- called by hand (p_run_id NULL: the lead rows written since the last read are keyed
+-- first, as step 5 does) and after the claim rules changed. Returns step stats, including
+-- lead_state {mode, trips, reasons, evaluated, written, removed}.
 CREATE OR REPLACE FUNCTION canon.generate_cabinet_claims(p_run_id bigint, p_scope_from date, p_only_limbo boolean DEFAULT false)
 RETURNS jsonb
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
 SET jit = off
 AS $$
 DECLARE
@@ -32,10 +26,9 @@ DECLARE
   v_meta canon.cabinet_lead_state_meta%ROWTYPE;
   v_sweep boolean;
   v_keys jsonb;
-  v_trips jsonb;
+  v_schedule jsonb;
   v_ids integer[];
   v_again_ids integer[];
-  v_reasons jsonb;
   v_state jsonb;
   v_state2 jsonb;
   v_claimed_written integer;
@@ -50,169 +43,36 @@ BEGIN
   END IF;
   SELECT * INTO v_meta FROM canon.cabinet_lead_state_meta FOR UPDATE;
   v_sweep := p_run_id IS NULL OR v_meta.full_refresh_needed OR v_meta.last_sweep_date IS DISTINCT FROM v_today;
-  -- By hand: the lead rows written since the last read are keyed first, as step 5 does.
   IF p_run_id IS NULL THEN
     v_keys := canon.key_changed_leads(NULL);
   END IF;
-  v_trips := canon.trip_drivers_changed(p_run_id);
 
-  -- The lead rows to re-evaluate, with the first reason that put them there.
-  DROP TABLE IF EXISTS pg_temp.lead_state_todo;
-  CREATE TEMP TABLE lead_state_todo (lead_id integer PRIMARY KEY, reason text NOT NULL) ON COMMIT DROP;
-
-  -- Lead rows that changed, keys whose links or claims changed (the marks taken now are
-  -- removed at the end, and only those).
-  INSERT INTO pg_temp.lead_state_todo
-  SELECT x.lead_id, 'lead_or_links_or_claims_changed'
-  FROM unnest(canon.take_lead_state_marks()) x (lead_id)
-  ON CONFLICT DO NOTHING;
-
-  INSERT INTO pg_temp.lead_state_todo
-  SELECT s.lead_id, 'trips_written'
-  FROM pg_temp.trip_drivers_changed d
-  JOIN canon.cabinet_lead_state s ON s.driver_id = d.driver_id
-  ON CONFLICT DO NOTHING;
-
-  -- Rows may have gone (deleted, or moved away by an update): only a lead that had trip
-  -- rows can lose some (any scope); one without can only gain, and new rows are found.
-  -- (the first look has nothing to compare with: every lead with a driver)
-  IF (v_trips->>'rows_may_be_gone')::boolean THEN
-    INSERT INTO pg_temp.lead_state_todo
-    SELECT s.lead_id, 'trip_rows_gone'
-    FROM canon.cabinet_lead_state s
-    WHERE s.trip_rows_in_window > 0
-       OR (v_trips->>'whole_read_reason' = 'first_read' AND s.driver_id IS NOT NULL)
-    ON CONFLICT DO NOTHING;
-  END IF;
-
-  IF v_sweep THEN
-    INSERT INTO pg_temp.lead_state_todo
-    SELECT l.id, 'sweep_scope'
-    FROM public.module_ct_cabinet_leads l
-    WHERE l.lead_created_at >= p_scope_from::timestamp
-    ON CONFLICT DO NOTHING;
-    -- Lead rows evaluated but gone, undated, re-keyed or re-dated; dated rows never evaluated.
-    INSERT INTO pg_temp.lead_state_todo
-    SELECT coalesce(s.lead_id, l.id), 'sweep_membership'
-    FROM canon.cabinet_lead_state s
-    FULL JOIN (SELECT l.id, canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk, canon.lead_date_of(l.lead_created_at) AS lead_date
-               FROM public.module_ct_cabinet_leads l
-               WHERE isfinite(l.lead_created_at)) l
-      ON l.id = s.lead_id
-    WHERE s.lead_id IS NULL OR l.id IS NULL
-       OR s.lead_source_pk <> l.lead_source_pk OR s.lead_date <> l.lead_date
-    ON CONFLICT DO NOTHING;
-    IF v_meta.full_refresh_needed THEN
-      INSERT INTO pg_temp.lead_state_todo
-      SELECT s.lead_id, 'claim_rules_changed' FROM canon.cabinet_lead_state s
-      ON CONFLICT DO NOTHING;
-    END IF;
-  END IF;
-
-  IF p_only_limbo THEN
-    INSERT INTO pg_temp.lead_state_todo
-    SELECT s.lead_id, 'only_limbo'
-    FROM canon.cabinet_lead_state s
-    WHERE s.limbo_stage IN ('NO_DRIVER', 'TRIPS_NO_CLAIM') AND s.lead_date >= p_scope_from
-    ON CONFLICT DO NOTHING;
-  END IF;
-
-  SELECT coalesce(jsonb_object_agg(r.reason, r.n), '{}'::jsonb) INTO v_reasons
-  FROM (SELECT t.reason, count(*) AS n FROM pg_temp.lead_state_todo t GROUP BY t.reason) r;
+  -- 7a, 7b: THE LEAD STATE ---------------------------------------------------------------
+  v_schedule := canon.schedule_lead_state(p_run_id, p_scope_from, p_only_limbo, v_sweep);
   v_ids := ARRAY(SELECT t.lead_id FROM pg_temp.lead_state_todo t ORDER BY t.lead_id);
   v_state := canon.refresh_lead_state(p_run_id, v_ids);
   IF (v_state->>'written')::integer >= 10000 THEN
     ANALYZE canon.cabinet_lead_state;
   END IF;
 
-  -- Claims of the scope present before this step (they are never touched), by status.
+  -- 7c, 7d: THE CLAIMS -------------------------------------------------------------------
+  -- Claims of the scope present before (never touched), by status.
   SELECT coalesce(jsonb_object_agg(e.status, e.n), '{}'::jsonb) INTO v_existing
   FROM (SELECT cl.status, count(*) AS n
         FROM canon.claims_yango_cabinet_14d cl
         WHERE cl.lead_date >= p_scope_from
         GROUP BY cl.status) e;
-
-  -- Stored rows with a claim missing that this step did not evaluate (a claim out of
-  -- scope then, a claim insert that failed): evaluated again after the claims.
+  -- Stored rows with a claim missing that 7b did not evaluate (a claim out of scope then,
+  -- one that failed): evaluated again after the claims.
   v_again_ids := ARRAY(
     SELECT s.lead_id FROM canon.cabinet_lead_state s
     WHERE s.limbo_stage = 'TRIPS_NO_CLAIM' AND s.lead_date >= p_scope_from
       AND NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_todo t WHERE t.lead_id = s.lead_id));
+  v_generated := canon.insert_missing_claims(p_run_id, p_scope_from);
+  v_claimed_written := canon.move_claimed_leads_on(p_run_id,
+    ARRAY(SELECT jsonb_array_elements_text(v_generated->'claimed_keys')));
 
-  -- Claims: every reached milestone without its claim.
-  PERFORM set_config('cabinet.lead_state_marking', 'off', true);
-  WITH
-  -- Decided on the live chain of the leads the stored state shows with a claim missing:
-  -- a trip row deleted since the state was stored cannot earn a claim.
-  live AS MATERIALIZED (
-    SELECT v.*
-    FROM canon.v_cabinet_lead_status v
-    WHERE v.lead_id IN (SELECT s.lead_id FROM canon.cabinet_lead_state s
-                        WHERE s.limbo_stage = 'TRIPS_NO_CLAIM' AND s.lead_date >= p_scope_from)
-  ),
-  due AS (
-    SELECT DISTINCT ON (s.lead_source_pk, m.milestone)
-           s.lead_id, s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.currency, m.milestone, m.amount
-    FROM live s
-    CROSS JOIN LATERAL (
-      VALUES (1, s.m1_amount, s.reached_m1 AND NOT s.has_claim_m1),
-             (5, s.m5_amount, s.reached_m5 AND NOT s.has_claim_m5),
-             (25, s.m25_amount, s.reached_m25 AND NOT s.has_claim_m25)
-    ) m (milestone, amount, missing)
-    WHERE s.lead_date >= p_scope_from
-      AND m.missing
-    ORDER BY s.lead_source_pk, m.milestone, s.lead_date, s.lead_id
-  ),
-  inserted AS (
-    INSERT INTO canon.claims_yango_cabinet_14d AS cl (
-      lead_source_pk, milestone, person_key, driver_id, lead_date, amount_expected, currency,
-      status, generated_at, run_id
-    )
-    SELECT d.lead_source_pk, d.milestone, d.person_key, d.driver_id, d.lead_date, d.amount, d.currency,
-           'generated', now(), p_run_id
-    FROM due d
-    ORDER BY d.lead_source_pk, d.milestone
-    ON CONFLICT (lead_source_pk, milestone) DO NOTHING
-    RETURNING cl.lead_source_pk, cl.milestone, cl.amount_expected
-  ),
-  per_milestone AS (
-    SELECT m.milestone, count(i.milestone) AS n, coalesce(sum(i.amount_expected), 0) AS amount
-    FROM (VALUES (1), (5), (25)) m (milestone)
-    LEFT JOIN inserted i ON i.milestone = m.milestone
-    GROUP BY m.milestone
-  )
-  SELECT jsonb_build_object(
-           'claims_generated', (SELECT count(*) FROM inserted),
-           'claims_generated_amount', (SELECT coalesce(sum(i.amount_expected), 0) FROM inserted i),
-           'claims_generated_by_milestone', (SELECT jsonb_object_agg('M' || p.milestone, jsonb_build_object('count', p.n, 'amount', p.amount))
-                                             FROM per_milestone p),
-           'claimed_keys', (SELECT coalesce(jsonb_agg(DISTINCT i.lead_source_pk), '[]'::jsonb) FROM inserted i))
-  INTO v_generated;
-  PERFORM set_config('cabinet.lead_state_marking', 'on', true);
-
-  -- The claimed leads (every stored row of a claimed key): their claim flags and stage
-  -- follow the claims just written. Their chain was evaluated by this step, or is stored
-  -- and unchanged (a change would have marked it): their trips are not read again.
-  WITH claimed AS (
-    SELECT c.lead_source_pk,
-           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 1) AS c1,
-           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 5) AS c5,
-           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 25) AS c25
-    FROM (SELECT DISTINCT jsonb_array_elements_text(v_generated->'claimed_keys') AS lead_source_pk) c
-  )
-  UPDATE canon.cabinet_lead_state s
-  SET has_claim_m1 = c.c1, has_claim_m5 = c.c5, has_claim_m25 = c.c25,
-      limbo_stage = canon.limbo_stage_of(s.person_key, s.driver_id, s.trips_in_window,
-                                         s.reached_m1, s.reached_m5, s.reached_m25, c.c1, c.c5, c.c25),
-      evaluated_at = now(), evaluated_run_id = p_run_id
-  FROM claimed c
-  WHERE s.lead_source_pk = c.lead_source_pk
-    AND (s.has_claim_m1, s.has_claim_m5, s.has_claim_m25) IS DISTINCT FROM (c.c1, c.c5, c.c25);
-  GET DIAGNOSTICS v_claimed_written = ROW_COUNT;
-  IF v_claimed_written > 0 THEN
-    -- (as canon.refresh_lead_state does: counts and snapshots made before are stale)
-    UPDATE canon.cabinet_lead_state_meta SET changed_at = now();
-  END IF;
+  -- 7e: MARKS AND BOOKKEEPING -------------------------------------------------------------
   -- Marks committed by others while this step ran (visible now) are evaluated too; then
   -- the marks taken are removed.
   v_state2 := canon.refresh_lead_state(p_run_id, v_again_ids || canon.take_lead_state_marks());
@@ -223,7 +83,8 @@ BEGIN
       full_refresh_needed = false,
       updated_at = now();
 
-  -- The scope's figures, from the stored rows' counters (canon.cabinet_lead_state_counts,
+  -- FIGURES OF THE SCOPE -------------------------------------------------------------------
+  -- From the stored rows' counters (canon.cabinet_lead_state_counts,
   -- kept by a trigger as the state changes): a few hundred rows, whatever the scope holds.
   SELECT jsonb_build_object(
            'leads', coalesce(sum(c.leads), 0),
@@ -282,9 +143,9 @@ BEGIN
     'claims_already_present_by_status', v_existing,
     'lead_state', jsonb_build_object(
       'mode', CASE WHEN v_sweep THEN 'sweep' ELSE 'incremental' END,
-      'trips', v_trips,
+      'trips', v_schedule->'trips',
       'keys', v_keys,
-      'reasons', v_reasons,
+      'reasons', v_schedule->'reasons',
       'evaluated', (v_state->>'evaluated')::integer + (v_state2->>'evaluated')::integer,
       'written', (v_state->>'written')::integer + (v_state2->>'written')::integer + v_claimed_written,
       'claimed_rows_moved_on', v_claimed_written,

@@ -9,7 +9,7 @@
 -- the score of canon.name_similarity without normalising each name again per pair).
 -- A pair whose score alone is a name match but whose names differ by a given name or a
 -- surname (SPEC 5, relatives) is vetoed (canon.name_veto, roles from both records' fields
--- and canon.name_token_usage): looked up only for the few pairs scoring in [0.66, 1).
+-- and canon.name_token_usage): looked up only for the few pairs scoring in [name_similarity_min, 1).
 CREATE OR REPLACE FUNCTION canon.lead_candidates(p_lead_ids integer[])
 RETURNS TABLE (
   lead_id integer,
@@ -37,7 +37,10 @@ SET enable_mergejoin = off
 AS $$
   WITH params AS (
     SELECT canon.setting('target_park_id') AS target_park,
-           canon.setting('shared_phone_min_other_people')::integer AS min_other_people
+           canon.setting('shared_phone_min_other_people')::integer AS min_other_people,
+           mp.name_similarity_min AS sim_min, mp.name_gap_min AS gap_min,
+           mp.hire_days_before_lead AS hire_before, mp.hire_days_after_lead AS hire_after
+    FROM canon.match_parameters mp
   ),
   -- Below, no two derived sets of the size of the batch are joined: each step is per lead,
   -- a window over the candidates of a lead, or a lookup in the few shared phones. (This
@@ -76,7 +79,7 @@ AS $$
                    WHERE pn.phone_norm = b.phone_norm
                      AND (b.name_norm IS NULL
                           OR (n.name_norm <> b.name_norm
-                              AND (s.sim < 0.66
+                              AND (s.sim < (SELECT pr.sim_min FROM params pr)
                                    -- a relative's name is another person's (SPEC 5)
                                    OR canon.name_veto_of(t.lt, b.lead_id, NULL, t.ot, NULL, NULL) IS NOT NULL)))
                    LIMIT (SELECT pr.min_other_people FROM params pr)) x)
@@ -103,7 +106,7 @@ AS $$
                 ELSE round(coalesce(canon.token_similarity(string_to_array(r.lead_name_norm, ' '), string_to_array(r.name_norm, ' ')), 0), 4)
            END AS name_similarity,
            r.hire_date,
-           (r.hire_date IS NULL OR r.hire_date BETWEEN r.lead_date - 90 AND r.lead_date + 30) AS hire_in_window,
+           (r.hire_date IS NULL OR r.hire_date BETWEEN r.lead_date - p.hire_before AND r.lead_date + p.hire_after) AS hire_in_window,
            coalesce(r.other_people, 0) >= p.min_other_people AS lead_phone_shared,
            x.present IS NULL AS driver_deleted
     FROM raw r
@@ -117,11 +120,12 @@ AS $$
   -- veto is looked up for those pairs only (a score of 1 leaves nothing to differ).
   vetted AS (
     SELECT sc.*,
-           CASE WHEN sc.rule_group = 'PLATE' AND sc.name_similarity >= 0.66 AND sc.name_similarity < 1 THEN
+           CASE WHEN sc.rule_group = 'PLATE' AND sc.name_similarity >= p.sim_min AND sc.name_similarity < 1 THEN
              canon.name_veto_of(string_to_array(sc.lead_name_norm, ' '), sc.lead_id, NULL,
                                 string_to_array(sc.name_norm, ' '), NULL, sc.driver_id)
            END AS veto
     FROM scored sc
+    CROSS JOIN params p
   ),
   -- Several drivers on one phone with different names are different people: when a lead's
   -- phone finds 2+ drivers (not deleted), each is compared with the one of the smallest
@@ -142,7 +146,7 @@ AS $$
            g.phone_drivers > 1
              AND bool_or(CASE WHEN g.rule_group = 'PHONE' AND NOT g.driver_deleted AND g.phone_drivers > 1
                                    AND g.name_norm IS DISTINCT FROM g.phone_ref_name
-                              THEN (SELECT x.sim < 0.66
+                              THEN (SELECT x.sim < (SELECT pr.sim_min FROM params pr)
                                            OR (x.sim < 1
                                                AND canon.name_veto_of(x.dt, NULL, g.driver_id, x.rt, NULL, g.phone_ref_driver) IS NOT NULL)
                                     FROM (SELECT string_to_array(g.name_norm, ' ') AS dt, string_to_array(g.phone_ref_name, ' ') AS rt) t
@@ -162,7 +166,7 @@ AS $$
              WHEN sc.driver_deleted THEN 'DRIVER_DELETED'
              WHEN sc.rule_group = 'PHONE' AND sc.lead_phone_shared THEN 'PHONE_SHARED_BY_LEADS'
              WHEN sc.rule_group = 'PHONE' AND coalesce(sc.phone_shared_by_drivers, false) THEN 'PHONE_SHARED_BY_DRIVERS'
-             WHEN sc.rule_group = 'PLATE' AND sc.name_similarity < 0.66 THEN 'NAME_NOT_SIMILAR'
+             WHEN sc.rule_group = 'PLATE' AND sc.name_similarity < (SELECT pr.sim_min FROM params pr) THEN 'NAME_NOT_SIMILAR'
              WHEN sc.rule_group = 'PLATE' AND sc.veto IS NOT NULL THEN 'NAME_VETO'
            END AS reject_reason
     FROM phone_compared sc
@@ -179,7 +183,7 @@ AS $$
     FROM classified c
   ),
   -- Shift drivers share a plate: the name decides when the best is clearly better (gap >=
-  -- 0.15). Ranked among the lead's plate candidates still standing (the partition's
+  -- name_gap_min). Ranked among the lead's plate candidates still standing (the partition's
   -- second key); the other rows' ranks are not used.
   plate_ranked AS (
     SELECT p.*,
@@ -191,17 +195,17 @@ AS $$
     WINDOW w AS (PARTITION BY p.lead_id, (p.rule_group = 'PLATE' AND p.reason IS NULL) ORDER BY p.name_similarity DESC, p.driver_id)
   )
   SELECT p.lead_id, p.lead_source_pk, p.rule, p.rule_group, p.driver_id, p.park_id, p.in_target_park,
-         CASE p.rule WHEN 'R1_PHONE_EXACT' THEN 95 WHEN 'R2_LICENSE_EXACT' THEN 92
-                     WHEN 'R3_PLATE_EXACT_NAME_SIMILAR' THEN 85 ELSE 80 END::numeric AS score,
-         CASE WHEN p.rule_group IN ('PHONE', 'LICENSE') THEN 'HIGH' ELSE 'MEDIUM' END AS confidence_level,
+         mr.score::numeric AS score,
+         mr.confidence_level,
          p.name_similarity, p.hire_date, p.hire_in_window,
          final.reason IS NULL AS kept,
          final.reason AS reject_reason,
          CASE WHEN p.veto IS NOT NULL THEN jsonb_build_object('lead', p.veto->'a', 'driver', p.veto->'b') END AS name_veto
   FROM plate_ranked p
+  JOIN canon.match_rules mr ON mr.rule = p.rule
   CROSS JOIN LATERAL (
     SELECT CASE
-             WHEN p.plate_standing AND p.plate_pos > 1 AND p.best_similarity - p.second_similarity >= 0.15
+             WHEN p.plate_standing AND p.plate_pos > 1 AND p.best_similarity - p.second_similarity >= (SELECT pr.gap_min FROM params pr)
                THEN 'NAME_LESS_SIMILAR_THAN_BEST'
              ELSE p.reason
            END AS reason

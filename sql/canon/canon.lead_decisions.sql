@@ -27,10 +27,9 @@ AS $$
     SELECT k.* FROM canon.lead_keys k WHERE k.lead_id = ANY (p_lead_ids)
   ),
   cand AS (
-    SELECT c.*,
-           CASE c.rule WHEN 'R1_PHONE_EXACT' THEN 1 WHEN 'R2_LICENSE_EXACT' THEN 2
-                       WHEN 'R3_PLATE_EXACT_NAME_SIMILAR' THEN 3 ELSE 4 END AS rule_rank
+    SELECT c.*, mr.rank AS rule_rank
     FROM canon.lead_candidates(p_lead_ids) c
+    JOIN canon.match_rules mr ON mr.rule = c.rule
   ),
   -- Everything per lead is aggregated in one pass (no correlated scans of cand).
   per_group AS (
@@ -123,7 +122,8 @@ AS $$
                                         'plate_norm', i.plate_norm, 'license_norm', i.license_norm,
                                         'name_norm', i.name_norm, 'hire_date', i.hire_date),
            'name_similarity', d.best_similarity,
-           'hire_window', jsonb_build_array(d.lead_date - 90, d.lead_date + 30),
+           'hire_window', (SELECT jsonb_build_array(d.lead_date - mp.hire_days_before_lead, d.lead_date + mp.hire_days_after_lead)
+                           FROM canon.match_parameters mp),
            'target_park', d.best_in_target_park,
            'rejected', d.rejected)
          END,

@@ -2,7 +2,7 @@
 -- canon.identity_unmatched. A lead key whose link or unmatched row goes away (deleted,
 -- truncated, or moved to another key) is no longer evaluated: its rows of
 -- canon.lead_keys are listed in canon.lead_keys_pending again, so that the next batch
--- selection (canon.match_cabinet_leads reads that table for never-evaluated leads) sees it.
+-- selection (canon.select_lead_batch reads that table for never-evaluated leads) sees it.
 CREATE OR REPLACE FUNCTION canon.mark_lead_keys_pending()
 RETURNS trigger
 LANGUAGE plpgsql

@@ -10,7 +10,7 @@
 -- deleted drivers (the matcher never proposes a deleted driver meanwhile: it checks).
 -- Whenever a row of the index is written or removed, driver_index_state.changed_at is set
 -- to now() (reported by runs). Which unmatched leads are worth retrying is decided by
--- canon.match_cabinet_leads from the rows indexed since its last check (indexed_at) and
+-- canon.mark_retries_due from the rows indexed since its last check (indexed_at) and
 -- the keys drivers lost (canon.driver_index_key_changes, written here). Returns step stats.
 CREATE OR REPLACE FUNCTION canon.refresh_driver_index(p_run_id bigint)
 RETURNS jsonb
@@ -89,7 +89,7 @@ BEGIN
     PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
   END IF;
 
-  -- Every written row gets indexed_at = now(): canon.match_cabinet_leads finds the changed
+  -- Every written row gets indexed_at = now(): canon.mark_retries_due finds the changed
   -- drivers by it (driver_index_indexed_at_idx) and marks due the OPEN leads sharing a key.
   -- The keys a re-indexed driver no longer has are logged (driver_index_key_changes): a
   -- lead that had it as a candidate by such a key is due too.
@@ -158,7 +158,7 @@ BEGIN
   END IF;
   DROP TABLE pg_temp.driver_index_source;
 
-  -- The index changed (reported; retries are targeted by canon.match_cabinet_leads).
+  -- The index changed (reported; retries are targeted by canon.mark_retries_due).
   IF v_upserted > 0 OR v_deleted > 0 THEN
     v_changed_at := now();
   END IF;

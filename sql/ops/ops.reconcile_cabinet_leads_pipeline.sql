@@ -29,6 +29,8 @@ DECLARE
   v_stats jsonb;
   v_steps jsonb := '[]'::jsonb;
   v_step_out jsonb;
+  v_match jsonb;
+  v_pending_cleared integer;
   v_prev_snapshot bigint;
   v_t0 timestamptz;
   v_t timestamptz;
@@ -99,7 +101,7 @@ BEGIN
   PERFORM canon.bound_lock_timeout();
 
   -- Step 2: one run at a time, across every host. The lock lasts until the final commit.
-  IF NOT pg_try_advisory_xact_lock(hashtext('cabinet_leads'), hashtext(c_job_name)) THEN
+  IF NOT canon.try_job_lock() THEN
     UPDATE canon.ingestion_runs
     SET status = 'SKIPPED',
         completed_at = clock_timestamp(),
@@ -119,16 +121,16 @@ BEGIN
 
   v_stats := jsonb_build_object('abandoned_runs_marked', v_abandoned);
 
-  -- Steps 3-8: all or nothing.
+  -- Steps 3-8: all or nothing. Each step is a function of its own; its stats go under its
+  -- name, its time to stats.steps (canon.step_done).
   BEGIN
+    -- Step 3: the upstream tables have what the product reads.
     v_t := clock_timestamp();
     v_stats := v_stats || jsonb_build_object('source_contract_columns', canon.check_source_contract());
-    v_steps := v_steps || jsonb_build_object('step', 'check_source_contract', 'status', 'done',
-      'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
+    v_steps := v_steps || canon.step_done('check_source_contract', v_t);
 
-    -- Limbo is counted once per run (a pass over every lead): "before" is the snapshot of
-    -- the previous completed run (live counts only when there is none yet), "after" is
-    -- this run's own snapshot in step 8.
+    -- Limbo is counted once per run: "before" is the snapshot of the previous completed run
+    -- (live counts only when there is none yet), "after" is this run's own in step 8.
     SELECT jsonb_build_object(
              'NO_IDENTITY', s.limbo_no_identity, 'NO_DRIVER', s.limbo_no_driver,
              'NO_TRIPS_14D', s.limbo_no_trips_14d, 'TRIPS_NO_CLAIM', s.limbo_trips_no_claim, 'OK', s.limbo_ok),
@@ -141,42 +143,56 @@ BEGIN
       'limbo_before', coalesce(v_step_out, ops.limbo_stage_counts()),
       'limbo_before_as_of_run', v_prev_snapshot);
 
+    -- Step 4: the driver index, and the unmatched leads its changes make due.
     v_t := clock_timestamp();
-    v_step_out := canon.refresh_driver_index(v_run_id);
+    v_stats := v_stats || jsonb_build_object('driver_index', canon.refresh_driver_index(v_run_id));
+    v_steps := v_steps || canon.step_done('refresh_driver_index', v_t);
     PERFORM canon.failpoint('after_refresh_driver_index');
-    v_stats := v_stats || jsonb_build_object('driver_index', v_step_out);
-    v_steps := v_steps || jsonb_build_object('step', 'refresh_driver_index',
-      'status', CASE WHEN v_step_out->'implemented' = 'false'::jsonb THEN 'not_implemented' ELSE 'done' END,
-      'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
-
     v_t := clock_timestamp();
-    v_step_out := canon.match_cabinet_leads(v_run_id, v_scope_from, p_limit, p_only_limbo);
+    v_match := canon.mark_retries_due(v_run_id);
+    v_steps := v_steps || canon.step_done('mark_retries_due', v_t);
+
+    -- Step 5: every lead row written since the last read keyed; the batch.
+    v_t := clock_timestamp();
+    v_step_out := canon.key_changed_leads(v_run_id);
+    v_match := v_match || jsonb_build_object(
+      'lead_keys', v_step_out,
+      'leads_keyed', v_step_out->'lead_rows_written',
+      'leads_without_lead_created_at', v_step_out->'lead_rows_undated',
+      'leads_with_oversized_key', v_step_out->'leads_with_oversized_key');
+    v_steps := v_steps || canon.step_done('key_changed_leads', v_t);
+    v_t := clock_timestamp();
+    v_step_out := canon.select_lead_batch(v_scope_from, p_limit, p_only_limbo);
+    v_match := v_match || (v_step_out - 'pending_cleared');
+    v_pending_cleared := (v_step_out->>'pending_cleared')::integer;
+    v_steps := v_steps || canon.step_done('select_lead_batch', v_t);
+
+    -- Step 6: the batch decided and linked.
+    v_t := clock_timestamp();
+    v_step_out := canon.link_decisions(v_run_id, p_only_limbo);
+    v_match := v_match || (v_step_out - 'pending_cleared')
+               || jsonb_build_object('pending_flags_cleared', v_pending_cleared + (v_step_out->>'pending_cleared')::integer);
+    v_stats := v_stats || jsonb_build_object('match', v_match);
+    v_steps := v_steps || canon.step_done('link_decisions', v_t);
     PERFORM canon.failpoint('after_match');
-    v_stats := v_stats || jsonb_build_object('match', v_step_out);
-    v_steps := v_steps || jsonb_build_object('step', 'match_cabinet_leads',
-      'status', CASE WHEN v_step_out->'implemented' = 'false'::jsonb THEN 'not_implemented' ELSE 'done' END,
-      'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
-
-    v_t := clock_timestamp();
     -- A large batch (backfill) changes these tables faster than autovacuum analyses
     -- them; the next statements would be planned for the tables as they were.
-    IF (v_stats->'match'->>'leads_evaluated')::integer >= 5000 THEN
+    IF (v_match->>'leads_evaluated')::integer >= 5000 THEN
       ANALYZE canon.identity_links, canon.identity_unmatched, canon.lead_keys, canon.identity_registry;
     END IF;
-    v_step_out := canon.generate_cabinet_claims(v_run_id, v_scope_from, p_only_limbo);
-    PERFORM canon.failpoint('after_claims');
-    v_stats := v_stats || jsonb_build_object('claims', v_step_out);
-    v_steps := v_steps || jsonb_build_object('step', 'generate_cabinet_claims',
-      'status', CASE WHEN v_step_out->'implemented' = 'false'::jsonb THEN 'not_implemented' ELSE 'done' END,
-      'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
+    -- Step 7: the lead state brought up to date, the missing claims generated.
+    v_t := clock_timestamp();
+    v_stats := v_stats || jsonb_build_object('claims', canon.generate_cabinet_claims(v_run_id, v_scope_from, p_only_limbo));
+    v_steps := v_steps || canon.step_done('generate_cabinet_claims', v_t);
+    PERFORM canon.failpoint('after_claims');
+
+    -- Step 8: the limbo snapshot and the alert rules.
     v_t := clock_timestamp();
     v_step_out := ops.snapshot_limbo(v_run_id);
-    PERFORM canon.failpoint('after_snapshot');
     v_stats := v_stats || jsonb_build_object('snapshot', v_step_out, 'limbo_after', v_step_out->'stages');
-    v_steps := v_steps || jsonb_build_object('step', 'snapshot_limbo',
-      'status', CASE WHEN v_step_out->'implemented' = 'false'::jsonb THEN 'not_implemented' ELSE 'done' END,
-      'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
+    v_steps := v_steps || canon.step_done('snapshot_limbo', v_t);
+    PERFORM canon.failpoint('after_snapshot');
 
     v_status := 'COMPLETED';
     IF p_dry_run THEN
@@ -200,12 +216,13 @@ BEGIN
   -- Step 9: outcome, in the same transaction as the writes of steps 4-8.
   v_stats := v_stats || jsonb_build_object(
     'steps', v_steps,
-    'steps_not_implemented', (SELECT coalesce(jsonb_agg(s->'step'), '[]'::jsonb)
-                              FROM jsonb_array_elements(v_steps) s
-                              WHERE s->>'status' = 'not_implemented'),
+    -- (the match step of earlier versions is steps 4b-6 together)
     'durations_ms', (SELECT coalesce(jsonb_object_agg(s->>'step', s->'ms'), '{}'::jsonb)
                      FROM jsonb_array_elements(v_steps) s)
-                    || jsonb_build_object('total', round((extract(epoch FROM clock_timestamp() - v_t0) * 1000)::numeric, 1)));
+                    || jsonb_build_object(
+                         'match', (SELECT sum((s->>'ms')::numeric) FROM jsonb_array_elements(v_steps) s
+                                   WHERE s->>'step' IN ('mark_retries_due', 'key_changed_leads', 'select_lead_batch', 'link_decisions')),
+                         'total', round((extract(epoch FROM clock_timestamp() - v_t0) * 1000)::numeric, 1)));
   IF v_status = 'FAILED' THEN
     v_stats := v_stats || jsonb_build_object('error', jsonb_build_object(
       'sqlstate', v_sqlstate, 'detail', v_detail, 'context', v_context));

@@ -16,12 +16,7 @@ DECLARE
   v_ids integer[];
   v_out jsonb;
 BEGIN
-  BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('cabinet_leads'), hashtext('reconcile_cabinet_leads_pipeline'));
-  EXCEPTION WHEN lock_not_available THEN
-    RAISE EXCEPTION 'a pipeline run (or an identity change) holds the job lock for more than 30 s: try again when it has finished'
-      USING ERRCODE = '55P03';
-  END;
+  PERFORM canon.take_job_lock();
   -- Lead rows written since the last read are keyed (and marked) first.
   PERFORM canon.key_changed_leads(NULL);
   v_ids := canon.take_lead_state_marks();

@@ -21,12 +21,7 @@ DECLARE
   v_state jsonb;
   v_counts boolean;
 BEGIN
-  BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('cabinet_leads'), hashtext('reconcile_cabinet_leads_pipeline'));
-  EXCEPTION WHEN lock_not_available THEN
-    RAISE EXCEPTION 'a pipeline run (or an identity change) holds the job lock for more than 30 s: try again when it has finished'
-      USING ERRCODE = '55P03';
-  END;
+  PERFORM canon.take_job_lock();
 
   v_keys := canon.refresh_lead_keys(ARRAY(SELECT d.lead_id FROM canon.lead_keys_drift() d));
 

@@ -45,12 +45,7 @@ BEGIN
   END IF;
 
   -- GUARD: never in the middle of a pipeline run or an identity change.
-  BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('cabinet_leads'), hashtext('reconcile_cabinet_leads_pipeline'));
-  EXCEPTION WHEN lock_not_available THEN
-    RAISE EXCEPTION 'a pipeline run (or an identity change) holds the job lock for more than 30 s: try again when it has finished'
-      USING ERRCODE = '55P03';
-  END;
+  PERFORM canon.take_job_lock();
 
   -- STALE KEYS: every stored lead key that is not its own key, and the key it becomes.
   DROP TABLE IF EXISTS pg_temp.lead_rekey;

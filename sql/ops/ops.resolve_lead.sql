@@ -54,12 +54,7 @@ BEGIN
   END IF;
 
   -- One identity change at a time, never in the middle of a pipeline run.
-  BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('cabinet_leads'), hashtext('reconcile_cabinet_leads_pipeline'));
-  EXCEPTION WHEN lock_not_available THEN
-    RAISE EXCEPTION 'a pipeline run (or another identity change) holds the job lock for more than 30 s: try again when it has finished'
-      USING ERRCODE = '55P03';
-  END;
+  PERFORM canon.take_job_lock();
 
   SELECT min(l.id) AS lead_id, count(*) AS lead_rows,
          (array_agg(l.lead_created_at ORDER BY l.id))[1] AS lead_created_at,

@@ -44,12 +44,7 @@ BEGIN
       USING ERRCODE = '22023';
   END IF;
 
-  BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('cabinet_leads'), hashtext('reconcile_cabinet_leads_pipeline'));
-  EXCEPTION WHEN lock_not_available THEN
-    RAISE EXCEPTION 'a pipeline run (or another identity change) holds the job lock for more than 30 s: try again when it has finished'
-      USING ERRCODE = '55P03';
-  END;
+  PERFORM canon.take_job_lock();
 
   SELECT count(*) INTO v_lead_rows
   FROM public.module_ct_cabinet_leads l

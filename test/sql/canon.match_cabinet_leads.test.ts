@@ -473,3 +473,23 @@ test('target park id comes from canon.settings', (t) =>
     const [s] = await db.query<{ value: string }>(`SELECT value FROM canon.settings WHERE key = 'target_park_id'`);
     t.is(s!.value, TARGET_PARK);
   }));
+
+test('the rules are data: a change of a score or threshold in canon.match_rules / match_parameters makes every OPEN lead due and the next run decides it with the new rule', (t) =>
+  withDb(async (db) => {
+    // A plate candidate whose name scores 0.675 (3 of 4 tokens): a match at 0.66, not at 0.7.
+    await insertDriver(db, { driver_id: 'd-plate', first_name: 'Ana Maria', last_name: 'Quispe Roca', car_number: 'RUL-123' });
+    await insertLead(db, { external_id: 'RULE-1', first_name: 'Ana', last_name: 'Quispe Roca', asset_plate_number: 'rul123' });
+    await db.query(`UPDATE canon.match_parameters SET name_similarity_min = 0.95`);
+    await runPipeline(db);
+    t.is((await unmatchedOf(db, 'RULE-1'))?.reason_code, 'WEAK_MATCH_ONLY');
+    t.is((await runPipeline(db)).stats['match']['leads_selected'], 0, 'nothing changed: not retried');
+    await db.query(`UPDATE canon.match_parameters SET name_similarity_min = 0.66`);
+    const [due] = await db.query<{ retry_due: boolean }>(`SELECT retry_due FROM canon.identity_unmatched WHERE source_pk = 'RULE-1'`);
+    t.true(due!.retry_due);
+    await db.query(`UPDATE canon.match_rules SET score = 81 WHERE rule = 'R3B_PLATE_NAME_NO_DATE'`);
+    await db.query(`UPDATE canon.match_rules SET score = 86 WHERE rule = 'R3_PLATE_EXACT_NAME_SIMILAR'`);
+    await runPipeline(db);
+    const [link] = await db.query<{ match_rule: string; match_score: string }>(
+      `SELECT match_rule, match_score::text FROM canon.identity_links WHERE source_pk = 'RULE-1'`);
+    t.deepEqual(link, { match_rule: 'R3_PLATE_EXACT_NAME_SIMILAR', match_score: '86.00' });
+  }));

@@ -1,0 +1,2726 @@
+-- Up Migration
+-- snapshot of sql/canon/canon.job_lock.sql
+-- canon.job_lock: the key of the job lock, the transaction-level advisory lock that keeps
+-- one pipeline run at a time (across every host) and the operator tools and repairs out
+-- of a run: (hashtext('cabinet_leads'), hashtext('reconcile_cabinet_leads_pipeline')).
+-- Written once here; canon.try_job_lock and canon.take_job_lock take it, status and doctor
+-- look for it in pg_locks.
+CREATE OR REPLACE FUNCTION canon.job_lock(OUT classid integer, OUT objid integer)
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+AS $$
+  SELECT hashtext('cabinet_leads'), hashtext('reconcile_cabinet_leads_pipeline')
+$$;
+COMMENT ON FUNCTION canon.job_lock() IS
+  'The job lock''s advisory key (classid, objid): one pipeline run at a time, operator tools and repairs outside runs.';
+
+-- snapshot of sql/canon/canon.try_job_lock.sql
+-- canon.try_job_lock: takes the job lock (canon.job_lock) for this transaction if it is
+-- free, without waiting: what a pipeline run does (a run that finds it taken is SKIPPED).
+CREATE OR REPLACE FUNCTION canon.try_job_lock()
+RETURNS boolean
+LANGUAGE sql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT pg_try_advisory_xact_lock(k.classid, k.objid) FROM canon.job_lock() k
+$$;
+COMMENT ON FUNCTION canon.try_job_lock() IS
+  'Takes the job lock for this transaction if free (true), else false at once: the pipeline''s step 2.';
+
+-- snapshot of sql/canon/canon.take_job_lock.sql
+-- canon.take_job_lock: takes the job lock (canon.job_lock) for this transaction, waiting
+-- at most lock_timeout: what the operator tools (ops.resolve_lead, ops.ignore_lead,
+-- ops.unlink_lead) and the repairs do, so that they never run inside a pipeline run. A
+-- wait that times out raises 55P03 with a sentence saying what to do.
+CREATE OR REPLACE FUNCTION canon.take_job_lock()
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock(k.classid, k.objid) FROM canon.job_lock() k;
+EXCEPTION WHEN lock_not_available THEN
+  RAISE EXCEPTION 'a pipeline run (or another identity change) holds the job lock for more than %: try again when it has finished',
+                  current_setting('lock_timeout')
+    USING ERRCODE = '55P03';
+END
+$$;
+COMMENT ON FUNCTION canon.take_job_lock() IS
+  'Takes the job lock for this transaction, waiting at most lock_timeout (then 55P03): the prologue of the operator tools and repairs.';
+
+-- snapshot of sql/canon/canon.step_done.sql
+-- canon.step_done: the log entry of a pipeline step that has just finished, as a one-element
+-- jsonb array to append to the run's stats.steps: [{"step", "status": "done", "ms"}], ms
+-- measured from p_started. The one place a step's timing is written.
+CREATE OR REPLACE FUNCTION canon.step_done(p_step text, p_started timestamptz)
+RETURNS jsonb
+LANGUAGE sql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT jsonb_build_array(jsonb_build_object(
+    'step', p_step, 'status', 'done',
+    'ms', round((extract(epoch FROM clock_timestamp() - p_started) * 1000)::numeric, 1)))
+$$;
+COMMENT ON FUNCTION canon.step_done(text, timestamptz) IS
+  'Log entry of a finished pipeline step for stats.steps: [{step, status done, ms since p_started}].';
+
+-- snapshot of sql/canon/canon.mark_open_leads_due.sql
+-- canon.mark_open_leads_due: statement trigger function on canon.match_rules and
+-- canon.match_parameters: a change of the rules can change the outcome of every lead left
+-- unmatched, so every OPEN one is due for a retry (canon.identity_unmatched.retry_due),
+-- whatever the driver index did. Linked leads are not re-evaluated (SPEC 6).
+CREATE OR REPLACE FUNCTION canon.mark_open_leads_due()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  UPDATE canon.identity_unmatched u SET retry_due = true WHERE u.status = 'OPEN' AND NOT u.retry_due;
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION canon.mark_open_leads_due() IS
+  'Trigger on canon.match_rules and canon.match_parameters: every OPEN unmatched lead is due for a retry.';
+
+-- snapshot of migrations/parts/0035_match_rules.sql
+-- The matching rules and their parameters as data (SPEC 6), read by canon.lead_candidates
+-- and canon.lead_decisions: one place to change a score, a threshold or the hire window.
+CREATE TABLE canon.match_rules (
+  rule              text PRIMARY KEY
+    CHECK (rule IN ('R1_PHONE_EXACT', 'R2_LICENSE_EXACT', 'R3_PLATE_EXACT_NAME_SIMILAR', 'R3B_PLATE_NAME_NO_DATE')),
+  rank              integer NOT NULL UNIQUE CHECK (rank > 0),
+  rule_group        text NOT NULL CHECK (rule_group IN ('PHONE', 'LICENSE', 'PLATE')),
+  score             integer NOT NULL CHECK (score BETWEEN 0 AND 100),
+  confidence_level  text NOT NULL CHECK (confidence_level IN ('HIGH', 'MEDIUM', 'LOW')),
+  description       text NOT NULL
+);
+COMMENT ON TABLE canon.match_rules IS
+  'The matching rules (SPEC 6), strongest first (rank): score and confidence of a link each makes. A change marks every OPEN unmatched lead due for a retry.';
+INSERT INTO canon.match_rules (rule, rank, rule_group, score, confidence_level, description) VALUES
+  ('R1_PHONE_EXACT', 1, 'PHONE', 95, 'HIGH', 'normalised phone equal (not a shared phone)'),
+  ('R2_LICENSE_EXACT', 2, 'LICENSE', 92, 'HIGH', 'normalised licence equal'),
+  ('R3_PLATE_EXACT_NAME_SIMILAR', 3, 'PLATE', 85, 'MEDIUM', 'plate equal, name similar, hire date in the window or unknown'),
+  ('R3B_PLATE_NAME_NO_DATE', 4, 'PLATE', 80, 'MEDIUM', 'plate equal, name similar, hire date outside the window');
+
+CREATE TABLE canon.match_parameters (
+  singleton               boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  name_similarity_min     numeric(4, 3) NOT NULL DEFAULT 0.66 CHECK (name_similarity_min > 0 AND name_similarity_min <= 1),
+  name_gap_min            numeric(4, 3) NOT NULL DEFAULT 0.15 CHECK (name_gap_min >= 0 AND name_gap_min <= 1),
+  hire_days_before_lead   integer NOT NULL DEFAULT 90 CHECK (hire_days_before_lead >= 0),
+  hire_days_after_lead    integer NOT NULL DEFAULT 30 CHECK (hire_days_after_lead >= 0),
+  updated_at              timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE canon.match_parameters IS
+  'Parameters of the matching rules (one row): the name similarity a plate candidate needs, the gap by which the best name must beat the second, the hire-date window of R3. A change marks every OPEN unmatched lead due for a retry.';
+INSERT INTO canon.match_parameters DEFAULT VALUES;
+
+CREATE TRIGGER match_rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON canon.match_rules
+  FOR EACH STATEMENT EXECUTE FUNCTION canon.mark_open_leads_due();
+CREATE TRIGGER match_parameters_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON canon.match_parameters
+  FOR EACH STATEMENT EXECUTE FUNCTION canon.mark_open_leads_due();
+
+-- snapshot of sql/canon/canon.lead_candidates.sql
+-- canon.lead_candidates: every driver candidate of the given lead rows, by rule, with
+-- its score and name similarity, and whether it is kept as evidence or why it is not.
+-- The one definition of the rules of SPEC 6, used by the batch matcher and by
+-- ops.explain_lead. Reads canon.lead_keys and canon.driver_index, always by key: a batch
+-- (at most a run's limit) is probed into the driver index, never joined by hashing the
+-- whole index, which the planner chose at 1M drivers from its estimates, nor with JIT
+-- (10,000 leads at 1M: 2.2 s as planned, 0.86 s without JIT, 0.59 s by key). Names are
+-- compared as the normalised names both store (canon.token_similarity on their tokens:
+-- the score of canon.name_similarity without normalising each name again per pair).
+-- A pair whose score alone is a name match but whose names differ by a given name or a
+-- surname (SPEC 5, relatives) is vetoed (canon.name_veto, roles from both records' fields
+-- and canon.name_token_usage): looked up only for the few pairs scoring in [name_similarity_min, 1).
+CREATE OR REPLACE FUNCTION canon.lead_candidates(p_lead_ids integer[])
+RETURNS TABLE (
+  lead_id integer,
+  lead_source_pk text,
+  rule text,
+  rule_group text,
+  driver_id text,
+  park_id text,
+  in_target_park boolean,
+  score numeric,
+  confidence_level text,
+  name_similarity numeric,
+  hire_date date,
+  hire_in_window boolean,
+  kept boolean,
+  reject_reason text,
+  name_veto jsonb
+)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+  WITH params AS (
+    SELECT canon.setting('target_park_id') AS target_park,
+           canon.setting('shared_phone_min_other_people')::integer AS min_other_people,
+           mp.name_similarity_min AS sim_min, mp.name_gap_min AS gap_min,
+           mp.hire_days_before_lead AS hire_before, mp.hire_days_after_lead AS hire_after
+    FROM canon.match_parameters mp
+  ),
+  -- Below, no two derived sets of the size of the batch are joined: each step is per lead,
+  -- a window over the candidates of a lead, or a lookup in the few shared phones. (This
+  -- function is planned without knowing the batch size; such a join became a nested loop
+  -- over both: quadratic, 1.5 s for 10,000 leads against 60 ms for 2,000.)
+  batch AS (
+    SELECT k.* FROM canon.lead_keys k WHERE k.lead_id = ANY (p_lead_ids)
+  ),
+  -- A phone that other leads use under other names is an office phone, not a person's.
+  -- Only phones with enough distinct names to be shared (few) are compared name by name,
+  -- each read once however many leads of the batch carry it (MATERIALIZED: not inlined
+  -- into the per-lead lookup below, which would read a shared phone's leads per lead).
+  phone_names AS MATERIALIZED (
+    SELECT p.phone_norm, array_agg(o.name_norm) AS names
+    FROM (SELECT DISTINCT b.phone_norm FROM batch b WHERE b.phone_norm IS NOT NULL) p
+    CROSS JOIN LATERAL (
+      SELECT DISTINCT o.name_norm
+      FROM canon.lead_keys o
+      WHERE o.phone_norm = p.phone_norm AND o.name_norm IS NOT NULL
+      LIMIT 50
+    ) o
+    GROUP BY p.phone_norm
+    HAVING count(*) > (SELECT pr.min_other_people FROM params pr)
+  ),
+  -- Enough is enough: stop comparing once min_other_people other people are found.
+  leads AS (
+    SELECT b.*,
+           CASE WHEN b.phone_norm IS NOT NULL THEN (
+             SELECT count(*)
+             FROM (SELECT 1
+                   FROM phone_names pn
+                   CROSS JOIN unnest(pn.names) n (name_norm)
+                   CROSS JOIN LATERAL (
+                     SELECT string_to_array(b.name_norm, ' ') AS lt, string_to_array(n.name_norm, ' ') AS ot) t
+                   CROSS JOIN LATERAL (SELECT canon.token_similarity(t.lt, t.ot) AS sim) s
+                   WHERE pn.phone_norm = b.phone_norm
+                     AND (b.name_norm IS NULL
+                          OR (n.name_norm <> b.name_norm
+                              AND (s.sim < (SELECT pr.sim_min FROM params pr)
+                                   -- a relative's name is another person's (SPEC 5)
+                                   OR canon.name_veto_of(t.lt, b.lead_id, NULL, t.ot, NULL, NULL) IS NOT NULL)))
+                   LIMIT (SELECT pr.min_other_people FROM params pr)) x)
+           END AS other_people
+    FROM batch b
+  ),
+  raw AS (
+    SELECT l.lead_id, l.lead_source_pk, l.name_norm AS lead_name_norm, l.lead_date, l.other_people,
+           'PHONE' AS rule_group, d.driver_id, d.park_id, d.name_norm, d.hire_date
+    FROM leads l JOIN canon.driver_index d ON d.phone_norm = l.phone_norm
+    UNION ALL
+    SELECT l.lead_id, l.lead_source_pk, l.name_norm, l.lead_date, l.other_people,
+           'LICENSE', d.driver_id, d.park_id, d.name_norm, d.hire_date
+    FROM leads l JOIN canon.driver_index d ON d.license_norm = l.license_norm
+    UNION ALL
+    SELECT l.lead_id, l.lead_source_pk, l.name_norm, l.lead_date, l.other_people,
+           'PLATE', d.driver_id, d.park_id, d.name_norm, d.hire_date
+    FROM leads l JOIN canon.driver_index d ON d.plate_norm = l.plate_norm
+  ),
+  scored AS (
+    SELECT r.lead_id, r.lead_source_pk, r.rule_group, r.driver_id, r.park_id, r.name_norm, r.lead_name_norm,
+           r.park_id IS NOT DISTINCT FROM p.target_park AS in_target_park,
+           CASE WHEN r.lead_name_norm = r.name_norm THEN 1.0000
+                ELSE round(coalesce(canon.token_similarity(string_to_array(r.lead_name_norm, ' '), string_to_array(r.name_norm, ' ')), 0), 4)
+           END AS name_similarity,
+           r.hire_date,
+           (r.hire_date IS NULL OR r.hire_date BETWEEN r.lead_date - p.hire_before AND r.lead_date + p.hire_after) AS hire_in_window,
+           coalesce(r.other_people, 0) >= p.min_other_people AS lead_phone_shared,
+           x.present IS NULL AS driver_deleted
+    FROM raw r
+    CROSS JOIN params p
+    -- One probe per candidate, a plain column after: a NOT EXISTS here was planned as a
+    -- hashed subplan, one scan of public.drivers per later reference (3 x 30 ms of every
+    -- batch at 200k drivers).
+    LEFT JOIN LATERAL (SELECT true AS present FROM public.drivers x WHERE x.driver_id = r.driver_id LIMIT 1) x ON true
+  ),
+  -- A plate's driver whose name scores as a match may still be a relative (SPEC 5): the
+  -- veto is looked up for those pairs only (a score of 1 leaves nothing to differ).
+  vetted AS (
+    SELECT sc.*,
+           CASE WHEN sc.rule_group = 'PLATE' AND sc.name_similarity >= p.sim_min AND sc.name_similarity < 1 THEN
+             canon.name_veto_of(string_to_array(sc.lead_name_norm, ' '), sc.lead_id, NULL,
+                                string_to_array(sc.name_norm, ' '), NULL, sc.driver_id)
+           END AS veto
+    FROM scored sc
+    CROSS JOIN params p
+  ),
+  -- Several drivers on one phone with different names are different people: when a lead's
+  -- phone finds 2+ drivers (not deleted), each is compared with the one of the smallest
+  -- name (a relative's name is a different person's too).
+  phone_grouped AS (
+    SELECT sc.*,
+           first_value(sc.driver_id) OVER (PARTITION BY sc.lead_id
+                                           ORDER BY (sc.rule_group = 'PHONE' AND NOT sc.driver_deleted) DESC,
+                                                    sc.name_norm, sc.driver_id) AS phone_ref_driver,
+           min(sc.name_norm) FILTER (WHERE sc.rule_group = 'PHONE' AND NOT sc.driver_deleted)
+             OVER (PARTITION BY sc.lead_id) AS phone_ref_name,
+           count(*) FILTER (WHERE sc.rule_group = 'PHONE' AND NOT sc.driver_deleted)
+             OVER (PARTITION BY sc.lead_id) AS phone_drivers
+    FROM vetted sc
+  ),
+  phone_compared AS (
+    SELECT g.*,
+           g.phone_drivers > 1
+             AND bool_or(CASE WHEN g.rule_group = 'PHONE' AND NOT g.driver_deleted AND g.phone_drivers > 1
+                                   AND g.name_norm IS DISTINCT FROM g.phone_ref_name
+                              THEN (SELECT x.sim < (SELECT pr.sim_min FROM params pr)
+                                           OR (x.sim < 1
+                                               AND canon.name_veto_of(x.dt, NULL, g.driver_id, x.rt, NULL, g.phone_ref_driver) IS NOT NULL)
+                                    FROM (SELECT string_to_array(g.name_norm, ' ') AS dt, string_to_array(g.phone_ref_name, ' ') AS rt) t
+                                    CROSS JOIN LATERAL (SELECT coalesce(canon.token_similarity(t.dt, t.rt), 0) AS sim, t.dt, t.rt) x)
+                              ELSE false END)
+                   OVER (PARTITION BY g.lead_id) AS phone_shared_by_drivers
+    FROM phone_grouped g
+  ),
+  classified AS (
+    SELECT sc.*,
+           CASE sc.rule_group
+             WHEN 'PHONE' THEN 'R1_PHONE_EXACT'
+             WHEN 'LICENSE' THEN 'R2_LICENSE_EXACT'
+             ELSE CASE WHEN sc.hire_in_window THEN 'R3_PLATE_EXACT_NAME_SIMILAR' ELSE 'R3B_PLATE_NAME_NO_DATE' END
+           END AS rule,
+           CASE
+             WHEN sc.driver_deleted THEN 'DRIVER_DELETED'
+             WHEN sc.rule_group = 'PHONE' AND sc.lead_phone_shared THEN 'PHONE_SHARED_BY_LEADS'
+             WHEN sc.rule_group = 'PHONE' AND coalesce(sc.phone_shared_by_drivers, false) THEN 'PHONE_SHARED_BY_DRIVERS'
+             WHEN sc.rule_group = 'PLATE' AND sc.name_similarity < (SELECT pr.sim_min FROM params pr) THEN 'NAME_NOT_SIMILAR'
+             WHEN sc.rule_group = 'PLATE' AND sc.veto IS NOT NULL THEN 'NAME_VETO'
+           END AS reject_reason
+    FROM phone_compared sc
+  ),
+  -- The target park is preferred: other parks count only when no rule finds a target-park driver.
+  parked AS (
+    SELECT c.*,
+           CASE
+             WHEN c.reject_reason IS NULL AND NOT c.in_target_park
+                  AND bool_or(c.reject_reason IS NULL AND c.in_target_park) OVER (PARTITION BY c.lead_id)
+               THEN 'OTHER_PARK_TARGET_PREFERRED'
+             ELSE c.reject_reason
+           END AS reason
+    FROM classified c
+  ),
+  -- Shift drivers share a plate: the name decides when the best is clearly better (gap >=
+  -- name_gap_min). Ranked among the lead's plate candidates still standing (the partition's
+  -- second key); the other rows' ranks are not used.
+  plate_ranked AS (
+    SELECT p.*,
+           (p.rule_group = 'PLATE' AND p.reason IS NULL) AS plate_standing,
+           row_number() OVER w AS plate_pos,
+           first_value(p.name_similarity) OVER w AS best_similarity,
+           nth_value(p.name_similarity, 2) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS second_similarity
+    FROM parked p
+    WINDOW w AS (PARTITION BY p.lead_id, (p.rule_group = 'PLATE' AND p.reason IS NULL) ORDER BY p.name_similarity DESC, p.driver_id)
+  )
+  SELECT p.lead_id, p.lead_source_pk, p.rule, p.rule_group, p.driver_id, p.park_id, p.in_target_park,
+         mr.score::numeric AS score,
+         mr.confidence_level,
+         p.name_similarity, p.hire_date, p.hire_in_window,
+         final.reason IS NULL AS kept,
+         final.reason AS reject_reason,
+         CASE WHEN p.veto IS NOT NULL THEN jsonb_build_object('lead', p.veto->'a', 'driver', p.veto->'b') END AS name_veto
+  FROM plate_ranked p
+  JOIN canon.match_rules mr ON mr.rule = p.rule
+  CROSS JOIN LATERAL (
+    SELECT CASE
+             WHEN p.plate_standing AND p.plate_pos > 1 AND p.best_similarity - p.second_similarity >= (SELECT pr.gap_min FROM params pr)
+               THEN 'NAME_LESS_SIMILAR_THAN_BEST'
+             ELSE p.reason
+           END AS reason
+  ) final
+$$;
+COMMENT ON FUNCTION canon.lead_candidates(integer[]) IS 'All driver candidates of the given lead rows (canon.lead_keys.lead_id), by rule, with score, name similarity, kept or reject_reason, and name_veto ({"lead": {token: role}, "driver": {...}}) when a plate driver''s name is a relative''s (NAME_VETO).';
+
+-- snapshot of sql/canon/canon.lead_decisions.sql
+-- canon.lead_decisions: the decision of SPEC 6 for each given lead row, over all
+-- candidates of all rules together: MATCH (with the strongest rule, every agreeing rule
+-- and the values compared as evidence) or the reason code why not, with its details and
+-- up to 5 candidates (what canon.identity_unmatched keeps; NULL for a match, built only
+-- for the leads not matched). Used by the batch matcher and by ops.explain_lead. A plate
+-- candidate vetoed as a relative's name (NAME_VETO) counts as a plate without a similar
+-- name (WEAK_MATCH_ONLY); its name_veto is kept in the candidates and in the evidence.
+CREATE OR REPLACE FUNCTION canon.lead_decisions(p_lead_ids integer[])
+RETURNS TABLE (
+  lead_id integer,
+  lead_source_pk text,
+  decision text,
+  driver_id text,
+  match_rule text,
+  match_score numeric,
+  confidence_level text,
+  evidence jsonb,
+  details jsonb,
+  candidates jsonb
+)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  WITH leads AS (
+    SELECT k.* FROM canon.lead_keys k WHERE k.lead_id = ANY (p_lead_ids)
+  ),
+  cand AS (
+    SELECT c.*, mr.rank AS rule_rank
+    FROM canon.lead_candidates(p_lead_ids) c
+    JOIN canon.match_rules mr ON mr.rule = c.rule
+  ),
+  -- Everything per lead is aggregated in one pass (no correlated scans of cand).
+  per_group AS (
+    SELECT c.lead_id, c.rule_group, count(DISTINCT c.driver_id) AS drivers
+    FROM cand c
+    WHERE c.kept
+    GROUP BY c.lead_id, c.rule_group
+  ),
+  per_lead AS (
+    SELECT c.lead_id,
+           count(DISTINCT c.driver_id) FILTER (WHERE c.kept) AS kept_drivers,
+           count(*) FILTER (WHERE NOT c.kept AND c.reject_reason IN ('PHONE_SHARED_BY_LEADS', 'PHONE_SHARED_BY_DRIVERS')) AS shared_phone_hits,
+           -- the plate is there, no similar name: not similar, or a relative's (SPEC 5)
+           count(*) FILTER (WHERE NOT c.kept AND c.reject_reason IN ('NAME_NOT_SIMILAR', 'NAME_VETO')) AS weak_plate_hits,
+           jsonb_agg(DISTINCT c.rule) FILTER (WHERE c.kept) AS kept_rules,
+           jsonb_agg(jsonb_build_object('driver_id', c.driver_id, 'rule', c.rule, 'reject_reason', c.reject_reason)
+                     || CASE WHEN c.name_veto IS NOT NULL THEN jsonb_build_object('name_veto', c.name_veto) ELSE '{}' END)
+             FILTER (WHERE NOT c.kept) AS rejected
+    FROM cand c
+    GROUP BY c.lead_id
+  ),
+  summary AS (
+    SELECT l.lead_id,
+           coalesce(p.kept_drivers, 0) AS kept_drivers,
+           coalesce(p.shared_phone_hits, 0) AS shared_phone_hits,
+           coalesce(p.weak_plate_hits, 0) AS weak_plate_hits,
+           p.kept_rules,
+           coalesce(p.rejected, '[]'::jsonb) AS rejected,
+           coalesce(g.ambiguous, false) AS some_rule_ambiguous
+    FROM leads l
+    LEFT JOIN per_lead p ON p.lead_id = l.lead_id
+    LEFT JOIN (SELECT pg.lead_id, bool_or(pg.drivers > 1) AS ambiguous FROM per_group pg GROUP BY pg.lead_id) g
+      ON g.lead_id = l.lead_id
+  ),
+  best AS (
+    SELECT DISTINCT ON (c.lead_id) c.*
+    FROM cand c
+    WHERE c.kept
+    ORDER BY c.lead_id, c.rule_rank, c.name_similarity DESC, c.driver_id
+  ),
+  decided AS (
+    SELECT l.*, s.kept_drivers, s.shared_phone_hits, s.weak_plate_hits, s.kept_rules, s.rejected,
+           b.driver_id AS best_driver,
+           b.rule AS best_rule, b.score AS best_score, b.confidence_level AS best_confidence,
+           b.name_similarity AS best_similarity, b.hire_date AS best_hire_date, b.park_id AS best_park,
+           b.in_target_park AS best_in_target_park,
+           CASE
+             WHEN s.kept_drivers = 0 THEN
+               CASE
+                 WHEN l.phone_norm IS NULL AND l.plate_norm IS NULL AND l.license_norm IS NULL THEN 'MISSING_KEYS'
+                 WHEN s.weak_plate_hits > 0 THEN 'WEAK_MATCH_ONLY'
+                 WHEN s.shared_phone_hits > 0 AND l.plate_norm IS NULL AND l.license_norm IS NULL THEN 'SHARED_KEY'
+                 ELSE 'NO_CANDIDATES'
+               END
+             WHEN s.some_rule_ambiguous THEN 'AMBIGUOUS'
+             WHEN s.kept_drivers > 1 THEN 'CONFLICT'
+             ELSE 'MATCH'
+           END AS decision
+    FROM leads l
+    JOIN summary s ON s.lead_id = l.lead_id
+    LEFT JOIN best b ON b.lead_id = l.lead_id
+  ),
+  top_candidates AS (
+    SELECT c.lead_id,
+           jsonb_agg(jsonb_build_object(
+             'driver_id', c.driver_id, 'park_id', c.park_id, 'rule', c.rule, 'score', c.score,
+             'name_similarity', c.name_similarity, 'hire_date', c.hire_date, 'kept', c.kept,
+             'reject_reason', c.reject_reason)
+             || CASE WHEN c.name_veto IS NOT NULL THEN jsonb_build_object('name_veto', c.name_veto) ELSE '{}' END
+             ORDER BY c.pos) AS candidates
+    FROM (
+      SELECT c.*, row_number() OVER (PARTITION BY c.lead_id ORDER BY c.kept DESC, c.rule_rank, c.name_similarity DESC, c.driver_id) AS pos
+      FROM cand c
+      -- only where they are kept: the leads not matched (a match keeps its evidence)
+      JOIN decided d ON d.lead_id = c.lead_id AND d.decision <> 'MATCH'
+    ) c
+    WHERE c.pos <= 5
+    GROUP BY c.lead_id
+  )
+  SELECT d.lead_id, d.lead_source_pk, d.decision,
+         CASE WHEN d.decision = 'MATCH' THEN d.best_driver END,
+         CASE WHEN d.decision = 'MATCH' THEN d.best_rule END,
+         CASE WHEN d.decision = 'MATCH' THEN d.best_score END,
+         CASE WHEN d.decision = 'MATCH' THEN d.best_confidence END,
+         CASE WHEN d.decision = 'MATCH' THEN jsonb_build_object(
+           'rules', d.kept_rules,
+           'lead', jsonb_build_object('lead_id', d.lead_id, 'phone_norm', d.phone_norm, 'plate_norm', d.plate_norm,
+                                      'name_norm', d.name_norm, 'lead_date', d.lead_date),
+           'driver', jsonb_build_object('driver_id', i.driver_id, 'park_id', i.park_id, 'phone_norm', i.phone_norm,
+                                        'plate_norm', i.plate_norm, 'license_norm', i.license_norm,
+                                        'name_norm', i.name_norm, 'hire_date', i.hire_date),
+           'name_similarity', d.best_similarity,
+           'hire_window', (SELECT jsonb_build_array(d.lead_date - mp.hire_days_before_lead, d.lead_date + mp.hire_days_after_lead)
+                           FROM canon.match_parameters mp),
+           'target_park', d.best_in_target_park,
+           'rejected', d.rejected)
+         END,
+         CASE WHEN d.decision <> 'MATCH' THEN jsonb_build_object(
+           'phone_norm', d.phone_norm, 'plate_norm', d.plate_norm, 'license_norm', d.license_norm,
+           'name_norm', d.name_norm, 'lead_date', d.lead_date,
+           'missing', to_jsonb(array_remove(ARRAY[
+             CASE WHEN d.phone_norm IS NULL THEN 'phone' END,
+             CASE WHEN d.plate_norm IS NULL THEN 'plate' END,
+             CASE WHEN d.name_norm IS NULL THEN 'name' END], NULL)),
+           'shared_phone', d.shared_phone_hits > 0,
+           'kept_drivers', d.kept_drivers)
+         END,
+         CASE WHEN d.decision <> 'MATCH' THEN coalesce(t.candidates, '[]'::jsonb) END
+  FROM decided d
+  LEFT JOIN top_candidates t ON t.lead_id = d.lead_id
+  LEFT JOIN canon.driver_index i ON i.driver_id = d.best_driver AND d.decision = 'MATCH'
+$$;
+COMMENT ON FUNCTION canon.lead_decisions(integer[]) IS 'Decision per lead row: MATCH with driver, rule, score and evidence, or AMBIGUOUS / CONFLICT / WEAK_MATCH_ONLY / SHARED_KEY / NO_CANDIDATES / MISSING_KEYS with details and up to 5 candidates (details and candidates NULL for a match).';
+
+-- snapshot of sql/canon/canon.mark_retries_due.sql
+-- canon.mark_retries_due: pipeline step 4b, right after the driver index refresh. Marks
+-- due for a retry (canon.identity_unmatched.retry_due) the OPEN unmatched leads a driver
+-- change since the last check can change: those sharing a key (phone, plate, licence, as
+-- canon.lead_candidates joins on them) with a driver indexed or re-indexed since
+-- (driver_index.indexed_at), or with a key a driver lost (canon.driver_index_key_changes:
+-- re-indexed with other keys, or removed; a lead that had it as a candidate, AMBIGUOUS or
+-- CONFLICT, may now match). Never checked before: every OPEN lead is due. Returns
+-- {retry_check, retries_marked_due, retry_changed_keys, driver_index_changed_at}.
+CREATE OR REPLACE FUNCTION canon.mark_retries_due(p_run_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+SET jit = off
+AS $$
+DECLARE
+  v_state_found boolean;
+  v_index_changed_at timestamptz;
+  v_retry_checked_from timestamptz;
+  v_retry_checked_to timestamptz;
+  v_retry_check text;
+  v_marked_due integer := 0;
+  v_changed_keys bigint;
+  v_probe_by_key boolean;
+  v_hashjoin text;
+  v_mergejoin text;
+BEGIN
+  -- The OPEN leads that share a key (phone, plate, licence: the keys
+  -- canon.lead_candidates joins on, normalised alike, so '+51 977...' and '977...' are one
+  -- phone) with a driver indexed or re-indexed since the last check (driver_index.indexed_at,
+  -- set by every upsert of canon.refresh_driver_index), or with a key a driver lost since
+  -- (re-indexed with other keys, or removed: canon.driver_index_key_changes; a lead that had
+  -- it as a candidate, e.g. AMBIGUOUS or CONFLICT, may now match), are marked retry_due.
+  -- No change: two probes of the end of an index. Changes: the distinct changed keys, then
+  -- index probes of canon.lead_keys by phone, plate and licence. The check covers changes up
+  -- to now() (the transaction start: rows this run's refresh wrote are visible, later ones
+  -- have a later indexed_at), which becomes retry_checked_at. Never checked: every OPEN
+  -- lead is due.
+  SELECT true, s.changed_at, s.retry_checked_at
+  INTO v_state_found, v_index_changed_at, v_retry_checked_from
+  FROM canon.driver_index_state s
+  FOR UPDATE;
+  v_retry_checked_to := now();
+  IF v_retry_checked_from IS NULL THEN
+    v_retry_check := 'all_open';
+    UPDATE canon.identity_unmatched u SET retry_due = true
+    WHERE u.status = 'OPEN' AND NOT u.retry_due;
+    GET DIAGNOSTICS v_marked_due = ROW_COUNT;
+  -- (max() is one probe of the end of each index; an EXISTS could be planned as a sequential
+  -- scan that stops at the first hit, and read the whole table when there is none)
+  ELSIF (SELECT max(i.indexed_at) FROM canon.driver_index i) > v_retry_checked_from
+        OR (SELECT max(c.logged_at) FROM canon.driver_index_key_changes c) > v_retry_checked_from THEN
+    v_retry_check := 'changed_keys';
+    DROP TABLE IF EXISTS pg_temp.cabinet_changed_keys;
+    CREATE TEMP TABLE cabinet_changed_keys ON COMMIT DROP AS
+    SELECT DISTINCT x.kind, x.key
+    FROM (SELECT i.phone_norm, i.license_norm, i.plate_norm
+          FROM canon.driver_index i WHERE i.indexed_at > v_retry_checked_from
+          UNION ALL
+          SELECT c.phone_norm, c.license_norm, c.plate_norm
+          FROM canon.driver_index_key_changes c WHERE c.logged_at > v_retry_checked_from) d
+    CROSS JOIN LATERAL (VALUES ('PHONE', d.phone_norm), ('LICENSE', d.license_norm), ('PLATE', d.plate_norm)) x (kind, key)
+    WHERE x.key IS NOT NULL;
+    -- Few keys against the lead keys (the usual case): probe canon.lead_keys and
+    -- identity_unmatched by key, hash and merge joins off for that statement (the planner
+    -- would rather read both whole, as in canon.refresh_driver_index). Many (a bulk change
+    -- upstream): the planner chooses, with the temp table's statistics. (Measured at 60k
+    -- lead rows: 6,000 keys by probes 10 ms, by hash joins 35 ms; a probe costs about
+    -- what reading 3 lead rows does, hence under a quarter.)
+    v_changed_keys := (SELECT count(*) FROM pg_temp.cabinet_changed_keys);
+    v_probe_by_key := v_changed_keys * 4 < (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'canon.lead_keys'::regclass);
+    IF v_probe_by_key THEN
+      v_hashjoin := current_setting('enable_hashjoin');
+      v_mergejoin := current_setting('enable_mergejoin');
+      PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+    ELSE
+      ANALYZE pg_temp.cabinet_changed_keys;
+    END IF;
+    UPDATE canon.identity_unmatched u SET retry_due = true
+    FROM (SELECT k.lead_source_pk FROM pg_temp.cabinet_changed_keys c
+          JOIN canon.lead_keys k ON k.phone_norm = c.key AND k.phone_norm IS NOT NULL WHERE c.kind = 'PHONE'
+          UNION
+          SELECT k.lead_source_pk FROM pg_temp.cabinet_changed_keys c
+          JOIN canon.lead_keys k ON k.plate_norm = c.key AND k.plate_norm IS NOT NULL WHERE c.kind = 'PLATE'
+          UNION
+          SELECT k.lead_source_pk FROM pg_temp.cabinet_changed_keys c
+          JOIN canon.lead_keys k ON k.license_norm = c.key AND k.license_norm IS NOT NULL WHERE c.kind = 'LICENSE') m
+    WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = m.lead_source_pk
+      AND u.status = 'OPEN' AND NOT u.retry_due;
+    GET DIAGNOSTICS v_marked_due = ROW_COUNT;
+    IF v_probe_by_key THEN
+      PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
+    END IF;
+  ELSE
+    v_retry_check := 'no_change';
+  END IF;
+  -- Checked: the lost keys are no longer needed.
+  DELETE FROM canon.driver_index_key_changes c WHERE c.logged_at <= v_retry_checked_to;
+  IF v_state_found THEN
+    UPDATE canon.driver_index_state s SET retry_checked_at = v_retry_checked_to;
+  ELSE
+    INSERT INTO canon.driver_index_state (singleton, retry_checked_at) VALUES (true, v_retry_checked_to);
+  END IF;
+  RETURN jsonb_build_object(
+    'retry_check', v_retry_check,
+    'retries_marked_due', v_marked_due,
+    'retry_changed_keys', v_changed_keys,
+    'driver_index_changed_at', v_index_changed_at);
+END
+$$;
+COMMENT ON FUNCTION canon.mark_retries_due(bigint) IS
+  'Pipeline step 4b: marks due for a retry the OPEN unmatched leads sharing a key with a driver indexed, re-indexed or removed since the last check. Returns step stats.';
+
+-- snapshot of sql/canon/canon.select_lead_batch.sql
+-- canon.select_lead_batch: pipeline step 5b. The batch of the run in pg_temp.cabinet_batch:
+-- at most p_limit lead keys with lead_date >= p_scope_from that need matching, one row per
+-- key (its first row stands for the key's duplicates), at the cost of the batch, not of the
+-- scope:
+-- * never evaluated first: among the rows listed in canon.lead_keys_pending (new or
+--   re-keyed rows, keys whose link or unmatched row was removed); a listed key found
+--   evaluated (linked, or unmatched OPEN / IGNORED) leaves the list;
+-- * then OPEN unmatched leads due for a retry (canon.mark_retries_due), the least recently
+--   attempted first;
+-- * with p_only_limbo, linked leads whose person has no driver (NO_DRIVER) too.
+-- Returns {leads_selected, batch {...}, pending_cleared, retries_skipped_no_index_change}.
+CREATE OR REPLACE FUNCTION canon.select_lead_batch(p_scope_from date, p_limit integer, p_only_limbo boolean)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+SET jit = off
+AS $$
+DECLARE
+  v_window bigint;
+  v_window_rows bigint;
+  v_pending_cleared integer;
+  v_retries_skipped integer;
+  v_selected integer;
+BEGIN
+  -- The pending keys are read from the lowest pending lead ids of the scope, a window at
+  -- a time (twice the limit, then four times wider while the keys it holds give fewer
+  -- never-evaluated leads than the limit and rows remain): a backfill with a million
+  -- pending rows reads what its batch needs, not every pending row each run (3 s a run
+  -- at 1M). A key's first row is its lowest pending id, so it is in the window whenever
+  -- the key is.
+  v_window := greatest(2 * p_limit, 1000);
+  LOOP
+    DROP TABLE IF EXISTS pg_temp.cabinet_pending_rows;
+    CREATE TEMP TABLE cabinet_pending_rows ON COMMIT DROP AS
+    SELECT q.lead_id
+    FROM canon.lead_keys_pending q
+    WHERE q.lead_date >= p_scope_from
+    ORDER BY q.lead_id
+    LIMIT v_window;
+    GET DIAGNOSTICS v_window_rows = ROW_COUNT;
+    DROP TABLE IF EXISTS pg_temp.cabinet_pending;
+    CREATE TEMP TABLE cabinet_pending ON COMMIT DROP AS
+    -- Every lookup is a probe per row (LATERAL ... LIMIT 1, which the planner cannot
+    -- turn back into a join): as joins, a window of 20,000 rows was hashed against the
+    -- whole of canon.lead_keys, identity_links and identity_unmatched, whose size grows
+    -- with the backfill (one lead key row per lead id, one link and one unmatched row
+    -- per key: LIMIT 1 changes nothing else).
+    SELECT p.lead_source_pk, p.lead_id, p.rows_with_key,
+           l.source_pk IS NOT NULL AS linked, u.status, u.last_attempt_at
+    FROM (SELECT k.lead_source_pk, min(k.lead_id) AS lead_id, count(*) AS rows_with_key
+          FROM pg_temp.cabinet_pending_rows q
+          CROSS JOIN LATERAL (
+            SELECT k.lead_source_pk, k.lead_id
+            FROM canon.lead_keys k
+            WHERE k.lead_id = q.lead_id AND k.lead_date >= p_scope_from
+            LIMIT 1
+          ) k
+          GROUP BY k.lead_source_pk) p
+    LEFT JOIN LATERAL (
+      SELECT k.source_pk
+      FROM canon.identity_links k
+      WHERE k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p.lead_source_pk
+      LIMIT 1
+    ) l ON true
+    LEFT JOIN LATERAL (
+      SELECT u.status, u.last_attempt_at
+      FROM canon.identity_unmatched u
+      WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p.lead_source_pk
+      LIMIT 1
+    ) u ON true;
+    EXIT WHEN v_window_rows < v_window
+           OR (SELECT count(*) FROM pg_temp.cabinet_pending p
+               WHERE NOT p.linked AND (p.status IS NULL OR p.status = 'RESOLVED')) >= p_limit;
+    v_window := v_window * 4;
+  END LOOP;
+  ANALYZE pg_temp.cabinet_pending;
+  DELETE FROM canon.lead_keys_pending q
+  USING canon.lead_keys k, pg_temp.cabinet_pending p
+  WHERE (p.linked OR p.status IN ('OPEN', 'IGNORED'))
+    AND k.lead_source_pk = p.lead_source_pk AND q.lead_id = k.lead_id;
+  GET DIAGNOSTICS v_pending_cleared = ROW_COUNT;
+  -- OPEN leads (of any scope) not worth retrying: not due. Counted as OPEN minus due (an
+  -- index-only scan of identity_unmatched_open_idx and the small due index) rather than
+  -- by reading every OPEN row. (identity_unmatched holds cabinet leads only: its CHECK.)
+  SELECT (SELECT count(*) FROM canon.identity_unmatched u WHERE u.status = 'OPEN')
+         - (SELECT count(*) FROM canon.identity_unmatched u WHERE u.status = 'OPEN' AND u.retry_due)
+  INTO v_retries_skipped;
+
+  DROP TABLE IF EXISTS pg_temp.cabinet_batch;
+  CREATE TEMP TABLE cabinet_batch ON COMMIT DROP AS
+  WITH first_candidates AS MATERIALIZED (
+    -- never evaluated (or unlinked with its unmatched row left RESOLVED)
+    SELECT p.lead_id, p.lead_source_pk, p.rows_with_key, 'NO_IDENTITY' AS batch_kind, NULL::uuid AS person_key,
+           p.status IS NOT NULL AS evaluated_before, p.last_attempt_at
+    FROM pg_temp.cabinet_pending p
+    WHERE NOT p.linked AND (p.status IS NULL OR p.status = 'RESOLVED')
+    UNION ALL
+    SELECT m.lead_id, k.source_pk, m.rows_with_key, 'NO_DRIVER', k.person_key,
+           u.source_pk IS NOT NULL, u.last_attempt_at
+    FROM canon.identity_links k
+    -- (the date filter inside the aggregate: the probe uses the key index alone)
+    CROSS JOIN LATERAL (
+      SELECT min(s.lead_id) FILTER (WHERE s.lead_date >= p_scope_from) AS lead_id,
+             count(*) FILTER (WHERE s.lead_date >= p_scope_from) AS rows_with_key
+      FROM canon.lead_keys s
+      WHERE s.lead_source_pk = k.source_pk
+    ) m
+    LEFT JOIN canon.identity_unmatched u
+      ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = k.source_pk
+    WHERE p_only_limbo
+      AND k.source_table = 'module_ct_cabinet_leads'
+      AND m.lead_id IS NOT NULL
+      AND coalesce(u.status, 'OPEN') <> 'IGNORED'
+      AND NOT EXISTS (SELECT 1 FROM canon.identity_links dl
+                      WHERE dl.source_table = 'drivers' AND dl.person_key = k.person_key)
+  ),
+  retries AS (
+    SELECT m.lead_id, u.source_pk AS lead_source_pk, m.rows_with_key,
+           'NO_IDENTITY' AS batch_kind, NULL::uuid AS person_key,
+           true AS evaluated_before, u.last_attempt_at
+    FROM canon.identity_unmatched u
+    CROSS JOIN LATERAL (
+      SELECT min(s.lead_id) FILTER (WHERE s.lead_date >= p_scope_from) AS lead_id,
+             count(*) FILTER (WHERE s.lead_date >= p_scope_from) AS rows_with_key
+      FROM canon.lead_keys s
+      WHERE s.lead_source_pk = u.source_pk
+    ) m
+    WHERE u.status = 'OPEN' AND u.retry_due
+      AND u.source_table = 'module_ct_cabinet_leads'
+      AND m.lead_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM canon.identity_links k
+                      WHERE k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = u.source_pk)
+    ORDER BY u.last_attempt_at, m.lead_id
+    -- none when never-evaluated leads fill the batch
+    LIMIT greatest(p_limit - (SELECT count(*) FROM first_candidates f WHERE NOT f.evaluated_before), 0)
+  )
+  SELECT c.*
+  FROM (SELECT * FROM first_candidates UNION ALL SELECT * FROM retries) c
+  ORDER BY c.evaluated_before, c.last_attempt_at NULLS FIRST, c.lead_id
+  LIMIT p_limit;
+  GET DIAGNOSTICS v_selected = ROW_COUNT;
+  RETURN jsonb_build_object(
+    'leads_selected', v_selected,
+    'batch', jsonb_build_object(
+      'no_identity', (SELECT count(*) FROM pg_temp.cabinet_batch WHERE batch_kind = 'NO_IDENTITY'),
+      'no_driver', (SELECT count(*) FROM pg_temp.cabinet_batch WHERE batch_kind = 'NO_DRIVER'),
+      'never_evaluated', (SELECT count(*) FROM pg_temp.cabinet_batch WHERE NOT evaluated_before),
+      'retried', (SELECT count(*) FROM pg_temp.cabinet_batch WHERE evaluated_before),
+      'duplicate_key_rows', (SELECT coalesce(sum(rows_with_key - 1), 0) FROM pg_temp.cabinet_batch)),
+    'pending_cleared', v_pending_cleared,
+    'retries_skipped_no_index_change', v_retries_skipped);
+END
+$$;
+COMMENT ON FUNCTION canon.select_lead_batch(date, integer, boolean) IS
+  'Pipeline step 5b: the batch (pg_temp.cabinet_batch): never-evaluated lead keys of the scope first, then OPEN leads due for a retry, at most p_limit. Returns step stats.';
+
+-- snapshot of sql/canon/canon.link_decisions.sql
+-- canon.link_decisions: pipeline step 6. Decides every lead of the batch
+-- (pg_temp.cabinet_batch) with canon.lead_decisions and writes the outcome set-based, in
+-- the run's transaction: a person per matched driver that has none (created only with its
+-- links), lead and driver links, origins, unmatched rows resolved or upserted with their
+-- reason, candidates and retry bookkeeping (an IGNORED decision is kept), the batch's keys
+-- taken off the never-evaluated list. With p_only_limbo a NO_DRIVER lead's person gets the
+-- driver it was missing when that driver is free. Returns step stats.
+CREATE OR REPLACE FUNCTION canon.link_decisions(p_run_id bigint, p_only_limbo boolean)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+SET jit = off
+AS $$
+DECLARE
+  v_t timestamptz;
+  v_decide_ms numeric;
+  v_new_persons integer;
+  v_driver_links integer;
+  v_lead_links integer;
+  v_origins integer;
+  v_resolved integer;
+  v_unmatched integer;
+  v_no_driver_repaired integer := 0;
+  v_evaluated_cleared integer;
+BEGIN
+  -- Decisions for the whole batch at once.
+  v_t := clock_timestamp();
+  DROP TABLE IF EXISTS pg_temp.cabinet_decisions;
+  CREATE TEMP TABLE cabinet_decisions ON COMMIT DROP AS
+  SELECT d.*, b.batch_kind, b.person_key AS lead_person_key, k.lead_created_at,
+         dl.person_key AS driver_person_key
+  FROM canon.lead_decisions(ARRAY(SELECT b.lead_id FROM pg_temp.cabinet_batch b)) d
+  JOIN pg_temp.cabinet_batch b ON b.lead_id = d.lead_id
+  JOIN canon.lead_keys k ON k.lead_id = d.lead_id
+  LEFT JOIN canon.identity_links dl ON dl.source_table = 'drivers' AND dl.source_pk = d.driver_id;
+  v_decide_ms := round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1);
+
+  -- Linking: a person per matched driver that has none (created only with its links).
+  v_t := clock_timestamp();
+  DROP TABLE IF EXISTS pg_temp.cabinet_new_persons;
+  CREATE TEMP TABLE cabinet_new_persons ON COMMIT DROP AS
+  SELECT DISTINCT ON (d.driver_id)
+         d.driver_id, canon.new_person_key() AS person_key, d.lead_source_pk AS first_lead_source_pk,
+         d.match_rule, d.match_score, d.confidence_level
+  FROM pg_temp.cabinet_decisions d
+  WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY' AND d.driver_person_key IS NULL
+  ORDER BY d.driver_id, d.lead_created_at, d.lead_source_pk;
+
+  INSERT INTO canon.identity_registry (person_key, confidence_level, primary_phone, primary_license, primary_name, created_run_id)
+  SELECT np.person_key, np.confidence_level, i.phone_norm, i.license_norm, i.name_norm, p_run_id
+  FROM pg_temp.cabinet_new_persons np
+  JOIN canon.driver_index i ON i.driver_id = np.driver_id;
+  GET DIAGNOSTICS v_new_persons = ROW_COUNT;
+
+  -- Driver links of the new persons and lead links in one statement: the statement
+  -- triggers of identity_links (audit rows, lead state marks) run once, not twice.
+  WITH inserted AS (
+    INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
+    SELECT 'drivers', np.driver_id, np.person_key, np.match_rule, np.match_score, np.confidence_level,
+           jsonb_build_object('linked_with_lead', np.first_lead_source_pk), p_run_id
+    FROM pg_temp.cabinet_new_persons np
+    UNION ALL
+    SELECT 'module_ct_cabinet_leads', d.lead_source_pk, coalesce(d.driver_person_key, np.person_key),
+           d.match_rule, d.match_score, d.confidence_level, d.evidence, p_run_id
+    FROM pg_temp.cabinet_decisions d
+    LEFT JOIN pg_temp.cabinet_new_persons np ON np.driver_id = d.driver_id
+    WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
+    RETURNING source_table
+  )
+  SELECT count(*) FILTER (WHERE i.source_table = 'drivers'), count(*) FILTER (WHERE i.source_table <> 'drivers')
+  INTO v_driver_links, v_lead_links
+  FROM inserted i;
+
+  -- The origin of a person is the earliest lead that brought it.
+  INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by, run_id)
+  SELECT DISTINCT ON (person_key) person_key, 'cabinet_lead', lead_source_pk, confidence_level, lead_created_at, 'system', p_run_id
+  FROM (
+    SELECT coalesce(d.driver_person_key, np.person_key) AS person_key, d.lead_source_pk, d.confidence_level, d.lead_created_at
+    FROM pg_temp.cabinet_decisions d
+    LEFT JOIN pg_temp.cabinet_new_persons np ON np.driver_id = d.driver_id
+    WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
+  ) m
+  ORDER BY person_key, lead_created_at, lead_source_pk
+  ON CONFLICT (person_key) DO NOTHING;
+  GET DIAGNOSTICS v_origins = ROW_COUNT;
+
+  UPDATE canon.identity_unmatched u
+  SET status = 'RESOLVED', resolved_at = now(), last_attempt_at = now(), last_run_id = p_run_id,
+      attempts = u.attempts + 1, retry_due = false
+  FROM pg_temp.cabinet_decisions d
+  WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
+    AND u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = d.lead_source_pk AND u.status = 'OPEN';
+  GET DIAGNOSTICS v_resolved = ROW_COUNT;
+
+  -- NO_DRIVER repair (only-limbo): the lead's person gets the matched driver if it is free.
+  IF p_only_limbo THEN
+    INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
+    SELECT DISTINCT ON (d.driver_id) 'drivers', d.driver_id, d.lead_person_key, d.match_rule, d.match_score, d.confidence_level,
+           jsonb_build_object('repaired_no_driver_for_lead', d.lead_source_pk) || d.evidence, p_run_id
+    FROM pg_temp.cabinet_decisions d
+    WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_DRIVER' AND d.driver_person_key IS NULL
+    ORDER BY d.driver_id, d.lead_created_at
+    ON CONFLICT (source_table, source_pk) DO NOTHING;
+    GET DIAGNOSTICS v_no_driver_repaired = ROW_COUNT;
+  END IF;
+
+  -- Leads that stay unmatched: reason, keys and candidates; retry bookkeeping; IGNORED kept.
+  INSERT INTO canon.identity_unmatched AS u (
+    source_table, source_pk, reason_code, details, candidates, status,
+    first_attempt_at, last_attempt_at, first_run_id, last_run_id, attempts)
+  SELECT 'module_ct_cabinet_leads', d.lead_source_pk, d.decision, d.details, d.candidates, 'OPEN',
+         now(), now(), p_run_id, p_run_id, 1
+  FROM pg_temp.cabinet_decisions d
+  WHERE d.decision <> 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
+  ON CONFLICT (source_table, source_pk) DO UPDATE
+    SET reason_code = excluded.reason_code, details = excluded.details, candidates = excluded.candidates,
+        status = CASE WHEN u.status = 'IGNORED' THEN 'IGNORED' ELSE 'OPEN' END,
+        resolved_at = CASE WHEN u.status = 'IGNORED' THEN u.resolved_at END,
+        last_attempt_at = excluded.last_attempt_at, last_run_id = excluded.last_run_id,
+        attempts = u.attempts + 1, retry_due = false;
+  GET DIAGNOSTICS v_unmatched = ROW_COUNT;
+  -- Every NO_IDENTITY lead of the batch is now linked or unmatched: no longer pending.
+  DELETE FROM canon.lead_keys_pending q
+  USING canon.lead_keys k, (SELECT DISTINCT d.lead_source_pk FROM pg_temp.cabinet_decisions d WHERE d.batch_kind = 'NO_IDENTITY') d
+  WHERE k.lead_source_pk = d.lead_source_pk AND q.lead_id = k.lead_id;
+  GET DIAGNOSTICS v_evaluated_cleared = ROW_COUNT;
+  RETURN jsonb_build_object(
+    'leads_evaluated', (SELECT count(*) FROM pg_temp.cabinet_decisions),
+    'newly_linked', v_lead_links,
+    'newly_linked_by_rule', (SELECT coalesce(jsonb_object_agg(r.match_rule, r.n), '{}'::jsonb) FROM (
+        SELECT d.match_rule, count(*) AS n FROM pg_temp.cabinet_decisions d
+        WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY' GROUP BY d.match_rule) r),
+    'new_persons', v_new_persons,
+    'persons_reused', v_lead_links - (SELECT count(*) FROM pg_temp.cabinet_decisions d
+                                       WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY' AND d.driver_person_key IS NULL),
+    'newly_driver_linked', v_driver_links + v_no_driver_repaired,
+    'no_driver_repaired', v_no_driver_repaired,
+    'origins_written', v_origins,
+    'previously_unmatched_now_linked', v_resolved,
+    'unmatched', v_unmatched,
+    'unmatched_by_reason', (SELECT coalesce(jsonb_object_agg(r.decision, r.n), '{}'::jsonb) FROM (
+        SELECT d.decision, count(*) AS n FROM pg_temp.cabinet_decisions d
+        WHERE d.decision <> 'MATCH' GROUP BY d.decision) r),
+    'ambiguous', (SELECT count(*) FROM pg_temp.cabinet_decisions d WHERE d.decision = 'AMBIGUOUS'),
+    'conflicts', (SELECT count(*) FROM pg_temp.cabinet_decisions d WHERE d.decision = 'CONFLICT'),
+    -- (the predicate of identity_unmatched_open_idx, read index-only)
+    'open_unmatched_total', (SELECT count(*) FROM canon.identity_unmatched u WHERE u.status = 'OPEN'),
+    'pending_cleared', v_evaluated_cleared,
+    'durations_ms', jsonb_build_object(
+      'decide', v_decide_ms,
+      'link', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1)));
+END
+$$;
+COMMENT ON FUNCTION canon.link_decisions(bigint, boolean) IS
+  'Pipeline step 6: decides the batch (canon.lead_decisions) and writes persons, links, origins and unmatched reasons set-based. Returns step stats.';
+
+-- snapshot of sql/canon/canon.schedule_lead_state.sql
+-- canon.schedule_lead_state: step 7a. The lead rows whose stored state must be evaluated
+-- again, into pg_temp.lead_state_todo (lead_id, the first reason that put it there)
+-- (docs/change-detection.md):
+-- * lead rows marked by the key refresh and keys marked by the link and claim triggers
+--   (canon.take_lead_state_marks: the marks taken are removed after, and only those);
+-- * every lead (any scope) of a driver with trip rows written since the last look, and,
+--   when rows may have gone, every lead that had trip rows (canon.trip_drivers_changed);
+-- * on a sweep (p_sweep): every lead of the scope, and lead rows that appeared, vanished
+--   or changed key or date anywhere; after a change of the claim rules, every lead;
+-- * with p_only_limbo, the scope's NO_DRIVER and TRIPS_NO_CLAIM leads.
+-- Called by canon.generate_cabinet_claims. Returns {trips, reasons}.
+CREATE OR REPLACE FUNCTION canon.schedule_lead_state(p_run_id bigint, p_scope_from date, p_only_limbo boolean, p_sweep boolean)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+SET jit = off
+AS $$
+DECLARE
+  v_trips jsonb;
+  v_rules_changed boolean := (SELECT m.full_refresh_needed FROM canon.cabinet_lead_state_meta m);
+BEGIN
+  v_trips := canon.trip_drivers_changed(p_run_id);
+  -- The lead rows to re-evaluate, with the first reason that put them there.
+  DROP TABLE IF EXISTS pg_temp.lead_state_todo;
+  CREATE TEMP TABLE lead_state_todo (lead_id integer PRIMARY KEY, reason text NOT NULL) ON COMMIT DROP;
+
+  -- Lead rows that changed, keys whose links or claims changed (the marks taken now are
+  -- removed at the end, and only those).
+  INSERT INTO pg_temp.lead_state_todo
+  SELECT x.lead_id, 'lead_or_links_or_claims_changed'
+  FROM unnest(canon.take_lead_state_marks()) x (lead_id)
+  ON CONFLICT DO NOTHING;
+
+  INSERT INTO pg_temp.lead_state_todo
+  SELECT s.lead_id, 'trips_written'
+  FROM pg_temp.trip_drivers_changed d
+  JOIN canon.cabinet_lead_state s ON s.driver_id = d.driver_id
+  ON CONFLICT DO NOTHING;
+
+  -- Rows may have gone (deleted, or moved away by an update): only a lead that had trip
+  -- rows can lose some (any scope); one without can only gain, and new rows are found.
+  -- (the first look has nothing to compare with: every lead with a driver)
+  IF (v_trips->>'rows_may_be_gone')::boolean THEN
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT s.lead_id, 'trip_rows_gone'
+    FROM canon.cabinet_lead_state s
+    WHERE s.trip_rows_in_window > 0
+       OR (v_trips->>'whole_read_reason' = 'first_read' AND s.driver_id IS NOT NULL)
+    ON CONFLICT DO NOTHING;
+  END IF;
+
+  IF p_sweep THEN
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT l.id, 'sweep_scope'
+    FROM public.module_ct_cabinet_leads l
+    WHERE l.lead_created_at >= p_scope_from::timestamp
+    ON CONFLICT DO NOTHING;
+    -- Lead rows evaluated but gone, undated, re-keyed or re-dated; dated rows never evaluated.
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT coalesce(s.lead_id, l.id), 'sweep_membership'
+    FROM canon.cabinet_lead_state s
+    FULL JOIN (SELECT l.id, canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk, canon.lead_date_of(l.lead_created_at) AS lead_date
+               FROM public.module_ct_cabinet_leads l
+               WHERE isfinite(l.lead_created_at)) l
+      ON l.id = s.lead_id
+    WHERE s.lead_id IS NULL OR l.id IS NULL
+       OR s.lead_source_pk <> l.lead_source_pk OR s.lead_date <> l.lead_date
+    ON CONFLICT DO NOTHING;
+    IF v_rules_changed THEN
+      INSERT INTO pg_temp.lead_state_todo
+      SELECT s.lead_id, 'claim_rules_changed' FROM canon.cabinet_lead_state s
+      ON CONFLICT DO NOTHING;
+    END IF;
+  END IF;
+
+  IF p_only_limbo THEN
+    INSERT INTO pg_temp.lead_state_todo
+    SELECT s.lead_id, 'only_limbo'
+    FROM canon.cabinet_lead_state s
+    WHERE s.limbo_stage IN ('NO_DRIVER', 'TRIPS_NO_CLAIM') AND s.lead_date >= p_scope_from
+    ON CONFLICT DO NOTHING;
+  END IF;
+
+  RETURN jsonb_build_object(
+    'trips', v_trips,
+    'reasons', (SELECT coalesce(jsonb_object_agg(r.reason, r.n), '{}'::jsonb)
+                FROM (SELECT t.reason, count(*) AS n FROM pg_temp.lead_state_todo t GROUP BY t.reason) r));
+END
+$$;
+COMMENT ON FUNCTION canon.schedule_lead_state(bigint, date, boolean, boolean) IS
+  'Step 7a: the lead rows whose stored state is to be evaluated again, with why (pg_temp.lead_state_todo). Returns {trips, reasons}.';
+
+-- snapshot of sql/canon/canon.insert_missing_claims.sql
+-- canon.insert_missing_claims: step 7b. Inserts, as 'generated', every claim
+-- (lead_source_pk, milestone) a lead of the scope (lead_date >= p_scope_from) reached in
+-- its window without having it, with the rule's amount: the leads the stored state shows in
+-- TRIPS_NO_CLAIM, decided on their live chain (canon.v_cabinet_lead_status: a trip row
+-- deleted since the state was stored earns nothing). One INSERT ... ON CONFLICT DO NOTHING:
+-- an existing claim of any status is never changed; two lead rows of one key get one set of
+-- claims (from the earliest row that reached the milestone). Its own claims do not mark
+-- their keys dirty: canon.move_claimed_leads_on moves their state on. Returns
+-- {claims_generated, claims_generated_amount, claims_generated_by_milestone, claimed_keys}.
+CREATE OR REPLACE FUNCTION canon.insert_missing_claims(p_run_id bigint, p_scope_from date)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+SET jit = off
+AS $$
+DECLARE
+  v_generated jsonb;
+BEGIN
+  PERFORM set_config('cabinet.lead_state_marking', 'off', true);
+  WITH
+  -- Decided on the live chain of the leads the stored state shows with a claim missing:
+  -- a trip row deleted since the state was stored cannot earn a claim.
+  live AS MATERIALIZED (
+    SELECT v.*
+    FROM canon.v_cabinet_lead_status v
+    WHERE v.lead_id IN (SELECT s.lead_id FROM canon.cabinet_lead_state s
+                        WHERE s.limbo_stage = 'TRIPS_NO_CLAIM' AND s.lead_date >= p_scope_from)
+  ),
+  due AS (
+    SELECT DISTINCT ON (s.lead_source_pk, m.milestone)
+           s.lead_id, s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.currency, m.milestone, m.amount
+    FROM live s
+    CROSS JOIN LATERAL (
+      VALUES (1, s.m1_amount, s.reached_m1 AND NOT s.has_claim_m1),
+             (5, s.m5_amount, s.reached_m5 AND NOT s.has_claim_m5),
+             (25, s.m25_amount, s.reached_m25 AND NOT s.has_claim_m25)
+    ) m (milestone, amount, missing)
+    WHERE s.lead_date >= p_scope_from
+      AND m.missing
+    ORDER BY s.lead_source_pk, m.milestone, s.lead_date, s.lead_id
+  ),
+  inserted AS (
+    INSERT INTO canon.claims_yango_cabinet_14d AS cl (
+      lead_source_pk, milestone, person_key, driver_id, lead_date, amount_expected, currency,
+      status, generated_at, run_id
+    )
+    SELECT d.lead_source_pk, d.milestone, d.person_key, d.driver_id, d.lead_date, d.amount, d.currency,
+           'generated', now(), p_run_id
+    FROM due d
+    ORDER BY d.lead_source_pk, d.milestone
+    ON CONFLICT (lead_source_pk, milestone) DO NOTHING
+    RETURNING cl.lead_source_pk, cl.milestone, cl.amount_expected
+  ),
+  per_milestone AS (
+    SELECT m.milestone, count(i.milestone) AS n, coalesce(sum(i.amount_expected), 0) AS amount
+    FROM (VALUES (1), (5), (25)) m (milestone)
+    LEFT JOIN inserted i ON i.milestone = m.milestone
+    GROUP BY m.milestone
+  )
+  SELECT jsonb_build_object(
+           'claims_generated', (SELECT count(*) FROM inserted),
+           'claims_generated_amount', (SELECT coalesce(sum(i.amount_expected), 0) FROM inserted i),
+           'claims_generated_by_milestone', (SELECT jsonb_object_agg('M' || p.milestone, jsonb_build_object('count', p.n, 'amount', p.amount))
+                                             FROM per_milestone p),
+           'claimed_keys', (SELECT coalesce(jsonb_agg(DISTINCT i.lead_source_pk), '[]'::jsonb) FROM inserted i))
+  INTO v_generated;
+  PERFORM set_config('cabinet.lead_state_marking', 'on', true);
+  RETURN v_generated;
+
+END
+$$;
+COMMENT ON FUNCTION canon.insert_missing_claims(bigint, date) IS
+  'Step 7b: inserts the missing claims of the scope''s leads in TRIPS_NO_CLAIM, decided on their live chain; never changes an existing claim. Returns counts, amounts and the keys claimed.';
+
+-- snapshot of sql/canon/canon.move_claimed_leads_on.sql
+-- canon.move_claimed_leads_on: step 7c. The stored state of every row of the lead keys
+-- just claimed follows its claims (flags and stage through canon.limbo_stage_of, the
+-- view's own expression): their chain was evaluated by this step or is stored and
+-- unchanged (a change would have marked it), so their trips are not read again. Returns
+-- the rows written.
+CREATE OR REPLACE FUNCTION canon.move_claimed_leads_on(p_run_id bigint, p_keys text[])
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+SET jit = off
+AS $$
+DECLARE
+  v_written integer;
+BEGIN
+  WITH claimed AS (
+    SELECT c.lead_source_pk,
+           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 1) AS c1,
+           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 5) AS c5,
+           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 25) AS c25
+    FROM (SELECT DISTINCT unnest(p_keys) AS lead_source_pk) c
+  )
+  UPDATE canon.cabinet_lead_state s
+  SET has_claim_m1 = c.c1, has_claim_m5 = c.c5, has_claim_m25 = c.c25,
+      limbo_stage = canon.limbo_stage_of(s.person_key, s.driver_id, s.trips_in_window,
+                                         s.reached_m1, s.reached_m5, s.reached_m25, c.c1, c.c5, c.c25),
+      evaluated_at = now(), evaluated_run_id = p_run_id
+  FROM claimed c
+  WHERE s.lead_source_pk = c.lead_source_pk
+    AND (s.has_claim_m1, s.has_claim_m5, s.has_claim_m25) IS DISTINCT FROM (c.c1, c.c5, c.c25);
+  GET DIAGNOSTICS v_written = ROW_COUNT;
+  IF v_written > 0 THEN
+    -- (as canon.refresh_lead_state does: counts and snapshots made before are stale)
+    UPDATE canon.cabinet_lead_state_meta SET changed_at = now();
+  END IF;
+  RETURN v_written;
+END
+$$;
+COMMENT ON FUNCTION canon.move_claimed_leads_on(bigint, text[]) IS
+  'Step 7c: the stored state of the rows of the given (just claimed) lead keys follows their claims. Returns rows written.';
+
+-- snapshot of sql/canon/canon.generate_cabinet_claims.sql
+-- canon.generate_cabinet_claims: pipeline step 7 (SPEC 7). Brings the lead state
+-- (canon.cabinet_lead_state) up to date, then inserts, as 'generated', every missing
+-- claim (lead_source_pk, milestone) whose milestone a lead of the scope
+-- (lead_date >= p_scope_from, not only this run's batch) reached in
+-- [lead_date, lead_date + window_days), with the rule's amount; existing claims (paid,
+-- rejected, any status) are never touched. Its steps:
+--   7a canon.schedule_lead_state   which lead rows to evaluate again, and why
+--   7b canon.refresh_lead_state    evaluate them
+--   7c canon.insert_missing_claims the missing claims, decided on the live chain
+--   7d canon.move_claimed_leads_on the claimed rows' state follows their claims
+--   7e marks committed meanwhile evaluated, the marks taken cleared, the figures
+-- A sweep (every lead of the scope) runs on the first run of each business day, when
+-- called by hand (p_run_id NULL: the lead rows written since the last read are keyed
+-- first, as step 5 does) and after the claim rules changed. Returns step stats, including
+-- lead_state {mode, trips, reasons, evaluated, written, removed}.
+CREATE OR REPLACE FUNCTION canon.generate_cabinet_claims(p_run_id bigint, p_scope_from date, p_only_limbo boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+SET jit = off
+AS $$
+DECLARE
+  v_today date := canon.business_today();
+  v_meta canon.cabinet_lead_state_meta%ROWTYPE;
+  v_sweep boolean;
+  v_keys jsonb;
+  v_schedule jsonb;
+  v_ids integer[];
+  v_again_ids integer[];
+  v_state jsonb;
+  v_state2 jsonb;
+  v_claimed_written integer;
+  v_generated jsonb;
+  v_existing jsonb;
+  v_scope jsonb;
+  v_stats jsonb;
+BEGIN
+  IF p_scope_from IS NULL THEN
+    RAISE EXCEPTION 'canon.generate_cabinet_claims: p_scope_from is NULL: expected the first lead date of the scope'
+      USING ERRCODE = '22023';
+  END IF;
+  SELECT * INTO v_meta FROM canon.cabinet_lead_state_meta FOR UPDATE;
+  v_sweep := p_run_id IS NULL OR v_meta.full_refresh_needed OR v_meta.last_sweep_date IS DISTINCT FROM v_today;
+  IF p_run_id IS NULL THEN
+    v_keys := canon.key_changed_leads(NULL);
+  END IF;
+
+  -- 7a, 7b: THE LEAD STATE ---------------------------------------------------------------
+  v_schedule := canon.schedule_lead_state(p_run_id, p_scope_from, p_only_limbo, v_sweep);
+  v_ids := ARRAY(SELECT t.lead_id FROM pg_temp.lead_state_todo t ORDER BY t.lead_id);
+  v_state := canon.refresh_lead_state(p_run_id, v_ids);
+  IF (v_state->>'written')::integer >= 10000 THEN
+    ANALYZE canon.cabinet_lead_state;
+  END IF;
+
+  -- 7c, 7d: THE CLAIMS -------------------------------------------------------------------
+  -- Claims of the scope present before (never touched), by status.
+  SELECT coalesce(jsonb_object_agg(e.status, e.n), '{}'::jsonb) INTO v_existing
+  FROM (SELECT cl.status, count(*) AS n
+        FROM canon.claims_yango_cabinet_14d cl
+        WHERE cl.lead_date >= p_scope_from
+        GROUP BY cl.status) e;
+  -- Stored rows with a claim missing that 7b did not evaluate (a claim out of scope then,
+  -- one that failed): evaluated again after the claims.
+  v_again_ids := ARRAY(
+    SELECT s.lead_id FROM canon.cabinet_lead_state s
+    WHERE s.limbo_stage = 'TRIPS_NO_CLAIM' AND s.lead_date >= p_scope_from
+      AND NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_todo t WHERE t.lead_id = s.lead_id));
+  v_generated := canon.insert_missing_claims(p_run_id, p_scope_from);
+  v_claimed_written := canon.move_claimed_leads_on(p_run_id,
+    ARRAY(SELECT jsonb_array_elements_text(v_generated->'claimed_keys')));
+
+  -- 7e: MARKS AND BOOKKEEPING -------------------------------------------------------------
+  -- Marks committed by others while this step ran (visible now) are evaluated too; then
+  -- the marks taken are removed.
+  v_state2 := canon.refresh_lead_state(p_run_id, v_again_ids || canon.take_lead_state_marks());
+  PERFORM canon.clear_lead_state_marks();
+  UPDATE canon.cabinet_lead_state_meta
+  SET last_sweep_date = CASE WHEN v_sweep THEN v_today ELSE last_sweep_date END,
+      last_sweep_at = CASE WHEN v_sweep THEN now() ELSE last_sweep_at END,
+      full_refresh_needed = false,
+      updated_at = now();
+
+  -- FIGURES OF THE SCOPE -------------------------------------------------------------------
+  -- From the stored rows' counters (canon.cabinet_lead_state_counts,
+  -- kept by a trigger as the state changes): a few hundred rows, whatever the scope holds.
+  SELECT jsonb_build_object(
+           'leads', coalesce(sum(c.leads), 0),
+           'with_identity', coalesce(sum(c.leads) FILTER (WHERE c.with_identity), 0),
+           'with_driver', coalesce(sum(c.leads) FILTER (WHERE c.with_driver), 0),
+           'with_trips', coalesce(sum(c.leads) FILTER (WHERE c.with_trips), 0),
+           'without_rule', coalesce(sum(c.leads) FILTER (WHERE NOT c.with_rule), 0),
+           'trips_no_claim', coalesce(sum(c.leads) FILTER (WHERE c.limbo_stage = 'TRIPS_NO_CLAIM'), 0))
+  INTO v_scope
+  FROM canon.cabinet_lead_state_counts c
+  WHERE c.lead_date >= p_scope_from;
+
+  WITH
+  -- Per key (sorts the scope): on sweeps only; NULL in incremental runs.
+  scope_keys AS (
+    SELECT count(DISTINCT s.lead_source_pk) AS lead_keys,
+           count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m1)
+             + count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m5)
+             + count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m25) AS milestones_reached
+    FROM canon.cabinet_lead_state s
+    WHERE v_sweep AND s.lead_date >= p_scope_from
+  ),
+  -- (the evaluated ids joined, each probed by key: "lead_id = ANY (v_ids)" was planned as
+  -- a scan of every stored row with a driver, each compared with the whole array)
+  evaluated_drivers AS (
+    SELECT DISTINCT s.driver_id
+    FROM unnest(v_ids) x (lead_id)
+    JOIN canon.cabinet_lead_state s ON s.lead_id = x.lead_id
+    WHERE s.driver_id IS NOT NULL AND s.lead_date >= p_scope_from
+  ),
+  unparseable AS (
+    SELECT count(*) AS n
+    FROM evaluated_drivers sd
+    JOIN public.summary_daily t
+      ON t.driver_id = sd.driver_id
+     AND canon.parse_date_file(t.date_file) IS NULL
+  )
+  SELECT jsonb_build_object(
+    'scope_from', p_scope_from,
+    'leads_in_scope', (v_scope->>'leads')::bigint,
+    'lead_keys_in_scope', CASE WHEN v_sweep THEN (SELECT k.lead_keys FROM scope_keys k) END,
+    'leads_with_identity', (v_scope->>'with_identity')::bigint,
+    'leads_with_driver', (v_scope->>'with_driver')::bigint,
+    'leads_with_trips', (v_scope->>'with_trips')::bigint,
+    'leads_without_claim_rule', (v_scope->>'without_rule')::bigint,
+    'leads_in_trips_no_claim', (v_scope->>'trips_no_claim')::bigint,
+    'trip_rows_read', (v_state->>'trip_rows_read')::bigint,
+    'trip_rows_unparseable_scope_drivers', (SELECT n FROM unparseable),
+    'milestones_reached', CASE WHEN v_sweep THEN (SELECT k.milestones_reached FROM scope_keys k) END,
+    'claims_generated', v_generated->'claims_generated',
+    'claims_generated_amount', v_generated->'claims_generated_amount',
+    'claims_generated_by_milestone', v_generated->'claims_generated_by_milestone',
+    'claims_already_present', (SELECT coalesce(sum(e.value::bigint), 0) FROM jsonb_each_text(v_existing) e),
+    'claims_skipped_paid_or_rejected', (SELECT coalesce(sum(e.value::bigint), 0) FROM jsonb_each_text(v_existing) e
+                                        WHERE e.key IN ('paid', 'rejected')),
+    'claims_already_present_by_status', v_existing,
+    'lead_state', jsonb_build_object(
+      'mode', CASE WHEN v_sweep THEN 'sweep' ELSE 'incremental' END,
+      'trips', v_schedule->'trips',
+      'keys', v_keys,
+      'reasons', v_schedule->'reasons',
+      'evaluated', (v_state->>'evaluated')::integer + (v_state2->>'evaluated')::integer,
+      'written', (v_state->>'written')::integer + (v_state2->>'written')::integer + v_claimed_written,
+      'claimed_rows_moved_on', v_claimed_written,
+      'removed', (v_state->>'removed')::integer + (v_state2->>'removed')::integer)
+  ) INTO v_stats;
+  RETURN v_stats;
+END
+$$;
+COMMENT ON FUNCTION canon.generate_cabinet_claims(bigint, date, boolean) IS
+  'Pipeline step 7: re-evaluates the lead state that may have changed (canon.cabinet_lead_state), then inserts, as generated, every missing claim (lead_source_pk, milestone) reached in the window by leads with lead_date >= p_scope_from. Never touches existing claims. p_run_id NULL (by hand) sweeps the whole scope. Returns step stats.';
+
+-- snapshot of sql/ops/ops.reconcile_cabinet_leads_pipeline.sql
+-- ops.reconcile_cabinet_leads_pipeline: the one entry point of a reconciliation run
+-- (SPEC 7), called by the graphile-worker task, the CLI and people in psql:
+--   CALL ops.reconcile_cabinet_leads_pipeline(p_days_back => 30, p_limit => 2000);
+-- It commits the RUNNING row first (visible at once), takes the job lock (or logs
+-- SKIPPED), then runs steps 3-8 in one subtransaction: a failure rolls all of them
+-- back and is logged as FAILED; a dry run rolls them back on purpose and keeps stats.
+-- Every lock wait is bounded (canon.bound_lock_timeout, 30 s) from the first statement;
+-- a setting that cannot be read in step 1 logs the run FAILED at once.
+-- A procedure, not a function, because it must commit; so it has no SET clause and
+-- qualifies every name. CALL it outside an explicit transaction block.
+CREATE OR REPLACE PROCEDURE ops.reconcile_cabinet_leads_pipeline(
+  p_days_back integer DEFAULT 30,
+  p_limit integer DEFAULT 2000,
+  p_dry_run boolean DEFAULT false,
+  p_only_limbo boolean DEFAULT false,
+  p_context jsonb DEFAULT '{}'::jsonb,
+  p_raise_on_failure boolean DEFAULT true,
+  INOUT run jsonb DEFAULT NULL
+)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  c_job_name constant text := 'reconcile_cabinet_leads_pipeline';
+  v_run_id bigint;
+  v_today date;
+  v_scope_from date;
+  v_abandoned integer;
+  v_status text;
+  v_stats jsonb;
+  v_steps jsonb := '[]'::jsonb;
+  v_step_out jsonb;
+  v_match jsonb;
+  v_pending_cleared integer;
+  v_prev_snapshot bigint;
+  v_t0 timestamptz;
+  v_t timestamptz;
+  v_sqlstate text;
+  v_message text;
+  v_detail text;
+  v_context text;
+BEGIN
+  IF p_days_back IS NULL OR p_days_back < 0 OR p_days_back > 36500 THEN
+    RAISE EXCEPTION 'invalid days_back %: expected an integer from 0 to 36500', coalesce(p_days_back::text, 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+  IF p_limit IS NULL OR p_limit < 0 THEN
+    RAISE EXCEPTION 'invalid limit %: expected an integer >= 0', coalesce(p_limit::text, 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+  IF p_context IS NULL OR jsonb_typeof(p_context) <> 'object' THEN
+    RAISE EXCEPTION 'invalid context %: expected a json object', coalesce(p_context::text, 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+
+  v_t0 := clock_timestamp();
+  -- Lock waits are bounded from the first statement (step 1 reads canon.settings and
+  -- writes canon.ingestion_runs); a COMMIT ends the bound, so it is set again after it.
+  PERFORM canon.bound_lock_timeout();
+
+  -- Step 1: runs whose backend is gone are abandoned; log this run as RUNNING and commit.
+  -- A setting that cannot be read (locked, invalid, missing) logs the run FAILED instead.
+  BEGIN
+    v_today := canon.business_today();
+  EXCEPTION WHEN OTHERS OR query_canceled THEN
+    GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+                            v_detail = PG_EXCEPTION_DETAIL, v_context = PG_EXCEPTION_CONTEXT;
+    v_status := 'FAILED';
+  END;
+  v_scope_from := v_today - p_days_back;
+  v_abandoned := canon.mark_abandoned_runs();
+  INSERT INTO canon.ingestion_runs (
+    job_name, status, dry_run, source_tables, params, scope_date_from, scope_date_to,
+    trigger, client_host, client_pid, worker_job_id, backend_pid, backend_start,
+    stats, error_message, error_sqlstate, completed_at
+  )
+  SELECT c_job_name, coalesce(v_status, 'RUNNING'), p_dry_run,
+         '["module_ct_cabinet_leads", "drivers", "summary_daily"]'::jsonb,
+         jsonb_build_object('days_back', p_days_back, 'limit', p_limit, 'dry_run', p_dry_run,
+                            'only_limbo', p_only_limbo, 'business_today', v_today),
+         v_scope_from, v_today,
+         coalesce(p_context->>'trigger', 'psql'),
+         coalesce(p_context->>'client_host', host(inet_client_addr())),
+         (p_context->>'client_pid')::integer,
+         p_context->>'worker_job_id',
+         pg_backend_pid(),
+         (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_backend_pid()),
+         CASE WHEN v_status = 'FAILED' THEN jsonb_build_object('abandoned_runs_marked', v_abandoned, 'steps', '[]'::jsonb,
+           'error', jsonb_build_object('sqlstate', v_sqlstate, 'detail', v_detail, 'context', v_context)) ELSE '{}'::jsonb END,
+         v_message, v_sqlstate, CASE WHEN v_status = 'FAILED' THEN clock_timestamp() END
+  RETURNING id INTO v_run_id;
+  COMMIT;
+  IF v_status = 'FAILED' THEN
+    SELECT to_jsonb(r) INTO run FROM canon.ingestion_runs r WHERE r.id = v_run_id;
+    IF p_raise_on_failure THEN
+      RAISE EXCEPTION 'run % FAILED: %', v_run_id, v_message
+        USING ERRCODE = v_sqlstate, DETAIL = coalesce(v_detail, ''),
+              HINT = format('The run is logged: SELECT * FROM canon.ingestion_runs WHERE id = %s', v_run_id);
+    END IF;
+    RETURN;
+  END IF;
+  PERFORM canon.bound_lock_timeout();
+
+  -- Step 2: one run at a time, across every host. The lock lasts until the final commit.
+  IF NOT canon.try_job_lock() THEN
+    UPDATE canon.ingestion_runs
+    SET status = 'SKIPPED',
+        completed_at = clock_timestamp(),
+        stats = jsonb_build_object(
+          'skipped_reason', 'another run holds the job lock',
+          'running_run_ids', (SELECT coalesce(jsonb_agg(r.id ORDER BY r.id), '[]'::jsonb)
+                              FROM canon.ingestion_runs r
+                              WHERE r.job_name = c_job_name AND r.status = 'RUNNING' AND r.id <> v_run_id),
+          'abandoned_runs_marked', v_abandoned)
+    WHERE id = v_run_id;
+    COMMIT;
+    SELECT to_jsonb(r) INTO run FROM canon.ingestion_runs r WHERE r.id = v_run_id;
+    RETURN;
+  END IF;
+  -- Settled claims are out of the run's reach (trigger claims_protect_settled).
+  PERFORM set_config('cabinet.in_pipeline', 'on', true);
+
+  v_stats := jsonb_build_object('abandoned_runs_marked', v_abandoned);
+
+  -- Steps 3-8: all or nothing. Each step is a function of its own; its stats go under its
+  -- name, its time to stats.steps (canon.step_done).
+  BEGIN
+    -- Step 3: the upstream tables have what the product reads.
+    v_t := clock_timestamp();
+    v_stats := v_stats || jsonb_build_object('source_contract_columns', canon.check_source_contract());
+    v_steps := v_steps || canon.step_done('check_source_contract', v_t);
+
+    -- Limbo is counted once per run: "before" is the snapshot of the previous completed run
+    -- (live counts only when there is none yet), "after" is this run's own in step 8.
+    SELECT jsonb_build_object(
+             'NO_IDENTITY', s.limbo_no_identity, 'NO_DRIVER', s.limbo_no_driver,
+             'NO_TRIPS_14D', s.limbo_no_trips_14d, 'TRIPS_NO_CLAIM', s.limbo_trips_no_claim, 'OK', s.limbo_ok),
+           s.run_id
+    INTO v_step_out, v_prev_snapshot
+    FROM ops.limbo_snapshots s
+    ORDER BY s.taken_at DESC, s.run_id DESC
+    LIMIT 1;
+    v_stats := v_stats || jsonb_build_object(
+      'limbo_before', coalesce(v_step_out, ops.limbo_stage_counts()),
+      'limbo_before_as_of_run', v_prev_snapshot);
+
+    -- Step 4: the driver index, and the unmatched leads its changes make due.
+    v_t := clock_timestamp();
+    v_stats := v_stats || jsonb_build_object('driver_index', canon.refresh_driver_index(v_run_id));
+    v_steps := v_steps || canon.step_done('refresh_driver_index', v_t);
+    PERFORM canon.failpoint('after_refresh_driver_index');
+    v_t := clock_timestamp();
+    v_match := canon.mark_retries_due(v_run_id);
+    v_steps := v_steps || canon.step_done('mark_retries_due', v_t);
+
+    -- Step 5: every lead row written since the last read keyed; the batch.
+    v_t := clock_timestamp();
+    v_step_out := canon.key_changed_leads(v_run_id);
+    v_match := v_match || jsonb_build_object(
+      'lead_keys', v_step_out,
+      'leads_keyed', v_step_out->'lead_rows_written',
+      'leads_without_lead_created_at', v_step_out->'lead_rows_undated',
+      'leads_with_oversized_key', v_step_out->'leads_with_oversized_key');
+    v_steps := v_steps || canon.step_done('key_changed_leads', v_t);
+    v_t := clock_timestamp();
+    v_step_out := canon.select_lead_batch(v_scope_from, p_limit, p_only_limbo);
+    v_match := v_match || (v_step_out - 'pending_cleared');
+    v_pending_cleared := (v_step_out->>'pending_cleared')::integer;
+    v_steps := v_steps || canon.step_done('select_lead_batch', v_t);
+
+    -- Step 6: the batch decided and linked.
+    v_t := clock_timestamp();
+    v_step_out := canon.link_decisions(v_run_id, p_only_limbo);
+    v_match := v_match || (v_step_out - 'pending_cleared')
+               || jsonb_build_object('pending_flags_cleared', v_pending_cleared + (v_step_out->>'pending_cleared')::integer);
+    v_stats := v_stats || jsonb_build_object('match', v_match);
+    v_steps := v_steps || canon.step_done('link_decisions', v_t);
+    PERFORM canon.failpoint('after_match');
+    -- A large batch (backfill) changes these tables faster than autovacuum analyses
+    -- them; the next statements would be planned for the tables as they were.
+    IF (v_match->>'leads_evaluated')::integer >= 5000 THEN
+      ANALYZE canon.identity_links, canon.identity_unmatched, canon.lead_keys, canon.identity_registry;
+    END IF;
+
+    -- Step 7: the lead state brought up to date, the missing claims generated.
+    v_t := clock_timestamp();
+    v_stats := v_stats || jsonb_build_object('claims', canon.generate_cabinet_claims(v_run_id, v_scope_from, p_only_limbo));
+    v_steps := v_steps || canon.step_done('generate_cabinet_claims', v_t);
+    PERFORM canon.failpoint('after_claims');
+
+    -- Step 8: the limbo snapshot and the alert rules.
+    v_t := clock_timestamp();
+    v_step_out := ops.snapshot_limbo(v_run_id);
+    v_stats := v_stats || jsonb_build_object('snapshot', v_step_out, 'limbo_after', v_step_out->'stages');
+    v_steps := v_steps || canon.step_done('snapshot_limbo', v_t);
+    PERFORM canon.failpoint('after_snapshot');
+
+    v_status := 'COMPLETED';
+    IF p_dry_run THEN
+      -- Roll back every write of steps 3-8; the variables keep the stats.
+      RAISE EXCEPTION 'dry run' USING ERRCODE = 'CL0DR';
+    END IF;
+  EXCEPTION
+    WHEN SQLSTATE 'CL0DR' THEN
+      v_status := 'COMPLETED';
+    WHEN OTHERS THEN
+      GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+                              v_detail = PG_EXCEPTION_DETAIL, v_context = PG_EXCEPTION_CONTEXT;
+      v_status := 'FAILED';
+    -- OTHERS does not include a cancel (statement_timeout, Ctrl-C): log those too.
+    WHEN query_canceled THEN
+      GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+                              v_detail = PG_EXCEPTION_DETAIL, v_context = PG_EXCEPTION_CONTEXT;
+      v_status := 'FAILED';
+  END;
+
+  -- Step 9: outcome, in the same transaction as the writes of steps 4-8.
+  v_stats := v_stats || jsonb_build_object(
+    'steps', v_steps,
+    -- (the match step of earlier versions is steps 4b-6 together)
+    'durations_ms', (SELECT coalesce(jsonb_object_agg(s->>'step', s->'ms'), '{}'::jsonb)
+                     FROM jsonb_array_elements(v_steps) s)
+                    || jsonb_build_object(
+                         'match', (SELECT sum((s->>'ms')::numeric) FROM jsonb_array_elements(v_steps) s
+                                   WHERE s->>'step' IN ('mark_retries_due', 'key_changed_leads', 'select_lead_batch', 'link_decisions')),
+                         'total', round((extract(epoch FROM clock_timestamp() - v_t0) * 1000)::numeric, 1)));
+  IF v_status = 'FAILED' THEN
+    v_stats := v_stats || jsonb_build_object('error', jsonb_build_object(
+      'sqlstate', v_sqlstate, 'detail', v_detail, 'context', v_context));
+  END IF;
+
+  UPDATE canon.ingestion_runs
+  SET status = v_status,
+      stats = v_stats,
+      completed_at = clock_timestamp(),
+      error_message = CASE WHEN v_status = 'FAILED' THEN v_message END,
+      error_sqlstate = CASE WHEN v_status = 'FAILED' THEN v_sqlstate END
+  WHERE id = v_run_id;
+  COMMIT;
+
+  SELECT to_jsonb(r) INTO run FROM canon.ingestion_runs r WHERE r.id = v_run_id;
+  IF v_status = 'FAILED' AND p_raise_on_failure THEN
+    RAISE EXCEPTION 'run % FAILED: %', v_run_id, v_message
+      USING ERRCODE = v_sqlstate,
+            DETAIL = coalesce(v_detail, ''),
+            HINT = format('The run is logged: SELECT * FROM canon.ingestion_runs WHERE id = %s', v_run_id);
+  END IF;
+END
+$$;
+COMMENT ON PROCEDURE ops.reconcile_cabinet_leads_pipeline(integer, integer, boolean, boolean, jsonb, boolean, jsonb) IS
+  'One reconciliation run (SPEC 7): CALL ops.reconcile_cabinet_leads_pipeline(p_days_back => 30, p_limit => 2000, p_dry_run => false). Returns the run row as jsonb; raises after logging when the run FAILED.';
+
+-- snapshot of sql/ops/ops.refresh_cabinet_lead_state.sql
+-- ops.refresh_cabinet_lead_state: re-evaluates stored lead state now, for people and the
+-- ops.* tools (the pipeline does it on every run):
+--   SELECT ops.refresh_cabinet_lead_state(ARRAY['lead-key']);  -- these keys + every row or key marked
+--   SELECT ops.refresh_cabinet_lead_state();                  -- every lead (a rebuild; minutes at 1M leads)
+-- Lead rows written since the last read are keyed first (canon.key_changed_leads), so
+-- their marks are evaluated too. It waits for the job lock (at most lock_timeout, 30 s by default),
+-- so it never runs inside a pipeline run. Generates no claim: that is the run's job.
+CREATE OR REPLACE FUNCTION ops.refresh_cabinet_lead_state(p_lead_keys text[] DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '30s'
+AS $$
+DECLARE
+  v_ids integer[];
+  v_out jsonb;
+BEGIN
+  PERFORM canon.take_job_lock();
+  -- Lead rows written since the last read are keyed (and marked) first.
+  PERFORM canon.key_changed_leads(NULL);
+  v_ids := canon.take_lead_state_marks();
+  IF p_lead_keys IS NULL THEN
+    v_ids := ARRAY(
+      SELECT l.id FROM public.module_ct_cabinet_leads l WHERE isfinite(l.lead_created_at)
+      UNION
+      SELECT s.lead_id FROM canon.cabinet_lead_state s);
+  ELSE
+    v_ids := v_ids || canon.lead_ids_of_keys(p_lead_keys);
+  END IF;
+
+  v_out := canon.refresh_lead_state(NULL, v_ids);
+  PERFORM canon.clear_lead_state_marks();
+  RETURN v_out || jsonb_build_object('scope', CASE WHEN p_lead_keys IS NULL THEN 'all' ELSE 'keys' END);
+END
+$$;
+COMMENT ON FUNCTION ops.refresh_cabinet_lead_state(text[]) IS
+  'Re-evaluates the stored state of the given lead keys (and of every key marked dirty), or of every lead when called without argument. Returns {evaluated, written, removed, trip_rows_read, scope}.';
+
+-- snapshot of sql/ops/ops.unlink_lead.sql
+-- ops.unlink_lead: an operator removes a wrong lead link, in one transaction, from psql
+-- or `cabinet-leads unlink-lead`:
+--   SELECT ops.unlink_lead('9f3a...', 'driver b41c is the brother; wrong person');
+-- Deletes the lead's link. When no other lead is linked to that person, the person goes
+-- too, with its driver link(s) and origin (no orphan persons); otherwise the person stays
+-- and its origin moves to its earliest remaining lead. The lead's claims that are not
+-- settled (expected, generated, expired) are deleted: they were computed from the wrong
+-- driver's trips and would block the right ones. Its unmatched row (RESOLVED) is deleted
+-- too, so the next run evaluates the lead as new. Refuses an unknown lead, a lead not
+-- linked, and a lead with paid or rejected claims (settled money: finance first).
+-- Race-free with finance: the lead's claims are locked (canon.lock_lead_claims) before
+-- the decision, so a claim being settled meanwhile is waited for and then refuses the
+-- unlink; a settlement that comes later waits for this transaction and then finds the
+-- claim gone. The trigger guard (cabinet.protect_settled) refuses any settled row anyway.
+-- Audited in canon.identity_audit (UNLINK rows, by trigger, with everything removed).
+CREATE OR REPLACE FUNCTION ops.unlink_lead(p_lead_source_pk text, p_note text)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '30s'
+AS $$
+DECLARE
+  v_link canon.identity_links%ROWTYPE;
+  v_driver_id text;
+  v_lead_rows integer;
+  v_settled text;
+  v_locked integer[];
+  v_other_leads text[];
+  v_person_removed boolean;
+  v_claims jsonb;
+  v_unmatched jsonb;
+  v_foreign_claims text;
+  v_driver_links jsonb := '[]'::jsonb;
+  v_origin_moved_to text;
+  v_result jsonb;
+BEGIN
+  IF p_lead_source_pk IS NULL OR btrim(p_lead_source_pk) = '' THEN
+    RAISE EXCEPTION 'invalid lead_source_pk %: expected a lead key', coalesce(quote_literal(p_lead_source_pk), 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+  IF p_note IS NULL OR btrim(p_note) = '' THEN
+    RAISE EXCEPTION 'a note is required: say why the link of lead % is wrong', quote_literal(p_lead_source_pk)
+      USING ERRCODE = '22023';
+  END IF;
+
+  PERFORM canon.take_job_lock();
+
+  SELECT count(*) INTO v_lead_rows
+  FROM public.module_ct_cabinet_leads l
+  WHERE canon.lead_source_pk(l.external_id, l.id) = p_lead_source_pk;
+
+  -- A link is removable even when its lead row has since disappeared upstream.
+  SELECT k.* INTO v_link
+  FROM canon.identity_links k
+  WHERE k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p_lead_source_pk
+  FOR UPDATE;
+  IF NOT FOUND THEN
+    IF v_lead_rows = 0 THEN
+      RAISE EXCEPTION 'unknown lead %: no row of public.module_ct_cabinet_leads has this lead_source_pk', quote_literal(p_lead_source_pk)
+        USING ERRCODE = 'P0002';
+    END IF;
+    RAISE EXCEPTION 'lead % is not linked: nothing to unlink (%)', quote_literal(p_lead_source_pk),
+      coalesce((SELECT format('unmatched: %s, %s', u.status, u.reason_code) FROM canon.identity_unmatched u
+                WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p_lead_source_pk), 'never evaluated')
+      USING ERRCODE = 'CL022';
+  END IF;
+  SELECT pd.driver_id INTO v_driver_id FROM canon.v_person_driver pd WHERE pd.person_key = v_link.person_key;
+
+  -- LOCK the lead's claims, read as committed, before deciding: a settlement in flight is waited for.
+  SELECT string_agg(format('M%s %s', c.milestone, c.status), ', ' ORDER BY c.milestone)
+           FILTER (WHERE c.status IN ('paid', 'rejected')),
+         array_agg(c.milestone ORDER BY c.milestone)
+  INTO v_settled, v_locked
+  FROM canon.lock_lead_claims(p_lead_source_pk) c;
+  IF v_settled IS NOT NULL THEN
+    RAISE EXCEPTION 'lead % has settled claims (%): its link backs money already paid or rejected; settle it with finance (change those claims) before unlinking',
+      quote_literal(p_lead_source_pk), v_settled
+      USING ERRCODE = 'CL025';
+  END IF;
+
+  SELECT array_agg(k.source_pk ORDER BY k.source_pk) INTO v_other_leads
+  FROM canon.identity_links k
+  WHERE k.source_table = 'module_ct_cabinet_leads' AND k.person_key = v_link.person_key
+    AND k.source_pk <> p_lead_source_pk;
+  v_person_removed := v_other_leads IS NULL;
+
+  IF v_person_removed THEN
+    SELECT string_agg(format('%s M%s', c.lead_source_pk, c.milestone), ', ' ORDER BY c.lead_source_pk, c.milestone) INTO v_foreign_claims
+    FROM canon.claims_yango_cabinet_14d c
+    WHERE c.person_key = v_link.person_key AND c.lead_source_pk <> p_lead_source_pk;
+    IF v_foreign_claims IS NOT NULL THEN
+      RAISE EXCEPTION 'person % of lead % is still referenced by claims of other leads (%): fix those claims first',
+        v_link.person_key, quote_literal(p_lead_source_pk), v_foreign_claims
+        USING ERRCODE = 'CL025';
+    END IF;
+  END IF;
+
+  SELECT to_jsonb(u) INTO v_unmatched
+  FROM canon.identity_unmatched u
+  WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p_lead_source_pk;
+
+  -- Exactly the claims locked above (none settled); the audit lists what was deleted.
+  PERFORM set_config('cabinet.protect_settled', 'ops.unlink_lead', true);
+  WITH gone AS (
+    DELETE FROM canon.claims_yango_cabinet_14d c
+    WHERE c.lead_source_pk = p_lead_source_pk AND c.milestone = ANY (v_locked)
+    RETURNING c.*
+  )
+  SELECT coalesce(jsonb_agg(to_jsonb(g) ORDER BY g.milestone), '[]'::jsonb) INTO v_claims FROM gone g;
+  PERFORM set_config('cabinet.protect_settled', '', true);
+
+  -- The audit trigger on canon.identity_links reads the note and details from here.
+  PERFORM set_config('cabinet.audit_note', p_note, true);
+  PERFORM set_config('cabinet.audit_details', jsonb_build_object(
+    'operation', 'unlink_lead',
+    'lead_source_pk', p_lead_source_pk,
+    'person_removed', v_person_removed,
+    'claims_removed', v_claims,
+    'unmatched_removed', v_unmatched)::text, true);
+
+  DELETE FROM canon.identity_links k WHERE k.id = v_link.id;
+
+  IF v_person_removed THEN
+    DELETE FROM canon.identity_origin o WHERE o.person_key = v_link.person_key;
+    WITH gone AS (
+      DELETE FROM canon.identity_links k WHERE k.person_key = v_link.person_key RETURNING k.source_pk
+    )
+    SELECT coalesce(jsonb_agg(g.source_pk ORDER BY g.source_pk), '[]'::jsonb) INTO v_driver_links FROM gone g;
+    DELETE FROM canon.identity_registry p WHERE p.person_key = v_link.person_key;
+  ELSE
+    -- The person stays; if it came from this lead, its origin is now its earliest remaining lead.
+    WITH next_origin AS (
+      SELECT k.source_pk, k.confidence_level, min(l.lead_created_at) AS lead_created_at
+      FROM canon.identity_links k
+      LEFT JOIN public.module_ct_cabinet_leads l ON canon.lead_source_pk(l.external_id, l.id) = k.source_pk
+      WHERE k.source_table = 'module_ct_cabinet_leads' AND k.person_key = v_link.person_key
+      GROUP BY k.source_pk, k.confidence_level
+      ORDER BY min(l.lead_created_at) NULLS LAST, k.source_pk
+      LIMIT 1
+    )
+    UPDATE canon.identity_origin o
+    SET origin_source_id = n.source_pk, confidence_level = n.confidence_level, origin_created_at = n.lead_created_at,
+        decided_by = 'manual', decided_at = now(), run_id = NULL
+    FROM next_origin n
+    WHERE o.person_key = v_link.person_key AND o.origin_source_id = p_lead_source_pk
+    RETURNING n.source_pk INTO v_origin_moved_to;
+  END IF;
+
+  DELETE FROM canon.identity_unmatched u
+  WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p_lead_source_pk;
+
+  PERFORM set_config('cabinet.audit_note', '', true);
+  PERFORM set_config('cabinet.audit_details', '', true);
+
+  v_result := jsonb_build_object(
+    'action', 'UNLINK',
+    'lead_source_pk', p_lead_source_pk,
+    'lead_rows', v_lead_rows,
+    'person_key', v_link.person_key,
+    'driver_id', v_driver_id,
+    'match_rule', v_link.match_rule,
+    'linked_by_run', v_link.run_id,
+    'person_removed', v_person_removed,
+    'driver_links_removed', v_driver_links,
+    'other_leads_of_person', coalesce(to_jsonb(v_other_leads), '[]'::jsonb),
+    'origin_moved_to', v_origin_moved_to,
+    'claims_removed', (SELECT coalesce(jsonb_agg(jsonb_build_object('milestone', c->'milestone', 'status', c->'status',
+                                                                    'amount_expected', c->'amount_expected')), '[]'::jsonb)
+                       FROM jsonb_array_elements(v_claims) c),
+    'unmatched_removed', v_unmatched IS NOT NULL,
+    'db_user', current_user,
+    'note', p_note);
+  -- The views show the change at once (the lead and whatever else the change marked).
+  PERFORM ops.refresh_cabinet_lead_state(ARRAY[p_lead_source_pk]);
+  RETURN v_result;
+END
+$$;
+COMMENT ON FUNCTION ops.unlink_lead(text, text) IS
+  'Operator: remove a wrong lead link (and the person with its driver links and origin when no other lead uses it; the lead''s unsettled claims and unmatched row) so the next run re-evaluates the lead; refuses a lead with paid or rejected claims, also one settled while it waits for the claim locks (CL025); audited (UNLINK). Returns what was done.';
+
+-- snapshot of sql/ops/ops.repair_caches.sql
+-- ops.repair_caches: brings every drifted cache back to its live definition, rewriting
+-- only what drifted (what ops.check_caches reports; `cabinet-leads doctor --repair`):
+-- lead keys re-keyed, never-evaluated keys listed, retry marks set, the driver index
+-- reconciled in full (re-normalising only the drivers whose values differ), marked and
+-- drifted lead state rows re-evaluated and their marks cleared, the state counters
+-- recounted when they are off. Takes the job lock (waits at most lock_timeout, 30 s), so
+-- it never runs inside a pipeline run. Generates no claim: the next run does. Returns what
+-- it repaired per cache.
+CREATE OR REPLACE FUNCTION ops.repair_caches()
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '30s'
+AS $$
+DECLARE
+  v_keys integer;
+  v_listed integer;
+  v_retry integer;
+  v_drivers jsonb;
+  v_state jsonb;
+  v_counts boolean;
+BEGIN
+  PERFORM canon.take_job_lock();
+
+  v_keys := canon.refresh_lead_keys(ARRAY(SELECT d.lead_id FROM canon.lead_keys_drift() d));
+
+  INSERT INTO canon.lead_keys_pending (lead_id, lead_date)
+  SELECT k.lead_id, k.lead_date FROM canon.never_evaluated_drift() d JOIN canon.lead_keys k ON k.lead_id = d.lead_id
+  ON CONFLICT (lead_id) DO NOTHING;
+  GET DIAGNOSTICS v_listed = ROW_COUNT;
+
+  UPDATE canon.identity_unmatched u SET retry_due = true
+  FROM canon.retry_due_drift() d
+  WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = d.lead_source_pk AND u.status = 'OPEN';
+  GET DIAGNOSTICS v_retry = ROW_COUNT;
+
+  IF EXISTS (SELECT 1 FROM canon.driver_index_drift()) THEN
+    UPDATE canon.driver_index_state SET last_full_at = NULL;
+    v_drivers := canon.refresh_driver_index(NULL);
+  END IF;
+
+  v_state := canon.refresh_lead_state(NULL, canon.take_lead_state_marks() || ARRAY(SELECT d.lead_id FROM canon.lead_state_drift() d));
+  PERFORM canon.clear_lead_state_marks();
+
+  v_counts := EXISTS (SELECT 1 FROM ops.check_invariants() c WHERE c.invariant = 'LEAD_STATE_COUNTS' AND c.violations > 0);
+  IF v_counts THEN
+    PERFORM ops.recount_lead_state_counts();
+  END IF;
+
+  RETURN jsonb_build_object(
+    'lead_keys_written', v_keys,
+    'never_evaluated_listed', v_listed,
+    'retries_marked_due', v_retry,
+    'driver_index', v_drivers,
+    'lead_state', v_state,
+    'state_counts_recounted', v_counts);
+END
+$$;
+COMMENT ON FUNCTION ops.repair_caches() IS
+  'Repairs what ops.check_caches finds (and the state counters), rewriting only what drifted; takes the job lock. Returns what it repaired per cache. CLI: cabinet-leads doctor --repair.';
+
+-- snapshot of sql/ops/ops.resolve_lead.sql
+-- ops.resolve_lead: an operator links a lead to the driver they know it belongs to
+-- (AMBIGUOUS, CONFLICT, WEAK_MATCH_ONLY, ... leads), in one transaction, from psql or
+-- `cabinet-leads resolve-lead`:
+--   SELECT ops.resolve_lead('9f3a...', 'b41c...', 'called the driver: same person');
+-- Links the lead to the driver's person (a new person when the driver has none, with
+-- its driver link), rule MANUAL_RESOLUTION, score 100, HIGH; writes the identity origin
+-- (decided_by 'manual') and marks the lead's unmatched row RESOLVED. Refuses an unknown
+-- lead, an unknown or deleted driver, a lead already linked, and a driver whose person
+-- already carries another lead unless p_force (then the lead joins that person).
+-- Claims of the lead for another person (left behind when its link was deleted by hand)
+-- were computed from another driver's trips: the unsettled ones are deleted (they would
+-- block the right ones), and a paid or rejected one refuses the call (CL025: finance
+-- first). The lead's claims are locked first (canon.lock_lead_claims), so a settlement in
+-- flight is waited for and decided on as committed, and a later one finds them gone.
+-- Recorded in canon.identity_audit (RESOLVE, plus the LINK rows written by trigger).
+CREATE OR REPLACE FUNCTION ops.resolve_lead(p_lead_source_pk text, p_driver_id text, p_note text, p_force boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '30s'
+AS $$
+DECLARE
+  v_lead record;
+  v_link record;
+  v_driver record;
+  v_in_index boolean;
+  v_person uuid;
+  v_person_created boolean := false;
+  v_other_leads text[];
+  v_unmatched record;
+  v_settled text;
+  v_settled_drivers text;
+  v_stale integer[];
+  v_claims_removed jsonb;
+  v_evidence jsonb;
+  v_origin_written boolean;
+  v_result jsonb;
+BEGIN
+  IF p_lead_source_pk IS NULL OR btrim(p_lead_source_pk) = '' THEN
+    RAISE EXCEPTION 'invalid lead_source_pk %: expected a lead key', coalesce(quote_literal(p_lead_source_pk), 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+  IF p_driver_id IS NULL OR btrim(p_driver_id) = '' THEN
+    RAISE EXCEPTION 'invalid driver_id %: expected a driver_id of public.drivers', coalesce(quote_literal(p_driver_id), 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+  IF p_note IS NULL OR btrim(p_note) = '' THEN
+    RAISE EXCEPTION 'a note is required: say why lead % belongs to driver %', quote_literal(p_lead_source_pk), quote_literal(p_driver_id)
+      USING ERRCODE = '22023';
+  END IF;
+  IF p_force IS NULL THEN
+    RAISE EXCEPTION 'invalid force NULL: expected true or false' USING ERRCODE = '22023';
+  END IF;
+
+  -- One identity change at a time, never in the middle of a pipeline run.
+  PERFORM canon.take_job_lock();
+
+  SELECT min(l.id) AS lead_id, count(*) AS lead_rows,
+         (array_agg(l.lead_created_at ORDER BY l.id))[1] AS lead_created_at,
+         (array_agg(concat_ws(' ', l.first_name, l.middle_name, l.last_name) ORDER BY l.id))[1] AS lead_name,
+         (array_agg(l.park_phone ORDER BY l.id))[1] AS park_phone,
+         (array_agg(l.asset_plate_number ORDER BY l.id))[1] AS plate
+  INTO v_lead
+  FROM public.module_ct_cabinet_leads l
+  WHERE canon.lead_source_pk(l.external_id, l.id) = p_lead_source_pk;
+  IF v_lead.lead_id IS NULL THEN
+    RAISE EXCEPTION 'unknown lead %: no row of public.module_ct_cabinet_leads has this lead_source_pk', quote_literal(p_lead_source_pk)
+      USING ERRCODE = 'P0002';
+  END IF;
+
+  SELECT k.person_key, k.match_rule, k.run_id,
+         (SELECT pd.driver_id FROM canon.v_person_driver pd WHERE pd.person_key = k.person_key) AS driver_id
+  INTO v_link
+  FROM canon.identity_links k
+  WHERE k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p_lead_source_pk;
+  IF FOUND THEN
+    RAISE EXCEPTION 'lead % is already linked to person % (driver %, rule %): unlink it first with ops.unlink_lead(%, note)',
+      quote_literal(p_lead_source_pk), v_link.person_key, coalesce(v_link.driver_id, 'none'),
+      v_link.match_rule || coalesce(' by run ' || v_link.run_id, ''), quote_literal(p_lead_source_pk)
+      USING ERRCODE = 'CL021';
+  END IF;
+
+  SELECT d.driver_id, d.park_id, d.phone, d.car_number, d.car_normalized_number,
+         coalesce(nullif(btrim(d.license_normalized_number), ''), d.license_number) AS license,
+         coalesce(nullif(btrim(d.full_name), ''), concat_ws(' ', d.first_name, d.middle_name, d.last_name)) AS name
+  INTO v_driver
+  FROM public.drivers d
+  WHERE d.driver_id = p_driver_id
+  ORDER BY coalesce(d.updated_at, d.created_at) DESC NULLS LAST
+  LIMIT 1;
+  IF NOT FOUND THEN
+    SELECT EXISTS (SELECT 1 FROM canon.driver_index i WHERE i.driver_id = p_driver_id)
+        OR EXISTS (SELECT 1 FROM canon.identity_links k WHERE k.source_table = 'drivers' AND k.source_pk = p_driver_id)
+    INTO v_in_index;
+    IF v_in_index THEN
+      RAISE EXCEPTION 'driver % was deleted from public.drivers: a lead cannot be resolved to a deleted driver', quote_literal(p_driver_id)
+        USING ERRCODE = 'CL024';
+    END IF;
+    RAISE EXCEPTION 'unknown driver %: no row of public.drivers has this driver_id', quote_literal(p_driver_id)
+      USING ERRCODE = 'P0002';
+  END IF;
+
+  SELECT k.person_key INTO v_person
+  FROM canon.identity_links k
+  WHERE k.source_table = 'drivers' AND k.source_pk = p_driver_id;
+  IF v_person IS NOT NULL THEN
+    SELECT array_agg(k.source_pk ORDER BY k.linked_at, k.source_pk) INTO v_other_leads
+    FROM canon.identity_links k
+    WHERE k.source_table = 'module_ct_cabinet_leads' AND k.person_key = v_person;
+    IF v_other_leads IS NOT NULL AND NOT p_force THEN
+      RAISE EXCEPTION 'driver % is already linked to person % with lead(s) %: pass force => true to add lead % to that same person (both leads then claim this driver''s trips), or unlink the other lead first if its link is wrong',
+        quote_literal(p_driver_id), v_person, array_to_string(v_other_leads, ', '), quote_literal(p_lead_source_pk)
+        USING ERRCODE = 'CL023';
+    END IF;
+  END IF;
+
+  -- LOCK the lead's claims, read as committed, before deciding on them: a settlement in
+  -- flight is waited for. Claims of another person (any, when the person is new) are stale.
+  SELECT string_agg(format('M%s %s', c.milestone, c.status), ', ' ORDER BY c.milestone)
+           FILTER (WHERE c.status IN ('paid', 'rejected') AND (v_person IS NULL OR c.person_key IS DISTINCT FROM v_person)),
+         string_agg(DISTINCT coalesce(c.driver_id, 'none'), ', ')
+           FILTER (WHERE c.status IN ('paid', 'rejected') AND (v_person IS NULL OR c.person_key IS DISTINCT FROM v_person)),
+         array_agg(c.milestone ORDER BY c.milestone)
+           FILTER (WHERE c.status NOT IN ('paid', 'rejected') AND (v_person IS NULL OR c.person_key IS DISTINCT FROM v_person))
+  INTO v_settled, v_settled_drivers, v_stale
+  FROM canon.lock_lead_claims(p_lead_source_pk) c;
+  IF v_settled IS NOT NULL THEN
+    RAISE EXCEPTION 'lead % has settled claims (%) of another person (driver %): money already paid or rejected for another link; settle it with finance (change those claims) before resolving the lead to driver %',
+      quote_literal(p_lead_source_pk), v_settled, v_settled_drivers, quote_literal(p_driver_id)
+      USING ERRCODE = 'CL025';
+  END IF;
+
+  SELECT u.status, u.reason_code, u.attempts, u.candidates INTO v_unmatched
+  FROM canon.identity_unmatched u
+  WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p_lead_source_pk;
+
+  v_evidence := jsonb_build_object(
+    'decided_by', 'manual',
+    'db_user', current_user,
+    'note', p_note,
+    'driver_id', p_driver_id,
+    'forced', p_force AND v_other_leads IS NOT NULL,
+    'lead', jsonb_build_object('phone_norm', canon.normalize_phone(v_lead.park_phone),
+                               'plate_norm', canon.normalize_plate(v_lead.plate),
+                               'name_norm', canon.normalize_name(v_lead.lead_name)),
+    'driver', jsonb_build_object('park_id', v_driver.park_id,
+                                 'phone_norm', canon.normalize_phone(v_driver.phone),
+                                 'plate_norm', canon.normalize_plate(coalesce(nullif(btrim(v_driver.car_normalized_number), ''), v_driver.car_number)),
+                                 'name_norm', canon.normalize_name(v_driver.name)),
+    'name_similarity', canon.name_similarity(v_lead.lead_name, v_driver.name),
+    'previous_unmatched', CASE WHEN v_unmatched.status IS NOT NULL THEN
+        jsonb_build_object('status', v_unmatched.status, 'reason_code', v_unmatched.reason_code,
+                           'attempts', v_unmatched.attempts, 'candidates', v_unmatched.candidates) END);
+
+  -- Exactly the stale claims locked above (none settled).
+  PERFORM set_config('cabinet.protect_settled', 'ops.resolve_lead', true);
+  WITH gone AS (
+    DELETE FROM canon.claims_yango_cabinet_14d c
+    WHERE c.lead_source_pk = p_lead_source_pk AND c.milestone = ANY (v_stale)
+    RETURNING c.*
+  )
+  SELECT coalesce(jsonb_agg(jsonb_build_object('milestone', g.milestone, 'status', g.status, 'amount_expected', g.amount_expected,
+                                               'person_key', g.person_key, 'driver_id', g.driver_id) ORDER BY g.milestone), '[]'::jsonb)
+  INTO v_claims_removed
+  FROM gone g;
+  PERFORM set_config('cabinet.protect_settled', '', true);
+
+  -- The audit trigger on canon.identity_links reads the note and details from here.
+  PERFORM set_config('cabinet.audit_note', p_note, true);
+  PERFORM set_config('cabinet.audit_details', jsonb_build_object('operation', 'resolve_lead', 'lead_source_pk', p_lead_source_pk)::text, true);
+
+  IF v_person IS NULL THEN
+    v_person := canon.new_person_key();
+    v_person_created := true;
+    INSERT INTO canon.identity_registry (person_key, confidence_level, primary_phone, primary_license, primary_name)
+    VALUES (v_person, 'HIGH', canon.normalize_phone(v_driver.phone), canon.normalize_license(v_driver.license),
+            canon.normalize_name(v_driver.name));
+    INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence)
+    VALUES ('drivers', p_driver_id, v_person, 'MANUAL_RESOLUTION', 100, 'HIGH',
+            jsonb_build_object('linked_with_lead', p_lead_source_pk) || v_evidence);
+  END IF;
+
+  INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence)
+  VALUES ('module_ct_cabinet_leads', p_lead_source_pk, v_person, 'MANUAL_RESOLUTION', 100, 'HIGH', v_evidence);
+
+  INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by)
+  VALUES (v_person, 'cabinet_lead', p_lead_source_pk, 'HIGH', v_lead.lead_created_at, 'manual')
+  ON CONFLICT (person_key) DO NOTHING;
+  v_origin_written := FOUND;
+
+  UPDATE canon.identity_unmatched u
+  SET status = 'RESOLVED', resolved_at = now(), note = p_note
+  WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p_lead_source_pk AND u.status <> 'RESOLVED';
+
+  v_result := jsonb_build_object(
+    'action', 'RESOLVE',
+    'lead_source_pk', p_lead_source_pk,
+    'lead_rows', v_lead.lead_rows,
+    'driver_id', p_driver_id,
+    'person_key', v_person,
+    'person_created', v_person_created,
+    'driver_link_created', v_person_created,
+    'forced', p_force AND v_other_leads IS NOT NULL,
+    'other_leads_of_person', coalesce(to_jsonb(v_other_leads), '[]'::jsonb),
+    'origin_written', v_origin_written,
+    'unmatched_before', CASE WHEN v_unmatched.status IS NOT NULL THEN
+        jsonb_build_object('status', v_unmatched.status, 'reason_code', v_unmatched.reason_code) END,
+    'claims_removed', v_claims_removed,
+    'match_rule', 'MANUAL_RESOLUTION',
+    'match_score', 100,
+    'name_similarity', v_evidence->'name_similarity',
+    'db_user', current_user,
+    'note', p_note);
+
+  INSERT INTO canon.identity_audit (action, source_table, source_pk, person_key, driver_id, match_rule, match_score,
+                                    decided_by, actor, note, details)
+  VALUES ('RESOLVE', 'module_ct_cabinet_leads', p_lead_source_pk, v_person, p_driver_id, 'MANUAL_RESOLUTION', 100,
+          'manual', current_user, p_note, v_result);
+
+  PERFORM set_config('cabinet.audit_note', '', true);
+  PERFORM set_config('cabinet.audit_details', '', true);
+  -- The views show the change at once (the lead and whatever else the change marked).
+  PERFORM ops.refresh_cabinet_lead_state(ARRAY[p_lead_source_pk]);
+  RETURN v_result;
+END
+$$;
+COMMENT ON FUNCTION ops.resolve_lead(text, text, text, boolean) IS
+  'Operator: link a lead to a driver by hand (MANUAL_RESOLUTION, 100, HIGH) with person, driver link, origin (manual) and unmatched RESOLVED, audited. p_force: add the lead to a person that already carries another lead. The lead''s unsettled claims of another person are deleted; a settled one refuses (CL025), also one settled while it waits for the claim locks. Returns what was done.';
+
+-- snapshot of sql/ops/ops.ignore_lead.sql
+-- ops.ignore_lead: an operator stops the job from retrying a lead that will never match
+-- (test lead, another park's driver, junk), in one transaction, from psql or
+-- `cabinet-leads ignore-lead`:
+--   SELECT ops.ignore_lead('9f3a...', 'test lead created by the cabinet support');
+-- Marks the lead's canon.identity_unmatched row IGNORED with the note (creating the row,
+-- reason MANUAL_IGNORE, when the job never evaluated the lead). The job never selects
+-- nor overwrites an IGNORED row; to retry it again: UPDATE ... SET status = 'OPEN'.
+-- Refuses an unknown lead and a linked lead (unlink it first). Calling it again on an
+-- ignored lead records the new note. Claims of the lead (left behind when its link was
+-- deleted by hand) have no person any more: the unsettled ones are deleted, and a paid or
+-- rejected one refuses the call (CL025: money went out for this lead, it is not junk).
+-- The lead's claims are locked first (canon.lock_lead_claims), so a settlement in flight
+-- is waited for and decided on as committed, and a later one finds them gone.
+-- Audited in canon.identity_audit (IGNORE).
+CREATE OR REPLACE FUNCTION ops.ignore_lead(p_lead_source_pk text, p_note text)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '30s'
+AS $$
+DECLARE
+  v_lead_rows integer;
+  v_link record;
+  v_before record;
+  v_settled text;
+  v_unsettled integer[];
+  v_claims_removed jsonb;
+  v_result jsonb;
+BEGIN
+  IF p_lead_source_pk IS NULL OR btrim(p_lead_source_pk) = '' THEN
+    RAISE EXCEPTION 'invalid lead_source_pk %: expected a lead key', coalesce(quote_literal(p_lead_source_pk), 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+  IF p_note IS NULL OR btrim(p_note) = '' THEN
+    RAISE EXCEPTION 'a note is required: say why lead % is ignored', quote_literal(p_lead_source_pk)
+      USING ERRCODE = '22023';
+  END IF;
+
+  PERFORM canon.take_job_lock();
+
+  SELECT count(*) INTO v_lead_rows
+  FROM public.module_ct_cabinet_leads l
+  WHERE canon.lead_source_pk(l.external_id, l.id) = p_lead_source_pk;
+  IF v_lead_rows = 0 THEN
+    RAISE EXCEPTION 'unknown lead %: no row of public.module_ct_cabinet_leads has this lead_source_pk', quote_literal(p_lead_source_pk)
+      USING ERRCODE = 'P0002';
+  END IF;
+
+  SELECT k.person_key, k.match_rule,
+         (SELECT pd.driver_id FROM canon.v_person_driver pd WHERE pd.person_key = k.person_key) AS driver_id
+  INTO v_link
+  FROM canon.identity_links k
+  WHERE k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p_lead_source_pk;
+  IF FOUND THEN
+    RAISE EXCEPTION 'lead % is linked to person % (driver %, rule %): a linked lead is not retried; if the link is wrong, unlink it first with ops.unlink_lead(%, note)',
+      quote_literal(p_lead_source_pk), v_link.person_key, coalesce(v_link.driver_id, 'none'), v_link.match_rule,
+      quote_literal(p_lead_source_pk)
+      USING ERRCODE = 'CL021';
+  END IF;
+
+  -- LOCK the lead's claims, read as committed, before deciding: a settlement in flight is waited for.
+  SELECT string_agg(format('M%s %s', c.milestone, c.status), ', ' ORDER BY c.milestone)
+           FILTER (WHERE c.status IN ('paid', 'rejected')),
+         array_agg(c.milestone ORDER BY c.milestone) FILTER (WHERE c.status NOT IN ('paid', 'rejected'))
+  INTO v_settled, v_unsettled
+  FROM canon.lock_lead_claims(p_lead_source_pk) c;
+  IF v_settled IS NOT NULL THEN
+    RAISE EXCEPTION 'lead % has settled claims (%): money was paid or rejected for it, so it is not junk; settle it with finance (change those claims) before ignoring it',
+      quote_literal(p_lead_source_pk), v_settled
+      USING ERRCODE = 'CL025';
+  END IF;
+  -- Exactly the claims locked above (none settled).
+  PERFORM set_config('cabinet.protect_settled', 'ops.ignore_lead', true);
+  WITH gone AS (
+    DELETE FROM canon.claims_yango_cabinet_14d c
+    WHERE c.lead_source_pk = p_lead_source_pk AND c.milestone = ANY (v_unsettled)
+    RETURNING c.*
+  )
+  SELECT coalesce(jsonb_agg(jsonb_build_object('milestone', g.milestone, 'status', g.status, 'amount_expected', g.amount_expected,
+                                               'person_key', g.person_key, 'driver_id', g.driver_id) ORDER BY g.milestone), '[]'::jsonb)
+  INTO v_claims_removed
+  FROM gone g;
+  PERFORM set_config('cabinet.protect_settled', '', true);
+
+  SELECT u.status, u.reason_code, u.attempts, u.note INTO v_before
+  FROM canon.identity_unmatched u
+  WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p_lead_source_pk
+  FOR UPDATE;
+
+  INSERT INTO canon.identity_unmatched AS u (
+    source_table, source_pk, reason_code, details, candidates, status, resolved_at, note)
+  VALUES ('module_ct_cabinet_leads', p_lead_source_pk, 'MANUAL_IGNORE',
+          jsonb_build_object('ignored_before_evaluation', true), '[]'::jsonb, 'IGNORED', now(), p_note)
+  ON CONFLICT (source_table, source_pk) DO UPDATE
+    SET status = 'IGNORED', resolved_at = now(), note = excluded.note;
+
+  v_result := jsonb_build_object(
+    'action', 'IGNORE',
+    'lead_source_pk', p_lead_source_pk,
+    'lead_rows', v_lead_rows,
+    'unmatched_row_created', v_before.status IS NULL,
+    'reason_code', coalesce(v_before.reason_code, 'MANUAL_IGNORE'),
+    'status_before', v_before.status,
+    'note_before', v_before.note,
+    'attempts', v_before.attempts,
+    'claims_removed', v_claims_removed,
+    'db_user', current_user,
+    'note', p_note);
+
+  INSERT INTO canon.identity_audit (action, source_table, source_pk, decided_by, actor, note, details)
+  VALUES ('IGNORE', 'module_ct_cabinet_leads', p_lead_source_pk, 'manual', current_user, p_note, v_result);
+  -- Removed claims change the lead's stored state: the views show it at once.
+  IF v_claims_removed <> '[]'::jsonb THEN
+    PERFORM ops.refresh_cabinet_lead_state(ARRAY[p_lead_source_pk]);
+  END IF;
+  RETURN v_result;
+END
+$$;
+COMMENT ON FUNCTION ops.ignore_lead(text, text) IS
+  'Operator: mark a lead IGNORED in canon.identity_unmatched (created with reason MANUAL_IGNORE if needed) so the job stops retrying it; refuses unknown and linked leads, and leads with paid or rejected claims (CL025), also one settled while it waits for the claim locks; deletes its unsettled claims; audited. Returns what was done.';
+
+-- snapshot of sql/ops/ops.repair_lead_keys.sql
+-- ops.repair_lead_keys: brings every stored lead key to canon.lead_source_pk, in one
+-- transaction: keys written under an older definition (btrim of spaces only kept a TAB,
+-- an NBSP, a zero width space) or by hand. Migration 0029 calls it once; doctor's
+-- LEAD_KEY_BLANK_ENDS names what it would repair:
+--   SELECT jsonb_pretty(ops.repair_lead_keys('why: ...'));
+-- A stale key K becomes canon.lead_source_pk(K, NULL) (a key of blanks only: the id of its
+-- first lead row). Keys that become one are one lead (the S/ 320 case: 'NB-1' and
+-- 'NB-1<TAB>' both linked, both claimed), merged so that nothing is lost:
+--   links      one per lead: the surviving link is the one with the most settled claims,
+--              then the key already right, then the earliest; the others are removed
+--              (UNLINK rows in canon.identity_audit, with the note), and so is a person
+--              left without any link; re-keyed links are RELINK rows there;
+--   claims     one per (lead, milestone): paid first, then rejected, generated, expected,
+--              expired, then the surviving link's; every other claim is set aside in
+--              canon.claims_duplicates as it was (ops.v_cabinet_claims_duplicated), never
+--              dropped, and its settled record follows it;
+--   unmatched  one row per lead: the surviving link's, else an IGNORED one, else the
+--              latest attempt; OPEN on a linked lead becomes RESOLVED;
+--   origins, canon.lead_keys, canon.cabinet_lead_state, the dirty keys and the settled
+--              records re-keyed; the merged leads marked dirty (re-evaluated by the next
+--              run); a lead row left with a key never evaluated is listed as pending.
+-- Takes the job lock (waits up to 30 s). Recorded as a run (job_name repair_lead_keys)
+-- when it changes anything; returns what it did.
+CREATE OR REPLACE FUNCTION ops.repair_lead_keys(p_note text DEFAULT 'lead keys brought to canon.lead_source_pk (blanks at the ends of external_id)')
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '30s'
+SET client_min_messages = warning
+AS $$
+DECLARE
+  v_keys integer;
+  v_left integer;
+  v_run_id bigint;
+  v_audit_note text := current_setting('cabinet.audit_note', true);
+  v_audit_details text := current_setting('cabinet.audit_details', true);
+  v_orphans_claimed text;
+  v_n jsonb := '{}'::jsonb;
+  v_count integer;
+  v_stats jsonb;
+BEGIN
+  IF p_note IS NULL OR btrim(p_note) = '' THEN
+    RAISE EXCEPTION 'a note is required: say why the lead keys are repaired' USING ERRCODE = '22023';
+  END IF;
+
+  -- GUARD: never in the middle of a pipeline run or an identity change.
+  PERFORM canon.take_job_lock();
+
+  -- STALE KEYS: every stored lead key that is not its own key, and the key it becomes.
+  DROP TABLE IF EXISTS pg_temp.lead_rekey;
+  CREATE TEMP TABLE lead_rekey ON COMMIT DROP AS
+  WITH stale (old_key) AS (
+    SELECT l.source_pk FROM canon.identity_links l
+    WHERE l.source_table = 'module_ct_cabinet_leads' AND canon.lead_source_pk(l.source_pk, NULL) IS DISTINCT FROM l.source_pk
+    UNION
+    SELECT u.source_pk FROM canon.identity_unmatched u
+    WHERE u.source_table = 'module_ct_cabinet_leads' AND canon.lead_source_pk(u.source_pk, NULL) IS DISTINCT FROM u.source_pk
+    UNION
+    SELECT o.origin_source_id FROM canon.identity_origin o
+    WHERE canon.lead_source_pk(o.origin_source_id, NULL) IS DISTINCT FROM o.origin_source_id
+    UNION
+    SELECT c.lead_source_pk FROM canon.claims_yango_cabinet_14d c
+    WHERE canon.lead_source_pk(c.lead_source_pk, NULL) IS DISTINCT FROM c.lead_source_pk
+    UNION
+    -- (the record of a claim deleted or unsettled is history: it keeps the key it had)
+    SELECT s.lead_source_pk FROM canon.claims_settled s
+    WHERE s.unsettled_at IS NULL AND canon.lead_source_pk(s.lead_source_pk, NULL) IS DISTINCT FROM s.lead_source_pk
+    UNION
+    SELECT k.lead_source_pk FROM canon.lead_keys k
+    WHERE canon.lead_source_pk(k.lead_source_pk, NULL) IS DISTINCT FROM k.lead_source_pk
+    UNION
+    SELECT s.lead_source_pk FROM canon.cabinet_lead_state s
+    WHERE canon.lead_source_pk(s.lead_source_pk, NULL) IS DISTINCT FROM s.lead_source_pk
+    UNION
+    SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d
+    WHERE canon.lead_source_pk(d.lead_source_pk, NULL) IS DISTINCT FROM d.lead_source_pk
+  )
+  SELECT s.old_key,
+         coalesce(canon.lead_source_pk(s.old_key, NULL),
+                  -- blanks only: the lead rows stored under it are keyed by their ids now;
+                  -- what was keyed under it goes to the first of them
+                  (SELECT min(x.lead_id)::text
+                   FROM (SELECT k.lead_id FROM canon.lead_keys k WHERE k.lead_source_pk = s.old_key
+                         UNION ALL
+                         SELECT st.lead_id FROM canon.cabinet_lead_state st WHERE st.lead_source_pk = s.old_key) x)) AS new_key
+  FROM stale s;
+  -- (a key of blanks only that no lead row carries any more cannot be placed: left as it is)
+  DELETE FROM pg_temp.lead_rekey r WHERE r.new_key IS NULL;
+  GET DIAGNOSTICS v_left = ROW_COUNT;
+  SELECT count(*) INTO v_keys FROM pg_temp.lead_rekey;
+  IF v_keys = 0 THEN
+    RETURN jsonb_build_object('keys_rekeyed', 0, 'keys_left', v_left, 'run_id', NULL);
+  END IF;
+  CREATE INDEX ON pg_temp.lead_rekey (old_key);
+  ANALYZE pg_temp.lead_rekey;
+
+  -- Every key of a lead after the repair: its stale keys and the key itself.
+  DROP TABLE IF EXISTS pg_temp.lead_rekey_members;
+  CREATE TEMP TABLE lead_rekey_members ON COMMIT DROP AS
+  SELECT r.new_key, r.old_key AS lead_key FROM pg_temp.lead_rekey r
+  UNION
+  SELECT r.new_key, r.new_key FROM pg_temp.lead_rekey r;
+  ANALYZE pg_temp.lead_rekey_members;
+
+  INSERT INTO canon.ingestion_runs (job_name, status, source_tables, params, completed_at)
+  VALUES ('repair_lead_keys', 'COMPLETED', '["module_ct_cabinet_leads"]'::jsonb, jsonb_build_object('note', p_note), clock_timestamp())
+  RETURNING id INTO v_run_id;
+  -- The identity audit rows written by trigger carry the note and this run.
+  PERFORM set_config('cabinet.audit_note', p_note, true),
+          set_config('cabinet.audit_details', jsonb_build_object('repair', 'ops.repair_lead_keys', 'repair_run_id', v_run_id)::text, true);
+
+  -- LOCKS on the rows decided on: a claim finance marks paid meanwhile is decided on as
+  -- paid (the statements below read what was committed before the locks were granted).
+  PERFORM 1 FROM canon.claims_yango_cabinet_14d c JOIN pg_temp.lead_rekey_members m ON c.lead_source_pk = m.lead_key
+  FOR UPDATE OF c;
+  PERFORM 1 FROM canon.identity_links l JOIN pg_temp.lead_rekey_members m
+    ON l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = m.lead_key
+  FOR UPDATE OF l;
+  PERFORM 1 FROM canon.identity_unmatched u JOIN pg_temp.lead_rekey_members m
+    ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = m.lead_key
+  FOR UPDATE OF u;
+
+  -- DECISIONS: the surviving link and the kept claim of each lead, the kept unmatched row.
+  DROP TABLE IF EXISTS pg_temp.lead_rekey_links;
+  CREATE TEMP TABLE lead_rekey_links ON COMMIT DROP AS
+  SELECT m.new_key, l.id AS link_id, l.source_pk, l.person_key,
+         row_number() OVER (PARTITION BY m.new_key
+                            ORDER BY st.settled DESC, (l.source_pk = m.new_key) DESC, l.linked_at, l.source_pk) AS rank
+  FROM pg_temp.lead_rekey_members m
+  JOIN canon.identity_links l ON l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = m.lead_key
+  CROSS JOIN LATERAL (
+    SELECT count(*) AS settled FROM canon.claims_yango_cabinet_14d c
+    WHERE c.lead_source_pk = l.source_pk AND c.status IN ('paid', 'rejected')
+  ) st;
+
+  DROP TABLE IF EXISTS pg_temp.lead_rekey_claims;
+  CREATE TEMP TABLE lead_rekey_claims ON COMMIT DROP AS
+  SELECT m.new_key, c.lead_source_pk AS claimed_as, c.milestone,
+         row_number() OVER (PARTITION BY m.new_key, c.milestone
+                            ORDER BY array_position(ARRAY['paid', 'rejected', 'generated', 'expected', 'expired'], c.status),
+                                     (c.lead_source_pk = s.source_pk) DESC NULLS LAST, (c.lead_source_pk = m.new_key) DESC,
+                                     c.generated_at NULLS LAST, c.created_at, c.lead_source_pk) AS rank
+  FROM pg_temp.lead_rekey_members m
+  JOIN canon.claims_yango_cabinet_14d c ON c.lead_source_pk = m.lead_key
+  LEFT JOIN pg_temp.lead_rekey_links s ON s.new_key = m.new_key AND s.rank = 1;
+
+  DROP TABLE IF EXISTS pg_temp.lead_rekey_unmatched;
+  CREATE TEMP TABLE lead_rekey_unmatched ON COMMIT DROP AS
+  SELECT m.new_key, u.id AS unmatched_id, u.source_pk, s.link_id IS NOT NULL AS linked,
+         row_number() OVER (PARTITION BY m.new_key
+                            ORDER BY (u.source_pk = s.source_pk) DESC NULLS LAST, (u.status = 'IGNORED') DESC,
+                                     (u.source_pk = m.new_key) DESC, u.last_attempt_at DESC, u.source_pk) AS rank
+  FROM pg_temp.lead_rekey_members m
+  JOIN canon.identity_unmatched u ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = m.lead_key
+  LEFT JOIN pg_temp.lead_rekey_links s ON s.new_key = m.new_key AND s.rank = 1;
+
+  -- KEY CACHES first: the triggers of the identity tables look lead rows up by key.
+  -- (the lead rows of every merged lead: those re-keyed, and those already under its key)
+  DROP TABLE IF EXISTS pg_temp.lead_rekey_rows;
+  CREATE TEMP TABLE lead_rekey_rows (lead_id integer, lead_source_pk text, lead_date date) ON COMMIT DROP;
+  WITH rekeyed AS (
+    UPDATE canon.lead_keys k SET lead_source_pk = canon.lead_source_pk(k.lead_source_pk, k.lead_id)
+    FROM pg_temp.lead_rekey r
+    WHERE k.lead_source_pk = r.old_key
+    RETURNING k.lead_id, k.lead_source_pk, k.lead_date
+  )
+  INSERT INTO pg_temp.lead_rekey_rows SELECT * FROM rekeyed;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  v_n := v_n || jsonb_build_object('lead_keys_rekeyed', v_count);
+  INSERT INTO pg_temp.lead_rekey_rows
+  SELECT k.lead_id, k.lead_source_pk, k.lead_date
+  FROM (SELECT DISTINCT r.new_key FROM pg_temp.lead_rekey r) r
+  JOIN canon.lead_keys k ON k.lead_source_pk = r.new_key
+  WHERE NOT EXISTS (SELECT 1 FROM pg_temp.lead_rekey_rows w WHERE w.lead_id = k.lead_id);
+
+  UPDATE canon.cabinet_lead_state s SET lead_source_pk = canon.lead_source_pk(s.lead_source_pk, s.lead_id)
+  FROM pg_temp.lead_rekey r
+  WHERE s.lead_source_pk = r.old_key;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  v_n := v_n || jsonb_build_object('lead_state_rekeyed', v_count);
+
+  -- CLAIMS: the duplicates set aside as they were, then removed; the kept ones re-keyed.
+  -- A settled claim set aside or re-keyed keeps its record, stamped with this repair as why.
+  PERFORM set_config('cabinet.settled_change_note', format('ops.repair_lead_keys (run %s): %s', v_run_id, p_note), true);
+  INSERT INTO canon.claims_duplicates (
+    lead_source_pk, milestone, claimed_as, kept_claimed_as, status, amount_expected, currency, person_key, driver_id,
+    lead_date, generated_at, paid_at, run_id, claim_created_at, claim_updated_at, repair_run_id, note)
+  SELECT r.new_key, c.milestone, c.lead_source_pk, kept.claimed_as, c.status, c.amount_expected, c.currency, c.person_key,
+         c.driver_id, c.lead_date, c.generated_at, c.paid_at, c.run_id, c.created_at, c.updated_at, v_run_id, p_note
+  FROM pg_temp.lead_rekey_claims r
+  JOIN canon.claims_yango_cabinet_14d c ON c.lead_source_pk = r.claimed_as AND c.milestone = r.milestone
+  JOIN pg_temp.lead_rekey_claims kept ON kept.new_key = r.new_key AND kept.milestone = r.milestone AND kept.rank = 1
+  WHERE r.rank > 1;
+  DELETE FROM canon.claims_yango_cabinet_14d c
+  USING pg_temp.lead_rekey_claims r
+  WHERE r.rank > 1 AND c.lead_source_pk = r.claimed_as AND c.milestone = r.milestone;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  v_n := v_n || jsonb_build_object('claims_set_aside', v_count);
+  UPDATE canon.claims_yango_cabinet_14d c SET lead_source_pk = r.new_key, updated_at = now()
+  FROM pg_temp.lead_rekey_claims r
+  WHERE r.rank = 1 AND r.claimed_as <> r.new_key AND c.lead_source_pk = r.claimed_as AND c.milestone = r.milestone;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  v_n := v_n || jsonb_build_object('claims_rekeyed', v_count);
+
+  -- LINKS: one per lead; a person left without any link goes too (no orphan persons).
+  DELETE FROM canon.identity_links l
+  USING pg_temp.lead_rekey_links r
+  WHERE r.rank > 1 AND l.id = r.link_id;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  v_n := v_n || jsonb_build_object('links_removed', v_count);
+  DROP TABLE IF EXISTS pg_temp.lead_rekey_orphans;
+  CREATE TEMP TABLE lead_rekey_orphans ON COMMIT DROP AS
+  SELECT DISTINCT r.person_key
+  FROM pg_temp.lead_rekey_links r
+  WHERE r.rank > 1
+    AND NOT EXISTS (SELECT 1 FROM canon.identity_links l WHERE l.person_key = r.person_key);
+  SELECT string_agg(DISTINCT format('%s (claim %s M%s)', o.person_key, canon.show_blanks(c.lead_source_pk), c.milestone), ', ')
+  INTO v_orphans_claimed
+  FROM pg_temp.lead_rekey_orphans o
+  JOIN canon.claims_yango_cabinet_14d c ON c.person_key = o.person_key;
+  IF v_orphans_claimed IS NOT NULL THEN
+    RAISE EXCEPTION 'lead keys not repaired: persons % would be left without any link but a kept claim names them', v_orphans_claimed
+      USING ERRCODE = 'CL010',
+            HINT = 'Link those persons to a driver, or decide which person the lead belongs to (ops.unlink_lead, ops.resolve_lead), then repair again.';
+  END IF;
+  DELETE FROM canon.identity_origin o USING pg_temp.lead_rekey_orphans x WHERE o.person_key = x.person_key;
+  DELETE FROM canon.identity_registry p USING pg_temp.lead_rekey_orphans x WHERE p.person_key = x.person_key;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  v_n := v_n || jsonb_build_object('persons_removed', v_count);
+  UPDATE canon.identity_links l SET source_pk = r.new_key
+  FROM pg_temp.lead_rekey_links r
+  WHERE r.rank = 1 AND r.source_pk <> r.new_key AND l.id = r.link_id;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  v_n := v_n || jsonb_build_object('links_rekeyed', v_count);
+
+  -- UNMATCHED: one row per lead, never OPEN on a linked one.
+  DELETE FROM canon.identity_unmatched u
+  USING pg_temp.lead_rekey_unmatched r
+  WHERE r.rank > 1 AND u.id = r.unmatched_id;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  v_n := v_n || jsonb_build_object('unmatched_removed', v_count);
+  UPDATE canon.identity_unmatched u
+  SET source_pk = r.new_key,
+      status = CASE WHEN r.linked AND u.status = 'OPEN' THEN 'RESOLVED' ELSE u.status END,
+      resolved_at = CASE WHEN r.linked AND u.status = 'OPEN' THEN now() ELSE u.resolved_at END
+  FROM pg_temp.lead_rekey_unmatched r
+  WHERE r.rank = 1 AND u.id = r.unmatched_id
+    AND (r.source_pk <> r.new_key OR (r.linked AND u.status = 'OPEN'));
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  v_n := v_n || jsonb_build_object('unmatched_rekeyed', v_count);
+
+  UPDATE canon.identity_origin o SET origin_source_id = r.new_key
+  FROM pg_temp.lead_rekey r
+  WHERE o.origin_source_id = r.old_key;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  v_n := v_n || jsonb_build_object('origins_rekeyed', v_count);
+
+  -- Records of settled claims whose claim was not moved with them (changed behind the
+  -- guard's back): re-keyed unless the lead's key already has one.
+  UPDATE canon.claims_settled s SET lead_source_pk = r.new_key
+  FROM pg_temp.lead_rekey r
+  WHERE s.lead_source_pk = r.old_key AND s.unsettled_at IS NULL
+    AND NOT EXISTS (SELECT 1 FROM canon.claims_settled x WHERE x.lead_source_pk = r.new_key AND x.milestone = s.milestone);
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  v_n := v_n || jsonb_build_object('settled_records_rekeyed', v_count);
+
+  -- LEAD STATE: the stale keys (some marked by the triggers above) replaced by the leads'
+  -- keys, re-evaluated by the next run; a lead row whose key was never evaluated is pending.
+  DELETE FROM canon.cabinet_lead_state_dirty d USING pg_temp.lead_rekey r WHERE d.lead_source_pk = r.old_key;
+  INSERT INTO canon.cabinet_lead_state_dirty AS d (lead_source_pk)
+  SELECT DISTINCT x.lead_source_pk
+  FROM (SELECT r.new_key AS lead_source_pk FROM pg_temp.lead_rekey r
+        UNION ALL
+        SELECT w.lead_source_pk FROM pg_temp.lead_rekey_rows w) x
+  ON CONFLICT (lead_source_pk) DO UPDATE SET mark_seq = excluded.mark_seq, marked_at = excluded.marked_at;
+  INSERT INTO canon.lead_keys_pending (lead_id, lead_date)
+  SELECT w.lead_id, w.lead_date
+  FROM pg_temp.lead_rekey_rows w
+  WHERE NOT EXISTS (SELECT 1 FROM canon.identity_links l
+                    WHERE l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = w.lead_source_pk)
+    AND NOT EXISTS (SELECT 1 FROM canon.identity_unmatched u
+                    WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = w.lead_source_pk
+                      AND u.status IN ('OPEN', 'IGNORED'))
+  ON CONFLICT (lead_id) DO NOTHING;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  v_n := v_n || jsonb_build_object('leads_pending', v_count);
+
+  v_stats := jsonb_build_object(
+      'keys_rekeyed', v_keys,
+      'keys_left', v_left,
+      'leads_merged', (SELECT count(*) FROM (
+          SELECT x.new_key FROM (SELECT new_key, source_pk AS k FROM pg_temp.lead_rekey_links
+                                 UNION SELECT new_key, claimed_as FROM pg_temp.lead_rekey_claims
+                                 UNION SELECT new_key, source_pk FROM pg_temp.lead_rekey_unmatched) x
+          GROUP BY x.new_key HAVING count(*) > 1) g),
+      'claims_set_aside_amount', (SELECT coalesce(sum(d.amount_expected), 0) FROM canon.claims_duplicates d WHERE d.repair_run_id = v_run_id),
+      'claims_paid_twice', (SELECT count(*) FROM canon.claims_duplicates d
+                            JOIN canon.claims_yango_cabinet_14d c ON c.lead_source_pk = d.lead_source_pk AND c.milestone = d.milestone
+                            WHERE d.repair_run_id = v_run_id AND d.status = 'paid' AND c.status = 'paid'),
+      'examples', (SELECT coalesce(jsonb_agg(jsonb_build_object('from', canon.show_blanks(e.old_key), 'to', canon.show_blanks(e.new_key))), '[]'::jsonb)
+                   FROM (SELECT r.old_key, r.new_key FROM pg_temp.lead_rekey r ORDER BY r.new_key, r.old_key LIMIT 20) e))
+    || v_n;
+  UPDATE canon.ingestion_runs SET stats = v_stats, completed_at = clock_timestamp() WHERE id = v_run_id;
+  PERFORM set_config('cabinet.audit_note', coalesce(v_audit_note, ''), true),
+          set_config('cabinet.audit_details', coalesce(v_audit_details, ''), true);
+  RETURN v_stats || jsonb_build_object('run_id', v_run_id);
+END
+$$;
+COMMENT ON FUNCTION ops.repair_lead_keys(text) IS
+  'Re-keys every stored lead key to canon.lead_source_pk; keys that become one lead are merged (one link, one claim per milestone, the others set aside in canon.claims_duplicates). Logged as a run (repair_lead_keys) when it changes anything; returns counts.';
+
+-- snapshot of sql/canon/canon.mark_lead_keys_pending.sql
+-- canon.mark_lead_keys_pending: trigger function on canon.identity_links and
+-- canon.identity_unmatched. A lead key whose link or unmatched row goes away (deleted,
+-- truncated, or moved to another key) is no longer evaluated: its rows of
+-- canon.lead_keys are listed in canon.lead_keys_pending again, so that the next batch
+-- selection (canon.select_lead_batch reads that table for never-evaluated leads) sees it.
+CREATE OR REPLACE FUNCTION canon.mark_lead_keys_pending()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    INSERT INTO canon.lead_keys_pending (lead_id, lead_date)
+    SELECT k.lead_id, k.lead_date FROM canon.lead_keys k
+    ON CONFLICT (lead_id) DO NOTHING;
+  ELSIF OLD.source_table = 'module_ct_cabinet_leads' THEN
+    INSERT INTO canon.lead_keys_pending (lead_id, lead_date)
+    SELECT k.lead_id, k.lead_date FROM canon.lead_keys k WHERE k.lead_source_pk = OLD.source_pk
+    ON CONFLICT (lead_id) DO NOTHING;
+  END IF;
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION canon.mark_lead_keys_pending() IS 'Trigger: a lead whose link or unmatched row is removed is listed in canon.lead_keys_pending again (evaluated as new by the next run).';
+
+-- snapshot of sql/canon/canon.refresh_driver_index.sql
+-- canon.refresh_driver_index: pipeline step 4. Brings canon.driver_index up to date with
+-- public.drivers. Every run reads the driver ids with a row version written since its last
+-- read, by commit order (the row's xmin against the oldest transaction in progress at that
+-- read, canon.source_scan_state.seen_xmin): a late commit, a change in place and a driver
+-- with a future or missing updated_at/created_at are all read by the next run, in one pass
+-- over the drivers that also counts such odd timestamps (listed in
+-- ops.v_drivers_odd_timestamps). Their rows are re-normalised only when their source values
+-- changed (hash); the newest row of a driver_id wins. Every
+-- driver_index_full_refresh_hours the whole table is reconciled, which also removes
+-- deleted drivers (the matcher never proposes a deleted driver meanwhile: it checks).
+-- Whenever a row of the index is written or removed, driver_index_state.changed_at is set
+-- to now() (reported by runs). Which unmatched leads are worth retrying is decided by
+-- canon.mark_retries_due from the rows indexed since its last check (indexed_at) and
+-- the keys drivers lost (canon.driver_index_key_changes, written here). Returns step stats.
+CREATE OR REPLACE FUNCTION canon.refresh_driver_index(p_run_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+  v_state canon.driver_index_state%ROWTYPE;
+  v_full boolean;
+  v_seen xid8;
+  v_limit integer;
+  v_snapshot_xmin xid8;
+  v_scanned integer;
+  v_upserted integer;
+  v_deleted integer := 0;
+  v_changed_at timestamptz;
+  v_probe_by_key boolean;
+  v_hashjoin text;
+  v_mergejoin text;
+  v_changed_ids text[];
+  v_rows bigint;
+  v_future bigint;
+  v_no_time bigint;
+  v_future_from timestamp := (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day';
+BEGIN
+  SELECT * INTO v_state FROM canon.driver_index_state FOR UPDATE;
+  v_full := NOT FOUND OR v_state.last_full_at IS NULL
+            OR v_state.last_full_at < now() - make_interval(hours => canon.setting('driver_index_full_refresh_hours')::integer);
+  SELECT s.seen_xmin INTO v_seen FROM canon.source_scan_state s WHERE s.source_table = 'drivers' FOR UPDATE;
+  v_full := v_full OR v_seen IS NULL;
+  v_limit := CASE WHEN NOT v_full THEN canon.xmin_age_limit(v_seen) END;
+  v_full := v_full OR v_limit IS NULL;
+  PERFORM pg_stat_clear_snapshot(); -- (canon.local_snapshot_xmin reads pg_stat_activity as of now)
+
+  -- One pass over the drivers (one builtin per row): the ids with a row version not seen
+  -- yet, and the odd timestamps. The snapshot is this statement's own.
+  SELECT count(*),
+         count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
+         count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
+         CASE WHEN v_full THEN NULL
+              ELSE coalesce(array_agg(DISTINCT d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}') END,
+         canon.local_snapshot_xmin(pg_current_snapshot())
+  INTO v_rows, v_future, v_no_time, v_changed_ids, v_snapshot_xmin
+  FROM public.drivers d;
+
+  -- The drivers to look at (all of them on a full refresh), newest row per driver_id.
+  DROP TABLE IF EXISTS pg_temp.driver_index_source;
+  CREATE TEMP TABLE driver_index_source ON COMMIT DROP AS
+  SELECT s.*,
+         md5(concat_ws(E'\x1f', s.park_id, s.phone, s.license_normalized_number, s.license_number,
+                       s.car_normalized_number, s.car_number, s.full_name, s.first_name, s.middle_name,
+                       s.last_name, s.hire_date::text)) AS source_hash
+  FROM (
+    SELECT DISTINCT ON (d.driver_id)
+           d.driver_id, d.park_id, d.phone, d.license_normalized_number, d.license_number,
+           d.car_normalized_number, d.car_number, d.full_name, d.first_name, d.middle_name, d.last_name, d.hire_date,
+           coalesce(d.updated_at, d.created_at) AS changed_at
+    FROM public.drivers d
+    WHERE nullif(btrim(d.driver_id), '') IS NOT NULL
+      AND length(d.driver_id) <= 200 -- garbage ids (10 kB) cannot be indexed: counted below
+      AND (v_full OR d.driver_id IN (SELECT unnest(v_changed_ids)))
+    ORDER BY d.driver_id, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
+  ) s;
+  ANALYZE pg_temp.driver_index_source;
+  v_scanned := (SELECT count(*) FROM pg_temp.driver_index_source);
+
+  -- Few drivers against a large index: probe it by key. The planner would rather hash the
+  -- whole index (it prices each probe as a random read); on a full refresh it should.
+  v_probe_by_key := NOT v_full
+    AND v_scanned * 10 < (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'canon.driver_index'::regclass);
+  IF v_probe_by_key THEN
+    v_hashjoin := current_setting('enable_hashjoin');
+    v_mergejoin := current_setting('enable_mergejoin');
+    PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+  END IF;
+
+  -- Every written row gets indexed_at = now(): canon.mark_retries_due finds the changed
+  -- drivers by it (driver_index_indexed_at_idx) and marks due the OPEN leads sharing a key.
+  -- The keys a re-indexed driver no longer has are logged (driver_index_key_changes): a
+  -- lead that had it as a candidate by such a key is due too.
+  WITH changed AS (
+    SELECT h.driver_id, h.park_id,
+           canon.normalize_phone(h.phone) AS phone_norm,
+           canon.normalize_license(coalesce(nullif(btrim(h.license_normalized_number), ''), h.license_number)) AS license_norm,
+           canon.normalize_plate(coalesce(nullif(btrim(h.car_normalized_number), ''), h.car_number)) AS plate_norm,
+           canon.normalize_name(coalesce(nullif(btrim(h.full_name), ''), concat_ws(' ', h.first_name, h.middle_name, h.last_name))) AS name_norm,
+           h.hire_date, h.source_hash, h.changed_at,
+           i.driver_id IS NOT NULL AS was_indexed,
+           i.phone_norm AS old_phone_norm, i.license_norm AS old_license_norm, i.plate_norm AS old_plate_norm
+    FROM pg_temp.driver_index_source h
+    LEFT JOIN canon.driver_index i ON i.driver_id = h.driver_id
+    WHERE i.driver_id IS NULL OR i.source_hash <> h.source_hash
+  ),
+  upserted AS (
+    INSERT INTO canon.driver_index AS i (
+      driver_id, park_id, phone_norm, license_norm, plate_norm, name_norm, hire_date,
+      source_hash, source_changed_at, indexed_at, indexed_run_id)
+    SELECT c.driver_id, c.park_id, c.phone_norm, c.license_norm, c.plate_norm, c.name_norm,
+           c.hire_date, c.source_hash, c.changed_at, now(), p_run_id
+    FROM changed c
+    ON CONFLICT (driver_id) DO UPDATE
+      SET park_id = excluded.park_id, phone_norm = excluded.phone_norm, license_norm = excluded.license_norm,
+          plate_norm = excluded.plate_norm, name_norm = excluded.name_norm, hire_date = excluded.hire_date,
+          source_hash = excluded.source_hash, source_changed_at = excluded.source_changed_at,
+          indexed_at = excluded.indexed_at, indexed_run_id = excluded.indexed_run_id
+    RETURNING 1
+  ),
+  lost_keys AS (
+    INSERT INTO canon.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
+    SELECT c.driver_id, 'KEYS_CHANGED',
+           CASE WHEN c.old_phone_norm IS DISTINCT FROM c.phone_norm THEN c.old_phone_norm END,
+           CASE WHEN c.old_license_norm IS DISTINCT FROM c.license_norm THEN c.old_license_norm END,
+           CASE WHEN c.old_plate_norm IS DISTINCT FROM c.plate_norm THEN c.old_plate_norm END,
+           now(), p_run_id
+    FROM changed c
+    WHERE c.was_indexed
+      AND ((c.old_phone_norm IS NOT NULL AND c.old_phone_norm IS DISTINCT FROM c.phone_norm)
+           OR (c.old_license_norm IS NOT NULL AND c.old_license_norm IS DISTINCT FROM c.license_norm)
+           OR (c.old_plate_norm IS NOT NULL AND c.old_plate_norm IS DISTINCT FROM c.plate_norm))
+    RETURNING 1
+  )
+  SELECT count(*) INTO v_upserted FROM upserted;
+
+  IF v_probe_by_key THEN
+    PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
+  END IF;
+
+  IF v_full THEN
+    -- The keys of removed drivers are logged: the leads that had one as a candidate are due.
+    WITH removed AS (
+      DELETE FROM canon.driver_index i
+      WHERE NOT EXISTS (SELECT 1 FROM public.drivers d WHERE d.driver_id = i.driver_id)
+      RETURNING i.driver_id, i.phone_norm, i.license_norm, i.plate_norm
+    ),
+    logged AS (
+      INSERT INTO canon.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
+      SELECT r.driver_id, 'REMOVED', r.phone_norm, r.license_norm, r.plate_norm, now(), p_run_id
+      FROM removed r
+      WHERE num_nonnulls(r.phone_norm, r.license_norm, r.plate_norm) > 0
+      RETURNING 1
+    )
+    SELECT count(*) INTO v_deleted FROM removed;
+  END IF;
+  DROP TABLE pg_temp.driver_index_source;
+
+  -- The index changed (reported; retries are targeted by canon.mark_retries_due).
+  IF v_upserted > 0 OR v_deleted > 0 THEN
+    v_changed_at := now();
+  END IF;
+
+  INSERT INTO canon.driver_index_state AS s (singleton, last_full_at, last_refresh_at, last_run_id, changed_at)
+  VALUES (true, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at)
+  ON CONFLICT (singleton) DO UPDATE
+    SET last_full_at = coalesce(excluded.last_full_at, s.last_full_at),
+        last_refresh_at = excluded.last_refresh_at,
+        last_run_id = excluded.last_run_id,
+        changed_at = coalesce(excluded.changed_at, s.changed_at);
+  UPDATE canon.source_scan_state
+  SET seen_xmin = v_snapshot_xmin, read_at = now(), run_id = p_run_id,
+      full_read_at = CASE WHEN v_full THEN now() ELSE full_read_at END
+  WHERE source_table = 'drivers';
+
+  RETURN jsonb_build_object(
+    'mode', CASE WHEN v_full THEN 'full' ELSE 'incremental' END,
+    'driver_rows', v_rows,
+    'drivers_read_again', CASE WHEN v_full THEN NULL ELSE cardinality(v_changed_ids) END,
+    'drivers_scanned', v_scanned,
+    'drivers_with_future_timestamp', v_future,
+    'drivers_without_timestamp', v_no_time,
+    'drivers_reindexed', v_upserted,
+    'drivers_removed', v_deleted,
+    'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon.driver_index) END,
+    'drivers_skipped_bad_id', CASE WHEN v_full THEN (
+      SELECT count(*) FROM public.drivers d
+      WHERE nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200) END,
+    'index_changed', v_changed_at IS NOT NULL);
+END
+$$;
+COMMENT ON FUNCTION canon.refresh_driver_index(bigint) IS 'Pipeline step 4: incremental (row versions written since the last read, by commit order) or full refresh of canon.driver_index from public.drivers; sets driver_index_state.changed_at when rows were written or removed and logs the keys drivers lost (canon.driver_index_key_changes). Returns step stats.';
+
+-- snapshot of migrations/parts/0035_steps_named.sql
+-- Steps 4b-6 are functions of their own (canon.mark_retries_due, canon.select_lead_batch,
+-- canon.link_decisions, called by the pipeline procedure): the function that did them all goes.
+DROP FUNCTION IF EXISTS canon.match_cabinet_leads(bigint, date, integer, boolean);

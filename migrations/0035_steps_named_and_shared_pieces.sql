@@ -1,4 +1,95 @@
 -- Up Migration
+-- snapshot of sql/canon/canon.foreign_xids.sql
+-- canon.foreign_xids: the transactions in progress now in other databases of the cluster
+-- (their 32-bit xids, from pg_stat_activity, as of now: the statistics snapshot is cleared
+-- first). Read just before a source table is read, so that canon.local_snapshot_xmin can
+-- leave them out of what the next read must go back to: a transaction writes one database
+-- only. One started between this call and the read's snapshot is not in the list (counted
+-- as local: read again, never skipped).
+CREATE OR REPLACE FUNCTION canon.foreign_xids()
+RETURNS bigint[]
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM pg_stat_clear_snapshot();
+  RETURN ARRAY(
+    SELECT a.backend_xid::text::bigint
+    FROM pg_stat_activity a
+    WHERE a.backend_xid IS NOT NULL
+      AND a.datid IS DISTINCT FROM (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()));
+END
+$$;
+COMMENT ON FUNCTION canon.foreign_xids() IS
+  'xids (32-bit, as bigint) of the transactions in progress in other databases, as of now: for canon.local_snapshot_xmin.';
+
+-- snapshot of sql/canon/canon.local_snapshot_xmin.sql
+-- canon.local_snapshot_xmin: the oldest transaction of a snapshot that could still write
+-- this database's tables: the smallest xid of its in-progress list that is not this
+-- transaction's own nor one of p_foreign (transactions of other databases, read by
+-- canon.foreign_xids just before the snapshot was taken: a transaction writes one database
+-- only), else the snapshot's xmax. A row version the snapshot did not show was written by
+-- such a transaction or a later one (a subtransaction's xid follows its parent's), so its
+-- xmin is at least this: what canon.source_scan_state.seen_xmin keeps. A long transaction
+-- in another database of the cluster then does not make every run read again all that
+-- was written since it began; any xid not known to be foreign counts (read again, never
+-- skipped).
+CREATE OR REPLACE FUNCTION canon.local_snapshot_xmin(p_snapshot pg_snapshot, p_foreign bigint[])
+RETURNS xid8
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(min(x.xid), pg_snapshot_xmax(p_snapshot))
+  FROM pg_snapshot_xip(p_snapshot) x (xid)
+  WHERE x.xid IS DISTINCT FROM pg_current_xact_id_if_assigned()
+    AND NOT (x.xid::text::bigint % 4294967296 = ANY (coalesce(p_foreign, '{}')))
+$$;
+COMMENT ON FUNCTION canon.local_snapshot_xmin(pg_snapshot, bigint[]) IS
+  'Oldest in-progress xid of the snapshot that could write this database (not ours, not in p_foreign), else its xmax: the seen_xmin of a read taken with it.';
+
+-- snapshot of sql/canon/canon.lead_source_hash.sql
+-- canon.lead_source_hash: the fingerprint of the source values a lead row is keyed from
+-- (canon.lead_keys.source_hash): a row is keyed again when it differs. The one definition,
+-- used by canon.refresh_lead_keys and the cache check canon.lead_keys_drift. STABLE as
+-- timestamp::text is (DateStyle), so that it is inlined.
+CREATE OR REPLACE FUNCTION canon.lead_source_hash(
+  p_external_id text, p_lead_created_at timestamp without time zone, p_park_phone text, p_asset_plate_number text,
+  p_first_name text, p_middle_name text, p_last_name text)
+RETURNS text
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+AS $$
+  SELECT md5(concat_ws(E'\x1f', p_external_id, p_lead_created_at::text, p_park_phone, p_asset_plate_number,
+                       p_first_name, p_middle_name, p_last_name))
+$$;
+COMMENT ON FUNCTION canon.lead_source_hash(text, timestamp without time zone, text, text, text, text, text) IS
+  'md5 of the lead row values its keys are computed from (canon.lead_keys.source_hash).';
+
+-- snapshot of sql/canon/canon.driver_source_hash.sql
+-- canon.driver_source_hash: the fingerprint of the source values a driver is indexed from
+-- (canon.driver_index.source_hash): a driver is re-normalised when it differs. The one
+-- definition, used by canon.refresh_driver_index, the name roles (canon.sync_driver_name_roles,
+-- canon.driver_name_roles_live) and the cache check canon.driver_index_drift. STABLE as
+-- date::text is (DateStyle), so that it is inlined.
+CREATE OR REPLACE FUNCTION canon.driver_source_hash(
+  p_park_id text, p_phone text, p_license_normalized_number text, p_license_number text,
+  p_car_normalized_number text, p_car_number text, p_full_name text, p_first_name text,
+  p_middle_name text, p_last_name text, p_hire_date date)
+RETURNS text
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+AS $$
+  SELECT md5(concat_ws(E'\x1f', p_park_id, p_phone, p_license_normalized_number, p_license_number,
+                       p_car_normalized_number, p_car_number, p_full_name, p_first_name, p_middle_name,
+                       p_last_name, p_hire_date::text))
+$$;
+COMMENT ON FUNCTION canon.driver_source_hash(text, text, text, text, text, text, text, text, text, text, date) IS
+  'md5 of the driver values its index row is computed from (canon.driver_index.source_hash).';
+
 -- snapshot of sql/canon/canon.job_lock.sql
 -- canon.job_lock: the key of the job lock, the transaction-level advisory lock that keeps
 -- one pipeline run at a time (across every host) and the operator tools and repairs out
@@ -2547,6 +2638,7 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
 DECLARE
+  v_foreign bigint[];
   v_state canon.driver_index_state%ROWTYPE;
   v_full boolean;
   v_seen xid8;
@@ -2572,7 +2664,7 @@ BEGIN
   v_full := v_full OR v_seen IS NULL;
   v_limit := CASE WHEN NOT v_full THEN canon.xmin_age_limit(v_seen) END;
   v_full := v_full OR v_limit IS NULL;
-  PERFORM pg_stat_clear_snapshot(); -- (canon.local_snapshot_xmin reads pg_stat_activity as of now)
+  v_foreign := canon.foreign_xids(); -- before the read's snapshot (canon.local_snapshot_xmin)
 
   -- One pass over the drivers (one builtin per row): the ids with a row version not seen
   -- yet, and the odd timestamps. The snapshot is this statement's own.
@@ -2581,7 +2673,7 @@ BEGIN
          count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
          CASE WHEN v_full THEN NULL
               ELSE coalesce(array_agg(DISTINCT d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}') END,
-         canon.local_snapshot_xmin(pg_current_snapshot())
+         canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
   INTO v_rows, v_future, v_no_time, v_changed_ids, v_snapshot_xmin
   FROM public.drivers d;
 
@@ -2589,9 +2681,9 @@ BEGIN
   DROP TABLE IF EXISTS pg_temp.driver_index_source;
   CREATE TEMP TABLE driver_index_source ON COMMIT DROP AS
   SELECT s.*,
-         md5(concat_ws(E'\x1f', s.park_id, s.phone, s.license_normalized_number, s.license_number,
-                       s.car_normalized_number, s.car_number, s.full_name, s.first_name, s.middle_name,
-                       s.last_name, s.hire_date::text)) AS source_hash
+         canon.driver_source_hash(s.park_id, s.phone, s.license_normalized_number, s.license_number,
+                                s.car_normalized_number, s.car_number, s.full_name, s.first_name,
+                                s.middle_name, s.last_name, s.hire_date) AS source_hash
   FROM (
     SELECT DISTINCT ON (d.driver_id)
            d.driver_id, d.park_id, d.phone, d.license_normalized_number, d.license_number,
@@ -2720,7 +2812,743 @@ END
 $$;
 COMMENT ON FUNCTION canon.refresh_driver_index(bigint) IS 'Pipeline step 4: incremental (row versions written since the last read, by commit order) or full refresh of canon.driver_index from public.drivers; sets driver_index_state.changed_at when rows were written or removed and logs the keys drivers lost (canon.driver_index_key_changes). Returns step stats.';
 
+-- snapshot of sql/canon/canon.sync_driver_name_roles.sql
+-- canon.sync_driver_name_roles: statement-level trigger function on canon.driver_index
+-- (INSERT, UPDATE, DELETE with transition tables new_rows / old_rows; TRUNCATE). Keeps
+-- canon.driver_name_roles one row per indexed driver, written in the same statement as the
+-- index row: the tokens (canon.name_field_tokens) of the driver's given-name fields
+-- (first and middle name) and of its last-name field, from the public.drivers row the
+-- index was built from (its hash is the row's source_hash; the newest row when none has
+-- it, e.g. changed since: the next run re-indexes it): the same choice as
+-- canon.driver_name_roles_live, also between two rows of one driver_id and one timestamp.
+-- Whatever writes the index (the run's incremental or full refresh, a repair, a test),
+-- the roles follow it.
+CREATE OR REPLACE FUNCTION canon.sync_driver_name_roles()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    TRUNCATE canon.driver_name_roles;
+    RETURN NULL;
+  END IF;
+  IF TG_OP = 'DELETE' THEN
+    DELETE FROM canon.driver_name_roles r USING old_rows o WHERE r.driver_id = o.driver_id;
+    RETURN NULL;
+  END IF;
+  IF TG_OP = 'UPDATE' THEN
+    -- (a driver_id changed in place: the old id is no longer indexed)
+    DELETE FROM canon.driver_name_roles r
+    USING old_rows o
+    WHERE r.driver_id = o.driver_id
+      AND NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.driver_id = o.driver_id);
+  END IF;
+  -- Set-based: one join of the written rows with their source rows, the planner's choice
+  -- of probes (a run's few drivers) or one hash join (a full build).
+  INSERT INTO canon.driver_name_roles AS r (driver_id, given_names, surnames, indexed_at)
+  SELECT s.driver_id,
+         canon.name_field_tokens(concat_ws(' ', s.first_name, s.middle_name)),
+         canon.name_field_tokens(s.last_name),
+         s.indexed_at
+  FROM (
+    SELECT DISTINCT ON (n.driver_id) n.driver_id, n.indexed_at, d.first_name, d.middle_name, d.last_name
+    FROM new_rows n
+    LEFT JOIN public.drivers d ON d.driver_id = n.driver_id
+    ORDER BY n.driver_id,
+             -- the same hash as canon.refresh_driver_index (driver_index.source_hash)
+             canon.driver_source_hash(d.park_id, d.phone, d.license_normalized_number, d.license_number,
+                                d.car_normalized_number, d.car_number, d.full_name, d.first_name,
+                                d.middle_name, d.last_name, d.hire_date) = n.source_hash DESC,
+             coalesce(d.updated_at, d.created_at) DESC NULLS LAST
+  ) s
+  ORDER BY s.driver_id
+  ON CONFLICT (driver_id) DO UPDATE
+    SET given_names = excluded.given_names, surnames = excluded.surnames, indexed_at = excluded.indexed_at;
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION canon.sync_driver_name_roles() IS
+  'Statement trigger on canon.driver_index: keeps canon.driver_name_roles (given-name and last-name tokens of each indexed driver''s source row) equal to the index, row for row, in the same statement.';
+
+-- snapshot of sql/canon/canon.driver_name_roles_live.sql
+-- canon.driver_name_roles_live: the live definition of canon.driver_name_roles, for the
+-- given indexed drivers (NULL: all): the tokens of the given-name fields and of the
+-- last-name field of the public.drivers row the index was built from (the row whose hash
+-- is driver_index.source_hash, as canon.refresh_driver_index computes it; else, changed
+-- upstream since the last run, the newest row). source_indexed: that row still exists, so
+-- the roles must equal it. A function, not a view over public.drivers: a view would pin
+-- the upstream table's columns (upstream could no longer drop or alter one); the view
+-- canon.v_driver_name_roles reads it whole. Called by ops.check_invariants on a sample
+-- and by ops.repair_name_roles on every driver.
+CREATE OR REPLACE FUNCTION canon.driver_name_roles_live(p_driver_ids text[] DEFAULT NULL)
+RETURNS TABLE (driver_id text, given_names text[], surnames text[], indexed_at timestamptz, source_indexed boolean)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT i.driver_id,
+         canon.name_field_tokens(concat_ws(' ', s.first_name, s.middle_name)),
+         canon.name_field_tokens(s.last_name),
+         i.indexed_at,
+         coalesce(s.is_indexed, false)
+  -- Every driver, or the given ones probed by key (an = ANY over the whole index would
+  -- compare each row with the whole list).
+  FROM (SELECT x.driver_id, x.indexed_at, x.source_hash FROM canon.driver_index x WHERE p_driver_ids IS NULL
+        UNION ALL
+        SELECT x.driver_id, x.indexed_at, x.source_hash
+        FROM (SELECT DISTINCT u.id FROM unnest(p_driver_ids) u (id)) u
+        JOIN canon.driver_index x ON x.driver_id = u.id) i
+  LEFT JOIN LATERAL (
+    SELECT d.first_name, d.middle_name, d.last_name, x.is_indexed
+    FROM public.drivers d
+    -- The same hash as canon.refresh_driver_index (driver_index.source_hash).
+    CROSS JOIN LATERAL (
+      SELECT canon.driver_source_hash(d.park_id, d.phone, d.license_normalized_number, d.license_number,
+                                d.car_normalized_number, d.car_number, d.full_name, d.first_name,
+                                d.middle_name, d.last_name, d.hire_date) = i.source_hash AS is_indexed) x
+    WHERE d.driver_id = i.driver_id
+    ORDER BY x.is_indexed DESC, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
+    LIMIT 1
+  ) s ON true
+$$;
+COMMENT ON FUNCTION canon.driver_name_roles_live(text[]) IS
+  'Live definition of canon.driver_name_roles for the given indexed drivers (NULL: all): field tokens of the public.drivers row the index holds (same source_hash), else of the newest; source_indexed says that row still exists.';
+
+-- snapshot of sql/canon/canon.driver_index_drift.sql
+-- canon.driver_index_drift: drivers (the newest row of each valid driver_id) not indexed
+-- in canon.driver_index, or indexed with other source values (hash); drivers written since
+-- the last read are the next run's work. (Index rows of deleted drivers wait for the next
+-- full refresh by design: the matcher checks that a candidate still exists.) Read by
+-- ops.check_caches, repaired by ops.repair_caches.
+CREATE OR REPLACE FUNCTION canon.driver_index_drift()
+RETURNS TABLE (driver_id text, example text)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  WITH seen AS (
+    SELECT canon.xmin_age_limit(s.seen_xmin) AS age_limit
+    FROM canon.source_scan_state s WHERE s.source_table = 'drivers'
+  ),
+  drivers AS (
+    SELECT DISTINCT ON (d.driver_id)
+           d.driver_id::text AS driver_id,
+           canon.driver_source_hash(d.park_id, d.phone, d.license_normalized_number, d.license_number,
+                                d.car_normalized_number, d.car_number, d.full_name, d.first_name,
+                                d.middle_name, d.last_name, d.hire_date) AS source_hash
+    FROM public.drivers d
+    WHERE nullif(btrim(d.driver_id), '') IS NOT NULL AND length(d.driver_id) <= 200
+    ORDER BY d.driver_id, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
+  )
+  SELECT d.driver_id,
+         format('driver %s: %s', d.driver_id,
+                CASE WHEN i.driver_id IS NULL THEN 'not indexed' ELSE 'indexed with values that are not the driver''s' END)
+  FROM drivers d
+  LEFT JOIN canon.driver_index i ON i.driver_id = d.driver_id
+  CROSS JOIN seen se
+  WHERE (i.driver_id IS NULL OR i.source_hash <> d.source_hash)
+    AND se.age_limit IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM public.drivers w WHERE w.driver_id = d.driver_id AND age(w.xmin) <= se.age_limit)
+$$;
+COMMENT ON FUNCTION canon.driver_index_drift() IS
+  'Drivers not indexed, or indexed with other source values than their newest row; drivers written since the last read excepted.';
+
+-- snapshot of sql/canon/canon.refresh_lead_keys.sql
+-- canon.refresh_lead_keys: brings canon.lead_keys up to date for the given lead rows
+-- (ids), whatever happened to them: a new or changed row is (re-)keyed when its source
+-- values differ from what was keyed (source hash), a row whose key is over 200 characters
+-- is listed in canon.lead_rows_unkeyed instead (no index can hold a 10 kB key), a row that
+-- is gone loses its key. What depends on a row's key follows in the same statement:
+-- * canon.lead_keys_pending (never-evaluated keys) lists a row keyed for the first time or
+--   under another key or date;
+-- * canon.identity_unmatched.retry_due is set for an OPEN unmatched key whose lead's phone,
+--   plate, licence, name or date changed (its candidates may differ now);
+-- * canon.cabinet_lead_state_pending lists the row, and every row sharing its old or new
+--   key (their key_rows change), when it is new, gone, re-keyed or re-dated.
+-- Callers: canon.key_changed_leads (every changed row of a run), ops.explain_lead (a
+-- lead's rows before explaining it). Returns the number of lead_keys rows written or removed.
+CREATE OR REPLACE FUNCTION canon.refresh_lead_keys(p_lead_ids integer[] DEFAULT '{}')
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+  v_written integer;
+BEGIN
+  IF coalesce(cardinality(p_lead_ids), 0) = 0 THEN
+    RETURN 0;
+  END IF;
+  DROP TABLE IF EXISTS pg_temp.lead_keys_source;
+  CREATE TEMP TABLE lead_keys_source ON COMMIT DROP AS
+  SELECT x.lead_id, l.id IS NOT NULL AS present,
+         canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk,
+         l.lead_created_at, l.park_phone, l.asset_plate_number, l.first_name, l.middle_name, l.last_name,
+         canon.lead_source_hash(l.external_id, l.lead_created_at, l.park_phone, l.asset_plate_number,
+                              l.first_name, l.middle_name, l.last_name) AS source_hash,
+         k.lead_id IS NOT NULL AS was_keyed, k.source_hash AS old_hash, k.lead_source_pk AS old_key,
+         k.lead_date AS old_date
+  FROM (SELECT DISTINCT unnest(p_lead_ids) AS lead_id) x
+  LEFT JOIN public.module_ct_cabinet_leads l ON l.id = x.lead_id
+  LEFT JOIN canon.lead_keys k ON k.lead_id = x.lead_id;
+
+  WITH
+  -- rows to key: present, a key of at most 200 characters, never keyed, or changed since
+  -- (source values, or the key they give: canon.lead_source_pk may be redefined)
+  to_key AS (
+    SELECT s.*
+    FROM pg_temp.lead_keys_source s
+    WHERE s.present AND length(s.lead_source_pk) <= 200
+      AND (NOT s.was_keyed OR s.old_hash <> s.source_hash OR s.old_key <> s.lead_source_pk)
+  ),
+  keyed AS (
+    INSERT INTO canon.lead_keys AS k (
+      lead_id, lead_source_pk, lead_created_at, lead_date, phone_norm, plate_norm, license_norm,
+      name_norm, lead_name, source_hash, indexed_at)
+    SELECT s.lead_id, s.lead_source_pk, s.lead_created_at, canon.lead_date_of(s.lead_created_at),
+           canon.normalize_phone(s.park_phone),
+           canon.normalize_plate(s.asset_plate_number),
+           NULL, -- the cabinet export carries no licence number: R2 cannot fire for leads
+           canon.normalize_name(concat_ws(' ', s.first_name, s.middle_name, s.last_name)),
+           nullif(left(regexp_replace(btrim(concat_ws(' ', s.first_name, s.middle_name, s.last_name)), '\s+', ' ', 'g'), 200), ''),
+           s.source_hash, now()
+    FROM to_key s
+    ON CONFLICT (lead_id) DO UPDATE
+      SET lead_source_pk = excluded.lead_source_pk, lead_created_at = excluded.lead_created_at,
+          lead_date = excluded.lead_date, phone_norm = excluded.phone_norm, plate_norm = excluded.plate_norm,
+          license_norm = excluded.license_norm, name_norm = excluded.name_norm, lead_name = excluded.lead_name,
+          source_hash = excluded.source_hash, indexed_at = excluded.indexed_at
+    RETURNING k.lead_id, k.lead_source_pk, k.lead_date, k.phone_norm, k.plate_norm, k.license_norm, k.name_norm
+  ),
+  -- rows that lose their key: gone, or a key too long to index
+  unkeyed AS (
+    DELETE FROM canon.lead_keys k
+    USING pg_temp.lead_keys_source s
+    WHERE k.lead_id = s.lead_id AND (NOT s.present OR length(s.lead_source_pk) > 200)
+    RETURNING k.lead_id, k.lead_source_pk
+  ),
+  oversized AS (
+    INSERT INTO canon.lead_rows_unkeyed AS u (lead_id, reason)
+    SELECT s.lead_id, 'OVERSIZED_KEY' FROM pg_temp.lead_keys_source s
+    WHERE s.present AND length(s.lead_source_pk) > 200
+    ON CONFLICT (lead_id) DO NOTHING
+  ),
+  not_oversized AS (
+    DELETE FROM canon.lead_rows_unkeyed u
+    USING pg_temp.lead_keys_source s
+    WHERE u.lead_id = s.lead_id AND (NOT s.present OR length(s.lead_source_pk) <= 200)
+  ),
+  -- keyed for the first time, or under another key or date: its key may never have been evaluated
+  match_pending AS (
+    INSERT INTO canon.lead_keys_pending AS q (lead_id, lead_date)
+    SELECT w.lead_id, w.lead_date
+    FROM keyed w
+    JOIN pg_temp.lead_keys_source s ON s.lead_id = w.lead_id
+    WHERE NOT s.was_keyed OR s.old_key <> w.lead_source_pk OR s.old_date IS DISTINCT FROM w.lead_date
+    ON CONFLICT (lead_id) DO UPDATE SET lead_date = excluded.lead_date
+  ),
+  match_unpending AS (
+    DELETE FROM canon.lead_keys_pending q USING unkeyed u WHERE q.lead_id = u.lead_id
+  ),
+  -- an OPEN lead whose matching keys changed may match now
+  retry AS (
+    UPDATE canon.identity_unmatched u SET retry_due = true
+    FROM keyed w
+    JOIN pg_temp.lead_keys_source s ON s.lead_id = w.lead_id
+    WHERE s.was_keyed
+      AND u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = w.lead_source_pk
+      AND u.status = 'OPEN' AND NOT u.retry_due
+  ),
+  -- the state of the row, and of every row of its old and new key, is to be evaluated again
+  changed_keys AS (
+    SELECT w.lead_id, w.lead_source_pk AS key, s.old_key
+    FROM keyed w
+    JOIN pg_temp.lead_keys_source s ON s.lead_id = w.lead_id
+    WHERE NOT s.was_keyed OR s.old_key <> w.lead_source_pk OR s.old_date IS DISTINCT FROM w.lead_date
+    UNION ALL
+    SELECT u.lead_id, NULL, u.lead_source_pk FROM unkeyed u
+  ),
+  state_pending AS (
+    INSERT INTO canon.cabinet_lead_state_pending (lead_id)
+    SELECT c.lead_id FROM changed_keys c
+    UNION
+    SELECT s.lead_id FROM pg_temp.lead_keys_source s
+    WHERE NOT s.present OR length(s.lead_source_pk) > 200
+    UNION
+    SELECT unnest(canon.lead_ids_of_keys(ARRAY(
+      SELECT c.key FROM changed_keys c WHERE c.key IS NOT NULL
+      UNION SELECT c.old_key FROM changed_keys c WHERE c.old_key IS NOT NULL)))
+    -- marked again: a refresh that read the earlier mark removes only that one
+    ON CONFLICT (lead_id) DO UPDATE SET mark_seq = excluded.mark_seq, marked_at = excluded.marked_at
+  )
+  SELECT (SELECT count(*) FROM keyed) + (SELECT count(*) FROM unkeyed) INTO v_written;
+  DROP TABLE pg_temp.lead_keys_source;
+  RETURN v_written;
+END
+$$;
+COMMENT ON FUNCTION canon.refresh_lead_keys(integer[]) IS
+  'Keys the given lead rows (new or changed since keyed), unkeys rows gone or with an oversized key, and lists what depends on them (match pending, retry due, state pending). Returns lead_keys rows written or removed.';
+
+-- snapshot of sql/canon/canon.lead_keys_drift.sql
+-- canon.lead_keys_drift: lead rows whose cache row in canon.lead_keys is not what
+-- canon.refresh_lead_keys would write now: not keyed, keyed under another key or with
+-- other source values (hash), listed unkeyed while their key fits, or keyed while the row
+-- is gone. Rows written since the last read, and rows deleted since (as the statistics
+-- say), are the next run's work, not drift. Read by ops.check_caches, repaired by
+-- ops.repair_caches.
+CREATE OR REPLACE FUNCTION canon.lead_keys_drift()
+RETURNS TABLE (lead_id integer, example text)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  WITH seen AS (
+    SELECT canon.xmin_age_limit(s.seen_xmin) AS age_limit,
+           s.tuples_deleted IS DISTINCT FROM pg_stat_get_tuples_deleted('public.module_ct_cabinet_leads'::regclass) AS deleted_since
+    FROM canon.source_scan_state s
+    WHERE s.source_table = 'module_ct_cabinet_leads'
+  ),
+  leads AS (
+    SELECT l.id, canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk,
+           canon.lead_source_hash(l.external_id, l.lead_created_at, l.park_phone, l.asset_plate_number,
+                              l.first_name, l.middle_name, l.last_name) AS source_hash,
+           (se.age_limit IS NULL OR age(l.xmin) <= se.age_limit) AS written_since_read
+    FROM public.module_ct_cabinet_leads l CROSS JOIN seen se
+  )
+  SELECT coalesce(l.id, k.lead_id, u.lead_id),
+         format('lead id %s: %s', coalesce(l.id, k.lead_id, u.lead_id),
+                CASE WHEN l.id IS NULL THEN 'cached, but the lead row is gone'
+                     WHEN k.lead_id IS NULL AND u.lead_id IS NULL THEN 'not keyed'
+                     WHEN k.lead_id IS NULL THEN 'listed unkeyed with a key of ' || length(l.lead_source_pk) || ' characters'
+                     WHEN k.lead_source_pk <> l.lead_source_pk THEN 'keyed under ' || left(k.lead_source_pk, 40) || ', its key is ' || left(l.lead_source_pk, 40)
+                     ELSE 'keyed with values that are not the row''s' END)
+  FROM leads l
+  FULL JOIN canon.lead_keys k ON k.lead_id = l.id
+  FULL JOIN canon.lead_rows_unkeyed u ON u.lead_id = coalesce(l.id, k.lead_id)
+  WHERE NOT coalesce(l.written_since_read, false)
+    AND (l.id IS NULL
+         OR (k.lead_id IS NULL AND (u.lead_id IS NULL OR length(l.lead_source_pk) <= 200))
+         OR (k.lead_id IS NOT NULL AND (k.lead_source_pk <> l.lead_source_pk OR k.source_hash <> l.source_hash)))
+    AND NOT (l.id IS NULL AND coalesce((SELECT se.deleted_since FROM seen se), true))
+$$;
+COMMENT ON FUNCTION canon.lead_keys_drift() IS
+  'Lead rows whose canon.lead_keys (or lead_rows_unkeyed) row differs from what keying them now would write; the next run''s work excepted.';
+
+-- snapshot of sql/canon/canon.v_cabinet_lead_status.sql
+-- canon.v_cabinet_lead_status: the one live definition of a lead's state on the chain
+-- lead -> person -> driver -> trips in window -> claims (SPEC 8), one row per lead row
+-- with lead_created_at: canon.v_cabinet_lead_chain plus the claims present for THIS
+-- lead's key (any status) and the limbo stage, first that applies: NO_IDENTITY,
+-- NO_DRIVER, NO_TRIPS_14D, TRIPS_NO_CLAIM, OK. Costly over every lead (one trip lookup
+-- per lead): canon.refresh_lead_state stores it in canon.cabinet_lead_state for the
+-- leads that changed, and the views read the stored rows.
+CREATE OR REPLACE VIEW canon.v_cabinet_lead_status AS
+SELECT c.lead_id,
+       c.lead_source_pk,
+       c.lead_date,
+       c.person_key,
+       c.driver_id,
+       c.window_days,
+       c.window_end,
+       c.trips_in_window,
+       c.trip_rows_in_window,
+       c.currency,
+       c.m1_trips_threshold,
+       c.m1_amount,
+       c.reached_m1,
+       c.m5_trips_threshold,
+       c.m5_amount,
+       c.reached_m5,
+       c.m25_trips_threshold,
+       c.m25_amount,
+       c.reached_m25,
+       c.expected_amount,
+       (c1.lead_source_pk IS NOT NULL) AS has_claim_m1,
+       (c5.lead_source_pk IS NOT NULL) AS has_claim_m5,
+       (c25.lead_source_pk IS NOT NULL) AS has_claim_m25,
+       canon.limbo_stage_of(c.person_key, c.driver_id, c.trips_in_window,
+                            c.reached_m1, c.reached_m5, c.reached_m25,
+                            c1.lead_source_pk IS NOT NULL, c5.lead_source_pk IS NOT NULL,
+                            c25.lead_source_pk IS NOT NULL) AS limbo_stage,
+       -- Dated lead rows sharing this key, as keyed (canon.lead_keys, by the last read of the
+       -- lead rows; a row committed since counts from the next run on): 1 for almost every
+       -- lead, which lets the per-key claim views skip sorting every lead.
+       1 + (SELECT count(*)::integer FROM canon.lead_keys k2
+            WHERE k2.lead_source_pk = c.lead_source_pk AND k2.lead_date IS NOT NULL AND k2.lead_id <> c.lead_id) AS key_rows
+FROM canon.v_cabinet_lead_chain c
+LEFT JOIN canon.claims_yango_cabinet_14d c1 ON c1.lead_source_pk = c.lead_source_pk AND c1.milestone = 1
+LEFT JOIN canon.claims_yango_cabinet_14d c5 ON c5.lead_source_pk = c.lead_source_pk AND c5.milestone = 5
+LEFT JOIN canon.claims_yango_cabinet_14d c25 ON c25.lead_source_pk = c.lead_source_pk AND c25.milestone = 25;
+COMMENT ON VIEW canon.v_cabinet_lead_status IS
+  'Live state of every cabinet lead row with lead_created_at: chain, milestones, claims of this key, limbo_stage. Stored per lead in canon.cabinet_lead_state by the pipeline.';
+
+-- snapshot of sql/canon/canon.limbo_counts_delta.sql
+-- canon.limbo_counts_delta: the stored lead state counted (canon.cabinet_lead_state_counts,
+-- leads > 0), with, for those of the given lead rows whose stored state is not current
+-- (no stored row, another key or date, key marked dirty, claim rules changed: the rule of
+-- canon.v_cabinet_lead_status_current), their stored rows taken off (leads = -1) and their
+-- live rows added (leads = 1, canon.v_cabinet_lead_status, set-based). Summed by week and
+-- stage it is the limbo view's count when the given rows include every row whose stored
+-- state may not be current. Used by canon.limbo_week_counts_of_state.
+CREATE OR REPLACE FUNCTION canon.limbo_counts_delta(p_lead_ids integer[])
+RETURNS TABLE (week_start date, limbo_stage text, with_identity boolean, with_driver boolean, leads bigint)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  WITH not_current AS MATERIALIZED (
+    SELECT x.lead_id
+    FROM (SELECT DISTINCT unnest(p_lead_ids) AS lead_id) x
+    LEFT JOIN public.module_ct_cabinet_leads l ON l.id = x.lead_id
+    LEFT JOIN canon.cabinet_lead_state s ON s.lead_id = x.lead_id
+    WHERE s.lead_id IS NULL OR l.id IS NULL
+       OR s.lead_date IS DISTINCT FROM canon.lead_date_of(l.lead_created_at)
+       OR s.lead_source_pk IS DISTINCT FROM canon.lead_source_pk(l.external_id, l.id)
+       OR EXISTS (SELECT 1 FROM canon.cabinet_lead_state_dirty d WHERE d.lead_source_pk = s.lead_source_pk)
+       OR (SELECT m.full_refresh_needed FROM canon.cabinet_lead_state_meta m)
+  )
+  SELECT date_trunc('week', c.lead_date::timestamp)::date, c.limbo_stage, c.with_identity, c.with_driver, c.leads
+  FROM canon.cabinet_lead_state_counts c
+  UNION ALL
+  SELECT date_trunc('week', s.lead_date::timestamp)::date, s.limbo_stage, s.person_key IS NOT NULL, s.driver_id IS NOT NULL, -1
+  FROM not_current n
+  JOIN canon.cabinet_lead_state s ON s.lead_id = n.lead_id
+  UNION ALL
+  SELECT date_trunc('week', v.lead_date::timestamp)::date, v.limbo_stage, v.person_key IS NOT NULL, v.driver_id IS NOT NULL, 1
+  FROM canon.v_cabinet_lead_status v
+  WHERE v.lead_id IN (SELECT n.lead_id FROM not_current n)
+$$;
+COMMENT ON FUNCTION canon.limbo_counts_delta(integer[]) IS
+  'Stored state counters, with those of the given lead rows whose stored state is not current counted live instead: the limbo view''s counts when those are all the rows that may not be current.';
+
+-- snapshot of sql/canon/canon.limbo_week_counts_of_state.sql
+-- canon.limbo_week_counts_of_state: leads per limbo stage for each lead week, as
+-- ops.v_cabinet_leads_limbo would count them, without a pass over every lead: the counters
+-- of the stored state (canon.cabinet_lead_state_counts), less the stored rows that may not
+-- be current, plus the view's rows for those leads. The rows that may not be current are
+-- the marked ones (canon.cabinet_lead_state_pending, keys in canon.cabinet_lead_state_dirty)
+-- and, with p_read_leads, the lead rows written since the last read (by commit order, one
+-- pass over the lead rows without a function per row). When the total does not come to the
+-- dated lead rows (rows deleted since, or a drift), or the claim rules changed, every lead
+-- row is taken instead. Without p_read_leads the lead rows are taken as of the last
+-- read (the snapshot of a run, moments after its own read).
+-- Callers: ops.limbo_week_counts (live), ops.snapshot_limbo.
+CREATE OR REPLACE FUNCTION canon.limbo_week_counts_of_state(p_read_leads boolean)
+RETURNS TABLE (
+  week_start            date,
+  leads                 integer,
+  leads_with_identity   integer,
+  leads_with_driver     integer,
+  limbo_no_identity     integer,
+  limbo_no_driver       integer,
+  limbo_no_trips_14d    integer,
+  limbo_trips_no_claim  integer,
+  limbo_ok              integer
+)
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+#variable_conflict use_column
+DECLARE
+  v_limit integer;
+  v_dated bigint;
+  v_ids integer[] := '{}';
+  v_total bigint;
+  v_full boolean;
+BEGIN
+  v_full := (SELECT m.full_refresh_needed FROM canon.cabinet_lead_state_meta m);
+  IF NOT v_full THEN
+    IF p_read_leads THEN
+      v_limit := canon.xmin_age_limit((SELECT s.seen_xmin FROM canon.source_scan_state s
+                                       WHERE s.source_table = 'module_ct_cabinet_leads'));
+      SELECT count(*) FILTER (WHERE isfinite(l.lead_created_at)),
+             coalesce(array_agg(l.id) FILTER (WHERE v_limit IS NULL OR age(l.xmin) <= v_limit), '{}')
+      INTO v_dated, v_ids
+      FROM public.module_ct_cabinet_leads l;
+    ELSE
+      v_dated := (SELECT s.rows_dated FROM canon.source_scan_state s WHERE s.source_table = 'module_ct_cabinet_leads');
+    END IF;
+    v_ids := v_ids
+      || ARRAY(SELECT p.lead_id FROM canon.cabinet_lead_state_pending p)
+      || canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d));
+    v_ids := ARRAY(SELECT DISTINCT unnest(v_ids));
+    SELECT coalesce(sum(x.leads), 0) INTO v_total FROM canon.limbo_counts_delta(v_ids) x;
+    v_full := v_dated IS NULL OR v_total <> v_dated;
+  END IF;
+
+  IF v_full THEN
+    -- Every dated lead row, as the view counts it (set-based: the stored rows that are
+    -- current, the others evaluated live once).
+    v_ids := ARRAY(SELECT l.id FROM public.module_ct_cabinet_leads l WHERE isfinite(l.lead_created_at)
+                   UNION SELECT s.lead_id FROM canon.cabinet_lead_state s);
+  END IF;
+
+  RETURN QUERY
+  SELECT x.week_start,
+         sum(x.leads)::integer,
+         coalesce(sum(x.leads) FILTER (WHERE x.with_identity), 0)::integer,
+         coalesce(sum(x.leads) FILTER (WHERE x.with_driver), 0)::integer,
+         coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_IDENTITY'), 0)::integer,
+         coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_DRIVER'), 0)::integer,
+         coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_TRIPS_14D'), 0)::integer,
+         coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'TRIPS_NO_CLAIM'), 0)::integer,
+         coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'OK'), 0)::integer
+  FROM canon.limbo_counts_delta(v_ids) x
+  GROUP BY x.week_start
+  HAVING sum(x.leads) <> 0
+  ORDER BY x.week_start;
+END
+$$;
+COMMENT ON FUNCTION canon.limbo_week_counts_of_state(boolean) IS
+  'Leads per limbo stage per lead week as ops.v_cabinet_leads_limbo counts them, from the stored state''s counters corrected for the rows that may not be current (marked, or written since the last lead read when p_read_leads); counts the view in full when they do not add up.';
+
+-- snapshot of sql/ops/ops.limbo_stage_counts.sql
+-- ops.limbo_stage_counts: current number of leads per limbo stage as one jsonb object
+-- with all five stages (0 when none), as ops.v_cabinet_leads_limbo counts them
+-- (canon.limbo_week_counts_of_state: no pass over every lead). Recorded in the
+-- run stats before and after each run (limbo_before, limbo_after). jit is off: compiling
+-- the view's large expressions costs about a second and saves nothing on this query.
+CREATE OR REPLACE FUNCTION ops.limbo_stage_counts()
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  SELECT jsonb_object_agg(s.stage, coalesce(c.n, 0) ORDER BY s.ord)
+  FROM unnest(ARRAY['NO_IDENTITY', 'NO_DRIVER', 'NO_TRIPS_14D', 'TRIPS_NO_CLAIM', 'OK']) WITH ORDINALITY s (stage, ord)
+  LEFT JOIN (
+    SELECT w.stage, sum(w.n) AS n
+    FROM canon.limbo_week_counts_of_state(true) c
+    CROSS JOIN LATERAL (VALUES ('NO_IDENTITY', c.limbo_no_identity), ('NO_DRIVER', c.limbo_no_driver),
+                               ('NO_TRIPS_14D', c.limbo_no_trips_14d), ('TRIPS_NO_CLAIM', c.limbo_trips_no_claim),
+                               ('OK', c.limbo_ok)) w (stage, n)
+    GROUP BY w.stage
+  ) c ON c.stage = s.stage
+$$;
+COMMENT ON FUNCTION ops.limbo_stage_counts() IS
+  'Leads per limbo stage from ops.v_cabinet_leads_limbo, all five stages present, e.g. {"NO_IDENTITY": 3, "NO_DRIVER": 0, "NO_TRIPS_14D": 1, "TRIPS_NO_CLAIM": 0, "OK": 10}.';
+
+-- snapshot of sql/canon/canon.key_changed_leads.sql
+-- canon.key_changed_leads: pipeline step 5a. Keys every lead row written since the last
+-- read of public.module_ct_cabinet_leads, whatever its id, page or timestamp: one pass
+-- over the lead rows takes the row versions written by transactions not older than the
+-- oldest one in progress at the last read (canon.source_scan_state.seen_xmin, compared by
+-- canon.xmin_age_limit), so a row committed late under a low id, a row updated in place
+-- and a row of a subtransaction are all read; canon.refresh_lead_keys keys those whose
+-- values changed. The same pass counts the rows: when the keyed and unkeyed rows do not
+-- add up to them, rows were deleted (or a cache drifted) and the difference is found by id
+-- and repaired. Also called by ops.refresh_cabinet_lead_state. Returns step stats.
+CREATE OR REPLACE FUNCTION canon.key_changed_leads(p_run_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+  v_foreign bigint[];
+  v_seen xid8;
+  v_limit integer;
+  v_rows bigint;
+  v_dated bigint;
+  v_changed integer[];
+  v_snapshot_xmin xid8;
+  v_written integer;
+  v_cached bigint;
+  v_membership integer[] := '{}';
+BEGIN
+  SELECT s.seen_xmin INTO v_seen
+  FROM canon.source_scan_state s
+  WHERE s.source_table = 'module_ct_cabinet_leads'
+  FOR UPDATE;
+  v_limit := canon.xmin_age_limit(v_seen);
+  v_foreign := canon.foreign_xids(); -- before the read's snapshot (canon.local_snapshot_xmin)
+
+  -- One pass, no function per row. The snapshot is this statement's own: what it shows,
+  -- the pass has read; the next read starts from its oldest local transaction.
+  SELECT count(*),
+         count(*) FILTER (WHERE isfinite(l.lead_created_at)),
+         coalesce(array_agg(l.id) FILTER (WHERE v_limit IS NULL OR age(l.xmin) <= v_limit), '{}'),
+         canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
+  INTO v_rows, v_dated, v_changed, v_snapshot_xmin
+  FROM public.module_ct_cabinet_leads l;
+
+  v_written := canon.refresh_lead_keys(v_changed);
+
+  -- Every row read is now keyed or listed unkeyed; more cached rows than lead rows means
+  -- rows were deleted (fewer would be a drift): found by id, then keyed or unkeyed.
+  v_cached := (SELECT count(*) FROM canon.lead_keys) + (SELECT count(*) FROM canon.lead_rows_unkeyed);
+  IF v_cached <> v_rows THEN
+    v_membership := ARRAY(
+      SELECT coalesce(c.lead_id, l.id)
+      FROM (SELECT k.lead_id FROM canon.lead_keys k UNION ALL SELECT u.lead_id FROM canon.lead_rows_unkeyed u) c
+      FULL JOIN public.module_ct_cabinet_leads l ON l.id = c.lead_id
+      WHERE c.lead_id IS NULL OR l.id IS NULL);
+    v_written := v_written + canon.refresh_lead_keys(v_membership);
+  END IF;
+
+  UPDATE canon.source_scan_state
+  SET seen_xmin = v_snapshot_xmin, rows_read = v_rows, rows_dated = v_dated,
+      -- (doctor: a key of a row deleted since this read is work for the next run, not drift)
+      tuples_deleted = pg_stat_get_tuples_deleted('public.module_ct_cabinet_leads'::regclass),
+      read_at = now(), full_read_at = now(), run_id = p_run_id
+  WHERE source_table = 'module_ct_cabinet_leads';
+
+  RETURN jsonb_build_object(
+    'lead_rows', v_rows,
+    'lead_rows_undated', v_rows - v_dated,
+    'lead_rows_read_again', cardinality(v_changed),
+    'lead_rows_written', v_written,
+    'lead_rows_gone_or_unkeyed_found', cardinality(v_membership),
+    'leads_with_oversized_key', (SELECT count(*) FROM canon.lead_rows_unkeyed u WHERE u.reason = 'OVERSIZED_KEY'),
+    'read_since_xmin', v_seen);
+END
+$$;
+COMMENT ON FUNCTION canon.key_changed_leads(bigint) IS
+  'Pipeline step 5a: keys every lead row written since the last read (by commit order: any id, page or timestamp) and removes the keys of deleted rows. Returns step stats.';
+
+-- snapshot of sql/canon/canon.trip_drivers_changed.sql
+-- canon.trip_drivers_changed: the drivers with trip rows written into public.summary_daily
+-- since the last look, whatever page they went to, into pg_temp.trip_drivers_changed;
+-- without a trigger on the upstream table (docs/change-detection.md):
+-- * every run reads the pages appended since the last look (a TID range from the last page
+--   then) for row versions that look's snapshot did not show: exact, whatever the
+--   statistics say;
+-- * a row version anywhere else (an insert into space freed by DELETE + VACUUM, an update
+--   in place, a late commit in an earlier page) shows in the statistics system: inserts it
+--   counted that the appended pages do not account for, or any update or delete, make the
+--   run read the whole table for row versions written since the last whole read (by
+--   commit order: canon.xmin_age_limit). So does a reset of the statistics, a rewrite of
+--   the table, statistics turned off, and, as a bound on counts lost in a crash, a whole
+--   read every source_full_read_hours.
+-- A deleted row, or the old side of an update, leaves no row to find: then the caller
+-- re-reads the leads that had trip rows (rows_may_be_gone). Returns what it read and why.
+CREATE OR REPLACE FUNCTION canon.trip_drivers_changed(p_run_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+  v_foreign bigint[];
+  v_state canon.source_scan_state%ROWTYPE;
+  v_writes canon.summary_daily_write_counts;
+  v_whole_reason text;
+  v_rows_may_be_gone boolean;
+  v_limit integer;
+  v_blocks bigint;
+  v_drivers text[];
+  v_found bigint := 0;
+  v_rows_read bigint := 0;
+  v_snapshot pg_snapshot;
+  v_local_xmin xid8;
+BEGIN
+  SELECT * INTO v_state FROM canon.source_scan_state s WHERE s.source_table = 'summary_daily' FOR UPDATE;
+  -- counts as of now, not as cached earlier in this transaction
+  PERFORM pg_stat_clear_snapshot();
+  v_writes := canon.summary_daily_writes();
+  v_foreign := canon.foreign_xids(); -- before the reads' snapshots (canon.local_snapshot_xmin)
+  -- the pages to read from next time: measured before the read, so that rows appended
+  -- while it runs are read again rather than skipped
+  v_blocks := v_writes.blocks;
+
+  v_whole_reason := CASE
+    WHEN v_state.seen_snapshot IS NULL OR v_state.seen_xmin IS NULL OR v_state.full_seen_xmin IS NULL THEN 'first_read'
+    WHEN v_writes.inserted IS NULL THEN 'statistics_off'
+    WHEN v_writes.relfilenode IS DISTINCT FROM v_state.relfilenode THEN 'table_rewritten'
+    WHEN v_writes.stats_epoch IS DISTINCT FROM v_state.stats_epoch THEN 'statistics_reset'
+    WHEN v_writes.updated <> v_state.tuples_updated OR v_writes.deleted <> v_state.tuples_deleted THEN 'rows_updated_or_deleted'
+    WHEN v_writes.blocks < v_state.blocks THEN 'table_shrank'
+    WHEN v_writes.inserted < v_state.tuples_accounted THEN 'statistics_reset'
+    WHEN v_state.full_read_at < now() - make_interval(hours => canon.setting('source_full_read_hours')::integer) THEN 'periodic'
+    WHEN canon.xmin_age_limit(v_state.full_seen_xmin) IS NULL
+      OR canon.xmin_age_limit(v_state.seen_xmin) IS NULL THEN 'periodic'
+  END;
+  -- Rows may have gone (deleted, or moved by an update): their leads cannot be found from
+  -- the rows that are there.
+  v_rows_may_be_gone := v_whole_reason IN ('first_read', 'statistics_off', 'table_rewritten', 'statistics_reset',
+                                       'rows_updated_or_deleted', 'table_shrank');
+
+  IF v_whole_reason IS NULL THEN
+    -- The appended pages: row versions not older than the last look's snapshot; those it
+    -- did not show are counted against the inserts the statistics report.
+    v_limit := canon.xmin_age_limit(v_state.seen_xmin);
+    SELECT coalesce(array_agg(DISTINCT t.driver_id::text) FILTER (WHERE t.driver_id IS NOT NULL), '{}'),
+           count(*) FILTER (WHERE NOT pg_visible_in_snapshot(
+             canon.xid8_of_recent(t.xmin, pg_snapshot_xmax(v_state.seen_snapshot)), v_state.seen_snapshot)),
+           count(*),
+           pg_current_snapshot(),
+           canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
+    INTO v_drivers, v_found, v_rows_read, v_snapshot, v_local_xmin
+    FROM public.summary_daily t
+    WHERE t.ctid >= format('(%s,0)', greatest(v_state.blocks - 1, 0))::tid
+      AND age(t.xmin) <= v_limit;
+    IF v_writes.inserted - v_state.tuples_accounted > v_found THEN
+      v_whole_reason := 'inserts_elsewhere';
+    END IF;
+  END IF;
+
+  IF v_whole_reason IS NOT NULL AND v_whole_reason <> 'first_read' THEN
+    -- The whole table: row versions written since the last whole read.
+    v_limit := canon.xmin_age_limit(v_state.full_seen_xmin);
+    SELECT coalesce(array_agg(DISTINCT t.driver_id::text) FILTER (WHERE t.driver_id IS NOT NULL), '{}'),
+           count(*),
+           pg_current_snapshot(),
+           canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
+    INTO v_drivers, v_rows_read, v_snapshot, v_local_xmin
+    FROM public.summary_daily t
+    WHERE v_limit IS NULL OR age(t.xmin) <= v_limit;
+  ELSIF v_whole_reason = 'first_read' THEN
+    -- No earlier look to compare with: the caller re-reads every lead with a driver instead.
+    v_drivers := '{}';
+    SELECT pg_current_snapshot(), canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign) INTO v_snapshot, v_local_xmin;
+  END IF;
+
+  DROP TABLE IF EXISTS pg_temp.trip_drivers_changed;
+  CREATE TEMP TABLE trip_drivers_changed (driver_id text PRIMARY KEY) ON COMMIT DROP;
+  INSERT INTO pg_temp.trip_drivers_changed SELECT DISTINCT unnest(v_drivers);
+  ANALYZE pg_temp.trip_drivers_changed;
+
+  UPDATE canon.source_scan_state
+  SET seen_snapshot = v_snapshot,
+      seen_xmin = v_local_xmin,
+      blocks = v_blocks,
+      relfilenode = v_writes.relfilenode,
+      stats_epoch = v_writes.stats_epoch,
+      tuples_updated = v_writes.updated,
+      tuples_deleted = v_writes.deleted,
+      tuples_accounted = CASE WHEN v_whole_reason IS NOT NULL THEN v_writes.inserted
+                              ELSE v_state.tuples_accounted + v_found END,
+      full_seen_xmin = CASE WHEN v_whole_reason IS NOT NULL THEN v_local_xmin ELSE full_seen_xmin END,
+      full_read_at = CASE WHEN v_whole_reason IS NOT NULL THEN now() ELSE full_read_at END,
+      read_at = now(),
+      run_id = p_run_id
+  WHERE source_table = 'summary_daily';
+
+  RETURN jsonb_build_object(
+    'read', CASE WHEN v_whole_reason IS NULL THEN 'appended_pages' WHEN v_whole_reason = 'first_read' THEN 'none' ELSE 'whole_table' END,
+    'whole_read_reason', v_whole_reason,
+    'rows_may_be_gone', v_rows_may_be_gone,
+    'rows_read', v_rows_read,
+    'rows_new_in_appended_pages', v_found,
+    'drivers', cardinality(v_drivers));
+END
+$$;
+COMMENT ON FUNCTION canon.trip_drivers_changed(bigint) IS
+  'Drivers with trip rows written since the last look (appended pages every run; the whole table when the statistics show writes elsewhere, updates or deletes), into pg_temp.trip_drivers_changed. Returns {read, whole_read_reason, rows_may_be_gone, rows_read, ...}.';
+
 -- snapshot of migrations/parts/0035_steps_named.sql
 -- Steps 4b-6 are functions of their own (canon.mark_retries_due, canon.select_lead_batch,
 -- canon.link_decisions, called by the pipeline procedure): the function that did them all goes.
 DROP FUNCTION IF EXISTS canon.match_cabinet_leads(bigint, date, integer, boolean);
+DROP FUNCTION IF EXISTS canon.lead_rows_since_read();
+DROP FUNCTION IF EXISTS canon.local_snapshot_xmin(pg_snapshot);

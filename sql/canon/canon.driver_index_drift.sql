@@ -17,9 +17,9 @@ AS $$
   drivers AS (
     SELECT DISTINCT ON (d.driver_id)
            d.driver_id::text AS driver_id,
-           md5(concat_ws(E'\x1f', d.park_id, d.phone, d.license_normalized_number, d.license_number,
-                         d.car_normalized_number, d.car_number, d.full_name, d.first_name, d.middle_name,
-                         d.last_name, d.hire_date::text)) AS source_hash
+           canon.driver_source_hash(d.park_id, d.phone, d.license_normalized_number, d.license_number,
+                                d.car_normalized_number, d.car_number, d.full_name, d.first_name,
+                                d.middle_name, d.last_name, d.hire_date) AS source_hash
     FROM public.drivers d
     WHERE nullif(btrim(d.driver_id), '') IS NOT NULL AND length(d.driver_id) <= 200
     ORDER BY d.driver_id, coalesce(d.updated_at, d.created_at) DESC NULLS LAST

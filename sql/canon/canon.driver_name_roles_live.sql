@@ -30,9 +30,9 @@ AS $$
     FROM public.drivers d
     -- The same hash as canon.refresh_driver_index (driver_index.source_hash).
     CROSS JOIN LATERAL (
-      SELECT md5(concat_ws(E'\x1f', d.park_id, d.phone, d.license_normalized_number, d.license_number,
-                           d.car_normalized_number, d.car_number, d.full_name, d.first_name, d.middle_name,
-                           d.last_name, d.hire_date::text)) = i.source_hash AS is_indexed) x
+      SELECT canon.driver_source_hash(d.park_id, d.phone, d.license_normalized_number, d.license_number,
+                                d.car_normalized_number, d.car_number, d.full_name, d.first_name,
+                                d.middle_name, d.last_name, d.hire_date) = i.source_hash AS is_indexed) x
     WHERE d.driver_id = i.driver_id
     ORDER BY x.is_indexed DESC, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
     LIMIT 1

@@ -15,6 +15,7 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
 DECLARE
+  v_foreign bigint[];
   v_seen xid8;
   v_limit integer;
   v_rows bigint;
@@ -30,14 +31,14 @@ BEGIN
   WHERE s.source_table = 'module_ct_cabinet_leads'
   FOR UPDATE;
   v_limit := canon.xmin_age_limit(v_seen);
-  PERFORM pg_stat_clear_snapshot(); -- (canon.local_snapshot_xmin reads pg_stat_activity as of now)
+  v_foreign := canon.foreign_xids(); -- before the read's snapshot (canon.local_snapshot_xmin)
 
   -- One pass, no function per row. The snapshot is this statement's own: what it shows,
   -- the pass has read; the next read starts from its oldest local transaction.
   SELECT count(*),
          count(*) FILTER (WHERE isfinite(l.lead_created_at)),
          coalesce(array_agg(l.id) FILTER (WHERE v_limit IS NULL OR age(l.xmin) <= v_limit), '{}'),
-         canon.local_snapshot_xmin(pg_current_snapshot())
+         canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
   INTO v_rows, v_dated, v_changed, v_snapshot_xmin
   FROM public.module_ct_cabinet_leads l;
 

@@ -19,8 +19,8 @@ AS $$
   ),
   leads AS (
     SELECT l.id, canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk,
-           md5(concat_ws(E'\x1f', l.external_id, l.lead_created_at::text, l.park_phone, l.asset_plate_number,
-                         l.first_name, l.middle_name, l.last_name)) AS source_hash,
+           canon.lead_source_hash(l.external_id, l.lead_created_at, l.park_phone, l.asset_plate_number,
+                              l.first_name, l.middle_name, l.last_name) AS source_hash,
            (se.age_limit IS NULL OR age(l.xmin) <= se.age_limit) AS written_since_read
     FROM public.module_ct_cabinet_leads l CROSS JOIN seen se
   )

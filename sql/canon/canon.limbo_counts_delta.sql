@@ -1,8 +1,10 @@
 -- canon.limbo_counts_delta: the stored lead state counted (canon.cabinet_lead_state_counts,
--- leads > 0) with, for the given lead rows, their stored rows taken off (leads = -1) and
--- their rows of the limbo view's state added (leads = 1, canon.v_cabinet_lead_status_current):
--- summed by week and stage it is the view's count when the given rows are every row whose
--- stored state may not be current. Used by canon.limbo_week_counts_of_state.
+-- leads > 0), with, for those of the given lead rows whose stored state is not current
+-- (no stored row, another key or date, key marked dirty, claim rules changed: the rule of
+-- canon.v_cabinet_lead_status_current), their stored rows taken off (leads = -1) and their
+-- live rows added (leads = 1, canon.v_cabinet_lead_status, set-based). Summed by week and
+-- stage it is the limbo view's count when the given rows include every row whose stored
+-- state may not be current. Used by canon.limbo_week_counts_of_state.
 CREATE OR REPLACE FUNCTION canon.limbo_counts_delta(p_lead_ids integer[])
 RETURNS TABLE (week_start date, limbo_stage text, with_identity boolean, with_driver boolean, leads bigint)
 LANGUAGE sql
@@ -10,16 +12,27 @@ STABLE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
+  WITH not_current AS MATERIALIZED (
+    SELECT x.lead_id
+    FROM (SELECT DISTINCT unnest(p_lead_ids) AS lead_id) x
+    LEFT JOIN public.module_ct_cabinet_leads l ON l.id = x.lead_id
+    LEFT JOIN canon.cabinet_lead_state s ON s.lead_id = x.lead_id
+    WHERE s.lead_id IS NULL OR l.id IS NULL
+       OR s.lead_date IS DISTINCT FROM canon.lead_date_of(l.lead_created_at)
+       OR s.lead_source_pk IS DISTINCT FROM canon.lead_source_pk(l.external_id, l.id)
+       OR EXISTS (SELECT 1 FROM canon.cabinet_lead_state_dirty d WHERE d.lead_source_pk = s.lead_source_pk)
+       OR (SELECT m.full_refresh_needed FROM canon.cabinet_lead_state_meta m)
+  )
   SELECT date_trunc('week', c.lead_date::timestamp)::date, c.limbo_stage, c.with_identity, c.with_driver, c.leads
   FROM canon.cabinet_lead_state_counts c
   UNION ALL
   SELECT date_trunc('week', s.lead_date::timestamp)::date, s.limbo_stage, s.person_key IS NOT NULL, s.driver_id IS NOT NULL, -1
-  FROM unnest(p_lead_ids) x (lead_id)
-  JOIN canon.cabinet_lead_state s ON s.lead_id = x.lead_id
+  FROM not_current n
+  JOIN canon.cabinet_lead_state s ON s.lead_id = n.lead_id
   UNION ALL
   SELECT date_trunc('week', v.lead_date::timestamp)::date, v.limbo_stage, v.person_key IS NOT NULL, v.driver_id IS NOT NULL, 1
-  FROM canon.v_cabinet_lead_status_current v
-  WHERE v.lead_id IN (SELECT unnest(p_lead_ids))
+  FROM canon.v_cabinet_lead_status v
+  WHERE v.lead_id IN (SELECT n.lead_id FROM not_current n)
 $$;
 COMMENT ON FUNCTION canon.limbo_counts_delta(integer[]) IS
-  'Stored state counters, with the given lead rows'' stored rows taken off (-1) and their current rows added (+1): the limbo view''s counts when those are all the rows that may not be current.';
+  'Stored state counters, with those of the given lead rows whose stored state is not current counted live instead: the limbo view''s counts when those are all the rows that may not be current.';

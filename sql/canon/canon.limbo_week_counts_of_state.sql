@@ -5,8 +5,8 @@
 -- the marked ones (canon.cabinet_lead_state_pending, keys in canon.cabinet_lead_state_dirty)
 -- and, with p_read_leads, the lead rows written since the last read (by commit order, one
 -- pass over the lead rows without a function per row). When the total does not come to the
--- dated lead rows (rows deleted since, or a drift), or the claim rules changed, the view
--- is counted in full instead. Without p_read_leads the lead rows are taken as of the last
+-- dated lead rows (rows deleted since, or a drift), or the claim rules changed, every lead
+-- row is taken instead. Without p_read_leads the lead rows are taken as of the last
 -- read (the snapshot of a run, moments after its own read).
 -- Callers: ops.limbo_week_counts (live), ops.snapshot_limbo.
 CREATE OR REPLACE FUNCTION canon.limbo_week_counts_of_state(p_read_leads boolean)
@@ -55,19 +55,10 @@ BEGIN
   END IF;
 
   IF v_full THEN
-    RETURN QUERY
-    SELECT v.week_start, count(*)::integer,
-           count(*) FILTER (WHERE v.person_key IS NOT NULL)::integer,
-           count(*) FILTER (WHERE v.driver_id IS NOT NULL)::integer,
-           count(*) FILTER (WHERE v.limbo_stage = 'NO_IDENTITY')::integer,
-           count(*) FILTER (WHERE v.limbo_stage = 'NO_DRIVER')::integer,
-           count(*) FILTER (WHERE v.limbo_stage = 'NO_TRIPS_14D')::integer,
-           count(*) FILTER (WHERE v.limbo_stage = 'TRIPS_NO_CLAIM')::integer,
-           count(*) FILTER (WHERE v.limbo_stage = 'OK')::integer
-    FROM ops.v_cabinet_leads_limbo v
-    GROUP BY v.week_start
-    ORDER BY v.week_start;
-    RETURN;
+    -- Every dated lead row, as the view counts it (set-based: the stored rows that are
+    -- current, the others evaluated live once).
+    v_ids := ARRAY(SELECT l.id FROM public.module_ct_cabinet_leads l WHERE isfinite(l.lead_created_at)
+                   UNION SELECT s.lead_id FROM canon.cabinet_lead_state s);
   END IF;
 
   RETURN QUERY

@@ -20,6 +20,7 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
 DECLARE
+  v_foreign bigint[];
   v_state canon.driver_index_state%ROWTYPE;
   v_full boolean;
   v_seen xid8;
@@ -45,7 +46,7 @@ BEGIN
   v_full := v_full OR v_seen IS NULL;
   v_limit := CASE WHEN NOT v_full THEN canon.xmin_age_limit(v_seen) END;
   v_full := v_full OR v_limit IS NULL;
-  PERFORM pg_stat_clear_snapshot(); -- (canon.local_snapshot_xmin reads pg_stat_activity as of now)
+  v_foreign := canon.foreign_xids(); -- before the read's snapshot (canon.local_snapshot_xmin)
 
   -- One pass over the drivers (one builtin per row): the ids with a row version not seen
   -- yet, and the odd timestamps. The snapshot is this statement's own.
@@ -54,7 +55,7 @@ BEGIN
          count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
          CASE WHEN v_full THEN NULL
               ELSE coalesce(array_agg(DISTINCT d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}') END,
-         canon.local_snapshot_xmin(pg_current_snapshot())
+         canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
   INTO v_rows, v_future, v_no_time, v_changed_ids, v_snapshot_xmin
   FROM public.drivers d;
 
@@ -62,9 +63,9 @@ BEGIN
   DROP TABLE IF EXISTS pg_temp.driver_index_source;
   CREATE TEMP TABLE driver_index_source ON COMMIT DROP AS
   SELECT s.*,
-         md5(concat_ws(E'\x1f', s.park_id, s.phone, s.license_normalized_number, s.license_number,
-                       s.car_normalized_number, s.car_number, s.full_name, s.first_name, s.middle_name,
-                       s.last_name, s.hire_date::text)) AS source_hash
+         canon.driver_source_hash(s.park_id, s.phone, s.license_normalized_number, s.license_number,
+                                s.car_normalized_number, s.car_number, s.full_name, s.first_name,
+                                s.middle_name, s.last_name, s.hire_date) AS source_hash
   FROM (
     SELECT DISTINCT ON (d.driver_id)
            d.driver_id, d.park_id, d.phone, d.license_normalized_number, d.license_number,

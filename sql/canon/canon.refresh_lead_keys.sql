@@ -29,8 +29,8 @@ BEGIN
   SELECT x.lead_id, l.id IS NOT NULL AS present,
          canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk,
          l.lead_created_at, l.park_phone, l.asset_plate_number, l.first_name, l.middle_name, l.last_name,
-         md5(concat_ws(E'\x1f', l.external_id, l.lead_created_at::text, l.park_phone, l.asset_plate_number,
-                       l.first_name, l.middle_name, l.last_name)) AS source_hash,
+         canon.lead_source_hash(l.external_id, l.lead_created_at, l.park_phone, l.asset_plate_number,
+                              l.first_name, l.middle_name, l.last_name) AS source_hash,
          k.lead_id IS NOT NULL AS was_keyed, k.source_hash AS old_hash, k.lead_source_pk AS old_key,
          k.lead_date AS old_date
   FROM (SELECT DISTINCT unnest(p_lead_ids) AS lead_id) x

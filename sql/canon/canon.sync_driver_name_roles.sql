@@ -42,9 +42,9 @@ BEGIN
     LEFT JOIN public.drivers d ON d.driver_id = n.driver_id
     ORDER BY n.driver_id,
              -- the same hash as canon.refresh_driver_index (driver_index.source_hash)
-             md5(concat_ws(E'\x1f', d.park_id, d.phone, d.license_normalized_number, d.license_number,
-                           d.car_normalized_number, d.car_number, d.full_name, d.first_name, d.middle_name,
-                           d.last_name, d.hire_date::text)) = n.source_hash DESC,
+             canon.driver_source_hash(d.park_id, d.phone, d.license_normalized_number, d.license_number,
+                                d.car_normalized_number, d.car_number, d.full_name, d.first_name,
+                                d.middle_name, d.last_name, d.hire_date) = n.source_hash DESC,
              coalesce(d.updated_at, d.created_at) DESC NULLS LAST
   ) s
   ORDER BY s.driver_id

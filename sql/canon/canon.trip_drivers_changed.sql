@@ -21,6 +21,7 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
 DECLARE
+  v_foreign bigint[];
   v_state canon.source_scan_state%ROWTYPE;
   v_writes canon.summary_daily_write_counts;
   v_whole_reason text;
@@ -37,6 +38,7 @@ BEGIN
   -- counts as of now, not as cached earlier in this transaction
   PERFORM pg_stat_clear_snapshot();
   v_writes := canon.summary_daily_writes();
+  v_foreign := canon.foreign_xids(); -- before the reads' snapshots (canon.local_snapshot_xmin)
   -- the pages to read from next time: measured before the read, so that rows appended
   -- while it runs are read again rather than skipped
   v_blocks := v_writes.blocks;
@@ -67,7 +69,7 @@ BEGIN
              canon.xid8_of_recent(t.xmin, pg_snapshot_xmax(v_state.seen_snapshot)), v_state.seen_snapshot)),
            count(*),
            pg_current_snapshot(),
-           canon.local_snapshot_xmin(pg_current_snapshot())
+           canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
     INTO v_drivers, v_found, v_rows_read, v_snapshot, v_local_xmin
     FROM public.summary_daily t
     WHERE t.ctid >= format('(%s,0)', greatest(v_state.blocks - 1, 0))::tid
@@ -83,14 +85,14 @@ BEGIN
     SELECT coalesce(array_agg(DISTINCT t.driver_id::text) FILTER (WHERE t.driver_id IS NOT NULL), '{}'),
            count(*),
            pg_current_snapshot(),
-           canon.local_snapshot_xmin(pg_current_snapshot())
+           canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
     INTO v_drivers, v_rows_read, v_snapshot, v_local_xmin
     FROM public.summary_daily t
     WHERE v_limit IS NULL OR age(t.xmin) <= v_limit;
   ELSIF v_whole_reason = 'first_read' THEN
     -- No earlier look to compare with: the caller re-reads every lead with a driver instead.
     v_drivers := '{}';
-    SELECT pg_current_snapshot(), canon.local_snapshot_xmin(pg_current_snapshot()) INTO v_snapshot, v_local_xmin;
+    SELECT pg_current_snapshot(), canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign) INTO v_snapshot, v_local_xmin;
   END IF;
 
   DROP TABLE IF EXISTS pg_temp.trip_drivers_changed;

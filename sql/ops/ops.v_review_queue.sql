@@ -67,13 +67,14 @@ candidates AS (
          END AS why_not_linked
   FROM leads le
   CROSS JOIN LATERAL jsonb_array_elements(le.candidates) WITH ORDINALITY AS c (value, pos)
+  -- The row as one value (to_jsonb): a view naming upstream columns would stop the
+  -- upstream owner from altering them; the source contract already checks they exist.
   LEFT JOIN LATERAL (
-    SELECT x.driver_id, x.park_id,
-           coalesce(nullif(btrim(x.full_name), ''), nullif(btrim(concat_ws(' ', x.first_name, x.middle_name, x.last_name)), '')) AS driver_name,
-           x.phone, coalesce(x.car_number, x.car_normalized_number) AS plate, x.hire_date
-    FROM public.drivers x
-    WHERE x.driver_id = c.value->>'driver_id'
-    LIMIT 1
+    SELECT r->>'driver_id' AS driver_id, r->>'park_id' AS park_id,
+           coalesce(nullif(btrim(r->>'full_name'), ''),
+                    nullif(btrim(concat_ws(' ', r->>'first_name', r->>'middle_name', r->>'last_name')), '')) AS driver_name,
+           r->>'phone' AS phone, coalesce(r->>'car_number', r->>'car_normalized_number') AS plate, (r->>'hire_date')::date AS hire_date
+    FROM (SELECT to_jsonb(x) AS r FROM public.drivers x WHERE x.driver_id = c.value->>'driver_id' LIMIT 1) y
   ) d ON true
   -- trips of this candidate in the lead's window, as canon.v_cabinet_lead_chain counts them
   LEFT JOIN LATERAL (

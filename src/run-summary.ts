@@ -76,8 +76,9 @@ export function soles(n: number): string {
   return `S/ ${n.toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
 }
 
-/** 59 ms, 0.8 s, 22.9 s, 3 min 05 s */
+/** 59 ms, 0.8 s, 22.9 s, 3 min 05 s (? when unknown) */
 export function duration(ms: number): string {
+  if (!Number.isFinite(ms)) return '?';
   if (ms < 100) return `${Math.round(ms)} ms`;
   if (ms < 120_000) return `${(ms / 1000).toFixed(1)} s`;
   const s = Math.round(ms / 1000);

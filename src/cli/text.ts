@@ -1,24 +1,7 @@
-// Small text helpers of the terminal commands: times in one stated zone (the business
-// time zone), aligned columns, and arguments quoted for a POSIX shell.
+// Small text helpers of the terminal commands: times in one stated zone (src/local-time.ts),
+// aligned columns, and arguments quoted for a POSIX shell.
 
-/** 2026-12-02 11:37 in the given IANA zone (what status, explain and review print). */
-export function inZone(value: string | Date | null | undefined, timeZone: string, seconds = false): string {
-  if (value === null || value === undefined) return '-';
-  const d = value instanceof Date ? value : new Date(value);
-  if (Number.isNaN(d.getTime())) return String(value);
-  // sv-SE writes ISO-like "2026-12-02 11:37:05"
-  const s = new Intl.DateTimeFormat('sv-SE', {
-    timeZone,
-    year: 'numeric',
-    month: '2-digit',
-    day: '2-digit',
-    hour: '2-digit',
-    minute: '2-digit',
-    ...(seconds ? { second: '2-digit' } : {}),
-    hourCycle: 'h23',
-  }).format(d);
-  return s.replace(',', '');
-}
+export { inZone } from '../local-time.js';
 
 /** Rows of cells as left-aligned columns separated by two spaces (the last column unpadded). */
 export function columns(rows: string[][], indent = ''): string[] {

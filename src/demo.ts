@@ -14,8 +14,14 @@ import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
 import { UsageError } from './errors.js';
 import type { Logger } from './logger.js';
+import { PIPELINE_DEFAULTS } from './pipeline.js';
 
-export const DEMO_DEFAULTS = { seed: 42, leads: 2000, drivers: 5000, tripDays: 60 } as const;
+/**
+ * Leads are dated over the last tripDays days: as many as the pipeline's default
+ * days_back, so that a first `reconcile` evaluates every demo lead (none is left in
+ * NO_IDENTITY only because it is older than the scope).
+ */
+export const DEMO_DEFAULTS = { seed: 42, leads: 2000, drivers: 5000, tripDays: PIPELINE_DEFAULTS.daysBack } as const;
 
 export interface DemoOptions {
   seed: number;

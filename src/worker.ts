@@ -106,6 +106,10 @@ export function nextRunDue(items: ParsedCronItem[], from: Date = new Date()): { 
 
 /** Logs when the crontab runs next: at start and after each job, so a log reader knows what to expect. */
 function logNextRun(log: Logger, items: ParsedCronItem[]): void {
+  if (items.length === 0) {
+    log.info({ cron_items: [] }, 'no run scheduled: the crontab has no line (runs only as jobs are added)');
+    return;
+  }
   const next = nextRunDue(items);
   if (next) log.info({ next_run_at: next.at.toISOString(), in_s: Math.round((next.at.getTime() - Date.now()) / 1000), cron_item: next.identifier }, 'next run due');
   else log.warn({ cron_items: items.map((c) => c.identifier) }, 'no run due within a year: check the crontab file');
@@ -303,8 +307,8 @@ export async function startWorker(opts: WorkerOptions, log: Logger): Promise<Cab
     await closePool();
     throw err;
   }
-  log.info({ crontab: crontabFile, cron_items: parsedCronItems.map((c) => c.identifier) }, 'worker started');
   logNextRun(log, parsedCronItems);
+  log.info({ crontab: crontabFile, cron_items: parsedCronItems.map((c) => c.identifier) }, 'worker started');
   return {
     runner,
     close: async () => {

@@ -186,10 +186,11 @@ INSERT INTO demo.scenario (ord, scenario, share, drivers, matchable, description
   (21, 'HOSTILE_DUP_EXTERNAL_ID', 0.00375, 0, false, 're-export of the previous lead with the same external_id (truth copied from it)'),
   (22, 'HOSTILE_NULL_LEAD_DATE',  0.00375, 1, true,  'lead_created_at NULL; phone, plate and name still identify the driver'),
   (23, 'HOSTILE_GARBAGE_KEYS',    0.00375, 1, false, 'phone and plate are junk (000000000, n/a, S/P, ---); name only'),
-  -- Leads a person must decide (cabinet-leads review): the matcher never resolves them.
+  -- Leads a person must decide (cabinet-leads review): the matcher never resolves them,
+  -- so they are not "matchable" (the evidence is in doubt), although a person can decide.
   (24, 'DRIVER_REGISTERED_TWICE', 0.01,    2, false, 'phone; the person has two driver rows in the target park (registered again: same phone and name, older row on another car): AMBIGUOUS'),
-  (25, 'PHONE_OF_RELATIVE',       0.01,    2, true,  'a relative''s phone (a driver of the park with the same surnames, another given name) with the lead''s own plate and name: CONFLICT'),
-  (26, 'PLATE_NICKNAME',          0.01,    1, true,  'no phone; plate; the lead gives a nickname (Pepe, Lucho) and one surname, the driver all four names: WEAK_MATCH_ONLY');
+  (25, 'PHONE_OF_RELATIVE',       0.01,    2, false, 'a relative''s phone (a driver of the park with the same surnames, another given name) with the lead''s own plate and name: CONFLICT'),
+  (26, 'PLATE_NICKNAME',          0.01,    1, false, 'no phone; plate; the lead gives a nickname (Pepe, Lucho) and one surname, the driver all four names: WEAK_MATCH_ONLY');
 
 -- Common Peruvian given names and surnames as people type them (title case, accents),
 -- and the cars and colours of the fleet. Constant arrays in IMMUTABLE functions: the

@@ -2,6 +2,7 @@
 // its rows, words them for a terminal, logs them and posts them to a webhook. Used by
 // the `alerts` and `status` commands, the report, and the worker after each run.
 import type pg from 'pg';
+import { inZone } from './local-time.js';
 import type { Logger } from './logger.js';
 
 export type Severity = 'WARNING' | 'CRITICAL';
@@ -52,9 +53,9 @@ export async function checkAlerts(db: Queryable, opts: { record: boolean }): Pro
   return res.rows;
 }
 
-/** One line in plain words: "CRITICAL LAST_RUN_FAILED: The last run (#12, ...) FAILED: ... (new)". */
-export function describeAlert(a: Alert): string {
-  const since = a.is_new ? 'new' : `firing since ${a.first_seen_at.replace('T', ' ').slice(0, 16)} UTC`;
+/** One line in plain words: "CRITICAL LAST_RUN_FAILED: The last run (#12, ...) FAILED: ... (new)", times in timeZone. */
+export function describeAlert(a: Alert, timeZone = 'UTC'): string {
+  const since = a.is_new ? 'new' : `firing since ${inZone(a.first_seen_at, timeZone)} ${timeZone}`;
   return `${a.severity} ${a.rule_code}: ${a.message} (${since})`;
 }
 

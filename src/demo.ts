@@ -10,12 +10,20 @@
 // Same seed into empty tables = identical rows; without --reset a call appends a new
 // batch whose hash inputs and ids never repeat the previous ones.
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
+import { PROJECT_ROOT } from './config.js';
 import { UsageError } from './errors.js';
 import type { Logger } from './logger.js';
+import { PIPELINE_DEFAULTS } from './pipeline.js';
 
-export const DEMO_DEFAULTS = { seed: 42, leads: 2000, drivers: 5000, tripDays: 60 } as const;
+/**
+ * Leads are dated over the last tripDays days: as many as the pipeline's default
+ * days_back, so that a first `reconcile` evaluates every demo lead (none is left in
+ * NO_IDENTITY only because it is older than the scope).
+ */
+export const DEMO_DEFAULTS = { seed: 42, leads: 2000, drivers: 5000, tripDays: PIPELINE_DEFAULTS.daysBack } as const;
 
 export interface DemoOptions {
   seed: number;
@@ -45,7 +53,8 @@ const CANON_TABLES = [
 const GARBAGE_DATE_SHARE = 0.0005;
 
 function sqlFile(name: string): string {
-  return readFileSync(new URL(`./demo/${name}.sql`, import.meta.url), 'utf8');
+  // From the project root, not this module's URL: the compiled CLI runs from dist/.
+  return readFileSync(path.join(PROJECT_ROOT, 'src', 'demo', `${name}.sql`), 'utf8');
 }
 
 function checkOptions(opts: DemoOptions): void {

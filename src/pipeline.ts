@@ -6,6 +6,7 @@ import type pg from 'pg';
 import { CONTRACT_VIOLATION_SQLSTATE, RunFailedError } from './errors.js';
 import { isLockTimeout, lockTimeoutHint } from './locks.js';
 import type { Logger } from './logger.js';
+import { runFigures } from './run-summary.js';
 
 export interface PipelineOptions {
   daysBack: number;
@@ -88,15 +89,11 @@ export async function runPipeline(client: pg.ClientBase, opts: PipelineOptions, 
   } finally {
     await client.query(`RESET statement_timeout`).catch(() => {});
   }
-  const fields = {
-    run_id: run.id,
-    status: run.status,
-    dry_run: run.dry_run,
-    duration_ms: (run.stats['durations_ms'] as Record<string, number> | undefined)?.['total'],
-    steps_not_implemented: run.stats['steps_not_implemented'],
-  };
+  const duration_ms = (run.stats['durations_ms'] as Record<string, number> | undefined)?.['total'];
+  const fields = { run_id: run.id, status: run.status, dry_run: run.dry_run, duration_ms };
   if (run.status === 'FAILED') log.error({ ...fields, error: run.error_message, sqlstate: run.error_sqlstate }, 'pipeline run failed');
   else if (run.status === 'SKIPPED') log.warn(fields, 'pipeline run skipped: another run holds the lock');
-  else log.info(fields, 'pipeline run completed');
+  // The figures of the one line `reconcile` prints (src/run-summary.ts), as fields.
+  else log.info(runFigures(run), 'pipeline run completed');
   return run;
 }

@@ -88,6 +88,33 @@ export function workerLogger(log: Logger): WorkerLogger {
   });
 }
 
+/**
+ * When the crontab next fires after `from` (graphile-worker reads the crontab in UTC,
+ * minute by minute), with the line's identifier; undefined when nothing fires within a year.
+ */
+export function nextRunDue(items: ParsedCronItem[], from: Date = new Date()): { at: Date; identifier: string } | undefined {
+  const t = new Date(from.getTime());
+  t.setUTCSeconds(0, 0);
+  for (let i = 0; i < 366 * 24 * 60; i++) {
+    t.setUTCMinutes(t.getUTCMinutes() + 1);
+    const digest = { min: t.getUTCMinutes(), hour: t.getUTCHours(), date: t.getUTCDate(), month: t.getUTCMonth() + 1, dow: t.getUTCDay() };
+    const item = items.find((c) => c.match(digest));
+    if (item) return { at: new Date(t.getTime()), identifier: item.identifier };
+  }
+  return undefined;
+}
+
+/** Logs when the crontab runs next: at start and after each job, so a log reader knows what to expect. */
+function logNextRun(log: Logger, items: ParsedCronItem[]): void {
+  if (items.length === 0) {
+    log.info({ cron_items: [] }, 'no run scheduled: the crontab has no line (runs only as jobs are added)');
+    return;
+  }
+  const next = nextRunDue(items);
+  if (next) log.info({ next_run_at: next.at.toISOString(), in_s: Math.round((next.at.getTime() - Date.now()) / 1000), cron_item: next.identifier }, 'next run due');
+  else log.warn({ cron_items: items.map((c) => c.identifier) }, 'no run due within a year: check the crontab file');
+}
+
 export interface WorkerOptions {
   connectionString: string;
   crontabFile?: string;
@@ -258,6 +285,7 @@ export async function startWorker(opts: WorkerOptions, log: Logger): Promise<Cab
   // Emitted right after graphile-worker fired (not awaited) its failJob/completeJob.
   events.on('job:complete', ({ worker, job, error }) => outcomes.watch(worker.workerPool.id, job, error));
   events.on('pool:listen:success', () => outcomes.retryNow());
+  events.on('job:complete', () => logNextRun(log, parsedCronItems));
   // Our pool, not one graphile-worker makes from the connection string: graphile-worker
   // 0.17 ends its own pool without awaiting it (dist/lib.js makeNewPool) and removes its
   // error handler first, so a server stopping right after the worker crashed the process
@@ -279,6 +307,7 @@ export async function startWorker(opts: WorkerOptions, log: Logger): Promise<Cab
     await closePool();
     throw err;
   }
+  logNextRun(log, parsedCronItems);
   log.info({ crontab: crontabFile, cron_items: parsedCronItems.map((c) => c.identifier) }, 'worker started');
   return {
     runner,

@@ -10,6 +10,8 @@ LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
+-- its temp table is made "IF NOT EXISTS" / dropped "IF EXISTS": no NOTICE for that in psql
+SET client_min_messages = warning
 AS $$
 DECLARE
   v_evaluated integer;

@@ -10,6 +10,8 @@ RETURNS integer[]
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- its temp table is made "IF NOT EXISTS" / dropped "IF EXISTS": no NOTICE for that in psql
+SET client_min_messages = warning
 AS $$
 DECLARE
   v_ids integer[];

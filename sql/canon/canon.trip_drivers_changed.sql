@@ -19,6 +19,7 @@ LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
+SET client_min_messages = warning
 AS $$
 DECLARE
   v_foreign bigint[];

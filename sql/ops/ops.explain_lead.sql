@@ -3,17 +3,25 @@
 -- why it was kept or rejected, and the decision the matcher would take now.
 --   SELECT jsonb_pretty(ops.explain_lead('9f3a...'));
 -- It keys the lead's rows first (canon.lead_keys), so it works on leads never run yet;
--- candidates come from the driver index as of its last refresh (shown in the result).
+-- candidates come from the driver index as of its last refresh (shown in the result),
+-- with the driver's name, phone and plate as public.drivers holds them. `scope` says
+-- whether the runs still evaluate the lead (canon.last_run_scope): one dated before their
+-- days_back is not retried, and the explanation says so. `explanation` is the sentence
+-- for people (`cabinet-leads explain KEY` prints it first).
 CREATE OR REPLACE FUNCTION ops.explain_lead(p_lead_source_pk text)
 RETURNS jsonb
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- keying the lead's rows drops temp tables "IF EXISTS": no NOTICE for that in psql
+SET client_min_messages = warning
 AS $$
 DECLARE
   v_ids integer[];
   v_rep integer;
   v_decision record;
+  v_scope record;
+  v_lead_date date;
   v_result jsonb;
 BEGIN
   SELECT array_agg(l.id ORDER BY l.id) INTO v_ids
@@ -26,6 +34,8 @@ BEGIN
   v_rep := v_ids[1];
   PERFORM canon.refresh_lead_keys(v_ids);
   SELECT * INTO v_decision FROM canon.lead_decisions(ARRAY[v_rep]);
+  SELECT * INTO v_scope FROM canon.last_run_scope();
+  SELECT k.lead_date INTO v_lead_date FROM canon.lead_keys k WHERE k.lead_id = v_rep;
 
   SELECT jsonb_build_object(
     'lead_source_pk', p_lead_source_pk,
@@ -44,6 +54,8 @@ BEGIN
                                             'note', u.note)
                   FROM canon.identity_unmatched u
                   WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p_lead_source_pk),
+    'scope', jsonb_build_object('days_back', v_scope.days_back, 'scope_from', v_scope.scope_from,
+                               'as_of_run', v_scope.run_id, 'in_scope', v_lead_date >= v_scope.scope_from),
     'decision_now', jsonb_build_object('decision', v_decision.decision, 'driver_id', v_decision.driver_id,
                                        'match_rule', v_decision.match_rule, 'match_score', v_decision.match_score,
                                        'confidence_level', v_decision.confidence_level, 'evidence', v_decision.evidence),
@@ -51,9 +63,18 @@ BEGIN
                       'driver_id', c.driver_id, 'park_id', c.park_id, 'in_target_park', c.in_target_park,
                       'rule', c.rule, 'score', c.score, 'name_similarity', c.name_similarity,
                       'hire_date', c.hire_date, 'hire_in_window', c.hire_in_window,
-                      'kept', c.kept, 'reject_reason', c.reject_reason, 'name_veto', c.name_veto)
+                      'kept', c.kept, 'reject_reason', c.reject_reason, 'name_veto', c.name_veto,
+                      'driver_name', d.driver_name, 'phone', d.phone, 'plate', d.plate)
                     ORDER BY c.kept DESC, c.score DESC, c.name_similarity DESC, c.driver_id), '[]'::jsonb)
-                   FROM canon.lead_candidates(ARRAY[v_rep]) c),
+                   FROM canon.lead_candidates(ARRAY[v_rep]) c
+                   LEFT JOIN LATERAL (
+                     SELECT coalesce(nullif(btrim(x.full_name), ''),
+                                     nullif(btrim(concat_ws(' ', x.first_name, x.middle_name, x.last_name)), '')) AS driver_name,
+                            x.phone, coalesce(x.car_number, x.car_normalized_number) AS plate
+                     FROM public.drivers x
+                     WHERE x.driver_id = c.driver_id
+                     LIMIT 1
+                   ) d ON true),
     'explanation', CASE v_decision.decision
       WHEN 'MATCH' THEN format('Matches driver %s by %s (score %s).', v_decision.driver_id, v_decision.match_rule, v_decision.match_score)
       WHEN 'MISSING_KEYS' THEN 'No usable phone, plate or licence: nothing to match on; fix the lead data or resolve it by hand (ops.resolve_lead).'
@@ -61,7 +82,15 @@ BEGIN
       WHEN 'WEAK_MATCH_ONLY' THEN 'Its plate is known but no driver of that plate has a similar name (>= 0.66), or the similar one differs by a given name or a surname (a relative: name_veto): check the candidates and resolve by hand if one is right.'
       WHEN 'AMBIGUOUS' THEN 'Several drivers fit equally well: never resolved automatically; pick one with ops.resolve_lead.'
       WHEN 'CONFLICT' THEN 'Different rules point to different drivers: check the candidates and resolve by hand.'
-      ELSE 'No driver has its phone or plate yet: it is retried every run (new drivers arrive daily).'
+      ELSE CASE
+        WHEN v_lead_date >= v_scope.scope_from THEN
+          'No driver has its phone or plate yet: the next run after a driver with that phone or plate arrives tries it again.'
+        WHEN v_lead_date IS NULL THEN
+          'No driver has its phone or plate yet, and the lead has no lead date (lead_created_at): no run selects it; fix the lead row or resolve it by hand (ops.resolve_lead).'
+        ELSE format('No driver has its phone or plate yet, and its lead date %s is before the runs'' scope (days_back %s: from %s): it is not retried. To retry it once: cabinet-leads reconcile --days-back %s (CALL ops.reconcile_cabinet_leads_pipeline(p_days_back => %s)).',
+                    v_lead_date, v_scope.days_back, v_scope.scope_from,
+                    canon.business_today() - v_lead_date, canon.business_today() - v_lead_date)
+      END
     END)
   INTO v_result;
   RETURN v_result;

@@ -216,7 +216,6 @@ BEGIN
   -- Step 9: outcome, in the same transaction as the writes of steps 4-8.
   v_stats := v_stats || jsonb_build_object(
     'steps', v_steps,
-    -- (the match step of earlier versions is steps 4b-6 together)
     'durations_ms', (SELECT coalesce(jsonb_object_agg(s->>'step', s->'ms'), '{}'::jsonb)
                      FROM jsonb_array_elements(v_steps) s)
                     || jsonb_build_object(

@@ -11,6 +11,8 @@ LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '30s'
+-- keying new lead rows drops temp tables "IF EXISTS": no NOTICE for that in psql
+SET client_min_messages = warning
 AS $$
 DECLARE
   v_ids integer[];

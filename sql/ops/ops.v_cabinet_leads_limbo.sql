@@ -52,8 +52,13 @@ SELECT s.lead_id,
              WHEN s.reason_code = 'SHARED_KEY' THEN
                format('Lead %s has no identity: SHARED_KEY (its only key, phone %s, is shared by several people); add the driver''s plate or license to the lead.',
                       s.lead_source_pk, coalesce(s.park_phone, '-'))
+             -- scope once per query (an InitPlan): leads before it are not retried
+             WHEN s.reason_code = 'NO_CANDIDATES' AND s.lead_date < (SELECT x.scope_from FROM canon.last_run_scope() x) THEN
+               format('Lead %s has no identity: NO_CANDIDATES (no driver had phone %s or plate %s, %s attempts) and its lead date %s is before the runs'' days_back: it is not retried; to retry it once: cabinet-leads reconcile --days-back %s.',
+                      s.lead_source_pk, coalesce(s.park_phone, '-'), coalesce(s.asset_plate_number, '-'), s.unmatched_attempts,
+                      s.lead_date, canon.business_today() - s.lead_date)
              WHEN s.reason_code = 'NO_CANDIDATES' THEN
-               format('Lead %s has no identity: NO_CANDIDATES (no driver has phone %s or plate %s yet, %s attempts); retried every run as new drivers arrive, else check the lead''s phone and plate.',
+               format('Lead %s has no identity: NO_CANDIDATES (no driver has phone %s or plate %s yet, %s attempts); retried when a driver with that phone or plate arrives, else check the lead''s phone and plate.',
                       s.lead_source_pk, coalesce(s.park_phone, '-'), coalesce(s.asset_plate_number, '-'), s.unmatched_attempts)
              WHEN s.reason_code = 'MISSING_KEYS' THEN
                format('Lead %s has no identity: MISSING_KEYS (no phone, plate or license on the lead); complete the lead in the cabinet.',

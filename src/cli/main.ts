@@ -5,42 +5,39 @@ import path from 'node:path';
 import { PROJECT_ROOT } from '../config.js';
 import { endOnSignals } from '../embedded.js';
 import { exitCodeOf, oneLine, UsageError } from '../errors.js';
-import { alertsCommand } from './alerts.js';
 import type { Command } from './command.js';
-import { demoCommand } from './demo.js';
-import { doctorCommand } from './doctor.js';
-import { importLeadsCommand } from './import-leads.js';
-import { ignoreLeadCommand, resolveLeadCommand, unlinkLeadCommand } from './manual.js';
-import { migrateCommand } from './migrate.js';
-import { reconcileCommand } from './reconcile.js';
-import { reportCommand } from './report.js';
-import { statusCommand } from './status.js';
-import { workerCommand } from './worker.js';
 
-const commands: Command[] = [
-  migrateCommand,
-  reconcileCommand,
-  workerCommand,
-  statusCommand,
-  alertsCommand,
-  reportCommand,
-  doctorCommand,
-  importLeadsCommand,
-  resolveLeadCommand,
-  ignoreLeadCommand,
-  unlinkLeadCommand,
-  demoCommand,
+/**
+ * Every command, in the order of the help, loaded only when it runs: a cron call of
+ * `reconcile` does not pay for the report, the CSV import or the demo generator.
+ */
+const commands: [string, () => Promise<Command>][] = [
+  ['migrate', async () => (await import('./migrate.js')).migrateCommand],
+  ['reconcile', async () => (await import('./reconcile.js')).reconcileCommand],
+  ['worker', async () => (await import('./worker.js')).workerCommand],
+  ['status', async () => (await import('./status.js')).statusCommand],
+  ['review', async () => (await import('./review.js')).reviewCommand],
+  ['explain', async () => (await import('./explain.js')).explainCommand],
+  ['alerts', async () => (await import('./alerts.js')).alertsCommand],
+  ['report', async () => (await import('./report.js')).reportCommand],
+  ['doctor', async () => (await import('./doctor.js')).doctorCommand],
+  ['import-leads', async () => (await import('./import-leads.js')).importLeadsCommand],
+  ['resolve-lead', async () => (await import('./manual.js')).resolveLeadCommand],
+  ['ignore-lead', async () => (await import('./manual.js')).ignoreLeadCommand],
+  ['unlink-lead', async () => (await import('./manual.js')).unlinkLeadCommand],
+  ['demo', async () => (await import('./demo.js')).demoCommand],
 ];
 
-function mainHelp(): string {
-  const width = Math.max(...commands.map((c) => c.name.length));
+async function mainHelp(): Promise<string> {
+  const loaded = await Promise.all(commands.map(([, load]) => load()));
+  const width = Math.max(...loaded.map((c) => c.name.length));
   return `Usage: cabinet-leads <command> [options]
 
 Reconciles cabinet leads into identities, drivers, trips and 14-day claims, and
 classifies every lead stuck on the way (limbo). PostgreSQL does the work.
 
 Commands:
-${commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join('\n')}
+${loaded.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join('\n')}
 
 Run cabinet-leads <command> --help for its options; cabinet-leads --version prints the version.
 Environment: DATABASE_URL (unset: embedded PostgreSQL in .data/), LOG_LEVEL, LOG_FORMAT (json|pretty).`;
@@ -49,15 +46,16 @@ Environment: DATABASE_URL (unset: embedded PostgreSQL in .data/), LOG_LEVEL, LOG
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    console.log(mainHelp());
+    console.log(await mainHelp());
     return name === undefined ? 2 : 0;
   }
   if (name === '--version' || name === '-v') {
     console.log((JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }).version);
     return 0;
   }
-  const command = commands.find((c) => c.name === name);
-  if (!command) throw new UsageError(`unknown command ${JSON.stringify(name)}; commands: ${commands.map((c) => c.name).join(', ')}`);
+  const entry = commands.find(([n]) => n === name);
+  if (!entry) throw new UsageError(`unknown command ${JSON.stringify(name)}; commands: ${commands.map(([n]) => n).join(', ')}`);
+  const command = await entry[1]();
   // A one-shot command ends on SIGINT/SIGTERM/SIGHUP as it would without an embedded
   // server (killed by that signal: the open transaction rolls back), once the server it
   // started has stopped.

@@ -61,7 +61,7 @@ function requireNote(command: string, note: string | undefined): string {
   return note;
 }
 
-function positionalsOf(command: string, positionals: string[], names: string[]): string[] {
+export function positionalsOf(command: string, positionals: string[], names: string[]): string[] {
   if (positionals.length !== names.length) {
     throw new UsageError(
       `${command}: expected ${names.join(' ')}, got ${positionals.length === 0 ? 'nothing' : positionals.map((p) => JSON.stringify(p)).join(' ')} (see cabinet-leads ${command} --help)`,

@@ -1,37 +1,147 @@
-// cabinet-leads reconcile: one pipeline run, for cron and Windows Task Scheduler. Same
-// code path as the worker task. Exit 0 completed or skipped, 1 failed, 2 usage/config.
+// cabinet-leads reconcile: one pipeline run, for cron and Windows Task Scheduler, or with
+// --until-done a backfill (runs of --limit leads until nothing is left). Same code path
+// as the worker task. Exit 0 completed or skipped, 1 failed, 2 usage/config.
+import type pg from 'pg';
 import { checkAlertsAfterRun } from '../alerts.js';
-import { LOCK_NOT_AVAILABLE, lockTimeoutHint } from '../locks.js';
-import { PIPELINE_DEFAULTS, PIPELINE_LIMITS, isContractViolation, runPipeline, type RunRow } from '../pipeline.js';
+import { LOCK_NOT_AVAILABLE, isLockTimeout, lockTimeoutHint } from '../locks.js';
+import type { Logger } from '../logger.js';
+import { PIPELINE_DEFAULTS, PIPELINE_LIMITS, isContractViolation, runPipeline, type PipelineOptions, type RunRow } from '../pipeline.js';
+import { duration, runFigures, runLine, soles, STAGES } from '../run-summary.js';
 import { intFlag, parse } from './args.js';
 import type { Command } from './command.js';
 import { withDatabase } from './context.js';
 
-function summary(run: RunRow): string {
-  const total = (run.stats['durations_ms'] as Record<string, number> | undefined)?.['total'];
-  const dry = run.dry_run ? ' (dry run: nothing written)' : '';
-  const base = `run ${run.id} ${run.status}${dry}${total !== undefined ? ` in ${total} ms` : ''}`;
-  if (run.status === 'FAILED') return `${base}: ${run.error_message ?? 'unknown error'}`;
-  if (run.status === 'SKIPPED') return `${base}: another run holds the lock`;
-  const pending = run.stats['steps_not_implemented'] as string[] | undefined;
-  return pending && pending.length ? `${base}; steps not implemented yet: ${pending.join(', ')}` : base;
+const JOB_LOCK = `hashtext('cabinet_leads'), hashtext('reconcile_cabinet_leads_pipeline')`;
+
+/**
+ * Lead keys of the scope that the next runs will evaluate: never evaluated (no link, no
+ * OPEN or IGNORED unmatched row) or OPEN and due for a retry. The total of --until-done's
+ * progress; one pass over the lead table, once per backfill.
+ */
+async function leadsLeft(client: pg.ClientBase, daysBack: number): Promise<number> {
+  const res = await client.query<{ n: string }>(
+    `WITH keys AS (
+       SELECT DISTINCT canon.lead_source_pk(l.external_id, l.id) AS pk
+       FROM public.module_ct_cabinet_leads l
+       WHERE canon.lead_date_of(l.lead_created_at) >= canon.business_today() - $1::integer
+     )
+     SELECT count(*) AS n
+     FROM keys k
+     WHERE NOT EXISTS (SELECT 1 FROM canon.identity_links x WHERE x.source_table = 'module_ct_cabinet_leads' AND x.source_pk = k.pk)
+       AND NOT EXISTS (SELECT 1 FROM canon.identity_unmatched u
+                       WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = k.pk
+                         AND (u.status = 'IGNORED' OR (u.status = 'OPEN' AND NOT u.retry_due)))`,
+    [daysBack],
+  );
+  return Number(res.rows[0]?.n ?? 0);
+}
+
+/** Waits until the run holding the job lock has finished (each wait bounded by lock_timeout). */
+async function waitForJobLock(client: pg.ClientBase, log: Logger): Promise<void> {
+  for (;;) {
+    try {
+      await client.query(`SELECT pg_advisory_lock(${JOB_LOCK})`);
+      await client.query(`SELECT pg_advisory_unlock(${JOB_LOCK})`);
+      return;
+    } catch (err) {
+      if (!isLockTimeout(err)) throw err;
+      log.info('still waiting for the run that holds the job lock');
+    }
+  }
+}
+
+interface Progress {
+  update(done: number, total: number): void;
+  stop(): void;
+}
+
+/** A bar on a terminal (cli-progress), progress events in the log otherwise. */
+async function progressReporter(tty: boolean, log: Logger, total: number): Promise<Progress> {
+  const started = Date.now();
+  if (!tty) {
+    return {
+      update(done, t) {
+        const seconds = (Date.now() - started) / 1000;
+        const rate = seconds > 0 ? done / seconds : 0;
+        log.info(
+          { event: 'progress', leads_done: done, leads_total: t, rate_per_s: Math.round(rate * 10) / 10, eta_s: rate > 0 ? Math.round((t - done) / rate) : null },
+          'reconcile progress',
+        );
+      },
+      stop() {},
+    };
+  }
+  // Loaded only for a backfill in a terminal: every other run starts without it.
+  const { default: cliProgress } = await import('cli-progress');
+  const bar = new cliProgress.SingleBar(
+    {
+      stream: process.stderr,
+      format: 'reconcile |{bar}| {value}/{total} leads | {rate} leads/s | {eta_formatted} left',
+      hideCursor: true,
+      etaBuffer: 20,
+      fps: 5,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  bar.start(total, 0, { rate: '0' });
+  return {
+    update(done, t) {
+      const seconds = (Date.now() - started) / 1000;
+      bar.setTotal(t);
+      bar.update(done, { rate: seconds > 0 ? (done / seconds).toFixed(0) : '0' });
+    },
+    stop() {
+      bar.stop();
+    },
+  };
+}
+
+/** The line after a backfill: every run's figures added up. */
+function totalLine(runs: RunRow[], ms: number): string {
+  const completed = runs.filter((r) => r.status === 'COMPLETED');
+  const f = completed.map(runFigures);
+  const sum = (pick: (x: (typeof f)[number]) => number) => f.reduce((a, x) => a + pick(x), 0);
+  const int = (n: number) => n.toLocaleString('en-US');
+  const first = f[0];
+  const last = f[f.length - 1];
+  const limbo: string[] = [];
+  if (first && last) {
+    const before = completed[0]!.stats['limbo_before'] as Record<string, number> | undefined;
+    for (const stage of STAGES) {
+      const after = last.limbo_after[stage];
+      if (after === undefined) continue;
+      const b = Number(before?.[stage] ?? 0);
+      if (b !== after) limbo.push(`${stage} ${int(b)} → ${int(after)}`);
+    }
+  }
+  return (
+    `until done: ${runs.length} run(s) in ${duration(ms)}: ${int(sum((x) => x.leads_evaluated))} leads evaluated, ` +
+    `${int(sum((x) => x.linked))} linked, ${int(sum((x) => x.unmatched))} unmatched, ` +
+    `${int(sum((x) => x.claims_generated))} claims ${soles(sum((x) => x.claims_amount))}, ` +
+    (limbo.length ? limbo.join(', ') : 'limbo unchanged')
+  );
 }
 
 export const reconcileCommand: Command = {
   name: 'reconcile',
-  summary: 'run the reconciliation pipeline once',
-  help: `Usage: cabinet-leads reconcile [--days-back N] [--limit N] [--dry-run] [--only-limbo] [--json]
+  summary: 'run the reconciliation pipeline once (or until nothing is left)',
+  help: `Usage: cabinet-leads reconcile [--days-back N] [--limit N] [--until-done] [--dry-run] [--only-limbo] [--json]
 
 Runs ops.reconcile_cabinet_leads_pipeline once (the same code path as the worker's
-scheduled task) and logs it in canon.ingestion_runs.
+scheduled task), logs it in canon.ingestion_runs and prints one line: leads evaluated,
+linked per rule, unmatched per reason, claims generated with their amount, the change
+of each limbo stage and the duration.
 
 Options:
   --days-back N      leads with lead_date >= today - N (default ${PIPELINE_DEFAULTS.daysBack}, at most ${PIPELINE_LIMITS.daysBack.max})
   --limit N          at most N leads evaluated in this run (default ${PIPELINE_DEFAULTS.limit}, at most ${PIPELINE_LIMITS.limit.max})
+  --until-done       a backfill: runs of --limit leads until none is left in --days-back
+                     (a progress bar in a terminal, progress events in the log otherwise);
+                     waits for a run of the worker that holds the lock instead of skipping
   --dry-run          compute the same stats, write nothing but the run log
   --only-limbo       re-evaluate only leads in limbo (NO_IDENTITY, NO_DRIVER, TRIPS_NO_CLAIM)
-  --timeout N        abort the run after N seconds (default ${PIPELINE_DEFAULTS.timeoutSeconds}, 0 = none, at most ${PIPELINE_LIMITS.timeoutSeconds.max})
-  --json             print the run row as JSON on stdout
+  --timeout N        abort a run after N seconds (default ${PIPELINE_DEFAULTS.timeoutSeconds}, 0 = none, at most ${PIPELINE_LIMITS.timeoutSeconds.max})
+  --json             print the run row as JSON on stdout (one line per run)
   -h, --help         show this help
 
 A lock held by another session on a table the run needs fails the run after 30 s
@@ -43,6 +153,7 @@ Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
     const { values } = parse('reconcile', argv, {
       'days-back': { type: 'string' },
       limit: { type: 'string' },
+      'until-done': { type: 'boolean' },
       'dry-run': { type: 'boolean' },
       'only-limbo': { type: 'boolean' },
       timeout: { type: 'string' },
@@ -52,7 +163,7 @@ Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
       console.log(this.help);
       return 0;
     }
-    const opts = {
+    const opts: PipelineOptions = {
       daysBack: intFlag('reconcile', 'days-back', values['days-back'], PIPELINE_DEFAULTS.daysBack, PIPELINE_LIMITS.daysBack.min, PIPELINE_LIMITS.daysBack.max),
       limit: intFlag('reconcile', 'limit', values.limit, PIPELINE_DEFAULTS.limit, PIPELINE_LIMITS.limit.min, PIPELINE_LIMITS.limit.max),
       timeoutSeconds: intFlag('reconcile', 'timeout', values.timeout, PIPELINE_DEFAULTS.timeoutSeconds, PIPELINE_LIMITS.timeoutSeconds.min, PIPELINE_LIMITS.timeoutSeconds.max),
@@ -60,14 +171,49 @@ Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
       onlyLimbo: values['only-limbo'] ?? false,
       trigger: 'cli' as const,
     };
+    // A dry run writes nothing: its next batch would be the same leads again.
+    const untilDone = (values['until-done'] ?? false) && !opts.dryRun && opts.limit > 0;
     return withDatabase(async ({ db, log, config }) => {
       const client = await db.pool.connect();
-      let run: RunRow;
+      const runs: RunRow[] = [];
+      const started = Date.now();
+      let progress: Progress | undefined;
+      const level = log.level;
       try {
-        run = await runPipeline(client, opts, log);
+        if (!untilDone) runs.push(await runPipeline(client, opts, log));
+        else {
+          const tty = process.stderr.isTTY === true && !values.json;
+          let total = await leadsLeft(client, opts.daysBack);
+          progress = await progressReporter(tty, log, total);
+          // The bar owns the terminal's last line: only warnings and errors are logged meanwhile.
+          if (tty && log.isLevelEnabled('info')) log.level = 'warn';
+          let done = 0;
+          for (;;) {
+            const run = await runPipeline(client, opts, log);
+            if (run.status === 'SKIPPED') {
+              // The worker's run: wait for it, then go on (never counted as a batch).
+              await waitForJobLock(client, log);
+              continue;
+            }
+            runs.push(run);
+            if (values.json) console.log(JSON.stringify(run));
+            else if (!tty) console.log(runLine(run));
+            if (run.status !== 'COMPLETED') break;
+            const match = (run.stats['match'] ?? {}) as Record<string, unknown>;
+            done += Number(match['leads_evaluated'] ?? 0);
+            const last = Number(match['leads_selected'] ?? 0) < opts.limit || Number(match['leads_evaluated'] ?? 0) === 0;
+            // New leads may arrive meanwhile: the total grows with them, and is exact at the end.
+            total = last ? done : Math.max(total, done);
+            progress.update(done, total);
+            if (last) break;
+          }
+        }
       } finally {
+        progress?.stop();
+        log.level = level;
         client.release();
       }
+      const run = runs[runs.length - 1]!;
       // Who holds the lock the run gave up on, looked up at once (it may let go soon).
       const lockHint = run.status === 'FAILED' && run.error_sqlstate === LOCK_NOT_AVAILABLE ? await lockTimeoutHint(db.pool) : undefined;
       // As the worker does after each run: firing alerts logged (warn) and sent to the
@@ -75,8 +221,8 @@ Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
       if (!run.dry_run && run.status !== 'SKIPPED') {
         await checkAlertsAfterRun(db.pool, run, { webhookUrl: config.alertWebhookUrl }, log);
       }
-      if (values.json) console.log(JSON.stringify(run));
-      else console.log(summary(run));
+      if (!untilDone) console.log(values.json ? JSON.stringify(run) : runLine(run));
+      else if (!values.json) console.log(totalLine(runs, Date.now() - started));
       if (isContractViolation(run)) {
         process.stderr.write(`cabinet-leads: error: ${run.error_message ?? 'source contract violated'}\n`);
         return 2;

@@ -2,18 +2,22 @@
 // change since the previous snapshot, and the firing alerts (read only: status records
 // nothing; `cabinet-leads alerts` is the check that records).
 import { type Alert, checkAlerts, describeAlert } from '../alerts.js';
+import { duration } from '../run-summary.js';
 import { parse, intFlag } from './args.js';
 import type { Command } from './command.js';
 import { withDatabase } from './context.js';
 
 interface RunLine {
   id: string;
+  job_name: string;
   status: string;
   trigger: string;
   dry_run: boolean;
   started_at: Date;
   duration_ms: string | null;
   error_message: string | null;
+  /** started_at in the business time zone, YYYY-MM-DD HH24:MI:SS */
+  started_local: string;
 }
 
 interface LimboLine {
@@ -33,6 +37,11 @@ function pad(s: string, n: number): string {
   return s.length >= n ? s : s + ' '.repeat(n - s.length);
 }
 
+/** The job as people call it: the pipeline run, an import, a repair. */
+export function jobLabel(jobName: string): string {
+  return ({ reconcile_cabinet_leads_pipeline: 'reconcile', import_cabinet_leads: 'import', repair_lead_keys: 'repair' } as Record<string, string>)[jobName] ?? jobName;
+}
+
 function signed(n: number | null): string {
   if (n === null) return '';
   return n > 0 ? `+${n}` : n < 0 ? `${n}` : '±0';
@@ -43,10 +52,12 @@ export const statusCommand: Command = {
   summary: 'show the last runs, the limbo counts and the firing alerts',
   help: `Usage: cabinet-leads status [--runs N] [--json]
 
-Prints the last runs of the pipeline (canon.ingestion_runs), the number of leads per
-limbo stage now with the change since the previous snapshot (the snapshot taken before
-the latest one, i.e. what the last run and anything since changed), and the alerts
-that fire now (ops.check_limbo_alerts, read only: nothing is recorded).
+Prints the last runs of every job on the cabinet leads (canon.ingestion_runs: pipeline
+runs, imports, repairs; the job of each is shown), the number of leads per limbo stage
+now with the change since the previous snapshot (the snapshot taken before the latest
+one, i.e. what the last run and anything since changed), and the alerts that fire now
+(ops.check_limbo_alerts, read only: nothing is recorded). Every time is in the business
+time zone (canon.settings business_timezone), named in the first line.
 
 Options:
   --runs N    how many runs to show (default 10)
@@ -61,7 +72,8 @@ Options:
     const n = intFlag('status', 'runs', values.runs, 10, 1, 1000);
     return withDatabase(async ({ db }) => {
       const runs = await db.pool.query<RunLine>(
-        `SELECT id, status, trigger, dry_run, started_at,
+        `SELECT id, job_name, status, trigger, dry_run, started_at,
+                to_char(started_at AT TIME ZONE canon.setting('business_timezone'), 'YYYY-MM-DD HH24:MI:SS') AS started_local,
                 round(extract(epoch FROM coalesce(completed_at, clock_timestamp()) - started_at) * 1000)::text AS duration_ms,
                 error_message
          FROM canon.ingestion_runs
@@ -89,16 +101,20 @@ Options:
       const baseline: Baseline | null =
         first?.previous_run_id != null && first.previous_taken_at != null ? { run_id: Number(first.previous_run_id), taken_at: first.previous_taken_at } : null;
       const alerts: Alert[] = await checkAlerts(db.pool, { record: false });
+      const timeZone = (await db.pool.query<{ tz: string }>(`SELECT canon.setting('business_timezone') AS tz`)).rows[0]!.tz;
       if (values.json) {
-        console.log(JSON.stringify({ runs: runs.rows, limbo, previous_snapshot: baseline, alerts }));
+        console.log(JSON.stringify({ timezone: timeZone, runs: runs.rows, limbo, previous_snapshot: baseline, alerts }));
         return 0;
       }
-      console.log('Last runs');
+      console.log(`Times in ${timeZone} (the business time zone).`);
+      console.log('');
+      console.log('Last runs (every job: reconcile = a pipeline run; import and repair are not)');
       if (runs.rows.length === 0) console.log('  (no run yet: cabinet-leads reconcile)');
       for (const r of runs.rows) {
-        const when = r.started_at.toISOString().replace('T', ' ').slice(0, 19);
         const err = r.error_message ? `  ${r.error_message.split('\n')[0]?.slice(0, 100)}` : '';
-        console.log(`  #${pad(r.id, 6)} ${pad(r.status + (r.dry_run ? ' (dry)' : ''), 16)} ${when}Z  ${pad(r.trigger, 7)} ${pad((r.duration_ms ?? '?') + ' ms', 10)}${err}`);
+        console.log(
+          `  #${pad(r.id, 6)} ${pad(jobLabel(r.job_name), 10)} ${pad(r.status + (r.dry_run ? ' (dry)' : ''), 16)} ${r.started_local}  ${pad(r.trigger, 7)} ${pad(duration(Number(r.duration_ms ?? NaN)), 10)}${err}`,
+        );
       }
       console.log('');
       console.log(
@@ -111,7 +127,7 @@ Options:
       if (alerts.length === 0) console.log('Alerts: none fires');
       else {
         console.log(`Alerts: ${alerts.length} firing`);
-        for (const a of alerts) console.log(`  ${describeAlert(a)}`);
+        for (const a of alerts) console.log(`  ${describeAlert(a, timeZone)}`);
       }
       return 0;
     });

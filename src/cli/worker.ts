@@ -3,10 +3,26 @@
 // finishes, then the database closes and the embedded server (if it started it) stops.
 import type { Runner } from 'graphile-worker';
 import { openDatabase, type Database } from '../db.js';
+import type { Logger } from '../logger.js';
 import { migrate } from '../migrate.js';
 import { parse } from './args.js';
 import type { Command } from './command.js';
 import { loadConfigAndLogger } from './context.js';
+
+/**
+ * A newcomer's first `npm start` finds no lead: say so and name the next step, instead of
+ * running every 15 minutes on nothing in silence.
+ */
+async function tellWhenEmpty(db: Database, log: Logger): Promise<void> {
+  const res = await db.pool
+    .query<{ empty: boolean }>(`SELECT NOT EXISTS (SELECT 1 FROM public.module_ct_cabinet_leads) AS empty`)
+    .catch(() => undefined); // a schema not migrated yet: the runs will say so
+  if (!res?.rows[0]?.empty) return;
+  log.warn(
+    { leads: 0, next_step: ['cabinet-leads demo', 'cabinet-leads import-leads FILE.csv'] },
+    'the database has no lead yet: the runs have nothing to do. Next: `npx cabinet-leads demo` (synthetic data to try it) or `npx cabinet-leads import-leads FILE.csv` (a cabinet export); the next run picks them up',
+  );
+}
 
 /**
  * A signal this soon after the first is the same interrupt, not a second one: on Ctrl-C
@@ -81,6 +97,7 @@ Options:
     }
     try {
       if (values.migrate && !stopping.signal.aborted) await migrate(db.connectionString, log);
+      if (!stopping.signal.aborted) await tellWhenEmpty(db, log);
       if (!stopping.signal.aborted) {
         const worker = await startWorker({ connectionString: db.connectionString, cronItems, ...(values.crontab ? { crontabFile: values.crontab } : {}) }, log);
         runner = worker.runner;

@@ -57,23 +57,25 @@ FROM (
   CROSS JOIN demo_params p
   WHERE pl.main_ord IS NOT NULL
   UNION ALL
-  -- The second driver of a person: a shift partner (another person, same car and plate)
-  -- or the same person in another park (same phone, same licence, other car).
+  -- The second driver of a person: a shift partner (another person, same car and plate),
+  -- a relative (same surnames, another given name, own phone, car and licence), or the same
+  -- person again: in another park, or registered twice in the target park (same phone,
+  -- same licence, other car; the older row was fired before the lead).
   SELECT pl.second_ord, pl.second_id, pl.second_driver_id, pl.second_park,
-         CASE WHEN shift THEN pl.partner_first ELSE pl.first_name END,
-         CASE WHEN shift THEN pl.partner_middle ELSE pl.middle_name END,
+         CASE WHEN shift OR relative THEN pl.partner_first ELSE pl.first_name END,
+         CASE WHEN shift OR relative THEN pl.partner_middle ELSE pl.middle_name END,
          CASE WHEN shift THEN pl.partner_sur1 ELSE pl.sur1 END,
          CASE WHEN shift THEN pl.partner_sur2 ELSE pl.sur2 END,
-         CASE WHEN shift THEN demo.phone9(pl.second_id, p.phone_mult, p.phone_shift) ELSE pl.phone9 END,
+         CASE WHEN shift OR relative THEN demo.phone9(pl.second_id, p.phone_mult, p.phone_shift) ELSE pl.phone9 END,
          false,
          CASE WHEN shift THEN pl.plate ELSE demo.plate(pl.second_id, p.plate_mult, p.plate_shift) END,
-         CASE WHEN shift THEN demo.license(pl.second_id, p.license_mult, p.license_shift) ELSE pl.license END,
+         CASE WHEN shift OR relative THEN demo.license(pl.second_id, p.license_mult, p.license_shift) ELSE pl.license END,
          CASE WHEN shift THEN pl.car ELSE demo.pick(demo.car_models(), md5(p.pfx || ':car2:' || pl.i), 1) END,
          pl.second_hire_date,
-         NULL::date
+         CASE WHEN pl.scenario = 'DRIVER_REGISTERED_TWICE' THEN pl.lead_date - 10 END
   FROM demo_plan pl
   CROSS JOIN demo_params p
-  CROSS JOIN LATERAL (SELECT pl.scenario = 'SHIFT_SHARED_PLATE' AS shift) k
+  CROSS JOIN LATERAL (SELECT pl.scenario = 'SHIFT_SHARED_PLATE' AS shift, pl.scenario = 'PHONE_OF_RELATIVE' AS relative) k
   WHERE pl.second_ord IS NOT NULL
   UNION ALL
   -- Background population: random Peruvian names, phones, plates and hire dates over

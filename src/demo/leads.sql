@@ -53,11 +53,12 @@ CROSS JOIN LATERAL (
 -- plain columns, so demo.lead_case is inlined instead of called per row.
 CROSS JOIN LATERAL (
   SELECT CASE WHEN pl.scenario = 'PLATE_NAME_TYPO' THEN demo.typo(pl.sur1, h.hm) ELSE pl.sur1 END AS s1,
-         CASE WHEN pl.scenario = 'PLATE_NAME_NO_MIDDLE' THEN NULL ELSE pl.middle_name END AS mid
+         CASE WHEN pl.scenario IN ('PLATE_NAME_NO_MIDDLE', 'PLATE_NICKNAME') THEN NULL ELSE pl.middle_name END AS mid
   OFFSET 0
 ) t
 CROSS JOIN LATERAL (
-  SELECT concat_ws(CASE WHEN pl.scenario = 'PLATE_HYPHEN_SURNAME' THEN '-' ELSE ' ' END, t.s1, pl.sur2) AS surnames,
+  SELECT concat_ws(CASE WHEN pl.scenario = 'PLATE_HYPHEN_SURNAME' THEN '-' ELSE ' ' END, t.s1,
+                   CASE WHEN pl.scenario <> 'PLATE_NICKNAME' THEN pl.sur2 END) AS surnames,
          concat_ws(' ', pl.first_name, t.mid) AS given
   OFFSET 0
 ) s
@@ -67,19 +68,23 @@ CROSS JOIN LATERAL (
   OFFSET 0
 ) c
 CROSS JOIN LATERAL (
-  SELECT demo.lead_case(CASE WHEN c.swapped THEN s.surnames ELSE pl.first_name END, c.cv, c.strip) AS fn,
+  SELECT demo.lead_case(CASE WHEN c.swapped THEN s.surnames
+                             WHEN pl.scenario = 'PLATE_NICKNAME' THEN demo.nickname(pl.first_name)
+                             ELSE pl.first_name END, c.cv, c.strip) AS fn,
          demo.lead_case(CASE WHEN c.swapped THEN NULL ELSE t.mid END, c.cv, c.strip) AS mn,
          demo.lead_case(CASE WHEN c.swapped THEN s.given ELSE s.surnames END, c.cv, c.strip) AS ln
 ) nm
 -- Which keys the lead carries.
 CROSS JOIN LATERAL (
-  SELECT CASE WHEN pl.scenario IN ('PHONE_FORMAT', 'TWO_PARKS_SAME_PHONE', 'HOSTILE_NULL_LEAD_DATE') THEN 'person'
+  SELECT CASE WHEN pl.scenario IN ('PHONE_FORMAT', 'TWO_PARKS_SAME_PHONE', 'HOSTILE_NULL_LEAD_DATE', 'DRIVER_REGISTERED_TWICE') THEN 'person'
+              WHEN pl.scenario = 'PHONE_OF_RELATIVE' THEN 'relative'
               WHEN pl.scenario = 'OTHER_PARK_ONLY' AND demo.u(h.hn, 2) < 0.5 THEN 'person'
               WHEN pl.scenario = 'NO_DRIVER' AND demo.u(h.hn, 1) < 0.6 THEN 'person'
               WHEN pl.scenario IN ('OFFICE_PHONE_ONLY', 'OFFICE_PHONE_WITH_PLATE') THEN 'office' END AS phone_kind,
          CASE WHEN pl.scenario IN ('PLATE_NAME', 'PLATE_NAME_TYPO', 'PLATE_NAME_ORDER', 'PLATE_NAME_NO_MIDDLE',
                                    'PLATE_HYPHEN_SURNAME', 'PLATE_PARTICLE_SURNAME', 'SHIFT_SHARED_PLATE',
-                                   'OFFICE_PHONE_WITH_PLATE', 'OTHER_PARK_ONLY', 'HOSTILE_NULL_LEAD_DATE') THEN true
+                                   'OFFICE_PHONE_WITH_PLATE', 'OTHER_PARK_ONLY', 'HOSTILE_NULL_LEAD_DATE',
+                                   'PHONE_OF_RELATIVE', 'PLATE_NICKNAME') THEN true
               WHEN pl.scenario IN ('PHONE_FORMAT', 'TWO_PARKS_SAME_PHONE') THEN demo.u(h.hn, 2) < 0.5
               WHEN pl.scenario = 'NO_DRIVER' THEN demo.u(h.hn, 2) < 0.7 OR demo.u(h.hn, 1) >= 0.6
               ELSE false END AS has_plate,
@@ -89,6 +94,8 @@ CROSS JOIN LATERAL (
 CROSS JOIN LATERAL (
   SELECT CASE k.phone_kind
            WHEN 'person' THEN demo.lead_phone(pl.phone9, demo.ri(h.hl, 4, 5))
+           -- A relative's phone: the second driver's (demo_plan.second_id)
+           WHEN 'relative' THEN demo.lead_phone(demo.phone9(pl.second_id, p.phone_mult, p.phone_shift), demo.ri(h.hl, 4, 5))
            -- Five park offices; office 1 is also the phone of the park manager's driver row.
            WHEN 'office' THEN demo.lead_phone(demo.phone9(99999991 + demo.ri(h.ho, 1, 5), p.phone_mult, p.phone_shift), demo.ri(h.hl, 4, 5))
            ELSE k.missing END AS phone,

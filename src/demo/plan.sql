@@ -104,13 +104,14 @@ persons AS (
          demo.license(p.driver_base + s.main_ord, p.license_mult, p.license_shift) AS license,
          (demo.given_names(s.male))[1 + s.fi] AS first_name,
          -- A middle name is never the first name again (offset 1..nf-1).
-         CASE WHEN demo.u(s.hp, 2) < 0.6 OR s.scenario = 'PLATE_NAME_NO_MIDDLE'
+         CASE WHEN demo.u(s.hp, 2) < 0.6 OR s.scenario IN ('PLATE_NAME_NO_MIDDLE', 'PLATE_NICKNAME')
               THEN (demo.given_names(s.male))[1 + (s.fi + 1 + demo.ri(s.hp, 3, s.nf - 1)) % s.nf] END AS middle_name,
          CASE WHEN s.scenario = 'PLATE_PARTICLE_SURNAME' THEN demo.pick(demo.particle_surnames(), s.hp, 4)
               WHEN s.scenario IN ('PLATE_NAME_TYPO', 'PLATE_HYPHEN_SURNAME') THEN demo.pick(demo.long_surnames(), s.hp, 4)
               ELSE demo.pick(demo.surnames(), s.hp, 4) END AS sur1,
          CASE WHEN s.scenario = 'PLATE_HYPHEN_SURNAME' THEN demo.pick(demo.long_surnames(), s.hq, 2)
-              WHEN demo.u(s.hq, 1) < 0.9 OR s.scenario = 'PLATE_NAME_NO_MIDDLE' THEN demo.pick(demo.plain_surnames(), s.hq, 2) END AS sur2,
+              WHEN demo.u(s.hq, 1) < 0.9 OR s.scenario IN ('PLATE_NAME_NO_MIDDLE', 'PLATE_NICKNAME', 'PHONE_OF_RELATIVE')
+              THEN demo.pick(demo.plain_surnames(), s.hq, 2) END AS sur2,
          -- The shift partner: another person.
          (demo.given_names(s.partner_male))[1 + s.pfi] AS partner_first,
          CASE WHEN demo.u(s.hs, 4) < 0.5

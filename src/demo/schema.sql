@@ -163,8 +163,8 @@ COMMENT ON TABLE demo.scenario IS 'Scenario mix of the demo leads (share of lead
 -- Rewritten on every call so the mix always matches this generator version.
 TRUNCATE demo.scenario;
 INSERT INTO demo.scenario (ord, scenario, share, drivers, matchable, description) VALUES
-  (1,  'PHONE_FORMAT',            0.21,    1, true,  'phone in one of five formats (977456321, +51 977 456 321, 977-456-321, 51977456321, 0051977456321), plate half of the time'),
-  (2,  'PLATE_NAME',              0.19,    1, true,  'no phone; plate in a variant format and the name (case and accents vary)'),
+  (1,  'PHONE_FORMAT',            0.20,    1, true,  'phone in one of five formats (977456321, +51 977 456 321, 977-456-321, 51977456321, 0051977456321), plate half of the time'),
+  (2,  'PLATE_NAME',              0.18,    1, true,  'no phone; plate in a variant format and the name (case and accents vary)'),
   (3,  'PLATE_NAME_TYPO',         0.06,    1, true,  'no phone; plate and a name with a one-letter typo in a surname of 5+ letters'),
   (4,  'PLATE_NAME_ORDER',        0.04,    1, true,  'no phone; plate; surnames typed in first_name and given names in last_name'),
   (5,  'PLATE_NAME_NO_MIDDLE',    0.04,    1, true,  'no phone; plate; the middle name is missing on the lead'),
@@ -177,7 +177,7 @@ INSERT INTO demo.scenario (ord, scenario, share, drivers, matchable, description
   (12, 'OFFICE_PHONE_WITH_PLATE', 0.02,    1, true,  'the park office phone plus the plate and the name: the plate and name identify'),
   (13, 'MISSING_KEYS',            0.03,    1, false, 'name only, no phone and no plate, although the person became a driver'),
   (14, 'MISSING_KEYS_NO_DRIVER',  0.02,    0, false, 'name only, no phone and no plate, never activated'),
-  (15, 'NO_DRIVER',               0.15,    0, false, 'phone and/or plate and name, but the person never became a driver'),
+  (15, 'NO_DRIVER',               0.14,    0, false, 'phone and/or plate and name, but the person never became a driver'),
   (16, 'HOSTILE_ALL_NULL',        0.00375, 0, false, 'every column NULL except id'),
   (17, 'HOSTILE_EMOJI_NAME',      0.00375, 0, false, 'emoji in names and phone'),
   (18, 'HOSTILE_CYRILLIC_NAME',   0.00375, 0, false, 'Cyrillic names and a Cyrillic look-alike plate'),
@@ -185,7 +185,12 @@ INSERT INTO demo.scenario (ord, scenario, share, drivers, matchable, description
   (20, 'HOSTILE_SQL_TEXT',        0.00375, 0, false, 'SQL-looking text in names, phone and plate'),
   (21, 'HOSTILE_DUP_EXTERNAL_ID', 0.00375, 0, false, 're-export of the previous lead with the same external_id (truth copied from it)'),
   (22, 'HOSTILE_NULL_LEAD_DATE',  0.00375, 1, true,  'lead_created_at NULL; phone, plate and name still identify the driver'),
-  (23, 'HOSTILE_GARBAGE_KEYS',    0.00375, 1, false, 'phone and plate are junk (000000000, n/a, S/P, ---); name only');
+  (23, 'HOSTILE_GARBAGE_KEYS',    0.00375, 1, false, 'phone and plate are junk (000000000, n/a, S/P, ---); name only'),
+  -- Leads a person must decide (cabinet-leads review): the matcher never resolves them,
+  -- so they are not "matchable" (the evidence is in doubt), although a person can decide.
+  (24, 'DRIVER_REGISTERED_TWICE', 0.01,    2, false, 'phone; the person has two driver rows in the target park (registered again: same phone and name, older row on another car): AMBIGUOUS'),
+  (25, 'PHONE_OF_RELATIVE',       0.01,    2, false, 'a relative''s phone (a driver of the park with the same surnames, another given name) with the lead''s own plate and name: CONFLICT'),
+  (26, 'PLATE_NICKNAME',          0.01,    1, false, 'no phone; plate; the lead gives a nickname (Pepe, Lucho) and one surname, the driver all four names: WEAK_MATCH_ONLY');
 
 -- Common Peruvian given names and surnames as people type them (title case, accents),
 -- and the cars and colours of the fleet. Constant arrays in IMMUTABLE functions: the
@@ -224,6 +229,17 @@ AS $$ SELECT ARRAY[
   'Tello', 'Saavedra', 'Benites', 'Inga', 'Poma', 'Yupanqui', 'Huaranga', 'Cusi', 'Llanos', 'Morales',
   'Reyes', 'Jiménez', 'Álvarez', 'Gómez', 'Martínez', 'Hernández', 'Navarro', 'Cabrera', 'Mejía', 'Zapata',
   'de la Cruz', 'del Águila', 'de los Santos', 'de la Torre', 'del Castillo', 'de la Peña'] $$;
+
+-- The nickname people give in the cabinet instead of their given name (Pepe for José);
+-- "Chino" for a name without a usual one.
+CREATE OR REPLACE FUNCTION demo.nickname(given text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT CASE given
+  WHEN 'José' THEN 'Pepe' WHEN 'Luis' THEN 'Lucho' WHEN 'Jorge' THEN 'Coco' WHEN 'Roberto' THEN 'Beto'
+  WHEN 'Alberto' THEN 'Beto' WHEN 'Manuel' THEN 'Manolo' WHEN 'Jesús' THEN 'Chucho' WHEN 'Fernando' THEN 'Nando'
+  WHEN 'Eduardo' THEN 'Lalo' WHEN 'Ricardo' THEN 'Richi' WHEN 'Nicolás' THEN 'Nico' WHEN 'Juan' THEN 'Juancho'
+  WHEN 'Carlos' THEN 'Charly' WHEN 'Rosa' THEN 'Rosita' WHEN 'María' THEN 'Mary' WHEN 'Patricia' THEN 'Paty'
+  ELSE 'Chino' END $$;
 
 -- Single-token surnames (no particle).
 CREATE OR REPLACE FUNCTION demo.plain_surnames() RETURNS text[]

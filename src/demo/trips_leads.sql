@@ -1,7 +1,7 @@
 -- Demo generator, step "trips_leads": summary_daily for the drivers of lead persons.
 -- The person's own driver drives from hire_date until it churns with an activity level
 -- (never / low / mid / high) that spreads leads over the 1, 5 and 25 trip milestones of
--- the 14-day window; shift partners and other-park twins drive over the whole window.
+-- the 14-day window; shift partners, relatives and other-park twins drive over the whole window.
 -- date_file is DD-MM-YYYY, or YYYY-MM-DD for ~20% of rows; ~3% of days come as two
 -- partial rows that must be summed. Returns the counts the summary reports.
 WITH src AS (
@@ -15,7 +15,8 @@ WITH src AS (
          greatest(pl.second_hire_date, p.today - p.trip_days + 1), p.today
   FROM demo_plan pl
   CROSS JOIN demo_params p
-  WHERE pl.second_ord IS NOT NULL
+  -- (a person's old driver row, fired before the lead, drives no more)
+  WHERE pl.second_ord IS NOT NULL AND pl.scenario <> 'DRIVER_REGISTERED_TWICE'
 ),
 worked AS (
   -- One 64-bit hash per (driver, day) feeds four draws (demo.u16); OFFSET 0 keeps it

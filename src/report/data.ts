@@ -39,7 +39,10 @@ export interface FunnelRow {
 
 export interface HistoryRow {
   run_id: number;
+  /** in the business time zone, YYYY-MM-DD HH24:MI */
   taken_at: string;
+  /** the same instant as epoch milliseconds: the chart's time axis */
+  taken_ms: number;
   leads: number;
   pct_with_identity: number | null;
   limbo_no_identity: number;
@@ -66,6 +69,13 @@ export interface OldLead {
   stage_total: number;
 }
 
+/** Per limbo stage: leads in it, and those a person can act on now (listed in the report). */
+export interface StageActions {
+  limbo_stage: Stage;
+  leads: number;
+  actionable: number;
+}
+
 export interface RunRow {
   id: number;
   status: string;
@@ -88,6 +98,7 @@ export interface ReportData {
   history: HistoryRow[];
   history_days: number;
   oldest: OldLead[];
+  stage_actions: StageActions[];
   runs: RunRow[];
   alerts: Alert[];
 }
@@ -100,6 +111,17 @@ export interface ReportOptions {
   /** last runs shown (default 20) */
   runs?: number;
 }
+
+/**
+ * A lead a person can act on now: one the matcher will not decide (AMBIGUOUS, CONFLICT,
+ * WEAK_MATCH_ONLY, SHARED_KEY: cabinet-leads review) or whose lead data lacks every key
+ * (MISSING_KEYS), a person without a driver link, a reached milestone without its claim.
+ * Not: a lead the job retries by itself (not evaluated yet, NO_CANDIDATES), one marked
+ * IGNORED, one waiting for trips or whose window closed without any.
+ */
+const ACTIONABLE_SQL = `(l.limbo_stage IN ('NO_DRIVER', 'TRIPS_NO_CLAIM')
+   OR (l.limbo_stage = 'NO_IDENTITY' AND u.status = 'OPEN'
+       AND u.reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'MISSING_KEYS')))`;
 
 const FUNNEL_COLUMNS = [
   'leads', 'leads_with_identity', 'leads_with_driver', 'leads_with_trips_14d', 'reached_m1_14d', 'reached_m5_14d',
@@ -115,8 +137,9 @@ export async function loadReportData(pool: pg.Pool, opts: ReportOptions = {}): P
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
     // The limbo views are cheap to run and costly to JIT-compile.
     await client.query('SET LOCAL jit = off');
+    // Every time of the report is in the business time zone (named once in its header).
     const head = await client.query<{ generated_at: string; business_today: string; timezone: string }>(
-      `SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS generated_at,
+      `SELECT to_char(now() AT TIME ZONE canon.setting('business_timezone'), 'YYYY-MM-DD HH24:MI') AS generated_at,
               canon.business_today()::text AS business_today, canon.setting('business_timezone') AS timezone`,
     );
     // One pass over the weekly funnel: a row per lead week and the totals row (week_start NULL).
@@ -132,6 +155,7 @@ export async function loadReportData(pool: pg.Pool, opts: ReportOptions = {}): P
     const history = await client.query<HistoryRow>(
       `SELECT h.run_id::float8 AS run_id,
               to_char(h.taken_at AT TIME ZONE canon.setting('business_timezone'), 'YYYY-MM-DD HH24:MI') AS taken_at,
+              (extract(epoch FROM h.taken_at) * 1000)::float8 AS taken_ms,
               h.leads, h.pct_with_identity::float8 AS pct_with_identity,
               h.limbo_no_identity, h.limbo_no_driver, h.limbo_no_trips_14d, h.limbo_trips_no_claim, h.limbo_ok,
               h.limbo_no_identity_change, h.limbo_no_driver_change, h.limbo_no_trips_14d_change,
@@ -141,6 +165,8 @@ export async function loadReportData(pool: pg.Pool, opts: ReportOptions = {}): P
        ORDER BY h.taken_at, h.run_id`,
       [historyDays],
     );
+    // The oldest leads only where a person can act now (ACTIONABLE_SQL); the others are
+    // counted: the job retries them, or they wait for trips, or someone already decided.
     const oldest = await client.query<OldLead>(
       `SELECT x.limbo_stage, x.lead_id, x.lead_source_pk, x.lead_date::text AS lead_date, x.age_days, x.lead_name,
               x.reason_code, x.limbo_reason_detail, x.stage_total::float8 AS stage_total
@@ -150,11 +176,19 @@ export async function loadReportData(pool: pg.Pool, opts: ReportOptions = {}): P
                 row_number() OVER (PARTITION BY l.limbo_stage ORDER BY l.lead_date, l.lead_id) AS rn,
                 count(*) OVER (PARTITION BY l.limbo_stage) AS stage_total
          FROM ops.v_cabinet_leads_limbo l
-         WHERE l.limbo_stage <> 'OK'
+         LEFT JOIN canon.identity_unmatched u ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = l.lead_source_pk
+         WHERE ${ACTIONABLE_SQL}
        ) x
        WHERE x.rn <= $1
        ORDER BY array_position(ARRAY['NO_IDENTITY', 'NO_DRIVER', 'NO_TRIPS_14D', 'TRIPS_NO_CLAIM'], x.limbo_stage), x.rn`,
       [opts.oldestPerStage ?? 10],
+    );
+    const actions = await client.query<StageActions>(
+      `SELECT l.limbo_stage, count(*)::float8 AS leads, (count(*) FILTER (WHERE ${ACTIONABLE_SQL}))::float8 AS actionable
+       FROM ops.v_cabinet_leads_limbo l
+       LEFT JOIN canon.identity_unmatched u ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = l.lead_source_pk
+       WHERE l.limbo_stage <> 'OK'
+       GROUP BY l.limbo_stage`,
     );
     const runs = await client.query<RunRow>(
       `SELECT r.id::float8 AS id, r.status, r.dry_run, r.trigger,
@@ -183,6 +217,7 @@ export async function loadReportData(pool: pg.Pool, opts: ReportOptions = {}): P
       history: history.rows,
       history_days: historyDays,
       oldest: oldest.rows,
+      stage_actions: actions.rows,
       runs: runs.rows,
       alerts,
     };

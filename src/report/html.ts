@@ -7,7 +7,8 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { Alert } from '../alerts.js';
-import { type FunnelRow, type HistoryRow, type OldLead, type ReportData, type RunRow, STAGES, type Stage } from './data.js';
+import { inZone } from '../local-time.js';
+import { type FunnelRow, type HistoryRow, type OldLead, type ReportData, type RunRow, STAGES, type Stage, type StageActions } from './data.js';
 
 const STAGE_MEANING: Record<Stage, string> = {
   NO_IDENTITY: 'no person matched',
@@ -51,8 +52,9 @@ export function chartJsSource(): { version: string; source: string } {
 }
 
 const int = (n: number | null | undefined) => (n === null || n === undefined ? '–' : Math.round(n).toLocaleString('en-US'));
+/** Money as finance writes it: S/ 1,234.00 (PEN). */
 const amount = (n: number | null | undefined) =>
-  n === null || n === undefined ? '–' : n.toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  n === null || n === undefined ? '–' : `S/ ${n.toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
 const pct = (n: number | null | undefined) => (n === null || n === undefined ? '–' : `${n.toFixed(2)} %`);
 const signed = (n: number | null | undefined) => (n === null || n === undefined ? '' : n > 0 ? `+${int(n)}` : n < 0 ? `−${int(-n)}` : '±0');
 
@@ -61,7 +63,7 @@ function num(field: string, value: number | null, text: string): string {
   return `<td class="num" data-field="${escapeHtml(field)}" data-value="${value === null ? '' : escapeHtml(value)}">${escapeHtml(text)}</td>`;
 }
 
-function alertsSection(alerts: Alert[]): string {
+function alertsSection(alerts: Alert[], timeZone: string): string {
   const body =
     alerts.length === 0
       ? '<p class="ok" data-testid="no-alerts">No alert fires.</p>'
@@ -72,7 +74,7 @@ function alertsSection(alerts: Alert[]): string {
   <span class="muted">current <span data-field="current_value">${escapeHtml(a.current_value ?? '–')}</span>,
   threshold ${escapeHtml(a.comparison)} <span data-field="threshold">${escapeHtml(a.threshold)}</span>${
     a.measure === 'WEEK_OVER_WEEK_PCT' ? ' % week over week' : ''
-  }; firing since ${escapeHtml(a.first_seen_at.replace('T', ' ').slice(0, 16))} UTC</span></li>`,
+  }; firing since ${escapeHtml(inZone(a.first_seen_at, timeZone))}</span></li>`,
           )
           .join('\n')}</ul>`;
   return `<section id="alerts"><h2>Firing alerts <span class="count" data-testid="alerts-count">${alerts.length}</span></h2>
@@ -147,10 +149,10 @@ function claimsSection(weeks: FunnelRow[], total: FunnelRow): string {
     w.claims_paid_amount,
     amount(w.claims_paid_amount),
   )}</tr>`;
-  return `<section id="claims"><h2>Claims per lead week: expected, generated, missing (PEN)</h2>
+  return `<section id="claims"><h2>Claims per lead week: missing, generated, expected (S/)</h2>
 <div class="chart wide"><canvas id="chart-claims" aria-label="claims per lead week"></canvas></div>
 <table data-testid="claims">
-<thead><tr><th>lead week (Monday)</th><th class="num">leads</th><th class="num">expected</th><th class="num">expected PEN</th><th class="num">generated</th><th class="num">generated PEN</th><th class="num">missing</th><th class="num">missing PEN</th><th class="num">paid PEN</th></tr></thead>
+<thead><tr><th>lead week (Monday)</th><th class="num">leads</th><th class="num">expected</th><th class="num">expected S/</th><th class="num">generated</th><th class="num">generated S/</th><th class="num">missing</th><th class="num">missing S/</th><th class="num">paid S/</th></tr></thead>
 <tbody>
 ${[...weeks].reverse().map((w) => row(w, w.week_start ?? '', `data-testid="claims-week" data-week="${escapeHtml(w.week_start)}"`)).join('\n')}
 </tbody>
@@ -159,13 +161,22 @@ ${[...weeks].reverse().map((w) => row(w, w.week_start ?? '', `data-testid="claim
 <p class="muted">Expected: the lead's driver reached the milestone within [lead_date, lead_date + 14 days). Generated: a claim row exists for the lead key (any status). Missing: expected without a claim row (<code>ops.v_cabinet_claims_gap_14d</code>).</p></section>`;
 }
 
-function oldestSection(oldest: OldLead[], perStage: number): string {
-  const parts = STAGES.filter((s) => s !== 'OK').map((s) => {
+/** What happens to the leads of a stage that nobody has to act on. */
+const LEFT_ALONE: Record<Exclude<Stage, 'OK'>, string> = {
+  NO_IDENTITY: 'the others are retried by the job (not evaluated yet, NO_CANDIDATES) or were marked IGNORED',
+  NO_DRIVER: 'none',
+  NO_TRIPS_14D: 'they wait for trips while the window is open; a closed window without trips has nothing to claim',
+  TRIPS_NO_CLAIM: 'none',
+};
+
+function oldestSection(oldest: OldLead[], actions: StageActions[], perStage: number): string {
+  const parts = STAGES.filter((s): s is Exclude<Stage, 'OK'> => s !== 'OK').map((s) => {
     const rows = oldest.filter((o) => o.limbo_stage === s);
-    const total = rows[0]?.stage_total ?? 0;
+    const a = actions.find((x) => x.limbo_stage === s) ?? { leads: 0, actionable: 0 };
+    const others = a.leads - a.actionable;
     const body =
       rows.length === 0
-        ? `<p class="muted">No lead in ${s}.</p>`
+        ? `<p class="muted" data-testid="nothing-to-do-${s}">${a.leads === 0 ? `No lead in ${s}.` : `Nothing to do: ${int(a.leads)} lead${a.leads === 1 ? '' : 's'}; ${escapeHtml(LEFT_ALONE[s])}.`}</p>`
         : `<table data-testid="oldest-${s}"><thead><tr><th>lead</th><th>lead date</th><th class="num">age (days)</th><th>name</th><th>reason</th><th>what to do</th></tr></thead><tbody>
 ${rows
   .map(
@@ -176,17 +187,19 @@ ${rows
     )}<td>${escapeHtml(o.lead_name ?? '')}</td><td>${escapeHtml(o.reason_code ?? '')}</td><td class="detail">${escapeHtml(o.limbo_reason_detail)}</td></tr>`,
   )
   .join('\n')}
-</tbody></table>`;
-    return `<h3><span class="dot stage-${s}"></span>${s} <span class="muted">(${escapeHtml(STAGE_MEANING[s])}; ${int(total)} lead${total === 1 ? '' : 's'}, oldest ${Math.min(perStage, rows.length)} shown)</span></h3>\n${body}`;
+</tbody></table>${others > 0 ? `<p class="muted">Not listed: ${int(others)} other lead${others === 1 ? '' : 's'} of ${s}; ${escapeHtml(LEFT_ALONE[s])}.</p>` : ''}`;
+    return `<h3><span class="dot stage-${s}"></span>${s} <span class="muted">(${escapeHtml(STAGE_MEANING[s])}; ${int(a.leads)} lead${a.leads === 1 ? '' : 's'}, ${int(a.actionable)} to act on${rows.length ? `, oldest ${Math.min(perStage, rows.length)} shown` : ''})</span></h3>\n${body}`;
   });
-  return `<section id="oldest"><h2>Oldest leads per stage</h2>\n${parts.join('\n')}</section>`;
+  return `<section id="oldest"><h2>Oldest leads where someone can act</h2>
+<p class="muted">A person decides AMBIGUOUS, CONFLICT, WEAK_MATCH_ONLY and SHARED_KEY leads (<code>cabinet-leads review</code>), completes MISSING_KEYS leads, links a person's driver (NO_DRIVER) and gets a missing claim generated (TRIPS_NO_CLAIM).</p>
+${parts.join('\n')}</section>`;
 }
 
-function runsSection(runs: RunRow[], timezone: string): string {
+function runsSection(runs: RunRow[]): string {
   const body =
     runs.length === 0
       ? '<p class="muted">No run yet: <code>cabinet-leads reconcile</code>.</p>'
-      : `<table data-testid="runs"><thead><tr><th>run</th><th>started (${escapeHtml(timezone)})</th><th>status</th><th>trigger</th><th class="num">duration</th><th class="num">leads evaluated</th><th class="num">newly linked</th><th class="num">claims generated</th><th>error</th></tr></thead><tbody>
+      : `<table data-testid="runs"><thead><tr><th>run</th><th>started</th><th>status</th><th>trigger</th><th class="num">duration</th><th class="num">leads evaluated</th><th class="num">newly linked</th><th class="num">claims generated</th><th>error</th></tr></thead><tbody>
 ${runs
   .map(
     (r) => `<tr data-testid="run" data-run-id="${escapeHtml(r.id)}" data-status="${escapeHtml(r.status)}"><td>#${escapeHtml(r.id)}</td><td class="nowrap">${escapeHtml(r.started_at)}</td><td class="status status-${escapeHtml(r.status)}">${escapeHtml(r.status)}${r.dry_run ? ' (dry run)' : ''}</td><td>${escapeHtml(r.trigger)}</td>${num(
@@ -251,6 +264,10 @@ const CLIENT_SCRIPT = `
   Chart.defaults.font.family = 'system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif';
   var colors = { NO_IDENTITY: '#d62728', NO_DRIVER: '#ff7f0e', NO_TRIPS_14D: '#bcbd22', TRIPS_NO_CLAIM: '#9467bd', OK: '#2ca02c' };
   var t = data.funnel_total;
+  // Counts are whole leads: no 0.5 tick on an empty database.
+  var wholeTicks = { precision: 0 };
+  var soles = function (v) { return 'S/ ' + Number(v).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 }); };
+  var when = new Intl.DateTimeFormat('sv-SE', { timeZone: data.timezone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
   new Chart(document.getElementById('chart-funnel'), {
     type: 'bar',
     data: {
@@ -259,22 +276,27 @@ const CLIENT_SCRIPT = `
                    backgroundColor: ['#4e79a7', '#59a14f', '#76b7b2', '#edc948', '#2ca02c'] }]
     },
     options: { indexAxis: 'y', responsive: true, maintainAspectRatio: false, plugins: { legend: { display: false },
-               title: { display: true, text: 'Leads reaching each link of the chain' } } }
+               title: { display: true, text: 'Leads reaching each link of the chain' } },
+               scales: { x: { beginAtZero: true, ticks: wholeTicks } } }
   });
   var historyCanvas = document.getElementById('chart-history');
   if (historyCanvas && data.history.length > 0) {
     new Chart(historyCanvas, {
       type: 'line',
       data: {
-        labels: data.history.map(function (h) { return h.taken_at; }),
+        // Each snapshot at its real time (x is time, not an evenly spaced label), joined by
+        // straight segments: nothing drawn between snapshots that was not measured.
         datasets: data.stages.map(function (s) {
-          return { label: s, data: data.history.map(function (h) { return h['limbo_' + s.toLowerCase()]; }),
-                   borderColor: colors[s], backgroundColor: colors[s], pointRadius: data.history.length > 60 ? 0 : 2, tension: 0.2 };
+          return { label: s, data: data.history.map(function (h) { return { x: h.taken_ms, y: h['limbo_' + s.toLowerCase()] }; }),
+                   borderColor: colors[s], backgroundColor: colors[s], pointRadius: data.history.length > 60 ? 1 : 3,
+                   tension: 0, cubicInterpolationMode: 'default', stepped: false };
         })
       },
-      options: { responsive: true, maintainAspectRatio: false, interaction: { mode: 'index', intersect: false },
-                 scales: { y: { beginAtZero: true, title: { display: true, text: 'leads' } },
-                           x: { ticks: { maxTicksLimit: 12, autoSkip: true } } } }
+      options: { responsive: true, maintainAspectRatio: false, interaction: { mode: 'nearest', axis: 'x', intersect: false },
+                 plugins: { tooltip: { callbacks: { title: function (items) { return items.length ? when.format(new Date(items[0].parsed.x)) + ' ' + data.timezone : ''; } } } },
+                 scales: { y: { beginAtZero: true, ticks: wholeTicks, title: { display: true, text: 'leads' } },
+                           x: { type: 'linear', ticks: { maxTicksLimit: 8, callback: function (v) { return when.format(new Date(v)); } },
+                                title: { display: true, text: 'snapshot time (' + data.timezone + ')' } } } }
     });
   }
   var claimsCanvas = document.getElementById('chart-claims');
@@ -283,13 +305,18 @@ const CLIENT_SCRIPT = `
       type: 'bar',
       data: {
         labels: data.weeks.map(function (w) { return w.week_start; }),
+        // Missing money is the series to see: strong, at the base of each bar; generated on
+        // top, muted; the bar's height is what was expected.
         datasets: [
-          { label: 'expected (PEN)', data: data.weeks.map(function (w) { return w.claims_expected_amount; }), backgroundColor: '#4e79a7' },
-          { label: 'generated (PEN)', data: data.weeks.map(function (w) { return w.claims_present_amount; }), backgroundColor: '#59a14f' },
-          { label: 'missing (PEN)', data: data.weeks.map(function (w) { return w.claims_missing_amount; }), backgroundColor: '#e15759' }
+          { label: 'missing (S/)', data: data.weeks.map(function (w) { return w.claims_missing_amount; }), backgroundColor: '#d62728', stack: 'claims' },
+          { label: 'generated (S/)', data: data.weeks.map(function (w) { return w.claims_present_amount; }), backgroundColor: '#c9d3dd', stack: 'claims' }
         ]
       },
-      options: { responsive: true, maintainAspectRatio: false, scales: { y: { beginAtZero: true, title: { display: true, text: 'PEN' } } } }
+      options: { responsive: true, maintainAspectRatio: false,
+                 plugins: { tooltip: { callbacks: { label: function (c) { return c.dataset.label.replace(' (S/)', '') + ': ' + soles(c.parsed.y); },
+                                                    footer: function (items) { return items.length ? 'expected: ' + soles(data.weeks[items[0].dataIndex].claims_expected_amount) : ''; } } } },
+                 scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0, callback: function (v) { return 'S/ ' + Number(v).toLocaleString('en-US'); } },
+                                                      title: { display: true, text: 'S/' } } } }
     });
   }
   document.body.setAttribute('data-charts', 'ready');
@@ -301,6 +328,7 @@ export function renderReport(data: ReportData, opts: { oldestPerStage?: number }
   // Only what the charts need travels as JSON; names and reasons stay in escaped HTML.
   const chartData = {
     stages: STAGES,
+    timezone: data.timezone,
     funnel_total: data.funnel_total,
     weeks: data.weeks.map((w) => ({
       week_start: w.week_start,
@@ -309,7 +337,7 @@ export function renderReport(data: ReportData, opts: { oldestPerStage?: number }
       claims_missing_amount: w.claims_missing_amount,
     })),
     history: data.history.map((h) => ({
-      taken_at: h.taken_at,
+      taken_ms: h.taken_ms,
       limbo_no_identity: h.limbo_no_identity,
       limbo_no_driver: h.limbo_no_driver,
       limbo_no_trips_14d: h.limbo_no_trips_14d,
@@ -333,16 +361,16 @@ export function renderReport(data: ReportData, opts: { oldestPerStage?: number }
 <h1>Cabinet leads: limbo report</h1>
 <p>Generated <span data-testid="generated-at">${escapeHtml(data.generated_at)}</span> · business today <span data-testid="business-today">${escapeHtml(
     data.business_today,
-  )}</span> (${escapeHtml(data.timezone)})</p>
+  )}</span> · every time in <span data-testid="timezone">${escapeHtml(data.timezone)}</span> · amounts in soles (S/, PEN)</p>
 <nav><a href="#alerts">alerts</a><a href="#funnel">funnel</a><a href="#history">over time</a><a href="#claims">claims</a><a href="#oldest">oldest leads</a><a href="#runs">runs</a></nav>
 </header>
 <main>
-${alertsSection(data.alerts)}
+${alertsSection(data.alerts, data.timezone)}
 ${funnelSection(data.funnel_total)}
 ${historySection(data.history, data.history_days)}
 ${claimsSection(data.weeks, data.funnel_total)}
-${oldestSection(data.oldest, opts.oldestPerStage ?? 10)}
-${runsSection(data.runs, data.timezone)}
+${oldestSection(data.oldest, data.stage_actions, opts.oldestPerStage ?? 10)}
+${runsSection(data.runs)}
 </main>
 <footer>Numbers from ops.v_cabinet_14d_funnel_weekly, ops.v_limbo_history, ops.v_cabinet_leads_limbo, canon.ingestion_runs and ops.check_limbo_alerts, read in one transaction. Charts: Chart.js v${escapeHtml(
     chart.version,

@@ -54,7 +54,7 @@ test('an unknown command exits 2', async (t) => {
 });
 
 test('--help of every command exits 0 and describes its options', async (t) => {
-  for (const cmd of ['migrate', 'reconcile', 'worker', 'status', 'alerts', 'report', 'doctor', 'import-leads', 'resolve-lead', 'ignore-lead', 'unlink-lead', 'demo']) {
+  for (const cmd of ['migrate', 'reconcile', 'worker', 'status', 'review', 'explain', 'alerts', 'report', 'doctor', 'import-leads', 'resolve-lead', 'ignore-lead', 'unlink-lead', 'demo']) {
     const r = await runCli([cmd, '--help']);
     t.is(r.code, 0, cmd);
     t.regex(r.stdout, new RegExp(`^Usage: cabinet-leads ${cmd}`), cmd);

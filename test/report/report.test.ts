@@ -60,6 +60,8 @@ async function buildHistory(d: TestDb): Promise<void> {
     await linkedLead(d, date);
     await linkedLead(d, date, { trips: tripsOnDays(date, [0, 1, 2, 3, 4]) });
   }
+  // the oldest NO_IDENTITY lead, but the job retries it by itself (NO_CANDIDATES): not listed
+  await insertLead(d, { createdAt: addDays(today, -25), externalId: 'RETRIED-BY-JOB', phone: '999111222', plate: null });
   // older than the run's days_back: its claims are never generated (missing, TRIPS_NO_CLAIM)
   await linkedLead(d, addDays(today, -45), { trips: tripsOnDays(addDays(today, -45), [0, 1, 2, 3, 4, 5]) });
   await runPipeline(d, 'p_days_back => 30');
@@ -122,7 +124,7 @@ browserTest(`in headless Chromium the page renders without console errors or net
   t.true(names.includes(`${SCRIPT_NAME} ${IMG_NAME}`));
 
   const value = async (selector: string) => Number(await page.locator(selector).getAttribute('data-value'));
-  const text = async (selector: string) => Number((await page.locator(selector).textContent())!.replace(/,/g, ''));
+  const text = async (selector: string) => Number((await page.locator(selector).textContent())!.replace(/^S\/ /, '').replace(/,/g, ''));
 
   // the funnel today
   const stages = await db.query<{ limbo_stage: string; n: number }>(
@@ -175,9 +177,16 @@ browserTest(`in headless Chromium the page renders without console errors or net
   t.deepEqual(historyShown, history);
 
   // the oldest leads per stage, with their reason
+  // ... only where someone can act: the job's own retries are counted, not listed
   const oldest = await db.query<{ lead_source_pk: string }>(
-    `SELECT lead_source_pk FROM ops.v_cabinet_leads_limbo WHERE limbo_stage = 'NO_IDENTITY' ORDER BY lead_date, lead_id LIMIT 10`,
+    `SELECT l.lead_source_pk FROM ops.v_cabinet_leads_limbo l
+     JOIN canon.identity_unmatched u ON u.source_pk = l.lead_source_pk AND u.status = 'OPEN'
+     WHERE l.limbo_stage = 'NO_IDENTITY' AND u.reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'MISSING_KEYS')
+     ORDER BY l.lead_date, l.lead_id LIMIT 10`,
   );
+  t.false(oldest.some((o) => o.lead_source_pk === 'RETRIED-BY-JOB'));
+  t.regex((await page.locator('#oldest').textContent())!, /Not listed: 1 other lead of NO_IDENTITY; the others are retried by the job/);
+  t.regex((await page.locator('#oldest').textContent())!, /NO_TRIPS_14D \(no trips in the 14-day window; \d+ leads, 0 to act on\)/);
   t.deepEqual(await page.locator('[data-testid="oldest-lead"][data-stage="NO_IDENTITY"]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-lead'))), oldest.map((o) => o.lead_source_pk));
   t.regex((await page.locator('[data-testid="oldest-lead"][data-stage="NO_IDENTITY"] td.detail').first().textContent())!, /has no identity: MISSING_KEYS/);
 
@@ -191,6 +200,30 @@ browserTest(`in headless Chromium the page renders without console errors or net
   t.true(alerts.some((a) => a.rule_code === 'NO_IDENTITY_ABOVE'));
   t.deepEqual(await page.locator('[data-testid="alert"]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-rule'))), alerts.map((a) => a.rule_code));
   t.is(await text('[data-testid="alerts-count"]'), alerts.length);
+
+  // amounts as finance writes them; one time zone, named once
+  t.regex((await page.locator('[data-testid="claims-total"] [data-field="claims_missing_amount"]').textContent())!, /^S\/ \d{1,3}(,\d{3})*\.\d\d$/);
+  t.is(await page.locator('[data-testid="timezone"]').textContent(), 'America/Lima');
+  t.notRegex(await page.locator('body').innerText(), /\bUTC\b|\d\d:\d\d(:\d\d)?Z\b/);
+  // history: straight segments between snapshots placed at their real times; claims: the missing money is the first, stacked series
+  const charts = await page.evaluate(() => {
+    const g = (window as unknown as { Chart: { getChart(id: string): { config: { data: { datasets: { label: string; tension: number; data: { x: number }[] }[] } }; options: { scales: Record<string, { type?: string; stacked?: boolean }> } } } }).Chart;
+    const h = g.getChart('chart-history');
+    const c = g.getChart('chart-claims');
+    return {
+      tensions: h.config.data.datasets.map((d) => d.tension),
+      xType: h.options.scales['x']!.type,
+      xs: h.config.data.datasets[0]!.data.map((p) => p.x),
+      claims: c.config.data.datasets.map((d) => d.label),
+      stacked: c.options.scales['y']!.stacked,
+    };
+  });
+  t.true(charts.tensions.every((x) => x === 0));
+  t.is(charts.xType, 'linear');
+  const taken = await db.query<{ ms: number }>(`SELECT (extract(epoch FROM taken_at) * 1000)::float8 AS ms FROM ops.v_limbo_history ORDER BY taken_at, run_id`);
+  t.deepEqual(charts.xs, taken.map((r) => r.ms));
+  t.deepEqual(charts.claims, ['missing (S/)', 'generated (S/)']);
+  t.true(charts.stacked);
 
   // the three charts are drawn
   const drawn = await page.evaluate(() =>
@@ -208,6 +241,29 @@ browserTest(`in headless Chromium the page renders without console errors or net
   await page.screenshot({ path: png, fullPage: true });
   t.true(statSync(png).size > 20 * 1024, `screenshot ${png} is ${statSync(png).size} bytes`);
   t.log(`screenshot: ${path.relative(PROJECT_ROOT, png)} (${Math.round(statSync(png).size / 1024)} kB)`);
+});
+
+browserTest(`an empty database draws every chart with whole-number ticks, no fraction of a lead or a sol${skipNote}`, async (t) => {
+  t.timeout(100_000);
+  const empty = await createTestDb('report_empty');
+  t.teardown(() => empty.drop());
+  const file = path.join(OUT_DIR, 'report-empty.html');
+  writeFileSync(file, renderReport(await loadReportData(empty.pool)));
+  browser ??= await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+  await page.goto(`file://${file}`, { waitUntil: 'load' });
+  await page.waitForSelector('body[data-charts="ready"]', { timeout: 20_000 });
+  t.deepEqual(problems, []);
+  const ticks = await page.evaluate(() => {
+    const g = (window as unknown as { Chart: { getChart(id: string): { scales: Record<string, { ticks: { value: number }[] }> } | undefined } }).Chart;
+    return { funnel: g.getChart('chart-funnel')!.scales['x']!.ticks.map((x) => x.value), claims: g.getChart('chart-claims')!.scales['y']!.ticks.map((x) => x.value) };
+  });
+  t.true(ticks.funnel.length > 0 && ticks.funnel.every(Number.isInteger), `funnel ticks ${ticks.funnel.join(', ')}`);
+  t.true(ticks.claims.length > 0 && ticks.claims.every(Number.isInteger), `claims ticks ${ticks.claims.join(', ')}`);
+  t.regex((await page.locator('#oldest').textContent())!, /No lead in NO_IDENTITY\./);
+  await page.close();
 });
 
 test('cabinet-leads report --out writes the file and says where', async (t) => {

@@ -62,3 +62,36 @@ test("explains a relative's plate: the candidate vetoed with the given names tha
     [['bro', 'NAME_VETO', 0.675, { lead: { JOSE: 'GIVEN_NAME' }, driver: { JUAN: 'GIVEN_NAME' } }]]);
   t.regex(e.explanation, /differs by a given name or a surname/);
 });
+
+test('a NO_CANDIDATES lead dated before the runs\' days_back is not said to be retried: it says how to retry it', async (t) => {
+  const own = await createTestDb('explain_scope'); // its own runs: the other tests count on leads never run
+  t.teardown(() => own.drop());
+  await insertLead(own, { external_id: 'OLD', first_name: 'Rosa', last_name: 'Vega', park_phone: '987650001',
+                          lead_created_at: `(canon.business_today() - 45)::timestamp + time '09:00'` });
+  await insertLead(own, { external_id: 'NEW', first_name: 'Rosa', last_name: 'Vega', park_phone: '987650002' });
+  t.is((await runPipeline(own, 'p_days_back => 60')).status, 'COMPLETED');
+  t.is((await runPipeline(own, 'p_days_back => 30')).status, 'COMPLETED'); // the last completed run sets the scope: 30 days
+  const explainIn = async (key: string) =>
+    (await own.query<{ e: Explained & { scope: { days_back: number; in_scope: boolean } } }>(`SELECT ops.explain_lead($1) AS e`, [key]))[0]!.e;
+  const old = await explainIn('OLD');
+  t.is(old.decision_now.decision, 'NO_CANDIDATES');
+  t.deepEqual([old.scope.days_back, old.scope.in_scope], [30, false]);
+  t.notRegex(old.explanation, /retried every run/);
+  t.regex(old.explanation, /before the runs' scope \(days_back 30: from \d{4}-\d\d-\d\d\): it is not retried/);
+  t.regex(old.explanation, /cabinet-leads reconcile --days-back 45\b/);
+  const recent = await explainIn('NEW');
+  t.true(recent.scope.in_scope);
+  t.regex(recent.explanation, /the next run after a driver with that phone or plate arrives tries it again/);
+  // The limbo view says the same
+  const rows = await own.query<{ lead_source_pk: string; limbo_reason_detail: string }>(
+    `SELECT lead_source_pk, limbo_reason_detail FROM ops.v_cabinet_leads_limbo WHERE lead_source_pk IN ('OLD', 'NEW') ORDER BY 1 DESC`);
+  t.regex(rows[0]!.limbo_reason_detail, /^Lead OLD has no identity: NO_CANDIDATES .* it is not retried; to retry it once: cabinet-leads reconcile --days-back 45\.$/);
+  t.regex(rows[1]!.limbo_reason_detail, /^Lead NEW has no identity: NO_CANDIDATES .*retried when a driver with that phone or plate arrives/);
+  for (const r of rows) t.notRegex(r.limbo_reason_detail, /retried every run/);
+});
+
+test('candidates carry the driver as public.drivers holds it: name, phone, plate', async (t) => {
+  const e = (await db.query<{ e: { candidates: { driver_id: string; driver_name: string; plate: string; phone: string | null }[] } }>(`SELECT ops.explain_lead('AMB') AS e`))[0]!.e;
+  const a = e.candidates.find((c) => c.driver_id === 'a')!;
+  t.deepEqual([a.driver_name, a.plate, a.phone], ['Ana Lopez', 'SHF001', null]);
+});

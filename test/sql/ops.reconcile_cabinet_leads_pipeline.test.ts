@@ -217,3 +217,25 @@ test('the run-log query of the operations guide works verbatim', (t) =>
     ORDER BY created_at DESC LIMIT 10;`);
     t.deepEqual(rows.map((r) => [r.status, r.dry_run]), [['COMPLETED', true], ['COMPLETED', false]]);
   }));
+
+test('a CALL from psql prints no NOTICE (temp tables dropped "if exists"), first run, later runs, dry runs and limbo-only runs alike', (t) =>
+  withDb(async (db) => {
+    await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, last_name, phone, car_number, hire_date)
+                    VALUES ('d1', canon.setting('target_park_id'), 'Juan', 'Perez', '51977000001', 'ABC123', canon.business_today() - 3)`);
+    await db.query(`INSERT INTO public.module_ct_cabinet_leads (external_id, lead_created_at, first_name, last_name, park_phone, asset_plate_number)
+                    VALUES ('n1', canon.business_today() - 2, 'Juan', 'Perez', '977000001', NULL),
+                           ('n2', canon.business_today() - 2, 'Rosa', 'Vega', '977000002', 'XYZ999')`);
+    await db.query(`INSERT INTO public.summary_daily (driver_id, date_file, count_orders_completed) VALUES ('d1', to_char(canon.business_today() - 1, 'DD-MM-YYYY'), 3)`);
+    const c = await db.connect(); // a new session, as psql opens: no temp schema yet
+    const notices: string[] = [];
+    c.on('notice', (n) => notices.push(`${n.message} (${(n.where ?? '').split('\n')[1] ?? n.where ?? ''})`));
+    const runs = [await call(c), await call(c), await call(c, 'p_dry_run => true'), await call(c, 'p_only_limbo => true')];
+    t.deepEqual(runs.map((r) => r.status), ['COMPLETED', 'COMPLETED', 'COMPLETED', 'COMPLETED']);
+    t.deepEqual(notices, []);
+    // The steps silence their own temp-table NOTICEs: a session's setting is left as it is.
+    t.is((await c.query<{ v: string }>(`SELECT current_setting('client_min_messages') AS v`)).rows[0]!.v, 'notice');
+    await c.query(`SET client_min_messages = log`);
+    await call(c);
+    t.deepEqual(notices, [], 'even at client_min_messages = log, no step prints its temp tables');
+    t.false('steps_not_implemented' in runs[0]!.stats);
+  }));

@@ -1,10 +1,12 @@
 // The one code path of a reconciliation run, shared by the worker task and the CLI:
-// it CALLs ops.reconcile_cabinet_leads_pipeline, which does all the work in SQL, and
-// turns the logged run row into a result. TypeScript adds nothing to the decisions.
+// reconcile() CALLs ops.reconcile_cabinet_leads_pipeline, which does all the work in SQL,
+// turns the logged run row into a result, then checks the alerts. TypeScript adds
+// nothing to the decisions.
 import { hostname } from 'node:os';
 import type pg from 'pg';
+import { checkAlertsAfterRun, type AfterRunOptions } from './alerts.js';
 import { CONTRACT_VIOLATION_SQLSTATE, RunFailedError } from './errors.js';
-import { isLockTimeout, lockTimeoutHint } from './locks.js';
+import { LOCK_NOT_AVAILABLE, boundedQueryable, isLockTimeout, lockTimeoutHint } from './locks.js';
 import type { Logger } from './logger.js';
 import { runFigures } from './run-summary.js';
 
@@ -34,6 +36,8 @@ export interface RunRow {
   completed_at: string | null;
   scope_date_from: string;
   scope_date_to: string;
+  /** Who held the lock a run FAILED waiting for (55P03), looked up as the run ended: not a column of the run. */
+  lock_hint?: string;
 }
 
 export const PIPELINE_DEFAULTS = { daysBack: 30, limit: 2000, timeoutSeconds: 900 } as const;
@@ -91,9 +95,27 @@ export async function runPipeline(client: pg.ClientBase, opts: PipelineOptions, 
   }
   const duration_ms = (run.stats['durations_ms'] as Record<string, number> | undefined)?.['total'];
   const fields = { run_id: run.id, status: run.status, dry_run: run.dry_run, duration_ms };
-  if (run.status === 'FAILED') log.error({ ...fields, error: run.error_message, sqlstate: run.error_sqlstate }, 'pipeline run failed');
+  // Who holds the lock the run gave up on, looked up at once (it may let go soon).
+  if (run.status === 'FAILED' && run.error_sqlstate === LOCK_NOT_AVAILABLE) run.lock_hint = await lockTimeoutHint(client);
+  if (run.status === 'FAILED') log.error({ ...fields, error: run.error_message, sqlstate: run.error_sqlstate, hint: run.lock_hint }, 'pipeline run failed');
   else if (run.status === 'SKIPPED') log.warn(fields, 'pipeline run skipped: another run holds the lock');
   // The figures of the one line `reconcile` prints (src/run-summary.ts), as fields.
   else log.info(runFigures(run), 'pipeline run completed');
+  return run;
+}
+
+/** Runs fn with a connection: the worker's helpers.withPgClient, or a client the CLI holds. */
+export type WithClient = <T>(fn: (client: pg.PoolClient) => Promise<T>) => Promise<T>;
+
+/**
+ * One run and the alert check after it, the same for the worker task and the CLI. The
+ * alerts are checked after every run that wrote (a FAILED one too: LAST_RUN_FAILED), not
+ * after a dry run (it changes nothing) nor a SKIPPED one (the run holding the lock checks
+ * them); each query of the check borrows its connection with lock waits bounded, and a
+ * failed check is logged, never the run's failure.
+ */
+export async function reconcile(withClient: WithClient, opts: PipelineOptions, log: Logger, alerting: AfterRunOptions): Promise<RunRow> {
+  const run = await withClient((client) => runPipeline(client, opts, log));
+  if (!run.dry_run && run.status !== 'SKIPPED') await checkAlertsAfterRun(boundedQueryable(withClient), run, alerting, log);
   return run;
 }

@@ -5,27 +5,29 @@
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { Logger as WorkerLogger, parseCrontab, run, type Job, type LogLevel, type ParsedCronItem, type Runner, type WorkerEvents } from 'graphile-worker';
-import pg from 'pg';
-import { reconcileCabinetLeadsPipeline } from '../tasks/reconcile_cabinet_leads_pipeline.js';
+import { Logger as WorkerLogger, parseCrontab, run, type LogLevel, type ParsedCronItem, type Runner, type Task, type WorkerEvents } from 'graphile-worker';
 import { PROJECT_ROOT } from './config.js';
 import { openPool } from './db.js';
 import { ConfigError } from './errors.js';
 import type { Logger } from './logger.js';
-import { parsePipelinePayload } from './payload.js';
+import { JobOutcomeRecorder } from './worker-outcomes.js';
 
 export const DEFAULT_CRONTAB = path.join(PROJECT_ROOT, 'crontab');
 
-const PIPELINE_TASK = 'reconcile_cabinet_leads_pipeline';
-/** The tasks this worker runs: a crontab line naming another would schedule jobs nobody runs. */
-export const TASK_NAMES = [PIPELINE_TASK];
+/** A task of the worker (tasks/index.ts lists them): its payload check, for the crontab, and the task. */
+export interface WorkerTask {
+  /** Throws an Error naming what is wrong with a payload. */
+  checkPayload(payload: unknown): unknown;
+  make(log: Logger): Task;
+}
+export type WorkerTasks = Record<string, WorkerTask>;
 
 /**
  * The crontab file, checked line by line before anything starts: a syntax error, an
  * unknown task, a repeated identifier or a bad payload is a ConfigError (exit code 2)
  * naming the file and the line.
  */
-export function loadCrontab(file: string = DEFAULT_CRONTAB): ParsedCronItem[] {
+export function loadCrontab(tasks: WorkerTasks, file: string = DEFAULT_CRONTAB): ParsedCronItem[] {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -49,16 +51,16 @@ export function loadCrontab(file: string = DEFAULT_CRONTAB): ParsedCronItem[] {
         .replace(/ (in|on) line 1 of crontab/g, '');
       throw bad(reason);
     }
-    if (!TASK_NAMES.includes(item.task)) throw bad(`unknown task "${item.task}" (tasks: ${TASK_NAMES.join(', ')})`);
+    // A line naming a task this worker does not run would schedule jobs nobody runs.
+    const task = tasks[item.task];
+    if (!task) throw bad(`unknown task "${item.task}" (tasks: ${Object.keys(tasks).join(', ')})`);
     const first = lineOf.get(item.identifier);
     if (first !== undefined) throw bad(`identifier "${item.identifier}" is already used on line ${first}; give each line its own ?id=...`);
     lineOf.set(item.identifier, n);
-    if (item.task === PIPELINE_TASK) {
-      try {
-        parsePipelinePayload(item.payload);
-      } catch (err) {
-        throw bad((err as Error).message);
-      }
+    try {
+      task.checkPayload(item.payload);
+    } catch (err) {
+      throw bad((err as Error).message);
     }
     items.push(item);
   });
@@ -117,6 +119,7 @@ function logNextRun(log: Logger, items: ParsedCronItem[]): void {
 
 export interface WorkerOptions {
   connectionString: string;
+  tasks: WorkerTasks;
   crontabFile?: string;
   /** The crontab already read by loadCrontab (else crontabFile is read). */
   cronItems?: ParsedCronItem[];
@@ -134,152 +137,9 @@ export interface CabinetWorker {
   close(): Promise<void>;
 }
 
-const SCHEMA = 'graphile_worker';
-
-// The guard of both statements: the row this pool locked for this very attempt. Another
-// host's pool has its own id; a later pickup of the same job sets a new locked_at (at
-// least e^1 s later: failJob's backoff); pg gives locked_at to the millisecond only.
-const OWN_LOCK = `id = $1::bigint AND locked_by = $2::text
-    AND locked_at BETWEEN $3::timestamptz - interval '1 millisecond' AND $3::timestamptz + interval '1 millisecond'`;
-const UNLOCK_QUEUE = `q AS (
-    UPDATE ${SCHEMA}._private_job_queues AS job_queues SET locked_by = NULL, locked_at = NULL
-    FROM j WHERE job_queues.id = j.job_queue_id AND job_queues.locked_by = $2::text
-    RETURNING job_queues.id)
-  SELECT (SELECT count(*) FROM j)::int AS jobs, (SELECT count(*) FROM q)::int AS queues`;
-// What graphile-worker 0.17.3's failJobs / completeJobs do (dist/sql/failJobs.js,
-// dist/sql/completeJobs.js), restricted to our own lock so that either copy may run first.
-const FAIL_SQL = `WITH j AS (
-    UPDATE ${SCHEMA}._private_jobs AS jobs
-    SET last_error = $4::text, run_at = greatest(now(), run_at) + (exp(least(attempts, 10)) * interval '1 second'),
-        locked_by = NULL, locked_at = NULL
-    WHERE ${OWN_LOCK}
-    RETURNING jobs.job_queue_id), ${UNLOCK_QUEUE}`;
-const COMPLETE_SQL = `WITH j AS (
-    DELETE FROM ${SCHEMA}._private_jobs AS jobs WHERE ${OWN_LOCK}
-    RETURNING jobs.job_queue_id), ${UNLOCK_QUEUE}`;
-
-interface PendingOutcome {
-  poolId: string;
-  job: Job;
-  /** graphile-worker's last_error text when the job failed; null when it succeeded. */
-  failure: string | null;
-  attempt: number;
-  timer: NodeJS.Timeout | undefined;
-  inFlight: boolean;
-}
-
-/**
- * graphile-worker 0.17.3 records a job's outcome without awaiting it (dist/worker.js:
- * `failJob({...})` and `completeJob(job)` are called, never awaited) and retries that
- * query only on 40001/40P01/57P03/EHOSTUNREACH/ETIMEDOUT (dist/lib.js
- * RETRYABLE_ERROR_CODES). A job that ends while the database is unreachable therefore
- * stays locked, with its serial queue, by this pool (locked_by is the pool id, not a
- * worker id) until resetLockedAt clears it 4 hours later; no run of the queue starts
- * meanwhile. So after every job this process records the same outcome again, retrying
- * with backoff until the database answers. When graphile-worker's own query succeeded,
- * ours matches no row.
- */
-class JobOutcomeRecorder {
-  private readonly pending = new Set<PendingOutcome>();
-  private stopped = false;
-
-  constructor(
-    private readonly connectionString: string,
-    private readonly log: Logger,
-  ) {}
-
-  watch(poolId: string, job: Job, error: unknown): void {
-    if (this.stopped || !job.locked_at) return;
-    const failure = error == null ? null : (error instanceof Error && error.message) || String(error) || 'Non error or error without message thrown.';
-    const p: PendingOutcome = { poolId, job, failure, attempt: 0, timer: undefined, inFlight: false };
-    this.pending.add(p);
-    // A little later than graphile-worker's own query, which normally does the work.
-    this.schedule(p, 1000);
-  }
-
-  /** The database answers again (graphile-worker's LISTEN reconnected): retry now, not after the backoff. */
-  retryNow(): void {
-    for (const p of this.pending) {
-      if (p.timer !== undefined && p.attempt > 0) {
-        clearTimeout(p.timer);
-        this.schedule(p, 0);
-      }
-    }
-  }
-
-  private schedule(p: PendingOutcome, ms: number): void {
-    p.timer = setTimeout(() => void this.attempt(p), ms);
-    p.timer.unref();
-  }
-
-  private async attempt(p: PendingOutcome): Promise<void> {
-    p.timer = undefined;
-    if (this.stopped || p.inFlight) return;
-    p.attempt++;
-    p.inFlight = true;
-    try {
-      await this.record(p);
-    } catch (err) {
-      if (this.stopped) return;
-      // At most 10 s: one connection attempt per pending job, and the queue is free soon
-      // after the database is back.
-      const delay = Math.min(10_000, 1000 * 2 ** (p.attempt - 1));
-      const fields = { job_id: p.job.id, attempt: p.attempt, retry_in_ms: delay, error: err instanceof Error ? err.message : String(err) };
-      if (p.attempt === 1) this.log.warn(fields, 'database unavailable after a job ended; will record its outcome once it answers');
-      else this.log.debug(fields, 'still cannot record the outcome of the job');
-      this.schedule(p, delay);
-    } finally {
-      p.inFlight = false;
-    }
-  }
-
-  private async record(p: PendingOutcome): Promise<void> {
-    const client = new pg.Client({
-      connectionString: this.connectionString,
-      connectionTimeoutMillis: 5000,
-      query_timeout: 30_000,
-      application_name: 'cabinet-leads-worker',
-    });
-    client.on('error', () => {});
-    try {
-      await client.connect();
-      const values: unknown[] = [p.job.id, p.poolId, p.job.locked_at];
-      if (p.failure !== null) values.push(p.failure);
-      const { rows } = await client.query<{ jobs: number; queues: number }>(p.failure !== null ? FAIL_SQL : COMPLETE_SQL, values);
-      this.pending.delete(p);
-      const r = rows[0];
-      if (r && r.jobs > 0) {
-        this.log.warn(
-          { job_id: p.job.id, locked_by: p.poolId, outcome: p.failure !== null ? 'failed' : 'completed', queue_unlocked: r.queues > 0 },
-          "recorded the outcome of a job graphile-worker could not record (database unavailable when it ended); its queue is free again",
-        );
-      }
-    } finally {
-      await client.end().catch(() => {});
-    }
-  }
-
-  /** Stops retrying; tries each pending outcome once more and logs those still locked. */
-  async flush(): Promise<void> {
-    this.stopped = true;
-    const left = [...this.pending];
-    for (const p of left) clearTimeout(p.timer);
-    for (const p of left) {
-      try {
-        await this.record(p);
-      } catch (err) {
-        this.log.error(
-          { job_id: p.job.id, locked_by: p.poolId, error: err instanceof Error ? err.message : String(err) },
-          'could not record the outcome of a job; it stays locked: see docs/operations.md (The worker)',
-        );
-      }
-    }
-  }
-}
-
 export async function startWorker(opts: WorkerOptions, log: Logger): Promise<CabinetWorker> {
   const crontabFile = opts.crontabFile ?? DEFAULT_CRONTAB;
-  const parsedCronItems = opts.cronItems ?? loadCrontab(crontabFile);
+  const parsedCronItems = opts.cronItems ?? loadCrontab(opts.tasks, crontabFile);
   const events: WorkerEvents = new EventEmitter();
   const outcomes = new JobOutcomeRecorder(opts.connectionString, log);
   // Emitted right after graphile-worker fired (not awaited) its failJob/completeJob.
@@ -299,7 +159,7 @@ export async function startWorker(opts: WorkerOptions, log: Logger): Promise<Cab
       concurrency: 1,
       noHandleSignals: true,
       pollInterval: opts.pollInterval ?? 2000,
-      taskList: { [PIPELINE_TASK]: reconcileCabinetLeadsPipeline(log) },
+      taskList: Object.fromEntries(Object.entries(opts.tasks).map(([name, t]) => [name, t.make(log)])),
       parsedCronItems,
       logger: workerLogger(log),
     });

@@ -225,3 +225,27 @@ test('the worker task completes the run, logs the alerts and survives a webhook 
   t.true(hook.received.length >= 1, 'the webhook was tried');
   t.true(lines().some((l) => l.msg === 'alert webhook not delivered'));
 });
+
+test('the worker task checks alerts by the CLI\'s rule: not after a dry run, nor after a run SKIPPED by the lock', async (t) => {
+  const own = await createTestDb('webhook_rule');
+  t.teardown(() => own.drop());
+  const hook = await server(t, [200, 200, 200]);
+  const { log, lines } = memoryLogger();
+  await own.query(`UPDATE ops.alert_rules SET threshold = -1, comparison = '>' WHERE rule_code = 'NO_IDENTITY_ABOVE'`);
+  const task = reconcileCabinetLeadsPipeline(log, { alertWebhookUrl: hook.url, alertWebhook: { timeoutMs: 300, attempts: 1, backoffMs: 10 } });
+  await task({ days_back: 30, limit: 10, dry_run: true }, fakeHelpers(own));
+  const holder = await own.connect();
+  try {
+    await holder.query(`BEGIN`);
+    await holder.query(`SELECT canon.take_job_lock()`);
+    await task({ days_back: 30, limit: 10 }, fakeHelpers(own));
+  } finally {
+    await holder.query(`ROLLBACK`);
+    await holder.end();
+  }
+  const runs = await own.query<{ status: string; dry_run: boolean }>(`SELECT status, dry_run FROM canon.ingestion_runs ORDER BY id`);
+  t.deepEqual(runs, [{ status: 'COMPLETED', dry_run: true }, { status: 'SKIPPED', dry_run: false }]);
+  t.deepEqual(lines().filter((l) => l.msg === 'limbo alert firing'), []);
+  t.is(hook.received.length, 0);
+  t.deepEqual(await own.query(`SELECT rule_code FROM ops.alerts`), []);
+});

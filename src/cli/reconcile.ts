@@ -2,10 +2,9 @@
 // --until-done a backfill (runs of --limit leads until nothing is left). Same code path
 // as the worker task. Exit 0 completed or skipped, 1 failed, 2 usage/config.
 import type pg from 'pg';
-import { checkAlertsAfterRun } from '../alerts.js';
-import { LOCK_NOT_AVAILABLE, isLockTimeout, lockTimeoutHint } from '../locks.js';
+import { isLockTimeout } from '../locks.js';
 import type { Logger } from '../logger.js';
-import { PIPELINE_DEFAULTS, PIPELINE_LIMITS, isContractViolation, runPipeline, type PipelineOptions, type RunRow } from '../pipeline.js';
+import { PIPELINE_DEFAULTS, PIPELINE_LIMITS, isContractViolation, reconcile, type PipelineOptions, type WithClient, type RunRow } from '../pipeline.js';
 import { duration, runFigures, runLine, soles, STAGES } from '../run-summary.js';
 import { intFlag, parse } from './args.js';
 import type { Command } from './command.js';
@@ -175,12 +174,15 @@ Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
     const untilDone = (values['until-done'] ?? false) && !opts.dryRun && opts.limit > 0;
     return withDatabase(async ({ db, log, config }) => {
       const client = await db.pool.connect();
+      // Every run on this one connection (waitForJobLock waits on it); the alert check after each run too.
+      const held: WithClient = (fn) => fn(client);
+      const alerting = { webhookUrl: config.alertWebhookUrl };
       const runs: RunRow[] = [];
       const started = Date.now();
       let progress: Progress | undefined;
       const level = log.level;
       try {
-        if (!untilDone) runs.push(await runPipeline(client, opts, log));
+        if (!untilDone) runs.push(await reconcile(held, opts, log, alerting));
         else {
           const tty = process.stderr.isTTY === true && !values.json;
           let total = await leadsLeft(client, opts.daysBack);
@@ -189,7 +191,7 @@ Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
           if (tty && log.isLevelEnabled('info')) log.level = 'warn';
           let done = 0;
           for (;;) {
-            const run = await runPipeline(client, opts, log);
+            const run = await reconcile(held, opts, log, alerting);
             if (run.status === 'SKIPPED') {
               // The worker's run: wait for it, then go on (never counted as a batch).
               await waitForJobLock(client, log);
@@ -214,13 +216,6 @@ Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
         client.release();
       }
       const run = runs[runs.length - 1]!;
-      // Who holds the lock the run gave up on, looked up at once (it may let go soon).
-      const lockHint = run.status === 'FAILED' && run.error_sqlstate === LOCK_NOT_AVAILABLE ? await lockTimeoutHint(db.pool) : undefined;
-      // As the worker does after each run: firing alerts logged (warn) and sent to the
-      // optional webhook; never changes the exit code, which is about the run.
-      if (!run.dry_run && run.status !== 'SKIPPED') {
-        await checkAlertsAfterRun(db.pool, run, { webhookUrl: config.alertWebhookUrl }, log);
-      }
       if (!untilDone) console.log(values.json ? JSON.stringify(run) : runLine(run));
       else if (!values.json) console.log(totalLine(runs, Date.now() - started));
       if (isContractViolation(run)) {
@@ -228,7 +223,7 @@ Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
         return 2;
       }
       if (run.status === 'FAILED') {
-        const hint = lockHint !== undefined ? `; ${lockHint}` : '';
+        const hint = run.lock_hint !== undefined ? `; ${run.lock_hint}` : '';
         process.stderr.write(`cabinet-leads: error: run ${run.id} failed: ${(run.error_message ?? '').split('\n')[0]}${hint}\n`);
         return 1;
       }

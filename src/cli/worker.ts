@@ -55,13 +55,11 @@ Options:
     }
     const { config, log } = loadConfigAndLogger();
     // graphile-worker is loaded only by this command: the one-shot commands start faster.
-    const { loadCrontab, startWorker } = await import('../worker.js');
+    const [{ loadCrontab, startWorker }, { TASKS }] = await Promise.all([import('../worker.js'), import('../../tasks/index.js')]);
     // Checked before anything starts: a bad crontab is a configuration error (exit 2).
-    const cronItems = loadCrontab(values.crontab);
-    // graphile-worker 0.17 does not await the query that records a job's outcome
-    // (failJob/completeJob); with the database down its rejection is unhandled and would
-    // kill the scheduler (Node's default). Log it and keep running: startWorker records
-    // that outcome again once the database answers, which frees the job and its queue.
+    const cronItems = loadCrontab(TASKS, values.crontab);
+    // graphile-worker 0.17's unawaited outcome queries (src/worker-outcomes.ts) reject
+    // unhandled while the database is down: log them and keep the scheduler running.
     process.on('unhandledRejection', (reason) => {
       log.error({ error: reason instanceof Error ? reason.message : String(reason) }, 'unhandled rejection in the worker (kept running)');
     });
@@ -99,7 +97,7 @@ Options:
       if (values.migrate && !stopping.signal.aborted) await migrate(db.connectionString, log);
       if (!stopping.signal.aborted) await tellWhenEmpty(db, log);
       if (!stopping.signal.aborted) {
-        const worker = await startWorker({ connectionString: db.connectionString, cronItems, ...(values.crontab ? { crontabFile: values.crontab } : {}) }, log);
+        const worker = await startWorker({ connectionString: db.connectionString, tasks: TASKS, cronItems, ...(values.crontab ? { crontabFile: values.crontab } : {}) }, log);
         runner = worker.runner;
         // A signal that came while it started.
         if (stopping.signal.aborted) runner.stop().catch((err: unknown) => log.error({ err }, 'worker stop failed'));

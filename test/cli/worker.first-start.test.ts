@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import test from 'ava';
 import { PROJECT_ROOT } from '../../src/config.js';
 import { nextRunDue, loadCrontab } from '../../src/worker.js';
+import { TASKS } from '../../tasks/index.js';
 import { BIN } from '../helpers/cli.js';
 import { createTestDb } from '../helpers/db.js';
 
@@ -55,7 +56,7 @@ test('with leads there is no such warning', async (t) => {
 });
 
 test('the next run due follows the crontab, in UTC as graphile-worker reads it', (t) => {
-  const items = loadCrontab();
+  const items = loadCrontab(TASKS);
   t.deepEqual(nextRunDue(items, new Date('2026-03-01T10:07:30Z')), { at: new Date('2026-03-01T10:15:00Z'), identifier: 'reconcile_cabinet_leads_every_15m' });
   t.deepEqual(nextRunDue(items, new Date('2026-03-01T23:45:00Z'))?.at, new Date('2026-03-02T00:00:00Z'));
 });

@@ -10,6 +10,7 @@ import { parseCrontab } from 'graphile-worker';
 import { PROJECT_ROOT } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 import { loadCrontab } from '../../src/worker.js';
+import { TASKS } from '../../tasks/index.js';
 import { BIN, errorLine, runCli } from '../helpers/cli.js';
 import { createTestDb } from '../helpers/db.js';
 
@@ -44,14 +45,14 @@ for (const [label, lines, reason] of [
   test(`a crontab with ${label} is a configuration error naming the file and the line`, (t) => {
     const file = path.join(mkdtempSync(path.join(tmpdir(), 'cabinet-crontab-')), 'crontab');
     writeFileSync(file, ['# comment', ...lines].join('\n'));
-    const err = t.throws(() => loadCrontab(file), { instanceOf: ConfigError });
+    const err = t.throws(() => loadCrontab(TASKS, file), { instanceOf: ConfigError });
     t.true(err.message.startsWith(`invalid crontab ${file} line `), err.message);
     t.regex(err.message, reason);
   });
 }
 
 test('the shipped crontab passes the same checks', (t) => {
-  t.deepEqual(loadCrontab().map((i) => i.identifier), ['reconcile_cabinet_leads_every_15m']);
+  t.deepEqual(loadCrontab(TASKS).map((i) => i.identifier), ['reconcile_cabinet_leads_every_15m']);
 });
 
 test('worker with a bad crontab exits 2 with one line naming the file and the line, before touching the database', async (t) => {

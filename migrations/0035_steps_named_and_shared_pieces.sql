@@ -1129,12 +1129,13 @@ BEGIN
   PERFORM set_config('cabinet.lead_state_marking', 'off', true);
   WITH
   -- Decided on the live chain of the leads the stored state shows with a claim missing:
-  -- a trip row deleted since the state was stored cannot earn a claim.
+  -- a trip row deleted since the state was stored cannot earn a claim. The ids as an
+  -- array, so the view is evaluated for them only (a semi-join evaluated it for every lead).
   live AS MATERIALIZED (
     SELECT v.*
     FROM canon.v_cabinet_lead_status v
-    WHERE v.lead_id IN (SELECT s.lead_id FROM canon.cabinet_lead_state s
-                        WHERE s.limbo_stage = 'TRIPS_NO_CLAIM' AND s.lead_date >= p_scope_from)
+    WHERE v.lead_id = ANY (ARRAY(SELECT s.lead_id FROM canon.cabinet_lead_state s
+                                 WHERE s.limbo_stage = 'TRIPS_NO_CLAIM' AND s.lead_date >= p_scope_from))
   ),
   due AS (
     SELECT DISTINCT ON (s.lead_source_pk, m.milestone)

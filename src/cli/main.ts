@@ -7,6 +7,7 @@ import { endOnSignals } from '../embedded.js';
 import { exitCodeOf, oneLine, UsageError } from '../errors.js';
 import { alertsCommand } from './alerts.js';
 import type { Command } from './command.js';
+import { dbUrlCommand, psqlCommand } from './db.js';
 import { demoCommand } from './demo.js';
 import { doctorCommand } from './doctor.js';
 import { importLeadsCommand } from './import-leads.js';
@@ -30,6 +31,8 @@ const commands: Command[] = [
   ignoreLeadCommand,
   unlinkLeadCommand,
   demoCommand,
+  dbUrlCommand,
+  psqlCommand,
 ];
 
 function mainHelp(): string {
@@ -43,7 +46,9 @@ Commands:
 ${commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join('\n')}
 
 Run cabinet-leads <command> --help for its options; cabinet-leads --version prints the version.
-Environment: DATABASE_URL (unset: embedded PostgreSQL in .data/), LOG_LEVEL, LOG_FORMAT (json|pretty).`;
+Environment: DATABASE_URL (unset: embedded PostgreSQL in .data/, reached by its owner only:
+cabinet-leads db-url, cabinet-leads psql), LOG_LEVEL, LOG_FORMAT (json|pretty), ALERT_WEBHOOK_URL.
+Secrets come from the environment only and are never logged (docs/security.md).`;
 }
 
 async function main(argv: string[]): Promise<number> {

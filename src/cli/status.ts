@@ -24,6 +24,37 @@ interface LimboLine {
   change: number | null;
 }
 
+/** A session holding the job lock (ops.job_lock_holders). */
+export interface LockHolder {
+  pid: number | null;
+  usename: string | null;
+  application_name: string | null;
+  state: string | null;
+  run_id: string | null;
+  held_since: string | null;
+  held_for: string | null;
+  too_long: boolean | null;
+}
+
+/** The sessions holding the job lock, with the threshold they are judged by. */
+export async function jobLockHolders(db: { query: (sql: string) => Promise<{ rows: LockHolder[] }> }): Promise<LockHolder[]> {
+  const { rows } = await db.query(
+    `SELECT h.pid, h.usename, h.application_name, h.state, h.run_id::text AS run_id,
+            to_char(h.held_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS held_since,
+            h.held_for::text AS held_for, h.too_long
+     FROM ops.job_lock_holders() h`,
+  );
+  return rows;
+}
+
+/** "pid 4242 (psql, user alice, idle) since 2026-12-02 10:00:00 UTC (01:02:03)". */
+export function describeHolder(h: LockHolder): string {
+  const who = [h.application_name || undefined, h.usename ? `user ${h.usename}` : undefined, h.state ?? undefined, h.run_id ? `run #${h.run_id}` : undefined]
+    .filter((x) => x !== undefined)
+    .join(', ');
+  return `pid ${h.pid ?? '?'}${who ? ` (${who})` : ''} since ${h.held_since ? `${h.held_since} UTC` : 'an unknown time'}${h.held_for ? ` (${h.held_for})` : ''}`;
+}
+
 interface Baseline {
   run_id: number;
   taken_at: string;
@@ -43,10 +74,13 @@ export const statusCommand: Command = {
   summary: 'show the last runs, the limbo counts and the firing alerts',
   help: `Usage: cabinet-leads status [--runs N] [--json]
 
-Prints the last runs of the pipeline (canon.ingestion_runs), the number of leads per
-limbo stage now with the change since the previous snapshot (the snapshot taken before
-the latest one, i.e. what the last run and anything since changed), and the alerts
-that fire now (ops.check_limbo_alerts, read only: nothing is recorded).
+Prints the last runs of the pipeline (canon.ingestion_runs), who holds the job lock now
+(ops.job_lock_holders; named with the step that frees it when held longer than a run
+can last, setting job_lock_held_max_minutes: every run is SKIPPED meanwhile), the
+number of leads per limbo stage now with the change since the previous snapshot (the
+snapshot taken before the latest one, i.e. what the last run and anything since
+changed), and the alerts that fire now (ops.check_limbo_alerts, read only: nothing is
+recorded).
 
 Options:
   --runs N    how many runs to show (default 10)
@@ -89,8 +123,9 @@ Options:
       const baseline: Baseline | null =
         first?.previous_run_id != null && first.previous_taken_at != null ? { run_id: Number(first.previous_run_id), taken_at: first.previous_taken_at } : null;
       const alerts: Alert[] = await checkAlerts(db.pool, { record: false });
+      const holders = await jobLockHolders(db.pool);
       if (values.json) {
-        console.log(JSON.stringify({ runs: runs.rows, limbo, previous_snapshot: baseline, alerts }));
+        console.log(JSON.stringify({ runs: runs.rows, job_lock: holders, limbo, previous_snapshot: baseline, alerts }));
         return 0;
       }
       console.log('Last runs');
@@ -99,6 +134,14 @@ Options:
         const when = r.started_at.toISOString().replace('T', ' ').slice(0, 19);
         const err = r.error_message ? `  ${r.error_message.split('\n')[0]?.slice(0, 100)}` : '';
         console.log(`  #${pad(r.id, 6)} ${pad(r.status + (r.dry_run ? ' (dry)' : ''), 16)} ${when}Z  ${pad(r.trigger, 7)} ${pad((r.duration_ms ?? '?') + ' ms', 10)}${err}`);
+      }
+      for (const h of holders) {
+        if (h.too_long) {
+          console.log(`Job lock: HELD TOO LONG by ${describeHolder(h)}: longer than a run can last, every run is SKIPPED.`);
+          console.log(`  Free it: SELECT pg_terminate_backend(${h.pid ?? '<pid>'});  (docs/operations.md, "The job lock is held")`);
+        } else {
+          console.log(`Job lock: held by ${describeHolder(h)}`);
+        }
       }
       console.log('');
       console.log(

@@ -4,7 +4,8 @@
 // the product itself connects with; with DATABASE_URL set, psql gets its parts through
 // libpq's environment variables (never on a command line, which other users can read).
 import { spawn } from 'node:child_process';
-import { connectionStringOf, embeddedEndpoint } from '../embedded.js';
+import { constants } from 'node:os';
+import { connectionStringOf, embeddedEndpoint, endOnSignals } from '../embedded.js';
 import { ConfigError } from '../errors.js';
 import { parse } from './args.js';
 import type { Command } from './command.js';
@@ -95,8 +96,12 @@ Options:
       return 0;
     }
     const args = argv[0] === '--' ? argv.slice(1) : argv;
+    // Until psql runs, a signal ends this command as it ends the others (stopping the
+    // embedded server it started); then psql has the terminal and answers Ctrl-C itself.
+    const endOnSignal = endOnSignals();
     return withDatabase(
       async ({ db }) => {
+        endOnSignal();
         const child = spawn(process.env.PSQL ?? 'psql', args, { stdio: 'inherit', env: { ...process.env, ...libpqEnv(db.connectionString) } });
         const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
         const onInt = () => {}; // psql got the terminal's Ctrl-C too
@@ -110,7 +115,8 @@ Options:
             child.once('error', (err: NodeJS.ErrnoException) =>
               reject(err.code === 'ENOENT' ? new ConfigError('psql not found on PATH: install the PostgreSQL client, or connect another tool with cabinet-leads db-url') : err),
             );
-            child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 + 2 : 1)));
+            // Ended by a signal: the shell's convention, 128 + its number.
+            child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 + (constants.signals[signal] ?? 0) : 1)));
           });
         } finally {
           process.removeListener('SIGINT', onInt);

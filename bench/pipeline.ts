@@ -344,12 +344,15 @@ async function writeFloor(url: string, runId: number): Promise<{ ms: number; row
 
 /** A TCP proxy on 127.0.0.1 that delays every chunk by delayMs in each direction. */
 async function startDelayProxy(targetHost: string, targetPort: number, delayMs: number): Promise<{ port: number; close(): Promise<void> }> {
-  if (!['127.0.0.1', 'localhost', '::1', '[::1]'].includes(targetHost)) {
+  const socket = targetHost.startsWith('/') ? path.join(targetHost, `.s.PGSQL.${targetPort}`) : undefined;
+  if (!socket && !['127.0.0.1', 'localhost', '::1', '[::1]'].includes(targetHost)) {
     throw new Error(`latency proxy refuses non-loopback database host ${targetHost}`);
   }
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
-    const upstream = net.connect(targetPort, targetHost === 'localhost' ? '127.0.0.1' : targetHost.replace(/[[\]]/g, ''));
+    const upstream = socket
+      ? net.connect(socket)
+      : net.connect(targetPort, targetHost === 'localhost' ? '127.0.0.1' : targetHost.replace(/[[\]]/g, ''));
     sockets.add(client).add(upstream);
     // Timers of one duration fire in insertion order, so chunks keep their order.
     const forward = (from: net.Socket, to: net.Socket) =>
@@ -569,7 +572,9 @@ async function idle(db: BenchDb): Promise<void> {
 async function latency(db: BenchDb): Promise<void> {
   console.log(`\n== latency: +${opts.latencyMs} ms each way through a TCP proxy on 127.0.0.1`);
   const u = new URL(db.url);
-  const proxy = await startDelayProxy(u.hostname, Number(u.port || 5432), opts.latencyMs);
+  // The embedded server listens on a Unix socket (its folder as a percent-encoded host).
+  const socketDir = /^%2f/i.test(u.hostname) ? decodeURIComponent(u.hostname) : undefined;
+  const proxy = await startDelayProxy(socketDir ?? u.hostname, Number(u.port || 5432), opts.latencyMs);
   try {
     const proxied = new URL(db.url);
     proxied.hostname = '127.0.0.1';

@@ -116,29 +116,76 @@ export interface WebhookResult {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * How a webhook URL is used: fetched without credentials (fetch refuses a URL with
+ * user:password@), which go in an Authorization: Basic header instead, as curl sends
+ * them; logged as scheme://host only, since the path and query often are the secret
+ * (https://hooks.slack.com/services/T000/B000/XXXX).
+ */
+export interface WebhookTarget {
+  /** the URL fetched: no credentials */
+  url: string;
+  /** what logs show: scheme://host[:port] */
+  shown: string;
+  headers: Record<string, string>;
+  /** removes every secret part of the URL from a text (an error message) */
+  redact(text: string): string;
+}
+
+export function webhookTarget(raw: string): WebhookTarget {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    return { url: raw, shown: '(unparseable URL)', headers: {}, redact: () => '(error message withheld: it may quote the webhook URL)' };
+  }
+  const headers: Record<string, string> = {};
+  const secrets = [raw, u.href];
+  if (u.username !== '' || u.password !== '') {
+    const user = decodeURIComponent(u.username);
+    const password = decodeURIComponent(u.password);
+    headers['authorization'] = `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+    secrets.push(u.username, u.password, user, password);
+    u.username = '';
+    u.password = '';
+  }
+  if (u.pathname !== '/') secrets.push(u.pathname, decodeURIComponent(u.pathname), ...u.pathname.split('/'));
+  if (u.search !== '') secrets.push(u.search, ...[...u.searchParams.values()]);
+  if (u.hash !== '') secrets.push(u.hash);
+  const shown = `${u.protocol}//${u.host}`;
+  // Longest first, so that a part inside a longer one does not leave the rest behind.
+  const parts = [...new Set(secrets.filter((x) => x.length >= 3 && !shown.includes(x)))].sort((a, b) => b.length - a.length);
+  return {
+    url: u.href,
+    shown,
+    headers,
+    redact: (text) => parts.reduce((t, part) => t.split(part).join('[redacted]'), text),
+  };
+}
+
+/**
  * POSTs the payload as JSON with a timeout per attempt and bounded retries (network
  * errors, timeouts, 408, 429 and 5xx are retried; other statuses are final). Never
- * throws: the outcome is returned and logged.
+ * throws: the outcome is returned and logged, the webhook by scheme and host only.
  */
 export async function postWebhook(url: string, payload: unknown, log: Logger, opts: WebhookOptions = {}): Promise<WebhookResult> {
   const timeoutMs = opts.timeoutMs ?? 5000;
   const attempts = Math.max(1, Math.floor(opts.attempts ?? 3));
   const backoffMs = opts.backoffMs ?? 1000;
-  const target = safeUrl(url);
+  const target = webhookTarget(url);
   let last: WebhookResult = { delivered: false, attempts: 0 };
   for (let attempt = 1; attempt <= attempts; attempt++) {
     if (attempt > 1) await sleep(backoffMs * 2 ** (attempt - 2));
     try {
-      const res = await fetch(url, {
+      const res = await fetch(target.url, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'user-agent': 'cabinet-leads-alerts' },
+        headers: { 'content-type': 'application/json', 'user-agent': 'cabinet-leads-alerts', ...target.headers },
         body: JSON.stringify(payload),
         signal: AbortSignal.timeout(timeoutMs),
         redirect: 'error',
       });
       await res.arrayBuffer().catch(() => undefined); // drain, free the socket
       if (res.ok) {
-        log.info({ webhook: target, status: res.status, attempt }, 'alert webhook delivered');
+        log.info({ webhook: target.shown, status: res.status, attempt }, 'alert webhook delivered');
         return { delivered: true, attempts: attempt, status: res.status };
       }
       last = { delivered: false, attempts: attempt, status: res.status, error: `HTTP ${res.status}` };
@@ -146,22 +193,13 @@ export async function postWebhook(url: string, payload: unknown, log: Logger, op
     } catch (err) {
       const e = err as Error;
       const reason = e.name === 'TimeoutError' ? `timed out after ${timeoutMs} ms` : (e.cause as Error | undefined)?.message ?? e.message;
-      last = { delivered: false, attempts: attempt, error: reason };
+      // Some fetch errors quote the URL: never let its secret parts through.
+      last = { delivered: false, attempts: attempt, error: target.redact(reason) };
     }
-    log.warn({ webhook: target, attempt, attempts, status: last.status, error: last.error }, 'alert webhook attempt failed');
+    log.warn({ webhook: target.shown, attempt, attempts, status: last.status, error: last.error }, 'alert webhook attempt failed');
   }
-  log.error({ webhook: target, attempts: last.attempts, status: last.status, error: last.error }, 'alert webhook not delivered');
+  log.error({ webhook: target.shown, attempts: last.attempts, status: last.status, error: last.error }, 'alert webhook not delivered');
   return last;
-}
-
-/** scheme://host:port/path of a URL, without credentials or query (it may hold a token). */
-function safeUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.protocol}//${u.host}${u.pathname}`;
-  } catch {
-    return '(unparseable URL)';
-  }
 }
 
 export interface AfterRunOptions {

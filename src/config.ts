@@ -14,6 +14,8 @@ export interface Config {
   databaseUrl: string | undefined;
   /** Folder holding the embedded server's data (ignored by git). */
   dataDir: string;
+  /** How an embedded server this process starts listens: a private Unix socket, or TCP with a password (Windows). */
+  embeddedTransport: 'socket' | 'tcp';
   logLevel: string;
   logFormat: LogFormat;
   /** Seconds to wait for the database before giving up with exit code 2. */
@@ -37,6 +39,28 @@ function positiveSeconds(env: NodeJS.ProcessEnv, name: string, fallback: number)
   return n;
 }
 
+/**
+ * ALERT_WEBHOOK_URL, checked without ever echoing it: its path, query or user:password@
+ * may hold a token. Credentials in it are sent as an Authorization: Basic header
+ * (src/alerts.ts), which fetch refuses to take from the URL itself.
+ */
+function webhookUrl(raw: string | undefined): string | undefined {
+  const value = raw?.trim() || undefined;
+  if (value === undefined) return undefined;
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '') {
+    throw new ConfigError(
+      `invalid ALERT_WEBHOOK_URL: expected an http(s) URL such as https://hooks.example.com/path (${url ? `scheme ${url.protocol}` : 'not a URL'}; value not shown, it may hold a token)`,
+    );
+  }
+  return value;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const databaseUrl = env.DATABASE_URL && env.DATABASE_URL.trim() !== '' ? env.DATABASE_URL.trim() : undefined;
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
@@ -58,16 +82,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       : process.stderr.isTTY && env.NODE_ENV !== 'production'
         ? 'pretty'
         : 'json';
-  const webhook = env.ALERT_WEBHOOK_URL?.trim() || undefined;
-  if (webhook !== undefined && !/^https?:\/\//.test(webhook)) {
-    throw new ConfigError(`invalid ALERT_WEBHOOK_URL=${JSON.stringify(webhook)}: expected an http(s) URL`);
+  const rawTransport = env.CABINET_EMBEDDED_TRANSPORT?.trim().toLowerCase() || undefined;
+  if (rawTransport !== undefined && rawTransport !== 'socket' && rawTransport !== 'tcp') {
+    throw new ConfigError(`invalid CABINET_EMBEDDED_TRANSPORT=${JSON.stringify(env.CABINET_EMBEDDED_TRANSPORT)}: expected socket or tcp`);
+  }
+  if (rawTransport === 'socket' && process.platform === 'win32') {
+    throw new ConfigError('invalid CABINET_EMBEDDED_TRANSPORT=socket: Windows has no Unix socket for the embedded server; use tcp (the default there)');
   }
   return {
     databaseUrl,
     dataDir: path.resolve(PROJECT_ROOT, env.CABINET_DATA_DIR ?? '.data'),
+    embeddedTransport: rawTransport ?? (process.platform === 'win32' ? 'tcp' : 'socket'),
     logLevel,
     logFormat,
     connectTimeoutSeconds: positiveSeconds(env, 'DATABASE_CONNECT_TIMEOUT', 5),
-    alertWebhookUrl: webhook,
+    alertWebhookUrl: webhookUrl(env.ALERT_WEBHOOK_URL),
   };
 }

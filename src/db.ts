@@ -16,11 +16,12 @@ export interface Database {
   close(): Promise<void>;
 }
 
-/** host:port/database of a connection string, without credentials. */
+/** host:port/database of a connection string (a socket folder as its path), without credentials or parameters. */
 export function describeUrl(connectionString: string): string {
   try {
     const u = new URL(connectionString);
-    return `${u.hostname}:${u.port || '5432'}${u.pathname}`;
+    const host = u.searchParams.get('host') ?? (/^%2f/i.test(u.hostname) ? decodeURIComponent(u.hostname) : u.hostname);
+    return `${host || 'localhost'}:${u.searchParams.get('port') ?? (u.port || '5432')}${u.pathname}`;
   } catch {
     return '(unparseable DATABASE_URL)';
   }
@@ -68,7 +69,7 @@ export async function openDatabase(config: Config, log: Logger, appName = 'cabin
     connectionString = config.databaseUrl;
   } else {
     try {
-      embedded = await startEmbedded(config.dataDir, log, opts);
+      embedded = await startEmbedded(config.dataDir, log, { transport: config.embeddedTransport, ...opts });
     } catch (err) {
       if (err instanceof Error && err.name === 'AbortError') throw err;
       throw new ConfigError(err instanceof Error ? err.message : String(err));

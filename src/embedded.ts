@@ -11,19 +11,39 @@
 // Ctrl-C stopped the server under a worker that was still finishing its job. Here the
 // server runs in its own session (detached): no terminal signal reaches it, and it stops
 // when its owner says so, after the owner's work is done.
+//
+// Only its owner gets in (docs/security.md). On Linux and macOS it listens on a Unix
+// socket only (no TCP at all), in a folder of the data folder that only the server's OS
+// user may enter (mode 0700; the socket itself 0700 too): the OS decides who connects,
+// and the user who runs the product (or root) is the only one who can. Where there is no
+// Unix socket (Windows; or CABINET_EMBEDDED_TRANSPORT=tcp) it listens on 127.0.0.1 and
+// asks for a password (scram-sha-256), a random one kept in the data folder (file
+// `password`, mode 0600). pg_hba.conf is written again at every start: never trust on
+// TCP. The product finds how to connect in postmaster.pid; people get a connection
+// string from `cabinet-leads db-url` or a shell from `cabinet-leads psql`.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
 import type { Logger } from './logger.js';
 
+/** How the embedded server is reached: a Unix socket (only its owner may) or TCP with a password. */
+export type Transport = 'socket' | 'tcp';
+
+export type Endpoint =
+  | { transport: 'socket'; socketDir: string; port: number }
+  /** password: undefined for a server an older version started (trust on TCP) that is still running */
+  | { transport: 'tcp'; host: string; port: number; password: string | undefined };
+
 export interface EmbeddedServer {
   connectionString: string;
+  endpoint: Endpoint;
   /** True when this process started the server (and so must stop it). */
   owned: boolean;
   stop(): Promise<void>;
@@ -32,12 +52,25 @@ export interface EmbeddedServer {
 export interface StartOptions {
   /** Aborted (a stop signal during start-up): the start ends at its next step and rejects with an AbortError; nothing is left running. */
   signal?: AbortSignal;
+  /** How a server this process starts listens (default: a Unix socket, TCP on Windows); a running server is reused as it listens. */
+  transport?: Transport;
 }
+
+/** The transport a new server gets when none is asked for. */
+export const DEFAULT_TRANSPORT: Transport = process.platform === 'win32' ? 'tcp' : 'socket';
 
 const USER = 'postgres';
 const DATABASE = 'cabinet_leads';
-/** The server's own output (initdb and postgres), next to its data folder. */
+/** The server's own output (initdb and postgres), next to its data folder (mode 0600). */
 const LOG_FILE = 'postgres.log';
+/** The folder of the Unix socket, in the data folder (mode 0700, owned by the server's OS user). */
+const SOCKET_DIR = 'socket';
+/** The socket's number: the socket folder is private, so a fixed one keeps `db-url` the same across restarts. */
+const SOCKET_PORT = 5432;
+/** TCP only: the superuser's password, made at random (mode 0600). */
+const PASSWORD_FILE = 'password';
+/** Longest socket file path (sun_path is 108 bytes on Linux, 104 on macOS). */
+const MAX_SOCKET_PATH = 100;
 const LOG_FILE_MAX_BYTES = 10 * 1024 * 1024;
 const START_TIMEOUT_MS = 60_000;
 /** After a fast shutdown request this long, an immediate shutdown (SIGQUIT) is sent. */
@@ -131,6 +164,10 @@ function processAlive(pid: number): boolean {
 interface ServerState {
   pid: number;
   port: number;
+  /** the Unix socket folder (line 5 of postmaster.pid); '' when it has none */
+  socketDir: string;
+  /** the TCP address it listens on (line 6); '' when none */
+  listenAddress: string;
   /** 'starting', 'ready' or 'stopping' (line 8 of postmaster.pid); '' while the server writes it. */
   status: string;
 }
@@ -147,21 +184,21 @@ export function serverState(pgdata: string): ServerState | undefined {
   const pid = Number(lines[0]);
   const port = Number(lines[3]);
   if (!Number.isInteger(pid) || pid <= 0 || !processAlive(pid)) return undefined;
-  return { pid, port, status: (lines[7] ?? '').trim() };
+  return { pid, port, socketDir: (lines[4] ?? '').trim(), listenAddress: (lines[5] ?? '').trim(), status: (lines[7] ?? '').trim() };
 }
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * Port of a server on this folder that accepts connections, waiting while it is starting
- * or stopping; undefined when no server runs (or once a stopping one is gone).
+ * The server on this folder that accepts connections, waiting while it is starting or
+ * stopping; undefined when no server runs (or once a stopping one is gone).
  */
-async function readyServerPort(pgdata: string): Promise<number | undefined> {
+async function readyServer(pgdata: string): Promise<ServerState | undefined> {
   const until = Date.now() + START_TIMEOUT_MS;
   for (;;) {
     const s = serverState(pgdata);
     if (!s) return undefined;
-    if (s.status === 'ready' && Number.isInteger(s.port)) return s.port;
+    if (s.status === 'ready' && Number.isInteger(s.port)) return s;
     if (Date.now() > until) {
       throw new Error(`the server of ${pgdata} (pid ${s.pid}) has been "${s.status || 'starting'}" for ${START_TIMEOUT_MS / 1000} s`);
     }
@@ -169,8 +206,42 @@ async function readyServerPort(pgdata: string): Promise<number | undefined> {
   }
 }
 
-function url(port: number, database: string): string {
-  return `postgres://${USER}@127.0.0.1:${port}/${database}`;
+/**
+ * A connection string for node-postgres and libpq alike: the socket folder as a
+ * percent-encoded host (postgres://postgres@%2Fpath%2Fsocket:5432/db), or 127.0.0.1
+ * with the password. Never logged (describeUrl in src/db.ts shows neither).
+ */
+export function connectionStringOf(endpoint: Endpoint, database: string = DATABASE): string {
+  if (endpoint.transport === 'socket') return `postgres://${USER}@${encodeURIComponent(endpoint.socketDir)}:${endpoint.port}/${database}`;
+  const auth = endpoint.password === undefined ? USER : `${USER}:${encodeURIComponent(endpoint.password)}`;
+  return `postgres://${auth}@${endpoint.host}:${endpoint.port}/${database}`;
+}
+
+/** How to reach a running server, from its postmaster.pid (and the password file for TCP). */
+function endpointOf(state: ServerState, dataDir: string): Endpoint {
+  if (state.socketDir !== '') return { transport: 'socket', socketDir: state.socketDir, port: state.port };
+  const host = state.listenAddress === '' || state.listenAddress === '*' ? '127.0.0.1' : state.listenAddress;
+  return { transport: 'tcp', host, port: state.port, password: readPassword(dataDir) };
+}
+
+function readPassword(dataDir: string): string | undefined {
+  try {
+    return readFileSync(path.join(dataDir, PASSWORD_FILE), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The SCRAM-SHA-256 verifier PostgreSQL stores for a password (RFC 5802/7677): the server
+ * is given this, never the password itself.
+ */
+export function scramVerifier(password: string, salt: Buffer = randomBytes(16), iterations = 4096): string {
+  const salted = pbkdf2Sync(password, salt, iterations, 32, 'sha256');
+  const clientKey = createHmac('sha256', salted).update('Client Key').digest();
+  const storedKey = createHash('sha256').update(clientKey).digest();
+  const serverKey = createHmac('sha256', salted).update('Server Key').digest();
+  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
 }
 
 /**
@@ -258,14 +329,30 @@ function serverUser(log: Logger): { uid: number; gid: number } | undefined {
   }
 }
 
-/** The log file as an fd for a child's stdout and stderr; cut back to empty when it grew past 10 MB. */
+/** The log file as an fd for a child's stdout and stderr (mode 0600: errors quote rows); cut back to empty when it grew past 10 MB. */
 function openLog(file: string): number {
   try {
     if (statSync(file).size > LOG_FILE_MAX_BYTES) truncateSync(file, 0);
   } catch {
     // not there yet
   }
-  return openSync(file, 'a');
+  const fd = openSync(file, 'a', 0o600);
+  if (process.platform !== 'win32') chmodSync(file, 0o600); // made by an older version with 0644
+  return fd;
+}
+
+/**
+ * The environment of initdb and postgres: what they need (paths, locale, time zone) and
+ * nothing else. The server runs as another OS user when we are root, and its environment
+ * is readable by that user: DATABASE_URL, ALERT_WEBHOOK_URL and the like stay with us.
+ */
+function serverEnv(): NodeJS.ProcessEnv {
+  const keep = /^(PATH|Path|PATHEXT|SystemRoot|SYSTEMROOT|WINDIR|TEMP|TMP|TMPDIR|HOME|USERPROFILE|LANG|LANGUAGE|LC_[A-Z]+|TZ)$/;
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (keep.test(k)) env[k] = v;
+  // English messages in the log file, whatever the machine's locale.
+  env.LC_MESSAGES = 'C';
+  return env;
 }
 
 function logTail(file: string, lines = 5): string {
@@ -282,6 +369,7 @@ function spawnServerProcess(
   args: string[],
   logFile: string,
   ids: { uid: number; gid: number } | undefined,
+  stdin: 'ignore' | 'pipe' = 'ignore',
 ): ChildProcess {
   const fd = openLog(logFile);
   try {
@@ -290,9 +378,8 @@ function spawnServerProcess(
       // Its own session: Ctrl-C in the terminal and signals to our process group never reach it.
       detached: true,
       windowsHide: true,
-      stdio: ['ignore', fd, fd],
-      // English messages in the log file, whatever the machine's locale.
-      env: { ...process.env, LC_MESSAGES: 'C' },
+      stdio: [stdin, fd, fd],
+      env: serverEnv(),
     });
     children.set(child, { kind });
     child.once('exit', () => children.delete(child));
@@ -330,6 +417,7 @@ async function initialise(bin: Binaries, pgdata: string, logFile: string, ids: {
   const child = spawnServerProcess(
     'initdb',
     bin,
+    // pg_hba.conf is written again before every start (writeHba): trust here is never used.
     [`--pgdata=${work}`, `--username=${USER}`, '--auth=trust', '--encoding=UTF8', '--lc-messages=C'],
     logFile,
     ids,
@@ -349,15 +437,83 @@ async function initialise(bin: Binaries, pgdata: string, logFile: string, ids: {
   }
 }
 
-/** Starts postgres and resolves once it accepts connections (postmaster.pid says "ready"). */
-async function startServer(bin: Binaries, pgdata: string, port: number, logFile: string, ids: { uid: number; gid: number } | undefined): Promise<ChildProcess> {
-  const child = spawnServerProcess(
-    'postgres',
-    bin,
-    ['-D', pgdata, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=100'],
-    logFile,
-    ids,
+/**
+ * Who may connect, written before every start (also over the trust an older version
+ * wrote): on the Unix socket, whoever can reach it (its folder and the socket are 0700:
+ * the server's OS user, and root); on TCP, only with the password (scram-sha-256).
+ */
+function writeHba(pgdata: string, ids: { uid: number; gid: number } | undefined): void {
+  const file = path.join(pgdata, 'pg_hba.conf');
+  writeFileSync(
+    file,
+    [
+      '# Written by cabinet-leads at every start of the embedded server (src/embedded.ts, docs/security.md).',
+      '# Unix socket: its folder and the socket can be entered by the server\'s OS user only (mode 0700).',
+      'local  all  all                 trust',
+      '# TCP (only where there is no Unix socket): the password kept in the data folder; never trust.',
+      'host   all  all  127.0.0.1/32   scram-sha-256',
+      'host   all  all  ::1/128        scram-sha-256',
+      '',
+    ].join('\n'),
+    { mode: 0o600 },
   );
+  if (ids) chownSync(file, ids.uid, ids.gid);
+}
+
+/**
+ * The socket folder: <data folder>/socket, a real folder (not a link) owned by the
+ * server's OS user, mode 0700, checked before every start. When that path is too long
+ * for a socket, a fresh private folder in the temp dir (made: true, removed on stop).
+ */
+function socketFolder(dataDir: string, ids: { uid: number; gid: number } | undefined): { dir: string; made: boolean } {
+  let dir = path.join(path.resolve(dataDir), SOCKET_DIR);
+  let made = false;
+  if (path.join(dir, `.s.PGSQL.${SOCKET_PORT}`).length > MAX_SOCKET_PATH || /[",]/.test(dir)) {
+    dir = mkdtempSync(path.join(tmpdir(), 'cabinet-leads-'));
+    made = true;
+  } else if (!existsSync(dir)) {
+    mkdirSync(dir, { mode: 0o700 });
+  }
+  const st = lstatSync(dir);
+  if (!st.isDirectory() || st.isSymbolicLink()) throw new Error(`${dir} is not a folder: move it away (the embedded server's socket goes there)`);
+  if (ids) chownSync(dir, ids.uid, ids.gid);
+  else if (process.getuid && st.uid !== process.getuid()) throw new Error(`${dir} belongs to another user (uid ${st.uid}): move it away`);
+  chmodSync(dir, 0o700);
+  return { dir, made };
+}
+
+/**
+ * The data folder itself: private to its user (0700); as root, others may only pass
+ * through it (0711) so that the server's OS user reaches pg/ and socket/.
+ */
+function lockDataFolder(dataDir: string, ids: { uid: number; gid: number } | undefined): void {
+  if (process.platform === 'win32') return;
+  chmodSync(dataDir, ids ? 0o711 : 0o700);
+}
+
+/**
+ * TCP only: the superuser's password, made once at random and kept in the data folder
+ * (0600); set in the cluster through single-user mode (no network), as its SCRAM
+ * verifier. A folder that has a password file already has it set.
+ */
+async function ensurePassword(bin: Binaries, dataDir: string, pgdata: string, logFile: string, ids: { uid: number; gid: number } | undefined): Promise<void> {
+  if (readPassword(dataDir) !== undefined) return;
+  const password = randomBytes(24).toString('base64url');
+  const child = spawnServerProcess('postgres', bin, ['--single', '-D', pgdata, '-c', 'log_statement=none', 'postgres'], logFile, ids, 'pipe');
+  child.stdin!.end(`ALTER ROLE ${USER} PASSWORD '${scramVerifier(password)}'\n`);
+  const { code, signal } = await exited(child);
+  if (code !== 0) throw new Error(`could not set the password of the embedded server (${signal ?? `exit code ${code}`}): ${logTail(logFile)}`);
+  // Written once the cluster has it: a password file always matches the cluster.
+  writeFileSync(path.join(dataDir, PASSWORD_FILE), `${password}\n`, { mode: 0o600 });
+}
+
+/** Starts postgres and resolves once it accepts connections (postmaster.pid says "ready"). */
+async function startServer(bin: Binaries, pgdata: string, listen: Endpoint, logFile: string, ids: { uid: number; gid: number } | undefined): Promise<ChildProcess> {
+  const network =
+    listen.transport === 'socket'
+      ? ['-c', 'listen_addresses=', '-c', `unix_socket_directories=${listen.socketDir}`, '-c', 'unix_socket_permissions=0700']
+      : ['-c', `listen_addresses=${listen.host}`, '-c', 'unix_socket_directories='];
+  const child = spawnServerProcess('postgres', bin, ['-D', pgdata, '-p', String(listen.port), ...network, '-c', 'max_connections=100'], logFile, ids);
   const gone = exited(child);
   let ended = false;
   void gone.then(() => (ended = true), () => (ended = true));
@@ -392,8 +548,8 @@ async function stopServer(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-async function createDatabase(port: number): Promise<void> {
-  const admin = new pg.Client({ connectionString: url(port, 'postgres') });
+async function createDatabase(endpoint: Endpoint): Promise<void> {
+  const admin = new pg.Client({ connectionString: connectionStringOf(endpoint, 'postgres') });
   admin.on('error', () => {}); // a server stopping under us: the pending query rejects
   await admin.connect();
   try {
@@ -411,22 +567,26 @@ async function createDatabase(port: number): Promise<void> {
 
 export async function startEmbedded(requestedDataDir: string, log: Logger, opts: StartOptions = {}): Promise<EmbeddedServer> {
   const aborted = () => opts.signal?.aborted === true;
+  const transport = opts.transport ?? DEFAULT_TRANSPORT;
   makeBinariesReachable(log);
   const dataDir = reachableDataDir(requestedDataDir, log);
   const pgdata = path.join(dataDir, 'pg');
   const logFile = path.join(dataDir, LOG_FILE);
 
   for (let attempt = 1; ; attempt++) {
-    const existing = await readyServerPort(pgdata);
+    const existing = await readyServer(pgdata);
     if (existing !== undefined) {
-      log.debug({ port: existing, pgdata }, 'embedded postgres already running, reusing it');
-      return { connectionString: url(existing, DATABASE), owned: false, stop: async () => {} };
+      // As it listens, whatever this process would have chosen.
+      const endpoint = endpointOf(existing, dataDir);
+      log.debug({ transport: endpoint.transport, port: existing.port, pgdata }, 'embedded postgres already running, reusing it');
+      return { connectionString: connectionStringOf(endpoint), endpoint, owned: false, stop: async () => {} };
     }
     if (aborted()) throw abortError();
 
     await mkdir(dataDir, { recursive: true });
     const bin = await binaries();
     const ids = serverUser(log);
+    lockDataFolder(dataDir, ids);
     if (!existsSync(path.join(pgdata, 'PG_VERSION'))) {
       if (existsSync(pgdata) && readdirSync(pgdata).length > 0) {
         throw new Error(`embedded postgres data folder ${pgdata} is not empty but holds no cluster (no PG_VERSION): move it away to start afresh`);
@@ -434,32 +594,61 @@ export async function startEmbedded(requestedDataDir: string, log: Logger, opts:
       await initialise(bin, pgdata, logFile, ids, log);
       if (aborted()) throw abortError();
     }
-    const port = await freePort();
+    let listen: Endpoint;
+    let madeSocketDir: string | undefined;
     let child: ChildProcess;
     try {
-      child = await startServer(bin, pgdata, port, logFile, ids);
+      writeHba(pgdata, ids);
+      if (transport === 'socket') {
+        const socket = socketFolder(dataDir, ids);
+        if (socket.made) madeSocketDir = socket.dir;
+        listen = { transport: 'socket', socketDir: socket.dir, port: SOCKET_PORT };
+      } else {
+        await ensurePassword(bin, dataDir, pgdata, logFile, ids);
+        listen = { transport: 'tcp', host: '127.0.0.1', port: await freePort(), password: readPassword(dataDir) };
+      }
+      child = await startServer(bin, pgdata, listen, logFile, ids);
     } catch (err) {
+      if (madeSocketDir) rmSync(madeSocketDir, { recursive: true, force: true });
       // Another process started a server on this folder first, or took our port: try again.
-      if (attempt < 3 && (serverState(pgdata) !== undefined || /could not bind|Address already in use/i.test(String(err)))) continue;
+      if (attempt < 3 && (serverState(pgdata) !== undefined || /could not bind|Address already in use|lock file .* already exists/i.test(String(err)))) continue;
       throw new Error(`embedded postgres failed to start in ${pgdata}: ${err instanceof Error ? err.message : String(err)}`);
     }
-    log.info({ port, pgdata, pid: child.pid }, 'embedded postgres started');
+    const port = listen.port;
+    log.info({ transport: listen.transport, port, pgdata, pid: child.pid }, 'embedded postgres started');
 
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> =>
       (stopping ??= (async () => {
         await stopServer(child);
+        if (madeSocketDir) rmSync(madeSocketDir, { recursive: true, force: true });
         log.info({ port }, 'embedded postgres stopped');
       })());
     const entry = children.get(child);
     if (entry) entry.stop = stop;
     try {
       if (aborted()) throw abortError();
-      await createDatabase(port);
+      await createDatabase(listen);
     } catch (err) {
       await stop();
       throw err;
     }
-    return { connectionString: url(port, DATABASE), owned: true, stop };
+    return { connectionString: connectionStringOf(listen), endpoint: listen, owned: true, stop };
   }
+}
+
+/**
+ * For `cabinet-leads db-url`: how to reach the embedded server of this data folder now
+ * (running: true), or, when none runs and it would listen on a Unix socket of the data
+ * folder, where it will (running: false; the same at every start). Undefined when none
+ * runs and its TCP port is not known until it starts.
+ */
+export function embeddedEndpoint(requestedDataDir: string, log: Logger, transport: Transport = DEFAULT_TRANSPORT): { endpoint: Endpoint; running: boolean } | undefined {
+  const dataDir = reachableDataDir(requestedDataDir, log);
+  const state = serverState(path.join(dataDir, 'pg'));
+  if (state && state.status === 'ready') return { endpoint: endpointOf(state, dataDir), running: true };
+  if (transport !== 'socket') return undefined;
+  const socketDir = path.join(path.resolve(dataDir), SOCKET_DIR);
+  if (path.join(socketDir, `.s.PGSQL.${SOCKET_PORT}`).length > MAX_SOCKET_PATH || /[",]/.test(socketDir)) return undefined;
+  return { endpoint: { transport: 'socket', socketDir, port: SOCKET_PORT }, running: false };
 }

@@ -98,7 +98,15 @@ export async function runPipeline(client: pg.ClientBase, opts: PipelineOptions, 
   // Who holds the lock the run gave up on, looked up at once (it may let go soon).
   if (run.status === 'FAILED' && run.error_sqlstate === LOCK_NOT_AVAILABLE) run.lock_hint = await lockTimeoutHint(client);
   if (run.status === 'FAILED') log.error({ ...fields, error: run.error_message, sqlstate: run.error_sqlstate, hint: run.lock_hint }, 'pipeline run failed');
-  else if (run.status === 'SKIPPED') log.warn(fields, 'pipeline run skipped: another run holds the lock');
+  else if (run.status === 'SKIPPED') {
+    // Who keeps the run out: a run of ours, or any session that took the lock (psql, a hung client).
+    const holders = await client
+      .query<{ pid: number; application_name: string | null; run_id: string | null; held_since: Date | null; too_long: boolean | null }>(
+        `SELECT h.pid, h.application_name, h.run_id::text AS run_id, h.held_since, h.too_long FROM ops.job_lock_holders() h`,
+      )
+      .then((r) => r.rows, () => undefined);
+    log.warn({ ...fields, lock_holders: holders }, 'pipeline run skipped: another run holds the lock');
+  }
   // The figures of the one line `reconcile` prints (src/run-summary.ts), as fields.
   else log.info(runFigures(run), 'pipeline run completed');
   return run;

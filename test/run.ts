@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import pg from 'pg';
 import { PROJECT_ROOT } from '../src/config.js';
+import { describeUrl } from '../src/db.js';
 import { endOnSignals, startEmbedded, type EmbeddedServer } from '../src/embedded.js';
 import { createLogger } from '../src/logger.js';
 import { migrate } from '../src/migrate.js';
@@ -40,7 +41,6 @@ async function main(): Promise<number> {
     embedded = await startEmbedded(path.join(PROJECT_ROOT, '.data', 'test'), log);
     adminUrl = withDb(embedded.connectionString, 'postgres');
   }
-  const server = new URL(adminUrl);
   const template = `cabinet_leads_tpl_${randomBytes(4).toString('hex')}`;
   let code = 1;
   try {
@@ -53,7 +53,7 @@ async function main(): Promise<number> {
       await c.end();
       return v;
     })();
-    console.log(`# server: PostgreSQL ${version} at ${server.hostname}:${server.port}${embedded ? ' (embedded)' : ''}; template ${template}`);
+    console.log(`# server: PostgreSQL ${version} at ${describeUrl(adminUrl)}${embedded ? ` (embedded, ${embedded.endpoint.transport})` : ''}; template ${template}`);
     const counts = { pass: 0, fail: 0, skip: 0, todo: 0 };
     code = await new Promise<number>((resolve) => {
       const child = spawn(process.execPath, [path.join(PROJECT_ROOT, 'node_modules', 'ava', 'entrypoints', 'cli.mjs'), '--tap', ...process.argv.slice(2)], {

@@ -204,6 +204,25 @@ AS $$
     WHERE v.source_indexed
       AND (r.given_names, r.surnames) IS DISTINCT FROM (v.given_names, v.surnames)
   ),
+  -- The job lock held longer than a run can last (ops.job_lock_holders): every run is
+  -- SKIPPED meanwhile, with exit code 0. Freed by ending the holder's session.
+  job_lock_held AS (
+    SELECT format('pid %s (%s) holds it since %s UTC (%s): SELECT pg_terminate_backend(%s);',
+                  h.pid,
+                  concat_ws(', ', nullif(h.application_name, ''), 'user ' || h.usename, h.state, 'run ' || h.run_id),
+                  to_char(h.held_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), h.held_for, h.pid) AS example
+    FROM ops.job_lock_holders() h
+    WHERE h.too_long
+  ),
+  -- graphile-worker jobs and queues locked longer than a run can last (a worker killed
+  -- with kill -9): no run of the queue starts until graphile-worker's 4-hour reset.
+  worker_locked AS (
+    SELECT format('%s %s (%s) locked by %s since %s UTC (%s): SELECT graphile_worker.force_unlock_workers(ARRAY[%L]);',
+                  w.kind, w.id, w.name, w.locked_by, to_char(w.locked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+                  w.locked_for, w.locked_by) AS example
+    FROM ops.worker_jobs_locked() w
+    WHERE w.too_long
+  ),
   checks (ord, invariant, description, examples, n) AS (
     SELECT 1, 'ORPHAN_PERSON', 'persons in canon.identity_registry without any identity link',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM orphan ORDER BY example LIMIT 5) x), (SELECT count(*) FROM orphan)
@@ -249,6 +268,12 @@ AS $$
     UNION ALL
     SELECT 51, 'DRIVER_NAME_ROLES', 'canon.driver_name_roles must hold one row per driver index row, written with it, with the name fields of its source row (canon.v_driver_name_roles; content checked on the 1,000 drivers indexed last and every 64th)',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM driver_name_roles_drift ORDER BY example LIMIT 5) x), (SELECT count(*) FROM driver_name_roles_drift)
+    UNION ALL
+    SELECT 60, 'JOB_LOCK_HELD_TOO_LONG', 'sessions holding the job lock for longer than a run can last (setting job_lock_held_max_minutes): every run is SKIPPED meanwhile (ops.job_lock_holders; free it with pg_terminate_backend)',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM job_lock_held ORDER BY example LIMIT 5) x), (SELECT count(*) FROM job_lock_held)
+    UNION ALL
+    SELECT 61, 'WORKER_JOB_LOCKED_TOO_LONG', 'graphile-worker jobs and queues locked for longer than a run can last (setting job_lock_held_max_minutes), by a worker that was killed: no run of the queue starts until they are unlocked (ops.worker_jobs_locked; graphile_worker.force_unlock_workers)',
+           (SELECT jsonb_agg(example) FROM (SELECT example FROM worker_locked ORDER BY example LIMIT 5) x), (SELECT count(*) FROM worker_locked)
   )
   SELECT c.invariant, c.n, coalesce(c.examples, '[]'::jsonb), c.description FROM checks c ORDER BY c.ord
 $$;

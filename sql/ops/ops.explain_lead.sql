@@ -8,10 +8,16 @@
 -- whether the runs still evaluate the lead (canon.last_run_scope): one dated before their
 -- days_back is not retried, and the explanation says so. `explanation` is the sentence
 -- for people (`cabinet-leads explain KEY` prints it first).
+-- SECURITY DEFINER (its owner's rights, a fixed search_path, every name qualified): a
+-- cabinet_leads_reader may call it, who may neither read the canon tables nor write the
+-- lead keys it refreshes; the keys are a cache of the lead row (what the next run writes
+-- anyway), and the lead key is only ever compared, never run as SQL. EXECUTE is granted
+-- to the product's roles only (canon.grant_product_roles).
 CREATE OR REPLACE FUNCTION ops.explain_lead(p_lead_source_pk text)
 RETURNS jsonb
 LANGUAGE plpgsql
 VOLATILE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 -- keying the lead's rows drops temp tables "IF EXISTS": no NOTICE for that in psql
 SET client_min_messages = warning
@@ -96,4 +102,4 @@ BEGIN
   RETURN v_result;
 END
 $$;
-COMMENT ON FUNCTION ops.explain_lead(text) IS 'Why a lead is (not) matched: normalised keys, state, every candidate with rule, score, kept or reject reason, and the decision now.';
+COMMENT ON FUNCTION ops.explain_lead(text) IS 'Why a lead is (not) matched: normalised keys, state, every candidate with rule, score, kept or reject reason, and the decision now. SECURITY DEFINER: readers may call it.';

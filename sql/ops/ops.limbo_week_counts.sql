@@ -4,7 +4,9 @@
 -- pass over every lead (canon.limbo_week_counts_of_state); a run id: the rows stored for that run in
 -- ops.limbo_snapshot_weeks. PL/pgSQL so that only the branch taken is planned; jit off
 -- (the live part's estimate over the lead view once triggered a JIT compilation that
--- took longer than the whole count).
+-- took longer than the whole count). SECURITY DEFINER (it only reads; a fixed
+-- search_path): the live counts read the canon caches and the lead rows, which a
+-- cabinet_leads_reader may not read, for ops.limbo_alert_metrics (status, alerts).
 CREATE OR REPLACE FUNCTION ops.limbo_week_counts(p_run_id bigint DEFAULT NULL)
 RETURNS TABLE (
   week_start            date,
@@ -19,6 +21,7 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$

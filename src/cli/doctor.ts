@@ -27,9 +27,12 @@ export const doctorCommand: Command = {
 Runs ops.check_invariants(): no orphan person, no lead both linked and OPEN-unmatched,
 no driver linked twice, no run stuck RUNNING, one limbo row per lead, settled claims
 guarded and unchanged, lead state counters equal to the stored state, settings valid
-and guarded, no lead key stored with blanks at its ends, and every cache (lead keys,
+and guarded, no lead key stored with blanks at its ends, every cache (lead keys,
 lead state, its marks, the never-evaluated list, retry marks, driver index) equal to its
-live definition. docs/operations.md says what to do about each violation.
+live definition, no session holding the job lock and no graphile-worker job or queue
+locked for longer than a run can last (setting job_lock_held_max_minutes; the example
+names the holder and the statement that frees it). docs/operations.md says what to do
+about each violation.
 
 Options:
   --repair    first repair the caches that drifted (ops.repair_caches(): rewrites only

@@ -26,6 +26,8 @@ const commands: [string, () => Promise<Command>][] = [
   ['ignore-lead', async () => (await import('./manual.js')).ignoreLeadCommand],
   ['unlink-lead', async () => (await import('./manual.js')).unlinkLeadCommand],
   ['demo', async () => (await import('./demo.js')).demoCommand],
+  ['db-url', async () => (await import('./db.js')).dbUrlCommand],
+  ['psql', async () => (await import('./db.js')).psqlCommand],
 ];
 
 async function mainHelp(): Promise<string> {
@@ -40,7 +42,9 @@ Commands:
 ${loaded.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join('\n')}
 
 Run cabinet-leads <command> --help for its options; cabinet-leads --version prints the version.
-Environment: DATABASE_URL (unset: embedded PostgreSQL in .data/), LOG_LEVEL, LOG_FORMAT (json|pretty).`;
+Environment: DATABASE_URL (unset: embedded PostgreSQL in .data/, reached by its owner only:
+cabinet-leads db-url, cabinet-leads psql), LOG_LEVEL, LOG_FORMAT (json|pretty), ALERT_WEBHOOK_URL.
+Secrets come from the environment only and are never logged (docs/security.md).`;
 }
 
 async function main(argv: string[]): Promise<number> {

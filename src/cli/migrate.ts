@@ -1,6 +1,6 @@
 // cabinet-leads migrate: applies pending migrations (what a DBA runs on deploy).
 import { openDatabase } from '../db.js';
-import { migrate } from '../migrate.js';
+import { dbaRequestLine, migrate, type DbaRequest } from '../migrate.js';
 import { parse } from './args.js';
 import type { Command } from './command.js';
 import { loadConfigAndLogger } from './context.js';
@@ -12,7 +12,12 @@ export const migrateCommand: Command = {
 
 Applies the pending SQL migrations of migrations/ (node-pg-migrate, bookkeeping in
 schema cabinet_migrations) in one transaction. Safe to run twice and from several
-hosts at once. Creates the source tables only when they do not exist.
+hosts at once. Creates the source tables only when they do not exist. Then installs
+or upgrades graphile-worker's schema, and creates the roles cabinet_leads_job and
+cabinet_leads_reader (NOLOGIN) and grants them their rights again (docs/security.md).
+Run it as the role that owns the schemas. When that role may not create roles (or
+grant on the upstream tables), the migration still applies: one line on stderr says
+so and the SQL a DBA must run is printed on stdout; then run migrate again.
 
 Options:
   --json      print the applied migration names as JSON
@@ -28,9 +33,14 @@ Environment: DATABASE_URL (else the embedded server in .data/).`,
     const { config, log } = loadConfigAndLogger();
     const db = await openDatabase(config, log);
     try {
-      const applied = await migrate(db.connectionString, log);
-      if (values.json) console.log(JSON.stringify({ applied }));
+      let dba: DbaRequest | undefined;
+      const applied = await migrate(db.connectionString, log, { onDbaRequest: (r) => (dba = r) });
+      if (values.json) console.log(JSON.stringify({ applied, ...(dba ? { dba_sql: dba.sql } : {}) }));
       else console.log(applied.length ? `applied ${applied.length} migration(s): ${applied.join(', ')}` : 'schema up to date');
+      if (dba) {
+        process.stderr.write(`cabinet-leads migrate: ${dbaRequestLine(dba)}\n`);
+        if (!values.json) console.log(dba.sql.join('\n'));
+      }
       return 0;
     } finally {
       await db.close();

@@ -28,6 +28,37 @@ interface LimboLine {
   change: number | null;
 }
 
+/** A session holding the job lock (ops.job_lock_holders). */
+export interface LockHolder {
+  pid: number | null;
+  usename: string | null;
+  application_name: string | null;
+  state: string | null;
+  run_id: string | null;
+  held_since: string | null;
+  held_for: string | null;
+  too_long: boolean | null;
+}
+
+/** The sessions holding the job lock, with the threshold they are judged by. */
+export async function jobLockHolders(db: { query: (sql: string) => Promise<{ rows: LockHolder[] }> }): Promise<LockHolder[]> {
+  const { rows } = await db.query(
+    `SELECT h.pid, h.usename, h.application_name, h.state, h.run_id::text AS run_id,
+            to_char(h.held_since AT TIME ZONE canon.setting('business_timezone'), 'YYYY-MM-DD HH24:MI:SS') AS held_since,
+            h.held_for::text AS held_for, h.too_long
+     FROM ops.job_lock_holders() h`,
+  );
+  return rows;
+}
+
+/** "pid 4242 (psql, user alice, idle) since 2026-12-02 05:00:00 (01:02:03), in the business time zone". */
+export function describeHolder(h: LockHolder): string {
+  const who = [h.application_name || undefined, h.usename ? `user ${h.usename}` : undefined, h.state ?? undefined, h.run_id ? `run #${h.run_id}` : undefined]
+    .filter((x) => x !== undefined)
+    .join(', ');
+  return `pid ${h.pid ?? '?'}${who ? ` (${who})` : ''} since ${h.held_since ? h.held_since : 'an unknown time'}${h.held_for ? ` (${h.held_for})` : ''}`;
+}
+
 interface Baseline {
   run_id: number;
   taken_at: string;
@@ -53,11 +84,14 @@ export const statusCommand: Command = {
   help: `Usage: cabinet-leads status [--runs N] [--json]
 
 Prints the last runs of every job on the cabinet leads (canon.ingestion_runs: pipeline
-runs, imports, repairs; the job of each is shown), the number of leads per limbo stage
-now with the change since the previous snapshot (the snapshot taken before the latest
-one, i.e. what the last run and anything since changed), and the alerts that fire now
-(ops.check_limbo_alerts, read only: nothing is recorded). Every time is in the business
-time zone (canon.settings business_timezone), named in the first line.
+runs, imports, repairs; the job of each is shown), who holds the job lock now
+(ops.job_lock_holders; named with the step that frees it when held longer than a run
+can last, setting job_lock_held_max_minutes: every run is SKIPPED meanwhile), the
+number of leads per limbo stage now with the change since the previous snapshot (the
+snapshot taken before the latest one, i.e. what the last run and anything since
+changed), and the alerts that fire now (ops.check_limbo_alerts, read only: nothing is
+recorded). Every time is in the business time zone (canon.settings business_timezone),
+named in the first line.
 
 Options:
   --runs N    how many runs to show (default 10)
@@ -102,8 +136,9 @@ Options:
         first?.previous_run_id != null && first.previous_taken_at != null ? { run_id: Number(first.previous_run_id), taken_at: first.previous_taken_at } : null;
       const alerts: Alert[] = await checkAlerts(db.pool, { record: false });
       const timeZone = (await db.pool.query<{ tz: string }>(`SELECT canon.setting('business_timezone') AS tz`)).rows[0]!.tz;
+      const holders = await jobLockHolders(db.pool);
       if (values.json) {
-        console.log(JSON.stringify({ timezone: timeZone, runs: runs.rows, limbo, previous_snapshot: baseline, alerts }));
+        console.log(JSON.stringify({ timezone: timeZone, runs: runs.rows, job_lock: holders, limbo, previous_snapshot: baseline, alerts }));
         return 0;
       }
       console.log(`Times in ${timeZone} (the business time zone).`);
@@ -115,6 +150,14 @@ Options:
         console.log(
           `  #${pad(r.id, 6)} ${pad(jobLabel(r.job_name), 10)} ${pad(r.status + (r.dry_run ? ' (dry)' : ''), 16)} ${r.started_local}  ${pad(r.trigger, 7)} ${pad(duration(Number(r.duration_ms ?? NaN)), 10)}${err}`,
         );
+      }
+      for (const h of holders) {
+        if (h.too_long) {
+          console.log(`Job lock: HELD TOO LONG by ${describeHolder(h)}: longer than a run can last, every run is SKIPPED.`);
+          console.log(`  Free it: SELECT pg_terminate_backend(${h.pid ?? '<pid>'});  (docs/operations.md, "The job lock is held")`);
+        } else {
+          console.log(`Job lock: held by ${describeHolder(h)}`);
+        }
       }
       console.log('');
       console.log(

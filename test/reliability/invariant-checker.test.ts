@@ -357,6 +357,31 @@ const cases: Case[] = [
     example: /^driver \S+: name roles not written with its index row$/,
     repair: `SELECT ops.repair_name_roles();`,
   },
+  {
+    invariant: 'JOB_LOCK_HELD_TOO_LONG',
+    // A session took the job lock and kept it: the runs of the last 2 hours were SKIPPED.
+    breakIt: `
+      SELECT pg_advisory_lock(hashtext('cabinet_leads'), hashtext('reconcile_cabinet_leads_pipeline'));
+      INSERT INTO canon.ingestion_runs (job_name, status, dry_run, source_tables, started_at, created_at, completed_at, stats)
+      SELECT 'reconcile_cabinet_leads_pipeline', 'SKIPPED', false, '["module_ct_cabinet_leads"]'::jsonb,
+             now() - interval '2 hours', now() - interval '2 hours', now() - interval '2 hours' + interval '1 second',
+             '{"skipped_reason": "another run holds the job lock"}'::jsonb;`,
+    violations: 1,
+    example: /^pid \d+ \(.*user postgres, idle\) holds it since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(0?2:00:\d\d\): SELECT pg_terminate_backend\(\d+\);$/,
+    // docs/operations.md: SELECT pg_terminate_backend(pid) from another session; here the holder lets go itself.
+    repair: `SELECT pg_advisory_unlock_all();`,
+  },
+  {
+    invariant: 'WORKER_JOB_LOCKED_TOO_LONG',
+    // A worker killed with kill -9 two hours ago: its job and the job's queue stay locked.
+    breakIt: `
+      SELECT graphile_worker.add_job('reconcile_cabinet_leads_pipeline', '{}'::json, queue_name => 'cabinet_leads_serial', max_attempts => 1);
+      UPDATE graphile_worker._private_jobs SET locked_by = 'worker-killed-9', locked_at = now() - interval '2 hours';
+      UPDATE graphile_worker._private_job_queues SET locked_by = 'worker-killed-9', locked_at = now() - interval '2 hours';`,
+    violations: 2,
+    example: /^(JOB \d+ \(reconcile_cabinet_leads_pipeline\)|QUEUE \d+ \(cabinet_leads_serial\)) locked by worker-killed-9 since .* UTC \(0?2:00:\d\d\): SELECT graphile_worker\.force_unlock_workers\(ARRAY\['worker-killed-9'\]\);$/,
+    repair: `SELECT graphile_worker.force_unlock_workers(ARRAY['worker-killed-9']);`,
+  },
 ];
 
 test('cabinet-leads doctor exits 0 when every invariant holds, 1 when one is violated', async (t) => {

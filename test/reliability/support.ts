@@ -210,21 +210,27 @@ export async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T
   }
 }
 
-/** Forwards 127.0.0.1:<port> to the server's current port, so clients keep one address across a restart. */
+/** Where a server listens, for net.connect: its Unix socket, or its TCP address. */
+export function serverAddress(server: EmbeddedServer): net.NetConnectOpts {
+  const e = server.endpoint;
+  return e.transport === 'socket' ? { path: path.join(e.socketDir, `.s.PGSQL.${e.port}`) } : { host: e.host, port: e.port };
+}
+
+/** Forwards 127.0.0.1:<port> to where the server listens now, so clients keep one address across a restart. */
 export class TcpProxy {
   private readonly sockets = new Set<net.Socket>();
   private constructor(
     private readonly server: net.Server,
     public readonly port: number,
-    public target: number,
+    public target: net.NetConnectOpts,
   ) {}
 
-  static async start(target: number): Promise<TcpProxy> {
+  static async start(target: net.NetConnectOpts): Promise<TcpProxy> {
     const server = net.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const proxy = new TcpProxy(server, (server.address() as net.AddressInfo).port, target);
     server.on('connection', (client) => {
-      const upstream = net.connect(proxy.target, '127.0.0.1');
+      const upstream = net.connect(proxy.target);
       for (const s of [client, upstream]) {
         proxy.sockets.add(s);
         s.on('close', () => proxy.sockets.delete(s));
@@ -267,7 +273,7 @@ export class OwnServer {
     const dir = mkdtempSync(path.join(tmpdir(), 'cabinet-reliability-'));
     chmodSync(dir, 0o755); // the server runs as the postgres user when the tests run as root
     const server = await startEmbedded(path.join(dir, 'data'), log);
-    const proxy = await TcpProxy.start(Number(new URL(server.connectionString).port));
+    const proxy = await TcpProxy.start(serverAddress(server));
     const own = new OwnServer(dir, server, proxy);
     await withClient(own.url('postgres'), (c) => c.query(`CREATE DATABASE ${OwnServer.TEMPLATE}`));
     await migrate(own.url(OwnServer.TEMPLATE), log);
@@ -292,7 +298,7 @@ export class OwnServer {
     await this.server.stop();
     await new Promise((r) => setTimeout(r, downtimeMs));
     this.server = await startEmbedded(path.join(this.dir, 'data'), log);
-    this.proxy.target = Number(new URL(this.server.connectionString).port);
+    this.proxy.target = serverAddress(this.server);
   }
 
   async stop(): Promise<void> {

@@ -48,6 +48,7 @@ test('every setting the product reads has a type; the seeded values are valid', 
       ['business_timezone', 'TIME_ZONE', null, null, null],
       ['doctor_lead_state_days', 'INTEGER', '0', '36500', null],
       ['driver_index_full_refresh_hours', 'INTEGER', '0', '8760', null],
+      ['job_lock_held_max_minutes', 'INTEGER', '1', '10080', null],
       ['shared_phone_min_other_people', 'INTEGER', '1', '1000', null],
       ['source_full_read_hours', 'INTEGER', '1', '8760', null],
       ['target_park_id', 'IDENTIFIER', null, null, null],
@@ -122,7 +123,7 @@ test('a typed setting cannot be deleted, renamed or truncated away; an untyped o
   await db.query(`INSERT INTO canon.settings (key, value, description) VALUES ('note_for_ops', 'anything', 'free text')`);
   await db.query(`DELETE FROM canon.settings WHERE key = 'note_for_ops'`);
   const [n] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon.settings`);
-  t.is(n!.n, 7);
+  t.is(n!.n, 8);
 });
 
 test('a changed value stamps updated_at', async (t) => {

@@ -4,8 +4,8 @@
 --   cabinet_leads_job     runs the pipeline, the worker, import-leads, the manual fixes,
 --                         alerts, status, report, doctor (--repair): reads and writes rows,
 --                         executes every function; creates, alters and drops nothing.
---   cabinet_leads_reader  SELECT on the ops views and tables, canon.ingestion_runs and
---                         canon.settings; ops.explain_lead, ops.check_limbo_alerts (its
+--   cabinet_leads_reader  SELECT on the ops views and tables, canon.ingestion_runs,
+--                         canon.settings and canon.identity_unmatched; ops.explain_lead, ops.check_limbo_alerts (its
 --                         read-only form) and the other read functions; writes nothing.
 -- Both NOLOGIN: a DBA grants them to login roles. Creates a missing role when the
 -- migrating role may (superuser or CREATEROLE). Idempotent: every grant is given again,
@@ -87,9 +87,10 @@ BEGIN
   -- READER: the ops views and tables (the views run with their owner's rights on canon),
   -- the run log, the settings (canon.setting, called by the views, runs with the
   -- caller's rights), the canon helper functions the views call (they run with the
-  -- reader's rights, so they can write nothing) and the read functions of ops.
+  -- reader's rights, so they can write nothing) and the read functions of ops; why a lead
+  -- has no person (the report's actionable leads: the limbo view shows its keys already).
   GRANT SELECT ON ALL TABLES IN SCHEMA ops TO cabinet_leads_reader;
-  GRANT SELECT ON canon.ingestion_runs, canon.settings TO cabinet_leads_reader;
+  GRANT SELECT ON canon.ingestion_runs, canon.settings, canon.identity_unmatched TO cabinet_leads_reader;
   ALTER DEFAULT PRIVILEGES IN SCHEMA ops GRANT SELECT ON TABLES TO cabinet_leads_reader;
   FOR v_fn IN
     SELECT p.oid::regprocedure

@@ -58,7 +58,7 @@ test('as cabinet_leads_job: reconcile, import-leads, resolve, ignore and unlink 
   t.notRegex(alerts.stderr, denied);
   const status = await runCli(['status'], env);
   t.is(status.code, 0, status.stderr);
-  t.regex(status.stdout, /^Last runs$/m);
+  t.regex(status.stdout, /^Last runs /m);
   const report = await runCli(['report', '--out', path.join(dir, 'report.html')], env);
   t.is(report.code, 0, report.stderr);
   t.true(readFileSync(path.join(dir, 'report.html'), 'utf8').includes('<html'));

@@ -9,6 +9,7 @@ import { alertsCommand } from './alerts.js';
 import type { Command } from './command.js';
 import { demoCommand } from './demo.js';
 import { doctorCommand } from './doctor.js';
+import { exportCommand } from './export.js';
 import { importLeadsCommand } from './import-leads.js';
 import { ignoreLeadCommand, resolveLeadCommand, unlinkLeadCommand } from './manual.js';
 import { migrateCommand } from './migrate.js';
@@ -26,6 +27,7 @@ const commands: Command[] = [
   reportCommand,
   doctorCommand,
   importLeadsCommand,
+  exportCommand,
   resolveLeadCommand,
   ignoreLeadCommand,
   unlinkLeadCommand,

@@ -9,10 +9,13 @@
 //   and line (never silently turned into "JosÃ©"); --encoding windows-1252 reads it all
 //   as Windows-1252. A pure ASCII file is UTF-8.
 // No statistical detector (chardet): the choice is between two encodings, and UTF-8
-// validity decides it exactly, on any length of file.
+// validity decides it exactly, on any length of file. No decoding library either (nor
+// TextDecoder('windows-1252'), which Node 20 decodes as Latin-1: 0x80 is not €): Node
+// decodes UTF-8, Latin-1 and UTF-16LE natively, and Windows-1252 is Latin-1 but for 32
+// bytes (the table below); twice as fast as iconv-lite's table lookup per byte.
 import { isAscii, isUtf8 } from 'node:buffer';
 import { Transform, type TransformCallback } from 'node:stream';
-import iconv from 'iconv-lite';
+import { StringDecoder } from 'node:string_decoder';
 import { UsageError } from '../errors.js';
 
 export type Encoding = 'utf-8' | 'windows-1252' | 'utf-16le' | 'utf-16be';
@@ -42,6 +45,39 @@ export function parseEncoding(command: string, raw: string | undefined): Encodin
   const e = NAMES[raw.trim().toLowerCase()];
   if (!e) throw new UsageError(`${command}: invalid --encoding ${JSON.stringify(raw)}: expected auto, utf-8, windows-1252 (also cp1252, latin1), utf-16le or utf-16be`);
   return e;
+}
+
+/**
+ * Windows-1252's bytes 0x80-0x9F (the other 224 are ISO-8859-1, Unicode's first code
+ * points); U+FFFD for the five it leaves undefined (0x81, 0x8D, 0x8F, 0x90, 0x9D).
+ */
+const CP1252_80_9F =
+  '\u20AC\uFFFD\u201A\u0192\u201E\u2026\u2020\u2021\u02C6\u2030\u0160\u2039\u0152\uFFFD\u017D\uFFFD' +
+  '\uFFFD\u2018\u2019\u201C\u201D\u2022\u2013\u2014\u02DC\u2122\u0161\u203A\u0153\uFFFD\u017E\u0178';
+
+/** Windows-1252 bytes as text (one character per byte, so an index is a byte offset). */
+export function decodeWindows1252(buf: Buffer): string {
+  const text = buf.toString('latin1');
+  return /[\x80-\x9f]/.test(text) ? text.replace(/[\x80-\x9f]/g, (c) => CP1252_80_9F[c.charCodeAt(0) - 0x80]!) : text;
+}
+
+/** UTF-16 (LE or BE) to text across chunks: a character may be cut between two reads. */
+class Utf16Decoder {
+  private readonly decoder = new StringDecoder('utf16le');
+  private carry: Buffer = Buffer.alloc(0);
+  constructor(private readonly bigEndian: boolean) {}
+
+  write(chunk: Buffer): string {
+    if (!this.bigEndian) return this.decoder.write(chunk);
+    const buf = this.carry.length ? Buffer.concat([this.carry, chunk]) : chunk;
+    const even = buf.length - (buf.length % 2);
+    this.carry = Buffer.from(buf.subarray(even));
+    return this.decoder.write(Buffer.from(buf.subarray(0, even)).swap16());
+  }
+
+  end(): string {
+    return this.decoder.end();
+  }
 }
 
 /** The encoding a file starts with a BOM of, if any. */
@@ -112,7 +148,7 @@ export class DecodeToUtf8 extends Transform {
   private newlines = 0;
   private tail: Buffer = Buffer.alloc(0);
   private started = false;
-  private decoder: { write(b: Buffer): string; end(): string | undefined } | undefined;
+  private decoder: Utf16Decoder | undefined;
 
   constructor(private readonly file: string, choice: EncodingChoice) {
     super();
@@ -156,9 +192,8 @@ export class DecodeToUtf8 extends Transform {
         this.encoding = bom;
         this.source = 'bom';
       }
-      if (this.encoding === 'utf-16le' || this.encoding === 'utf-16be') {
-        this.decoder = iconv.getDecoder(this.encoding, { stripBOM: true });
-      }
+      // (a UTF-16 BOM decodes to U+FEFF, which becomes the UTF-8 BOM the parser drops)
+      if (this.encoding === 'utf-16le' || this.encoding === 'utf-16be') this.decoder = new Utf16Decoder(this.encoding === 'utf-16be');
     }
     if (this.encoding === undefined) {
       const at = isAscii(buf) ? -1 : firstNonAscii(buf);
@@ -187,7 +222,7 @@ export class DecodeToUtf8 extends Transform {
         return;
       }
       case 'windows-1252': {
-        const text = iconv.decode(buf, 'windows-1252');
+        const text = decodeWindows1252(buf);
         // 0x81, 0x8D, 0x8F, 0x90, 0x9D are no character of Windows-1252 (decoded as U+FFFD)
         const bad = text.indexOf('\uFFFD');
         if (bad >= 0) {
@@ -231,6 +266,9 @@ export class DecodeToUtf8 extends Transform {
 /** A decoded start of a file, for sniffing its header (no error: a guess for the delimiter). */
 export function decodeHead(head: Buffer, choice: EncodingChoice): string {
   const enc = choice !== 'auto' ? choice : bomEncoding(head) ?? (isUtf8(head.subarray(0, completeUtf8Length(head))) ? 'utf-8' : 'windows-1252');
-  const text = enc === 'utf-8' ? head.subarray(0, completeUtf8Length(head)).toString('utf8') : iconv.decode(head, enc);
+  let text: string;
+  if (enc === 'utf-8') text = head.subarray(0, completeUtf8Length(head)).toString('utf8');
+  else if (enc === 'windows-1252') text = decodeWindows1252(head);
+  else text = new Utf16Decoder(enc === 'utf-16be').write(head);
   return text.replace(/^\uFEFF/, '');
 }

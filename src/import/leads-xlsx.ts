@@ -10,6 +10,7 @@
 // business time zone's local time) stores: never shifted by the machine's time zone.
 import type { Readable } from 'node:stream';
 import ExcelJS from 'exceljs';
+import unzipper from 'unzipper';
 import { UsageError } from '../errors.js';
 import { quoted } from '../printable.js';
 import type { ColumnType } from './leads-csv.js';
@@ -28,19 +29,66 @@ export interface SheetInfo {
   date1904: boolean;
 }
 
-interface ReaderWithModel {
-  model?: { sheets?: { name: string }[] };
+/** A sheet of the workbook as workbook.xml lists it, in tab order. */
+interface WorkbookSheet {
+  name: string;
+  sheetId: number;
+  rId: string;
+  state: string;
+}
+
+/** The parts of exceljs's WorkbookReader that are set from workbook.xml. */
+interface ReaderWorkbookModel {
+  model?: { sheets?: { name: string; id: number; rId: string; state: string }[] };
   /** the workbookPr of workbook.xml (an xform: its model holds the values) */
   properties?: { model?: { date1904?: boolean } };
 }
 
 type NamedWorksheetReader = ExcelJS.stream.xlsx.WorksheetReader & { name: string };
 
+function xmlText(v: string): string {
+  return v.replace(/&(lt|gt|quot|apos|amp|#x[0-9a-f]+|#\d+);/gi, (_, e: string) =>
+    e === 'lt' ? '<' : e === 'gt' ? '>' : e === 'quot' ? '"' : e === 'apos' ? "'" : e === 'amp' ? '&'
+      : String.fromCodePoint(e[1] === 'x' || e[1] === 'X' ? parseInt(e.slice(2), 16) : Number(e.slice(1))));
+}
+
+function attribute(tag: string, name: string): string | undefined {
+  const m = new RegExp(`\\s${name}\\s*=\\s*(?:"([^"]*)"|'([^']*)')`).exec(tag);
+  return m ? xmlText(m[1] ?? m[2] ?? '') : undefined;
+}
+
+/**
+ * The workbook's sheets in tab order and its date system, read first from workbook.xml
+ * through the zip's central directory. exceljs learns them only when it meets
+ * workbook.xml in the zip, and writers that put it after the sheets (exceljs's own,
+ * openpyxl) would otherwise leave the sheet names unknown, or crash its reader.
+ */
+export async function workbookSheets(file: string): Promise<{ sheets: WorkbookSheet[]; date1904: boolean }> {
+  const dir = await unzipper.Open.file(file);
+  const part = dir.files.find((f) => f.path.replace(/^\//, '') === 'xl/workbook.xml');
+  if (!part) return { sheets: [], date1904: false };
+  const xml = (await part.buffer()).toString('utf8');
+  const sheets: WorkbookSheet[] = [];
+  for (const m of xml.matchAll(/<(?:\w+:)?sheet\s[^>]*>/g)) {
+    const tag = m[0];
+    const name = attribute(tag, 'name');
+    const rId = attribute(tag, '(?:\\w+:)?id');
+    if (name === undefined || rId === undefined) continue;
+    sheets.push({ name, sheetId: Number(attribute(tag, 'sheetId') ?? sheets.length + 1), rId, state: attribute(tag, 'state') ?? 'visible' });
+  }
+  const pr = /<(?:\w+:)?workbookPr\s[^>]*>/.exec(xml)?.[0];
+  const d = pr ? attribute(pr, 'date1904') : undefined;
+  return { sheets, date1904: d === '1' || d === 'true' };
+}
+
 /**
  * The rows of the sheet named `sheet` (default: the first tab). Reads the whole file (the
  * caller hashes every byte), the other sheets are skipped unread.
  */
 export async function* sheetRows(input: Readable, file: string, sheet: string | undefined, info: SheetInfo): AsyncGenerator<SheetRow> {
+  const book = await workbookSheets(file);
+  info.sheets = book.sheets.map((s) => s.name);
+  info.date1904 = book.date1904;
   const reader = new ExcelJS.stream.xlsx.WorkbookReader(input, {
     worksheets: 'emit',
     sharedStrings: 'cache',
@@ -48,14 +96,13 @@ export async function* sheetRows(input: Readable, file: string, sheet: string | 
     hyperlinks: 'ignore',
     entries: 'ignore',
   });
-  const seen: string[] = [];
+  // what exceljs would set when it meets workbook.xml, known before any sheet
+  const known = reader as unknown as ReaderWorkbookModel;
+  known.model = { sheets: book.sheets.map((s) => ({ name: s.name, id: s.sheetId, rId: s.rId, state: s.state })) };
+  known.properties = { model: { date1904: book.date1904 } };
+  const wanted = sheet ?? info.sheets[0];
   let found = false;
   for await (const ws of reader as AsyncIterable<NamedWorksheetReader>) {
-    const model = reader as unknown as ReaderWithModel;
-    info.sheets = model.model?.sheets?.map((s) => s.name) ?? info.sheets;
-    info.date1904 = model.properties?.model?.date1904 === true;
-    seen.push(ws.name);
-    const wanted = sheet ?? info.sheets[0] ?? ws.name;
     if (found || ws.name !== wanted) continue;
     found = true;
     info.name = ws.name;
@@ -68,11 +115,10 @@ export async function* sheetRows(input: Readable, file: string, sheet: string | 
     }
   }
   if (!found) {
-    const names = info.sheets.length > 0 ? info.sheets : seen;
     throw new UsageError(
-      sheet === undefined
+      sheet === undefined || info.sheets.length === 0
         ? `import-leads: ${file} has no worksheet`
-        : `import-leads: ${file} has no sheet ${quoted(sheet)}; its sheets: ${names.map((n) => quoted(n)).join(', ') || '(none)'}`,
+        : `import-leads: ${file} has no sheet ${quoted(sheet)}; its sheets: ${info.sheets.map((n) => quoted(n)).join(', ')}`,
     );
   }
 }

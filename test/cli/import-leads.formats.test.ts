@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import ExcelJS from 'exceljs';
+import JSZip from 'jszip';
 import { PROJECT_ROOT } from '../../src/config.js';
 import { errorLine, runCli } from '../helpers/cli.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
@@ -245,6 +246,45 @@ test('--sheet reads another sheet; an unknown sheet is named with the sheets the
   const delimiter = await importLeads(db, [file, '--delimiter', ';']);
   t.is(delimiter.code, 2);
   t.regex(errorLine(delimiter), /two\.xlsx is an xlsx workbook: --delimiter and --encoding apply to CSV files only$/);
+});
+
+/** The same workbook with its parts in the zip in the given order (writers differ: Excel puts workbook.xml first, openpyxl and exceljs last). */
+async function reordered(from: string, to: string, first: (p: string) => number): Promise<void> {
+  const zip = await JSZip.loadAsync(readFileSync(from));
+  const parts = Object.keys(zip.files).filter((p) => !zip.files[p]!.dir);
+  const out = new JSZip();
+  for (const p of [...parts].sort((a, b) => first(a) - first(b))) out.file(p, await zip.files[p]!.async('nodebuffer'));
+  writeFileSync(to, await out.generateAsync({ type: 'nodebuffer', compression: 'DEFLATE' }));
+}
+
+test('the sheet and its rows are the same whatever order the writer put the workbook\'s parts in', async (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, 'leads.xlsx');
+  await leadsWorkbook(file);
+  const orders: Record<string, (p: string) => number> = {
+    // Excel: workbook.xml, then the sheets, then styles and shared strings
+    excel: (p) => (p.endsWith('workbook.xml') ? 0 : p.includes('worksheets/') ? 1 : 2),
+    // shared strings and styles first, the sheets, workbook.xml last (exceljs's reader used
+    // to crash here: the sheet came before the sheet names)
+    'workbook last': (p) => (p.endsWith('workbook.xml') ? 3 : p.includes('worksheets/') ? (p.includes('sheet2') ? 2 : 1) : 0),
+  };
+  for (const [label, order] of Object.entries(orders)) {
+    const copy = path.join(dir, `${label.replace(' ', '_')}.xlsx`);
+    await reordered(file, copy, order);
+    for (const args of [[], ['--sheet', 'Notas']]) {
+      const db = await withDb(t);
+      const r = await importLeads(db, [copy, ...args, '--json']);
+      const sheet = args.length ? 'Notas' : 'Leads';
+      t.is(r.code, sheet === 'Leads' ? 1 : 0, `${label} ${sheet}: ${r.stderr}`);
+      t.like(JSON.parse(r.stdout), { sheet, read: sheet === 'Leads' ? 6 : 1 }, label);
+      if (sheet === 'Leads') {
+        t.deepEqual((await rows(db)).slice(0, 2).map((x) => [x.external_id, x.lead_created_at, x.last_active_date]), [
+          ['x-001', '2026-11-20 09:15:00', '2026-11-25'],
+          ['x-002', '2026-11-20 18:00:00', '2026-11-25'],
+        ], label);
+      }
+    }
+  }
 });
 
 test('workbooks the import cannot read: .xls, a truncated .xlsx, a .xlsx that is not a zip', async (t) => {

@@ -7,7 +7,6 @@ import type { Writable } from 'node:stream';
 import type pg from 'pg';
 import { CsvWriter, type CsvOptions } from './csv.js';
 import { exportQuery, type ExportDefinition, type ExportFilters } from './definitions.js';
-import { XlsxWriter } from './xlsx.js';
 
 export type ExportFormat = 'csv' | 'xlsx';
 
@@ -31,7 +30,10 @@ const FETCH_ROWS = 2000;
 const asText = { getTypeParser: () => (v: string) => v } as unknown as pg.CustomTypesConfig;
 
 export async function runExport(client: pg.ClientBase, def: ExportDefinition, out: Writable, opts: ExportOptions): Promise<ExportResult> {
-  const writer = opts.format === 'xlsx' ? new XlsxWriter(out, def.name, def.columns, opts.maxRowsPerSheet) : new CsvWriter(out, def.columns, opts.csv);
+  // (exceljs is loaded for an xlsx only: every other command starts without it)
+  const writer = opts.format === 'xlsx'
+    ? new (await import('./xlsx.js')).XlsxWriter(out, def.name, def.columns, opts.maxRowsPerSheet)
+    : new CsvWriter(out, def.columns, opts.csv);
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
     const tz = await client.query<{ tz: string }>(`SELECT set_config('TimeZone', canon.setting('business_timezone'), true) AS tz`);
@@ -46,7 +48,7 @@ export async function runExport(client: pg.ClientBase, def: ExportDefinition, ou
     }
     await client.query('COMMIT');
     await writer.end();
-    return { rows, sheets: writer instanceof XlsxWriter ? writer.sheetCount : null, business_timezone: tz.rows[0]!.tz };
+    return { rows, sheets: 'sheetCount' in writer ? writer.sheetCount : null, business_timezone: tz.rows[0]!.tz };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
     throw err;

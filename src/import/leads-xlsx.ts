@@ -9,8 +9,8 @@
 // wall-clock 'YYYY-MM-DD HH:MM:SS' that lead_created_at (timestamp without time zone, the
 // business time zone's local time) stores: never shifted by the machine's time zone.
 import type { Readable } from 'node:stream';
-import ExcelJS from 'exceljs';
-import unzipper from 'unzipper';
+// (exceljs and unzipper are loaded when a workbook is read: every other command starts without them)
+import type ExcelJS from 'exceljs';
 import { UsageError } from '../errors.js';
 import { quoted } from '../printable.js';
 import type { ColumnType } from './leads-csv.js';
@@ -64,6 +64,7 @@ function attribute(tag: string, name: string): string | undefined {
  * openpyxl) would otherwise leave the sheet names unknown, or crash its reader.
  */
 export async function workbookSheets(file: string): Promise<{ sheets: WorkbookSheet[]; date1904: boolean }> {
+  const { default: unzipper } = await import('unzipper');
   const dir = await unzipper.Open.file(file);
   const part = dir.files.find((f) => f.path.replace(/^\//, '') === 'xl/workbook.xml');
   if (!part) return { sheets: [], date1904: false };
@@ -89,7 +90,8 @@ export async function* sheetRows(input: Readable, file: string, sheet: string | 
   const book = await workbookSheets(file);
   info.sheets = book.sheets.map((s) => s.name);
   info.date1904 = book.date1904;
-  const reader = new ExcelJS.stream.xlsx.WorkbookReader(input, {
+  const { default: excel } = await import('exceljs');
+  const reader = new excel.stream.xlsx.WorkbookReader(input, {
     worksheets: 'emit',
     sharedStrings: 'cache',
     styles: 'cache',

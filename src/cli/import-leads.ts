@@ -1,13 +1,16 @@
-// cabinet-leads import-leads: loads a cabinet CSV export into
+// cabinet-leads import-leads: loads a cabinet export (CSV or xlsx) into
 // public.module_ct_cabinet_leads (src/import/load-leads.ts does the work). Exit 0 all
 // rows accounted for, 1 rows rejected (or the file is broken), 2 usage errors.
 import { stat } from 'node:fs/promises';
 import { importLeads, MAX_REPORTED_REJECTS, type ImportSummary } from '../import/load-leads.js';
 import { RunFailedError, UsageError } from '../errors.js';
+import { quoted } from '../printable.js';
 import { isLockTimeout, lockTimeoutHint } from '../locks.js';
 import { parse } from './args.js';
 import type { Command } from './command.js';
 import { withDatabase } from './context.js';
+import { parseEncoding } from '../import/encoding.js';
+import { parseDelimiter } from '../import/sniff.js';
 
 /** Files at least this big get a progress line on a terminal. */
 const PROGRESS_MIN_BYTES = 2 * 1024 * 1024;
@@ -45,9 +48,21 @@ function progressLine(file: string): { update: (p: { bytes: number; totalBytes: 
   };
 }
 
+const ENCODING_NAMES: Record<string, string> = { 'utf-8': 'UTF-8', 'windows-1252': 'Windows-1252', 'utf-16le': 'UTF-16LE', 'utf-16be': 'UTF-16BE' };
+
+/** How the file was read, in one line: what was detected can be checked at a glance. */
+function readAsText(s: ImportSummary, shownFile: string): string {
+  if (s.format === 'xlsx') return `${shownFile}: xlsx, sheet ${quoted(s.sheet ?? '')}, rows numbered as in the sheet`;
+  const how = s.encoding_source === 'bom' ? ' (BOM)' : s.encoding_source === 'flag' ? ' (--encoding)' : s.encoding_source === 'ascii' ? ' (ASCII only)' : ' (detected)';
+  const delimiter = s.delimiter === '\t' ? 'tab' : quoted(s.delimiter ?? ',');
+  return `${shownFile}: CSV, ${ENCODING_NAMES[s.encoding ?? 'utf-8']}${how}, delimiter ${delimiter}`;
+}
+
 function summaryText(s: ImportSummary, shownFile: string): string {
-  const lines: string[] = [];
-  for (const r of s.rejected_rows.slice(0, PRINTED_REJECTS)) lines.push(`line ${r.line}: ${r.reason}`);
+  const lines: string[] = [readAsText(s, shownFile)];
+  // an xlsx row is named by its sheet row number, as Excel shows it
+  const unit = s.format === 'xlsx' ? 'row' : 'line';
+  for (const r of s.rejected_rows.slice(0, PRINTED_REJECTS)) lines.push(`${unit} ${r.line}: ${r.reason}`);
   if (s.rejected > PRINTED_REJECTS) lines.push(`... and ${s.rejected - PRINTED_REJECTS} more rejected rows (--json lists up to ${MAX_REPORTED_REJECTS})`);
   if (s.ignored_columns.length > 0) {
     lines.push(`ignored columns: ${s.ignored_columns.map((c) => `${c.column} (${c.reason})`).join(', ')}`);
@@ -64,11 +79,17 @@ function summaryText(s: ImportSummary, shownFile: string): string {
 export const importLeadsCommand: Command = {
   name: 'import-leads',
   summary: 'load a cabinet CSV export into public.module_ct_cabinet_leads',
-  help: `Usage: cabinet-leads import-leads FILE.csv [--dry-run] [--strict] [--delimiter C] [--json]
+  help: `Usage: cabinet-leads import-leads FILE [--dry-run] [--strict] [--delimiter C] [--encoding E] [--sheet NAME] [--json]
 
-Loads a cabinet export (CSV, UTF-8 with or without BOM, CRLF, LF or CR line ends) into
-public.module_ct_cabinet_leads in one transaction, at COPY speed.
+Loads a cabinet export into public.module_ct_cabinet_leads in one transaction, at COPY
+speed. FILE is a CSV file or an Excel workbook (.xlsx), told apart by its content.
 
+  CSV        encoding detected: UTF-8 (with or without BOM), Windows-1252 (what Excel
+             saves as plain "CSV" on a Spanish Windows) or UTF-16 with a BOM. Delimiter
+             detected from the header: ",", ";" or tab. CRLF, LF or CR line ends.
+  xlsx       the first sheet (or --sheet NAME); the first non-empty row is the header;
+             date cells and Excel serial numbers are read as the wall-clock time they
+             show. Rejected rows are named by their sheet row.
   Header     matched by name, any order, any case. Required: external_id,
              lead_created_at. Optional: the other columns of the table (first_name,
              middle_name, last_name, park_phone, asset_plate_number, asset_model,
@@ -76,9 +97,10 @@ public.module_ct_cabinet_leads in one transaction, at COPY speed.
              last_active_date, active_1 ... active_100, created_at). Unknown columns
              are reported and ignored; id is always assigned by the database.
   Values     blank cells are NULL. Timestamps: YYYY-MM-DD HH:MM:SS[.ffffff], the same
-             with T, or YYYY-MM-DD (no time zone). Booleans: true/false, 1/0, yes/no,
-             t/f, y/n. external_id and lead_created_at must not be blank. A
-             field over 1,000,000 characters rejects its row.
+             with T, YYYY-MM-DD, or day-first DD/MM/YYYY [H:MM[:SS]] (20/11/2026 9:15;
+             never month-first; no time zone). Booleans: true/false, 1/0, yes/no, t/f,
+             y/n, verdadero/falso, sí/no. external_id and lead_created_at must not be
+             blank. A field over 1,000,000 characters rejects its row.
   Duplicates a row whose lead key (canon.lead_source_pk: the external_id without
              the blanks at its ends, so 'NB-1<TAB>' is 'NB-1') is already in the
              table, or appeared earlier in the file, is not inserted (counted).
@@ -88,19 +110,24 @@ public.module_ct_cabinet_leads in one transaction, at COPY speed.
 Options:
   --dry-run      read and check everything, report what would be inserted, write nothing
   --strict       load nothing when any row is rejected
-  --delimiter C  field separator (default ","; Excel in Spanish locales writes ";")
+  --delimiter C  CSV: force the field separator (",", ";", "tab" or another character)
+  --encoding E   CSV: force the encoding: utf-8, windows-1252 (cp1252, latin1), utf-16le,
+                 utf-16be (default auto)
+  --sheet NAME   xlsx: the worksheet to read (default the first)
   --json         print the summary as JSON (with up to ${MAX_REPORTED_REJECTS} rejected rows)
   -h, --help     show this help
 
-The import is logged in canon.ingestion_runs (job_name import_cabinet_leads) with the
-file's name, size and sha256. A progress line is shown on a terminal for large files.
+The first line printed says how the file was read (CSV with its encoding and delimiter,
+or xlsx with its sheet). The import is logged in canon.ingestion_runs (job_name
+import_cabinet_leads) with the file's name, size, sha256 and that. A progress line is
+shown on a terminal for large files.
 A table the import writes (the leads, canon.ingestion_runs) locked by another session
 fails the import after 30 s (lock_timeout; less when the session asks for less, e.g.
 PGOPTIONS='-c lock_timeout=5s'); waiting for another import to finish has no limit.
 
 Exit codes: 0 every row inserted or a known duplicate, 1 rows rejected (or the file is
 broken, or a lock wait timed out: nothing loaded), 2 usage error (missing file, missing
-required column, bad flag).`,
+required column, a file in no encoding read, an .xls workbook, bad flag).`,
   async run(argv) {
     const { values, positionals } = parse(
       'import-leads',
@@ -109,6 +136,8 @@ required column, bad flag).`,
         'dry-run': { type: 'boolean' },
         strict: { type: 'boolean' },
         delimiter: { type: 'string' },
+        encoding: { type: 'string' },
+        sheet: { type: 'string' },
         json: { type: 'boolean' },
       },
       true,
@@ -118,12 +147,10 @@ required column, bad flag).`,
       return 0;
     }
     if (positionals.length !== 1) {
-      throw new UsageError(`import-leads: expected one FILE.csv, got ${positionals.length === 0 ? 'none' : positionals.map((p) => JSON.stringify(p)).join(' ')} (see cabinet-leads import-leads --help)`);
+      throw new UsageError(`import-leads: expected one FILE, got ${positionals.length === 0 ? 'none' : positionals.map((p) => JSON.stringify(p)).join(' ')} (see cabinet-leads import-leads --help)`);
     }
-    const delimiter = values.delimiter ?? ',';
-    if (delimiter.length !== 1 || /["\r\n]/.test(delimiter)) {
-      throw new UsageError(`import-leads: invalid --delimiter ${JSON.stringify(delimiter)}: expected one character other than a quote or a line break`);
-    }
+    const delimiter = parseDelimiter('import-leads', values.delimiter);
+    const encoding = parseEncoding('import-leads', values.encoding);
     const file = positionals[0]!;
     // A missing file is a usage error before any database is opened.
     const st = await stat(file).catch((err: NodeJS.ErrnoException) => {
@@ -144,6 +171,8 @@ required column, bad flag).`,
             dryRun: values['dry-run'] ?? false,
             strict: values.strict ?? false,
             delimiter,
+            encoding,
+            sheet: values.sheet,
             ...(showProgress ? { onProgress: (p) => (p.totalBytes >= PROGRESS_MIN_BYTES ? bar.update(p) : undefined) } : {}),
           },
           log,

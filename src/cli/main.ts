@@ -22,6 +22,7 @@ const commands: [string, () => Promise<Command>][] = [
   ['report', async () => (await import('./report.js')).reportCommand],
   ['doctor', async () => (await import('./doctor.js')).doctorCommand],
   ['import-leads', async () => (await import('./import-leads.js')).importLeadsCommand],
+  ['export', async () => (await import('./export.js')).exportCommand],
   ['resolve-lead', async () => (await import('./manual.js')).resolveLeadCommand],
   ['ignore-lead', async () => (await import('./manual.js')).ignoreLeadCommand],
   ['unlink-lead', async () => (await import('./manual.js')).unlinkLeadCommand],

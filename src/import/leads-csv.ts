@@ -1,8 +1,9 @@
-// The CSV side of `cabinet-leads import-leads`: which columns a cabinet export may have
-// (SPEC 3), how the header maps to them, and how one cell becomes a COPY value. The
-// accepted formats follow the predecessor's upload contract: timestamps
+// The record side of `cabinet-leads import-leads` (CSV and xlsx alike): which columns a
+// cabinet export may have (SPEC 3), how the header maps to them, and how one cell becomes
+// a COPY value. Accepted: the predecessor's upload contract (timestamps
 // `YYYY-MM-DD HH:MM[:SS[.ffffff]]`, the same with `T`, or a bare date; booleans
-// true/false, 1/0, yes/no, t/f, y/n (any case); blank cells are NULL. external_id goes
+// true/false, 1/0, yes/no, t/f, y/n) plus what Excel writes in a Spanish locale (day-first
+// `20/11/2026 9:15[:30]`, `VERDADERO`/`FALSO`, `SÍ`/`NO`), any case; blank cells are NULL. external_id goes
 // as written: its key (what is blank at its ends, whether it is blank) is SQL's to decide
 // (canon.lead_source_pk), in load-leads.ts. Header cells and values in messages are
 // escaped (src/printable.ts): a file cannot print control characters on the terminal.
@@ -93,8 +94,9 @@ export function mapHeader(header: string[], target: ReadonlyMap<string, TargetCo
   });
   const missing = REQUIRED_COLUMNS.filter((c) => !seen.has(c));
   if (missing.length > 0) {
-    const other = delimiter === ',' ? ';' : ',';
-    const hint = header.length === 1 && header[0]!.includes(other) ? ` (the header looks "${other}"-separated: try --delimiter "${other}")` : '';
+    // (no hint for a workbook, whose delimiter is '': its cells are the fields)
+    const other = [',', ';', '\t'].find((d) => d !== delimiter && delimiter !== '' && header.length === 1 && header[0]!.includes(d));
+    const hint = other ? ` (the header looks "${other === '\t' ? 'tab' : other}"-separated: try --delimiter "${other === '\t' ? 'tab' : other}")` : '';
     throw new UsageError(
       `import-leads: required column${missing.length > 1 ? 's' : ''} ${missing.join(', ')} missing from the header${hint}; found: ${names.filter(Boolean).map(shown).join(', ') || '(nothing)'}`,
     );
@@ -118,6 +120,11 @@ export function mapHeader(header: string[], target: ReadonlyMap<string, TargetCo
 }
 
 const TIMESTAMP_RE = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?$/;
+/**
+ * Day-first, as Excel writes a date in a Spanish (or any day-first) locale: D/M/YYYY, then
+ * optionally H:MM[:SS] and a 12-hour suffix (a. m., p.m., AM ...). Never month-first.
+ */
+const DAY_FIRST_RE = /^(\d{1,2})\/(\d{1,2})\/(\d{4})(?: +(\d{1,2}):(\d{2})(?::(\d{2}))?(?: *([ap])\.? ?m\.?)?)?$/i;
 
 function daysInMonth(year: number, month: number): number {
   if (month === 2) return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28;
@@ -132,32 +139,60 @@ function trimFast(v: string): string {
   return a > 32 && a < 127 && b > 32 && b < 127 ? v : v.trim();
 }
 
-/** 'YYYY-MM-DD HH:MM:SS[.ffffff]' for COPY, or an error text. */
-export function parseTimestamp(value: string, dateOnly: boolean): { ok: string } | { error: string } {
-  const m = TIMESTAMP_RE.exec(value);
-  const expected = dateOnly
-    ? 'expected YYYY-MM-DD'
-    : 'expected YYYY-MM-DD HH:MM:SS[.ffffff], the same with T, or YYYY-MM-DD';
-  if (!m) {
-    const zone = /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)$/i.test(value);
-    return { error: zone ? 'has a time zone (lead times are local times, without zone)' : `is not a ${dateOnly ? 'date' : 'timestamp'} (${expected})` };
-  }
-  const [, y, mo, d, h, mi, s, f] = m;
+const pad2 = (v: string | number) => String(v).padStart(2, '0');
+
+/** The parts of a timestamp checked and written for COPY, or an error text. */
+function checked(y: string, mo: string, d: string, h: string | undefined, mi: string | undefined, s: string | undefined, f: string | undefined, dateOnly: boolean): { ok: string } | { error: string } {
   const year = Number(y);
   const month = Number(mo);
   const day = Number(d);
-  if (year < 1 || month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) {
-    return { error: `is not a date (${y}-${mo} has no day ${d})` };
+  if (month < 1 || month > 12) return { error: `is not a date (there is no month ${mo})` };
+  if (year < 1 || day < 1 || day > daysInMonth(year, month)) {
+    return { error: `is not a date (${y}-${pad2(mo)} has no day ${d})` };
   }
   if (h !== undefined && (Number(h) > 23 || Number(mi) > 59 || (s !== undefined && Number(s) > 59))) {
     return { error: 'is not a time of day' };
   }
-  if (dateOnly) return { ok: `${y}-${mo}-${d}` };
-  return { ok: `${y}-${mo}-${d} ${h ?? '00'}:${mi ?? '00'}:${s ?? '00'}${f ? `.${f}` : ''}` };
+  const date = `${y}-${pad2(mo)}-${pad2(d)}`;
+  if (dateOnly) return { ok: date };
+  return { ok: `${date} ${h === undefined ? '00' : pad2(h)}:${mi ?? '00'}:${s ?? '00'}${f ? `.${f}` : ''}` };
 }
 
-const TRUE = new Set(['true', 't', '1', 'yes', 'y']);
-const FALSE = new Set(['false', 'f', '0', 'no', 'n']);
+/**
+ * 'YYYY-MM-DD HH:MM:SS[.ffffff]' for COPY, or an error text. When dateOnly, 'YYYY-MM-DD'
+ * (a time of day, if any, is checked and dropped, as PostgreSQL's cast to date does).
+ */
+export function parseTimestamp(value: string, dateOnly: boolean): { ok: string } | { error: string } {
+  const m = TIMESTAMP_RE.exec(value);
+  if (m) {
+    const [, y, mo, d, h, mi, s, f] = m;
+    return checked(y!, mo!, d!, h, mi, s, f, dateOnly);
+  }
+  const dm = DAY_FIRST_RE.exec(value);
+  if (dm) {
+    const [, d, mo, y, h, mi, s, half] = dm;
+    let hour = h;
+    if (half !== undefined) {
+      // 12-hour clock: 12 a. m. is midnight, 12 p. m. noon
+      const n = Number(h);
+      if (n < 1 || n > 12) return { error: 'is not a time of day' };
+      hour = String((n % 12) + (half.toLowerCase() === 'p' ? 12 : 0));
+    }
+    return checked(y!, mo!, d!, hour, mi, s, undefined, dateOnly);
+  }
+  const zone = /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)$/i.test(value);
+  if (zone) return { error: 'has a time zone (lead times are local times, without zone)' };
+  return {
+    error: dateOnly
+      ? 'is not a date (expected YYYY-MM-DD or DD/MM/YYYY)'
+      : 'is not a timestamp (expected YYYY-MM-DD HH:MM:SS[.ffffff], the same with T, YYYY-MM-DD, or day-first DD/MM/YYYY [H:MM[:SS]])',
+  };
+}
+
+// Spanish: what Excel shows for a boolean in a Spanish locale (VERDADERO/FALSO) and SÍ/NO.
+const TRUE = new Set(['true', 't', '1', 'yes', 'y', 'verdadero', 'si', 'sí']);
+const FALSE = new Set(['false', 'f', '0', 'no', 'n', 'falso']);
+export const BOOLEAN_FORMS = 'true/false, 1/0, yes/no, t/f, y/n, verdadero/falso or sí/no';
 
 export function parseBoolean(value: string): 't' | 'f' | undefined {
   const v = value.toLowerCase();
@@ -244,7 +279,7 @@ export function convertRecord(record: string[], line: number, mapping: HeaderMap
     } else if (col.type === 'boolean') {
       const b = parseBoolean(trimmed);
       if (b === undefined) {
-        errors.push(`${col.name} ${show(trimmed)} is not a boolean (expected true/false, 1/0, yes/no, t/f or y/n)`);
+        errors.push(`${col.name} ${show(trimmed)} is not a boolean (expected ${BOOLEAN_FORMS})`);
         continue;
       }
       value = b;

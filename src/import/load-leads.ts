@@ -1,5 +1,7 @@
 // The database side of `cabinet-leads import-leads`: one transaction that streams the
-// file (csv-parse) into a temporary staging table with COPY FROM STDIN
+// file (a CSV in UTF-8, Windows-1252 or UTF-16 through csv-parse, or an xlsx worksheet
+// through exceljs: src/import/encoding.ts, sniff.ts, leads-xlsx.ts) into a temporary
+// staging table with COPY FROM STDIN
 // (pg-copy-streams), keys every row with canon.lead_source_pk (the one definition: the
 // import computes no key, so 'NB-1<TAB>' is 'NB-1' here as everywhere), finds the first
 // line of each key and whether it is already a lead key of public.module_ct_cabinet_leads
@@ -14,15 +16,17 @@ import { hostname, userInfo } from 'node:os';
 import path from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { isUtf8 } from 'node:buffer';
 import { CsvError, parse } from 'csv-parse';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { UsageError } from '../errors.js';
+import { oneLine, UsageError } from '../errors.js';
 import { boundLockWaits } from '../locks.js';
 import type { Logger } from '../logger.js';
 import { quoted } from '../printable.js';
-import { convertRecord, LEAD_COLUMNS, lineBreaks, mapHeader, MAX_FIELD_CHARS, type HeaderMapping, type IgnoredColumn, type MappedColumn, type TargetColumn } from './leads-csv.js';
+import { DecodeToUtf8, decodeHead, type Encoding, type EncodingChoice, type EncodingSource } from './encoding.js';
+import { convertRecord, LEAD_COLUMNS, lineBreaks, mapHeader, MAX_FIELD_CHARS, type HeaderMapping, type IgnoredColumn, type MappedColumn, type ColumnType, type RowResult, type TargetColumn } from './leads-csv.js';
+import { cellText, sheetRows, type SheetInfo, type SheetRow } from './leads-xlsx.js';
+import { formatOf, readHead, sniffDelimiter, type FileFormat } from './sniff.js';
 
 export const IMPORT_JOB_NAME = 'import_cabinet_leads';
 /** Rejected rows kept in the summary (all are counted). */
@@ -39,7 +43,12 @@ export interface ImportOptions {
   file: string;
   dryRun: boolean;
   strict: boolean;
-  delimiter: string;
+  /** CSV: the field separator; undefined: found from the header (src/import/sniff.ts) */
+  delimiter?: string | undefined;
+  /** CSV: the character encoding; 'auto' decides from the bytes (src/import/encoding.ts) */
+  encoding?: EncodingChoice;
+  /** xlsx: the worksheet to read (default the first tab) */
+  sheet?: string | undefined;
   /** called often while the file streams (bytes read so far, data rows so far) */
   onProgress?: (p: { bytes: number; totalBytes: number; rows: number; phase: 'reading' | 'inserting' }) => void;
 }
@@ -61,6 +70,13 @@ export interface ImportSummary {
   file: string;
   bytes: number;
   sha256: string;
+  /** how the file was read: csv (encoding, delimiter) or xlsx (sheet); line numbers of an xlsx are sheet rows */
+  format: FileFormat;
+  encoding: Encoding | null;
+  /** what decided the encoding: a BOM, the first non-ASCII character, the flag, or nothing (ASCII only) */
+  encoding_source: EncodingSource | null;
+  delimiter: string | null;
+  sheet: string | null;
   dry_run: boolean;
   strict: boolean;
   /** data rows read (header and blank rows excluded) */
@@ -95,78 +111,24 @@ export class ImportFileError extends Error {
   }
 }
 
-/** Bytes read so far, sha256, and the check that the file is UTF-8 (chunk boundaries handled). */
+/** Bytes read so far and their sha256 (the file as it is on disk, whatever its format). */
 class FileTap extends Transform {
   bytes = 0;
-  newlines = 0;
   private readonly hash = createHash('sha256');
-  private tail: Buffer = Buffer.alloc(0);
-  constructor(private readonly file: string, private readonly onBytes: (bytes: number) => void) {
+  constructor(private readonly onBytes: (bytes: number) => void) {
     super();
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.hash.update(chunk);
-    const buf = this.tail.length ? Buffer.concat([this.tail, chunk]) : chunk;
-    const cut = completeUtf8Length(buf);
-    const body = buf.subarray(0, cut);
-    if (!isUtf8(body)) {
-      const at = firstInvalidUtf8(body);
-      cb(this.encodingError(this.bytes - this.tail.length + at, body.subarray(0, at)));
-      return;
-    }
-    this.countNewlines(body);
     this.bytes += chunk.length;
-    this.tail = Buffer.from(buf.subarray(cut));
     this.onBytes(this.bytes);
     cb(null, chunk);
-  }
-
-  override _flush(cb: TransformCallback): void {
-    if (this.tail.length > 0) cb(this.encodingError(this.bytes - this.tail.length, Buffer.alloc(0)));
-    else cb();
   }
 
   digest(): string {
     return this.hash.digest('hex');
   }
-
-  private countNewlines(buf: Buffer): void {
-    for (let i = buf.indexOf(10); i >= 0; i = buf.indexOf(10, i + 1)) this.newlines++;
-  }
-
-  private encodingError(offset: number, before: Buffer): ImportFileError {
-    this.countNewlines(before);
-    const utf16 = offset === 0 && this.bytes === 0 ? ' (it looks like UTF-16: save it as "CSV UTF-8")' : ' (save it as "CSV UTF-8")';
-    return new ImportFileError(
-      `import-leads: ${this.file} is not UTF-8: invalid byte at offset ${offset}, line ${this.newlines + 1}${utf16}; nothing was loaded`,
-      2,
-    );
-  }
-}
-
-/** Length of the prefix of buf that ends on a complete UTF-8 sequence. */
-function completeUtf8Length(buf: Buffer): number {
-  const n = buf.length;
-  for (let i = n - 1; i >= 0 && i >= n - 4; i--) {
-    const b = buf[i]!;
-    if ((b & 0xc0) === 0x80) continue; // continuation byte
-    const len = b < 0x80 ? 1 : b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
-    return i + len > n ? i : n;
-  }
-  return n;
-}
-
-/** Offset of the first byte that breaks UTF-8 (only called on a buffer that is not). */
-function firstInvalidUtf8(buf: Buffer): number {
-  let i = 0;
-  while (i < buf.length) {
-    const b = buf[i]!;
-    const len = b < 0x80 ? 1 : (b & 0xe0) === 0xc0 ? 2 : (b & 0xf0) === 0xe0 ? 3 : (b & 0xf8) === 0xf0 ? 4 : 0;
-    if (len === 0 || !isUtf8(buf.subarray(i, i + len))) return i;
-    i += len;
-  }
-  return buf.length;
 }
 
 /** A record of the file with the line it starts on. */
@@ -183,6 +145,33 @@ interface ParseState {
   blank: number;
   rejected: number;
   rejectedRows: RejectedRow[];
+}
+
+/**
+ * The cells of a sheet row as the text fields of a record (up to the header's width, the
+ * cells Excel leaves out of a short row as blanks), typed by the column each is loaded
+ * into, and the reasons a loaded cell cannot be read (an Excel error such as #N/A).
+ */
+function sheetRecord(cells: unknown[], types: (ColumnType | undefined)[], mapping: HeaderMapping | undefined, date1904: boolean): { record: string[]; cellErrors: string[] } {
+  const record: string[] = [];
+  const cellErrors: string[] = [];
+  const width = Math.max(cells.length, mapping?.width ?? 0);
+  for (let i = 0; i < width; i++) {
+    const type = types[i];
+    const r = cellText(cells[i], type, date1904);
+    if ('text' in r) record.push(r.text);
+    else {
+      record.push('');
+      const col = mapping?.columns.find((c) => c.index === i);
+      if (col) cellErrors.push(`${col.name} ${r.error}`);
+    }
+  }
+  return { record, cellErrors };
+}
+
+/** An error PostgreSQL returned (it has a SQLSTATE), not one of reading the file. */
+function isDatabaseError(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'string' && /^[0-9A-Z]{5}$/.test((err as { code: string }).code) && 'severity' in err;
 }
 
 async function targetColumns(client: pg.ClientBase): Promise<Map<string, TargetColumn>> {
@@ -215,7 +204,25 @@ export async function importLeads(client: pg.ClientBase, opts: ImportOptions, lo
   const state: ParseState = { lastLine: 0, mapping: undefined, read: 0, blank: 0, rejected: 0, rejectedRows: [] };
   let slots: (MappedColumn | undefined)[] = [];
   const progress = (bytes: number) => opts.onProgress?.({ bytes, totalBytes: size, rows: state.read, phase: 'reading' });
-  const tap = new FileTap(opts.file, progress);
+  const tap = new FileTap(progress);
+
+  // What the file is, from its first bytes: csv (which encoding, which delimiter) or xlsx.
+  const head = await readHead(file);
+  const format = formatOf(opts.file, head);
+  if (format === 'xlsx' && (opts.delimiter !== undefined || (opts.encoding ?? 'auto') !== 'auto')) {
+    throw new UsageError(`import-leads: ${opts.file} is an xlsx workbook: --delimiter and --encoding apply to CSV files only`);
+  }
+  if (format === 'csv' && opts.sheet !== undefined) throw new UsageError(`import-leads: ${opts.file} is a CSV file: --sheet applies to xlsx workbooks only`);
+  const delimiter = format === 'csv' ? opts.delimiter ?? sniffDelimiter(decodeHead(head, opts.encoding ?? 'auto')) : '';
+  const decoder = format === 'csv' ? new DecodeToUtf8(opts.file, opts.encoding ?? 'auto') : undefined;
+  const sheet: SheetInfo = { name: undefined, sheets: [], date1904: false };
+  const readAs = () => ({
+    format,
+    encoding: decoder ? decoder.encoding ?? 'utf-8' : null,
+    encoding_source: decoder ? decoder.source : null,
+    delimiter: format === 'csv' ? delimiter : null,
+    sheet: format === 'xlsx' ? sheet.name ?? null : null,
+  });
 
   await client.query('BEGIN');
   try {
@@ -249,9 +256,9 @@ export async function importLeads(client: pg.ClientBase, opts: ImportOptions, lo
       state.lastLine = line + lineBreaks(fields);
       return { line, fields };
     };
-    const parser = parse({
+    const csvParser = () => parse({
       bom: true,
-      delimiter: opts.delimiter,
+      delimiter,
       record_delimiter: ['\r\n', '\n', '\r'],
       relax_column_count: true,
       relax_quotes: true,
@@ -261,17 +268,27 @@ export async function importLeads(client: pg.ClientBase, opts: ImportOptions, lo
     });
 
     // Records to COPY text lines, in chunks of about 64 kB.
-    const toCopy = async function* (records: AsyncIterable<ParsedRecord>): AsyncGenerator<string> {
+    let columnTypes: (ColumnType | undefined)[] = [];
+    const toCopy = async function* (records: AsyncIterable<ParsedRecord | SheetRow>): AsyncGenerator<string> {
       let chunk = '';
-      for await (const { line, fields: record } of records) {
+      for await (const rec of records) {
+        const line = rec.line;
+        let record: string[];
+        let cellErrors: string[] = [];
+        if ('cells' in rec) ({ record, cellErrors } = sheetRecord(rec.cells, columnTypes, state.mapping, sheet.date1904));
+        else record = rec.fields;
         if (state.mapping === undefined) {
           if (record.every((v) => v.trim() === '')) continue; // blank lines before the header
-          state.mapping = mapHeader(record, target, opts.delimiter);
+          state.mapping = mapHeader(record, target, delimiter);
           const byName = new Map(state.mapping.columns.map((c) => [c.name, c]));
           slots = LEAD_COLUMNS.map((c) => byName.get(c.name));
+          columnTypes = [];
+          for (const c of state.mapping.columns) columnTypes[c.index] = c.type;
           continue;
         }
-        const r = convertRecord(record, line, state.mapping, slots);
+        const r: RowResult = cellErrors.length > 0 && !record.every((v) => v.trim() === '')
+          ? { errors: cellErrors }
+          : convertRecord(record, line, state.mapping, slots);
         if ('blank' in r) {
           state.blank++;
           continue;
@@ -293,8 +310,13 @@ export async function importLeads(client: pg.ClientBase, opts: ImportOptions, lo
     };
 
     const copy = client.query(copyFrom(`COPY pg_temp.import_leads (line, ${LEAD_COLUMNS.map((c) => ident(c.name)).join(', ')}) FROM STDIN`));
+    const bytes = createReadStream(file, { highWaterMark: 1 << 20 });
     try {
-      await pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), tap, parser, toCopy, copy);
+      if (format === 'csv') await pipeline(bytes, tap, decoder!, csvParser(), toCopy, copy);
+      else {
+        bytes.on('error', (err) => tap.destroy(err));
+        await pipeline(sheetRows(bytes.pipe(tap), opts.file, opts.sheet, sheet), toCopy, copy);
+      }
     } catch (err) {
       if (err instanceof CsvError) {
         const line = state.lastLine + 1;
@@ -304,6 +326,9 @@ export async function importLeads(client: pg.ClientBase, opts: ImportOptions, lo
             ? `a record is longer than ${MAX_RECORD_CHARS} characters (probably an unbalanced ")`
             : err.message;
         throw new ImportFileError(`import-leads: ${opts.file} line ${line}: ${what}; nothing was loaded`);
+      }
+      if (format === 'xlsx' && !(err instanceof UsageError) && !isDatabaseError(err)) {
+        throw new ImportFileError(`import-leads: ${opts.file} is not a readable xlsx workbook: ${oneLine(err)}; nothing was loaded`);
       }
       throw err;
     }
@@ -395,6 +420,7 @@ export async function importLeads(client: pg.ClientBase, opts: ImportOptions, lo
       file,
       bytes: size,
       sha256: tap.digest(),
+      ...readAs(),
       dry_run: opts.dryRun,
       strict: opts.strict,
       read: state.read,
@@ -438,7 +464,7 @@ export async function importLeads(client: pg.ClientBase, opts: ImportOptions, lo
     if (!(err instanceof UsageError)) {
       log.error({ file, err: message }, 'import failed: nothing was loaded');
       await logRun(client, {
-        status: 'FAILED', file, bytes: size, sha256: '', dry_run: opts.dryRun, strict: opts.strict, read: state.read,
+        status: 'FAILED', file, bytes: size, sha256: '', ...readAs(), dry_run: opts.dryRun, strict: opts.strict, read: state.read,
         inserted: 0, new_rows: 0, duplicates: 0, duplicates_in_table: 0, duplicates_in_file: 0, rejected: state.rejected,
         blank_rows: state.blank, columns_loaded: [], ignored_columns: [], rejected_rows: [], duplicate_examples: [],
         run_id: null, duration_ms: Date.now() - started, durations_ms: {}, error: message,
@@ -467,7 +493,10 @@ async function logRun(client: pg.ClientBase, s: ImportSummary, log: Logger): Pro
         IMPORT_JOB_NAME,
         s.status,
         s.dry_run,
-        JSON.stringify({ file: s.file, bytes: s.bytes, sha256: s.sha256, strict: s.strict, dry_run: s.dry_run, os_user: osUser }),
+        JSON.stringify({
+          file: s.file, bytes: s.bytes, sha256: s.sha256, format: s.format, encoding: s.encoding, delimiter: s.delimiter, sheet: s.sheet,
+          strict: s.strict, dry_run: s.dry_run, os_user: osUser,
+        }),
         JSON.stringify({
           read: s.read, inserted: s.inserted, new_rows: s.new_rows, duplicates: s.duplicates,
           duplicates_in_table: s.duplicates_in_table, duplicates_in_file: s.duplicates_in_file, rejected: s.rejected,

@@ -67,6 +67,17 @@ const cases: Case[] = [
   },
   { name: 'import-leads with rejected rows', args: () => ['import-leads', fixture('broken.csv')], code: 1, says: /rejected 8/ },
   { name: 'import-leads of a clean file', args: () => ['import-leads', fixture('bom_crlf.csv')], code: 0, says: /rejected 0/ },
+  { name: 'import-leads of a Spanish Excel CSV with rejected rows', args: () => ['import-leads', fixture('excel_es_windows1252.csv')], code: 1, says: /Windows-1252 \(detected\)[^]*rejected 3/ },
+  { name: 'export claims to an xlsx', args: (dir) => ['export', 'claims', '--out', path.join(dir, 'claims.xlsx')], code: 0, says: /wrote .*claims\.xlsx: 0 claims, xlsx/ },
+  { name: 'export limbo to a CSV', args: (dir) => ['export', 'limbo', '--out', path.join(dir, 'limbo.csv')], code: 0, says: /wrote .*limbo\.csv: 0 leads, csv/ },
+  {
+    name: 'export failing on the database',
+    args: (dir) => ['export', 'claims', '--out', path.join(dir, 'claims.csv')],
+    setup: `DROP VIEW ops.v_cabinet_claims`,
+    code: 1,
+    says: /relation "ops\.v_cabinet_claims" does not exist/,
+  },
+  { name: 'export with a bad flag', args: () => ['export', 'claims', '--status', 'lost'], noDatabase: true, code: 2, says: /invalid --status "lost"/ },
   {
     name: 'resolve-lead refused (unknown lead)',
     args: () => ['resolve-lead', 'NOPE', 'd1', '--note', 'x'],

@@ -77,9 +77,9 @@ test('reports every broken row with its line number and reason, loads the valid 
   t.is(r.code, 1, r.stderr);
   const reported = r.stdout.split('\n').filter((l) => l.startsWith('line '));
   t.deepEqual(reported, [
-    'line 3: lead_created_at "31-02-2026" is not a timestamp (expected YYYY-MM-DD HH:MM:SS[.ffffff], the same with T, or YYYY-MM-DD)',
+    'line 3: lead_created_at "31-02-2026" is not a timestamp (expected YYYY-MM-DD HH:MM:SS[.ffffff], the same with T, YYYY-MM-DD, or day-first DD/MM/YYYY [H:MM[:SS]])',
     'line 4: lead_created_at "2026-02-31 10:00:00" is not a date (2026-02 has no day 31)',
-    'line 5: active_5 "maybe" is not a boolean (expected true/false, 1/0, yes/no, t/f or y/n)',
+    'line 5: active_5 "maybe" is not a boolean (expected true/false, 1/0, yes/no, t/f, y/n, verdadero/falso or sí/no)',
     'line 7: external_id is empty',
     'line 8: has 2 fields, the header has 5',
     'line 10: lead_created_at "2026-01-12T10:00:00Z" has a time zone (lead times are local times, without zone)',
@@ -162,11 +162,11 @@ test('--delimiter reads a ;-separated export', async (t) => {
 
 for (const [label, args, code, pattern] of [
   ['a missing file', ['no-such-file.csv'], 2, /import-leads: cannot read no-such-file\.csv: no such file/],
-  ['no FILE', [], 2, /import-leads: expected one FILE\.csv, got none/],
+  ['no FILE', [], 2, /import-leads: expected one FILE, got none/],
   ['a missing required column', ['missing_header.csv'], 2, /required column lead_created_at missing from the header; found: external_id, created, first_name/],
   ['an empty file', ['empty.csv'], 2, /empty\.csv is empty: expected a header with external_id and lead_created_at/],
-  ['a ;-separated header without --delimiter', ['semicolon.csv'], 2, /required columns external_id, lead_created_at missing from the header \(the header looks ";"-separated: try --delimiter ";"\)/],
-  ['a file that is not UTF-8', ['latin1.csv'], 2, /latin1\.csv is not UTF-8: invalid byte at offset 81, line 3 \(save it as "CSV UTF-8"\); nothing was loaded/],
+  ['a ;-separated header read with --delimiter ","', ['semicolon.csv', '--delimiter', ','], 2, /required columns external_id, lead_created_at missing from the header \(the header looks ";"-separated: try --delimiter ";"\)/],
+  ['a file that is not UTF-8 read with --encoding utf-8', ['latin1.csv', '--encoding', 'utf-8'], 2, /latin1\.csv is not UTF-8: invalid byte at offset 81, line 3 \(save it as "CSV UTF-8"\); nothing was loaded/],
   ['a quote never closed', ['unclosed_quote.csv'], 1, /unclosed_quote\.csv line 3: a quoted field is never closed \(unbalanced "\); nothing was loaded/],
   ['an unknown flag', ['bom_crlf.csv', '--fast'], 2, /Unknown option '--fast'/],
 ] as const) {
@@ -214,7 +214,7 @@ test('an LF header with CRLF rows: no \\r stored, the right line numbers', async
   const r = await importLeads(db, [fixture('lf_header_crlf_rows.csv')]);
   t.is(r.code, 1, r.stderr);
   t.deepEqual(r.stdout.split('\n').filter((l) => l.startsWith('line ')), [
-    'line 5: lead_created_at "31-02-2026" is not a timestamp (expected YYYY-MM-DD HH:MM:SS[.ffffff], the same with T, or YYYY-MM-DD)',
+    'line 5: lead_created_at "31-02-2026" is not a timestamp (expected YYYY-MM-DD HH:MM:SS[.ffffff], the same with T, YYYY-MM-DD, or day-first DD/MM/YYYY [H:MM[:SS]])',
   ]);
   t.deepEqual((await leads(db)).map((l) => [l.external_id, l.first_name]), [['crlf-001', 'Ana'], ['crlf-002', 'Luis\r\nAlberto'], ['crlf-004', 'Eva']]);
 });
@@ -262,6 +262,6 @@ test('external ids that differ only by blanks at their ends are one lead (canon.
 test('--help describes the file format', async (t) => {
   const r = await runCli(['import-leads', '--help']);
   t.is(r.code, 0);
-  t.regex(r.stdout, /^Usage: cabinet-leads import-leads FILE\.csv/);
-  t.regex(r.stdout, /--strict/);
+  t.regex(r.stdout, /^Usage: cabinet-leads import-leads FILE /);
+  for (const flag of ['--strict', '--delimiter', '--encoding', '--sheet']) t.regex(r.stdout, new RegExp(`^  ${flag} `, 'm'));
 });

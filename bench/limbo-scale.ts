@@ -106,7 +106,7 @@ try {
     'pipeline run storing every lead (sweep, limit 0)',
     `${ms(build.ms)} end to end; step 7 ${ms(build.stats['durations_ms']['generate_cabinet_claims'])} (${ls.evaluated} leads evaluated, ${build.stats['claims']['claims_generated']} claims generated), snapshot ${ms(build.stats['durations_ms']['snapshot_limbo'])}`,
   );
-  await q(`VACUUM ANALYZE canon.cabinet_lead_state`);
+  await q(`VACUUM ANALYZE canon_internal.cabinet_lead_state`);
 
   // ------------------------------------------------------------------ the view
   const explain = async (file: string, sql: string, params: unknown[] = []) => {
@@ -170,8 +170,8 @@ try {
     record('ratio baseline / view (counts per stage)', `${(took / c1).toFixed(1)}x`);
   }
   const size = await q(`SELECT pg_size_pretty(pg_database_size(current_database())) AS db,
-                               pg_size_pretty(pg_total_relation_size('canon.cabinet_lead_state')) AS state`);
-  record('database size / canon.cabinet_lead_state with indexes', `${size.rows[0].db} / ${size.rows[0].state}`);
+                               pg_size_pretty(pg_total_relation_size('canon_internal.cabinet_lead_state')) AS state`);
+  record('database size / canon_internal.cabinet_lead_state with indexes', `${size.rows[0].db} / ${size.rows[0].state}`);
   console.log('\n' + table(results));
 } finally {
   await db.close();

@@ -144,11 +144,11 @@ function stepRows(label: string, run: Run, clientMs: number): (string | number)[
 /** The floor: the bare set-based exact-key join (phone, plate) of the batch's keys. */
 const FLOOR_SQL = `
   SELECT k.lead_id, d.driver_id, 'PHONE' AS key
-  FROM canon.lead_keys k JOIN canon.driver_index d ON d.phone_norm = k.phone_norm
+  FROM canon_internal.lead_keys k JOIN canon_internal.driver_index d ON d.phone_norm = k.phone_norm
   WHERE k.lead_id = ANY ($1::integer[])
   UNION ALL
   SELECT k.lead_id, d.driver_id, 'PLATE'
-  FROM canon.lead_keys k JOIN canon.driver_index d ON d.plate_norm = k.plate_norm
+  FROM canon_internal.lead_keys k JOIN canon_internal.driver_index d ON d.plate_norm = k.plate_norm
   WHERE k.lead_id = ANY ($1::integer[])`;
 
 async function clientTimes(c: pg.ClientBase, sql: string, params: unknown[], n: number): Promise<number[]> {
@@ -177,7 +177,7 @@ async function explain(c: pg.ClientBase, sql: string, params: unknown[]): Promis
  * About 10 statements per matched lead, as the issue describes the predecessor. The
  * writes go to the real tables in one transaction rolled back at the end, with our
  * triggers off (session_replication_role = replica, as the predecessor's tables had
- * none) when the bench role may do so. Keys come from canon.lead_keys in one query (the
+ * none) when the bench role may do so. Keys come from canon_internal.lead_keys in one query (the
  * predecessor normalised in Python), and the linked leads are loaded once before the
  * loop as it did. Left out: its person reuse by primary phone (a defect, SPEC 11; no
  * index serves it). The batch was just evaluated by the pipeline run `runId`: what that
@@ -206,7 +206,7 @@ async function perLeadBaseline(url: string, ids: number[], runId: number): Promi
     const target = (await c.query<{ t: string }>(`SELECT canon.setting('target_park_id') AS t`)).rows[0]!.t;
     const keys = (await c.query<{ lead_id: number; lead_source_pk: string; phone_norm: string | null; plate_norm: string | null; name_norm: string | null; lead_date: string | null; lead_created_at: string | null }>(
       `SELECT lead_id, lead_source_pk, phone_norm, plate_norm, name_norm, lead_date::text, lead_created_at::text
-       FROM canon.lead_keys WHERE lead_id = ANY ($1::integer[]) ORDER BY lead_id`,
+       FROM canon_internal.lead_keys WHERE lead_id = ANY ($1::integer[]) ORDER BY lead_id`,
       [ids],
     )).rows;
     let linked = 0;
@@ -223,10 +223,10 @@ async function perLeadBaseline(url: string, ids: number[], runId: number): Promi
       if (k.phone_norm) {
         // R1, two park tiers.
         let rows = await q<{ driver_id: string }>(
-          `SELECT driver_id, park_id FROM canon.driver_index WHERE phone_norm = $1 AND park_id = $2 LIMIT 10`, [k.phone_norm, target]);
+          `SELECT driver_id, park_id FROM canon_internal.driver_index WHERE phone_norm = $1 AND park_id = $2 LIMIT 10`, [k.phone_norm, target]);
         if (rows.length === 0) {
           rows = await q<{ driver_id: string }>(
-            `SELECT driver_id, park_id FROM canon.driver_index WHERE phone_norm = $1 AND park_id <> $2 LIMIT 10`, [k.phone_norm, target]);
+            `SELECT driver_id, park_id FROM canon_internal.driver_index WHERE phone_norm = $1 AND park_id <> $2 LIMIT 10`, [k.phone_norm, target]);
         }
         if (rows.length === 1) [driver, rule, score] = [rows[0]!.driver_id, 'R1_PHONE_EXACT', 95];
         else if (rows.length > 1) reason = 'AMBIGUOUS';
@@ -234,12 +234,12 @@ async function perLeadBaseline(url: string, ids: number[], runId: number): Promi
       if (!driver && k.plate_norm && k.name_norm && k.lead_date) {
         // R3 with the hire-date window, R3b without it when R3 finds nothing.
         let rows = await q<{ driver_id: string; name_norm: string | null }>(
-          `SELECT driver_id, name_norm FROM canon.driver_index
+          `SELECT driver_id, name_norm FROM canon_internal.driver_index
            WHERE plate_norm = $1 AND park_id = $2 AND (hire_date IS NULL OR hire_date BETWEEN $3::date - 90 AND $3::date + 30) LIMIT 20`,
           [k.plate_norm, target, k.lead_date]);
         let r3 = 'R3_PLATE_EXACT_NAME_SIMILAR';
         if (rows.length === 0) {
-          rows = await q(`SELECT driver_id, name_norm FROM canon.driver_index WHERE plate_norm = $1 AND park_id = $2 LIMIT 20`, [k.plate_norm, target]);
+          rows = await q(`SELECT driver_id, name_norm FROM canon_internal.driver_index WHERE plate_norm = $1 AND park_id = $2 LIMIT 20`, [k.plate_norm, target]);
           r3 = 'R3B_PLATE_NAME_NO_DATE';
         }
         if (rows.length > 0) {
@@ -391,7 +391,7 @@ async function roundTrip(url: string, n = 200): Promise<number> {
 async function runLeadIds(db: BenchDb, runId: number): Promise<number[]> {
   const { rows } = await db.pool.query<{ lead_id: number }>(
     `SELECT min(k.lead_id) AS lead_id
-     FROM canon.lead_keys k
+     FROM canon_internal.lead_keys k
      WHERE k.lead_source_pk IN (
        SELECT source_pk FROM canon.identity_links WHERE source_table = 'module_ct_cabinet_leads' AND run_id = $1
        UNION SELECT source_pk FROM canon.identity_unmatched WHERE source_table = 'module_ct_cabinet_leads' AND last_run_id = $1)
@@ -419,7 +419,7 @@ async function autoExplain(url: string, minMs: number, sql: string, params: unkn
 }
 
 /** The tables a run updates or deletes rows of (the rest only grow). */
-const REWRITTEN_TABLES = 'canon.cabinet_lead_state, canon.lead_keys_pending, canon.cabinet_lead_state_dirty, canon.identity_unmatched, canon.lead_keys';
+const REWRITTEN_TABLES = 'canon_internal.cabinet_lead_state, canon_internal.lead_keys_pending, canon_internal.cabinet_lead_state_dirty, canon.identity_unmatched, canon_internal.lead_keys';
 
 async function backfill(db: BenchDb): Promise<void> {
   const size = Math.max(1, opts.backfillBatch);
@@ -669,7 +669,7 @@ try {
   const big = (await db.pool.query<{ name: string; size: string }>(
     `SELECT c.oid::regclass::text AS name, pg_size_pretty(pg_total_relation_size(c.oid)) AS size
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.relkind IN ('r', 'm') AND n.nspname IN ('public', 'canon', 'ops')
+     WHERE c.relkind IN ('r', 'm') AND n.nspname IN ('public', 'canon', 'canon_internal', 'ops')
      ORDER BY pg_total_relation_size(c.oid) DESC LIMIT 6`)).rows;
   record('end', 'largest tables', big.map((b) => `${b.name} ${b.size}`).join(', '));
   record('end', 'peak RSS (node), whole bench', mib(rss.overall()));

@@ -37,6 +37,17 @@ export function loadOrder(): string[] {
   return listed;
 }
 
+/** schema 0, type 1, function 2, table 3, view 4, upstream table 5. */
+function kindRank(file: string): number {
+  if (file.startsWith('sql/public/')) return 5;
+  if (!path.basename(file, '.sql').includes('.')) return 0;
+  const text = readFileSync(path.join(ROOT, file), 'utf8');
+  if (/^CREATE TYPE /m.test(text)) return 1;
+  if (/^CREATE TABLE /m.test(text)) return 3;
+  if (/^CREATE (OR REPLACE )?VIEW /m.test(text)) return 4;
+  return 2;
+}
+
 async function findOrder(url: string): Promise<void> {
   const admin = new pg.Client({ connectionString: url });
   await admin.connect();
@@ -47,26 +58,30 @@ async function findOrder(url: string): Promise<void> {
   const c = new pg.Client({ connectionString: u.toString() });
   await c.connect();
   try {
+    await c.query('BEGIN');
     await c.query(PRELUDE);
-    let pending = sqlFiles();
+    // Readable as well as valid: schemas, then types, functions, tables, views, the upstream
+    // tables; within a kind by name, except where an object needs another one first.
+    let pending = sqlFiles().sort((a, b) => kindRank(a) - kindRank(b) || a.localeCompare(b));
     const order: string[] = [];
     while (pending.length) {
-      const failed: string[] = [];
+      let loaded: string | undefined;
       const errors: string[] = [];
       for (const f of pending) {
         await c.query('SAVEPOINT f');
         try {
           await c.query(readFileSync(path.join(ROOT, f), 'utf8'));
           await c.query('RELEASE SAVEPOINT f');
-          order.push(f);
+          loaded = f;
+          break;
         } catch (err) {
           await c.query('ROLLBACK TO SAVEPOINT f');
-          failed.push(f);
           errors.push(`${f}: ${(err as Error).message}`);
         }
       }
-      if (failed.length === pending.length) throw new Error(`these files load in no order:\n${errors.join('\n')}`);
-      pending = failed;
+      if (!loaded) throw new Error(`these files load in no order:\n${errors.join('\n')}`);
+      order.push(loaded);
+      pending = pending.filter((f) => f !== loaded);
     }
     writeFileSync(
       ORDER_FILE,

@@ -2,8 +2,8 @@
 //   npx tsx scripts/new-migration.ts <name> sql/canon/canon.x.sql [sql/ops/ops.y.sql ...]
 // A function or view change is always a new migration that copies its sql/ file, so
 // that migrations stay immutable and sql/ stays the readable truth (test: no drift).
-// Statements that are not functions or views (tables, triggers, indexes) go in a file
-// of their own passed the same way (e.g. migrations/parts/0004_tables.sql).
+// After the first release only (migrations/README.md); a table change adds its ALTER TABLE
+// statements by hand at the top of the migration written.
 // --number N rewrites migration N in place: only for a migration not yet on main.
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';

@@ -44,9 +44,9 @@ const CANON_TABLES = [
   // Matching keys: lead_keys follows lead ids (restarted by the reset) and the driver
   // index follows an updated_at watermark, so both would go stale; an empty state row
   // makes the next run rebuild the index in full.
-  'canon.lead_keys',
-  'canon.driver_index',
-  'canon.driver_index_state',
+  'canon_internal.lead_keys',
+  'canon_internal.driver_index',
+  'canon_internal.driver_index_state',
 ];
 
 /** Unparseable trip dates per valid trip row (at least one of each of the four kinds). */

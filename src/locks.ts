@@ -48,7 +48,7 @@ export async function lockHolders(db: Queryable): Promise<string[]> {
      WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
        AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
        AND l.mode IN ('ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
-       AND n.nspname IN ('canon', 'ops', 'public')
+       AND n.nspname IN ('canon', 'canon_internal', 'ops', 'public')
      ORDER BY a.xact_start NULLS LAST, l.pid, 1
      LIMIT 5`,
   );

@@ -5,10 +5,12 @@
 // that the worker never needs to create anything (it may run as cabinet_leads_job), and
 // the product's roles get their rights again (canon.grant_product_roles, which also
 // covers objects added by the migrations just applied).
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { PROJECT_ROOT } from './config.js';
 import { openPool } from './db.js';
+import { ConfigError } from './errors.js';
 import type { Logger } from './logger.js';
 
 export const MIGRATIONS_DIR = path.join(PROJECT_ROOT, 'migrations');
@@ -24,6 +26,8 @@ export interface DbaRequest {
 }
 
 export interface MigrateOptions {
+  /** Another folder of migrations (the drift test applies sql/ as one migration). */
+  dir?: string;
   /**
    * Called when some grant or role needs a DBA; the migration itself has succeeded (the
    * product runs as the owner meanwhile). Default: one warn log line with the SQL.
@@ -39,9 +43,16 @@ export async function migrate(connectionString: string, log: Logger, opts: Migra
   const client = new pg.Client({ connectionString, application_name: 'cabinet-leads-migrate' });
   client.on('error', () => {}); // a lost connection rejects the pending query
   await client.connect();
+  try {
+    await refuseUnknownHistory(client, opts.dir ?? MIGRATIONS_DIR);
+  } catch (err) {
+    await client.end().catch(() => {});
+    throw err;
+  }
   const applied = await runner({
     dbClient: client,
-    dir: MIGRATIONS_DIR,
+    dir: opts.dir ?? MIGRATIONS_DIR,
+    ignorePattern: '(\\..*)|(.*\\.md)', // migrations/README.md is not a migration
     direction: 'up',
     migrationsTable: 'pgmigrations',
     migrationsSchema: MIGRATIONS_SCHEMA,
@@ -65,6 +76,29 @@ export async function migrate(connectionString: string, log: Logger, opts: Migra
     else log.warn({ role: request.role, dba_sql: request.sql }, dbaRequestLine(request));
   }
   return names;
+}
+
+/**
+ * A database whose history names a migration this version does not have was migrated by
+ * another build (before the baseline, migrations/README.md): said plainly, instead of
+ * node-pg-migrate's "Not run migration ... is preceding already run migration ...".
+ */
+async function refuseUnknownHistory(client: pg.Client, dir: string): Promise<void> {
+  const { rows } = await client.query<{ name: string }>(
+    `SELECT name FROM ${MIGRATIONS_SCHEMA}.pgmigrations ORDER BY run_on, id`,
+  ).catch((err: { code?: string }) => {
+    if (err.code === '42P01' || err.code === '3F000') return { rows: [] as { name: string }[] }; // never migrated
+    throw err;
+  });
+  const known = new Set(readdirSync(dir).filter((f) => f.endsWith('.sql')).map((f) => f.slice(0, -4)));
+  const unknown = rows.map((r) => r.name).filter((n) => !known.has(n));
+  if (unknown.length > 0) {
+    throw new ConfigError(
+      `this database was migrated by another build of cabinet-leads: it has applied ${unknown.length} migration(s) this version does not have ` +
+        `(${unknown.slice(0, 3).join(', ')}${unknown.length > 3 ? ', ...' : ''}); a development database made before the baseline is re-created, ` +
+        `not migrated: use a new database, or DROP SCHEMA canon, canon_internal, ops, cabinet_migrations CASCADE first (migrations/README.md)`,
+    );
+  }
 }
 
 /** The one line that says what is missing and why (the SQL follows it). */

@@ -358,9 +358,9 @@ test('reset empties the source tables, the demo schema and the product data firs
     await db.query(`INSERT INTO canon.claims_yango_cabinet_14d (lead_source_pk, milestone, lead_date, amount_expected, status)
                     VALUES ('x', 1, current_date, 25, 'expected')`);
     // Derived matching keys, when this version of the schema has them, go stale with a reset.
-    const hasLeadKeys = await one<boolean>(db, `SELECT to_regclass('canon.lead_keys') IS NOT NULL AS v`);
+    const hasLeadKeys = await one<boolean>(db, `SELECT to_regclass('canon_internal.lead_keys') IS NOT NULL AS v`);
     if (hasLeadKeys) {
-      await db.query(`INSERT INTO canon.lead_keys (lead_id, lead_source_pk, source_hash) VALUES (1, 'stale', 'x')`);
+      await db.query(`INSERT INTO canon_internal.lead_keys (lead_id, lead_source_pk, source_hash) VALUES (1, 'stale', 'x')`);
     }
     const again = await generate(db, { ...small, reset: true });
     t.is(again.batch, 1);
@@ -369,7 +369,7 @@ test('reset empties the source tables, the demo schema and the product data firs
     t.is(await num(db, 'SELECT count(*) AS v FROM public.drivers'), 400);
     t.is(await num(db, 'SELECT count(*) AS v FROM demo.batches'), 1);
     t.is(await num(db, 'SELECT count(*) AS v FROM canon.claims_yango_cabinet_14d'), 0);
-    if (hasLeadKeys) t.is(await num(db, 'SELECT count(*) AS v FROM canon.lead_keys'), 0);
+    if (hasLeadKeys) t.is(await num(db, 'SELECT count(*) AS v FROM canon_internal.lead_keys'), 0);
     // Into empty tables the drivers' timestamps are historical (from hire dates).
     t.true(await one<boolean>(db, `SELECT max(updated_at) < canon.business_today() + 1 AS v FROM public.drivers`));
   } finally {

@@ -1,5 +1,5 @@
 -- The lead key's cost per row: canon.lead_source_pk (blanks of canon.blank_characters()
--- at the ends) against the definition before migration 0029 (btrim of spaces), over 1M
+-- at the ends) against the older definition (btrim of spaces), over 1M
 -- generated ids, 7 times each, interleaved; and the bare read as the floor. On a migrated
 -- database (writes nothing: temporary table and function):
 --   psql "$DATABASE_URL" -f bench/sql/lead-key.sql | grep Execution   # floor, old, new; 7 rounds

@@ -15,11 +15,11 @@ BEGIN
   IF to_regclass('pg_temp.lead_state_marks') IS NULL THEN
     RETURN 0;
   END IF;
-  DELETE FROM canon.cabinet_lead_state_dirty d
+  DELETE FROM canon_internal.cabinet_lead_state_dirty d
   USING pg_temp.lead_state_marks m
   WHERE m.lead_source_pk IS NOT NULL AND d.lead_source_pk = m.lead_source_pk AND d.mark_seq = m.mark_seq;
   GET DIAGNOSTICS v_dirty = ROW_COUNT;
-  DELETE FROM canon.cabinet_lead_state_pending p
+  DELETE FROM canon_internal.cabinet_lead_state_pending p
   USING pg_temp.lead_state_marks m
   WHERE m.lead_id IS NOT NULL AND p.lead_id = m.lead_id AND p.mark_seq = m.mark_seq;
   GET DIAGNOSTICS v_pending = ROW_COUNT;

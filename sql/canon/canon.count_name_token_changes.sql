@@ -1,6 +1,6 @@
 -- canon.count_name_token_changes: statement-level trigger function on
--- canon.driver_name_roles (INSERT, UPDATE, DELETE with transition tables new_rows /
--- old_rows; TRUNCATE). Keeps canon.name_token_stats equal to the roles counted per token
+-- canon_internal.driver_name_roles (INSERT, UPDATE, DELETE with transition tables new_rows /
+-- old_rows; TRUNCATE). Keeps canon_internal.name_token_stats equal to the roles counted per token
 -- (canon.v_name_token_stats): each statement adds its new rows' tokens and subtracts its
 -- old rows' tokens, grouped per token, so a run pays for the drivers it re-indexed, never
 -- for a pass over every driver. Counters in token order: two writers never deadlock.
@@ -11,12 +11,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
-    DELETE FROM canon.name_token_stats;
+    DELETE FROM canon_internal.name_token_stats;
     RETURN NULL;
   END IF;
   -- One branch per operation: a transition table the operation has not cannot be named.
   IF TG_OP = 'INSERT' THEN
-    INSERT INTO canon.name_token_stats AS c (token, as_given, as_surname)
+    INSERT INTO canon_internal.name_token_stats AS c (token, as_given, as_surname)
     SELECT x.token, sum(x.g), sum(x.s)
     FROM (SELECT t.token, 1 AS g, 0 AS s FROM new_rows n CROSS JOIN unnest(n.given_names) t (token)
           UNION ALL
@@ -26,7 +26,7 @@ BEGIN
     ON CONFLICT (token) DO UPDATE
       SET as_given = c.as_given + excluded.as_given, as_surname = c.as_surname + excluded.as_surname;
   ELSIF TG_OP = 'UPDATE' THEN
-    INSERT INTO canon.name_token_stats AS c (token, as_given, as_surname)
+    INSERT INTO canon_internal.name_token_stats AS c (token, as_given, as_surname)
     SELECT x.token, sum(x.g), sum(x.s)
     FROM (SELECT t.token, 1 AS g, 0 AS s FROM new_rows n CROSS JOIN unnest(n.given_names) t (token)
           UNION ALL
@@ -40,9 +40,9 @@ BEGIN
     ORDER BY x.token
     ON CONFLICT (token) DO UPDATE
       SET as_given = c.as_given + excluded.as_given, as_surname = c.as_surname + excluded.as_surname;
-    DELETE FROM canon.name_token_stats c WHERE c.as_given = 0 AND c.as_surname = 0;
+    DELETE FROM canon_internal.name_token_stats c WHERE c.as_given = 0 AND c.as_surname = 0;
   ELSIF TG_OP = 'DELETE' THEN
-    INSERT INTO canon.name_token_stats AS c (token, as_given, as_surname)
+    INSERT INTO canon_internal.name_token_stats AS c (token, as_given, as_surname)
     SELECT x.token, -sum(x.g), -sum(x.s)
     FROM (SELECT t.token, 1 AS g, 0 AS s FROM old_rows o CROSS JOIN unnest(o.given_names) t (token)
           UNION ALL
@@ -51,10 +51,10 @@ BEGIN
     ORDER BY x.token
     ON CONFLICT (token) DO UPDATE
       SET as_given = c.as_given + excluded.as_given, as_surname = c.as_surname + excluded.as_surname;
-    DELETE FROM canon.name_token_stats c WHERE c.as_given = 0 AND c.as_surname = 0;
+    DELETE FROM canon_internal.name_token_stats c WHERE c.as_given = 0 AND c.as_surname = 0;
   END IF;
   RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION canon.count_name_token_changes() IS
-  'Statement trigger on canon.driver_name_roles: adds and subtracts the changed rows'' tokens in canon.name_token_stats (drivers typing each token as a given name / as a surname); a token no driver uses any more is removed.';
+  'Statement trigger on canon_internal.driver_name_roles: adds and subtracts the changed rows'' tokens in canon_internal.name_token_stats (drivers typing each token as a given name / as a surname); a token no driver uses any more is removed.';

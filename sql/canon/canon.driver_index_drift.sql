@@ -1,5 +1,5 @@
 -- canon.driver_index_drift: drivers (the newest row of each valid driver_id) not indexed
--- in canon.driver_index, or indexed with other source values (hash); drivers written since
+-- in canon_internal.driver_index, or indexed with other source values (hash); drivers written since
 -- the last read are the next run's work. (Index rows of deleted drivers wait for the next
 -- full refresh by design: the matcher checks that a candidate still exists.) Read by
 -- ops.check_caches, repaired by ops.repair_caches.
@@ -12,7 +12,7 @@ SET jit = off
 AS $$
   WITH seen AS (
     SELECT canon.xmin_age_limit(s.seen_xmin) AS age_limit
-    FROM canon.source_scan_state s WHERE s.source_table = 'drivers'
+    FROM canon_internal.source_scan_state s WHERE s.source_table = 'drivers'
   ),
   drivers AS (
     SELECT DISTINCT ON (d.driver_id)
@@ -28,7 +28,7 @@ AS $$
          format('driver %s: %s', d.driver_id,
                 CASE WHEN i.driver_id IS NULL THEN 'not indexed' ELSE 'indexed with values that are not the driver''s' END)
   FROM drivers d
-  LEFT JOIN canon.driver_index i ON i.driver_id = d.driver_id
+  LEFT JOIN canon_internal.driver_index i ON i.driver_id = d.driver_id
   CROSS JOIN seen se
   WHERE (i.driver_id IS NULL OR i.source_hash <> d.source_hash)
     AND se.age_limit IS NOT NULL

@@ -1,4 +1,4 @@
--- canon.driver_name_roles_live: the live definition of canon.driver_name_roles, for the
+-- canon.driver_name_roles_live: the live definition of canon_internal.driver_name_roles, for the
 -- given indexed drivers (NULL: all): the tokens of the given-name fields and of the
 -- last-name field of the public.drivers row the index was built from (the row whose hash
 -- is driver_index.source_hash, as canon.refresh_driver_index computes it; else, changed
@@ -20,11 +20,11 @@ AS $$
          coalesce(s.is_indexed, false)
   -- Every driver, or the given ones probed by key (an = ANY over the whole index would
   -- compare each row with the whole list).
-  FROM (SELECT x.driver_id, x.indexed_at, x.source_hash FROM canon.driver_index x WHERE p_driver_ids IS NULL
+  FROM (SELECT x.driver_id, x.indexed_at, x.source_hash FROM canon_internal.driver_index x WHERE p_driver_ids IS NULL
         UNION ALL
         SELECT x.driver_id, x.indexed_at, x.source_hash
         FROM (SELECT DISTINCT u.id FROM unnest(p_driver_ids) u (id)) u
-        JOIN canon.driver_index x ON x.driver_id = u.id) i
+        JOIN canon_internal.driver_index x ON x.driver_id = u.id) i
   LEFT JOIN LATERAL (
     SELECT d.first_name, d.middle_name, d.last_name, x.is_indexed
     FROM public.drivers d
@@ -39,4 +39,4 @@ AS $$
   ) s ON true
 $$;
 COMMENT ON FUNCTION canon.driver_name_roles_live(text[]) IS
-  'Live definition of canon.driver_name_roles for the given indexed drivers (NULL: all): field tokens of the public.drivers row the index holds (same source_hash), else of the newest; source_indexed says that row still exists.';
+  'Live definition of canon_internal.driver_name_roles for the given indexed drivers (NULL: all): field tokens of the public.drivers row the index holds (same source_hash), else of the newest; source_indexed says that row still exists.';

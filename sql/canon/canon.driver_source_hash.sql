@@ -1,5 +1,5 @@
 -- canon.driver_source_hash: the fingerprint of the source values a driver is indexed from
--- (canon.driver_index.source_hash): a driver is re-normalised when it differs. The one
+-- (canon_internal.driver_index.source_hash): a driver is re-normalised when it differs. The one
 -- definition, used by canon.refresh_driver_index, the name roles (canon.sync_driver_name_roles,
 -- canon.driver_name_roles_live) and the cache check canon.driver_index_drift. STABLE as
 -- date::text is (DateStyle), so that it is inlined.
@@ -17,4 +17,4 @@ AS $$
                        p_last_name, p_hire_date::text))
 $$;
 COMMENT ON FUNCTION canon.driver_source_hash(text, text, text, text, text, text, text, text, text, text, date) IS
-  'md5 of the driver values its index row is computed from (canon.driver_index.source_hash).';
+  'md5 of the driver values its index row is computed from (canon_internal.driver_index.source_hash).';

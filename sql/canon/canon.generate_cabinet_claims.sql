@@ -1,5 +1,5 @@
 -- canon.generate_cabinet_claims: pipeline step 7 (SPEC 7). Brings the lead state
--- (canon.cabinet_lead_state) up to date, then inserts, as 'generated', every missing
+-- (canon_internal.cabinet_lead_state) up to date, then inserts, as 'generated', every missing
 -- claim (lead_source_pk, milestone) whose milestone a lead of the scope
 -- (lead_date >= p_scope_from, not only this run's batch) reached in
 -- [lead_date, lead_date + window_days), with the rule's amount; existing claims (paid,
@@ -23,7 +23,7 @@ SET jit = off
 AS $$
 DECLARE
   v_today date := canon.business_today();
-  v_meta canon.cabinet_lead_state_meta%ROWTYPE;
+  v_meta canon_internal.cabinet_lead_state_meta%ROWTYPE;
   v_sweep boolean;
   v_keys jsonb;
   v_schedule jsonb;
@@ -41,7 +41,7 @@ BEGIN
     RAISE EXCEPTION 'canon.generate_cabinet_claims: p_scope_from is NULL: expected the first lead date of the scope'
       USING ERRCODE = '22023';
   END IF;
-  SELECT * INTO v_meta FROM canon.cabinet_lead_state_meta FOR UPDATE;
+  SELECT * INTO v_meta FROM canon_internal.cabinet_lead_state_meta FOR UPDATE;
   v_sweep := p_run_id IS NULL OR v_meta.full_refresh_needed OR v_meta.last_sweep_date IS DISTINCT FROM v_today;
   IF p_run_id IS NULL THEN
     v_keys := canon.key_changed_leads(NULL);
@@ -52,7 +52,7 @@ BEGIN
   v_ids := ARRAY(SELECT t.lead_id FROM pg_temp.lead_state_todo t ORDER BY t.lead_id);
   v_state := canon.refresh_lead_state(p_run_id, v_ids);
   IF (v_state->>'written')::integer >= 10000 THEN
-    ANALYZE canon.cabinet_lead_state;
+    ANALYZE canon_internal.cabinet_lead_state;
   END IF;
 
   -- 7c, 7d: THE CLAIMS -------------------------------------------------------------------
@@ -65,7 +65,7 @@ BEGIN
   -- Stored rows with a claim missing that 7b did not evaluate (a claim out of scope then,
   -- one that failed): evaluated again after the claims.
   v_again_ids := ARRAY(
-    SELECT s.lead_id FROM canon.cabinet_lead_state s
+    SELECT s.lead_id FROM canon_internal.cabinet_lead_state s
     WHERE s.limbo_stage = 'TRIPS_NO_CLAIM' AND s.lead_date >= p_scope_from
       AND NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_todo t WHERE t.lead_id = s.lead_id));
   v_generated := canon.insert_missing_claims(p_run_id, p_scope_from);
@@ -77,14 +77,14 @@ BEGIN
   -- the marks taken are removed.
   v_state2 := canon.refresh_lead_state(p_run_id, v_again_ids || canon.take_lead_state_marks());
   PERFORM canon.clear_lead_state_marks();
-  UPDATE canon.cabinet_lead_state_meta
+  UPDATE canon_internal.cabinet_lead_state_meta
   SET last_sweep_date = CASE WHEN v_sweep THEN v_today ELSE last_sweep_date END,
       last_sweep_at = CASE WHEN v_sweep THEN now() ELSE last_sweep_at END,
       full_refresh_needed = false,
       updated_at = now();
 
   -- FIGURES OF THE SCOPE -------------------------------------------------------------------
-  -- From the stored rows' counters (canon.cabinet_lead_state_counts,
+  -- From the stored rows' counters (canon_internal.cabinet_lead_state_counts,
   -- kept by a trigger as the state changes): a few hundred rows, whatever the scope holds.
   SELECT jsonb_build_object(
            'leads', coalesce(sum(c.leads), 0),
@@ -94,7 +94,7 @@ BEGIN
            'without_rule', coalesce(sum(c.leads) FILTER (WHERE NOT c.with_rule), 0),
            'trips_no_claim', coalesce(sum(c.leads) FILTER (WHERE c.limbo_stage = 'TRIPS_NO_CLAIM'), 0))
   INTO v_scope
-  FROM canon.cabinet_lead_state_counts c
+  FROM canon_internal.cabinet_lead_state_counts c
   WHERE c.lead_date >= p_scope_from;
 
   WITH
@@ -104,7 +104,7 @@ BEGIN
            count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m1)
              + count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m5)
              + count(DISTINCT s.lead_source_pk) FILTER (WHERE s.reached_m25) AS milestones_reached
-    FROM canon.cabinet_lead_state s
+    FROM canon_internal.cabinet_lead_state s
     WHERE v_sweep AND s.lead_date >= p_scope_from
   ),
   -- (the evaluated ids joined, each probed by key: "lead_id = ANY (v_ids)" was planned as
@@ -112,7 +112,7 @@ BEGIN
   evaluated_drivers AS (
     SELECT DISTINCT s.driver_id
     FROM unnest(v_ids) x (lead_id)
-    JOIN canon.cabinet_lead_state s ON s.lead_id = x.lead_id
+    JOIN canon_internal.cabinet_lead_state s ON s.lead_id = x.lead_id
     WHERE s.driver_id IS NOT NULL AND s.lead_date >= p_scope_from
   ),
   unparseable AS (
@@ -155,4 +155,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.generate_cabinet_claims(bigint, date, boolean) IS
-  'Pipeline step 7: re-evaluates the lead state that may have changed (canon.cabinet_lead_state), then inserts, as generated, every missing claim (lead_source_pk, milestone) reached in the window by leads with lead_date >= p_scope_from. Never touches existing claims. p_run_id NULL (by hand) sweeps the whole scope. Returns step stats.';
+  'Pipeline step 7: re-evaluates the lead state that may have changed (canon_internal.cabinet_lead_state), then inserts, as generated, every missing claim (lead_source_pk, milestone) reached in the window by leads with lead_date >= p_scope_from. Never touches existing claims. p_run_id NULL (by hand) sweeps the whole scope. Returns step stats.';

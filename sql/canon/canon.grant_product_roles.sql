@@ -1,5 +1,5 @@
 -- canon.grant_product_roles: the two group roles of the product and what each may do
--- (docs/security.md). Called by migration 0032 and by every `cabinet-leads migrate`
+-- (docs/security.md). Called by every `cabinet-leads migrate`
 -- (src/migrate.ts, after graphile-worker's schema is installed), as the migrating role:
 --   cabinet_leads_job     runs the pipeline, the worker, import-leads, the manual fixes,
 --                         alerts, status, report, doctor (--repair): reads and writes rows,
@@ -60,28 +60,30 @@ BEGIN
 
   -- SCHEMAS: USAGE only; CREATE stays with the owner.
   GRANT USAGE ON SCHEMA canon, ops, cabinet_migrations TO cabinet_leads_job, cabinet_leads_reader;
+  -- The caches and bookkeeping: the job's; a reader sees them through the views only.
+  GRANT USAGE ON SCHEMA canon_internal TO cabinet_leads_job;
   -- Which migrations are applied: every command checks it before it starts.
   GRANT SELECT ON cabinet_migrations.pgmigrations TO cabinet_leads_job, cabinet_leads_reader;
 
   -- JOB: rows of every table, every sequence, every function; no TRUNCATE, no DDL.
-  GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA canon, ops TO cabinet_leads_job;
+  GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA canon, canon_internal, ops TO cabinet_leads_job;
   FOR v_table IN
     SELECT c.oid::regclass::text FROM pg_class c
     WHERE c.relnamespace IN ('canon'::regnamespace, 'ops'::regnamespace) AND c.relkind IN ('v', 'm')
   LOOP
     EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON %s FROM cabinet_leads_job', v_table); -- views are read
   END LOOP;
-  GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA canon, ops TO cabinet_leads_job;
+  GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA canon, canon_internal, ops TO cabinet_leads_job;
   REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA canon, ops FROM PUBLIC;
   GRANT EXECUTE ON ALL ROUTINES IN SCHEMA canon, ops TO cabinet_leads_job;
-  ALTER DEFAULT PRIVILEGES IN SCHEMA canon, ops GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO cabinet_leads_job;
-  ALTER DEFAULT PRIVILEGES IN SCHEMA canon, ops GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO cabinet_leads_job;
+  ALTER DEFAULT PRIVILEGES IN SCHEMA canon, canon_internal, ops GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO cabinet_leads_job;
+  ALTER DEFAULT PRIVILEGES IN SCHEMA canon, canon_internal, ops GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO cabinet_leads_job;
   ALTER DEFAULT PRIVILEGES IN SCHEMA canon, ops GRANT EXECUTE ON ROUTINES TO cabinet_leads_job;
   -- PostgreSQL 17+: the ANALYZE steps of a run (else skipped with a warning, as for any
   -- role that does not own the table; autovacuum analyzes them).
   IF current_setting('server_version_num')::integer >= 170000 THEN
-    EXECUTE 'GRANT MAINTAIN ON ALL TABLES IN SCHEMA canon TO cabinet_leads_job';
-    EXECUTE 'ALTER DEFAULT PRIVILEGES IN SCHEMA canon GRANT MAINTAIN ON TABLES TO cabinet_leads_job';
+    EXECUTE 'GRANT MAINTAIN ON ALL TABLES IN SCHEMA canon, canon_internal TO cabinet_leads_job';
+    EXECUTE 'ALTER DEFAULT PRIVILEGES IN SCHEMA canon, canon_internal GRANT MAINTAIN ON TABLES TO cabinet_leads_job';
   END IF;
 
   -- READER: the ops views and tables (the views run with their owner's rights on canon),

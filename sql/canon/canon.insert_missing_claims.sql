@@ -26,7 +26,7 @@ BEGIN
   live AS MATERIALIZED (
     SELECT v.*
     FROM canon.v_cabinet_lead_status v
-    WHERE v.lead_id = ANY (ARRAY(SELECT s.lead_id FROM canon.cabinet_lead_state s
+    WHERE v.lead_id = ANY (ARRAY(SELECT s.lead_id FROM canon_internal.cabinet_lead_state s
                                  WHERE s.limbo_stage = 'TRIPS_NO_CLAIM' AND s.lead_date >= p_scope_from))
   ),
   due AS (

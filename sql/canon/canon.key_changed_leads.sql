@@ -1,7 +1,7 @@
 -- canon.key_changed_leads: pipeline step 5a. Keys every lead row written since the last
 -- read of public.module_ct_cabinet_leads, whatever its id, page or timestamp: one pass
 -- over the lead rows takes the row versions written by transactions not older than the
--- oldest one in progress at the last read (canon.source_scan_state.seen_xmin, compared by
+-- oldest one in progress at the last read (canon_internal.source_scan_state.seen_xmin, compared by
 -- canon.xmin_age_limit), so a row committed late under a low id, a row updated in place
 -- and a row of a subtransaction are all read; canon.refresh_lead_keys keys those whose
 -- values changed. The same pass counts the rows: when the keyed and unkeyed rows do not
@@ -28,7 +28,7 @@ DECLARE
   v_membership integer[] := '{}';
 BEGIN
   SELECT s.seen_xmin INTO v_seen
-  FROM canon.source_scan_state s
+  FROM canon_internal.source_scan_state s
   WHERE s.source_table = 'module_ct_cabinet_leads'
   FOR UPDATE;
   v_limit := canon.xmin_age_limit(v_seen);
@@ -47,17 +47,17 @@ BEGIN
 
   -- Every row read is now keyed or listed unkeyed; more cached rows than lead rows means
   -- rows were deleted (fewer would be a drift): found by id, then keyed or unkeyed.
-  v_cached := (SELECT count(*) FROM canon.lead_keys) + (SELECT count(*) FROM canon.lead_rows_unkeyed);
+  v_cached := (SELECT count(*) FROM canon_internal.lead_keys) + (SELECT count(*) FROM canon_internal.lead_rows_unkeyed);
   IF v_cached <> v_rows THEN
     v_membership := ARRAY(
       SELECT coalesce(c.lead_id, l.id)
-      FROM (SELECT k.lead_id FROM canon.lead_keys k UNION ALL SELECT u.lead_id FROM canon.lead_rows_unkeyed u) c
+      FROM (SELECT k.lead_id FROM canon_internal.lead_keys k UNION ALL SELECT u.lead_id FROM canon_internal.lead_rows_unkeyed u) c
       FULL JOIN public.module_ct_cabinet_leads l ON l.id = c.lead_id
       WHERE c.lead_id IS NULL OR l.id IS NULL);
     v_written := v_written + canon.refresh_lead_keys(v_membership);
   END IF;
 
-  UPDATE canon.source_scan_state
+  UPDATE canon_internal.source_scan_state
   SET seen_xmin = v_snapshot_xmin, rows_read = v_rows, rows_dated = v_dated,
       -- (doctor: a key of a row deleted since this read is work for the next run, not drift)
       tuples_deleted = pg_stat_get_tuples_deleted('public.module_ct_cabinet_leads'::regclass),
@@ -70,7 +70,7 @@ BEGIN
     'lead_rows_read_again', cardinality(v_changed),
     'lead_rows_written', v_written,
     'lead_rows_gone_or_unkeyed_found', cardinality(v_membership),
-    'leads_with_oversized_key', (SELECT count(*) FROM canon.lead_rows_unkeyed u WHERE u.reason = 'OVERSIZED_KEY'),
+    'leads_with_oversized_key', (SELECT count(*) FROM canon_internal.lead_rows_unkeyed u WHERE u.reason = 'OVERSIZED_KEY'),
     'read_since_xmin', v_seen);
 END
 $$;

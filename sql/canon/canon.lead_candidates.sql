@@ -1,7 +1,7 @@
 -- canon.lead_candidates: every driver candidate of the given lead rows, by rule, with
 -- its score and name similarity, and whether it is kept as evidence or why it is not.
 -- The one definition of the rules of SPEC 6, used by the batch matcher and by
--- ops.explain_lead. Reads canon.lead_keys and canon.driver_index, always by key: a batch
+-- ops.explain_lead. Reads canon_internal.lead_keys and canon_internal.driver_index, always by key: a batch
 -- (at most a run's limit) is probed into the driver index, never joined by hashing the
 -- whole index, which the planner chose at 1M drivers from its estimates, nor with JIT
 -- (10,000 leads at 1M: 2.2 s as planned, 0.86 s without JIT, 0.59 s by key). Names are
@@ -47,7 +47,7 @@ AS $$
   -- function is planned without knowing the batch size; such a join became a nested loop
   -- over both: quadratic, 1.5 s for 10,000 leads against 60 ms for 2,000.)
   batch AS (
-    SELECT k.* FROM canon.lead_keys k WHERE k.lead_id = ANY (p_lead_ids)
+    SELECT k.* FROM canon_internal.lead_keys k WHERE k.lead_id = ANY (p_lead_ids)
   ),
   -- A phone that other leads use under other names is an office phone, not a person's.
   -- Only phones with enough distinct names to be shared (few) are compared name by name,
@@ -58,7 +58,7 @@ AS $$
     FROM (SELECT DISTINCT b.phone_norm FROM batch b WHERE b.phone_norm IS NOT NULL) p
     CROSS JOIN LATERAL (
       SELECT DISTINCT o.name_norm
-      FROM canon.lead_keys o
+      FROM canon_internal.lead_keys o
       WHERE o.phone_norm = p.phone_norm AND o.name_norm IS NOT NULL
       LIMIT 50
     ) o
@@ -89,15 +89,15 @@ AS $$
   raw AS (
     SELECT l.lead_id, l.lead_source_pk, l.name_norm AS lead_name_norm, l.lead_date, l.other_people,
            'PHONE' AS rule_group, d.driver_id, d.park_id, d.name_norm, d.hire_date
-    FROM leads l JOIN canon.driver_index d ON d.phone_norm = l.phone_norm
+    FROM leads l JOIN canon_internal.driver_index d ON d.phone_norm = l.phone_norm
     UNION ALL
     SELECT l.lead_id, l.lead_source_pk, l.name_norm, l.lead_date, l.other_people,
            'LICENSE', d.driver_id, d.park_id, d.name_norm, d.hire_date
-    FROM leads l JOIN canon.driver_index d ON d.license_norm = l.license_norm
+    FROM leads l JOIN canon_internal.driver_index d ON d.license_norm = l.license_norm
     UNION ALL
     SELECT l.lead_id, l.lead_source_pk, l.name_norm, l.lead_date, l.other_people,
            'PLATE', d.driver_id, d.park_id, d.name_norm, d.hire_date
-    FROM leads l JOIN canon.driver_index d ON d.plate_norm = l.plate_norm
+    FROM leads l JOIN canon_internal.driver_index d ON d.plate_norm = l.plate_norm
   ),
   scored AS (
     SELECT r.lead_id, r.lead_source_pk, r.rule_group, r.driver_id, r.park_id, r.name_norm, r.lead_name_norm,
@@ -211,4 +211,4 @@ AS $$
            END AS reason
   ) final
 $$;
-COMMENT ON FUNCTION canon.lead_candidates(integer[]) IS 'All driver candidates of the given lead rows (canon.lead_keys.lead_id), by rule, with score, name similarity, kept or reject_reason, and name_veto ({"lead": {token: role}, "driver": {...}}) when a plate driver''s name is a relative''s (NAME_VETO).';
+COMMENT ON FUNCTION canon.lead_candidates(integer[]) IS 'All driver candidates of the given lead rows (canon_internal.lead_keys.lead_id), by rule, with score, name similarity, kept or reject_reason, and name_veto ({"lead": {token: role}, "driver": {...}}) when a plate driver''s name is a relative''s (NAME_VETO).';

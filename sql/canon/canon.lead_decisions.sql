@@ -24,7 +24,7 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
   WITH leads AS (
-    SELECT k.* FROM canon.lead_keys k WHERE k.lead_id = ANY (p_lead_ids)
+    SELECT k.* FROM canon_internal.lead_keys k WHERE k.lead_id = ANY (p_lead_ids)
   ),
   cand AS (
     SELECT c.*, mr.rank AS rule_rank
@@ -140,6 +140,6 @@ AS $$
          CASE WHEN d.decision <> 'MATCH' THEN coalesce(t.candidates, '[]'::jsonb) END
   FROM decided d
   LEFT JOIN top_candidates t ON t.lead_id = d.lead_id
-  LEFT JOIN canon.driver_index i ON i.driver_id = d.best_driver AND d.decision = 'MATCH'
+  LEFT JOIN canon_internal.driver_index i ON i.driver_id = d.best_driver AND d.decision = 'MATCH'
 $$;
 COMMENT ON FUNCTION canon.lead_decisions(integer[]) IS 'Decision per lead row: MATCH with driver, rule, score and evidence, or AMBIGUOUS / CONFLICT / WEAK_MATCH_ONLY / SHARED_KEY / NO_CANDIDATES / MISSING_KEYS with details and up to 5 candidates (details and candidates NULL for a match).';

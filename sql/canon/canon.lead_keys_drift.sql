@@ -1,4 +1,4 @@
--- canon.lead_keys_drift: lead rows whose cache row in canon.lead_keys is not what
+-- canon.lead_keys_drift: lead rows whose cache row in canon_internal.lead_keys is not what
 -- canon.refresh_lead_keys would write now: not keyed, keyed under another key or with
 -- other source values (hash), listed unkeyed while their key fits, or keyed while the row
 -- is gone. Rows written since the last read, and rows deleted since (as the statistics
@@ -14,7 +14,7 @@ AS $$
   WITH seen AS (
     SELECT canon.xmin_age_limit(s.seen_xmin) AS age_limit,
            s.tuples_deleted IS DISTINCT FROM pg_stat_get_tuples_deleted('public.module_ct_cabinet_leads'::regclass) AS deleted_since
-    FROM canon.source_scan_state s
+    FROM canon_internal.source_scan_state s
     WHERE s.source_table = 'module_ct_cabinet_leads'
   ),
   leads AS (
@@ -32,8 +32,8 @@ AS $$
                      WHEN k.lead_source_pk <> l.lead_source_pk THEN 'keyed under ' || left(k.lead_source_pk, 40) || ', its key is ' || left(l.lead_source_pk, 40)
                      ELSE 'keyed with values that are not the row''s' END)
   FROM leads l
-  FULL JOIN canon.lead_keys k ON k.lead_id = l.id
-  FULL JOIN canon.lead_rows_unkeyed u ON u.lead_id = coalesce(l.id, k.lead_id)
+  FULL JOIN canon_internal.lead_keys k ON k.lead_id = l.id
+  FULL JOIN canon_internal.lead_rows_unkeyed u ON u.lead_id = coalesce(l.id, k.lead_id)
   WHERE NOT coalesce(l.written_since_read, false)
     AND (l.id IS NULL
          OR (k.lead_id IS NULL AND (u.lead_id IS NULL OR length(l.lead_source_pk) <= 200))
@@ -41,4 +41,4 @@ AS $$
     AND NOT (l.id IS NULL AND coalesce((SELECT se.deleted_since FROM seen se), true))
 $$;
 COMMENT ON FUNCTION canon.lead_keys_drift() IS
-  'Lead rows whose canon.lead_keys (or lead_rows_unkeyed) row differs from what keying them now would write; the next run''s work excepted.';
+  'Lead rows whose canon_internal.lead_keys (or lead_rows_unkeyed) row differs from what keying them now would write; the next run''s work excepted.';

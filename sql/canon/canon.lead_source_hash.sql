@@ -1,5 +1,5 @@
 -- canon.lead_source_hash: the fingerprint of the source values a lead row is keyed from
--- (canon.lead_keys.source_hash): a row is keyed again when it differs. The one definition,
+-- (canon_internal.lead_keys.source_hash): a row is keyed again when it differs. The one definition,
 -- used by canon.refresh_lead_keys and the cache check canon.lead_keys_drift. STABLE as
 -- timestamp::text is (DateStyle), so that it is inlined.
 CREATE OR REPLACE FUNCTION canon.lead_source_hash(
@@ -14,4 +14,4 @@ AS $$
                        p_first_name, p_middle_name, p_last_name))
 $$;
 COMMENT ON FUNCTION canon.lead_source_hash(text, timestamp without time zone, text, text, text, text, text) IS
-  'md5 of the lead row values its keys are computed from (canon.lead_keys.source_hash).';
+  'md5 of the lead row values its keys are computed from (canon_internal.lead_keys.source_hash).';

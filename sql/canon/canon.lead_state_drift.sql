@@ -1,4 +1,4 @@
--- canon.lead_state_drift: lead rows whose stored state (canon.cabinet_lead_state) is not
+-- canon.lead_state_drift: lead rows whose stored state (canon_internal.cabinet_lead_state) is not
 -- what the live definition gives and no mark or pending read explains it: a dated row
 -- without a stored row, a stored row of a row gone or undated, a stored row under another
 -- key or date, and (for the leads of the last doctor_lead_state_days days) a stored row
@@ -19,15 +19,15 @@ AS $$
            coalesce(bool_or(s.source_table = 'summary_daily'
                    AND (s.tuples_deleted IS DISTINCT FROM pg_stat_get_tuples_deleted('public.summary_daily'::regclass)
                         OR s.tuples_updated IS DISTINCT FROM pg_stat_get_tuples_updated('public.summary_daily'::regclass))), true) AS trips_gone_since
-    FROM canon.source_scan_state s
+    FROM canon_internal.source_scan_state s
   ),
   rules_changed AS (
-    SELECT m.full_refresh_needed AS changed FROM canon.cabinet_lead_state_meta m
+    SELECT m.full_refresh_needed AS changed FROM canon_internal.cabinet_lead_state_meta m
   ),
   marked AS (
-    SELECT p.lead_id FROM canon.cabinet_lead_state_pending p
+    SELECT p.lead_id FROM canon_internal.cabinet_lead_state_pending p
     UNION
-    SELECT unnest(canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d)))
+    SELECT unnest(canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_dirty d)))
   ),
   leads AS (
     SELECT l.id, canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk, l.lead_created_at::date AS lead_date,
@@ -42,13 +42,13 @@ AS $$
                        WHEN l.id IS NULL THEN 'stored state of a lead row gone or undated'
                        ELSE 'stored under the key or date of another version of the row' END) AS example
     FROM leads l
-    FULL JOIN canon.cabinet_lead_state s ON s.lead_id = l.id
+    FULL JOIN canon_internal.cabinet_lead_state s ON s.lead_id = l.id
     WHERE (s.lead_id IS NULL OR l.id IS NULL OR s.lead_source_pk <> l.lead_source_pk OR s.lead_date <> l.lead_date)
       AND NOT coalesce(l.written_since_read, false)
   ),
   recent AS (
     SELECT s.*
-    FROM canon.cabinet_lead_state s
+    FROM canon_internal.cabinet_lead_state s
     -- (the server's date: a day either way does not matter here, and a broken business time
     -- zone, which doctor reports, must not stop the other checks)
     WHERE s.lead_date >= current_date - canon.setting('doctor_lead_state_days')::integer

@@ -1,4 +1,4 @@
--- canon.limbo_counts_delta: the stored lead state counted (canon.cabinet_lead_state_counts,
+-- canon.limbo_counts_delta: the stored lead state counted (canon_internal.cabinet_lead_state_counts,
 -- leads > 0), with, for those of the given lead rows whose stored state is not current
 -- (no stored row, another key or date, key marked dirty, claim rules changed: the rule of
 -- canon.v_cabinet_lead_status_current), their stored rows taken off (leads = -1) and their
@@ -16,19 +16,19 @@ AS $$
     SELECT x.lead_id
     FROM (SELECT DISTINCT unnest(p_lead_ids) AS lead_id) x
     LEFT JOIN public.module_ct_cabinet_leads l ON l.id = x.lead_id
-    LEFT JOIN canon.cabinet_lead_state s ON s.lead_id = x.lead_id
+    LEFT JOIN canon_internal.cabinet_lead_state s ON s.lead_id = x.lead_id
     WHERE s.lead_id IS NULL OR l.id IS NULL
        OR s.lead_date IS DISTINCT FROM canon.lead_date_of(l.lead_created_at)
        OR s.lead_source_pk IS DISTINCT FROM canon.lead_source_pk(l.external_id, l.id)
-       OR EXISTS (SELECT 1 FROM canon.cabinet_lead_state_dirty d WHERE d.lead_source_pk = s.lead_source_pk)
-       OR (SELECT m.full_refresh_needed FROM canon.cabinet_lead_state_meta m)
+       OR EXISTS (SELECT 1 FROM canon_internal.cabinet_lead_state_dirty d WHERE d.lead_source_pk = s.lead_source_pk)
+       OR (SELECT m.full_refresh_needed FROM canon_internal.cabinet_lead_state_meta m)
   )
   SELECT date_trunc('week', c.lead_date::timestamp)::date, c.limbo_stage, c.with_identity, c.with_driver, c.leads
-  FROM canon.cabinet_lead_state_counts c
+  FROM canon_internal.cabinet_lead_state_counts c
   UNION ALL
   SELECT date_trunc('week', s.lead_date::timestamp)::date, s.limbo_stage, s.person_key IS NOT NULL, s.driver_id IS NOT NULL, -1
   FROM not_current n
-  JOIN canon.cabinet_lead_state s ON s.lead_id = n.lead_id
+  JOIN canon_internal.cabinet_lead_state s ON s.lead_id = n.lead_id
   UNION ALL
   SELECT date_trunc('week', v.lead_date::timestamp)::date, v.limbo_stage, v.person_key IS NOT NULL, v.driver_id IS NOT NULL, 1
   FROM canon.v_cabinet_lead_status v

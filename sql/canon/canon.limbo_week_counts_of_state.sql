@@ -1,8 +1,8 @@
 -- canon.limbo_week_counts_of_state: leads per limbo stage for each lead week, as
 -- ops.v_cabinet_leads_limbo would count them, without a pass over every lead: the counters
--- of the stored state (canon.cabinet_lead_state_counts), less the stored rows that may not
+-- of the stored state (canon_internal.cabinet_lead_state_counts), less the stored rows that may not
 -- be current, plus the view's rows for those leads. The rows that may not be current are
--- the marked ones (canon.cabinet_lead_state_pending, keys in canon.cabinet_lead_state_dirty)
+-- the marked ones (canon_internal.cabinet_lead_state_pending, keys in canon_internal.cabinet_lead_state_dirty)
 -- and, with p_read_leads, the lead rows written since the last read (by commit order, one
 -- pass over the lead rows without a function per row). When the total does not come to the
 -- dated lead rows (rows deleted since, or a drift), or the claim rules changed, every lead
@@ -34,21 +34,21 @@ DECLARE
   v_total bigint;
   v_full boolean;
 BEGIN
-  v_full := (SELECT m.full_refresh_needed FROM canon.cabinet_lead_state_meta m);
+  v_full := (SELECT m.full_refresh_needed FROM canon_internal.cabinet_lead_state_meta m);
   IF NOT v_full THEN
     IF p_read_leads THEN
-      v_limit := canon.xmin_age_limit((SELECT s.seen_xmin FROM canon.source_scan_state s
+      v_limit := canon.xmin_age_limit((SELECT s.seen_xmin FROM canon_internal.source_scan_state s
                                        WHERE s.source_table = 'module_ct_cabinet_leads'));
       SELECT count(*) FILTER (WHERE isfinite(l.lead_created_at)),
              coalesce(array_agg(l.id) FILTER (WHERE v_limit IS NULL OR age(l.xmin) <= v_limit), '{}')
       INTO v_dated, v_ids
       FROM public.module_ct_cabinet_leads l;
     ELSE
-      v_dated := (SELECT s.rows_dated FROM canon.source_scan_state s WHERE s.source_table = 'module_ct_cabinet_leads');
+      v_dated := (SELECT s.rows_dated FROM canon_internal.source_scan_state s WHERE s.source_table = 'module_ct_cabinet_leads');
     END IF;
     v_ids := v_ids
-      || ARRAY(SELECT p.lead_id FROM canon.cabinet_lead_state_pending p)
-      || canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d));
+      || ARRAY(SELECT p.lead_id FROM canon_internal.cabinet_lead_state_pending p)
+      || canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_dirty d));
     v_ids := ARRAY(SELECT DISTINCT unnest(v_ids));
     SELECT coalesce(sum(x.leads), 0) INTO v_total FROM canon.limbo_counts_delta(v_ids) x;
     v_full := v_dated IS NULL OR v_total <> v_dated;
@@ -58,7 +58,7 @@ BEGIN
     -- Every dated lead row, as the view counts it (set-based: the stored rows that are
     -- current, the others evaluated live once).
     v_ids := ARRAY(SELECT l.id FROM public.module_ct_cabinet_leads l WHERE isfinite(l.lead_created_at)
-                   UNION SELECT s.lead_id FROM canon.cabinet_lead_state s);
+                   UNION SELECT s.lead_id FROM canon_internal.cabinet_lead_state s);
   END IF;
 
   RETURN QUERY

@@ -33,7 +33,7 @@ BEGIN
          dl.person_key AS driver_person_key
   FROM canon.lead_decisions(ARRAY(SELECT b.lead_id FROM pg_temp.cabinet_batch b)) d
   JOIN pg_temp.cabinet_batch b ON b.lead_id = d.lead_id
-  JOIN canon.lead_keys k ON k.lead_id = d.lead_id
+  JOIN canon_internal.lead_keys k ON k.lead_id = d.lead_id
   LEFT JOIN canon.identity_links dl ON dl.source_table = 'drivers' AND dl.source_pk = d.driver_id;
   v_decide_ms := round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1);
 
@@ -51,7 +51,7 @@ BEGIN
   INSERT INTO canon.identity_registry (person_key, confidence_level, primary_phone, primary_license, primary_name, created_run_id)
   SELECT np.person_key, np.confidence_level, i.phone_norm, i.license_norm, i.name_norm, p_run_id
   FROM pg_temp.cabinet_new_persons np
-  JOIN canon.driver_index i ON i.driver_id = np.driver_id;
+  JOIN canon_internal.driver_index i ON i.driver_id = np.driver_id;
   GET DIAGNOSTICS v_new_persons = ROW_COUNT;
 
   -- Driver links of the new persons and lead links in one statement: the statement
@@ -122,8 +122,8 @@ BEGIN
         attempts = u.attempts + 1, retry_due = false;
   GET DIAGNOSTICS v_unmatched = ROW_COUNT;
   -- Every NO_IDENTITY lead of the batch is now linked or unmatched: no longer pending.
-  DELETE FROM canon.lead_keys_pending q
-  USING canon.lead_keys k, (SELECT DISTINCT d.lead_source_pk FROM pg_temp.cabinet_decisions d WHERE d.batch_kind = 'NO_IDENTITY') d
+  DELETE FROM canon_internal.lead_keys_pending q
+  USING canon_internal.lead_keys k, (SELECT DISTINCT d.lead_source_pk FROM pg_temp.cabinet_decisions d WHERE d.batch_kind = 'NO_IDENTITY') d
   WHERE k.lead_source_pk = d.lead_source_pk AND q.lead_id = k.lead_id;
   GET DIAGNOSTICS v_evaluated_cleared = ROW_COUNT;
   RETURN jsonb_build_object(

@@ -4,7 +4,7 @@
 -- canon.foreign_xids just before the snapshot was taken: a transaction writes one database
 -- only), else the snapshot's xmax. A row version the snapshot did not show was written by
 -- such a transaction or a later one (a subtransaction's xid follows its parent's), so its
--- xmin is at least this: what canon.source_scan_state.seen_xmin keeps. A long transaction
+-- xmin is at least this: what canon_internal.source_scan_state.seen_xmin keeps. A long transaction
 -- in another database of the cluster then does not make every run read again all that
 -- was written since it began; any xid not known to be foreign counts (read again, never
 -- skipped).

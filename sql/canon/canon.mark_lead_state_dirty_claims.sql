@@ -1,7 +1,7 @@
 -- canon.mark_lead_state_dirty_claims: statement-level trigger function on
 -- canon.claims_yango_cabinet_14d (INSERT, DELETE, UPDATE, transition tables old_rows /
 -- new_rows): a lead's has_claim flags and stage depend on its claims, so the keys of the
--- claims written are marked in canon.cabinet_lead_state_dirty. Claim generation, which
+-- claims written are marked in canon_internal.cabinet_lead_state_dirty. Claim generation, which
 -- re-evaluates the leads it claimed itself, turns this off for its own INSERT
 -- (cabinet.lead_state_marking = 'off', transaction-local).
 CREATE OR REPLACE FUNCTION canon.mark_lead_state_dirty_claims()
@@ -14,16 +14,16 @@ BEGIN
     RETURN NULL;
   END IF;
   IF TG_OP = 'INSERT' THEN
-    INSERT INTO canon.cabinet_lead_state_dirty AS d (lead_source_pk)
+    INSERT INTO canon_internal.cabinet_lead_state_dirty AS d (lead_source_pk)
     SELECT DISTINCT n.lead_source_pk FROM new_rows n
     ON CONFLICT (lead_source_pk) DO UPDATE SET mark_seq = excluded.mark_seq, marked_at = excluded.marked_at;
   ELSIF TG_OP = 'DELETE' THEN
-    INSERT INTO canon.cabinet_lead_state_dirty AS d (lead_source_pk)
+    INSERT INTO canon_internal.cabinet_lead_state_dirty AS d (lead_source_pk)
     SELECT DISTINCT o.lead_source_pk FROM old_rows o
     ON CONFLICT (lead_source_pk) DO UPDATE SET mark_seq = excluded.mark_seq, marked_at = excluded.marked_at;
   ELSE
     -- Status changes do not alter a lead's state (any status counts as present).
-    INSERT INTO canon.cabinet_lead_state_dirty AS d (lead_source_pk)
+    INSERT INTO canon_internal.cabinet_lead_state_dirty AS d (lead_source_pk)
     SELECT k FROM (
       SELECT o.lead_source_pk AS k, o.milestone AS m FROM old_rows o
       EXCEPT
@@ -40,4 +40,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.mark_lead_state_dirty_claims() IS
-  'Trigger on canon.claims_yango_cabinet_14d: marks the lead keys whose claims appeared, disappeared or moved (canon.cabinet_lead_state_dirty).';
+  'Trigger on canon.claims_yango_cabinet_14d: marks the lead keys whose claims appeared, disappeared or moved (canon_internal.cabinet_lead_state_dirty).';

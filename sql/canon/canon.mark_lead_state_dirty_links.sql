@@ -1,6 +1,6 @@
 -- canon.mark_lead_state_dirty_links: statement-level trigger function on
 -- canon.identity_links (one trigger per event, transition tables old_rows / new_rows).
--- Marks in canon.cabinet_lead_state_dirty the lead keys whose state a link change can
+-- Marks in canon_internal.cabinet_lead_state_dirty the lead keys whose state a link change can
 -- alter: the lead links themselves, and every lead of a person whose driver links
 -- changed (the person's driver may be another one now). One INSERT per statement,
 -- whoever writes; the next evaluation (pipeline or ops.* tool) re-reads those leads.
@@ -22,7 +22,7 @@ BEGIN
     v_persons := coalesce(v_persons, '{}') || ARRAY(SELECT DISTINCT o.person_key FROM old_rows o WHERE o.source_table = 'drivers');
   END IF;
 
-  INSERT INTO canon.cabinet_lead_state_dirty AS d (lead_source_pk)
+  INSERT INTO canon_internal.cabinet_lead_state_dirty AS d (lead_source_pk)
   SELECT k.lead_source_pk
   FROM (
     SELECT unnest(v_lead_keys) AS lead_source_pk
@@ -37,4 +37,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.mark_lead_state_dirty_links() IS
-  'Trigger on canon.identity_links: marks the lead keys whose state a link change can alter (canon.cabinet_lead_state_dirty).';
+  'Trigger on canon.identity_links: marks the lead keys whose state a link change can alter (canon_internal.cabinet_lead_state_dirty).';

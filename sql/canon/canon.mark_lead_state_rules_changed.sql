@@ -7,7 +7,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  UPDATE canon.cabinet_lead_state_meta SET full_refresh_needed = true, updated_at = now();
+  UPDATE canon_internal.cabinet_lead_state_meta SET full_refresh_needed = true, updated_at = now();
   RETURN NULL;
 END
 $$;

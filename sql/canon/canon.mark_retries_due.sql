@@ -2,7 +2,7 @@
 -- due for a retry (canon.identity_unmatched.retry_due) the OPEN unmatched leads a driver
 -- change since the last check can change: those sharing a key (phone, plate, licence, as
 -- canon.lead_candidates joins on them) with a driver indexed or re-indexed since
--- (driver_index.indexed_at), or with a key a driver lost (canon.driver_index_key_changes:
+-- (driver_index.indexed_at), or with a key a driver lost (canon_internal.driver_index_key_changes:
 -- re-indexed with other keys, or removed; a lead that had it as a candidate, AMBIGUOUS or
 -- CONFLICT, may now match). Never checked before: every OPEN lead is due. Returns
 -- {retry_check, retries_marked_due, retry_changed_keys, driver_index_changed_at}.
@@ -30,16 +30,16 @@ BEGIN
   -- canon.lead_candidates joins on, normalised alike, so '+51 977...' and '977...' are one
   -- phone) with a driver indexed or re-indexed since the last check (driver_index.indexed_at,
   -- set by every upsert of canon.refresh_driver_index), or with a key a driver lost since
-  -- (re-indexed with other keys, or removed: canon.driver_index_key_changes; a lead that had
+  -- (re-indexed with other keys, or removed: canon_internal.driver_index_key_changes; a lead that had
   -- it as a candidate, e.g. AMBIGUOUS or CONFLICT, may now match), are marked retry_due.
   -- No change: two probes of the end of an index. Changes: the distinct changed keys, then
-  -- index probes of canon.lead_keys by phone, plate and licence. The check covers changes up
+  -- index probes of canon_internal.lead_keys by phone, plate and licence. The check covers changes up
   -- to now() (the transaction start: rows this run's refresh wrote are visible, later ones
   -- have a later indexed_at), which becomes retry_checked_at. Never checked: every OPEN
   -- lead is due.
   SELECT true, s.changed_at, s.retry_checked_at
   INTO v_state_found, v_index_changed_at, v_retry_checked_from
-  FROM canon.driver_index_state s
+  FROM canon_internal.driver_index_state s
   FOR UPDATE;
   v_retry_checked_to := now();
   IF v_retry_checked_from IS NULL THEN
@@ -49,27 +49,27 @@ BEGIN
     GET DIAGNOSTICS v_marked_due = ROW_COUNT;
   -- (max() is one probe of the end of each index; an EXISTS could be planned as a sequential
   -- scan that stops at the first hit, and read the whole table when there is none)
-  ELSIF (SELECT max(i.indexed_at) FROM canon.driver_index i) > v_retry_checked_from
-        OR (SELECT max(c.logged_at) FROM canon.driver_index_key_changes c) > v_retry_checked_from THEN
+  ELSIF (SELECT max(i.indexed_at) FROM canon_internal.driver_index i) > v_retry_checked_from
+        OR (SELECT max(c.logged_at) FROM canon_internal.driver_index_key_changes c) > v_retry_checked_from THEN
     v_retry_check := 'changed_keys';
     DROP TABLE IF EXISTS pg_temp.cabinet_changed_keys;
     CREATE TEMP TABLE cabinet_changed_keys ON COMMIT DROP AS
     SELECT DISTINCT x.kind, x.key
     FROM (SELECT i.phone_norm, i.license_norm, i.plate_norm
-          FROM canon.driver_index i WHERE i.indexed_at > v_retry_checked_from
+          FROM canon_internal.driver_index i WHERE i.indexed_at > v_retry_checked_from
           UNION ALL
           SELECT c.phone_norm, c.license_norm, c.plate_norm
-          FROM canon.driver_index_key_changes c WHERE c.logged_at > v_retry_checked_from) d
+          FROM canon_internal.driver_index_key_changes c WHERE c.logged_at > v_retry_checked_from) d
     CROSS JOIN LATERAL (VALUES ('PHONE', d.phone_norm), ('LICENSE', d.license_norm), ('PLATE', d.plate_norm)) x (kind, key)
     WHERE x.key IS NOT NULL;
-    -- Few keys against the lead keys (the usual case): probe canon.lead_keys and
+    -- Few keys against the lead keys (the usual case): probe canon_internal.lead_keys and
     -- identity_unmatched by key, hash and merge joins off for that statement (the planner
     -- would rather read both whole, as in canon.refresh_driver_index). Many (a bulk change
     -- upstream): the planner chooses, with the temp table's statistics. (Measured at 60k
     -- lead rows: 6,000 keys by probes 10 ms, by hash joins 35 ms; a probe costs about
     -- what reading 3 lead rows does, hence under a quarter.)
     v_changed_keys := (SELECT count(*) FROM pg_temp.cabinet_changed_keys);
-    v_probe_by_key := v_changed_keys * 4 < (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'canon.lead_keys'::regclass);
+    v_probe_by_key := v_changed_keys * 4 < (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'canon_internal.lead_keys'::regclass);
     IF v_probe_by_key THEN
       v_hashjoin := current_setting('enable_hashjoin');
       v_mergejoin := current_setting('enable_mergejoin');
@@ -79,13 +79,13 @@ BEGIN
     END IF;
     UPDATE canon.identity_unmatched u SET retry_due = true
     FROM (SELECT k.lead_source_pk FROM pg_temp.cabinet_changed_keys c
-          JOIN canon.lead_keys k ON k.phone_norm = c.key AND k.phone_norm IS NOT NULL WHERE c.kind = 'PHONE'
+          JOIN canon_internal.lead_keys k ON k.phone_norm = c.key AND k.phone_norm IS NOT NULL WHERE c.kind = 'PHONE'
           UNION
           SELECT k.lead_source_pk FROM pg_temp.cabinet_changed_keys c
-          JOIN canon.lead_keys k ON k.plate_norm = c.key AND k.plate_norm IS NOT NULL WHERE c.kind = 'PLATE'
+          JOIN canon_internal.lead_keys k ON k.plate_norm = c.key AND k.plate_norm IS NOT NULL WHERE c.kind = 'PLATE'
           UNION
           SELECT k.lead_source_pk FROM pg_temp.cabinet_changed_keys c
-          JOIN canon.lead_keys k ON k.license_norm = c.key AND k.license_norm IS NOT NULL WHERE c.kind = 'LICENSE') m
+          JOIN canon_internal.lead_keys k ON k.license_norm = c.key AND k.license_norm IS NOT NULL WHERE c.kind = 'LICENSE') m
     WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = m.lead_source_pk
       AND u.status = 'OPEN' AND NOT u.retry_due;
     GET DIAGNOSTICS v_marked_due = ROW_COUNT;
@@ -96,11 +96,11 @@ BEGIN
     v_retry_check := 'no_change';
   END IF;
   -- Checked: the lost keys are no longer needed.
-  DELETE FROM canon.driver_index_key_changes c WHERE c.logged_at <= v_retry_checked_to;
+  DELETE FROM canon_internal.driver_index_key_changes c WHERE c.logged_at <= v_retry_checked_to;
   IF v_state_found THEN
-    UPDATE canon.driver_index_state s SET retry_checked_at = v_retry_checked_to;
+    UPDATE canon_internal.driver_index_state s SET retry_checked_at = v_retry_checked_to;
   ELSE
-    INSERT INTO canon.driver_index_state (singleton, retry_checked_at) VALUES (true, v_retry_checked_to);
+    INSERT INTO canon_internal.driver_index_state (singleton, retry_checked_at) VALUES (true, v_retry_checked_to);
   END IF;
   RETURN jsonb_build_object(
     'retry_check', v_retry_check,

@@ -21,7 +21,7 @@ BEGIN
            EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 25) AS c25
     FROM (SELECT DISTINCT unnest(p_keys) AS lead_source_pk) c
   )
-  UPDATE canon.cabinet_lead_state s
+  UPDATE canon_internal.cabinet_lead_state s
   SET has_claim_m1 = c.c1, has_claim_m5 = c.c5, has_claim_m25 = c.c25,
       limbo_stage = canon.limbo_stage_of(s.person_key, s.driver_id, s.trips_in_window,
                                          s.reached_m1, s.reached_m5, s.reached_m25, c.c1, c.c5, c.c25),
@@ -32,7 +32,7 @@ BEGIN
   GET DIAGNOSTICS v_written = ROW_COUNT;
   IF v_written > 0 THEN
     -- (as canon.refresh_lead_state does: counts and snapshots made before are stale)
-    UPDATE canon.cabinet_lead_state_meta SET changed_at = now();
+    UPDATE canon_internal.cabinet_lead_state_meta SET changed_at = now();
   END IF;
   RETURN v_written;
 END

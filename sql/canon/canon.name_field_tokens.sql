@@ -1,7 +1,7 @@
 -- canon.name_field_tokens: the tokens of one name field (first_name, middle_name,
 -- last_name) split as canon.normalize_name splits a name (accents removed, upper case,
 -- every run of anything but A-Z0-9 separates), to tell which field a name token was typed
--- in: the name roles of canon.driver_name_roles and of a lead (canon.name_veto_of).
+-- in: the name roles of canon_internal.driver_name_roles and of a lead (canon.name_veto_of).
 -- Unsorted, with repeats, particles and numbers left in (they never equal a token of
 -- canon.name_tokens, so they never decide anything): one regexp split per field, several
 -- times cheaper than canon.name_tokens, paid for every driver of a full index build.

@@ -7,7 +7,7 @@
 --   CL012), whatever the statement read before; outside them (finance corrections in
 --   psql) every change is allowed;
 --   the record (triggers claims_record_settled_*, AFTER each statement): every allowed
---   change is copied into canon.claims_settled, the last known content of each settled
+--   change is copied into canon_internal.claims_settled, the last known content of each settled
 --   claim, which ops.check_invariants() compares with the table to find settled claims
 --   changed behind the guard's back (trigger disabled, session_replication_role). A
 --   settled claim deleted or moved back to an unsettled status keeps its record, stamped
@@ -40,19 +40,19 @@ BEGIN
 
   -- Statement level, after the change: bring the record of settled claims in step.
   IF TG_OP = 'TRUNCATE' THEN
-    DELETE FROM canon.claims_settled;
+    DELETE FROM canon_internal.claims_settled;
     RETURN NULL;
   END IF;
   -- A settled claim gone, or no longer settled: its record stays, stamped.
   IF TG_OP = 'DELETE' THEN
-    UPDATE canon.claims_settled s
+    UPDATE canon_internal.claims_settled s
     SET unsettled_at = now(), unsettled_by = current_user, unsettled_txid = txid_current(), unsettled_to = 'deleted',
         unsettled_note = nullif(btrim(current_setting('cabinet.settled_change_note', true)), '')
     FROM old_claims o
     WHERE o.status IN ('paid', 'rejected')
       AND s.lead_source_pk = o.lead_source_pk AND s.milestone = o.milestone AND s.unsettled_at IS NULL;
   ELSIF TG_OP = 'UPDATE' THEN
-    UPDATE canon.claims_settled s
+    UPDATE canon_internal.claims_settled s
     SET unsettled_at = now(), unsettled_by = current_user, unsettled_txid = txid_current(),
         unsettled_to = coalesce((SELECT n.status FROM new_claims n
                                  WHERE n.lead_source_pk = o.lead_source_pk AND n.milestone = o.milestone), 'deleted'),
@@ -64,7 +64,7 @@ BEGIN
                       WHERE n.lead_source_pk = o.lead_source_pk AND n.milestone = o.milestone AND n.status IN ('paid', 'rejected'));
   END IF;
   IF TG_OP IN ('INSERT', 'UPDATE') THEN
-    INSERT INTO canon.claims_settled AS s (
+    INSERT INTO canon_internal.claims_settled AS s (
       lead_source_pk, milestone, status, amount_expected, currency, person_key, driver_id, lead_date,
       generated_at, paid_at, run_id)
     SELECT n.lead_source_pk, n.milestone, n.status, n.amount_expected, n.currency, n.person_key, n.driver_id,
@@ -82,4 +82,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.protect_settled_claims() IS
-  'Trigger: a pipeline run or an operator tool (cabinet.protect_settled) can never change or delete a paid or rejected claim (SQLSTATE CL012); every allowed change of a settled claim is recorded in canon.claims_settled, and one deleted or unsettled keeps its record, stamped unsettled_* with cabinet.settled_change_note.';
+  'Trigger: a pipeline run or an operator tool (cabinet.protect_settled) can never change or delete a paid or rejected claim (SQLSTATE CL012); every allowed change of a settled claim is recorded in canon_internal.claims_settled, and one deleted or unsettled keeps its record, stamped unsettled_* with cabinet.settled_change_note.';

@@ -1,7 +1,7 @@
--- canon.refresh_driver_index: pipeline step 4. Brings canon.driver_index up to date with
+-- canon.refresh_driver_index: pipeline step 4. Brings canon_internal.driver_index up to date with
 -- public.drivers. Every run reads the driver ids with a row version written since its last
 -- read, by commit order (the row's xmin against the oldest transaction in progress at that
--- read, canon.source_scan_state.seen_xmin): a late commit, a change in place and a driver
+-- read, canon_internal.source_scan_state.seen_xmin): a late commit, a change in place and a driver
 -- with a future or missing updated_at/created_at are all read by the next run, in one pass
 -- over the drivers that also counts such odd timestamps (listed in
 -- ops.v_drivers_odd_timestamps). Their rows are re-normalised only when their source values
@@ -11,7 +11,7 @@
 -- Whenever a row of the index is written or removed, driver_index_state.changed_at is set
 -- to now() (reported by runs). Which unmatched leads are worth retrying is decided by
 -- canon.mark_retries_due from the rows indexed since its last check (indexed_at) and
--- the keys drivers lost (canon.driver_index_key_changes, written here). Returns step stats.
+-- the keys drivers lost (canon_internal.driver_index_key_changes, written here). Returns step stats.
 CREATE OR REPLACE FUNCTION canon.refresh_driver_index(p_run_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -22,7 +22,7 @@ SET client_min_messages = warning
 AS $$
 DECLARE
   v_foreign bigint[];
-  v_state canon.driver_index_state%ROWTYPE;
+  v_state canon_internal.driver_index_state%ROWTYPE;
   v_full boolean;
   v_seen xid8;
   v_limit integer;
@@ -40,10 +40,10 @@ DECLARE
   v_no_time bigint;
   v_future_from timestamp := (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day';
 BEGIN
-  SELECT * INTO v_state FROM canon.driver_index_state FOR UPDATE;
+  SELECT * INTO v_state FROM canon_internal.driver_index_state FOR UPDATE;
   v_full := NOT FOUND OR v_state.last_full_at IS NULL
             OR v_state.last_full_at < now() - make_interval(hours => canon.setting('driver_index_full_refresh_hours')::integer);
-  SELECT s.seen_xmin INTO v_seen FROM canon.source_scan_state s WHERE s.source_table = 'drivers' FOR UPDATE;
+  SELECT s.seen_xmin INTO v_seen FROM canon_internal.source_scan_state s WHERE s.source_table = 'drivers' FOR UPDATE;
   v_full := v_full OR v_seen IS NULL;
   v_limit := CASE WHEN NOT v_full THEN canon.xmin_age_limit(v_seen) END;
   v_full := v_full OR v_limit IS NULL;
@@ -84,7 +84,7 @@ BEGIN
   -- Few drivers against a large index: probe it by key. The planner would rather hash the
   -- whole index (it prices each probe as a random read); on a full refresh it should.
   v_probe_by_key := NOT v_full
-    AND v_scanned * 10 < (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'canon.driver_index'::regclass);
+    AND v_scanned * 10 < (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'canon_internal.driver_index'::regclass);
   IF v_probe_by_key THEN
     v_hashjoin := current_setting('enable_hashjoin');
     v_mergejoin := current_setting('enable_mergejoin');
@@ -105,11 +105,11 @@ BEGIN
            i.driver_id IS NOT NULL AS was_indexed,
            i.phone_norm AS old_phone_norm, i.license_norm AS old_license_norm, i.plate_norm AS old_plate_norm
     FROM pg_temp.driver_index_source h
-    LEFT JOIN canon.driver_index i ON i.driver_id = h.driver_id
+    LEFT JOIN canon_internal.driver_index i ON i.driver_id = h.driver_id
     WHERE i.driver_id IS NULL OR i.source_hash <> h.source_hash
   ),
   upserted AS (
-    INSERT INTO canon.driver_index AS i (
+    INSERT INTO canon_internal.driver_index AS i (
       driver_id, park_id, phone_norm, license_norm, plate_norm, name_norm, hire_date,
       source_hash, source_changed_at, indexed_at, indexed_run_id)
     SELECT c.driver_id, c.park_id, c.phone_norm, c.license_norm, c.plate_norm, c.name_norm,
@@ -123,7 +123,7 @@ BEGIN
     RETURNING 1
   ),
   lost_keys AS (
-    INSERT INTO canon.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
+    INSERT INTO canon_internal.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
     SELECT c.driver_id, 'KEYS_CHANGED',
            CASE WHEN c.old_phone_norm IS DISTINCT FROM c.phone_norm THEN c.old_phone_norm END,
            CASE WHEN c.old_license_norm IS DISTINCT FROM c.license_norm THEN c.old_license_norm END,
@@ -145,12 +145,12 @@ BEGIN
   IF v_full THEN
     -- The keys of removed drivers are logged: the leads that had one as a candidate are due.
     WITH removed AS (
-      DELETE FROM canon.driver_index i
+      DELETE FROM canon_internal.driver_index i
       WHERE NOT EXISTS (SELECT 1 FROM public.drivers d WHERE d.driver_id = i.driver_id)
       RETURNING i.driver_id, i.phone_norm, i.license_norm, i.plate_norm
     ),
     logged AS (
-      INSERT INTO canon.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
+      INSERT INTO canon_internal.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
       SELECT r.driver_id, 'REMOVED', r.phone_norm, r.license_norm, r.plate_norm, now(), p_run_id
       FROM removed r
       WHERE num_nonnulls(r.phone_norm, r.license_norm, r.plate_norm) > 0
@@ -165,14 +165,14 @@ BEGIN
     v_changed_at := now();
   END IF;
 
-  INSERT INTO canon.driver_index_state AS s (singleton, last_full_at, last_refresh_at, last_run_id, changed_at)
+  INSERT INTO canon_internal.driver_index_state AS s (singleton, last_full_at, last_refresh_at, last_run_id, changed_at)
   VALUES (true, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at)
   ON CONFLICT (singleton) DO UPDATE
     SET last_full_at = coalesce(excluded.last_full_at, s.last_full_at),
         last_refresh_at = excluded.last_refresh_at,
         last_run_id = excluded.last_run_id,
         changed_at = coalesce(excluded.changed_at, s.changed_at);
-  UPDATE canon.source_scan_state
+  UPDATE canon_internal.source_scan_state
   SET seen_xmin = v_snapshot_xmin, read_at = now(), run_id = p_run_id,
       full_read_at = CASE WHEN v_full THEN now() ELSE full_read_at END
   WHERE source_table = 'drivers';
@@ -186,11 +186,11 @@ BEGIN
     'drivers_without_timestamp', v_no_time,
     'drivers_reindexed', v_upserted,
     'drivers_removed', v_deleted,
-    'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon.driver_index) END,
+    'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon_internal.driver_index) END,
     'drivers_skipped_bad_id', CASE WHEN v_full THEN (
       SELECT count(*) FROM public.drivers d
       WHERE nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200) END,
     'index_changed', v_changed_at IS NOT NULL);
 END
 $$;
-COMMENT ON FUNCTION canon.refresh_driver_index(bigint) IS 'Pipeline step 4: incremental (row versions written since the last read, by commit order) or full refresh of canon.driver_index from public.drivers; sets driver_index_state.changed_at when rows were written or removed and logs the keys drivers lost (canon.driver_index_key_changes). Returns step stats.';
+COMMENT ON FUNCTION canon.refresh_driver_index(bigint) IS 'Pipeline step 4: incremental (row versions written since the last read, by commit order) or full refresh of canon_internal.driver_index from public.drivers; sets driver_index_state.changed_at when rows were written or removed and logs the keys drivers lost (canon_internal.driver_index_key_changes). Returns step stats.';

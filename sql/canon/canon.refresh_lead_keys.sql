@@ -1,13 +1,13 @@
--- canon.refresh_lead_keys: brings canon.lead_keys up to date for the given lead rows
+-- canon.refresh_lead_keys: brings canon_internal.lead_keys up to date for the given lead rows
 -- (ids), whatever happened to them: a new or changed row is (re-)keyed when its source
 -- values differ from what was keyed (source hash), a row whose key is over 200 characters
--- is listed in canon.lead_rows_unkeyed instead (no index can hold a 10 kB key), a row that
+-- is listed in canon_internal.lead_rows_unkeyed instead (no index can hold a 10 kB key), a row that
 -- is gone loses its key. What depends on a row's key follows in the same statement:
--- * canon.lead_keys_pending (never-evaluated keys) lists a row keyed for the first time or
+-- * canon_internal.lead_keys_pending (never-evaluated keys) lists a row keyed for the first time or
 --   under another key or date;
 -- * canon.identity_unmatched.retry_due is set for an OPEN unmatched key whose lead's phone,
 --   plate, licence, name or date changed (its candidates may differ now);
--- * canon.cabinet_lead_state_pending lists the row, and every row sharing its old or new
+-- * canon_internal.cabinet_lead_state_pending lists the row, and every row sharing its old or new
 --   key (their key_rows change), when it is new, gone, re-keyed or re-dated.
 -- Callers: canon.key_changed_leads (every changed row of a run), ops.explain_lead (a
 -- lead's rows before explaining it). Returns the number of lead_keys rows written or removed.
@@ -36,7 +36,7 @@ BEGIN
          k.lead_date AS old_date
   FROM (SELECT DISTINCT unnest(p_lead_ids) AS lead_id) x
   LEFT JOIN public.module_ct_cabinet_leads l ON l.id = x.lead_id
-  LEFT JOIN canon.lead_keys k ON k.lead_id = x.lead_id;
+  LEFT JOIN canon_internal.lead_keys k ON k.lead_id = x.lead_id;
 
   WITH
   -- rows to key: present, a key of at most 200 characters, never keyed, or changed since
@@ -48,7 +48,7 @@ BEGIN
       AND (NOT s.was_keyed OR s.old_hash <> s.source_hash OR s.old_key <> s.lead_source_pk)
   ),
   keyed AS (
-    INSERT INTO canon.lead_keys AS k (
+    INSERT INTO canon_internal.lead_keys AS k (
       lead_id, lead_source_pk, lead_created_at, lead_date, phone_norm, plate_norm, license_norm,
       name_norm, lead_name, source_hash, indexed_at)
     SELECT s.lead_id, s.lead_source_pk, s.lead_created_at, canon.lead_date_of(s.lead_created_at),
@@ -68,25 +68,25 @@ BEGIN
   ),
   -- rows that lose their key: gone, or a key too long to index
   unkeyed AS (
-    DELETE FROM canon.lead_keys k
+    DELETE FROM canon_internal.lead_keys k
     USING pg_temp.lead_keys_source s
     WHERE k.lead_id = s.lead_id AND (NOT s.present OR length(s.lead_source_pk) > 200)
     RETURNING k.lead_id, k.lead_source_pk
   ),
   oversized AS (
-    INSERT INTO canon.lead_rows_unkeyed AS u (lead_id, reason)
+    INSERT INTO canon_internal.lead_rows_unkeyed AS u (lead_id, reason)
     SELECT s.lead_id, 'OVERSIZED_KEY' FROM pg_temp.lead_keys_source s
     WHERE s.present AND length(s.lead_source_pk) > 200
     ON CONFLICT (lead_id) DO NOTHING
   ),
   not_oversized AS (
-    DELETE FROM canon.lead_rows_unkeyed u
+    DELETE FROM canon_internal.lead_rows_unkeyed u
     USING pg_temp.lead_keys_source s
     WHERE u.lead_id = s.lead_id AND (NOT s.present OR length(s.lead_source_pk) <= 200)
   ),
   -- keyed for the first time, or under another key or date: its key may never have been evaluated
   match_pending AS (
-    INSERT INTO canon.lead_keys_pending AS q (lead_id, lead_date)
+    INSERT INTO canon_internal.lead_keys_pending AS q (lead_id, lead_date)
     SELECT w.lead_id, w.lead_date
     FROM keyed w
     JOIN pg_temp.lead_keys_source s ON s.lead_id = w.lead_id
@@ -94,7 +94,7 @@ BEGIN
     ON CONFLICT (lead_id) DO UPDATE SET lead_date = excluded.lead_date
   ),
   match_unpending AS (
-    DELETE FROM canon.lead_keys_pending q USING unkeyed u WHERE q.lead_id = u.lead_id
+    DELETE FROM canon_internal.lead_keys_pending q USING unkeyed u WHERE q.lead_id = u.lead_id
   ),
   -- an OPEN lead whose matching keys changed may match now
   retry AS (
@@ -115,7 +115,7 @@ BEGIN
     SELECT u.lead_id, NULL, u.lead_source_pk FROM unkeyed u
   ),
   state_pending AS (
-    INSERT INTO canon.cabinet_lead_state_pending (lead_id)
+    INSERT INTO canon_internal.cabinet_lead_state_pending (lead_id)
     SELECT c.lead_id FROM changed_keys c
     UNION
     SELECT s.lead_id FROM pg_temp.lead_keys_source s

@@ -1,5 +1,5 @@
 -- canon.refresh_lead_state: re-evaluates the given lead rows from the live definition
--- (canon.v_cabinet_lead_status) into canon.cabinet_lead_state, set-based: a row is
+-- (canon.v_cabinet_lead_status) into canon_internal.cabinet_lead_state, set-based: a row is
 -- rewritten only when something in it changed (a rerun on unchanged data writes
 -- nothing), and removed when its lead row is gone or has lost its lead_created_at.
 -- Returns {evaluated, written, removed, trip_rows_read}. Callers: canon.generate_cabinet_claims
@@ -31,7 +31,7 @@ BEGIN
   GET DIAGNOSTICS v_evaluated = ROW_COUNT;
   SELECT coalesce(sum(f.trip_rows_in_window), 0) INTO v_trip_rows FROM pg_temp.lead_state_fresh f;
 
-  INSERT INTO canon.cabinet_lead_state AS s (
+  INSERT INTO canon_internal.cabinet_lead_state AS s (
     lead_id, lead_source_pk, lead_date, person_key, driver_id, window_days, window_end,
     trips_in_window, trip_rows_in_window, currency,
     m1_trips_threshold, m1_amount, reached_m1, m5_trips_threshold, m5_amount, reached_m5,
@@ -69,7 +69,7 @@ BEGIN
            excluded.has_claim_m1, excluded.has_claim_m5, excluded.has_claim_m25, excluded.limbo_stage, excluded.key_rows);
   GET DIAGNOSTICS v_written = ROW_COUNT;
 
-  DELETE FROM canon.cabinet_lead_state s
+  DELETE FROM canon_internal.cabinet_lead_state s
   WHERE s.lead_id = ANY (p_lead_ids)
     AND NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_fresh f WHERE f.lead_id = s.lead_id);
   GET DIAGNOSTICS v_removed = ROW_COUNT;
@@ -77,11 +77,11 @@ BEGIN
   DROP TABLE pg_temp.lead_state_fresh;
   -- What the limbo snapshot compares with to know whether it must recount.
   IF v_written + v_removed > 0 THEN
-    UPDATE canon.cabinet_lead_state_meta SET changed_at = now();
+    UPDATE canon_internal.cabinet_lead_state_meta SET changed_at = now();
   END IF;
   RETURN jsonb_build_object('evaluated', v_evaluated, 'written', v_written, 'removed', v_removed,
                             'trip_rows_read', v_trip_rows);
 END
 $$;
 COMMENT ON FUNCTION canon.refresh_lead_state(bigint, integer[]) IS
-  'Re-evaluates the given lead rows into canon.cabinet_lead_state from canon.v_cabinet_lead_status (rows rewritten only when changed, removed when the lead is gone). Returns {evaluated, written, removed, trip_rows_read}.';
+  'Re-evaluates the given lead rows into canon_internal.cabinet_lead_state from canon.v_cabinet_lead_status (rows rewritten only when changed, removed when the lead is gone). Returns {evaluated, written, removed, trip_rows_read}.';

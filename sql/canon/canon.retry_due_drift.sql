@@ -11,9 +11,9 @@ AS $$
   SELECT u.source_pk,
          format('lead key %s: driver %s indexed at %s, last attempt %s', left(u.source_pk, 40), min(i.driver_id), min(i.indexed_at), u.last_attempt_at)
   FROM canon.identity_unmatched u
-  JOIN canon.lead_keys k ON k.lead_source_pk = u.source_pk
-  CROSS JOIN canon.driver_index_state st
-  JOIN canon.driver_index i
+  JOIN canon_internal.lead_keys k ON k.lead_source_pk = u.source_pk
+  CROSS JOIN canon_internal.driver_index_state st
+  JOIN canon_internal.driver_index i
     ON (i.phone_norm = k.phone_norm OR i.plate_norm = k.plate_norm OR i.license_norm = k.license_norm)
   WHERE u.status = 'OPEN' AND NOT u.retry_due
     AND i.indexed_at > u.last_attempt_at

@@ -19,7 +19,7 @@ SET jit = off
 AS $$
 DECLARE
   v_trips jsonb;
-  v_rules_changed boolean := (SELECT m.full_refresh_needed FROM canon.cabinet_lead_state_meta m);
+  v_rules_changed boolean := (SELECT m.full_refresh_needed FROM canon_internal.cabinet_lead_state_meta m);
 BEGIN
   v_trips := canon.trip_drivers_changed(p_run_id);
   -- The lead rows to re-evaluate, with the first reason that put them there.
@@ -36,7 +36,7 @@ BEGIN
   INSERT INTO pg_temp.lead_state_todo
   SELECT s.lead_id, 'trips_written'
   FROM pg_temp.trip_drivers_changed d
-  JOIN canon.cabinet_lead_state s ON s.driver_id = d.driver_id
+  JOIN canon_internal.cabinet_lead_state s ON s.driver_id = d.driver_id
   ON CONFLICT DO NOTHING;
 
   -- Rows may have gone (deleted, or moved away by an update): only a lead that had trip
@@ -45,7 +45,7 @@ BEGIN
   IF (v_trips->>'rows_may_be_gone')::boolean THEN
     INSERT INTO pg_temp.lead_state_todo
     SELECT s.lead_id, 'trip_rows_gone'
-    FROM canon.cabinet_lead_state s
+    FROM canon_internal.cabinet_lead_state s
     WHERE s.trip_rows_in_window > 0
        OR (v_trips->>'whole_read_reason' = 'first_read' AND s.driver_id IS NOT NULL)
     ON CONFLICT DO NOTHING;
@@ -60,7 +60,7 @@ BEGIN
     -- Lead rows evaluated but gone, undated, re-keyed or re-dated; dated rows never evaluated.
     INSERT INTO pg_temp.lead_state_todo
     SELECT coalesce(s.lead_id, l.id), 'sweep_membership'
-    FROM canon.cabinet_lead_state s
+    FROM canon_internal.cabinet_lead_state s
     FULL JOIN (SELECT l.id, canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk, canon.lead_date_of(l.lead_created_at) AS lead_date
                FROM public.module_ct_cabinet_leads l
                WHERE isfinite(l.lead_created_at)) l
@@ -70,7 +70,7 @@ BEGIN
     ON CONFLICT DO NOTHING;
     IF v_rules_changed THEN
       INSERT INTO pg_temp.lead_state_todo
-      SELECT s.lead_id, 'claim_rules_changed' FROM canon.cabinet_lead_state s
+      SELECT s.lead_id, 'claim_rules_changed' FROM canon_internal.cabinet_lead_state s
       ON CONFLICT DO NOTHING;
     END IF;
   END IF;
@@ -78,7 +78,7 @@ BEGIN
   IF p_only_limbo THEN
     INSERT INTO pg_temp.lead_state_todo
     SELECT s.lead_id, 'only_limbo'
-    FROM canon.cabinet_lead_state s
+    FROM canon_internal.cabinet_lead_state s
     WHERE s.limbo_stage IN ('NO_DRIVER', 'TRIPS_NO_CLAIM') AND s.lead_date >= p_scope_from
     ON CONFLICT DO NOTHING;
   END IF;

@@ -2,7 +2,7 @@
 -- at most p_limit lead keys with lead_date >= p_scope_from that need matching, one row per
 -- key (its first row stands for the key's duplicates), at the cost of the batch, not of the
 -- scope:
--- * never evaluated first: among the rows listed in canon.lead_keys_pending (new or
+-- * never evaluated first: among the rows listed in canon_internal.lead_keys_pending (new or
 --   re-keyed rows, keys whose link or unmatched row was removed); a listed key found
 --   evaluated (linked, or unmatched OPEN / IGNORED) leaves the list;
 -- * then OPEN unmatched leads due for a retry (canon.mark_retries_due), the least recently
@@ -35,7 +35,7 @@ BEGIN
     DROP TABLE IF EXISTS pg_temp.cabinet_pending_rows;
     CREATE TEMP TABLE cabinet_pending_rows ON COMMIT DROP AS
     SELECT q.lead_id
-    FROM canon.lead_keys_pending q
+    FROM canon_internal.lead_keys_pending q
     WHERE q.lead_date >= p_scope_from
     ORDER BY q.lead_id
     LIMIT v_window;
@@ -44,7 +44,7 @@ BEGIN
     CREATE TEMP TABLE cabinet_pending ON COMMIT DROP AS
     -- Every lookup is a probe per row (LATERAL ... LIMIT 1, which the planner cannot
     -- turn back into a join): as joins, a window of 20,000 rows was hashed against the
-    -- whole of canon.lead_keys, identity_links and identity_unmatched, whose size grows
+    -- whole of canon_internal.lead_keys, identity_links and identity_unmatched, whose size grows
     -- with the backfill (one lead key row per lead id, one link and one unmatched row
     -- per key: LIMIT 1 changes nothing else).
     SELECT p.lead_source_pk, p.lead_id, p.rows_with_key,
@@ -53,7 +53,7 @@ BEGIN
           FROM pg_temp.cabinet_pending_rows q
           CROSS JOIN LATERAL (
             SELECT k.lead_source_pk, k.lead_id
-            FROM canon.lead_keys k
+            FROM canon_internal.lead_keys k
             WHERE k.lead_id = q.lead_id AND k.lead_date >= p_scope_from
             LIMIT 1
           ) k
@@ -76,8 +76,8 @@ BEGIN
     v_window := v_window * 4;
   END LOOP;
   ANALYZE pg_temp.cabinet_pending;
-  DELETE FROM canon.lead_keys_pending q
-  USING canon.lead_keys k, pg_temp.cabinet_pending p
+  DELETE FROM canon_internal.lead_keys_pending q
+  USING canon_internal.lead_keys k, pg_temp.cabinet_pending p
   WHERE (p.linked OR p.status IN ('OPEN', 'IGNORED'))
     AND k.lead_source_pk = p.lead_source_pk AND q.lead_id = k.lead_id;
   GET DIAGNOSTICS v_pending_cleared = ROW_COUNT;
@@ -104,7 +104,7 @@ BEGIN
     CROSS JOIN LATERAL (
       SELECT min(s.lead_id) FILTER (WHERE s.lead_date >= p_scope_from) AS lead_id,
              count(*) FILTER (WHERE s.lead_date >= p_scope_from) AS rows_with_key
-      FROM canon.lead_keys s
+      FROM canon_internal.lead_keys s
       WHERE s.lead_source_pk = k.source_pk
     ) m
     LEFT JOIN canon.identity_unmatched u
@@ -124,7 +124,7 @@ BEGIN
     CROSS JOIN LATERAL (
       SELECT min(s.lead_id) FILTER (WHERE s.lead_date >= p_scope_from) AS lead_id,
              count(*) FILTER (WHERE s.lead_date >= p_scope_from) AS rows_with_key
-      FROM canon.lead_keys s
+      FROM canon_internal.lead_keys s
       WHERE s.lead_source_pk = u.source_pk
     ) m
     WHERE u.status = 'OPEN' AND u.retry_due

@@ -1,6 +1,6 @@
--- canon.sync_driver_name_roles: statement-level trigger function on canon.driver_index
+-- canon.sync_driver_name_roles: statement-level trigger function on canon_internal.driver_index
 -- (INSERT, UPDATE, DELETE with transition tables new_rows / old_rows; TRUNCATE). Keeps
--- canon.driver_name_roles one row per indexed driver, written in the same statement as the
+-- canon_internal.driver_name_roles one row per indexed driver, written in the same statement as the
 -- index row: the tokens (canon.name_field_tokens) of the driver's given-name fields
 -- (first and middle name) and of its last-name field, from the public.drivers row the
 -- index was built from (its hash is the row's source_hash; the newest row when none has
@@ -15,23 +15,23 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
-    TRUNCATE canon.driver_name_roles;
+    TRUNCATE canon_internal.driver_name_roles;
     RETURN NULL;
   END IF;
   IF TG_OP = 'DELETE' THEN
-    DELETE FROM canon.driver_name_roles r USING old_rows o WHERE r.driver_id = o.driver_id;
+    DELETE FROM canon_internal.driver_name_roles r USING old_rows o WHERE r.driver_id = o.driver_id;
     RETURN NULL;
   END IF;
   IF TG_OP = 'UPDATE' THEN
     -- (a driver_id changed in place: the old id is no longer indexed)
-    DELETE FROM canon.driver_name_roles r
+    DELETE FROM canon_internal.driver_name_roles r
     USING old_rows o
     WHERE r.driver_id = o.driver_id
       AND NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.driver_id = o.driver_id);
   END IF;
   -- Set-based: one join of the written rows with their source rows, the planner's choice
   -- of probes (a run's few drivers) or one hash join (a full build).
-  INSERT INTO canon.driver_name_roles AS r (driver_id, given_names, surnames, indexed_at)
+  INSERT INTO canon_internal.driver_name_roles AS r (driver_id, given_names, surnames, indexed_at)
   SELECT s.driver_id,
          canon.name_field_tokens(concat_ws(' ', s.first_name, s.middle_name)),
          canon.name_field_tokens(s.last_name),
@@ -54,4 +54,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.sync_driver_name_roles() IS
-  'Statement trigger on canon.driver_index: keeps canon.driver_name_roles (given-name and last-name tokens of each indexed driver''s source row) equal to the index, row for row, in the same statement.';
+  'Statement trigger on canon_internal.driver_index: keeps canon_internal.driver_name_roles (given-name and last-name tokens of each indexed driver''s source row) equal to the index, row for row, in the same statement.';

@@ -1,6 +1,6 @@
 -- canon.take_lead_state_marks: the marks a lead state evaluation consumes, as visible now,
--- into pg_temp.lead_state_marks (lead rows of canon.cabinet_lead_state_pending, keys of
--- canon.cabinet_lead_state_dirty, each with its mark_seq); adds those not read yet when
+-- into pg_temp.lead_state_marks (lead rows of canon_internal.cabinet_lead_state_pending, keys of
+-- canon_internal.cabinet_lead_state_dirty, each with its mark_seq); adds those not read yet when
 -- called again in the same transaction. Returns the lead rows newly taken (marked rows
 -- and the rows of marked keys). canon.clear_lead_state_marks removes exactly these marks
 -- afterwards: a row or key marked again meanwhile has a new mark_seq and stays.
@@ -21,11 +21,11 @@ BEGIN
   WITH taken AS (
     INSERT INTO pg_temp.lead_state_marks
     SELECT p.lead_id, NULL, p.mark_seq
-    FROM canon.cabinet_lead_state_pending p
+    FROM canon_internal.cabinet_lead_state_pending p
     WHERE NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_marks m WHERE m.lead_id = p.lead_id AND m.mark_seq = p.mark_seq)
     UNION ALL
     SELECT NULL, d.lead_source_pk, d.mark_seq
-    FROM canon.cabinet_lead_state_dirty d
+    FROM canon_internal.cabinet_lead_state_dirty d
     WHERE NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_marks m
                       WHERE m.lead_source_pk = d.lead_source_pk AND m.mark_seq = d.mark_seq)
     RETURNING lead_id, lead_source_pk

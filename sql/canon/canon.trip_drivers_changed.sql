@@ -23,7 +23,7 @@ SET client_min_messages = warning
 AS $$
 DECLARE
   v_foreign bigint[];
-  v_state canon.source_scan_state%ROWTYPE;
+  v_state canon_internal.source_scan_state%ROWTYPE;
   v_writes canon.summary_daily_write_counts;
   v_whole_reason text;
   v_rows_may_be_gone boolean;
@@ -35,7 +35,7 @@ DECLARE
   v_snapshot pg_snapshot;
   v_local_xmin xid8;
 BEGIN
-  SELECT * INTO v_state FROM canon.source_scan_state s WHERE s.source_table = 'summary_daily' FOR UPDATE;
+  SELECT * INTO v_state FROM canon_internal.source_scan_state s WHERE s.source_table = 'summary_daily' FOR UPDATE;
   -- counts as of now, not as cached earlier in this transaction
   PERFORM pg_stat_clear_snapshot();
   v_writes := canon.summary_daily_writes();
@@ -101,7 +101,7 @@ BEGIN
   INSERT INTO pg_temp.trip_drivers_changed SELECT DISTINCT unnest(v_drivers);
   ANALYZE pg_temp.trip_drivers_changed;
 
-  UPDATE canon.source_scan_state
+  UPDATE canon_internal.source_scan_state
   SET seen_snapshot = v_snapshot,
       seen_xmin = v_local_xmin,
       blocks = v_blocks,

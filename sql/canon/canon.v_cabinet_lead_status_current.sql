@@ -1,9 +1,9 @@
 -- canon.v_cabinet_lead_status_current: the state every view reads, one row per dated lead
 -- row (finite lead_created_at), driven by the lead rows themselves, in one pass over them
 -- and the stored state:
--- * the stored row of canon.cabinet_lead_state (as of its evaluated_at) where it is still
+-- * the stored row of canon_internal.cabinet_lead_state (as of its evaluated_at) where it is still
 --   current: it exists, its key and lead date are the lead row's own, its key is not marked
---   in canon.cabinet_lead_state_dirty (a link or claim changed, whoever wrote it), and the
+--   in canon_internal.cabinet_lead_state_dirty (a link or claim changed, whoever wrote it), and the
 --   claim rules have not changed since;
 -- * any other dated lead row evaluated live (canon.lead_status_live, evaluated_at = now()):
 --   a row committed since the last run whatever its id, a row re-keyed or re-dated
@@ -38,8 +38,8 @@ SELECT l.id AS lead_id,
        CASE WHEN v.lead_id IS NULL THEN s.evaluated_at ELSE now() END AS evaluated_at,
        CASE WHEN v.lead_id IS NULL THEN s.key_rows ELSE v.key_rows END AS key_rows
 FROM public.module_ct_cabinet_leads l
-LEFT JOIN canon.cabinet_lead_state s ON s.lead_id = l.id
-LEFT JOIN canon.cabinet_lead_state_dirty d ON d.lead_source_pk = s.lead_source_pk
+LEFT JOIN canon_internal.cabinet_lead_state s ON s.lead_id = l.id
+LEFT JOIN canon_internal.cabinet_lead_state_dirty d ON d.lead_source_pk = s.lead_source_pk
 -- (not current: evaluated live; the condition is a one-time filter of this subquery, so
 -- a current row costs no evaluation)
 LEFT JOIN LATERAL (
@@ -49,9 +49,9 @@ LEFT JOIN LATERAL (
      OR s.lead_date IS DISTINCT FROM canon.lead_date_of(l.lead_created_at)
      OR s.lead_source_pk IS DISTINCT FROM canon.lead_source_pk(l.external_id, l.id)
      OR d.lead_source_pk IS NOT NULL
-     OR (SELECT m.full_refresh_needed FROM canon.cabinet_lead_state_meta m)
+     OR (SELECT m.full_refresh_needed FROM canon_internal.cabinet_lead_state_meta m)
   OFFSET 0
 ) v ON true
 WHERE isfinite(l.lead_created_at);
 COMMENT ON VIEW canon.v_cabinet_lead_status_current IS
-  'One row per dated cabinet lead row: the stored state (canon.cabinet_lead_state) where it is current (same key and date, key not marked dirty, rules unchanged), else the live state. Read by ops.v_cabinet_leads_limbo and the claim views.';
+  'One row per dated cabinet lead row: the stored state (canon_internal.cabinet_lead_state) where it is current (same key and date, key not marked dirty, rules unchanged), else the live state. Read by ops.v_cabinet_leads_limbo and the claim views.';

@@ -1,6 +1,6 @@
 -- canon.xmin_age_limit: the largest age(xmin) of a row version written by a transaction
 -- not older than p_seen (the oldest transaction in progress when a table was last read,
--- canon.source_scan_state.seen_xmin): `age(t.xmin) <= limit` selects the row versions that
+-- canon_internal.source_scan_state.seen_xmin): `age(t.xmin) <= limit` selects the row versions that
 -- read may not have seen, whatever their id, page or timestamp, with one builtin call per
 -- row. Subtransactions are covered (their xids follow their parent's), which a test by
 -- pg_visible_in_snapshot would get wrong. NULL (read every row) when p_seen is NULL or so

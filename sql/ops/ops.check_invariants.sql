@@ -68,7 +68,7 @@ AS $$
                        ELSE format('changed (recorded %s %s, now %s %s)', s.status, s.amount_expected, c.status, c.amount_expected)
                   END) AS example
     FROM (SELECT * FROM canon.claims_yango_cabinet_14d x WHERE x.status IN ('paid', 'rejected')) c
-    FULL JOIN (SELECT * FROM canon.claims_settled r WHERE r.unsettled_at IS NULL) s
+    FULL JOIN (SELECT * FROM canon_internal.claims_settled r WHERE r.unsettled_at IS NULL) s
       ON s.lead_source_pk = c.lead_source_pk AND s.milestone = c.milestone
     WHERE c.lead_source_pk IS NULL
        OR s.lead_source_pk IS NULL
@@ -82,11 +82,11 @@ AS $$
     SELECT format('%s %s identity=%s driver=%s trips=%s rule=%s: counted %s, stored %s',
                   lead_date, limbo_stage, with_identity::text, with_driver::text, with_trips::text, with_rule::text,
                   coalesce(c.leads, 0), coalesce(s.leads, 0)) AS example
-    FROM canon.cabinet_lead_state_counts c
+    FROM canon_internal.cabinet_lead_state_counts c
     FULL JOIN (SELECT x.lead_date, x.limbo_stage, x.person_key IS NOT NULL AS with_identity,
                       x.driver_id IS NOT NULL AS with_driver, x.trips_in_window > 0 AS with_trips,
                       x.window_days IS NOT NULL AS with_rule, count(*) AS leads
-               FROM canon.cabinet_lead_state x
+               FROM canon_internal.cabinet_lead_state x
                GROUP BY 1, 2, 3, 4, 5, 6) s
       USING (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
     WHERE coalesce(c.leads, 0) <> coalesce(s.leads, 0)
@@ -99,7 +99,7 @@ AS $$
                   s.amount_expected, s.currency,
                   CASE WHEN s.unsettled_to = 'deleted' THEN 'deleted' ELSE 'changed to ' || s.unsettled_to END,
                   date_trunc('second', s.unsettled_at), s.unsettled_by, s.unsettled_txid) AS example
-    FROM canon.claims_settled s
+    FROM canon_internal.claims_settled s
     WHERE s.unsettled_at IS NOT NULL AND s.unsettled_note IS NULL
   ),
   -- Lead keys stored with blanks at their ends, or of blanks only: canon.lead_source_pk
@@ -116,7 +116,7 @@ AS $$
                            + (EXISTS (SELECT 1 FROM canon.identity_links l
                                       WHERE l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = t.trimmed)
                               OR EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d c WHERE c.lead_source_pk = t.trimmed)
-                              OR EXISTS (SELECT 1 FROM canon.lead_keys k WHERE k.lead_source_pk = t.trimmed))::int
+                              OR EXISTS (SELECT 1 FROM canon_internal.lead_keys k WHERE k.lead_source_pk = t.trimmed))::int
                  END AS keys
           FROM (
             SELECT b.lead_key, string_agg(b.stored_in, ', ' ORDER BY b.stored_in) AS stored_in
@@ -134,13 +134,13 @@ AS $$
               WHERE canon.lead_source_pk(c.lead_source_pk, NULL) IS DISTINCT FROM c.lead_source_pk
               UNION ALL
               -- (the record of a claim deleted or unsettled is history: it keeps the key it had)
-              SELECT DISTINCT 'claims_settled', s.lead_source_pk FROM canon.claims_settled s
+              SELECT DISTINCT 'claims_settled', s.lead_source_pk FROM canon_internal.claims_settled s
               WHERE s.unsettled_at IS NULL AND canon.lead_source_pk(s.lead_source_pk, NULL) IS DISTINCT FROM s.lead_source_pk
               UNION ALL
-              SELECT DISTINCT 'lead_keys', k.lead_source_pk FROM canon.lead_keys k
+              SELECT DISTINCT 'lead_keys', k.lead_source_pk FROM canon_internal.lead_keys k
               WHERE canon.lead_source_pk(k.lead_source_pk, NULL) IS DISTINCT FROM k.lead_source_pk
               UNION ALL
-              SELECT DISTINCT 'cabinet_lead_state', s.lead_source_pk FROM canon.cabinet_lead_state s
+              SELECT DISTINCT 'cabinet_lead_state', s.lead_source_pk FROM canon_internal.cabinet_lead_state s
               WHERE canon.lead_source_pk(s.lead_source_pk, NULL) IS DISTINCT FROM s.lead_source_pk
             ) b
             GROUP BY b.lead_key
@@ -177,7 +177,7 @@ AS $$
   name_token_stats_drift AS (
     SELECT format('%s: counted given %s surname %s, stored given %s surname %s', coalesce(v.token, c.token),
                   coalesce(v.as_given, 0), coalesce(v.as_surname, 0), coalesce(c.as_given, 0), coalesce(c.as_surname, 0)) AS example
-    FROM canon.name_token_stats c
+    FROM canon_internal.name_token_stats c
     FULL JOIN canon.v_name_token_stats v ON v.token = c.token
     WHERE (coalesce(c.as_given, 0), coalesce(c.as_surname, 0)) IS DISTINCT FROM (coalesce(v.as_given, 0), coalesce(v.as_surname, 0))
   ),
@@ -189,18 +189,18 @@ AS $$
                   CASE WHEN r.driver_id IS NULL THEN 'indexed without name roles'
                        WHEN i.driver_id IS NULL THEN 'name roles of a driver not indexed'
                        ELSE 'name roles not written with its index row' END) AS example
-    FROM canon.driver_index i
-    FULL JOIN canon.driver_name_roles r ON r.driver_id = i.driver_id
+    FROM canon_internal.driver_index i
+    FULL JOIN canon_internal.driver_name_roles r ON r.driver_id = i.driver_id
     WHERE i.driver_id IS NULL OR r.driver_id IS NULL OR r.indexed_at <> i.indexed_at
     UNION ALL
     SELECT format('driver %s: name roles %s / %s, source %s / %s', r.driver_id,
                   coalesce(r.given_names::text, '-'), coalesce(r.surnames::text, '-'),
                   coalesce(v.given_names::text, '-'), coalesce(v.surnames::text, '-'))
     FROM canon.driver_name_roles_live(ARRAY(
-           SELECT x.driver_id FROM canon.driver_index x WHERE abs(hashtext(x.driver_id)) % 64 = 0
+           SELECT x.driver_id FROM canon_internal.driver_index x WHERE abs(hashtext(x.driver_id)) % 64 = 0
            UNION
-           (SELECT x.driver_id FROM canon.driver_index x ORDER BY x.indexed_at DESC LIMIT 1000))) v
-    JOIN canon.driver_name_roles r ON r.driver_id = v.driver_id
+           (SELECT x.driver_id FROM canon_internal.driver_index x ORDER BY x.indexed_at DESC LIMIT 1000))) v
+    JOIN canon_internal.driver_name_roles r ON r.driver_id = v.driver_id
     WHERE v.source_indexed
       AND (r.given_names, r.surnames) IS DISTINCT FROM (v.given_names, v.surnames)
   ),
@@ -242,16 +242,16 @@ AS $$
     SELECT 6, 'SETTLED_CLAIM_UNGUARDED', 'the triggers that keep pipeline runs off paid and rejected claims, and record them, must exist and be enabled',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM settled_guard ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settled_guard)
     UNION ALL
-    SELECT 7, 'SETTLED_CLAIM_CHANGED', 'paid or rejected claims that differ from canon.claims_settled (changed, deleted or settled while the guard was off)',
+    SELECT 7, 'SETTLED_CLAIM_CHANGED', 'paid or rejected claims that differ from canon_internal.claims_settled (changed, deleted or settled while the guard was off)',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM settled_changed ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settled_changed)
     UNION ALL
-    SELECT 8, 'LEAD_STATE_COUNTS', 'canon.cabinet_lead_state_counts must count the stored lead state rows (by lead date, stage and flags)',
+    SELECT 8, 'LEAD_STATE_COUNTS', 'canon_internal.cabinet_lead_state_counts must count the stored lead state rows (by lead date, stage and flags)',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM state_counts ORDER BY example LIMIT 5) x), (SELECT count(*) FROM state_counts)
     UNION ALL
     -- 10-19: each cache against its live definition
     SELECT x.ord, x.invariant, x.description, x.examples, x.violations FROM ops.check_caches() x
     UNION ALL
-    SELECT 20, 'SETTLED_CLAIM_REMOVED', 'paid or rejected claims deleted, or moved back to an unsettled status, with no note saying why (their record in canon.claims_settled stays, stamped unsettled_*)',
+    SELECT 20, 'SETTLED_CLAIM_REMOVED', 'paid or rejected claims deleted, or moved back to an unsettled status, with no note saying why (their record in canon_internal.claims_settled stays, stamped unsettled_*)',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM settled_removed ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settled_removed)
     UNION ALL
     SELECT 30, 'LEAD_KEY_BLANK_ENDS', 'lead keys stored with blanks at their ends, or of blanks only, which canon.lead_source_pk never makes: next to the same key without them, one lead is linked and claimed twice (repair: ops.repair_lead_keys)',
@@ -263,10 +263,10 @@ AS $$
     SELECT 41, 'SETTING_UNGUARDED', 'the triggers that refuse an invalid setting where it is written must exist and be enabled',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM settings_guard ORDER BY example LIMIT 5) x), (SELECT count(*) FROM settings_guard)
     UNION ALL
-    SELECT 50, 'NAME_TOKEN_STATS', 'canon.name_token_stats must count the stored name roles per token (canon.v_name_token_stats)',
+    SELECT 50, 'NAME_TOKEN_STATS', 'canon_internal.name_token_stats must count the stored name roles per token (canon.v_name_token_stats)',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM name_token_stats_drift ORDER BY example LIMIT 5) x), (SELECT count(*) FROM name_token_stats_drift)
     UNION ALL
-    SELECT 51, 'DRIVER_NAME_ROLES', 'canon.driver_name_roles must hold one row per driver index row, written with it, with the name fields of its source row (canon.v_driver_name_roles; content checked on the 1,000 drivers indexed last and every 64th)',
+    SELECT 51, 'DRIVER_NAME_ROLES', 'canon_internal.driver_name_roles must hold one row per driver index row, written with it, with the name fields of its source row (canon.v_driver_name_roles; content checked on the 1,000 drivers indexed last and every 64th)',
            (SELECT jsonb_agg(example) FROM (SELECT example FROM driver_name_roles_drift ORDER BY example LIMIT 5) x), (SELECT count(*) FROM driver_name_roles_drift)
     UNION ALL
     SELECT 60, 'JOB_LOCK_HELD_TOO_LONG', 'sessions holding the job lock for longer than a run can last (setting job_lock_held_max_minutes): every run is SKIPPED meanwhile (ops.job_lock_holders; free it with pg_terminate_backend)',

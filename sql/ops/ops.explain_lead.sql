@@ -2,7 +2,7 @@
 -- keys, its current state (link or unmatched row), every candidate with rule, score and
 -- why it was kept or rejected, and the decision the matcher would take now.
 --   SELECT jsonb_pretty(ops.explain_lead('9f3a...'));
--- It keys the lead's rows first (canon.lead_keys), so it works on leads never run yet;
+-- It keys the lead's rows first (canon_internal.lead_keys), so it works on leads never run yet;
 -- candidates come from the driver index as of its last refresh (shown in the result),
 -- with the driver's name, phone and plate as public.drivers holds them. `scope` says
 -- whether the runs still evaluate the lead (canon.last_run_scope): one dated before their
@@ -41,15 +41,15 @@ BEGIN
   PERFORM canon.refresh_lead_keys(v_ids);
   SELECT * INTO v_decision FROM canon.lead_decisions(ARRAY[v_rep]);
   SELECT * INTO v_scope FROM canon.last_run_scope();
-  SELECT k.lead_date INTO v_lead_date FROM canon.lead_keys k WHERE k.lead_id = v_rep;
+  SELECT k.lead_date INTO v_lead_date FROM canon_internal.lead_keys k WHERE k.lead_id = v_rep;
 
   SELECT jsonb_build_object(
     'lead_source_pk', p_lead_source_pk,
     'lead_rows', to_jsonb(v_ids),
-    'driver_index_refreshed_at', (SELECT st.last_refresh_at FROM canon.driver_index_state st),
+    'driver_index_refreshed_at', (SELECT st.last_refresh_at FROM canon_internal.driver_index_state st),
     'keys', (SELECT jsonb_build_object('lead_date', k.lead_date, 'lead_name', k.lead_name, 'phone_norm', k.phone_norm,
                                        'plate_norm', k.plate_norm, 'license_norm', k.license_norm, 'name_norm', k.name_norm)
-             FROM canon.lead_keys k WHERE k.lead_id = v_rep),
+             FROM canon_internal.lead_keys k WHERE k.lead_id = v_rep),
     'link', (SELECT jsonb_build_object('person_key', k.person_key, 'match_rule', k.match_rule, 'match_score', k.match_score,
                                        'linked_at', k.linked_at, 'run_id', k.run_id,
                                        'driver_id', (SELECT pd.driver_id FROM canon.v_person_driver pd WHERE pd.person_key = k.person_key))

@@ -178,7 +178,7 @@ BEGIN
     -- A large batch (backfill) changes these tables faster than autovacuum analyses
     -- them; the next statements would be planned for the tables as they were.
     IF (v_match->>'leads_evaluated')::integer >= 5000 THEN
-      ANALYZE canon.identity_links, canon.identity_unmatched, canon.lead_keys, canon.identity_registry;
+      ANALYZE canon.identity_links, canon.identity_unmatched, canon_internal.lead_keys, canon.identity_registry;
     END IF;
 
     -- Step 7: the lead state brought up to date, the missing claims generated.

@@ -26,7 +26,7 @@ BEGIN
     v_ids := ARRAY(
       SELECT l.id FROM public.module_ct_cabinet_leads l WHERE isfinite(l.lead_created_at)
       UNION
-      SELECT s.lead_id FROM canon.cabinet_lead_state s);
+      SELECT s.lead_id FROM canon_internal.cabinet_lead_state s);
   ELSE
     v_ids := v_ids || canon.lead_ids_of_keys(p_lead_keys);
   END IF;

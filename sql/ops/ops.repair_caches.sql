@@ -25,8 +25,8 @@ BEGIN
 
   v_keys := canon.refresh_lead_keys(ARRAY(SELECT d.lead_id FROM canon.lead_keys_drift() d));
 
-  INSERT INTO canon.lead_keys_pending (lead_id, lead_date)
-  SELECT k.lead_id, k.lead_date FROM canon.never_evaluated_drift() d JOIN canon.lead_keys k ON k.lead_id = d.lead_id
+  INSERT INTO canon_internal.lead_keys_pending (lead_id, lead_date)
+  SELECT k.lead_id, k.lead_date FROM canon.never_evaluated_drift() d JOIN canon_internal.lead_keys k ON k.lead_id = d.lead_id
   ON CONFLICT (lead_id) DO NOTHING;
   GET DIAGNOSTICS v_listed = ROW_COUNT;
 
@@ -36,7 +36,7 @@ BEGIN
   GET DIAGNOSTICS v_retry = ROW_COUNT;
 
   IF EXISTS (SELECT 1 FROM canon.driver_index_drift()) THEN
-    UPDATE canon.driver_index_state SET last_full_at = NULL;
+    UPDATE canon_internal.driver_index_state SET last_full_at = NULL;
     v_drivers := canon.refresh_driver_index(NULL);
   END IF;
 

@@ -1,6 +1,6 @@
 -- ops.repair_lead_keys: brings every stored lead key to canon.lead_source_pk, in one
 -- transaction: keys written under an older definition (btrim of spaces only kept a TAB,
--- an NBSP, a zero width space) or by hand. Migration 0029 calls it once; doctor's
+-- an NBSP, a zero width space) or by hand. It re-keyed the development databases once; doctor's
 -- LEAD_KEY_BLANK_ENDS names what it would repair:
 --   SELECT jsonb_pretty(ops.repair_lead_keys('why: ...'));
 -- A stale key K becomes canon.lead_source_pk(K, NULL) (a key of blanks only: the id of its
@@ -16,7 +16,7 @@
 --              dropped, and its settled record follows it;
 --   unmatched  one row per lead: the surviving link's, else an IGNORED one, else the
 --              latest attempt; OPEN on a linked lead becomes RESOLVED;
---   origins, canon.lead_keys, canon.cabinet_lead_state, the dirty keys and the settled
+--   origins, canon_internal.lead_keys, canon_internal.cabinet_lead_state, the dirty keys and the settled
 --              records re-keyed; the merged leads marked dirty (re-evaluated by the next
 --              run); a lead row left with a key never evaluated is listed as pending.
 -- Takes the job lock (waits up to 30 s). Recorded as a run (job_name repair_lead_keys)
@@ -64,16 +64,16 @@ BEGIN
     WHERE canon.lead_source_pk(c.lead_source_pk, NULL) IS DISTINCT FROM c.lead_source_pk
     UNION
     -- (the record of a claim deleted or unsettled is history: it keeps the key it had)
-    SELECT s.lead_source_pk FROM canon.claims_settled s
+    SELECT s.lead_source_pk FROM canon_internal.claims_settled s
     WHERE s.unsettled_at IS NULL AND canon.lead_source_pk(s.lead_source_pk, NULL) IS DISTINCT FROM s.lead_source_pk
     UNION
-    SELECT k.lead_source_pk FROM canon.lead_keys k
+    SELECT k.lead_source_pk FROM canon_internal.lead_keys k
     WHERE canon.lead_source_pk(k.lead_source_pk, NULL) IS DISTINCT FROM k.lead_source_pk
     UNION
-    SELECT s.lead_source_pk FROM canon.cabinet_lead_state s
+    SELECT s.lead_source_pk FROM canon_internal.cabinet_lead_state s
     WHERE canon.lead_source_pk(s.lead_source_pk, NULL) IS DISTINCT FROM s.lead_source_pk
     UNION
-    SELECT d.lead_source_pk FROM canon.cabinet_lead_state_dirty d
+    SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_dirty d
     WHERE canon.lead_source_pk(d.lead_source_pk, NULL) IS DISTINCT FROM d.lead_source_pk
   )
   SELECT s.old_key,
@@ -81,9 +81,9 @@ BEGIN
                   -- blanks only: the lead rows stored under it are keyed by their ids now;
                   -- what was keyed under it goes to the first of them
                   (SELECT min(x.lead_id)::text
-                   FROM (SELECT k.lead_id FROM canon.lead_keys k WHERE k.lead_source_pk = s.old_key
+                   FROM (SELECT k.lead_id FROM canon_internal.lead_keys k WHERE k.lead_source_pk = s.old_key
                          UNION ALL
-                         SELECT st.lead_id FROM canon.cabinet_lead_state st WHERE st.lead_source_pk = s.old_key) x)) AS new_key
+                         SELECT st.lead_id FROM canon_internal.cabinet_lead_state st WHERE st.lead_source_pk = s.old_key) x)) AS new_key
   FROM stale s;
   -- (a key of blanks only that no lead row carries any more cannot be placed: left as it is)
   DELETE FROM pg_temp.lead_rekey r WHERE r.new_key IS NULL;
@@ -160,7 +160,7 @@ BEGIN
   DROP TABLE IF EXISTS pg_temp.lead_rekey_rows;
   CREATE TEMP TABLE lead_rekey_rows (lead_id integer, lead_source_pk text, lead_date date) ON COMMIT DROP;
   WITH rekeyed AS (
-    UPDATE canon.lead_keys k SET lead_source_pk = canon.lead_source_pk(k.lead_source_pk, k.lead_id)
+    UPDATE canon_internal.lead_keys k SET lead_source_pk = canon.lead_source_pk(k.lead_source_pk, k.lead_id)
     FROM pg_temp.lead_rekey r
     WHERE k.lead_source_pk = r.old_key
     RETURNING k.lead_id, k.lead_source_pk, k.lead_date
@@ -171,10 +171,10 @@ BEGIN
   INSERT INTO pg_temp.lead_rekey_rows
   SELECT k.lead_id, k.lead_source_pk, k.lead_date
   FROM (SELECT DISTINCT r.new_key FROM pg_temp.lead_rekey r) r
-  JOIN canon.lead_keys k ON k.lead_source_pk = r.new_key
+  JOIN canon_internal.lead_keys k ON k.lead_source_pk = r.new_key
   WHERE NOT EXISTS (SELECT 1 FROM pg_temp.lead_rekey_rows w WHERE w.lead_id = k.lead_id);
 
-  UPDATE canon.cabinet_lead_state s SET lead_source_pk = canon.lead_source_pk(s.lead_source_pk, s.lead_id)
+  UPDATE canon_internal.cabinet_lead_state s SET lead_source_pk = canon.lead_source_pk(s.lead_source_pk, s.lead_id)
   FROM pg_temp.lead_rekey r
   WHERE s.lead_source_pk = r.old_key;
   GET DIAGNOSTICS v_count = ROW_COUNT;
@@ -258,23 +258,23 @@ BEGIN
 
   -- Records of settled claims whose claim was not moved with them (changed behind the
   -- guard's back): re-keyed unless the lead's key already has one.
-  UPDATE canon.claims_settled s SET lead_source_pk = r.new_key
+  UPDATE canon_internal.claims_settled s SET lead_source_pk = r.new_key
   FROM pg_temp.lead_rekey r
   WHERE s.lead_source_pk = r.old_key AND s.unsettled_at IS NULL
-    AND NOT EXISTS (SELECT 1 FROM canon.claims_settled x WHERE x.lead_source_pk = r.new_key AND x.milestone = s.milestone);
+    AND NOT EXISTS (SELECT 1 FROM canon_internal.claims_settled x WHERE x.lead_source_pk = r.new_key AND x.milestone = s.milestone);
   GET DIAGNOSTICS v_count = ROW_COUNT;
   v_n := v_n || jsonb_build_object('settled_records_rekeyed', v_count);
 
   -- LEAD STATE: the stale keys (some marked by the triggers above) replaced by the leads'
   -- keys, re-evaluated by the next run; a lead row whose key was never evaluated is pending.
-  DELETE FROM canon.cabinet_lead_state_dirty d USING pg_temp.lead_rekey r WHERE d.lead_source_pk = r.old_key;
-  INSERT INTO canon.cabinet_lead_state_dirty AS d (lead_source_pk)
+  DELETE FROM canon_internal.cabinet_lead_state_dirty d USING pg_temp.lead_rekey r WHERE d.lead_source_pk = r.old_key;
+  INSERT INTO canon_internal.cabinet_lead_state_dirty AS d (lead_source_pk)
   SELECT DISTINCT x.lead_source_pk
   FROM (SELECT r.new_key AS lead_source_pk FROM pg_temp.lead_rekey r
         UNION ALL
         SELECT w.lead_source_pk FROM pg_temp.lead_rekey_rows w) x
   ON CONFLICT (lead_source_pk) DO UPDATE SET mark_seq = excluded.mark_seq, marked_at = excluded.marked_at;
-  INSERT INTO canon.lead_keys_pending (lead_id, lead_date)
+  INSERT INTO canon_internal.lead_keys_pending (lead_id, lead_date)
   SELECT w.lead_id, w.lead_date
   FROM pg_temp.lead_rekey_rows w
   WHERE NOT EXISTS (SELECT 1 FROM canon.identity_links l

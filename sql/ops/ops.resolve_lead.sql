@@ -90,7 +90,7 @@ BEGIN
   ORDER BY coalesce(d.updated_at, d.created_at) DESC NULLS LAST
   LIMIT 1;
   IF NOT FOUND THEN
-    SELECT EXISTS (SELECT 1 FROM canon.driver_index i WHERE i.driver_id = p_driver_id)
+    SELECT EXISTS (SELECT 1 FROM canon_internal.driver_index i WHERE i.driver_id = p_driver_id)
         OR EXISTS (SELECT 1 FROM canon.identity_links k WHERE k.source_table = 'drivers' AND k.source_pk = p_driver_id)
     INTO v_in_index;
     IF v_in_index THEN

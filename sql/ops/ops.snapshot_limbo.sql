@@ -40,9 +40,9 @@ BEGIN
   ORDER BY s.taken_at DESC, s.run_id DESC
   LIMIT 1;
   v_reused := v_in_run AND v_prev_run IS NOT NULL
-    AND v_prev_at >= (SELECT m.changed_at FROM canon.cabinet_lead_state_meta m)
-    AND NOT EXISTS (SELECT 1 FROM canon.cabinet_lead_state_pending)
-    AND NOT EXISTS (SELECT 1 FROM canon.cabinet_lead_state_dirty);
+    AND v_prev_at >= (SELECT m.changed_at FROM canon_internal.cabinet_lead_state_meta m)
+    AND NOT EXISTS (SELECT 1 FROM canon_internal.cabinet_lead_state_pending)
+    AND NOT EXISTS (SELECT 1 FROM canon_internal.cabinet_lead_state_dirty);
 
   WITH weeks AS (
     SELECT w.* FROM ops.limbo_week_counts(v_prev_run) w WHERE v_reused

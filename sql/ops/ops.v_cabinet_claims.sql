@@ -1,7 +1,7 @@
 -- ops.v_cabinet_claims: every claim of canon.claims_yango_cabinet_14d (any status), one
 -- row per (lead_source_pk, milestone), with the lead it pays for, as finance reads it
 -- (cabinet-leads export claims writes it to CSV or xlsx). The lead columns come from the
--- earliest lead row keyed with the claim's key (canon.lead_keys, kept by every run) that
+-- earliest lead row keyed with the claim's key (canon_internal.lead_keys, kept by every run) that
 -- still carries it (canon.lead_source_pk of the row as it is now): a row re-keyed upstream
 -- since is never shown for the claim; a key no row carries any more shows no lead columns.
 -- lead_name is built as in ops.v_cabinet_leads_limbo (trimmed, single spaces).
@@ -30,7 +30,7 @@ LEFT JOIN LATERAL (
          nullif(btrim(regexp_replace(concat_ws(' ', r.first_name, r.middle_name, r.last_name), '\s+', ' ', 'g')), '') AS lead_name,
          r.park_phone::text AS park_phone,
          r.asset_plate_number::text AS asset_plate_number
-  FROM canon.lead_keys k
+  FROM canon_internal.lead_keys k
   JOIN public.module_ct_cabinet_leads r ON r.id = k.lead_id
   WHERE k.lead_source_pk = c.lead_source_pk
     AND canon.lead_source_pk(r.external_id, r.id) = c.lead_source_pk

@@ -2,7 +2,7 @@
 -- lead -> person -> driver -> trips in window -> claim (SPEC 8). Exactly one row per lead
 -- row with lead_created_at; rows sharing a lead key show the same key-based data.
 -- Built on canon.v_cabinet_lead_status_current: the lead state stored by the pipeline
--- (canon.cabinet_lead_state, defined by canon.v_cabinet_lead_status: driver from
+-- (canon_internal.cabinet_lead_state, defined by canon.v_cabinet_lead_status: driver from
 -- canon.v_person_driver, window and amounts from canon.claim_rules, claims of THIS lead's
 -- key, any status) as of evaluated_at, the last run that re-evaluated the lead; leads newer
 -- than the last run are evaluated live. Stage = first that applies: NO_IDENTITY,

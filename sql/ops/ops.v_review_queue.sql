@@ -27,7 +27,7 @@ leads AS (
   FROM waiting w
   LEFT JOIN LATERAL (
     SELECT k.lead_id, k.lead_date, k.lead_name
-    FROM canon.lead_keys k
+    FROM canon_internal.lead_keys k
     WHERE k.lead_source_pk = w.lead_source_pk
     ORDER BY k.lead_date IS NULL, k.lead_id
     LIMIT 1

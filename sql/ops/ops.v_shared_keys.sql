@@ -4,21 +4,21 @@
 CREATE OR REPLACE VIEW ops.v_shared_keys AS
 WITH lead_phones AS (
   SELECT k.phone_norm AS key_value, count(*) AS leads, count(DISTINCT k.name_norm) AS lead_names
-  FROM canon.lead_keys k
+  FROM canon_internal.lead_keys k
   WHERE k.phone_norm IS NOT NULL
   GROUP BY k.phone_norm
   HAVING count(DISTINCT k.name_norm) > 1
 ),
 driver_phones AS (
   SELECT i.phone_norm AS key_value, count(*) AS drivers, count(DISTINCT i.name_norm) AS driver_names
-  FROM canon.driver_index i
+  FROM canon_internal.driver_index i
   WHERE i.phone_norm IS NOT NULL
   GROUP BY i.phone_norm
   HAVING count(*) > 1
 ),
 driver_plates AS (
   SELECT i.plate_norm AS key_value, count(*) AS drivers, count(DISTINCT i.name_norm) AS driver_names
-  FROM canon.driver_index i
+  FROM canon_internal.driver_index i
   WHERE i.plate_norm IS NOT NULL
   GROUP BY i.plate_norm
   HAVING count(*) > 1

@@ -1,6 +1,6 @@
 // Claims for the money tests: claims written as a run would (generated), finance settling
 // one in a transaction of its own, and what the claims table and the record of settled
-// claims (canon.claims_settled) hold for a lead afterwards.
+// claims (canon_internal.claims_settled) hold for a lead afterwards.
 import type pg from 'pg';
 import type { TestDb } from './db.js';
 import { insertLead } from './rows.js';
@@ -54,12 +54,12 @@ export interface SettledRecord {
   unsettled_note: string | null;
 }
 
-/** The lead's rows of canon.claims_settled (the record of its paid and rejected claims). */
+/** The lead's rows of canon_internal.claims_settled (the record of its paid and rejected claims). */
 export async function settledRecordsOf(db: Db, leadKey: string): Promise<SettledRecord[]> {
   return db.query<SettledRecord>(
     `SELECT milestone, status, paid_at, to_jsonb(s)->>'unsettled_at' AS unsettled_at,
             to_jsonb(s)->>'unsettled_to' AS unsettled_to, to_jsonb(s)->>'unsettled_note' AS unsettled_note
-     FROM canon.claims_settled s WHERE lead_source_pk = $1 ORDER BY milestone`,
+     FROM canon_internal.claims_settled s WHERE lead_source_pk = $1 ORDER BY milestone`,
     [leadKey],
   );
 }

@@ -269,7 +269,7 @@ export async function stateDrift(db: Db): Promise<number> {
     trip_rows_in_window, currency, m1_trips_threshold, m1_amount, reached_m1, m5_trips_threshold, m5_amount, reached_m5,
     m25_trips_threshold, m25_amount, reached_m25, expected_amount, has_claim_m1, has_claim_m5, has_claim_m25, limbo_stage, key_rows`;
   const [r] = await db.query<{ n: number }>(`
-    SELECT ((SELECT count(*) FROM (SELECT ${cols} FROM canon.cabinet_lead_state EXCEPT SELECT ${cols} FROM canon.v_cabinet_lead_status) a)
-          + (SELECT count(*) FROM (SELECT ${cols} FROM canon.v_cabinet_lead_status EXCEPT SELECT ${cols} FROM canon.cabinet_lead_state) b))::int AS n`);
+    SELECT ((SELECT count(*) FROM (SELECT ${cols} FROM canon_internal.cabinet_lead_state EXCEPT SELECT ${cols} FROM canon.v_cabinet_lead_status) a)
+          + (SELECT count(*) FROM (SELECT ${cols} FROM canon.v_cabinet_lead_status EXCEPT SELECT ${cols} FROM canon_internal.cabinet_lead_state) b))::int AS n`);
   return r!.n;
 }

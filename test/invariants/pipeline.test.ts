@@ -31,9 +31,9 @@ async function fingerprint(db: TestDb): Promise<Record<string, string>> {
     identity_unmatched: `SELECT source_table, source_pk, reason_code, details, candidates, status, first_attempt_at, first_run_id, resolved_at, note FROM canon.identity_unmatched`,
     identity_origin: `SELECT * FROM canon.identity_origin`,
     claims: `SELECT * FROM canon.claims_yango_cabinet_14d`,
-    driver_index: `SELECT driver_id, park_id, phone_norm, license_norm, plate_norm, name_norm, hire_date, source_hash, indexed_at FROM canon.driver_index`,
-    lead_keys: `SELECT * FROM canon.lead_keys`,
-    lead_keys_pending: `SELECT lead_id, lead_date FROM canon.lead_keys_pending`,
+    driver_index: `SELECT driver_id, park_id, phone_norm, license_norm, plate_norm, name_norm, hire_date, source_hash, indexed_at FROM canon_internal.driver_index`,
+    lead_keys: `SELECT * FROM canon_internal.lead_keys`,
+    lead_keys_pending: `SELECT lead_id, lead_date FROM canon_internal.lead_keys_pending`,
   };
   const out: Record<string, string> = {};
   for (const [name, sql] of Object.entries(tables)) {
@@ -63,13 +63,13 @@ async function violations(db: TestDb): Promise<Record<string, number>> {
       (SELECT count(*) FROM canon.identity_links l
         WHERE l.source_table = 'module_ct_cabinet_leads'
           AND NOT EXISTS (SELECT 1 FROM canon.identity_origin o WHERE o.person_key = l.person_key))::int AS persons_without_origin,
-      (SELECT count(*) FROM canon.lead_keys k
+      (SELECT count(*) FROM canon_internal.lead_keys k
         WHERE k.lead_date >= canon.business_today() - 3650
           AND NOT EXISTS (SELECT 1 FROM canon.identity_links l WHERE l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = k.lead_source_pk)
           AND NOT EXISTS (SELECT 1 FROM canon.identity_unmatched u WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = k.lead_source_pk))::int AS leads_not_evaluated,
       -- the never-evaluated list holds no evaluated lead (a run evaluates the whole scope)
       -- and each listed row carries its keyed lead_date
-      (SELECT count(*) FROM canon.lead_keys_pending q JOIN canon.lead_keys k ON k.lead_id = q.lead_id
+      (SELECT count(*) FROM canon_internal.lead_keys_pending q JOIN canon_internal.lead_keys k ON k.lead_id = q.lead_id
         WHERE k.lead_date >= canon.business_today() - 3650 OR q.lead_date IS DISTINCT FROM k.lead_date)::int AS pending_rows_left,
       -- the stored state's counters equal the rows (ops.check_invariants), and the live
       -- week counts built on them equal a pass over the limbo view

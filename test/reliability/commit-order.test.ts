@@ -69,7 +69,7 @@ test('a lead committed after a higher id was read (two writers) is in the view a
   t.is(stats['match']['lead_keys']['lead_rows_written'], 1);
   t.is(await linkedDriver(db, keyA), 'DRV-A');
   t.like(await limboRow(db, keyA), { lead_id: idA, driver_id: 'DRV-A', limbo_stage: 'NO_TRIPS_14D' });
-  const [stored] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon.cabinet_lead_state WHERE lead_id = $1`, [idA]);
+  const [stored] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon_internal.cabinet_lead_state WHERE lead_id = $1`, [idA]);
   t.is(stored!.n, 1);
   t.is(await stateDrift(db), 0);
   t.deepEqual(await violations(db), []);
@@ -122,7 +122,7 @@ test('a lead re-keyed or re-dated upstream shows under its new key and date at o
   t.like(await limboRow(db, 'NEW-KEY'), { lead_id: lead.id, lead_date: addDays(today, -4) });
   t.deepEqual(await db.query(`SELECT lead_id FROM ops.v_cabinet_leads_limbo WHERE lead_source_pk = 'OLD-KEY'`), []);
   await run(db);
-  t.deepEqual(await db.query(`SELECT lead_source_pk, lead_date::text FROM canon.cabinet_lead_state WHERE lead_id = $1`, [lead.id]),
+  t.deepEqual(await db.query(`SELECT lead_source_pk, lead_date::text FROM canon_internal.cabinet_lead_state WHERE lead_id = $1`, [lead.id]),
     [{ lead_source_pk: 'NEW-KEY', lead_date: addDays(today, -4) }]);
   t.is(await stateDrift(db), 0);
   t.deepEqual(await violations(db), []);

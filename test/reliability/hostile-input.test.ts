@@ -80,7 +80,7 @@ async function readEverything(db: TestDb): Promise<Record<string, number>> {
     'v_trip_rows_unparseable', 'v_shared_keys', 'v_limbo_history']) {
     out[view] = Number(await one<string>(db, `SELECT count(*) AS v FROM ops.${view}`));
   }
-  out['explained'] = Number(await one<string>(db, `SELECT count(ops.explain_lead(k)) AS v FROM (SELECT DISTINCT lead_source_pk AS k FROM canon.lead_keys WHERE lead_source_pk LIKE 'H-%') x`));
+  out['explained'] = Number(await one<string>(db, `SELECT count(ops.explain_lead(k)) AS v FROM (SELECT DISTINCT lead_source_pk AS k FROM canon_internal.lead_keys WHERE lead_source_pk LIKE 'H-%') x`));
   return out;
 }
 
@@ -125,7 +125,7 @@ test('a data set full of bad rows: the runs complete, every bad row is accounted
            coalesce((SELECT 'LINKED ' || l.match_rule FROM canon.identity_links l WHERE l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = k.lead_source_pk),
                     (SELECT u.status || ' ' || u.reason_code FROM canon.identity_unmatched u WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = k.lead_source_pk),
                     CASE WHEN k.lead_date IS NULL THEN 'NO LEAD DATE (counted)' ELSE 'NONE' END) AS outcome
-    FROM canon.lead_keys k
+    FROM canon_internal.lead_keys k
     WHERE k.lead_source_pk LIKE 'H-%' OR k.lead_id IN (SELECT lead_id FROM demo.lead_truth WHERE scenario LIKE 'HOSTILE%')
     ORDER BY 1`);
   t.false(outcomes.some((o) => o.outcome === 'NONE'), JSON.stringify(outcomes));
@@ -159,11 +159,11 @@ test('a data set full of bad rows: the runs complete, every bad row is accounted
     FROM canon.identity_links d JOIN canon.identity_links l ON l.person_key = d.person_key AND l.source_table = 'module_ct_cabinet_leads'
     WHERE d.source_table = 'drivers' GROUP BY d.source_pk ORDER BY d.source_pk LIMIT 2`);
   const [bait] = await db.query<{ driver_id: string; phone: string }>(`
-    SELECT i.driver_id, d.phone FROM canon.driver_index i JOIN public.drivers d ON d.driver_id = i.driver_id
+    SELECT i.driver_id, d.phone FROM canon_internal.driver_index i JOIN public.drivers d ON d.driver_id = i.driver_id
     WHERE i.phone_norm IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM canon.identity_links l WHERE l.source_table = 'drivers' AND l.source_pk = i.driver_id)
-      AND (SELECT count(*) FROM canon.driver_index o WHERE o.phone_norm = i.phone_norm) = 1
-      AND NOT EXISTS (SELECT 1 FROM canon.lead_keys k WHERE k.phone_norm = i.phone_norm)
+      AND (SELECT count(*) FROM canon_internal.driver_index o WHERE o.phone_norm = i.phone_norm) = 1
+      AND NOT EXISTS (SELECT 1 FROM canon_internal.lead_keys k WHERE k.phone_norm = i.phone_norm)
     ORDER BY i.driver_id LIMIT 1`);
   t.truthy(bait, 'a driver with a phone of its own');
   await db.query(`DELETE FROM public.drivers WHERE driver_id = ANY ($1)`, [[...gone.map((g) => g.driver_id), bait!.driver_id]]);

@@ -172,10 +172,10 @@ const cases: Case[] = [
     repair: `
       UPDATE canon.claims_yango_cabinet_14d c SET status = c.status
       WHERE c.status IN ('paid', 'rejected')
-        AND NOT EXISTS (SELECT 1 FROM canon.claims_settled s
+        AND NOT EXISTS (SELECT 1 FROM canon_internal.claims_settled s
                         WHERE s.lead_source_pk = c.lead_source_pk AND s.milestone = c.milestone AND s.unsettled_at IS NULL
                           AND (s.status, s.amount_expected, s.paid_at) IS NOT DISTINCT FROM (c.status, c.amount_expected, c.paid_at));
-      UPDATE canon.claims_settled s
+      UPDATE canon_internal.claims_settled s
       SET unsettled_at = now(), unsettled_by = current_user, unsettled_txid = txid_current(),
           unsettled_to = coalesce((SELECT c.status FROM canon.claims_yango_cabinet_14d c
                                    WHERE c.lead_source_pk = s.lead_source_pk AND c.milestone = s.milestone), 'deleted'),
@@ -189,8 +189,8 @@ const cases: Case[] = [
     invariant: 'LEAD_STATE_COUNTS',
     // Stored state written with the counting trigger bypassed: one lead's stage changed.
     breakIt: `${REPLICA}
-      UPDATE canon.cabinet_lead_state SET limbo_stage = CASE WHEN limbo_stage = 'OK' THEN 'NO_DRIVER' ELSE 'OK' END
-      WHERE lead_id = (SELECT min(lead_id) FROM canon.cabinet_lead_state);`,
+      UPDATE canon_internal.cabinet_lead_state SET limbo_stage = CASE WHEN limbo_stage = 'OK' THEN 'NO_DRIVER' ELSE 'OK' END
+      WHERE lead_id = (SELECT min(lead_id) FROM canon_internal.cabinet_lead_state);`,
     violations: 2,
     // the stage written behind the trigger's back is not the live one either
     also: [['LEAD_STATE_CURRENT', 1]],
@@ -201,9 +201,9 @@ const cases: Case[] = [
     invariant: 'LEAD_KEYS_CURRENT',
     // The lead keys cache written by hand: one row with values that are not the lead's, one lead unkeyed.
     breakIt: `
-      UPDATE canon.lead_keys SET source_hash = 'stale', phone_norm = '999999999'
-      WHERE lead_id = (SELECT min(lead_id) FROM canon.lead_keys WHERE lead_date IS NOT NULL);
-      DELETE FROM canon.lead_keys WHERE lead_id = (SELECT max(lead_id) FROM canon.lead_keys WHERE lead_date IS NOT NULL);`,
+      UPDATE canon_internal.lead_keys SET source_hash = 'stale', phone_norm = '999999999'
+      WHERE lead_id = (SELECT min(lead_id) FROM canon_internal.lead_keys WHERE lead_date IS NOT NULL);
+      DELETE FROM canon_internal.lead_keys WHERE lead_id = (SELECT max(lead_id) FROM canon_internal.lead_keys WHERE lead_date IS NOT NULL);`,
     violations: 2,
     example: /^lead id \d+: (not keyed|keyed with values that are not the row's)$/,
     repair: `SELECT ops.repair_caches();`,
@@ -213,12 +213,12 @@ const cases: Case[] = [
     // A stored trip count the live chain does not give (written by hand; the counters follow).
     // The copy's statistics start at zero: what the last run saw is set to them, as a run would.
     breakIt: `
-      UPDATE canon.source_scan_state
+      UPDATE canon_internal.source_scan_state
       SET tuples_updated = pg_stat_get_tuples_updated('public.summary_daily'::regclass),
           tuples_deleted = pg_stat_get_tuples_deleted('public.summary_daily'::regclass)
       WHERE source_table = 'summary_daily';
-      UPDATE canon.cabinet_lead_state SET trips_in_window = trips_in_window + 7
-      WHERE lead_id = (SELECT max(lead_id) FROM canon.cabinet_lead_state WHERE trips_in_window > 0);`,
+      UPDATE canon_internal.cabinet_lead_state SET trips_in_window = trips_in_window + 7
+      WHERE lead_id = (SELECT max(lead_id) FROM canon_internal.cabinet_lead_state WHERE trips_in_window > 0);`,
     violations: 1,
     example: /^lead id \d+: stored \w+ with \d+ trips, live \w+ with \d+ trips$/,
     repair: `SELECT ops.repair_caches();`,
@@ -227,8 +227,8 @@ const cases: Case[] = [
     invariant: 'LEAD_STATE_MARKS_CONSUMED',
     // A mark older than the last run, which would have consumed it.
     breakIt: `
-      INSERT INTO canon.cabinet_lead_state_dirty (lead_source_pk, marked_at)
-      SELECT lead_source_pk, now() - interval '1 day' FROM canon.cabinet_lead_state ORDER BY lead_id LIMIT 1;`,
+      INSERT INTO canon_internal.cabinet_lead_state_dirty (lead_source_pk, marked_at)
+      SELECT lead_source_pk, now() - interval '1 day' FROM canon_internal.cabinet_lead_state ORDER BY lead_id LIMIT 1;`,
     violations: 1,
     example: /^lead key \S+ marked at .+$/,
     repair: `SELECT ops.repair_caches();`,
@@ -238,7 +238,7 @@ const cases: Case[] = [
     // An unmatched row removed behind the trigger that lists its key again.
     breakIt: `${REPLICA}
       DELETE FROM canon.identity_unmatched
-      WHERE source_pk = (SELECT u.source_pk FROM canon.identity_unmatched u JOIN canon.lead_keys k ON k.lead_source_pk = u.source_pk
+      WHERE source_pk = (SELECT u.source_pk FROM canon.identity_unmatched u JOIN canon_internal.lead_keys k ON k.lead_source_pk = u.source_pk
                          WHERE k.lead_date IS NOT NULL ORDER BY 1 LIMIT 1);`,
     violations: 1,
     example: /^lead key \S+ \(lead id \d+\) is not listed$/,
@@ -249,10 +249,10 @@ const cases: Case[] = [
     // An OPEN lead that shares a key with a driver indexed after its last attempt, not due.
     breakIt: `
       UPDATE canon.identity_unmatched u
-      SET last_attempt_at = (SELECT min(i.indexed_at) FROM canon.driver_index i) - interval '1 minute', retry_due = false
+      SET last_attempt_at = (SELECT min(i.indexed_at) FROM canon_internal.driver_index i) - interval '1 minute', retry_due = false
       WHERE u.source_pk = (SELECT u2.source_pk FROM canon.identity_unmatched u2
-                           JOIN canon.lead_keys k ON k.lead_source_pk = u2.source_pk
-                           JOIN canon.driver_index i ON i.phone_norm = k.phone_norm OR i.plate_norm = k.plate_norm
+                           JOIN canon_internal.lead_keys k ON k.lead_source_pk = u2.source_pk
+                           JOIN canon_internal.driver_index i ON i.phone_norm = k.phone_norm OR i.plate_norm = k.plate_norm
                            WHERE u2.status = 'OPEN' ORDER BY 1 LIMIT 1);`,
     violations: 1,
     example: /^lead key \S+: driver \S+ indexed at .+, last attempt .+$/,
@@ -262,8 +262,8 @@ const cases: Case[] = [
     invariant: 'DRIVER_INDEX_CURRENT',
     // The driver index written by hand: one driver with values that are not its own, one missing.
     breakIt: `
-      UPDATE canon.driver_index SET source_hash = 'stale' WHERE driver_id = (SELECT min(driver_id) FROM canon.driver_index);
-      DELETE FROM canon.driver_index WHERE driver_id = (SELECT max(driver_id) FROM canon.driver_index);`,
+      UPDATE canon_internal.driver_index SET source_hash = 'stale' WHERE driver_id = (SELECT min(driver_id) FROM canon_internal.driver_index);
+      DELETE FROM canon_internal.driver_index WHERE driver_id = (SELECT max(driver_id) FROM canon_internal.driver_index);`,
     violations: 2,
     example: /^driver \S+: (not indexed|indexed with values that are not the driver's)$/,
     repair: `SELECT ops.repair_caches();`,
@@ -285,9 +285,9 @@ const cases: Case[] = [
                                                   currency, status, generated_at, paid_at, run_id)
       SELECT s.lead_source_pk, s.milestone, p.person_key, s.driver_id, s.lead_date, s.amount_expected,
              s.currency, s.status, s.generated_at, s.paid_at, s.run_id
-      FROM canon.claims_settled s LEFT JOIN canon.identity_registry p ON p.person_key = s.person_key
+      FROM canon_internal.claims_settled s LEFT JOIN canon.identity_registry p ON p.person_key = s.person_key
       WHERE s.unsettled_to = 'deleted' AND s.unsettled_note IS NULL;
-      UPDATE canon.claims_settled SET unsettled_note = 'reopened by finance: rejected by mistake'
+      UPDATE canon_internal.claims_settled SET unsettled_note = 'reopened by finance: rejected by mistake'
       WHERE unsettled_at IS NOT NULL AND unsettled_note IS NULL;`,
   },
   {
@@ -342,7 +342,7 @@ const cases: Case[] = [
     invariant: 'NAME_TOKEN_STATS',
     // A counter of the relatives veto written by hand: one token counted once too often.
     breakIt: `${REPLICA}
-      UPDATE canon.name_token_stats SET as_given = as_given + 1 WHERE token = (SELECT min(token) FROM canon.name_token_stats);`,
+      UPDATE canon_internal.name_token_stats SET as_given = as_given + 1 WHERE token = (SELECT min(token) FROM canon_internal.name_token_stats);`,
     violations: 1,
     example: /^[A-Z0-9]+: counted given \d+ surname \d+, stored given \d+ surname \d+$/,
     repair: `SELECT ops.repair_name_roles();`,
@@ -351,8 +351,8 @@ const cases: Case[] = [
     invariant: 'DRIVER_NAME_ROLES',
     // A driver re-indexed with the name roles trigger bypassed.
     breakIt: `${REPLICA}
-      UPDATE canon.driver_index SET indexed_at = indexed_at + interval '1 second'
-      WHERE driver_id = (SELECT min(driver_id) FROM canon.driver_index);`,
+      UPDATE canon_internal.driver_index SET indexed_at = indexed_at + interval '1 second'
+      WHERE driver_id = (SELECT min(driver_id) FROM canon_internal.driver_index);`,
     violations: 1,
     example: /^driver \S+: name roles not written with its index row$/,
     repair: `SELECT ops.repair_name_roles();`,
@@ -388,7 +388,7 @@ test('cabinet-leads doctor exits 0 when every invariant holds, 1 when one is vio
   const db = await copy(t, 'inv_ok');
   const all = await db.query<{ invariant: string; violations: string }>(`SELECT invariant, violations FROM ops.check_invariants()`);
   t.deepEqual(all.map((r) => r.invariant), cases.map((c) => c.invariant));
-  const [settled] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon.claims_settled`);
+  const [settled] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon_internal.claims_settled`);
   t.is(settled!.n, 5, 'the claims finance settled are recorded');
   const ok = await runCli(['doctor', '--json'], { DATABASE_URL: db.url });
   t.is(ok.code, 0, ok.stderr);
@@ -467,19 +467,15 @@ test('a pipeline run can never change or delete a paid or rejected claim; financ
                   WHERE (lead_source_pk, milestone) = (SELECT lead_source_pk, milestone FROM canon.claims_yango_cabinet_14d WHERE status = 'paid' ORDER BY 1, 2 LIMIT 1)`);
   const [recorded] = await db.query<{ same: boolean }>(`
     SELECT s.amount_expected = c.amount_expected AS same FROM canon.claims_yango_cabinet_14d c
-    JOIN canon.claims_settled s USING (lead_source_pk, milestone)
+    JOIN canon_internal.claims_settled s USING (lead_source_pk, milestone)
     WHERE c.status = 'paid' ORDER BY 1 LIMIT 1`);
   t.true(recorded!.same);
   t.deepEqual(await violations(db), []);
 });
 
-/** ops.unlink_lead as it was before migration 0027 (its last snapshot in migrations/). */
+/** ops.unlink_lead as it was before the money-race fix (test/fixtures/sql). */
 function unlinkLeadBefore0027(): string {
-  const text = readFileSync(path.join(PROJECT_ROOT, 'migrations', '0011_lead_state.sql'), 'utf8');
-  const from = text.indexOf('-- snapshot of sql/ops/ops.unlink_lead.sql');
-  const to = text.indexOf('\n-- snapshot of ', from + 1);
-  if (from < 0) throw new Error('no snapshot of ops.unlink_lead in migrations/0011_lead_state.sql');
-  return text.slice(from, to < 0 ? undefined : to);
+  return readFileSync(path.join(PROJECT_ROOT, 'test', 'fixtures', 'sql', 'ops.unlink_lead.unguarded.sql'), 'utf8');
 }
 
 test('the unlink race of the code before 0027 (a claim paid while unlink waited, then deleted) is named by doctor: SETTLED_CLAIM_REMOVED', async (t) => {
@@ -510,7 +506,7 @@ test('the unlink race of the code before 0027 (a claim paid while unlink waited,
   t.deepEqual(found.map((v) => [v.invariant, Number(v.violations)]), [['SETTLED_CLAIM_REMOVED', 1]]);
   t.regex(found[0]!.examples[0]!, /^RACE M1 paid 25\.00 PEN: deleted at .+ by \S+ \(txid \d+\), no note$/);
   const [sameTx] = await db.query<{ same: boolean }>(
-    `SELECT s.unsettled_txid = a.txid AS same FROM canon.claims_settled s, canon.identity_audit a
+    `SELECT s.unsettled_txid = a.txid AS same FROM canon_internal.claims_settled s, canon.identity_audit a
      WHERE s.lead_source_pk = 'RACE' AND a.action = 'UNLINK' AND a.source_pk = 'RACE'`,
   );
   t.true(sameTx!.same, 'the record names the transaction of the UNLINK audit row');

@@ -51,7 +51,7 @@ SELECT (SELECT count(*) FROM drivers) AS drivers, (SELECT count(*) FROM leads) A
 // After a run: the invariants that fail, and lead keys of the window neither linked nor unmatched.
 const CHECK = `
 SELECT (SELECT coalesce(jsonb_agg(invariant), '[]'::jsonb) FROM ops.check_invariants() WHERE violations > 0) AS broken,
-       (SELECT count(*)::int FROM canon.lead_keys k
+       (SELECT count(*)::int FROM canon_internal.lead_keys k
         WHERE k.lead_date >= canon.business_today() - 30
           AND NOT EXISTS (SELECT 1 FROM canon.identity_links l WHERE l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = k.lead_source_pk)
           AND NOT EXISTS (SELECT 1 FROM canon.identity_unmatched u WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = k.lead_source_pk)) AS not_evaluated,

@@ -105,8 +105,8 @@ export async function canonFingerprint(db: Db): Promise<Record<string, string>> 
     identity_unmatched: `SELECT source_table, source_pk, reason_code, details, candidates, status, attempts FROM canon.identity_unmatched`,
     identity_origin: `SELECT ${person} AS person, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by FROM canon.identity_origin t`,
     claims: `SELECT lead_source_pk, milestone, ${person} AS person, driver_id, lead_date, amount_expected, currency, status FROM canon.claims_yango_cabinet_14d t`,
-    lead_keys: `SELECT lead_id, lead_source_pk, lead_created_at, lead_date, phone_norm, plate_norm, license_norm, name_norm, lead_name, source_hash FROM canon.lead_keys`,
-    driver_index: `SELECT driver_id, park_id, phone_norm, license_norm, plate_norm, name_norm, hire_date, source_hash FROM canon.driver_index`,
+    lead_keys: `SELECT lead_id, lead_source_pk, lead_created_at, lead_date, phone_norm, plate_norm, license_norm, name_norm, lead_name, source_hash FROM canon_internal.lead_keys`,
+    driver_index: `SELECT driver_id, park_id, phone_norm, license_norm, plate_norm, name_norm, hire_date, source_hash FROM canon_internal.driver_index`,
   };
   const out: Record<string, string> = {};
   for (const [name, sql] of Object.entries(tables)) {

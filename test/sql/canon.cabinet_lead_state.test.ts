@@ -1,4 +1,4 @@
-// The stored lead state behind the limbo view (canon.cabinet_lead_state): what a run
+// The stored lead state behind the limbo view (canon_internal.cabinet_lead_state): what a run
 // re-evaluates and why, that the stored rows equal the live definition
 // (canon.v_cabinet_lead_status) after every run, and that counting stages reads the
 // stored rows only.
@@ -53,9 +53,9 @@ test('after every run on generated data the stored state equals the live definit
   t.is(await stateDrift(db), 0);
   const [counts] = await db.query<{ leads: number; state: number; view: number; dirty: number }>(`
     SELECT (SELECT count(*) FROM public.module_ct_cabinet_leads WHERE lead_created_at IS NOT NULL)::int AS leads,
-           (SELECT count(*) FROM canon.cabinet_lead_state)::int AS state,
+           (SELECT count(*) FROM canon_internal.cabinet_lead_state)::int AS state,
            (SELECT count(*) FROM ops.v_cabinet_leads_limbo)::int AS view,
-           (SELECT count(*) FROM canon.cabinet_lead_state_dirty)::int AS dirty`);
+           (SELECT count(*) FROM canon_internal.cabinet_lead_state_dirty)::int AS dirty`);
   t.true(counts!.leads > 700);
   t.is(counts!.state, counts!.leads);
   t.is(counts!.view, counts!.leads);
@@ -144,11 +144,11 @@ test('a lead row added after the last run is in the view at once, evaluated live
   const later = await insertLead(db, { createdAt: addDays(today, -1) });
   const row = await limboRow(db, later.key);
   t.is(row.limbo_stage, 'NO_IDENTITY');
-  const [stored] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon.cabinet_lead_state WHERE lead_id = $1`, [later.id]);
+  const [stored] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon_internal.cabinet_lead_state WHERE lead_id = $1`, [later.id]);
   t.is(stored!.n, 0, 'not stored before the next run');
   const run = await leadState(db);
   t.is(run.claims.lead_state.reasons['lead_or_links_or_claims_changed'], 1);
-  const [after] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon.cabinet_lead_state WHERE lead_id = $1`, [later.id]);
+  const [after] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon_internal.cabinet_lead_state WHERE lead_id = $1`, [later.id]);
   t.is(after!.n, 1);
 });
 
@@ -162,7 +162,7 @@ test('a link removed by hand is shown at once; a claim deleted in psql is re-eva
   t.like(await limboRow(db, lead.key), { limbo_stage: 'OK', has_claim_m1: true });
 
   await db.query(`DELETE FROM canon.claims_yango_cabinet_14d WHERE lead_source_pk = $1`, [other.key]);
-  const [dirty] = await db.query<{ keys: string[] }>(`SELECT array_agg(lead_source_pk) AS keys FROM canon.cabinet_lead_state_dirty`);
+  const [dirty] = await db.query<{ keys: string[] }>(`SELECT array_agg(lead_source_pk) AS keys FROM canon_internal.cabinet_lead_state_dirty`);
   t.deepEqual(dirty!.keys, [other.key]);
 
   await db.query(`SELECT ops.unlink_lead($1, 'wrong person')`, [lead.key]);
@@ -185,7 +185,7 @@ test('a new lead row with the key of a stored one makes the next run re-evaluate
   const run = await leadState(db);
   t.is(run.claims.lead_state.reasons['lead_or_links_or_claims_changed'], 2, 'the new row and the stored row of its key');
   const rows = await db.query<{ lead_id: number; key_rows: number }>(
-    `SELECT lead_id, key_rows FROM canon.cabinet_lead_state WHERE lead_source_pk = $1 ORDER BY lead_id`,
+    `SELECT lead_id, key_rows FROM canon_internal.cabinet_lead_state WHERE lead_source_pk = $1 ORDER BY lead_id`,
     [first.key],
   );
   t.deepEqual(rows, [

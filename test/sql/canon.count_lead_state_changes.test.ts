@@ -1,4 +1,4 @@
-// The counters of the stored lead state (canon.cabinet_lead_state_counts, kept by the
+// The counters of the stored lead state (canon_internal.cabinet_lead_state_counts, kept by the
 // statement trigger canon.count_lead_state_changes): equal to the rows after inserts,
 // updates that move a lead between counters, updates that do not, deletes and a
 // truncate, whoever writes; and what the pipeline reads from them (step 7's scope
@@ -21,7 +21,7 @@ import {
 async function counters(db: TestDb): Promise<string[]> {
   const rows = await db.query<{ c: string }>(`
     SELECT format('%s %s %s %s %s %s = %s', lead_date, limbo_stage, with_identity::text, with_driver::text, with_trips::text, with_rule::text, leads) AS c
-    FROM canon.cabinet_lead_state_counts ORDER BY 1`);
+    FROM canon_internal.cabinet_lead_state_counts ORDER BY 1`);
   return rows.map((r) => r.c);
 }
 
@@ -30,7 +30,7 @@ async function counted(db: TestDb): Promise<string[]> {
   const rows = await db.query<{ c: string }>(`
     SELECT format('%s %s %s %s %s %s = %s', lead_date, limbo_stage, (person_key IS NOT NULL)::text, (driver_id IS NOT NULL)::text,
                   (trips_in_window > 0)::text, (window_days IS NOT NULL)::text, count(*)) AS c
-    FROM canon.cabinet_lead_state
+    FROM canon_internal.cabinet_lead_state
     GROUP BY lead_date, limbo_stage, person_key IS NOT NULL, driver_id IS NOT NULL, trips_in_window > 0, window_days IS NOT NULL
     ORDER BY 1`);
   return rows.map((r) => r.c);
@@ -46,15 +46,15 @@ test('the counters follow every insert, update, delete and truncate of the store
                  trip_rows_in_window, currency, m1_trips_threshold, m1_amount, reached_m1, m5_trips_threshold, m5_amount,
                  reached_m5, m25_trips_threshold, m25_amount, reached_m25, expected_amount, has_claim_m1, has_claim_m5,
                  has_claim_m25, limbo_stage)`;
-  await db.query(`INSERT INTO canon.cabinet_lead_state ${cols} VALUES
+  await db.query(`INSERT INTO canon_internal.cabinet_lead_state ${cols} VALUES
     ${stateRow(1, '2026-01-05', 'NO_IDENTITY')}, ${stateRow(2, '2026-01-05', 'NO_IDENTITY')}, ${stateRow(3, '2026-01-06', 'NO_IDENTITY')}`);
   t.deepEqual(await counters(db), [
     '2026-01-05 NO_IDENTITY false false false true = 2',
     '2026-01-06 NO_IDENTITY false false false true = 1',
   ]);
   // A lead moves: one counter down, another up; an update of nothing counted changes nothing.
-  await db.query(`UPDATE canon.cabinet_lead_state SET limbo_stage = 'NO_TRIPS_14D', driver_id = 'D1', person_key = gen_random_uuid() WHERE lead_id = 2`);
-  await db.query(`UPDATE canon.cabinet_lead_state SET evaluated_at = now() - interval '1 day'`);
+  await db.query(`UPDATE canon_internal.cabinet_lead_state SET limbo_stage = 'NO_TRIPS_14D', driver_id = 'D1', person_key = gen_random_uuid() WHERE lead_id = 2`);
+  await db.query(`UPDATE canon_internal.cabinet_lead_state SET evaluated_at = now() - interval '1 day'`);
   t.deepEqual(await counters(db), [
     '2026-01-05 NO_IDENTITY false false false true = 1',
     '2026-01-05 NO_TRIPS_14D true true false true = 1',
@@ -62,13 +62,13 @@ test('the counters follow every insert, update, delete and truncate of the store
   ]);
   t.deepEqual(await counters(db), await counted(db));
   // An upsert (as canon.refresh_lead_state writes): inserted and updated rows both counted.
-  await db.query(`INSERT INTO canon.cabinet_lead_state AS s ${cols} VALUES ${stateRow(3, '2026-01-07', 'NO_IDENTITY')}, ${stateRow(4, '2026-01-07', 'NO_IDENTITY')}
+  await db.query(`INSERT INTO canon_internal.cabinet_lead_state AS s ${cols} VALUES ${stateRow(3, '2026-01-07', 'NO_IDENTITY')}, ${stateRow(4, '2026-01-07', 'NO_IDENTITY')}
     ON CONFLICT (lead_id) DO UPDATE SET lead_date = excluded.lead_date`);
   t.deepEqual(await counters(db), await counted(db));
   t.is((await counters(db)).length, 3, 'a counter that reaches zero is removed');
-  await db.query(`DELETE FROM canon.cabinet_lead_state WHERE lead_id IN (1, 4)`);
+  await db.query(`DELETE FROM canon_internal.cabinet_lead_state WHERE lead_id IN (1, 4)`);
   t.deepEqual(await counters(db), ['2026-01-05 NO_TRIPS_14D true true false true = 1', '2026-01-07 NO_IDENTITY false false false true = 1']);
-  await db.query(`TRUNCATE canon.cabinet_lead_state`);
+  await db.query(`TRUNCATE canon_internal.cabinet_lead_state`);
   t.deepEqual(await counters(db), []);
   const [inv] = await db.query<{ violations: string }>(`SELECT violations FROM ops.check_invariants() WHERE invariant = 'LEAD_STATE_COUNTS'`);
   t.is(Number(inv!.violations), 0);
@@ -88,7 +88,7 @@ test('step 7 and the snapshot read the counters: the scope figures and week coun
   const [scope] = await db.query<Record<string, string>>(`
     SELECT count(*) AS leads, count(*) FILTER (WHERE person_key IS NOT NULL) AS with_identity,
            count(*) FILTER (WHERE driver_id IS NOT NULL) AS with_driver, count(*) FILTER (WHERE trips_in_window > 0) AS with_trips
-    FROM canon.cabinet_lead_state WHERE lead_date >= canon.business_today() - 30`);
+    FROM canon_internal.cabinet_lead_state WHERE lead_date >= canon.business_today() - 30`);
   const claims = run.stats['claims'] as Record<string, number>;
   t.is(claims['leads_in_scope'], Number(scope!['leads']));
   t.is(claims['leads_in_scope'], 4, 'the lead 40 days old is stored but out of the scope');

@@ -207,7 +207,7 @@ test('a driver deleted upstream is never matched, even before the next full inde
     const u = await unmatchedOf(db, 'L1');
     t.is(u?.reason_code, 'NO_CANDIDATES');
     t.is(u?.candidates[0]?.reject_reason, 'DRIVER_DELETED');
-    await db.query(`UPDATE canon.driver_index_state SET last_full_at = now() - interval '2 days'`);
+    await db.query(`UPDATE canon_internal.driver_index_state SET last_full_at = now() - interval '2 days'`);
     const full = await runPipeline(db);
     t.is(full.stats['driver_index']['mode'], 'full');
     t.is(full.stats['driver_index']['drivers_removed'], 1);
@@ -224,7 +224,7 @@ test('the driver index re-normalises a driver whose phone changed upstream', (t)
     await db.query(`UPDATE public.drivers SET phone = '51977456321', updated_at = now() WHERE driver_id = 'd1'`);
     const changed = await runPipeline(db);
     t.is(changed.stats['driver_index']['drivers_reindexed'], 1);
-    const [i] = await db.query<{ phone_norm: string }>(`SELECT phone_norm FROM canon.driver_index WHERE driver_id = 'd1'`);
+    const [i] = await db.query<{ phone_norm: string }>(`SELECT phone_norm FROM canon_internal.driver_index WHERE driver_id = 'd1'`);
     t.is(i!.phone_norm, '977456321');
   }));
 
@@ -308,13 +308,13 @@ test('an AMBIGUOUS lead whose candidate is deleted upstream is retried after the
     await db.query(`DELETE FROM public.drivers WHERE driver_id = 'b'`);
     // The incremental refresh does not see the deletion: nothing is due.
     t.is((await runPipeline(db)).stats['match']['leads_selected'], 0);
-    await db.query(`UPDATE canon.driver_index_state SET last_full_at = now() - interval '2 days'`);
+    await db.query(`UPDATE canon_internal.driver_index_state SET last_full_at = now() - interval '2 days'`);
     const full = await runPipeline(db);
     t.is(full.stats['driver_index']['drivers_removed'], 1);
     t.is(full.stats['match']['retries_marked_due'], 1);
     t.is(full.stats['match']['batch']['retried'], 1);
     t.is((await linkOf(db, 'L1'))?.driver_id, 'a');
-    const [n] = await db.query<{ n: string }>(`SELECT count(*) AS n FROM canon.driver_index_key_changes`);
+    const [n] = await db.query<{ n: string }>(`SELECT count(*) AS n FROM canon_internal.driver_index_key_changes`);
     t.is(n!.n, '0');
   }));
 
@@ -416,12 +416,12 @@ test('leads older than days_back are not selected', (t) =>
     // Still listed as never evaluated, with its date: a wider days_back takes it.
     const listed = await db.query<{ lead_date_ok: boolean }>(
       `SELECT q.lead_date = canon.business_today() - 40 AS lead_date_ok
-       FROM canon.lead_keys_pending q JOIN canon.lead_keys k ON k.lead_id = q.lead_id WHERE k.lead_source_pk = 'old'`);
+       FROM canon_internal.lead_keys_pending q JOIN canon_internal.lead_keys k ON k.lead_id = q.lead_id WHERE k.lead_source_pk = 'old'`);
     t.deepEqual(listed, [{ lead_date_ok: true }]);
     const wider = await runPipeline(db, 'p_days_back => 60');
     t.is(wider.stats['match']['leads_selected'], 1);
     t.truthy(await unmatchedOf(db, 'old'));
-    const [left] = await db.query<{ n: string }>(`SELECT count(*) AS n FROM canon.lead_keys_pending`);
+    const [left] = await db.query<{ n: string }>(`SELECT count(*) AS n FROM canon_internal.lead_keys_pending`);
     t.is(left!.n, '0');
   }));
 

@@ -1,7 +1,7 @@
 // The caches the relatives veto reads (SPEC 5: roles judged from "how common each token is
-// as a given name or a surname among the drivers"): canon.driver_name_roles follows every
+// as a given name or a surname among the drivers"): canon_internal.driver_name_roles follows every
 // write of the driver index in the same statement (canon.sync_driver_name_roles), and
-// canon.name_token_stats counts them (canon.count_name_token_changes). Attacked with the
+// canon_internal.name_token_stats counts them (canon.count_name_token_changes). Attacked with the
 // run's own writes, a rename, a deletion upstream, a truncate and two writers at once;
 // each time both equal their live definitions.
 import test from 'ava';
@@ -21,11 +21,11 @@ async function withDb(fn: (db: TestDb) => Promise<void>): Promise<void> {
 async function drift(db: TestDb): Promise<string[]> {
   const rows = await db.query<{ d: string }>(`
     SELECT 'stats ' || coalesce(c.token, v.token) AS d
-    FROM canon.name_token_stats c FULL JOIN canon.v_name_token_stats v ON v.token = c.token
+    FROM canon_internal.name_token_stats c FULL JOIN canon.v_name_token_stats v ON v.token = c.token
     WHERE (c.as_given, c.as_surname) IS DISTINCT FROM (v.as_given, v.as_surname)
     UNION ALL
     SELECT 'roles ' || coalesce(r.driver_id, v.driver_id)
-    FROM canon.driver_name_roles r FULL JOIN canon.v_driver_name_roles v ON v.driver_id = r.driver_id
+    FROM canon_internal.driver_name_roles r FULL JOIN canon.v_driver_name_roles v ON v.driver_id = r.driver_id
     WHERE (r.given_names, r.surnames, r.indexed_at) IS DISTINCT FROM (v.given_names, v.surnames, v.indexed_at)
     ORDER BY 1`);
   return rows.map((r) => r.d);
@@ -33,7 +33,7 @@ async function drift(db: TestDb): Promise<string[]> {
 
 async function stats(db: TestDb): Promise<Record<string, [number, number]>> {
   const rows = await db.query<{ token: string; as_given: string; as_surname: string }>(
-    `SELECT token, as_given, as_surname FROM canon.name_token_stats ORDER BY token`,
+    `SELECT token, as_given, as_surname FROM canon_internal.name_token_stats ORDER BY token`,
   );
   return Object.fromEntries(rows.map((r) => [r.token, [Number(r.as_given), Number(r.as_surname)]]));
 }
@@ -48,7 +48,7 @@ test('follow the driver index through a run, a rename, a driver deleted upstream
     t.deepEqual(await stats(db), {
       CARLOS: [1, 0], HUAMAN: [0, 1], JOSE: [1, 0], JUAN: [1, 0], MAMANI: [0, 1], QUISPE: [0, 2],
     });
-    const [d3] = await db.query(`SELECT given_names, surnames FROM canon.driver_name_roles WHERE driver_id = 'd3'`);
+    const [d3] = await db.query(`SELECT given_names, surnames FROM canon_internal.driver_name_roles WHERE driver_id = 'd3'`);
     t.deepEqual(d3, { given_names: null, surnames: null });
     t.deepEqual(await drift(db), []);
 
@@ -62,14 +62,14 @@ test('follow the driver index through a run, a rename, a driver deleted upstream
 
     // Deleted upstream: the next full refresh removes it from the index, and from the counts.
     await db.query(`DELETE FROM public.drivers WHERE driver_id = 'd1'`);
-    await db.query(`UPDATE canon.driver_index_state SET last_full_at = now() - interval '2 days'`);
+    await db.query(`UPDATE canon_internal.driver_index_state SET last_full_at = now() - interval '2 days'`);
     await runPipeline(db);
     t.deepEqual(await stats(db), { HUAMAN: [0, 1], LUIS: [1, 0], QUISPE: [0, 1] });
     t.deepEqual(await drift(db), []);
 
-    await db.query(`TRUNCATE canon.driver_index`);
+    await db.query(`TRUNCATE canon_internal.driver_index`);
     t.deepEqual(await stats(db), {});
-    t.deepEqual(await db.query(`SELECT * FROM canon.driver_name_roles`), []);
+    t.deepEqual(await db.query(`SELECT * FROM canon_internal.driver_name_roles`), []);
   }));
 
 test('two transactions indexing drivers with the same names at once count every driver', (t) =>
@@ -78,7 +78,7 @@ test('two transactions indexing drivers with the same names at once count every 
       await insertDriver(db, { driver_id: `d${i}`, first_name: 'Juan', last_name: 'Quispe Mamani' });
     }
     const index = (from: number, to: number) => `
-      INSERT INTO canon.driver_index (driver_id, source_hash)
+      INSERT INTO canon_internal.driver_index (driver_id, source_hash)
       SELECT 'd' || i, 'test' FROM generate_series(${from}, ${to}) i`;
     const a = await db.connect();
     const b = await db.connect();
@@ -103,7 +103,7 @@ test('two transactions indexing drivers with the same names at once count every 
 test('canon.name_token_usage: a token is a given name or a surname only when drivers clearly type it so', (t) =>
   withDb(async (db) => {
     await db.query(`
-      INSERT INTO canon.name_token_stats (token, as_given, as_surname) VALUES
+      INSERT INTO canon_internal.name_token_stats (token, as_given, as_surname) VALUES
         ('JUAN', 40, 1), ('QUISPE', 0, 30), ('CRUZ', 5, 12), ('RARO', 2, 0), ('SANTOS', 3, 1)`);
     const [u] = await db.query(`SELECT * FROM canon.name_token_usage(ARRAY['JUAN', 'QUISPE', 'CRUZ', 'RARO', 'SANTOS', 'NADIE'])`);
     // CRUZ: both (12 < 3 x 5); RARO: too few drivers; NADIE: no driver.
@@ -121,7 +121,7 @@ test('take the row the index holds, also between two rows of one driver_id with 
         ('dup', 'another-park', 'Juan', 'Mamani', current_date)`);
     await runPipeline(db);
     const [r] = await db.query<{ surnames: string[]; name_norm: string }>(`
-      SELECT r.surnames, i.name_norm FROM canon.driver_name_roles r JOIN canon.driver_index i USING (driver_id)
+      SELECT r.surnames, i.name_norm FROM canon_internal.driver_name_roles r JOIN canon_internal.driver_index i USING (driver_id)
       WHERE driver_id = 'dup'`);
     t.true(r!.name_norm.split(' ').includes(r!.surnames[0]!), `${JSON.stringify(r)}: roles of another row than the index's`);
     t.deepEqual(await drift(db), []);

@@ -30,7 +30,7 @@ async function refresh(db: TestDb): Promise<Stats> {
 }
 
 async function changedAt(db: TestDb): Promise<string | null> {
-  const [r] = await db.query<{ c: string | null }>(`SELECT changed_at::text AS c FROM canon.driver_index_state`);
+  const [r] = await db.query<{ c: string | null }>(`SELECT changed_at::text AS c FROM canon_internal.driver_index_state`);
   return r?.c ?? null;
 }
 
@@ -56,7 +56,7 @@ test('changed_at moves only when index rows are written or removed', (t) =>
     const changed = await refresh(db);
     t.like(changed, { mode: 'incremental', drivers_reindexed: 1, index_changed: true });
     t.not(await changedAt(db), first);
-    const [i] = await db.query<{ phone_norm: string }>(`SELECT phone_norm FROM canon.driver_index WHERE driver_id = 'd1'`);
+    const [i] = await db.query<{ phone_norm: string }>(`SELECT phone_norm FROM canon_internal.driver_index WHERE driver_id = 'd1'`);
     t.is(i!.phone_norm, '900000000');
   }));
 
@@ -72,7 +72,7 @@ test('incremental: new drivers, drivers without updated_at (created_at counts), 
     const s = await refresh(db);
     t.like(s, { mode: 'incremental', drivers_reindexed: 3, index_changed: true });
     const rows = await db.query<{ driver_id: string; phone_norm: string }>(
-      `SELECT driver_id, phone_norm FROM canon.driver_index ORDER BY driver_id`);
+      `SELECT driver_id, phone_norm FROM canon_internal.driver_index ORDER BY driver_id`);
     t.deepEqual(rows.map((r) => [r.driver_id, r.phone_norm]), [
       ['new', '922222222'], ['noupd', '933333333'], ['old', '911111111'], ['twice', '955555555']]);
   }));
@@ -98,7 +98,7 @@ test('every driver row written since the last read is read by the next run, what
     await insertDriver(db, { driver_id: 'after', first_name: 'Ivo', phone: '51988888888' });
     t.like(await refresh(db), { mode: 'incremental', drivers_reindexed: 1 });
     const rows = await db.query<{ driver_id: string; phone_norm: string }>(
-      `SELECT driver_id, phone_norm FROM canon.driver_index WHERE driver_id IN ('late', 'old', 'future', 'untimed', 'after') ORDER BY driver_id`);
+      `SELECT driver_id, phone_norm FROM canon_internal.driver_index WHERE driver_id IN ('late', 'old', 'future', 'untimed', 'after') ORDER BY driver_id`);
     t.deepEqual(rows.map((r) => [r.driver_id, r.phone_norm]), [
       ['after', '988888888'], ['future', '966666666'], ['late', '922222222'], ['old', '955555555'], ['untimed', '977777777']]);
     const odd = await db.query<{ driver_id: string; why: string }>(`SELECT driver_id, why FROM ops.v_drivers_odd_timestamps ORDER BY driver_id`);
@@ -118,7 +118,7 @@ test('a driver row written in a subtransaction that commits after a refresh read
     await refresh(db); // reads while the writer is open: does not see 'sub'
     await writer.query('COMMIT');
     t.like(await refresh(db), { mode: 'incremental', drivers_reindexed: 1 });
-    t.deepEqual(await db.query(`SELECT phone_norm FROM canon.driver_index WHERE driver_id = 'sub'`), [{ phone_norm: '933333333' }]);
+    t.deepEqual(await db.query(`SELECT phone_norm FROM canon_internal.driver_index WHERE driver_id = 'sub'`), [{ phone_norm: '933333333' }]);
   }));
 
 test('a driver_id with two rows: a late commit of its older row does not replace the newer one', (t) =>
@@ -129,7 +129,7 @@ test('a driver_id with two rows: a late commit of its older row does not replace
     await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
                     VALUES ('twice', 'p', 'Old', '51944444444', now() - interval '10 minutes', now() - interval '10 minutes')`);
     t.like(await refresh(db), { mode: 'incremental', drivers_reindexed: 0 });
-    const [i] = await db.query<{ phone_norm: string }>(`SELECT phone_norm FROM canon.driver_index WHERE driver_id = 'twice'`);
+    const [i] = await db.query<{ phone_norm: string }>(`SELECT phone_norm FROM canon_internal.driver_index WHERE driver_id = 'twice'`);
     t.is(i!.phone_norm, '955555555');
   }));
 
@@ -140,12 +140,12 @@ test('a full refresh removes deleted drivers and marks the index changed', (t) =
     await refresh(db);
     await db.query(`DELETE FROM public.drivers WHERE driver_id = 'gone'`);
     t.like(await refresh(db), { mode: 'incremental', drivers_removed: 0, index_changed: false });
-    await db.query(`UPDATE canon.driver_index_state SET last_full_at = now() - interval '2 days', changed_at = now() - interval '2 days'`);
+    await db.query(`UPDATE canon_internal.driver_index_state SET last_full_at = now() - interval '2 days', changed_at = now() - interval '2 days'`);
     const full = await refresh(db);
     t.like(full, { mode: 'full', drivers_reindexed: 0, drivers_removed: 1, index_changed: true });
-    const [c] = await db.query<{ recent: boolean }>(`SELECT changed_at > now() - interval '1 hour' AS recent FROM canon.driver_index_state`);
+    const [c] = await db.query<{ recent: boolean }>(`SELECT changed_at > now() - interval '1 hour' AS recent FROM canon_internal.driver_index_state`);
     t.true(c!.recent);
-    t.deepEqual((await db.query<{ driver_id: string }>(`SELECT driver_id FROM canon.driver_index`)).map((r) => r.driver_id), ['stay']);
+    t.deepEqual((await db.query<{ driver_id: string }>(`SELECT driver_id FROM canon_internal.driver_index`)).map((r) => r.driver_id), ['stay']);
   }));
 
 test('a few changed drivers among many probe the index by key: one pass over the drivers, no sequential scan of driver_index', (t) =>
@@ -155,14 +155,14 @@ test('a few changed drivers among many probe the index by key: one pass over the
                     FROM generate_series(1, 20000) g`);
     await refresh(db);
     await refresh(db);
-    await db.query(`ANALYZE public.drivers; ANALYZE canon.driver_index`);
+    await db.query(`ANALYZE public.drivers; ANALYZE canon_internal.driver_index`);
     await db.query(`UPDATE public.drivers SET phone = '51977456321', updated_at = now() WHERE driver_id IN ('d7', 'd77', 'd777')`);
     const c = await db.connect();
     const seqScans = async () => {
       await c.query('SELECT pg_stat_force_next_flush()');
       await c.query('SELECT pg_stat_clear_snapshot()');
       const { rows } = await c.query<{ relname: string; seq_scan: string }>(
-        `SELECT relname, seq_scan FROM pg_stat_all_tables WHERE relid IN ('canon.driver_index'::regclass, 'public.drivers'::regclass) ORDER BY relname`);
+        `SELECT relname, seq_scan FROM pg_stat_all_tables WHERE relid IN ('canon_internal.driver_index'::regclass, 'public.drivers'::regclass) ORDER BY relname`);
       return rows.map((r) => [r.relname, Number(r.seq_scan)]);
     };
     const before = await seqScans();

@@ -13,9 +13,9 @@ import { insertDriver, insertLead, runPipeline } from '../helpers/rows.js';
 import { addTrips, businessToday, freshDb, linkPerson, tripsOnDays } from '../helpers/scenario.js';
 import { violations } from '../reliability/support.js';
 
-// The data step of migration 0029 (its functions are those of the current schema: running
-// the whole old file would put back 0029's versions of functions changed since).
-const MIGRATION = path.join(PROJECT_ROOT, 'migrations', 'parts', '0029_rekey_existing_leads.sql');
+// What re-keyed the databases keyed by the old definition (a data step of the migrations
+// before the baseline): ops.repair_lead_keys, with a note saying why.
+const REKEY = `SELECT ops.repair_lead_keys('migration 0029: lead keys re-keyed to canon.lead_source_pk (blanks at the ends of external_id: spaces, TAB, CR/LF, NBSP, other Unicode spaces)')`;
 const NEW_DEFINITION = readFileSync(path.join(PROJECT_ROOT, 'sql', 'canon', 'canon.lead_source_pk.sql'), 'utf8');
 /** canon.lead_source_pk as it was up to migration 0029: spaces only. */
 const OLD_DEFINITION = `
@@ -28,7 +28,7 @@ async function runMigration(db: TestDb): Promise<void> {
   const c = await db.connect();
   await c.query('BEGIN');
   await c.query(NEW_DEFINITION);
-  await c.query(readFileSync(MIGRATION, 'utf8'));
+  await c.query(REKEY);
   await c.query('COMMIT');
 }
 
@@ -123,16 +123,16 @@ test('migration 0029 makes them one lead: one link, one claim per milestone (set
   // (the records under the old key stay, stamped with the repair as why: history; M1 was
   // set aside, M5 lives on under NB-1, recorded there)
   t.deepEqual(await db.query(`SELECT lead_source_pk, milestone, status, unsettled_to, unsettled_note LIKE 'ops.repair_lead_keys (run %): migration 0029%' AS noted
-                              FROM canon.claims_settled WHERE unsettled_at IS NOT NULL ORDER BY 1, 2`),
+                              FROM canon_internal.claims_settled WHERE unsettled_at IS NOT NULL ORDER BY 1, 2`),
     [{ lead_source_pk: 'NB-1\t', milestone: 1, status: 'paid', unsettled_to: 'deleted', noted: true },
      { lead_source_pk: 'NB-1\t', milestone: 5, status: 'paid', unsettled_to: 'deleted', noted: true }]);
-  t.deepEqual(await db.query(`SELECT lead_source_pk, milestone, status FROM canon.claims_settled WHERE unsettled_at IS NULL ORDER BY 1, 2`), [
+  t.deepEqual(await db.query(`SELECT lead_source_pk, milestone, status FROM canon_internal.claims_settled WHERE unsettled_at IS NULL ORDER BY 1, 2`), [
     { lead_source_pk: 'NB-1', milestone: 1, status: 'paid' },
     { lead_source_pk: 'NB-1', milestone: 5, status: 'paid' },
     { lead_source_pk: 'NB-1', milestone: 25, status: 'rejected' },
   ]);
-  t.deepEqual(await db.query(`SELECT lead_id, lead_source_pk FROM canon.lead_keys ORDER BY 1`), ids.map((id) => ({ lead_id: id, lead_source_pk: 'NB-1' })));
-  t.deepEqual(await db.query(`SELECT lead_id, lead_source_pk FROM canon.cabinet_lead_state ORDER BY 1`), ids.map((id) => ({ lead_id: id, lead_source_pk: 'NB-1' })));
+  t.deepEqual(await db.query(`SELECT lead_id, lead_source_pk FROM canon_internal.lead_keys ORDER BY 1`), ids.map((id) => ({ lead_id: id, lead_source_pk: 'NB-1' })));
+  t.deepEqual(await db.query(`SELECT lead_id, lead_source_pk FROM canon_internal.cabinet_lead_state ORDER BY 1`), ids.map((id) => ({ lead_id: id, lead_source_pk: 'NB-1' })));
   t.deepEqual(await db.query(`SELECT origin_source_id FROM canon.identity_origin`), [{ origin_source_id: 'NB-1' }]);
 
   // Recorded: a run with what it did, the removed link in the identity audit with the note.
@@ -217,18 +217,18 @@ test('a key of blanks only: each lead row is keyed by its id, the first keeps wh
   const third = await insertLead(db, { external_id: '\t' });
   await db.query(`SELECT canon.key_changed_leads(NULL)`);
   const person = await linkPerson(db, ['\t'], [{ driverId: 'D-4' }]);
-  await db.query(`DELETE FROM canon.lead_keys_pending`); // evaluated: linked under '\t'
+  await db.query(`DELETE FROM canon_internal.lead_keys_pending`); // evaluated: linked under '\t'
   await db.query(NEW_DEFINITION);
 
   const r = await repair(db);
   t.like(r, { keys_rekeyed: 2, links_rekeyed: 1, leads_pending: 2 });
   t.deepEqual(await leadLinks(db), [{ source_pk: String(first), person_key: person }]);
-  t.deepEqual(await db.query(`SELECT lead_id, lead_source_pk FROM canon.lead_keys ORDER BY 1`), [
+  t.deepEqual(await db.query(`SELECT lead_id, lead_source_pk FROM canon_internal.lead_keys ORDER BY 1`), [
     { lead_id: first, lead_source_pk: String(first) },
     { lead_id: second, lead_source_pk: String(second) },
     { lead_id: third, lead_source_pk: String(third) },
   ]);
-  t.deepEqual((await db.query<{ lead_id: number }>(`SELECT lead_id FROM canon.lead_keys_pending ORDER BY 1`)).map((x) => x.lead_id), [second, third]);
+  t.deepEqual((await db.query<{ lead_id: number }>(`SELECT lead_id FROM canon_internal.lead_keys_pending ORDER BY 1`)).map((x) => x.lead_id), [second, third]);
   t.deepEqual(await violations(db), []);
 });
 

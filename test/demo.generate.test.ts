@@ -4,7 +4,7 @@
 import test from 'ava';
 import { generateDemoData, type DemoOptions } from '../src/demo.js';
 import { createLogger } from '../src/logger.js';
-import { createTestDb, type TestDb } from './helpers/db.js';
+import { createTestDb, one, type TestDb } from './helpers/db.js';
 
 const log = createLogger({ logLevel: 'silent', logFormat: 'json' });
 const OPTS: DemoOptions = { seed: 42, leads: 2000, drivers: 5000, tripDays: 30, reset: false };
@@ -18,11 +18,6 @@ let summaryB: Record<string, number>;
 async function generate(db: TestDb, opts: DemoOptions): Promise<Record<string, number>> {
   const client = await db.connect();
   return generateDemoData(client, opts, log);
-}
-
-async function one<T>(db: TestDb, sql: string, params?: unknown[]): Promise<T> {
-  const rows = await db.query<{ v: T }>(sql, params);
-  return rows[0]!.v;
 }
 
 async function num(db: TestDb, sql: string, params?: unknown[]): Promise<number> {

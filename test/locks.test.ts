@@ -4,7 +4,7 @@
 import test from 'ava';
 import pg from 'pg';
 import { boundLockWaits, boundedQueryable, LOCK_TIMEOUT_MS } from '../src/locks.js';
-import { freshDb } from './helpers/scenario.js';
+import { freshDb } from './helpers/db.js';
 
 test('the session bound is 30 s, unless the session asked for less', async (t) => {
   const db = await freshDb(t, 'locks_session');

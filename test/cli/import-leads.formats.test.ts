@@ -12,15 +12,9 @@ import ExcelJS from 'exceljs';
 import JSZip from 'jszip';
 import { PROJECT_ROOT } from '../../src/config.js';
 import { errorLine, runCli } from '../helpers/cli.js';
-import { createTestDb, type TestDb } from '../helpers/db.js';
+import { freshDb, type TestDb } from '../helpers/db.js';
 
 const fixture = (name: string) => path.join(PROJECT_ROOT, 'test', 'fixtures', 'import', name);
-
-async function withDb(t: ExecutionContext): Promise<TestDb> {
-  const db = await createTestDb('import_formats');
-  t.teardown(() => db.drop());
-  return db;
-}
 
 function tempDir(t: ExecutionContext): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'import-formats-'));
@@ -63,7 +57,7 @@ test('a CSV saved by Excel on a Spanish Windows (Windows-1252, ";", day-first da
   t.false(isUtf8(raw), 'the fixture is not UTF-8');
   t.true(raw.includes(Buffer.from([0x4d, 0x75, 0xf1, 0x6f, 0x7a])), 'the fixture holds "Muñoz" in Windows-1252 (ñ = 0xF1)');
   t.true(raw.includes(Buffer.from('\r\n')) && raw[0] === 0x65, 'CRLF line ends, no BOM');
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import_formats');
 
   const r = await importLeads(db, [fixture('excel_es_windows1252.csv')]);
   t.is(r.code, 1, r.stderr);
@@ -85,7 +79,7 @@ test('a CSV saved by Excel on a Spanish Windows (Windows-1252, ";", day-first da
 });
 
 test('UTF-8 without BOM, tab-separated: detected; the summary says how the file was read', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import_formats');
   const file = tempFile(t, 'utf8_tab.csv', 'external_id\tlead_created_at\tfirst_name\nu-001\t20/11/2026 9:15:07\tÑandú\nu-002\t2026-11-21\tZoë "Zo" Pérez\n');
   const r = await importLeads(db, [file, '--json']);
   t.is(r.code, 0, r.stderr);
@@ -94,12 +88,12 @@ test('UTF-8 without BOM, tab-separated: detected; the summary says how the file 
     ['u-001', '2026-11-20 09:15:07', 'Ñandú'],
     ['u-002', '2026-11-21 00:00:00', 'Zoë "Zo" Pérez'],
   ]);
-  const text = await importLeads(await withDb(t), [file]);
+  const text = await importLeads(await freshDb(t, 'import_formats'), [file]);
   t.is(text.stdout.split('\n')[0], `${file}: CSV, UTF-8 (detected), delimiter tab`);
 });
 
 test('Excel\'s "Unicode text" (UTF-16LE with BOM, tab-separated) loads', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import_formats');
   const body = 'external_id\tlead_created_at\tfirst_name\tlast_name\r\nw-001\t20/11/2026 9:15\tÁngel\tNúñez\r\nw-002\t21/11/2026 10:00\t李\tДмитрий\r\n';
   const file = tempFile(t, 'unicode.txt', Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(body, 'utf16le')]));
   const r = await importLeads(db, [file]);
@@ -112,7 +106,7 @@ test('Excel\'s "Unicode text" (UTF-16LE with BOM, tab-separated) loads', async (
 });
 
 test('a plain "CSV (comma delimited)" from Excel (Windows-1252, ",") loads with its accents', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import_formats');
   const r = await importLeads(db, [fixture('latin1.csv')]);
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout.split('\n')[0], `${fixture('latin1.csv')}: CSV, Windows-1252 (detected), delimiter ","`);
@@ -120,7 +114,7 @@ test('a plain "CSV (comma delimited)" from Excel (Windows-1252, ",") loads with 
 });
 
 test('a file that turns from UTF-8 to Windows-1252 is refused naming both lines; --encoding windows-1252 reads it as told', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import_formats');
   const file = tempFile(t, 'mixed.csv', Buffer.concat([
     Buffer.from('external_id,lead_created_at,first_name\nm-001,2026-11-20,José\nm-002,2026-11-20,Luis\n', 'utf8'),
     Buffer.from('m-003,2026-11-20,Peña\n', 'latin1'),
@@ -140,7 +134,7 @@ test('a file that turns from UTF-8 to Windows-1252 is refused naming both lines;
 });
 
 test('a byte that is no Windows-1252 character (0x81) is refused with its offset and line', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import_formats');
   const file = tempFile(t, 'oem.csv', Buffer.from('external_id,lead_created_at,first_name\nx-1,2026-11-20,Pe\xf1a\nx-2,2026-11-20,Ca\x81a\n', 'latin1'));
   const r = await importLeads(db, [file]);
   t.is(r.code, 2, r.stderr);
@@ -148,7 +142,7 @@ test('a byte that is no Windows-1252 character (0x81) is refused with its offset
 });
 
 test('--delimiter and --encoding force what detection would guess; bad values are usage errors', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import_formats');
   // a header that is one column under ',' and ';' alike: forced, the ; inside the name splits
   const file = tempFile(t, 'forced.csv', 'external_id|lead_created_at|first_name\nf-1|2026-11-20|Ana; María\n');
   const r = await importLeads(db, [file, '--delimiter', '|']);
@@ -197,7 +191,7 @@ test('an xlsx workbook: date cells and serial numbers as wall-clock times whatev
   await leadsWorkbook(file);
   const byZone: Row[][] = [];
   for (const tz of ['America/Lima', 'Asia/Tokyo', 'UTC']) {
-    const db = await withDb(t);
+    const db = await freshDb(t, 'import_formats');
     const r = await importLeads(db, [file], { TZ: tz });
     t.is(r.code, 1, r.stderr);
     t.is(r.stdout.split('\n')[0], `${file}: xlsx, sheet "Leads", rows numbered as in the sheet`);
@@ -221,7 +215,7 @@ test('an xlsx workbook: date cells and serial numbers as wall-clock times whatev
 test('an xlsx workbook in the 1904 date system: date cells and serial numbers read in it', async (t) => {
   const file = path.join(tempDir(t), 'mac.xlsx');
   await leadsWorkbook(file, { date1904: true });
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import_formats');
   const r = await importLeads(db, [file]);
   t.is(r.code, 1, r.stderr);
   // (the serial 46346.75 is 1462 days later in the 1904 system)
@@ -234,7 +228,7 @@ test('an xlsx workbook in the 1904 date system: date cells and serial numbers re
 test('--sheet reads another sheet; an unknown sheet is named with the sheets there are', async (t) => {
   const file = path.join(tempDir(t), 'two.xlsx');
   await leadsWorkbook(file);
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import_formats');
   const r = await importLeads(db, [file, '--sheet', 'Notas', '--json']);
   t.is(r.code, 0, r.stderr);
   t.like(JSON.parse(r.stdout), { format: 'xlsx', sheet: 'Notas', encoding: null, delimiter: null, inserted: 1 });
@@ -272,7 +266,7 @@ test('the sheet and its rows are the same whatever order the writer put the work
     const copy = path.join(dir, `${label.replace(' ', '_')}.xlsx`);
     await reordered(file, copy, order);
     for (const args of [[], ['--sheet', 'Notas']]) {
-      const db = await withDb(t);
+      const db = await freshDb(t, 'import_formats');
       const r = await importLeads(db, [copy, ...args, '--json']);
       const sheet = args.length ? 'Notas' : 'Leads';
       t.is(r.code, sheet === 'Leads' ? 1 : 0, `${label} ${sheet}: ${r.stderr}`);
@@ -288,7 +282,7 @@ test('the sheet and its rows are the same whatever order the writer put the work
 });
 
 test('workbooks the import cannot read: .xls, a truncated .xlsx, a .xlsx that is not a zip', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import_formats');
   const dir = tempDir(t);
   const good = path.join(dir, 'good.xlsx');
   await leadsWorkbook(good);

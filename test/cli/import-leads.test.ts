@@ -6,16 +6,10 @@ import path from 'node:path';
 import test from 'ava';
 import { PROJECT_ROOT } from '../../src/config.js';
 import { errorLine, runCli } from '../helpers/cli.js';
-import { createTestDb, type TestDb } from '../helpers/db.js';
+import { freshDb, type TestDb } from '../helpers/db.js';
 
 const FIXTURES = path.join(PROJECT_ROOT, 'test', 'fixtures', 'import');
 const fixture = (name: string) => path.join(FIXTURES, name);
-
-async function withDb(t: { teardown(fn: () => Promise<void>): void }): Promise<TestDb> {
-  const db = await createTestDb('import');
-  t.teardown(() => db.drop());
-  return db;
-}
 
 /** A real file in a temporary folder (removed after the test), for content too big or too invisible to commit. */
 function tempFile(t: { teardown(fn: () => void): void }, name: string, content: string): string {
@@ -52,7 +46,7 @@ test('loads a file with a BOM, Windows line endings, quoted commas, quotes and l
   const raw = readFileSync(fixture('bom_crlf.csv'));
   t.deepEqual([...raw.subarray(0, 3)], [0xef, 0xbb, 0xbf], 'the fixture starts with a UTF-8 BOM');
   t.true(raw.toString('utf8').includes('\r\n'), 'the fixture has Windows line endings (check .gitattributes if not)');
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import');
 
   const r = await importLeads(db, [fixture('bom_crlf.csv')]);
   t.is(r.code, 0, r.stderr);
@@ -72,7 +66,7 @@ test('loads a file with a BOM, Windows line endings, quoted commas, quotes and l
 });
 
 test('reports every broken row with its line number and reason, loads the valid rows, exits 1', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import');
   const r = await importLeads(db, [fixture('broken.csv')]);
   t.is(r.code, 1, r.stderr);
   const reported = r.stdout.split('\n').filter((l) => l.startsWith('line '));
@@ -97,7 +91,7 @@ test('reports every broken row with its line number and reason, loads the valid 
 });
 
 test('a NUL character (never storable in PostgreSQL text) rejects its row', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import');
   const r = await importLeads(db, [fixture('nul_char.csv')]);
   t.is(r.code, 1, r.stderr);
   t.regex(r.stdout, /^line 2: first_name contains a NUL character$/m);
@@ -105,7 +99,7 @@ test('a NUL character (never storable in PostgreSQL text) rejects its row', asyn
 });
 
 test('--strict loads nothing when a row is rejected', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import');
   const r = await importLeads(db, [fixture('broken.csv'), '--strict']);
   t.is(r.code, 1);
   t.regex(r.stdout, /--strict: nothing loaded because 8 row\(s\) were rejected; read 10, would insert 2/);
@@ -119,7 +113,7 @@ test('--strict loads nothing when a row is rejected', async (t) => {
 });
 
 test('never duplicates an external_id already in the table or earlier in the file', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import');
   t.is((await importLeads(db, [fixture('already.csv')])).code, 0);
   const r = await importLeads(db, [fixture('duplicates.csv')]);
   t.is(r.code, 0, r.stderr);
@@ -136,7 +130,7 @@ test('never duplicates an external_id already in the table or earlier in the fil
   t.like(s, { inserted: 0, duplicates: 6 });
   t.is((await leads(db)).length, 4);
 
-  const first = JSON.parse((await importLeads(await withDb(t), [fixture('duplicates.csv'), '--json'])).stdout) as typeof s;
+  const first = JSON.parse((await importLeads(await freshDb(t, 'import'), [fixture('duplicates.csv'), '--json'])).stdout) as typeof s;
   t.deepEqual(first.duplicate_examples, [
     { line: 4, external_id: 'dup-001', first_line: 2 },
     { line: 7, external_id: 'dup-002', first_line: 3 },
@@ -144,7 +138,7 @@ test('never duplicates an external_id already in the table or earlier in the fil
 });
 
 test('--dry-run checks everything and writes nothing but the run log', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import');
   const r = await importLeads(db, [fixture('bom_crlf.csv'), '--dry-run']);
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /dry run, nothing written: read 4, would insert 4, duplicates 0, rejected 0/);
@@ -154,7 +148,7 @@ test('--dry-run checks everything and writes nothing but the run log', async (t)
 });
 
 test('--delimiter reads a ;-separated export', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import');
   const r = await importLeads(db, [fixture('semicolon.csv'), '--delimiter', ';']);
   t.is(r.code, 0, r.stderr);
   t.deepEqual((await leads(db)).map((l) => [l.external_id, l.first_name]), [['sc-001', 'Ana'], ['sc-002', 'Ruiz; Luis']]);
@@ -171,7 +165,7 @@ for (const [label, args, code, pattern] of [
   ['an unknown flag', ['bom_crlf.csv', '--fast'], 2, /Unknown option '--fast'/],
 ] as const) {
   test(`${label} exits ${code} with a one-line message, nothing loaded`, async (t) => {
-    const db = await withDb(t);
+    const db = await freshDb(t, 'import');
     const r = await importLeads(db, args.map((a) => (a.endsWith('.csv') && a !== 'no-such-file.csv' ? fixture(a) : a)));
     t.is(r.code, code, r.stderr);
     t.regex(errorLine(r), pattern);
@@ -180,7 +174,7 @@ for (const [label, args, code, pattern] of [
 }
 
 test('a field of 1,000,001 characters rejects its row, named by its line; the other rows load', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import');
   const file = tempFile(t, 'long_field.csv', [
     'external_id,lead_created_at,first_name',
     'long-002,2026-01-10,Ana',
@@ -198,7 +192,7 @@ test('a field of 1,000,001 characters rejects its row, named by its line; the ot
 });
 
 test('a record of over 16 million characters (a quote never closed) refuses the file, naming the line it starts on', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import');
   const junk = `${'x'.repeat(99)}\n`.repeat(170_000);
   const file = tempFile(t, 'runaway_quote.csv', `external_id,lead_created_at,first_name\nrq-002,2026-01-10,"two\nlines"\nrq-004,2026-01-10,"never closed\n${junk}`);
   const r = await importLeads(db, [file]);
@@ -210,7 +204,7 @@ test('a record of over 16 million characters (a quote never closed) refuses the 
 test('an LF header with CRLF rows: no \\r stored, the right line numbers', async (t) => {
   const raw = readFileSync(fixture('lf_header_crlf_rows.csv'), 'utf8');
   t.true(raw.startsWith('external_id,lead_created_at,first_name\ncrlf-001,2026-01-10,Ana\r\n'), 'the fixture has an LF header and CRLF rows (check .gitattributes if not)');
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import');
   const r = await importLeads(db, [fixture('lf_header_crlf_rows.csv')]);
   t.is(r.code, 1, r.stderr);
   t.deepEqual(r.stdout.split('\n').filter((l) => l.startsWith('line ')), [
@@ -220,7 +214,7 @@ test('an LF header with CRLF rows: no \\r stored, the right line numbers', async
 });
 
 test('a header cell with a line break or an ANSI escape is printed escaped, never raw', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import');
   const r = await importLeads(db, [fixture('header_controls.csv')]);
   t.is(r.code, 1, r.stderr);
   t.regex(r.stdout, /^ignored columns: "notes\\nsecond line" \(unknown column\), "\\u001b\[31mred\\u001b\[0m" \(unknown column\)$/m);
@@ -235,7 +229,7 @@ test('a header cell with a line break or an ANSI escape is printed escaped, neve
 });
 
 test('external ids that differ only by blanks at their ends are one lead (canon.lead_source_pk decides, not the import)', async (t) => {
-  const db = await withDb(t);
+  const db = await freshDb(t, 'import');
   const [b] = await db.query<{ blanks: string }>(`SELECT canon.blank_characters() AS blanks`);
   const blanks = [...b!.blanks];
   t.is(blanks.length, 29);

@@ -8,7 +8,7 @@
 import test from 'ava';
 import pg from 'pg';
 import { runCli } from '../helpers/cli.js';
-import { freshDb } from '../helpers/scenario.js';
+import { freshDb } from '../helpers/db.js';
 import { FAILPOINT_LOCK, emptyCrontab, seedDemo, startWorker, stopProcess, waitFor, waitForLog } from '../reliability/support.js';
 
 const JOB_LOCK = `hashtext('cabinet_leads'), hashtext('reconcile_cabinet_leads_pipeline')`;

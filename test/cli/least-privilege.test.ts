@@ -8,7 +8,7 @@ import path from 'node:path';
 import test from 'ava';
 import { runCli } from '../helpers/cli.js';
 import { loginRole } from '../helpers/roles.js';
-import { freshDb } from '../helpers/scenario.js';
+import { freshDb } from '../helpers/db.js';
 import { emptyCrontab, seedDemo, startWorker, stopProcess, waitFor } from '../reliability/support.js';
 
 function tempDir(t: { teardown(fn: () => void): void }): string {

@@ -6,7 +6,8 @@ import test from 'ava';
 import { insertClaims, leadWithClaimsLeftBehind } from '../helpers/claims.js';
 import { errorLine, runCli } from '../helpers/cli.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
-import { insertDriver, insertLead, linkOf, runPipeline, unmatchedOf } from '../helpers/rows.js';
+import { linkOf, runPipeline, unmatchedOf } from '../helpers/pipeline.js';
+import { insertDriver, insertLead } from '../helpers/rows.js';
 
 async function scenario(t: { teardown(fn: () => Promise<void>): void }): Promise<TestDb> {
   const db = await createTestDb('manual');
@@ -16,7 +17,7 @@ async function scenario(t: { teardown(fn: () => Promise<void>): void }): Promise
   await insertDriver(db, { driver_id: 'j', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
   await insertLead(db, { external_id: 'AMB', first_name: 'Ana', last_name: 'López', asset_plate_number: 'shf-001' });
   await insertLead(db, { external_id: 'OK', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
-  await insertLead(db, { external_id: 'JUNK', first_name: 'Prueba' });
+  await insertLead(db, { external_id: 'JUNK', first_name: 'Prueba', last_name: null });
   await runPipeline(db);
   return db;
 }

@@ -4,19 +4,18 @@
 import test from 'ava';
 import { runCli } from '../helpers/cli.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
-import { insertDriver, insertLead } from '../helpers/rows.js';
-import { addDays, addTrips, businessToday, tripsOnDays } from '../helpers/scenario.js';
+import { addDays, addTrips, businessToday, insertDriver, insertLead, tripsOnDays } from '../helpers/rows.js';
 
 let db: TestDb;
 test.before(async () => {
   db = await createTestDb('cli_summary');
   const today = await businessToday(db);
-  await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Perez', phone: '51977000001', hire_date: 'canon.business_today() - 10' });
-  await insertDriver(db, { driver_id: 'd2', first_name: 'Rosa', last_name: 'Vega Salas', car_number: 'ABC123', hire_date: 'canon.business_today() - 10' });
+  await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Perez', phone: '51977000001', hire_date: addDays(today, -10) });
+  await insertDriver(db, { driver_id: 'd2', first_name: 'Rosa', last_name: 'Vega Salas', car_number: 'ABC123', hire_date: addDays(today, -10) });
   await insertLead(db, { external_id: 'phone', first_name: 'Juan', last_name: 'Perez', park_phone: '977000001' });
   await insertLead(db, { external_id: 'plate', first_name: 'Rosa', last_name: 'Vega Salas', asset_plate_number: 'abc-123' });
-  await insertLead(db, { external_id: 'nokeys', first_name: 'Ana' });
-  await insertLead(db, { external_id: 'nobody', first_name: 'Luis', park_phone: '988000002' });
+  await insertLead(db, { external_id: 'nokeys', first_name: 'Ana', last_name: null });
+  await insertLead(db, { external_id: 'nobody', first_name: 'Luis', last_name: null, park_phone: '988000002' });
   // d1 reaches M1 and M5 in its lead's window (S/ 25 + S/ 35)
   await addTrips(db, 'd1', tripsOnDays(addDays(today, -2), [0, 1], 3));
 });

@@ -8,7 +8,7 @@ import { insertLead } from '../helpers/rows.js';
 
 async function leadsDb(label: string, n: number) {
   const db = await createTestDb(label);
-  for (let i = 0; i < n; i++) await insertLead(db, { external_id: `L${i}`, first_name: 'Ana', park_phone: `98800${String(i).padStart(4, '0')}` });
+  for (let i = 0; i < n; i++) await insertLead(db, { external_id: `L${i}`, first_name: 'Ana', last_name: null, park_phone: `98800${String(i).padStart(4, '0')}` });
   return db;
 }
 

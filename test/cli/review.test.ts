@@ -4,7 +4,8 @@ import { execFileSync } from 'node:child_process';
 import test from 'ava';
 import { errorLine, runCli } from '../helpers/cli.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
-import { insertDriver, insertLead, runPipeline } from '../helpers/rows.js';
+import { runPipeline } from '../helpers/pipeline.js';
+import { addDays, businessToday, insertDriver, insertLead } from '../helpers/rows.js';
 
 let db: TestDb;
 test.before(async () => {
@@ -14,7 +15,7 @@ test.before(async () => {
   await insertLead(db, { external_id: "AMB'1", first_name: 'Ana', last_name: 'López', asset_plate_number: 'shf-001' });
   await insertDriver(db, { driver_id: 'owner', first_name: 'Carmen', last_name: 'Salas', car_number: 'WEA004' });
   await insertLead(db, { external_id: 'WEAK', first_name: 'Jorge', last_name: 'Tello', asset_plate_number: 'WEA004',
-                         lead_created_at: `(canon.business_today() - 20)::timestamp + time '10:00'` });
+                         lead_created_at: `${addDays(await businessToday(db), -20)} 10:00` });
   await insertLead(db, { external_id: 'NONE', first_name: 'Rosa', last_name: 'Vega', park_phone: '944000004' });
   const run = await runPipeline(db);
   if (run.status !== 'COMPLETED') throw new Error(run.error_message ?? run.status);

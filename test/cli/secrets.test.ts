@@ -10,7 +10,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import test from 'ava';
 import { runCli, type CliResult } from '../helpers/cli.js';
-import { freshDb } from '../helpers/scenario.js';
+import { freshDb } from '../helpers/db.js';
 import { emptyCrontab, seedDemo, startWorker, stopProcess, waitFor, waitForLog } from '../reliability/support.js';
 
 interface Received {

@@ -92,7 +92,7 @@ export async function brokenInvariants(db: Db): Promise<{ invariant: string; exa
  * stays, carried by its driver link. Returns the old person_key.
  */
 export async function leadWithClaimsLeftBehind(db: TestDb, key: string, claims: ClaimInput[]): Promise<string> {
-  await insertLead(db, { external_id: key });
+  await insertLead(db, { external_id: key, first_name: null, last_name: null });
   const person = await linkPerson(db, [key], [{ driverId: `d-old-${key}` }]);
   await insertClaims(db, key, person, `d-old-${key}`, claims);
   await db.query(`DELETE FROM canon.identity_links WHERE source_table = 'module_ct_cabinet_leads' AND source_pk = $1`, [key]);

@@ -1,6 +1,7 @@
 // Test databases: one per test file (or per test when isolation needs it), cloned from
 // the migrated template in milliseconds, dropped afterwards. Real PostgreSQL always.
 import { randomBytes } from 'node:crypto';
+import type { ExecutionContext } from 'ava';
 import pg from 'pg';
 import { ADMIN_URL, TEMPLATE_DB, urlFor } from './env.js';
 
@@ -72,4 +73,33 @@ export async function cloneDatabase(template: string, label: string): Promise<Te
       await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
     },
   };
+}
+
+/** A fresh database for fn (cloned from the template), dropped after it, also when fn throws. */
+export async function withDb<T>(label: string, fn: (db: TestDb) => Promise<T>): Promise<T> {
+  const db = await createTestDb(label);
+  try {
+    return await fn(db);
+  } finally {
+    await db.drop();
+  }
+}
+
+/** A database of its own for one test, dropped at the test's teardown (for tests that assert totals). */
+export async function freshDb(t: ExecutionContext, label: string): Promise<TestDb> {
+  const db = await createTestDb(label);
+  t.teardown(() => db.drop());
+  return db;
+}
+
+/** Column v of the first row of a query. */
+export async function one<T>(db: Pick<TestDb, 'query'>, sql: string, params?: unknown[]): Promise<T> {
+  const [r] = await db.query<{ v: T }>(sql, params);
+  return r!.v;
+}
+
+/** Column n of the first row of a query (a count), as a number. */
+export async function count(db: Pick<TestDb, 'query'>, sql: string, params: unknown[] = []): Promise<number> {
+  const [r] = await db.query<{ n: string }>(sql, params);
+  return Number(r!.n);
 }

@@ -51,3 +51,17 @@ export async function blockedBy(db: Pick<TestDb, 'query'>, s: Started<unknown>, 
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
+
+/** The advisory lock a 'wait:<point>' failpoint waits on (canon.failpoint). */
+export const FAILPOINT_LOCK = `hashtext('cabinet_leads'), hashtext('failpoint')`;
+
+/** Polls fn every 100 ms until it returns a value (not undefined); fails after ms. */
+export async function waitFor<T>(fn: () => Promise<T | undefined>, what: string, ms = 30_000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

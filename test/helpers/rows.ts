@@ -1,21 +1,93 @@
-// Builders for source rows in tests: a lead or a driver with sensible defaults, so a
-// test states only the fields its behaviour depends on.
+// Builders for the upstream source rows in tests: a lead (public.module_ct_cabinet_leads),
+// a driver (public.drivers), trip rows (public.summary_daily), with defaults for what a test
+// does not state. One builder per table, its input named after the table's columns
+// (external_id, park_phone, asset_plate_number, lead_created_at) rather than camelCase
+// aliases: a call reads as the row it inserts, in the words of the SQL the test asserts
+// with, and a lead's park_phone is never mistaken for a driver's phone. Inputs are values,
+// never SQL. A lead returns { id, key }, the key being what links, claims and views use.
+// Importing this module makes pg return date columns as 'YYYY-MM-DD' strings.
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import type { TestDb } from './db.js';
+
+pg.types.setTypeParser(pg.types.builtins.DATE, (v) => v);
+
+type Db = Pick<TestDb, 'query'>;
 
 export const TARGET_PARK = '08e20910d81d42658d4334d3f6d10ac0';
 
+/** A short unique suffix for keys of one scenario. */
+export function uid(prefix: string): string {
+  return `${prefix}-${randomBytes(5).toString('hex')}`;
+}
+
+/** The business "today" (canon.business_today()), as YYYY-MM-DD. */
+export async function businessToday(db: Db): Promise<string> {
+  const [r] = await db.query<{ d: string }>(`SELECT canon.business_today()::text AS d`);
+  return r!.d;
+}
+
+/** date + n days, on YYYY-MM-DD strings (calendar arithmetic, no time zone involved). */
+export function addDays(date: string, n: number): string {
+  const d = new Date(`${date}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() + n);
+  return d.toISOString().slice(0, 10);
+}
+
+/** YYYY-MM-DD as summary_daily's other format, DD-MM-YYYY. */
+export function dmy(date: string): string {
+  const [y, m, d] = date.split('-');
+  return `${d}-${m}-${y}`;
+}
+
 export interface LeadRow {
+  /** default: a unique key (uid('L')); null or blank makes the key the integer id */
   external_id?: string | null;
-  lead_created_at?: string | null; // SQL expression, default: two days ago
+  /**
+   * default: two days before the business today at 10:00; a YYYY-MM-DD date means 10:30
+   * that day; any other string is a timestamp ('2026-03-08 23:59:59', 'infinity'); null: no date
+   */
+  lead_created_at?: string | null;
+  /** default 'Juan' */
   first_name?: string | null;
   middle_name?: string | null;
+  /** default 'Perez' */
   last_name?: string | null;
   park_phone?: string | null;
   asset_plate_number?: string | null;
 }
 
+export interface Lead {
+  id: number;
+  /** canon.lead_source_pk(external_id, id): the key links, claims and the views use */
+  key: string;
+}
+
+export async function insertLead(db: Db, lead: LeadRow = {}): Promise<Lead> {
+  const at = lead.lead_created_at;
+  const [r] = await db.query<Lead>(
+    `INSERT INTO public.module_ct_cabinet_leads
+       (external_id, lead_created_at, first_name, middle_name, last_name, park_phone, asset_plate_number)
+     VALUES ($1, coalesce($2::timestamp, CASE WHEN $3 THEN (canon.business_today() - 2)::timestamp + time '10:00' END),
+             $4, $5, $6, $7, $8)
+     RETURNING id, canon.lead_source_pk(external_id, id) AS key`,
+    [
+      lead.external_id === undefined ? uid('L') : lead.external_id,
+      at === undefined || at === null ? null : /^\d{4}-\d{2}-\d{2}$/.test(at) ? `${at} 10:30:00` : at,
+      at === undefined,
+      lead.first_name === undefined ? 'Juan' : lead.first_name,
+      lead.middle_name ?? null,
+      lead.last_name === undefined ? 'Perez' : lead.last_name,
+      lead.park_phone ?? null,
+      lead.asset_plate_number ?? null,
+    ],
+  );
+  return r!;
+}
+
 export interface DriverRow {
   driver_id: string;
+  /** default TARGET_PARK */
   park_id?: string;
   first_name?: string | null;
   middle_name?: string | null;
@@ -24,63 +96,48 @@ export interface DriverRow {
   phone?: string | null;
   car_number?: string | null;
   license_number?: string | null;
-  hire_date?: string | null; // SQL expression, default: yesterday
+  /** YYYY-MM-DD; default: the day before the business today; null: no hire date */
+  hire_date?: string | null;
 }
 
-export async function insertLead(db: TestDb, lead: LeadRow): Promise<number> {
-  const rows = await db.query<{ id: number }>(
-    `INSERT INTO public.module_ct_cabinet_leads
-       (external_id, lead_created_at, first_name, middle_name, last_name, park_phone, asset_plate_number)
-     VALUES ($1, ${lead.lead_created_at === undefined ? `(canon.business_today() - 2)::timestamp + time '10:00'` : lead.lead_created_at === null ? 'NULL' : lead.lead_created_at},
-             $2, $3, $4, $5, $6)
-     RETURNING id`,
-    [lead.external_id ?? null, lead.first_name ?? null, lead.middle_name ?? null, lead.last_name ?? null, lead.park_phone ?? null, lead.asset_plate_number ?? null],
-  );
-  return rows[0]!.id;
-}
-
-export async function insertDriver(db: TestDb, d: DriverRow): Promise<void> {
+export async function insertDriver(db: Db, d: DriverRow): Promise<void> {
   await db.query(
     `INSERT INTO public.drivers (driver_id, park_id, first_name, middle_name, last_name, full_name, phone, car_number, license_number, hire_date)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ${d.hire_date === undefined ? 'canon.business_today() - 1' : d.hire_date === null ? 'NULL' : d.hire_date})`,
-    [d.driver_id, d.park_id ?? TARGET_PARK, d.first_name ?? null, d.middle_name ?? null, d.last_name ?? null, d.full_name ?? null, d.phone ?? null, d.car_number ?? null, d.license_number ?? null],
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10::date, CASE WHEN $11 THEN canon.business_today() - 1 END))`,
+    [
+      d.driver_id, d.park_id ?? TARGET_PARK, d.first_name ?? null, d.middle_name ?? null, d.last_name ?? null, d.full_name ?? null,
+      d.phone ?? null, d.car_number ?? null, d.license_number ?? null, d.hire_date ?? null, d.hire_date === undefined,
+    ],
   );
 }
 
-export interface RunResult {
-  id: number;
-  status: string;
-  stats: Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-  error_message: string | null;
+export interface TripRow {
+  /** date_file exactly as stored upstream (either format, or junk) */
+  dateFile: string | null;
+  trips: number;
 }
 
-export async function runPipeline(db: TestDb, args = 'p_days_back => 30, p_limit => 2000'): Promise<RunResult> {
-  const c = await db.pool.connect();
-  try {
-    const res = await c.query<{ run: RunResult }>(`CALL ops.reconcile_cabinet_leads_pipeline(${args})`);
-    return res.rows[0]!.run;
-  } finally {
-    c.release();
-  }
-}
-
-export async function linkOf(db: TestDb, leadKey: string): Promise<{ match_rule: string; driver_id: string | null; person_key: string } | undefined> {
-  const rows = await db.query<{ match_rule: string; driver_id: string | null; person_key: string }>(
-    `SELECT l.match_rule, l.person_key::text,
-            (SELECT d.source_pk FROM canon.identity_links d
-             WHERE d.source_table = 'drivers' AND d.person_key = l.person_key ORDER BY d.linked_at DESC, d.source_pk LIMIT 1) AS driver_id
-     FROM canon.identity_links l
-     WHERE l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = $1`,
-    [leadKey],
+/** Trip rows of one driver in summary_daily (an hour of work each). */
+export async function addTrips(db: Db, driverId: string | null, rows: TripRow[]): Promise<void> {
+  if (rows.length === 0) return;
+  // The pipeline notices new trip rows through the table's cumulative statistics
+  // (canon.summary_daily_fingerprint); a busy backend publishes them up to seconds after
+  // its commit, so the test's insert publishes them before it returns.
+  await db.query(
+    `WITH ins AS (
+       INSERT INTO public.summary_daily (driver_id, date_file, count_orders_completed, sum_work_time_seconds)
+       SELECT $1, r.date_file, r.trips, 3600
+       FROM unnest($2::text[], $3::integer[]) AS r (date_file, trips)
+       RETURNING 1)
+     SELECT count(*), pg_stat_force_next_flush() FROM ins`,
+    [driverId, rows.map((r) => r.dateFile), rows.map((r) => r.trips)],
   );
-  return rows[0];
 }
 
-export async function unmatchedOf(db: TestDb, leadKey: string): Promise<{ reason_code: string; status: string; attempts: number; candidates: { driver_id: string; reject_reason: string | null }[] } | undefined> {
-  const rows = await db.query<{ reason_code: string; status: string; attempts: number; candidates: { driver_id: string; reject_reason: string | null }[] }>(
-    `SELECT reason_code, status, attempts, candidates FROM canon.identity_unmatched
-     WHERE source_table = 'module_ct_cabinet_leads' AND source_pk = $1`,
-    [leadKey],
-  );
-  return rows[0];
+/** One trip row per day offset from the lead date, alternating the two date formats. */
+export function tripsOnDays(leadDate: string, offsets: number[], tripsPerDay = 1): TripRow[] {
+  return offsets.map((o, i) => {
+    const day = addDays(leadDate, o);
+    return { dateFile: i % 2 === 0 ? day : dmy(day), trips: tripsPerDay };
+  });
 }

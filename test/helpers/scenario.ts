@@ -1,84 +1,13 @@
-// Hand-built scenarios for the trips, claims and limbo tests: a lead, a person linked to it
-// and to its drivers (in one transaction, as the invariant triggers require), trip rows in
-// summary_daily, dates relative to the business "today". Every builder makes its own
-// unique keys, so tests sharing one database do not see each other's leads.
-// Importing this module makes pg return date columns as 'YYYY-MM-DD' strings.
-import { randomBytes } from 'node:crypto';
-import type { ExecutionContext } from 'ava';
-import pg from 'pg';
-import { createTestDb, type TestDb } from './db.js';
-
-pg.types.setTypeParser(pg.types.builtins.DATE, (v) => v);
+// Hand-built scenarios for the trips, claims and limbo tests: a person linked to leads and
+// drivers (in one transaction, as the invariant triggers require), a lead already linked with
+// its trips, claims generated as step 7 does, and what the limbo view and the claims table
+// hold for a lead. The source rows themselves come from rows.ts (its builders make unique
+// keys, so tests sharing one database do not see each other's leads).
+// Importing this module (through rows.ts) makes pg return date columns as 'YYYY-MM-DD' strings.
+import type { TestDb } from './db.js';
+import { addTrips, insertLead, uid, type Lead, type LeadRow, type TripRow } from './rows.js';
 
 type Db = Pick<TestDb, 'query' | 'connect'>;
-
-/** A database of its own for one test (dropped after it), for tests that assert totals. */
-export async function freshDb(t: ExecutionContext, label: string): Promise<TestDb> {
-  const db = await createTestDb(label);
-  t.teardown(() => db.drop());
-  return db;
-}
-
-/** A short unique suffix for keys of one scenario. */
-export function uid(prefix: string): string {
-  return `${prefix}-${randomBytes(5).toString('hex')}`;
-}
-
-/** The business "today" (canon.business_today()), as YYYY-MM-DD. */
-export async function businessToday(db: Db): Promise<string> {
-  const [r] = await db.query<{ d: string }>(`SELECT canon.business_today()::text AS d`);
-  return r!.d;
-}
-
-/** date + n days, on YYYY-MM-DD strings (calendar arithmetic, no time zone involved). */
-export function addDays(date: string, n: number): string {
-  const d = new Date(`${date}T00:00:00Z`);
-  d.setUTCDate(d.getUTCDate() + n);
-  return d.toISOString().slice(0, 10);
-}
-
-/** YYYY-MM-DD as summary_daily's other format, DD-MM-YYYY. */
-export function dmy(date: string): string {
-  const [y, m, d] = date.split('-');
-  return `${d}-${m}-${y}`;
-}
-
-export interface LeadInput {
-  /** NULL or blank makes the key the integer id */
-  externalId?: string | null;
-  /** YYYY-MM-DD (10:30 that day) or a full timestamp; null for a lead without lead_created_at */
-  createdAt: string | null;
-  firstName?: string | null;
-  middleName?: string | null;
-  lastName?: string | null;
-  phone?: string | null;
-  plate?: string | null;
-}
-
-export interface Lead {
-  id: number;
-  key: string;
-}
-
-export async function insertLead(db: Db, lead: LeadInput): Promise<Lead> {
-  const createdAt = lead.createdAt === null ? null : lead.createdAt.length === 10 ? `${lead.createdAt} 10:30:00` : lead.createdAt;
-  const [r] = await db.query<{ id: number; key: string }>(
-    `INSERT INTO public.module_ct_cabinet_leads
-       (external_id, lead_created_at, first_name, middle_name, last_name, park_phone, asset_plate_number)
-     VALUES ($1, $2::timestamp, $3, $4, $5, $6, $7)
-     RETURNING id, canon.lead_source_pk(external_id, id) AS key`,
-    [
-      lead.externalId === undefined ? uid('L') : lead.externalId,
-      createdAt,
-      lead.firstName ?? 'Juan',
-      lead.middleName ?? null,
-      lead.lastName ?? 'Perez',
-      lead.phone ?? null,
-      lead.plate ?? null,
-    ],
-  );
-  return r!;
-}
 
 export interface DriverLink {
   driverId: string;
@@ -131,36 +60,6 @@ export async function addDriverLink(db: Db, personKey: string, driver: DriverLin
   );
 }
 
-export interface TripRow {
-  /** date_file exactly as stored upstream (either format, or junk) */
-  dateFile: string | null;
-  trips: number;
-}
-
-export async function addTrips(db: Db, driverId: string | null, rows: TripRow[]): Promise<void> {
-  if (rows.length === 0) return;
-  // The pipeline notices new trip rows through the table's cumulative statistics
-  // (canon.summary_daily_fingerprint); a busy backend publishes them up to seconds after
-  // its commit, so the test's insert publishes them before it returns.
-  await db.query(
-    `WITH ins AS (
-       INSERT INTO public.summary_daily (driver_id, date_file, count_orders_completed, sum_work_time_seconds)
-       SELECT $1, r.date_file, r.trips, 3600
-       FROM unnest($2::text[], $3::integer[]) AS r (date_file, trips)
-       RETURNING 1)
-     SELECT count(*), pg_stat_force_next_flush() FROM ins`,
-    [driverId, rows.map((r) => r.dateFile), rows.map((r) => r.trips)],
-  );
-}
-
-/** One trip row per day offset from the lead date, alternating the two date formats. */
-export function tripsOnDays(leadDate: string, offsets: number[], tripsPerDay = 1): TripRow[] {
-  return offsets.map((o, i) => {
-    const day = addDays(leadDate, o);
-    return { dateFile: i % 2 === 0 ? day : dmy(day), trips: tripsPerDay };
-  });
-}
-
 export interface LinkedLead extends Lead {
   personKey: string;
   driverId: string;
@@ -171,9 +70,9 @@ export interface LinkedLead extends Lead {
 export async function linkedLead(
   db: Db,
   leadDate: string,
-  opts: { trips?: TripRow[]; lead?: Partial<LeadInput>; driverId?: string } = {},
+  opts: { trips?: TripRow[]; lead?: LeadRow; driverId?: string } = {},
 ): Promise<LinkedLead> {
-  const lead = await insertLead(db, { ...opts.lead, createdAt: leadDate });
+  const lead = await insertLead(db, { ...opts.lead, lead_created_at: leadDate });
   const driverId = opts.driverId ?? uid('D');
   const personKey = await linkPerson(db, [lead.key], [{ driverId }]);
   await addTrips(db, driverId, opts.trips ?? []);

@@ -6,7 +6,7 @@ import test from 'ava';
 import { generateDemoData } from '../../src/demo.js';
 import { createLogger } from '../../src/logger.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
-import { runPipeline } from '../helpers/rows.js';
+import { runPipeline } from '../helpers/pipeline.js';
 import { LIMBO_VIEW_WEEKS_SQL } from '../helpers/scenario.js';
 
 const log = createLogger({ logLevel: 'silent', logFormat: 'json' });

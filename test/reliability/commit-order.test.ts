@@ -4,22 +4,10 @@
 // others commit, a subtransaction, a page freed by DELETE + VACUUM, an update in place, odd
 // timestamps), then checks the next run and the views, and that doctor finds nothing.
 import test from 'ava';
-import { runPipeline } from '../helpers/rows.js';
-import {
-  addDays,
-  addTrips,
-  businessToday,
-  claimsOf,
-  dmy,
-  freshDb,
-  insertLead,
-  limboRow,
-  linkedLead,
-  stateDrift,
-  tripsOnDays,
-  uid,
-} from '../helpers/scenario.js';
-import type { TestDb } from '../helpers/db.js';
+import { freshDb, type TestDb } from '../helpers/db.js';
+import { runPipeline } from '../helpers/pipeline.js';
+import { addDays, addTrips, businessToday, dmy, insertLead, tripsOnDays, uid } from '../helpers/rows.js';
+import { claimsOf, limboRow, linkedLead, stateDrift } from '../helpers/scenario.js';
 import { violations } from './support.js';
 
 async function run(db: TestDb): Promise<Record<string, any>> { // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -58,7 +46,7 @@ test('a lead committed after a higher id was read (two writers) is in the view a
     [addDays(today, -2)],
   )).rows as [{ id: number; key: string }];
   // Writer B inserts and commits a lead with a higher id; a run reads it.
-  const b = await insertLead(db, { externalId: 'ORDER-B', createdAt: addDays(today, -2) });
+  const b = await insertLead(db, { external_id: 'ORDER-B', lead_created_at: addDays(today, -2) });
   t.true(b.id > idA);
   await run(db);
   await a.query('COMMIT');
@@ -79,7 +67,7 @@ test('a lead written in a subtransaction of a transaction open across a run is r
   const db = await freshDb(t, 'order_subxact');
   const today = await businessToday(db);
   await addDriver(db, 'DRV-S', '51977000002', `, now(), now()`);
-  await insertLead(db, { createdAt: addDays(today, -3) });
+  await insertLead(db, { lead_created_at: addDays(today, -3) });
   await run(db);
   const w = await db.connect();
   await w.query('BEGIN');
@@ -103,7 +91,7 @@ test('a lead corrected in place (its phone) is keyed again and its unmatched lea
   const db = await freshDb(t, 'order_update_lead');
   const today = await businessToday(db);
   await addDriver(db, 'DRV-U', '51977000003', `, now() - interval '3 days', now() - interval '3 days'`);
-  const lead = await insertLead(db, { externalId: 'FIX-1', createdAt: addDays(today, -2), phone: '977999999' });
+  const lead = await insertLead(db, { external_id: 'FIX-1', lead_created_at: addDays(today, -2), park_phone: '977999999' });
   await run(db);
   t.like(await limboRow(db, lead.key), { limbo_stage: 'NO_IDENTITY', reason_code: 'NO_CANDIDATES' });
   await db.query(`UPDATE public.module_ct_cabinet_leads SET park_phone = '977000003' WHERE id = $1`, [lead.id]);
@@ -115,7 +103,7 @@ test('a lead corrected in place (its phone) is keyed again and its unmatched lea
 test('a lead re-keyed or re-dated upstream shows under its new key and date at once; the next run stores it so', async (t) => {
   const db = await freshDb(t, 'order_rekey');
   const today = await businessToday(db);
-  const lead = await insertLead(db, { externalId: 'OLD-KEY', createdAt: addDays(today, -5) });
+  const lead = await insertLead(db, { external_id: 'OLD-KEY', lead_created_at: addDays(today, -5) });
   await run(db);
   await db.query(`UPDATE public.module_ct_cabinet_leads SET external_id = 'NEW-KEY', lead_created_at = $2::date + time '08:00' WHERE id = $1`,
     [lead.id, addDays(today, -4)]);
@@ -211,7 +199,7 @@ test('drivers: one updated in 2099 hides no later driver; one without timestamps
   await addDriver(db, 'LATER', '51977000012', `, now(), now()`);
   await addDriver(db, 'LATER-NULL', '51977000013', `, NULL, NULL`);
   for (const [key, phone] of [['L-LATER', '977000012'], ['L-NULL', '977000013'], ['L-UNTIMED', '977000011']] as const) {
-    await insertLead(db, { externalId: key, createdAt: addDays(today, -1), phone });
+    await insertLead(db, { external_id: key, lead_created_at: addDays(today, -1), park_phone: phone });
   }
   const next = await run(db);
   t.like(next['driver_index'], { mode: 'incremental', drivers_with_future_timestamp: 1, drivers_without_timestamp: 2 });
@@ -248,8 +236,8 @@ test('the limbo view says what the tables say: a claim deleted or a link removed
 
 test('a lead whose lead_created_at is infinity is undated: in no limbo row, counted, and the report query does not fail', async (t) => {
   const db = await freshDb(t, 'order_infinity');
-  await insertLead(db, { externalId: uid('INF'), createdAt: 'infinity' });
-  await insertLead(db, { externalId: uid('NINF'), createdAt: '-infinity' });
+  await insertLead(db, { external_id: uid('INF'), lead_created_at: 'infinity' });
+  await insertLead(db, { external_id: uid('NINF'), lead_created_at: '-infinity' });
   const stats = await run(db);
   t.is(stats['match']['leads_without_lead_created_at'], 2);
   t.deepEqual(await db.query(`SELECT count(*)::int AS n FROM ops.v_cabinet_leads_limbo`), [{ n: 0 }]);

@@ -3,7 +3,7 @@
 // others are logged SKIPPED; the data equals what one run alone produces.
 import test from 'ava';
 import { createTestDb } from '../helpers/db.js';
-import { runPipeline } from '../helpers/rows.js';
+import { runPipeline } from '../helpers/pipeline.js';
 import {
   FAILPOINT_LOCK,
   canonFingerprint,

@@ -4,7 +4,7 @@
 import test from 'ava';
 import { runCli } from '../helpers/cli.js';
 import { createTestDb } from '../helpers/db.js';
-import { runPipeline } from '../helpers/rows.js';
+import { runPipeline } from '../helpers/pipeline.js';
 import { FAILPOINT_LOCK, canonFingerprint, runs, seedDemo, startProcess, violations, waitFor } from './support.js';
 
 const SEED = 82;

@@ -5,8 +5,8 @@
 // between runs, SQL-looking text). Every run completes, every bad row is accounted for in
 // the run's stats or a view, and nothing raises.
 import test from 'ava';
-import { createTestDb, type TestDb } from '../helpers/db.js';
-import { runPipeline, type RunResult } from '../helpers/rows.js';
+import { createTestDb, one, type TestDb } from '../helpers/db.js';
+import { runPipeline, type RunResult } from '../helpers/pipeline.js';
 import { leadKeysNotEvaluated, seedDemo, violations } from './support.js';
 
 const RUN = 'p_days_back => 30, p_limit => 100000';
@@ -67,11 +67,6 @@ INSERT INTO public.summary_daily (driver_id, date_file, count_orders_completed, 
 `;
 
 const GARBAGE_DATES_PER_DRIVER = 16;
-
-async function one<T>(db: TestDb, sql: string, params?: unknown[]): Promise<T> {
-  const [r] = await db.query<{ v: T }>(sql, params);
-  return r!.v;
-}
 
 /** Every ops view and operator function still answers over the hostile data. */
 async function readEverything(db: TestDb): Promise<Record<string, number>> {

@@ -11,10 +11,11 @@ import { PROJECT_ROOT } from '../../src/config.js';
 import { claimsOf, financeSettles, insertClaims, settledRecordsOf } from '../helpers/claims.js';
 import { runCli } from '../helpers/cli.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
-import { backendPid, blockedBy, start } from '../helpers/locks.js';
-import { insertLead, runPipeline } from '../helpers/rows.js';
-import { ADMIN_URL } from '../helpers/env.js';
+import { runPipeline } from '../helpers/pipeline.js';
+import { insertLead } from '../helpers/rows.js';
 import { linkPerson } from '../helpers/scenario.js';
+import { backendPid, blockedBy, start } from '../helpers/locks.js';
+import { ADMIN_URL } from '../helpers/env.js';
 import { cloneDb, seedDemo, violations, withClient } from './support.js';
 
 let base: string;
@@ -481,7 +482,7 @@ function unlinkLeadBefore0027(): string {
 test('the unlink race of the code before 0027 (a claim paid while unlink waited, then deleted) is named by doctor: SETTLED_CLAIM_REMOVED', async (t) => {
   const db = await copy(t, 'inv_unlink_race');
   await db.query(unlinkLeadBefore0027());
-  await insertLead(db, { external_id: 'RACE' });
+  await insertLead(db, { external_id: 'RACE', first_name: null, last_name: null });
   const person = await linkPerson(db, ['RACE'], [{ driverId: 'd-race' }]);
   await insertClaims(db, 'RACE', person, 'd-race', [{ milestone: 1 }, { milestone: 5 }]);
   const finance = await db.connect();
@@ -540,7 +541,7 @@ test('a settled claim deleted or reopened with a note is recorded, not reported;
 
 test('while an operator tool changes claims (cabinet.protect_settled), the guard refuses a claim settled after the tool read it', async (t) => {
   const db = await copy(t, 'inv_tool_guard');
-  await insertLead(db, { external_id: 'GUARD' });
+  await insertLead(db, { external_id: 'GUARD', first_name: null, last_name: null });
   const person = await linkPerson(db, ['GUARD'], [{ driverId: 'd-guard' }]);
   await insertClaims(db, 'GUARD', person, 'd-guard', [{ milestone: 1 }]);
   const finance = await db.connect();

@@ -9,8 +9,7 @@ import test from 'ava';
 import type pg from 'pg';
 import { PROJECT_ROOT } from '../../src/config.js';
 import { errorLine, runCli } from '../helpers/cli.js';
-import type { TestDb } from '../helpers/db.js';
-import { freshDb } from '../helpers/scenario.js';
+import { freshDb, type TestDb } from '../helpers/db.js';
 import { FAILPOINT_LOCK, startProcess, violations, waitFor } from './support.js';
 
 /** A lock_timeout shorter than the 30 s default keeps the tests fast; the product must honour it. */

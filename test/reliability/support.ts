@@ -15,11 +15,11 @@ import { createLogger } from '../../src/logger.js';
 import { migrate } from '../../src/migrate.js';
 import { BIN } from '../helpers/cli.js';
 import { cloneDatabase, type TestDb } from '../helpers/db.js';
+import { waitFor } from '../helpers/locks.js';
 
 export const log = createLogger({ logLevel: 'silent', logFormat: 'json' });
 
-/** The advisory lock a 'wait:<point>' failpoint waits on (canon.failpoint). */
-export const FAILPOINT_LOCK = `hashtext('cabinet_leads'), hashtext('failpoint')`;
+export { FAILPOINT_LOCK, waitFor } from '../helpers/locks.js';
 
 type Db = Pick<TestDb, 'query'>;
 
@@ -32,16 +32,6 @@ export interface Violation {
 /** ops.check_invariants() rows with violations: what every test ends with (expects none). */
 export async function violations(db: Db): Promise<Violation[]> {
   return db.query<Violation>(`SELECT invariant, violations, examples FROM ops.check_invariants() WHERE violations > 0`);
-}
-
-export async function waitFor<T>(fn: () => Promise<T | undefined>, what: string, ms = 30_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /**

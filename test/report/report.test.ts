@@ -11,8 +11,9 @@ import { loadReportData } from '../../src/report/data.js';
 import { escapeHtml, jsonForScript, renderReport } from '../../src/report/html.js';
 import { runCli } from '../helpers/cli.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
-import { runPipeline } from '../helpers/rows.js';
-import { addDays, businessToday, insertLead, linkedLead, linkPerson, tripsOnDays } from '../helpers/scenario.js';
+import { runPipeline } from '../helpers/pipeline.js';
+import { addDays, businessToday, insertLead, tripsOnDays } from '../helpers/rows.js';
+import { linkedLead, linkPerson } from '../helpers/scenario.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
@@ -51,21 +52,21 @@ async function buildHistory(d: TestDb): Promise<void> {
              now() - interval '2 days', now() - interval '2 days' + interval '1 second', 'source contract violated: <b>bold</b>')`,
   );
   // leads in every stage, over several lead weeks
-  await insertLead(d, { createdAt: addDays(today, -20), firstName: SCRIPT_NAME, lastName: IMG_NAME, phone: null, plate: null });
+  await insertLead(d, { lead_created_at: addDays(today, -20), first_name: SCRIPT_NAME, last_name: IMG_NAME, park_phone: null, asset_plate_number: null });
   for (const days of [-2, -9, -16]) {
     const date = addDays(today, days);
-    await insertLead(d, { createdAt: date, phone: null, plate: null });
-    const noDriver = await insertLead(d, { createdAt: date });
+    await insertLead(d, { lead_created_at: date, park_phone: null, asset_plate_number: null });
+    const noDriver = await insertLead(d, { lead_created_at: date });
     await linkPerson(d, [noDriver.key]);
     await linkedLead(d, date);
     await linkedLead(d, date, { trips: tripsOnDays(date, [0, 1, 2, 3, 4]) });
   }
   // the oldest NO_IDENTITY lead, but the job retries it by itself (NO_CANDIDATES): not listed
-  await insertLead(d, { createdAt: addDays(today, -25), externalId: 'RETRIED-BY-JOB', phone: '999111222', plate: null });
+  await insertLead(d, { lead_created_at: addDays(today, -25), external_id: 'RETRIED-BY-JOB', park_phone: '999111222', asset_plate_number: null });
   // older than the run's days_back: its claims are never generated (missing, TRIPS_NO_CLAIM)
   await linkedLead(d, addDays(today, -45), { trips: tripsOnDays(addDays(today, -45), [0, 1, 2, 3, 4, 5]) });
   await runPipeline(d, 'p_days_back => 30');
-  await insertLead(d, { createdAt: addDays(today, -1), phone: null, plate: null });
+  await insertLead(d, { lead_created_at: addDays(today, -1), park_phone: null, asset_plate_number: null });
   await runPipeline(d, 'p_days_back => 30');
   await d.query(`UPDATE ops.alert_rules SET threshold = 3 WHERE rule_code = 'NO_IDENTITY_ABOVE'`);
 }

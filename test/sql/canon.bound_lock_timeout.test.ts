@@ -2,7 +2,7 @@
 // the session asked for less; never longer, whatever the session asked; SET LOCAL, so the
 // session's own value is back after the transaction.
 import test from 'ava';
-import { freshDb } from '../helpers/scenario.js';
+import { freshDb } from '../helpers/db.js';
 
 for (const [session, inForce] of [['0', '30s'], ['10min', '30s'], ['30s', '30s'], ['2s', '2s'], ['150ms', '150ms']] as const) {
   test(`a session with lock_timeout = ${session} waits at most ${inForce} inside the transaction, and keeps ${session} after it`, async (t) => {

@@ -5,20 +5,10 @@
 import test from 'ava';
 import { generateDemoData } from '../../src/demo.js';
 import { createLogger } from '../../src/logger.js';
-import { runPipeline } from '../helpers/rows.js';
-import {
-  addDays,
-  addTrips,
-  businessToday,
-  claimsOf,
-  freshDb,
-  insertLead,
-  limboRow,
-  linkedLead,
-  stateDrift,
-  tripsOnDays,
-} from '../helpers/scenario.js';
-import type { TestDb } from '../helpers/db.js';
+import { freshDb, type TestDb } from '../helpers/db.js';
+import { runPipeline } from '../helpers/pipeline.js';
+import { addDays, addTrips, businessToday, insertLead, tripsOnDays } from '../helpers/rows.js';
+import { claimsOf, limboRow, linkedLead, stateDrift } from '../helpers/scenario.js';
 
 const log = createLogger({ logLevel: 'silent', logFormat: 'json' });
 
@@ -139,9 +129,9 @@ test('trip rows updated in place for a window closed long ago reach the state an
 test('a lead row added after the last run is in the view at once, evaluated live', async (t) => {
   const db = await freshDb(t, 'lead_state_new');
   const today = await businessToday(db);
-  await insertLead(db, { createdAt: addDays(today, -1) });
+  await insertLead(db, { lead_created_at: addDays(today, -1) });
   await leadState(db);
-  const later = await insertLead(db, { createdAt: addDays(today, -1) });
+  const later = await insertLead(db, { lead_created_at: addDays(today, -1) });
   const row = await limboRow(db, later.key);
   t.is(row.limbo_stage, 'NO_IDENTITY');
   const [stored] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon_internal.cabinet_lead_state WHERE lead_id = $1`, [later.id]);
@@ -181,7 +171,7 @@ test('a new lead row with the key of a stored one makes the next run re-evaluate
   const today = await businessToday(db);
   const first = await linkedLead(db, addDays(today, -6), { trips: tripsOnDays(addDays(today, -6), [0]) });
   await leadState(db);
-  const second = await insertLead(db, { externalId: first.key, createdAt: addDays(today, -2) });
+  const second = await insertLead(db, { external_id: first.key, lead_created_at: addDays(today, -2) });
   const run = await leadState(db);
   t.is(run.claims.lead_state.reasons['lead_or_links_or_claims_changed'], 2, 'the new row and the stored row of its key');
   const rows = await db.query<{ lead_id: number; key_rows: number }>(
@@ -220,7 +210,7 @@ test('changed claim rules make the next run re-evaluate every lead', async (t) =
 test('a lead row deleted upstream leaves the view at once and the state with the next run', async (t) => {
   const db = await freshDb(t, 'lead_state_gone');
   const today = await businessToday(db);
-  const lead = await insertLead(db, { createdAt: addDays(today, -2) });
+  const lead = await insertLead(db, { lead_created_at: addDays(today, -2) });
   await leadState(db);
   await db.query(`DELETE FROM public.module_ct_cabinet_leads WHERE id = $1`, [lead.id]);
   t.deepEqual(await db.query(`SELECT lead_id FROM ops.v_cabinet_leads_limbo WHERE lead_id = $1`, [lead.id]), []);

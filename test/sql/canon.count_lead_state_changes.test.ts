@@ -4,18 +4,10 @@
 // truncate, whoever writes; and what the pipeline reads from them (step 7's scope
 // figures, the snapshot's week counts) equals a count over the rows and the limbo view.
 import test from 'ava';
-import type { TestDb } from '../helpers/db.js';
-import { runPipeline } from '../helpers/rows.js';
-import {
-  addDays,
-  businessToday,
-  freshDb,
-  insertLead,
-  LIMBO_VIEW_WEEKS_SQL,
-  linkedLead,
-  SNAPSHOT_WEEKS_SQL,
-  tripsOnDays,
-} from '../helpers/scenario.js';
+import { freshDb, type TestDb } from '../helpers/db.js';
+import { runPipeline } from '../helpers/pipeline.js';
+import { addDays, businessToday, insertLead, tripsOnDays } from '../helpers/rows.js';
+import { LIMBO_VIEW_WEEKS_SQL, linkedLead, SNAPSHOT_WEEKS_SQL } from '../helpers/scenario.js';
 
 /** Counter rows as text, sorted: "date stage identity driver trips rule = n". */
 async function counters(db: TestDb): Promise<string[]> {
@@ -80,8 +72,8 @@ test('step 7 and the snapshot read the counters: the scope figures and week coun
   await linkedLead(db, addDays(today, -20), { trips: tripsOnDays(addDays(today, -20), [0, 1, 2, 3, 4, 5]) });
   await linkedLead(db, addDays(today, -9), { trips: tripsOnDays(addDays(today, -9), [1]) });
   await linkedLead(db, addDays(today, -2));
-  await insertLead(db, { createdAt: addDays(today, -1), phone: '977000111' });
-  await insertLead(db, { createdAt: addDays(today, -40), phone: '977000112' });
+  await insertLead(db, { lead_created_at: addDays(today, -1), park_phone: '977000111' });
+  await insertLead(db, { lead_created_at: addDays(today, -40), park_phone: '977000112' });
   const run = await runPipeline(db, 'p_days_back => 30');
   t.is(run.status, 'COMPLETED', run.error_message ?? '');
   t.deepEqual(await counters(db), await counted(db));
@@ -100,7 +92,7 @@ test('step 7 and the snapshot read the counters: the scope figures and week coun
   t.deepEqual(snap, view);
   t.is(snap.reduce((n, w) => n + w.leads!, 0), 5);
   // A lead row added after the run is not stored yet: the live week counts include it.
-  await insertLead(db, { createdAt: today, phone: '977000113' });
+  await insertLead(db, { lead_created_at: today, park_phone: '977000113' });
   const [live] = await db.query<{ n: number }>(`SELECT sum(leads)::int AS n FROM ops.limbo_week_counts()`);
   t.is(live!.n, 6);
 });

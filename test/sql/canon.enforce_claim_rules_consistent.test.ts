@@ -1,6 +1,7 @@
 // canon.claim_rules stays unambiguous: one rule per milestone and one window on any day.
 import test from 'ava';
-import { freshDb } from '../helpers/scenario.js';
+import { freshDb } from '../helpers/db.js';
+import '../helpers/rows.js'; // date columns as 'YYYY-MM-DD' strings
 
 test('rejects a second open-ended rule for a milestone (overlapping periods)', async (t) => {
   const db = await freshDb(t, 'rules_overlap');

@@ -1,19 +1,8 @@
 // Step 7: claims generated per lead key and milestone, from the rules, never overwriting.
 import test from 'ava';
-import {
-  addDays,
-  addTrips,
-  businessToday,
-  claimsOf,
-  dmy,
-  freshDb,
-  generateClaims,
-  insertLead,
-  linkedLead,
-  linkPerson,
-  tripsOnDays,
-  uid,
-} from '../helpers/scenario.js';
+import { freshDb } from '../helpers/db.js';
+import { addDays, addTrips, businessToday, dmy, insertLead, tripsOnDays, uid } from '../helpers/rows.js';
+import { claimsOf, generateClaims, linkedLead, linkPerson } from '../helpers/scenario.js';
 
 test('generates M1 and M5 as generated, with the rule amounts, for 5 trips in the window', async (t) => {
   const db = await freshDb(t, 'claims_basic');
@@ -110,8 +99,8 @@ test('a paid or rejected claim is never touched (status and amount unchanged)', 
 test('each lead of one driver gets its own claims', async (t) => {
   const db = await freshDb(t, 'claims_two_leads');
   const today = await businessToday(db);
-  const a = await insertLead(db, { createdAt: addDays(today, -25) });
-  const b = await insertLead(db, { createdAt: addDays(today, -5) });
+  const a = await insertLead(db, { lead_created_at: addDays(today, -25) });
+  const b = await insertLead(db, { lead_created_at: addDays(today, -5) });
   const driverId = uid('D');
   await linkPerson(db, [a.key, b.key], [{ driverId }]);
   await addTrips(db, driverId, [...tripsOnDays(addDays(today, -25), [0]), ...tripsOnDays(addDays(today, -5), [0, 1, 2, 3, 4])]);
@@ -124,8 +113,8 @@ test('two lead rows with the same external_id get one set of claims, keyed by th
   const db = await freshDb(t, 'claims_dup_key');
   const today = await businessToday(db);
   const externalId = uid('X');
-  const first = await insertLead(db, { externalId, createdAt: addDays(today, -20) });
-  const second = await insertLead(db, { externalId: ` ${externalId} `, createdAt: addDays(today, -20) });
+  const first = await insertLead(db, { external_id: externalId, lead_created_at: addDays(today, -20) });
+  const second = await insertLead(db, { external_id: ` ${externalId} `, lead_created_at: addDays(today, -20) });
   t.is(first.key, second.key);
   const driverId = uid('D');
   await linkPerson(db, [first.key], [{ driverId }]);
@@ -140,8 +129,8 @@ test('leaves leads before the scope, without identity or without driver alone', 
   const db = await freshDb(t, 'claims_scope');
   const today = await businessToday(db);
   const old = await linkedLead(db, addDays(today, -45), { trips: tripsOnDays(addDays(today, -45), [0, 1]) });
-  const noIdentity = await insertLead(db, { createdAt: addDays(today, -10) });
-  const noDriver = await insertLead(db, { createdAt: addDays(today, -10) });
+  const noIdentity = await insertLead(db, { lead_created_at: addDays(today, -10) });
+  const noDriver = await insertLead(db, { lead_created_at: addDays(today, -10) });
   await linkPerson(db, [noDriver.key]);
   const stats = await generateClaims(db, addDays(today, -30));
   t.is(stats.claims_generated, 0);

@@ -7,9 +7,8 @@
 //                         may call ops.explain_lead and ops.check_limbo_alerts read only;
 //                         writes nothing, calls no pipeline.
 import test, { type ExecutionContext } from 'ava';
-import type { TestDb } from '../helpers/db.js';
+import { freshDb, type TestDb } from '../helpers/db.js';
 import { loginRole, type LoginRole } from '../helpers/roles.js';
-import { freshDb } from '../helpers/scenario.js';
 import { seedDemo } from '../reliability/support.js';
 
 /** The SQLSTATE of a statement as this role (undefined: it succeeded). */

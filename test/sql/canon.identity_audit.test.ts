@@ -2,9 +2,10 @@
 // are audited by a statement-level trigger (actor = its run), manual ones with the
 // database user, the session's application_name and the note.
 import test from 'ava';
-import type { TestDb } from '../helpers/db.js';
-import { insertDriver, insertLead, runPipeline } from '../helpers/rows.js';
-import { freshDb, linkPerson } from '../helpers/scenario.js';
+import { freshDb, type TestDb } from '../helpers/db.js';
+import { callPipeline, runPipeline } from '../helpers/pipeline.js';
+import { insertDriver, insertLead } from '../helpers/rows.js';
+import { linkPerson } from '../helpers/scenario.js';
 
 interface AuditRow {
   action: string;
@@ -32,7 +33,7 @@ async function twoMatchingLeads(db: TestDb): Promise<void> {
   await insertDriver(db, { driver_id: 'r', first_name: 'Rosa', last_name: 'Diaz', phone: '51977333444' });
   await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
   await insertLead(db, { external_id: 'L2', first_name: 'Rosa', last_name: 'Diaz', park_phone: '977333444' });
-  await insertLead(db, { external_id: 'L3', first_name: 'Nadie' });
+  await insertLead(db, { external_id: 'L3', first_name: 'Nadie', last_name: null });
 }
 
 test('records every link the job writes, one row per link, with its run as actor', async (t) => {
@@ -62,14 +63,14 @@ test('a dry run and a failed run leave no audit row', async (t) => {
   t.is(dry.stats['match']['newly_linked'], 2);
   const c = await db.connect();
   await c.query(`SET cabinet.failpoint = 'after_match'`);
-  const res = await c.query<{ run: { status: string } }>(`CALL ops.reconcile_cabinet_leads_pipeline(p_raise_on_failure => false)`);
-  t.is(res.rows[0]!.run.status, 'FAILED');
+  const failed = await callPipeline(c, 'p_raise_on_failure => false');
+  t.is(failed.status, 'FAILED');
   t.deepEqual(await audit(db), []);
 });
 
 test('is append-only: UPDATE, DELETE and TRUNCATE are refused with CL020', async (t) => {
   const db = await freshDb(t, 'audit');
-  await insertLead(db, { external_id: 'X' });
+  await insertLead(db, { external_id: 'X', first_name: null, last_name: null });
   await db.query(`SELECT ops.ignore_lead('X', 'junk')`);
   for (const sql of [
     `UPDATE canon.identity_audit SET note = 'rewritten'`,
@@ -85,7 +86,7 @@ test('is append-only: UPDATE, DELETE and TRUNCATE are refused with CL020', async
 
 test('links written, moved and removed by hand in psql are audited with the database user', async (t) => {
   const db = await freshDb(t, 'audit');
-  await insertLead(db, { external_id: 'H1' });
+  await insertLead(db, { external_id: 'H1', first_name: null, last_name: null });
   const p1 = await linkPerson(db, ['H1'], [{ driverId: 'd1' }]);
   const p2 = await linkPerson(db, [], [{ driverId: 'd2' }]);
   await db.query(`UPDATE canon.identity_links SET person_key = $1 WHERE source_pk = 'H1'`, [p2]);

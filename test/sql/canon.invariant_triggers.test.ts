@@ -4,8 +4,7 @@
 // OPEN; rows that cannot break them (a driver link, an unmatched row not OPEN) commit.
 import test from 'ava';
 import type pg from 'pg';
-import { freshDb } from '../helpers/scenario.js';
-import type { TestDb } from '../helpers/db.js';
+import { freshDb, type TestDb } from '../helpers/db.js';
 
 const PERSON = '018f0000-0000-7000-8000-000000000001';
 const person = `INSERT INTO canon.identity_registry (person_key, confidence_level) VALUES ('${PERSON}', 'HIGH');`;

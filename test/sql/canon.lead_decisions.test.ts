@@ -4,8 +4,9 @@
 // the wrong fields are still the same person. Each case on hand-built rows, through the
 // real run; the veto is visible in the unmatched row's candidates and in the evidence.
 import test from 'ava';
-import { createTestDb, type TestDb } from '../helpers/db.js';
-import { insertDriver, insertLead, linkOf, runPipeline, unmatchedOf } from '../helpers/rows.js';
+import { type TestDb, withDb } from '../helpers/db.js';
+import { linkOf, runPipeline, unmatchedOf } from '../helpers/pipeline.js';
+import { addDays, businessToday, insertDriver, insertLead } from '../helpers/rows.js';
 
 interface Candidate {
   driver_id: string;
@@ -13,15 +14,6 @@ interface Candidate {
   reject_reason: string | null;
   name_similarity: number;
   name_veto?: { lead: Record<string, string>; driver: Record<string, string> } | null;
-}
-
-async function withDb(fn: (db: TestDb) => Promise<void>): Promise<void> {
-  const db = await createTestDb('decisions');
-  try {
-    await fn(db);
-  } finally {
-    await db.drop();
-  }
 }
 
 async function candidatesOf(db: TestDb, leadKey: string): Promise<Candidate[]> {
@@ -54,7 +46,7 @@ async function insertNameBackground(db: TestDb): Promise<void> {
 }
 
 test('a brother sharing the second given name is not linked by the plate: WEAK_MATCH_ONLY naming the given names', (t) =>
-  withDb(async (db) => {
+  withDb('decisions', async (db) => {
     await insertDriver(db, { driver_id: 'juan', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'BRO001' });
     await insertLead(db, { external_id: 'jose', first_name: 'José', middle_name: 'Carlos', last_name: 'Quispe Mamani', asset_plate_number: 'bro-001' });
     // Both have two given names; the second one differs (JUAN CARLOS vs JUAN ALBERTO).
@@ -73,7 +65,7 @@ test('a brother sharing the second given name is not linked by the plate: WEAK_M
   }));
 
 test('a cousin with the same given names and first surname is not linked by the plate', (t) =>
-  withDb(async (db) => {
+  withDb('decisions', async (db) => {
     await insertDriver(db, { driver_id: 'cousin', first_name: 'Juan Carlos', last_name: 'Quispe Huamán', car_number: 'COU001' });
     await insertLead(db, { external_id: 'L1', first_name: 'Juan Carlos', last_name: 'Quispe Mamani', asset_plate_number: 'COU001' });
     await runPipeline(db);
@@ -85,10 +77,10 @@ test('a cousin with the same given names and first surname is not linked by the 
   }));
 
 test('father and son on one car: each lead is linked only to the driver with its own name', (t) =>
-  withDb(async (db) => {
+  withDb('decisions', async (db) => {
     // The son carries his father's given names and first surname; his mother's surname differs.
     await insertDriver(db, { driver_id: 'father', first_name: 'Juan Carlos', last_name: 'Quispe Mamani', car_number: 'FAM001',
-                             hire_date: 'canon.business_today() - 900' });
+                             hire_date: addDays(await businessToday(db), -900) });
     await insertLead(db, { external_id: 'father-lead', first_name: 'Juan Carlos', last_name: 'Quispe Mamani', asset_plate_number: 'FAM001' });
     await insertLead(db, { external_id: 'son-lead', first_name: 'Juan Carlos', last_name: 'Quispe Huamán', asset_plate_number: 'FAM-001' });
     await runPipeline(db);
@@ -108,7 +100,7 @@ test('father and son on one car: each lead is linked only to the driver with its
   }));
 
 test('shift brothers on one plate: each lead goes to its own brother, the other one vetoed in the evidence', (t) =>
-  withDb(async (db) => {
+  withDb('decisions', async (db) => {
     await insertDriver(db, { driver_id: 'jose', first_name: 'José Carlos', last_name: 'Quispe Mamani', car_number: 'SHB001' });
     await insertDriver(db, { driver_id: 'juan', first_name: 'Juan Carlos', last_name: 'Quispe Mamani', car_number: 'SHB001' });
     await insertLead(db, { external_id: 'L1', first_name: 'Jose Carlos', last_name: 'Quispe Mamani', asset_plate_number: 'SHB001' });
@@ -122,7 +114,7 @@ test('shift brothers on one plate: each lead goes to its own brother, the other 
   }));
 
 test('names typed into the wrong fields: roles come from how drivers use each name, and a swapped record is read the other way', (t) =>
-  withDb(async (db) => {
+  withDb('decisions', async (db) => {
     await insertNameBackground(db);
     await insertDriver(db, { driver_id: 'juan', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'WRG001' });
     // Only full_name, surnames first, with a married name (DE HUAMAN) and no middle name.
@@ -146,7 +138,7 @@ test('names typed into the wrong fields: roles come from how drivers use each na
   }));
 
 test('a missing middle name, or only its initial, is not a different name', (t) =>
-  withDb(async (db) => {
+  withDb('decisions', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'MID001' });
     await insertDriver(db, { driver_id: 'd2', first_name: 'Luis', last_name: 'Flores Huamán', car_number: 'MID002' });
     await insertLead(db, { external_id: 'no-middle', first_name: 'Juan', last_name: 'Quispe Mamani', asset_plate_number: 'MID001' });
@@ -161,7 +153,7 @@ test('a missing middle name, or only its initial, is not a different name', (t) 
   }));
 
 test('a one-letter typo or an accent in a given name is not a different name', (t) =>
-  withDb(async (db) => {
+  withDb('decisions', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'TYP001' });
     await insertDriver(db, { driver_id: 'd2', first_name: 'JOSE', middle_name: 'ALBERTO', last_name: 'FLORES HUAMAN', car_number: 'TYP002' });
     // CARLOZ is CARLOS one edit away, and the lead lacks the second surname.
@@ -173,7 +165,7 @@ test('a one-letter typo or an accent in a given name is not a different name', (
   }));
 
 test('a phone on two brothers registered as drivers is not used by R1: the plate and the name decide', (t) =>
-  withDb(async (db) => {
+  withDb('decisions', async (db) => {
     await insertDriver(db, { driver_id: 'jose', first_name: 'José Carlos', last_name: 'Quispe Mamani', phone: '51944444444', car_number: 'PHB001' });
     await insertDriver(db, { driver_id: 'juan', first_name: 'Juan Carlos', last_name: 'Quispe Mamani', phone: '51944444444' });
     await insertLead(db, { external_id: 'L1', first_name: 'José Carlos', last_name: 'Quispe Mamani', park_phone: '944444444', asset_plate_number: 'PHB001' });
@@ -187,7 +179,7 @@ test('a phone on two brothers registered as drivers is not used by R1: the plate
   }));
 
 test("a family phone on three brothers' leads is shared: none is linked to the phone's driver by R1", (t) =>
-  withDb(async (db) => {
+  withDb('decisions', async (db) => {
     await insertDriver(db, { driver_id: 'juan', first_name: 'Juan Carlos', last_name: 'Quispe Mamani', phone: '51955555555' });
     await insertLead(db, { external_id: 'juan', first_name: 'Juan Carlos', last_name: 'Quispe Mamani', park_phone: '955555555' });
     await insertLead(db, { external_id: 'jose', first_name: 'José Carlos', last_name: 'Quispe Mamani', park_phone: '955555555' });

@@ -1,19 +1,11 @@
 // Matching and linking (SPEC 6), each behaviour on hand-built rows in its own database.
 import test from 'ava';
-import { createTestDb, type TestDb } from '../helpers/db.js';
-import { insertDriver, insertLead, linkOf, runPipeline, TARGET_PARK, unmatchedOf } from '../helpers/rows.js';
-
-async function withDb(fn: (db: TestDb) => Promise<void>): Promise<void> {
-  const db = await createTestDb('match');
-  try {
-    await fn(db);
-  } finally {
-    await db.drop();
-  }
-}
+import { type TestDb, withDb } from '../helpers/db.js';
+import { linkOf, runPipeline, unmatchedOf } from '../helpers/pipeline.js';
+import { addDays, businessToday, insertDriver, insertLead, TARGET_PARK } from '../helpers/rows.js';
 
 test('R1 matches a +51 formatted lead phone to the driver stored with the country code', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Pérez', phone: '51977456321' });
     await insertLead(db, { external_id: 'L1', first_name: 'JUAN', last_name: 'PEREZ', park_phone: '+51 977 456 321' });
     const run = await runPipeline(db);
@@ -31,7 +23,7 @@ test('R1 matches a +51 formatted lead phone to the driver stored with the countr
   }));
 
 test('the target park is preferred over another park holding the same person', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'other', park_id: 'another-park', first_name: 'Juan', last_name: 'Perez', phone: '977456321' });
     await insertDriver(db, { driver_id: 'mine', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
     await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', park_phone: '977-456-321' });
@@ -40,7 +32,7 @@ test('the target park is preferred over another park holding the same person', (
   }));
 
 test('another park is used when the target park has no candidate', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'other', park_id: 'another-park', first_name: 'Juan', last_name: 'Perez', phone: '977456321' });
     await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
     await runPipeline(db);
@@ -48,9 +40,9 @@ test('another park is used when the target park has no candidate', (t) =>
   }));
 
 test('R3 needs a similar name and a hire date in the window; R3B takes it without the window', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'recent', first_name: 'María', last_name: 'de la Cruz', car_number: 'ABC123' });
-    await insertDriver(db, { driver_id: 'old', first_name: 'Pedro', last_name: 'Quispe', car_number: 'OLD999', hire_date: 'canon.business_today() - 400' });
+    await insertDriver(db, { driver_id: 'old', first_name: 'Pedro', last_name: 'Quispe', car_number: 'OLD999', hire_date: addDays(await businessToday(db), -400) });
     await insertLead(db, { external_id: 'L1', first_name: 'Maria', last_name: 'Cruz', asset_plate_number: 'abc-123' });
     await insertLead(db, { external_id: 'L2', first_name: 'PEDRO', last_name: 'QUISPE', asset_plate_number: 'old 999' });
     await runPipeline(db);
@@ -59,7 +51,7 @@ test('R3 needs a similar name and a hire date in the window; R3B takes it withou
   }));
 
 test('shift drivers share a plate: the clearly more similar name decides', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'day', first_name: 'Luis', last_name: 'Ramírez Torres', car_number: 'SHF001' });
     await insertDriver(db, { driver_id: 'night', first_name: 'Luis', last_name: 'Ramírez Soto', car_number: 'SHF001' });
     await insertLead(db, { external_id: 'L1', first_name: 'Luis', last_name: 'Ramirez Torres', asset_plate_number: 'SHF-001' });
@@ -69,7 +61,7 @@ test('shift drivers share a plate: the clearly more similar name decides', (t) =
   }));
 
 test('two drivers that fit equally well make the lead AMBIGUOUS, never a silent pick', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'a', first_name: 'Ana', last_name: 'Lopez', car_number: 'SHF001' });
     await insertDriver(db, { driver_id: 'b', first_name: 'Ana', last_name: 'Lopes', car_number: 'SHF001' });
     await insertLead(db, { external_id: 'L1', first_name: 'Ana', last_name: 'Lopez', asset_plate_number: 'SHF001' });
@@ -82,7 +74,7 @@ test('two drivers that fit equally well make the lead AMBIGUOUS, never a silent 
   }));
 
 test('an ambiguity in one rule is not overridden by a hit in another rule', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'a', first_name: 'Ana', last_name: 'Lopez', car_number: 'SHF001', phone: '51911111111' });
     await insertDriver(db, { driver_id: 'b', first_name: 'Ana', last_name: 'Lopes', car_number: 'SHF001' });
     await insertLead(db, { external_id: 'L1', first_name: 'Ana', last_name: 'Lopez', asset_plate_number: 'SHF001', park_phone: '911111111' });
@@ -92,7 +84,7 @@ test('an ambiguity in one rule is not overridden by a hit in another rule', (t) 
   }));
 
 test('different rules pointing to different drivers are a CONFLICT', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'by_phone', first_name: 'Rosa', last_name: 'Flores', phone: '51922222222' });
     await insertDriver(db, { driver_id: 'by_plate', first_name: 'Rosa', last_name: 'Flores', car_number: 'RRR111' });
     await insertLead(db, { external_id: 'L1', first_name: 'Rosa', last_name: 'Flores', park_phone: '922222222', asset_plate_number: 'RRR111' });
@@ -102,7 +94,7 @@ test('different rules pointing to different drivers are a CONFLICT', (t) =>
   }));
 
 test('all rules agreeing on one driver is a match that records every rule', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Rosa', last_name: 'Flores', phone: '51922222222', car_number: 'RRR111' });
     await insertLead(db, { external_id: 'L1', first_name: 'Rosa', last_name: 'Flores', park_phone: '922222222', asset_plate_number: 'RRR111' });
     await runPipeline(db);
@@ -114,7 +106,7 @@ test('all rules agreeing on one driver is a match that records every rule', (t) 
   }));
 
 test('an office phone on many leads with different names is SHARED_KEY, not evidence', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Carlos', last_name: 'Soto', phone: '51014567890' });
     await insertLead(db, { external_id: 'L1', first_name: 'Carlos', last_name: 'Soto', park_phone: '014567890' });
     await insertLead(db, { external_id: 'L2', first_name: 'Jorge', last_name: 'Mendoza', park_phone: '014567890' });
@@ -129,7 +121,7 @@ test('an office phone on many leads with different names is SHARED_KEY, not evid
   }));
 
 test('a phone on two drivers who are different people is not used by R1', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'a', first_name: 'Carlos', last_name: 'Soto', phone: '51933333333' });
     await insertDriver(db, { driver_id: 'b', first_name: 'Miguel', last_name: 'Huaman', phone: '51933333333' });
     await insertLead(db, { external_id: 'L1', first_name: 'Carlos', last_name: 'Soto', park_phone: '933333333' });
@@ -140,10 +132,10 @@ test('a phone on two drivers who are different people is not used by R1', (t) =>
   }));
 
 test('reason codes for leads without a usable match: MISSING_KEYS, NO_CANDIDATES, WEAK_MATCH_ONLY', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Pedro', last_name: 'Gomez', car_number: 'XYZ789' });
     await insertLead(db, { external_id: 'none', first_name: 'Solo', last_name: 'Nombre', park_phone: '123', asset_plate_number: '--' });
-    await insertLead(db, { external_id: 'unknown', first_name: 'Nadie', park_phone: '999888777', asset_plate_number: 'QQQ111' });
+    await insertLead(db, { external_id: 'unknown', first_name: 'Nadie', last_name: null, park_phone: '999888777', asset_plate_number: 'QQQ111' });
     await insertLead(db, { external_id: 'weak', first_name: 'Carlos', last_name: 'Soto', asset_plate_number: 'xyz-789' });
     const run = await runPipeline(db);
     t.is((await unmatchedOf(db, 'none'))?.reason_code, 'MISSING_KEYS');
@@ -153,7 +145,7 @@ test('reason codes for leads without a usable match: MISSING_KEYS, NO_CANDIDATES
   }));
 
 test('a second lead of a linked driver reuses its person; two leads of a new driver share one new person', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
     await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
     await insertLead(db, { external_id: 'L2', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
@@ -169,7 +161,7 @@ test('a second lead of a linked driver reuses its person; two leads of a new dri
   }));
 
 test('an unmatched lead is retried and linked when its driver arrives, and is then RESOLVED', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
     await runPipeline(db);
     t.is((await unmatchedOf(db, 'L1'))?.status, 'OPEN');
@@ -183,7 +175,7 @@ test('an unmatched lead is retried and linked when its driver arrives, and is th
   }));
 
 test('an IGNORED lead is neither retried nor overwritten', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
     await runPipeline(db);
     await db.query(`UPDATE canon.identity_unmatched SET status = 'IGNORED', note = 'test lead' WHERE source_pk = 'L1'`);
@@ -197,7 +189,7 @@ test('an IGNORED lead is neither retried nor overwritten', (t) =>
   }));
 
 test('a driver deleted upstream is never matched, even before the next full index refresh', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'gone', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
     await runPipeline(db); // indexes the driver
     await db.query(`DELETE FROM public.drivers WHERE driver_id = 'gone'`);
@@ -214,7 +206,7 @@ test('a driver deleted upstream is never matched, even before the next full inde
   }));
 
 test('the driver index re-normalises a driver whose phone changed upstream', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Perez', phone: '51900000000' });
     const first = await runPipeline(db);
     t.is(first.stats['driver_index']['drivers_reindexed'], 1);
@@ -229,8 +221,8 @@ test('the driver index re-normalises a driver whose phone changed upstream', (t)
   }));
 
 test('--limit bounds the batch, never-evaluated leads first, then the least recently attempted', (t) =>
-  withDb(async (db) => {
-    for (const k of ['A', 'B', 'C']) await insertLead(db, { external_id: k, first_name: 'X', park_phone: '9' + k.charCodeAt(0) + '1234567' });
+  withDb('match', async (db) => {
+    for (const k of ['A', 'B', 'C']) await insertLead(db, { external_id: k, first_name: 'X', last_name: null, park_phone: '9' + k.charCodeAt(0) + '1234567' });
     const r1 = await runPipeline(db, 'p_limit => 2');
     t.is(r1.stats['match']['leads_evaluated'], 2);
     // Drivers on the phones of the evaluated leads make both due for a retry.
@@ -244,7 +236,7 @@ test('--limit bounds the batch, never-evaluated leads first, then the least rece
   }));
 
 test('an OPEN unmatched lead is retried only when a driver sharing one of its keys changed since its last attempt', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'd0', first_name: 'Ana', last_name: 'Lopez', phone: '51911111111' });
     await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
     const first = await runPipeline(db);
@@ -284,7 +276,7 @@ test('an OPEN unmatched lead is retried only when a driver sharing one of its ke
   }));
 
 test('a lead due for a retry that stays unmatched is not due again until another of its drivers changes', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', asset_plate_number: 'ABC123' });
     await runPipeline(db);
     // A driver on the same plate with another name: the lead is due, retried, still unmatched.
@@ -299,7 +291,7 @@ test('a lead due for a retry that stays unmatched is not due again until another
   }));
 
 test('an AMBIGUOUS lead whose candidate is deleted upstream is retried after the full index refresh', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'a', first_name: 'Ana', last_name: 'Lopez', car_number: 'SHF001' });
     await insertDriver(db, { driver_id: 'b', first_name: 'Ana', last_name: 'Lopes', car_number: 'SHF001' });
     await insertLead(db, { external_id: 'L1', first_name: 'Ana', last_name: 'Lopez', asset_plate_number: 'SHF001' });
@@ -319,7 +311,7 @@ test('an AMBIGUOUS lead whose candidate is deleted upstream is retried after the
   }));
 
 test('an AMBIGUOUS lead is retried when a candidate driver changes its key away from the lead', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'a', first_name: 'Ana', last_name: 'Lopez', car_number: 'SHF001' });
     await insertDriver(db, { driver_id: 'b', first_name: 'Ana', last_name: 'Lopes', car_number: 'SHF001' });
     await insertLead(db, { external_id: 'L1', first_name: 'Ana', last_name: 'Lopez', asset_plate_number: 'SHF001' });
@@ -333,7 +325,7 @@ test('an AMBIGUOUS lead is retried when a candidate driver changes its key away 
   }));
 
 test('a lead reopened by hand from IGNORED is retried by the next run', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
     await runPipeline(db);
     await db.query(`UPDATE canon.identity_unmatched SET status = 'IGNORED' WHERE source_pk = 'L1'`);
@@ -346,12 +338,12 @@ test('a lead reopened by hand from IGNORED is retried by the next run', (t) =>
   }));
 
 test('a run with nothing new selects no lead; a new lead alone is the next batch', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
     await insertLead(db, { external_id: 'LINKED', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
-    await insertLead(db, { external_id: 'OPEN', first_name: 'Nadie', park_phone: '999888777' });
+    await insertLead(db, { external_id: 'OPEN', first_name: 'Nadie', last_name: null, park_phone: '999888777' });
     await insertLead(db, { external_id: 'DUP', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
-    await insertLead(db, { external_id: 'NOKEYS', first_name: 'Solo' });
+    await insertLead(db, { external_id: 'NOKEYS', first_name: 'Solo', last_name: null });
     const first = await runPipeline(db);
     t.is(first.stats['match']['leads_selected'], 4);
     for (let i = 0; i < 2; i++) {
@@ -363,7 +355,7 @@ test('a run with nothing new selects no lead; a new lead alone is the next batch
     // A second row of an already linked key is no work either; a new key is.
     await insertLead(db, { external_id: 'LINKED', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
     t.is((await runPipeline(db)).stats['match']['leads_selected'], 0);
-    await insertLead(db, { external_id: 'NEW', first_name: 'Otra', park_phone: '966555444' });
+    await insertLead(db, { external_id: 'NEW', first_name: 'Otra', last_name: null, park_phone: '966555444' });
     const next = await runPipeline(db);
     t.is(next.stats['match']['leads_selected'], 1);
     t.is(next.stats['match']['batch']['never_evaluated'], 1);
@@ -371,10 +363,10 @@ test('a run with nothing new selects no lead; a new lead alone is the next batch
   }));
 
 test('a lead whose link and unmatched row are removed is evaluated again as new', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
     await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
-    await insertLead(db, { external_id: 'L2', first_name: 'Nadie', park_phone: '999888777' });
+    await insertLead(db, { external_id: 'L2', first_name: 'Nadie', last_name: null, park_phone: '999888777' });
     await runPipeline(db);
     t.is((await linkOf(db, 'L1'))?.driver_id, 'd1');
     await db.query(`BEGIN;
@@ -392,7 +384,7 @@ test('a lead whose link and unmatched row are removed is evaluated again as new'
   }));
 
 test('a lead row with a lower id committed after higher ids were read is keyed and evaluated by the next run', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
     await db.query(`INSERT INTO public.module_ct_cabinet_leads (id, external_id, lead_created_at, first_name, park_phone)
                     VALUES (1000, 'HIGH', canon.business_today() - 2, 'Otra', '966555444')`);
@@ -406,9 +398,9 @@ test('a lead row with a lower id committed after higher ids were read is keyed a
   }));
 
 test('leads older than days_back are not selected', (t) =>
-  withDb(async (db) => {
-    await insertLead(db, { external_id: 'old', first_name: 'X', park_phone: '977000001', lead_created_at: `(canon.business_today() - 40)::timestamp` });
-    await insertLead(db, { external_id: 'new', first_name: 'X', park_phone: '977000002' });
+  withDb('match', async (db) => {
+    await insertLead(db, { external_id: 'old', first_name: 'X', last_name: null, park_phone: '977000001', lead_created_at: `${addDays(await businessToday(db), -40)} 00:00` });
+    await insertLead(db, { external_id: 'new', first_name: 'X', last_name: null, park_phone: '977000002' });
     const run = await runPipeline(db, 'p_days_back => 30');
     t.is(run.stats['match']['leads_selected'], 1);
     t.truthy(await unmatchedOf(db, 'new'));
@@ -426,7 +418,7 @@ test('leads older than days_back are not selected', (t) =>
   }));
 
 test('two rows with the same external_id are one lead key, evaluated once', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
     await insertLead(db, { external_id: 'DUP', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
     await insertLead(db, { external_id: ' DUP ', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
@@ -437,7 +429,7 @@ test('two rows with the same external_id are one lead key, evaluated once', (t) 
   }));
 
 test('only-limbo gives a NO_DRIVER lead the driver link it was missing', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
     await insertLead(db, { external_id: 'L1', first_name: 'Juan', last_name: 'Perez', park_phone: '977456321' });
     // A person linked to the lead but not to its driver: what the predecessor left behind.
@@ -455,10 +447,10 @@ test('only-limbo gives a NO_DRIVER lead the driver link it was missing', (t) =>
   }));
 
 test('hostile input never stops a run', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: '😀'.repeat(100), last_name: 'Иванов', phone: 'x'.repeat(10000), car_number: "'; DROP TABLE public.drivers; --" });
     await insertLead(db, { external_id: 'evil', first_name: 'Ж'.repeat(10000), last_name: "Robert'); DROP TABLE students;--", park_phone: '😀📞' + '9'.repeat(5000), asset_plate_number: 'ñ'.repeat(10000) });
-    await insertLead(db, { external_id: 'nodate', first_name: 'A', lead_created_at: null });
+    await insertLead(db, { external_id: 'nodate', first_name: 'A', last_name: null, lead_created_at: null });
     await insertLead(db, { external_id: null, first_name: null, last_name: null });
     const run = await runPipeline(db);
     t.is(run.status, 'COMPLETED', run.error_message ?? '');
@@ -469,13 +461,13 @@ test('hostile input never stops a run', (t) =>
   }));
 
 test('target park id comes from canon.settings', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     const [s] = await db.query<{ value: string }>(`SELECT value FROM canon.settings WHERE key = 'target_park_id'`);
     t.is(s!.value, TARGET_PARK);
   }));
 
 test('the rules are data: a change of a score or threshold in canon.match_rules / match_parameters makes every OPEN lead due and the next run decides it with the new rule', (t) =>
-  withDb(async (db) => {
+  withDb('match', async (db) => {
     // A plate candidate whose name scores 0.675 (3 of 4 tokens): a match at 0.66, not at 0.7.
     await insertDriver(db, { driver_id: 'd-plate', first_name: 'Ana Maria', last_name: 'Quispe Roca', car_number: 'RUL-123' });
     await insertLead(db, { external_id: 'RULE-1', first_name: 'Ana', last_name: 'Quispe Roca', asset_plate_number: 'rul123' });

@@ -5,17 +5,9 @@
 // run's own writes, a rename, a deletion upstream, a truncate and two writers at once;
 // each time both equal their live definitions.
 import test from 'ava';
-import { createTestDb, type TestDb } from '../helpers/db.js';
-import { insertDriver, runPipeline } from '../helpers/rows.js';
-
-async function withDb(fn: (db: TestDb) => Promise<void>): Promise<void> {
-  const db = await createTestDb('name_stats');
-  try {
-    await fn(db);
-  } finally {
-    await db.drop();
-  }
-}
+import { type TestDb, withDb } from '../helpers/db.js';
+import { runPipeline } from '../helpers/pipeline.js';
+import { insertDriver } from '../helpers/rows.js';
 
 /** Rows where a cache and its live definition differ (empty: equal). */
 async function drift(db: TestDb): Promise<string[]> {
@@ -39,7 +31,7 @@ async function stats(db: TestDb): Promise<Record<string, [number, number]>> {
 }
 
 test('follow the driver index through a run, a rename, a driver deleted upstream and a truncate, equal to their live definitions', (t) =>
-  withDb(async (db) => {
+  withDb('name_stats', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani' });
     await insertDriver(db, { driver_id: 'd2', first_name: 'José', last_name: 'Quispe Huamán' });
     // Only full_name: indexed, but no fields to learn roles from.
@@ -73,7 +65,7 @@ test('follow the driver index through a run, a rename, a driver deleted upstream
   }));
 
 test('two transactions indexing drivers with the same names at once count every driver', (t) =>
-  withDb(async (db) => {
+  withDb('name_stats', async (db) => {
     for (let i = 1; i <= 20; i++) {
       await insertDriver(db, { driver_id: `d${i}`, first_name: 'Juan', last_name: 'Quispe Mamani' });
     }
@@ -101,7 +93,7 @@ test('two transactions indexing drivers with the same names at once count every 
   }));
 
 test('canon.name_token_usage: a token is a given name or a surname only when drivers clearly type it so', (t) =>
-  withDb(async (db) => {
+  withDb('name_stats', async (db) => {
     await db.query(`
       INSERT INTO canon_internal.name_token_stats (token, as_given, as_surname) VALUES
         ('JUAN', 40, 1), ('QUISPE', 0, 30), ('CRUZ', 5, 12), ('RARO', 2, 0), ('SANTOS', 3, 1)`);
@@ -113,7 +105,7 @@ test('canon.name_token_usage: a token is a given name or a surname only when dri
   }));
 
 test('take the row the index holds, also between two rows of one driver_id with one timestamp', (t) =>
-  withDb(async (db) => {
+  withDb('name_stats', async (db) => {
     // One statement: both rows get the same created_at and updated_at.
     await db.query(`
       INSERT INTO public.drivers (driver_id, park_id, first_name, last_name, hire_date) VALUES

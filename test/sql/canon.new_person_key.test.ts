@@ -3,8 +3,10 @@
 // unique, and the default of identity_registry.person_key; the pipeline's new persons get
 // them.
 import test from 'ava';
-import { runPipeline } from '../helpers/rows.js';
-import { addDays, businessToday, freshDb, linkedLead } from '../helpers/scenario.js';
+import { freshDb } from '../helpers/db.js';
+import { runPipeline } from '../helpers/pipeline.js';
+import { addDays, businessToday } from '../helpers/rows.js';
+import { linkedLead } from '../helpers/scenario.js';
 import { generateDemoData } from '../../src/demo.js';
 import { createLogger } from '../../src/logger.js';
 

@@ -1,7 +1,7 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { createTestDb, type TestDb } from '../helpers/db.js';
-import '../helpers/scenario.js';
+import '../helpers/rows.js';
 
 let db: TestDb;
 test.before(async () => {

@@ -2,17 +2,8 @@
 // driver matching index, and the changed_at mark that decides whether unmatched leads
 // are worth retrying.
 import test from 'ava';
-import { createTestDb, type TestDb } from '../helpers/db.js';
+import { type TestDb, withDb } from '../helpers/db.js';
 import { insertDriver } from '../helpers/rows.js';
-
-async function withDb(fn: (db: TestDb) => Promise<void>): Promise<void> {
-  const db = await createTestDb('driver_index');
-  try {
-    await fn(db);
-  } finally {
-    await db.drop();
-  }
-}
 
 type Stats = {
   mode: string;
@@ -35,7 +26,7 @@ async function changedAt(db: TestDb): Promise<string | null> {
 }
 
 test('changed_at moves only when index rows are written or removed', (t) =>
-  withDb(async (db) => {
+  withDb('driver_index', async (db) => {
     await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', last_name: 'Perez', phone: '51977456321' });
     const full = await refresh(db);
     t.like(full, { mode: 'full', drivers_scanned: 1, drivers_reindexed: 1, index_changed: true });
@@ -61,7 +52,7 @@ test('changed_at moves only when index rows are written or removed', (t) =>
   }));
 
 test('incremental: new drivers, drivers without updated_at (created_at counts), newest row per driver_id', (t) =>
-  withDb(async (db) => {
+  withDb('driver_index', async (db) => {
     await insertDriver(db, { driver_id: 'old', first_name: 'Ana', phone: '51911111111' });
     await refresh(db);
     await insertDriver(db, { driver_id: 'new', first_name: 'Rosa', phone: '51922222222' });
@@ -78,7 +69,7 @@ test('incremental: new drivers, drivers without updated_at (created_at counts), 
   }));
 
 test('every driver row written since the last read is read by the next run, whatever its timestamps: a late commit stamped hours earlier, a change in place, updated_at in 2099, no timestamp at all', (t) =>
-  withDb(async (db) => {
+  withDb('driver_index', async (db) => {
     await insertDriver(db, { driver_id: 'now', first_name: 'Ana', phone: '51911111111' });
     await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
                     VALUES ('old', 'p', 'Luz', '51944444444', now() - interval '3 hours', now() - interval '3 hours')`);
@@ -106,7 +97,7 @@ test('every driver row written since the last read is read by the next run, what
   }));
 
 test('a driver row written in a subtransaction that commits after a refresh read is read by the next one', (t) =>
-  withDb(async (db) => {
+  withDb('driver_index', async (db) => {
     await insertDriver(db, { driver_id: 'first', first_name: 'Ana', phone: '51911111111' });
     await refresh(db);
     const writer = await db.connect();
@@ -122,7 +113,7 @@ test('a driver row written in a subtransaction that commits after a refresh read
   }));
 
 test('a driver_id with two rows: a late commit of its older row does not replace the newer one', (t) =>
-  withDb(async (db) => {
+  withDb('driver_index', async (db) => {
     await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
                     VALUES ('twice', 'p', 'New', '51955555555', now(), now())`);
     await refresh(db);
@@ -134,7 +125,7 @@ test('a driver_id with two rows: a late commit of its older row does not replace
   }));
 
 test('a full refresh removes deleted drivers and marks the index changed', (t) =>
-  withDb(async (db) => {
+  withDb('driver_index', async (db) => {
     await insertDriver(db, { driver_id: 'stay', first_name: 'Ana', phone: '51911111111' });
     await insertDriver(db, { driver_id: 'gone', first_name: 'Rosa', phone: '51922222222' });
     await refresh(db);
@@ -149,7 +140,7 @@ test('a full refresh removes deleted drivers and marks the index changed', (t) =
   }));
 
 test('a few changed drivers among many probe the index by key: one pass over the drivers, no sequential scan of driver_index', (t) =>
-  withDb(async (db) => {
+  withDb('driver_index', async (db) => {
     await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
                     SELECT 'd' || g, 'p', 'Name' || g, (51900000000 + g)::text, now() - interval '3 days', now() - interval '3 days'
                     FROM generate_series(1, 20000) g`);

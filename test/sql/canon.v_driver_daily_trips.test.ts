@@ -1,6 +1,6 @@
 import test from 'ava';
 import { createTestDb, type TestDb } from '../helpers/db.js';
-import { addTrips, uid } from '../helpers/scenario.js';
+import { addTrips, uid } from '../helpers/rows.js';
 
 let db: TestDb;
 test.before(async () => {

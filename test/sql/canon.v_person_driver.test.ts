@@ -1,23 +1,12 @@
 // One driver per person, the same in every view and in the claims (predecessor defect 10).
 import test from 'ava';
-import {
-  addDays,
-  addDriverLink,
-  addTrips,
-  businessToday,
-  claimsOf,
-  freshDb,
-  generateClaims,
-  insertLead,
-  limboRow,
-  linkPerson,
-  tripsOnDays,
-  uid,
-} from '../helpers/scenario.js';
+import { freshDb } from '../helpers/db.js';
+import { addDays, addTrips, businessToday, insertLead, tripsOnDays, uid } from '../helpers/rows.js';
+import { addDriverLink, claimsOf, generateClaims, limboRow, linkPerson } from '../helpers/scenario.js';
 
 test('picks the most recently linked driver, then the smallest driver_id on a tie', async (t) => {
   const db = await freshDb(t, 'person_driver');
-  const lead = await insertLead(db, { createdAt: addDays(await businessToday(db), -2) });
+  const lead = await insertLead(db, { lead_created_at: addDays(await businessToday(db), -2) });
   const personKey = await linkPerson(db, [lead.key], [
     { driverId: 'drv-old', linkedAt: '2026-01-01 10:00+00' },
     { driverId: 'drv-new', linkedAt: '2026-02-01 10:00+00' },
@@ -34,7 +23,7 @@ test('every view and the claims take the same driver for a person with two drive
   const db = await freshDb(t, 'person_driver_views');
   const today = await businessToday(db);
   const leadDate = addDays(today, -20);
-  const lead = await insertLead(db, { createdAt: leadDate });
+  const lead = await insertLead(db, { lead_created_at: leadDate });
   const older = uid('D');
   const newer = uid('D');
   await linkPerson(db, [lead.key], [

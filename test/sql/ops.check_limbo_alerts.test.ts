@@ -3,8 +3,9 @@
 // current partial one, a previous week of 0, staleness without any run, the last run
 // FAILED), and a persisting alert stays the same alert (first_seen_at kept).
 import test from 'ava';
-import type { TestDb } from '../helpers/db.js';
-import { addDays, businessToday, freshDb, insertLead, linkPerson } from '../helpers/scenario.js';
+import { freshDb, type TestDb } from '../helpers/db.js';
+import { addDays, businessToday, insertLead } from '../helpers/rows.js';
+import { linkPerson } from '../helpers/scenario.js';
 
 interface AlertRow {
   rule_code: string;
@@ -176,7 +177,7 @@ test('IDENTITY_SHARE_BELOW: 80 % of leads with identity does not fire, 72.73 % d
   const today = await businessToday(db);
   t.is(await fired(db, 'IDENTITY_SHARE_BELOW'), undefined, 'no leads: no share');
   const linked = [];
-  for (let i = 0; i < 8; i++) linked.push((await insertLead(db, { createdAt: addDays(today, -20) })).key);
+  for (let i = 0; i < 8; i++) linked.push((await insertLead(db, { lead_created_at: addDays(today, -20) })).key);
   await linkPerson(db, linked);
   await noIdentityLeads(db, addDays(today, -20), 2);
   t.is(await fired(db, 'IDENTITY_SHARE_BELOW'), undefined, '8 of 10 is exactly 80 %');

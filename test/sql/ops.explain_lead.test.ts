@@ -1,6 +1,7 @@
 import test from 'ava';
 import { createTestDb, type TestDb } from '../helpers/db.js';
-import { insertDriver, insertLead, runPipeline } from '../helpers/rows.js';
+import { runPipeline } from '../helpers/pipeline.js';
+import { addDays, businessToday, insertDriver, insertLead } from '../helpers/rows.js';
 
 let db: TestDb;
 test.before(async () => {
@@ -67,7 +68,7 @@ test('a NO_CANDIDATES lead dated before the runs\' days_back is not said to be r
   const own = await createTestDb('explain_scope'); // its own runs: the other tests count on leads never run
   t.teardown(() => own.drop());
   await insertLead(own, { external_id: 'OLD', first_name: 'Rosa', last_name: 'Vega', park_phone: '987650001',
-                          lead_created_at: `(canon.business_today() - 45)::timestamp + time '09:00'` });
+                          lead_created_at: `${addDays(await businessToday(own), -45)} 09:00` });
   await insertLead(own, { external_id: 'NEW', first_name: 'Rosa', last_name: 'Vega', park_phone: '987650002' });
   t.is((await runPipeline(own, 'p_days_back => 60')).status, 'COMPLETED');
   t.is((await runPipeline(own, 'p_days_back => 30')).status, 'COMPLETED'); // the last completed run sets the scope: 30 days

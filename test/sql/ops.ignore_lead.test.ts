@@ -1,10 +1,10 @@
 // ops.ignore_lead: an operator marks a lead IGNORED so the job stops retrying it.
 import test from 'ava';
 import { brokenInvariants, claimsOf, financeSettles, leadWithClaimsLeftBehind, settledRecordsOf } from '../helpers/claims.js';
-import type { TestDb } from '../helpers/db.js';
+import { freshDb, type TestDb } from '../helpers/db.js';
+import { linkOf, runPipeline, unmatchedOf } from '../helpers/pipeline.js';
+import { insertDriver, insertLead } from '../helpers/rows.js';
 import { backendPid, blockedBy, start } from '../helpers/locks.js';
-import { insertDriver, insertLead, linkOf, runPipeline, unmatchedOf } from '../helpers/rows.js';
-import { freshDb } from '../helpers/scenario.js';
 
 interface Ignored {
   action: string;
@@ -64,7 +64,7 @@ test('ignores a lead the job never evaluated: the unmatched row is created with 
 
 test('ignoring again records the new note and a second audit row', async (t) => {
   const db = await freshDb(t, 'ignore');
-  await insertLead(db, { external_id: 'TWICE' });
+  await insertLead(db, { external_id: 'TWICE', first_name: null, last_name: null });
   await ignore(db, 'TWICE', 'first reason');
   const r = await ignore(db, 'TWICE', 'better reason');
   t.like(r, { status_before: 'IGNORED', note_before: 'first reason' });

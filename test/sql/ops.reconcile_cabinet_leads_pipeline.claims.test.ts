@@ -1,6 +1,9 @@
 // A whole pipeline run generates the claims of step 7 and records them in the run's stats.
 import test from 'ava';
-import { addDays, businessToday, claimsOf, freshDb, limboRow, linkedLead, tripsOnDays } from '../helpers/scenario.js';
+import { freshDb } from '../helpers/db.js';
+import { callPipeline } from '../helpers/pipeline.js';
+import { addDays, businessToday, tripsOnDays } from '../helpers/rows.js';
+import { claimsOf, limboRow, linkedLead } from '../helpers/scenario.js';
 
 interface Run {
   id: number;
@@ -24,8 +27,7 @@ test('a run generates M1 and M5 for a linked lead with 5 trips, which is then OK
   t.is((await limboRow(db, lead.key)).limbo_stage, 'TRIPS_NO_CLAIM');
 
   const c = await db.connect();
-  const { rows } = await c.query<{ run: Run }>(`CALL ops.reconcile_cabinet_leads_pipeline(p_days_back => 30, p_limit => 2000)`);
-  const run = rows[0]!.run;
+  const run = await callPipeline<Run>(c);
   t.is(run.status, 'COMPLETED');
 
   t.deepEqual((await claimsOf(db, lead.key)).map((cl) => [cl.milestone, cl.status, cl.amount_expected]), [
@@ -52,6 +54,6 @@ test('a run generates M1 and M5 for a linked lead with 5 trips, which is then OK
   t.like(run.stats.limbo_after, { TRIPS_NO_CLAIM: 0, OK: 1 });
   t.deepEqual(run.stats.steps.find((s) => s.step === 'generate_cabinet_claims')?.status, 'done');
 
-  const again = (await c.query<{ run: Run }>(`CALL ops.reconcile_cabinet_leads_pipeline(p_days_back => 30, p_limit => 2000)`)).rows[0]!.run;
+  const again = await callPipeline<Run>(c);
   t.like(again.stats.claims, { claims_generated: 0, claims_already_present: 2 });
 });

@@ -1,11 +1,12 @@
 // The run protocol of SPEC 7 (steps 1, 2, 3, 9): RUNNING visible at once, SKIPPED under
 // the lock, FAILED logged when a step raises, abandoned runs, dry runs, params.
+// Each test gets its own database (withDb): runs and locks of one test must not see another's.
 import test from 'ava';
-import type pg from 'pg';
-import { createTestDb, type TestDb } from '../helpers/db.js';
+import { type TestDb, withDb } from '../helpers/db.js';
+import { callPipeline } from '../helpers/pipeline.js';
+import { FAILPOINT_LOCK, waitFor } from '../helpers/locks.js';
 
 const JOB_LOCK = `hashtext('cabinet_leads'), hashtext('reconcile_cabinet_leads_pipeline')`;
-const FAILPOINT_LOCK = `hashtext('cabinet_leads'), hashtext('failpoint')`;
 
 interface Run {
   id: number;
@@ -19,35 +20,10 @@ interface Run {
   backend_pid: number;
 }
 
-// Each test gets its own database: runs and locks of one test must not see another's.
-async function withDb(fn: (db: TestDb) => Promise<void>): Promise<void> {
-  const db = await createTestDb('pipeline');
-  try {
-    await fn(db);
-  } finally {
-    await db.drop();
-  }
-}
-
-async function call(c: pg.ClientBase, args = 'p_days_back => 30, p_limit => 2000'): Promise<Run> {
-  const res = await c.query<{ run: Run }>(`CALL ops.reconcile_cabinet_leads_pipeline(${args})`);
-  return res.rows[0]!.run;
-}
-
-async function waitFor<T>(fn: () => Promise<T | undefined>, what: string, ms = 10_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 test('a completed run is logged with params, scope, source tables and per-step durations', (t) =>
-  withDb(async (db) => {
+  withDb('pipeline', async (db) => {
     const c = await db.connect();
-    const run = await call(c, 'p_days_back => 7, p_limit => 10');
+    const run = await callPipeline<Run>(c, 'p_days_back => 7, p_limit => 10');
     t.is(run.status, 'COMPLETED');
     t.false(run.dry_run);
     t.deepEqual(run.source_tables, ['module_ct_cabinet_leads', 'drivers', 'summary_daily']);
@@ -68,13 +44,13 @@ test('a completed run is logged with params, scope, source tables and per-step d
   }));
 
 test('the RUNNING row is visible from another connection while the run is in progress', (t) =>
-  withDb(async (db) => {
+  withDb('pipeline', async (db) => {
     const holder = await db.connect();
     const runner = await db.connect();
     const observer = await db.connect();
     await holder.query(`SELECT pg_advisory_lock(${FAILPOINT_LOCK})`);
     await runner.query(`SET cabinet.failpoint = 'wait:after_match'`);
-    const pending = call(runner);
+    const pending = callPipeline<Run>(runner);
     const seen = await waitFor(async () => {
       const rows = (await observer.query<{ id: number; status: string; backend_pid: number }>(
         `SELECT id, status, backend_pid FROM canon.ingestion_runs WHERE status = 'RUNNING'`,
@@ -90,27 +66,27 @@ test('the RUNNING row is visible from another connection while the run is in pro
   }));
 
 test('a second run while one holds the job lock is logged SKIPPED and does nothing', (t) =>
-  withDb(async (db) => {
+  withDb('pipeline', async (db) => {
     const holder = await db.connect();
     await holder.query(`SELECT pg_advisory_lock(${JOB_LOCK})`);
     const c = await db.connect();
-    const run = await call(c);
+    const run = await callPipeline<Run>(c);
     t.is(run.status, 'SKIPPED');
     t.is(run.stats['skipped_reason'], 'another run holds the job lock');
     t.false('steps' in run.stats);
     await holder.query(`SELECT pg_advisory_unlock(${JOB_LOCK})`);
-    t.is((await call(c)).status, 'COMPLETED');
+    t.is((await callPipeline<Run>(c)).status, 'COMPLETED');
   }));
 
 test('two runs started together: exactly one does the work, the other is SKIPPED', (t) =>
-  withDb(async (db) => {
+  withDb('pipeline', async (db) => {
     const holder = await db.connect();
     const a = await db.connect();
     const b = await db.connect();
     await holder.query(`SELECT pg_advisory_lock(${FAILPOINT_LOCK})`);
     await a.query(`SET cabinet.failpoint = 'wait:after_match'`);
     await b.query(`SET cabinet.failpoint = 'wait:after_match'`);
-    const runs = Promise.all([call(a), call(b)]);
+    const runs = Promise.all([callPipeline<Run>(a), callPipeline<Run>(b)]);
     // One of them is parked at the failpoint holding the job lock; the other skips.
     await waitFor(async () => {
       const rows = (await holder.query(`SELECT 1 FROM canon.ingestion_runs WHERE status = 'SKIPPED'`)).rows;
@@ -122,10 +98,10 @@ test('two runs started together: exactly one does the work, the other is SKIPPED
   }));
 
 test('a step that raises makes the run FAILED, logged with the error, and the CALL raises', (t) =>
-  withDb(async (db) => {
+  withDb('pipeline', async (db) => {
     const c = await db.connect();
     await c.query(`SET cabinet.failpoint = 'after_match'`);
-    const err = await t.throwsAsync(call(c));
+    const err = await t.throwsAsync(callPipeline<Run>(c));
     t.regex(err!.message, /^run \d+ FAILED: failpoint "after_match" triggered/);
     const [run] = await db.query<Run>(`SELECT * FROM canon.ingestion_runs ORDER BY id DESC LIMIT 1`);
     t.is(run!.status, 'FAILED');
@@ -135,21 +111,21 @@ test('a step that raises makes the run FAILED, logged with the error, and the CA
   }));
 
 test('with p_raise_on_failure => false a failed run is returned instead of raised', (t) =>
-  withDb(async (db) => {
+  withDb('pipeline', async (db) => {
     const c = await db.connect();
     await c.query(`SET cabinet.failpoint = 'after_claims'`);
-    const run = await call(c, 'p_raise_on_failure => false');
+    const run = await callPipeline<Run>(c, 'p_raise_on_failure => false');
     t.is(run.status, 'FAILED');
     t.regex(run.error_message!, /after_claims/);
   }));
 
 test('a RUNNING run whose backend was killed is marked FAILED (abandoned) by the next run', (t) =>
-  withDb(async (db) => {
+  withDb('pipeline', async (db) => {
     const holder = await db.connect();
     const victim = await db.connect();
     await holder.query(`SELECT pg_advisory_lock(${FAILPOINT_LOCK})`);
     await victim.query(`SET cabinet.failpoint = 'wait:after_refresh_driver_index'`);
-    const pending = call(victim).catch((e: Error) => e);
+    const pending = callPipeline<Run>(victim).catch((e: Error) => e);
     const running = await waitFor(async () => {
       const rows = (await holder.query<{ id: number; backend_pid: number }>(
         `SELECT id, backend_pid FROM canon.ingestion_runs WHERE status = 'RUNNING'`,
@@ -162,7 +138,7 @@ test('a RUNNING run whose backend was killed is marked FAILED (abandoned) by the
     const [stuck] = await db.query<{ status: string }>(`SELECT status FROM canon.ingestion_runs WHERE id = $1`, [running.id]);
     t.is(stuck!.status, 'RUNNING', 'nothing can update the row of a killed backend');
     const c = await db.connect();
-    const next = await call(c);
+    const next = await callPipeline<Run>(c);
     t.is(next.status, 'COMPLETED');
     t.is(next.stats['abandoned_runs_marked'], 1);
     const [old] = await db.query<Run>(`SELECT * FROM canon.ingestion_runs WHERE id = $1`, [running.id]);
@@ -171,14 +147,14 @@ test('a RUNNING run whose backend was killed is marked FAILED (abandoned) by the
   }));
 
 test('a run cancelled by statement_timeout is logged FAILED, not left RUNNING', (t) =>
-  withDb(async (db) => {
+  withDb('pipeline', async (db) => {
     const holder = await db.connect();
     const c = await db.connect();
     await holder.query(`SELECT pg_advisory_lock(${FAILPOINT_LOCK})`);
     await c.query(`SET cabinet.failpoint = 'wait:after_match'`);
     // Long enough for the steps before the failpoint even on a loaded machine.
     await c.query(`SET statement_timeout = '3s'`);
-    const err = await t.throwsAsync(call(c));
+    const err = await t.throwsAsync(callPipeline<Run>(c));
     t.regex(err!.message, /FAILED: canceling statement due to statement timeout/);
     const [run] = await db.query<Run>(`SELECT * FROM canon.ingestion_runs ORDER BY id DESC LIMIT 1`);
     t.is(run!.status, 'FAILED');
@@ -186,10 +162,10 @@ test('a run cancelled by statement_timeout is logged FAILED, not left RUNNING', 
   }));
 
 test('a dry run is logged with dry_run = true and the same step list', (t) =>
-  withDb(async (db) => {
+  withDb('pipeline', async (db) => {
     const c = await db.connect();
-    const dry = await call(c, 'p_dry_run => true');
-    const wet = await call(c);
+    const dry = await callPipeline<Run>(c, 'p_dry_run => true');
+    const wet = await callPipeline<Run>(c);
     t.is(dry.status, 'COMPLETED');
     t.true(dry.dry_run);
     const steps = (r: Run) => (r.stats['steps'] as { step: string }[]).map((s) => s.step);
@@ -197,21 +173,21 @@ test('a dry run is logged with dry_run = true and the same step list', (t) =>
   }));
 
 test('bad parameters are refused with a message naming the value, and no run is logged', (t) =>
-  withDb(async (db) => {
+  withDb('pipeline', async (db) => {
     const c = await db.connect();
-    const e1 = await t.throwsAsync(call(c, 'p_limit => -1'));
+    const e1 = await t.throwsAsync(callPipeline<Run>(c, 'p_limit => -1'));
     t.regex(e1!.message, /invalid limit -1/);
-    const e2 = await t.throwsAsync(call(c, 'p_days_back => NULL'));
+    const e2 = await t.throwsAsync(callPipeline<Run>(c, 'p_days_back => NULL'));
     t.regex(e2!.message, /invalid days_back NULL/);
     const [n] = await db.query<{ n: string }>(`SELECT count(*) AS n FROM canon.ingestion_runs`);
     t.is(n!.n, '0');
   }));
 
 test('the run-log query of the operations guide works verbatim', (t) =>
-  withDb(async (db) => {
+  withDb('pipeline', async (db) => {
     const c = await db.connect();
-    await call(c);
-    await call(c, 'p_dry_run => true');
+    await callPipeline<Run>(c);
+    await callPipeline<Run>(c, 'p_dry_run => true');
     const rows = await db.query<{ status: string; dry_run: boolean }>(`SELECT * FROM canon.ingestion_runs
     WHERE source_tables::text LIKE '%module_ct_cabinet_leads%'
     ORDER BY created_at DESC LIMIT 10;`);
@@ -219,7 +195,7 @@ test('the run-log query of the operations guide works verbatim', (t) =>
   }));
 
 test('a CALL from psql prints no NOTICE (temp tables dropped "if exists"), first run, later runs, dry runs and limbo-only runs alike', (t) =>
-  withDb(async (db) => {
+  withDb('pipeline', async (db) => {
     await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, last_name, phone, car_number, hire_date)
                     VALUES ('d1', canon.setting('target_park_id'), 'Juan', 'Perez', '51977000001', 'ABC123', canon.business_today() - 3)`);
     await db.query(`INSERT INTO public.module_ct_cabinet_leads (external_id, lead_created_at, first_name, last_name, park_phone, asset_plate_number)
@@ -229,13 +205,13 @@ test('a CALL from psql prints no NOTICE (temp tables dropped "if exists"), first
     const c = await db.connect(); // a new session, as psql opens: no temp schema yet
     const notices: string[] = [];
     c.on('notice', (n) => notices.push(`${n.message} (${(n.where ?? '').split('\n')[1] ?? n.where ?? ''})`));
-    const runs = [await call(c), await call(c), await call(c, 'p_dry_run => true'), await call(c, 'p_only_limbo => true')];
+    const runs = [await callPipeline<Run>(c), await callPipeline<Run>(c), await callPipeline<Run>(c, 'p_dry_run => true'), await callPipeline<Run>(c, 'p_only_limbo => true')];
     t.deepEqual(runs.map((r) => r.status), ['COMPLETED', 'COMPLETED', 'COMPLETED', 'COMPLETED']);
     t.deepEqual(notices, []);
     // The steps silence their own temp-table NOTICEs: a session's setting is left as it is.
     t.is((await c.query<{ v: string }>(`SELECT current_setting('client_min_messages') AS v`)).rows[0]!.v, 'notice');
     await c.query(`SET client_min_messages = log`);
-    await call(c);
+    await callPipeline<Run>(c);
     t.deepEqual(notices, [], 'even at client_min_messages = log, no step prints its temp tables');
     t.false('steps_not_implemented' in runs[0]!.stats);
   }));

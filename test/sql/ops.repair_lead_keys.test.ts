@@ -8,9 +8,10 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { PROJECT_ROOT } from '../../src/config.js';
-import type { TestDb } from '../helpers/db.js';
-import { insertDriver, insertLead, runPipeline } from '../helpers/rows.js';
-import { addTrips, businessToday, freshDb, linkPerson, tripsOnDays } from '../helpers/scenario.js';
+import { freshDb, type TestDb } from '../helpers/db.js';
+import { runPipeline } from '../helpers/pipeline.js';
+import { addTrips, businessToday, insertDriver, insertLead, tripsOnDays } from '../helpers/rows.js';
+import { linkPerson } from '../helpers/scenario.js';
 import { violations } from '../reliability/support.js';
 
 // What re-keyed the databases keyed by the old definition (a data step of the migrations
@@ -60,8 +61,8 @@ async function brokenState(t: Parameters<typeof freshDb>[0]): Promise<{ db: Test
   const [leadDate] = await db.query<{ d: string }>(`SELECT (canon.business_today() - 5)::text AS d`);
   await insertDriver(db, { driver_id: 'D-NB1', first_name: 'Juan', last_name: 'Perez', phone: '51977000111' });
   const ids = [
-    await insertLead(db, { external_id: 'NB-1\t', lead_created_at: `'${leadDate!.d} 10:00'`, first_name: 'Juan', last_name: 'Perez', park_phone: '977000111' }),
-    await insertLead(db, { external_id: 'NB-1', lead_created_at: `'${leadDate!.d} 11:00'`, first_name: 'Juan', last_name: 'Perez', park_phone: '977000111' }),
+    (await insertLead(db, { external_id: 'NB-1\t', lead_created_at: `${leadDate!.d} 10:00`, first_name: 'Juan', last_name: 'Perez', park_phone: '977000111' })).id,
+    (await insertLead(db, { external_id: 'NB-1', lead_created_at: `${leadDate!.d} 11:00`, first_name: 'Juan', last_name: 'Perez', park_phone: '977000111' })).id,
   ];
   await addTrips(db, 'D-NB1', tripsOnDays(leadDate!.d, [0, 1, 2, 3, 4], 5));
   t.truthy(today);
@@ -167,7 +168,7 @@ test('migration 0029 makes them one lead: one link, one claim per milestone (set
 
 test('a linked key and its OPEN twin: the lead stays linked, its unmatched row RESOLVED', async (t) => {
   const db = await freshDb(t, 'repair_keys_open');
-  await insertLead(db, { external_id: 'L-1' });
+  await insertLead(db, { external_id: 'L-1', first_name: null, last_name: null });
   const person = await linkPerson(db, ['L-1'], [{ driverId: 'D-1' }]);
   await db.query(`INSERT INTO canon.identity_unmatched (source_table, source_pk, reason_code, status)
                   VALUES ('module_ct_cabinet_leads', E'\\u00a0L-1', 'NO_CANDIDATES', 'OPEN')`);
@@ -180,7 +181,7 @@ test('a linked key and its OPEN twin: the lead stays linked, its unmatched row R
 
 test('two unmatched twins keep the IGNORED decision under the one key', async (t) => {
   const db = await freshDb(t, 'repair_keys_ignored');
-  await insertLead(db, { external_id: 'L-2' });
+  await insertLead(db, { external_id: 'L-2', first_name: null, last_name: null });
   await db.query(`INSERT INTO canon.identity_unmatched (source_table, source_pk, reason_code, status, note, last_attempt_at)
                   VALUES ('module_ct_cabinet_leads', 'L-2', 'NO_CANDIDATES', 'OPEN', NULL, now()),
                          ('module_ct_cabinet_leads', E'L-2\\u200b', 'MANUAL_IGNORE', 'IGNORED', 'support test lead', now() - interval '1 day')`);
@@ -190,7 +191,7 @@ test('two unmatched twins keep the IGNORED decision under the one key', async (t
 
 test('two persons for one lead: the link with settled money survives; a person left without a link goes with its origin', async (t) => {
   const db = await freshDb(t, 'repair_keys_persons');
-  await insertLead(db, { external_id: 'L-3' });
+  await insertLead(db, { external_id: 'L-3', first_name: null, last_name: null });
   const kept = await linkPerson(db, ['L-3\r\n'], [{ driverId: 'D-3' }]);
   const gone = await linkPerson(db, ['L-3'], []);
   await db.query(`INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, decided_by)
@@ -212,9 +213,9 @@ test('two persons for one lead: the link with settled money survives; a person l
 test('a key of blanks only: each lead row is keyed by its id, the first keeps what was keyed, the others are evaluated as new', async (t) => {
   const db = await freshDb(t, 'repair_keys_blank');
   await db.query(OLD_DEFINITION);
-  const first = await insertLead(db, { external_id: '\t' });
-  const second = await insertLead(db, { external_id: '\u00a0\t' });
-  const third = await insertLead(db, { external_id: '\t' });
+  const { id: first } = await insertLead(db, { external_id: '\t', first_name: null, last_name: null });
+  const { id: second } = await insertLead(db, { external_id: '\u00a0\t', first_name: null, last_name: null });
+  const { id: third } = await insertLead(db, { external_id: '\t', first_name: null, last_name: null });
   await db.query(`SELECT canon.key_changed_leads(NULL)`);
   const person = await linkPerson(db, ['\t'], [{ driverId: 'D-4' }]);
   await db.query(`DELETE FROM canon_internal.lead_keys_pending`); // evaluated: linked under '\t'
@@ -234,7 +235,7 @@ test('a key of blanks only: each lead row is keyed by its id, the first keeps wh
 
 test('a claim finance marks paid while the repair waits for it is decided on as paid, never set aside as generated', async (t) => {
   const db = await freshDb(t, 'repair_keys_race');
-  await insertLead(db, { external_id: 'K-6' });
+  await insertLead(db, { external_id: 'K-6', first_name: null, last_name: null });
   const person = await linkPerson(db, ['K-6', 'K-6\t'], [{ driverId: 'D-6' }]);
   await db.query(`INSERT INTO canon.claims_yango_cabinet_14d (lead_source_pk, milestone, person_key, driver_id, lead_date, amount_expected, status, generated_at)
                   SELECT k, 1, $1, 'D-6', current_date - 3, 25, 'generated', now() FROM unnest(ARRAY['K-6', E'K-6\\t']) k`, [person]);
@@ -260,7 +261,7 @@ test('a claim finance marks paid while the repair waits for it is decided on as 
 
 test('nothing to repair: no run row, nothing written', async (t) => {
   const db = await freshDb(t, 'repair_keys_none');
-  await insertLead(db, { external_id: ' L-5 ' });
+  await insertLead(db, { external_id: ' L-5 ', first_name: null, last_name: null });
   t.deepEqual(await repair(db), { keys_rekeyed: 0, keys_left: 0, run_id: null });
   t.deepEqual(await db.query(`SELECT 1 FROM canon.ingestion_runs`), []);
   const err = await t.throwsAsync(db.query(`SELECT ops.repair_lead_keys('  ')`));

@@ -2,10 +2,11 @@
 // with the person, driver link, origin and unmatched row the job would write, audited.
 import test from 'ava';
 import { brokenInvariants, claimsOf, financeSettles, insertClaims, leadWithClaimsLeftBehind, settledRecordsOf } from '../helpers/claims.js';
-import type { TestDb } from '../helpers/db.js';
+import { count, freshDb, type TestDb } from '../helpers/db.js';
+import { linkOf, runPipeline, unmatchedOf } from '../helpers/pipeline.js';
+import { insertDriver, insertLead } from '../helpers/rows.js';
+import { linkPerson } from '../helpers/scenario.js';
 import { backendPid, blockedBy, start } from '../helpers/locks.js';
-import { insertDriver, insertLead, linkOf, runPipeline, unmatchedOf } from '../helpers/rows.js';
-import { freshDb, linkPerson } from '../helpers/scenario.js';
 
 interface Resolved {
   action: string;
@@ -31,11 +32,6 @@ async function ambiguousScenario(db: TestDb): Promise<void> {
   await insertDriver(db, { driver_id: 'a', first_name: 'Ana', last_name: 'Lopez', car_number: 'SHF001', phone: '51977000111' });
   await insertDriver(db, { driver_id: 'b', first_name: 'Ana', last_name: 'Lopes', car_number: 'SHF001' });
   await insertLead(db, { external_id: 'AMB', first_name: 'Ana', last_name: 'López', asset_plate_number: 'shf-001' });
-}
-
-async function count(db: TestDb, sql: string, params: unknown[] = []): Promise<number> {
-  const [r] = await db.query<{ n: string }>(sql, params);
-  return Number(r!.n);
 }
 
 test('links an AMBIGUOUS lead to the chosen driver: new person with its driver link, manual origin, unmatched RESOLVED', async (t) => {
@@ -212,7 +208,7 @@ async function resolveAudits(db: TestDb, key: string): Promise<number> {
 
 test('moving a lead to another driver (unlink, then resolve, in one transaction) while finance pays its claim: waits, refuses, the paid claim stays', async (t) => {
   const db = await freshDb(t, 'resolve_race');
-  await insertLead(db, { external_id: 'MOVE' });
+  await insertLead(db, { external_id: 'MOVE', first_name: null, last_name: null });
   const person = await linkPerson(db, ['MOVE'], [{ driverId: 'd-old' }]);
   await insertClaims(db, 'MOVE', person, 'd-old', [{ milestone: 1 }, { milestone: 5 }]);
   await insertDriver(db, { driver_id: 'd-new' });

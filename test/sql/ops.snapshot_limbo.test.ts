@@ -3,21 +3,10 @@
 // series; the step evaluates and records the alerts, counting its own run as the last
 // COMPLETED one; a dry or failed run keeps nothing.
 import test from 'ava';
-import type pg from 'pg';
-import type { TestDb } from '../helpers/db.js';
-import { runPipeline } from '../helpers/rows.js';
-import {
-  addDays,
-  addTrips,
-  businessToday,
-  freshDb,
-  insertLead,
-  LIMBO_VIEW_WEEKS_SQL,
-  linkedLead,
-  linkPerson,
-  SNAPSHOT_WEEKS_SQL,
-  tripsOnDays,
-} from '../helpers/scenario.js';
+import { freshDb, type TestDb } from '../helpers/db.js';
+import { callPipeline, runPipeline } from '../helpers/pipeline.js';
+import { addDays, addTrips, businessToday, insertLead, tripsOnDays } from '../helpers/rows.js';
+import { LIMBO_VIEW_WEEKS_SQL, linkedLead, linkPerson, SNAPSHOT_WEEKS_SQL } from '../helpers/scenario.js';
 
 const STAGE_COLUMNS = ['limbo_no_identity', 'limbo_no_driver', 'limbo_no_trips_14d', 'limbo_trips_no_claim', 'limbo_ok'] as const;
 
@@ -26,8 +15,8 @@ async function mixedLeads(db: TestDb): Promise<void> {
   const today = await businessToday(db);
   for (const days of [-3, -10, -17]) {
     const date = addDays(today, days);
-    await insertLead(db, { createdAt: date, phone: null, plate: null }); // NO_IDENTITY (MISSING_KEYS after a run)
-    const noDriver = await insertLead(db, { createdAt: date });
+    await insertLead(db, { lead_created_at: date, park_phone: null, asset_plate_number: null }); // NO_IDENTITY (MISSING_KEYS after a run)
+    const noDriver = await insertLead(db, { lead_created_at: date });
     await linkPerson(db, [noDriver.key]); // NO_DRIVER
     await linkedLead(db, date); // NO_TRIPS_14D
     await linkedLead(db, date, { trips: tripsOnDays(date, [0, 1]) }); // OK after the run's claims
@@ -41,11 +30,6 @@ async function liveWeeks(db: TestDb): Promise<Record<string, unknown>[]> {
 
 async function snapshotWeeks(db: TestDb, runId: number): Promise<Record<string, unknown>[]> {
   return db.query(`${SNAPSHOT_WEEKS_SQL} ORDER BY week_start`, [runId]);
-}
-
-async function call(c: pg.ClientBase, args: string): Promise<{ id: number; status: string; stats: Record<string, any> }> {
-  const res = await c.query(`CALL ops.reconcile_cabinet_leads_pipeline(${args})`);
-  return res.rows[0].run;
 }
 
 test('a completed run stores its counts per lead week and overall, equal to the limbo view', async (t) => {
@@ -87,12 +71,12 @@ test('a dry run and a failed run keep no snapshot and record no alert', async (t
   const db = await freshDb(t, 'snapshot_dry');
   await mixedLeads(db);
   const c = await db.connect();
-  const dry = await call(c, 'p_dry_run => true');
+  const dry = await callPipeline(c, 'p_dry_run => true');
   t.is(dry.status, 'COMPLETED');
   t.is(dry.stats['snapshot'].rows_written, 4, 'the dry run computes the same stats');
   t.true(dry.stats['snapshot'].alerts_firing > 0);
   await c.query(`SET cabinet.failpoint = 'after_snapshot'`);
-  const failed = await call(c, 'p_raise_on_failure => false');
+  const failed = await callPipeline(c, 'p_raise_on_failure => false');
   t.is(failed.status, 'FAILED');
   t.deepEqual(await db.query(`SELECT run_id FROM ops.limbo_snapshots`), []);
   t.deepEqual(await db.query(`SELECT run_id FROM ops.limbo_snapshot_weeks`), []);
@@ -104,7 +88,7 @@ test('ops.v_limbo_history: one row per completed run, oldest first, with the cha
   await mixedLeads(db);
   const first = await runPipeline(db);
   const today = await businessToday(db);
-  for (let i = 0; i < 4; i++) await insertLead(db, { createdAt: addDays(today, -1), phone: null, plate: null });
+  for (let i = 0; i < 4; i++) await insertLead(db, { lead_created_at: addDays(today, -1), park_phone: null, asset_plate_number: null });
   const second = await runPipeline(db);
   await runPipeline(db, 'p_dry_run => true');
   const history = await db.query<Record<string, number | null>>(

@@ -1,11 +1,12 @@
 // ops.unlink_lead: an operator removes a wrong lead link; no orphan person is left, the
 // lead's unsettled claims go with the link, and the next run evaluates the lead again.
 import test from 'ava';
-import type { TestDb } from '../helpers/db.js';
+import { count, freshDb, type TestDb } from '../helpers/db.js';
+import { linkOf, runPipeline, unmatchedOf } from '../helpers/pipeline.js';
+import { addDays, businessToday, insertDriver, insertLead } from '../helpers/rows.js';
+import { linkPerson } from '../helpers/scenario.js';
 import { brokenInvariants, claimsOf, financeSettles, insertClaims, settledRecordsOf } from '../helpers/claims.js';
 import { blockedBy, backendPid, start } from '../helpers/locks.js';
-import { insertDriver, insertLead, linkOf, runPipeline, unmatchedOf } from '../helpers/rows.js';
-import { freshDb, linkPerson } from '../helpers/scenario.js';
 
 interface Unlinked {
   action: string;
@@ -22,11 +23,6 @@ interface Unlinked {
 async function unlink(db: TestDb, key: string, note: string): Promise<Unlinked> {
   const [r] = await db.query<{ r: Unlinked }>(`SELECT ops.unlink_lead($1, $2) AS r`, [key, note]);
   return r!.r;
-}
-
-async function count(db: TestDb, sql: string, params: unknown[] = []): Promise<number> {
-  const [r] = await db.query<{ n: string }>(sql, params);
-  return Number(r!.n);
 }
 
 test('removes a wrong link with its person, driver link and origin; the next run matches the right driver', async (t) => {
@@ -87,8 +83,9 @@ test('an unlinked lead is evaluated again by the next run, first in line', async
 
 test('keeps a person another lead still uses, and moves its origin to that lead', async (t) => {
   const db = await freshDb(t, 'unlink');
-  await insertLead(db, { external_id: 'OLD', lead_created_at: `(canon.business_today() - 5)::timestamp` });
-  await insertLead(db, { external_id: 'NEWER', lead_created_at: `(canon.business_today() - 3)::timestamp` });
+  const today = await businessToday(db);
+  await insertLead(db, { external_id: 'OLD', first_name: null, last_name: null, lead_created_at: `${addDays(today, -5)} 00:00` });
+  await insertLead(db, { external_id: 'NEWER', first_name: null, last_name: null, lead_created_at: `${addDays(today, -3)} 00:00` });
   const person = await linkPerson(db, ['OLD', 'NEWER'], [{ driverId: 'd7' }]);
   await db.query(
     `INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by)
@@ -109,8 +106,8 @@ test('keeps a person another lead still uses, and moves its origin to that lead'
 
 test('deletes the lead\'s unsettled claims, and refuses while one is paid or rejected', async (t) => {
   const db = await freshDb(t, 'unlink');
-  await insertLead(db, { external_id: 'GEN' });
-  await insertLead(db, { external_id: 'PAID' });
+  await insertLead(db, { external_id: 'GEN', first_name: null, last_name: null });
+  await insertLead(db, { external_id: 'PAID', first_name: null, last_name: null });
   const p1 = await linkPerson(db, ['GEN'], [{ driverId: 'd1' }]);
   const p2 = await linkPerson(db, ['PAID'], [{ driverId: 'd2' }]);
   await db.query(
@@ -138,7 +135,7 @@ test('deletes the lead\'s unsettled claims, and refuses while one is paid or rej
 
 test('refuses an unknown lead, a lead that is not linked and a missing note, naming the value', async (t) => {
   const db = await freshDb(t, 'unlink');
-  await insertLead(db, { external_id: 'NEVER' });
+  await insertLead(db, { external_id: 'NEVER', first_name: null, last_name: null });
   await insertLead(db, { external_id: 'NOKEYS', first_name: 'Solo', last_name: 'Nombre' });
   await runPipeline(db);
   const cases: [unknown[], RegExp, string][] = [
@@ -156,7 +153,7 @@ test('refuses an unknown lead, a lead that is not linked and a missing note, nam
 
 test('unlinks a link whose lead row has since disappeared upstream', async (t) => {
   const db = await freshDb(t, 'unlink');
-  await insertLead(db, { external_id: 'VANISHED' });
+  await insertLead(db, { external_id: 'VANISHED', first_name: null, last_name: null });
   await linkPerson(db, ['VANISHED'], [{ driverId: 'd9' }]);
   await db.query(`DELETE FROM public.module_ct_cabinet_leads WHERE external_id = 'VANISHED'`);
   const r = await unlink(db, 'VANISHED', 'lead deleted by the cabinet');
@@ -169,7 +166,7 @@ test('unlinks a link whose lead row has since disappeared upstream', async (t) =
 
 /** A linked lead with two generated claims (M1, M5). */
 async function claimedLead(db: TestDb, key: string): Promise<string> {
-  await insertLead(db, { external_id: key });
+  await insertLead(db, { external_id: key, first_name: null, last_name: null });
   const person = await linkPerson(db, [key], [{ driverId: `d-${key}` }]);
   await insertClaims(db, key, person, `d-${key}`, [{ milestone: 1 }, { milestone: 5 }]);
   return person;

@@ -1,18 +1,8 @@
 // The weekly funnel agrees with the limbo view, the expected claims and ops.limbo_stage_counts().
 import test from 'ava';
-import {
-  addDays,
-  addTrips,
-  businessToday,
-  freshDb,
-  generateClaims,
-  insertLead,
-  linkedLead,
-  linkPerson,
-  tripsOnDays,
-  uid,
-} from '../helpers/scenario.js';
-import type { TestDb } from '../helpers/db.js';
+import { freshDb, type TestDb } from '../helpers/db.js';
+import { addDays, addTrips, businessToday, insertLead, tripsOnDays, uid } from '../helpers/rows.js';
+import { generateClaims, linkedLead, linkPerson } from '../helpers/scenario.js';
 
 const STAGES = ['NO_IDENTITY', 'NO_DRIVER', 'NO_TRIPS_14D', 'TRIPS_NO_CLAIM', 'OK'] as const;
 
@@ -21,13 +11,13 @@ async function everyStage(db: TestDb): Promise<string> {
   const today = await businessToday(db);
   for (const back of [3, 10]) {
     const day = addDays(today, -back);
-    await insertLead(db, { createdAt: day });
-    const noDriver = await insertLead(db, { createdAt: day });
+    await insertLead(db, { lead_created_at: day });
+    const noDriver = await insertLead(db, { lead_created_at: day });
     await linkPerson(db, [noDriver.key]);
     await linkedLead(db, day);
     await linkedLead(db, day, { trips: tripsOnDays(day, [0, 1, 2, 3, 4]) });
-    const ok = await linkedLead(db, day, { trips: tripsOnDays(day, [0]), lead: { externalId: uid('DUP') } });
-    await insertLead(db, { externalId: ok.key, createdAt: day });
+    const ok = await linkedLead(db, day, { trips: tripsOnDays(day, [0]), lead: { external_id: uid('DUP') } });
+    await insertLead(db, { external_id: ok.key, lead_created_at: day });
     await db.query(
       `INSERT INTO canon.claims_yango_cabinet_14d (lead_source_pk, milestone, lead_date, amount_expected, status, paid_at)
        VALUES ($1, 1, $2, 25, 'paid', now())`,

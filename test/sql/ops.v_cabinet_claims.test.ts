@@ -3,8 +3,7 @@
 import test from 'ava';
 import { insertClaims } from '../helpers/claims.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
-import { insertLead } from '../helpers/rows.js';
-import { uid } from '../helpers/scenario.js';
+import { insertLead, uid } from '../helpers/rows.js';
 
 let db: TestDb;
 test.before(async () => {
@@ -36,8 +35,8 @@ async function keyRows(ids: number[]): Promise<void> {
 
 test('every claim once, with the earliest lead row that carries its key and its name as the limbo view builds it', async (t) => {
   const key = uid('CV');
-  const first = await insertLead(db, { external_id: key, first_name: '  Ana ', middle_name: 'María', last_name: 'Pérez   Ñahui', park_phone: '977000111' });
-  const second = await insertLead(db, { external_id: `${key}\t`, first_name: 'Otra', park_phone: '977000222' });
+  const { id: first } = await insertLead(db, { external_id: key, first_name: '  Ana ', middle_name: 'María', last_name: 'Pérez   Ñahui', park_phone: '977000111' });
+  const { id: second } = await insertLead(db, { external_id: `${key}\t`, first_name: 'Otra', last_name: null, park_phone: '977000222' });
   await keyRows([first, second]);
   await insertClaims(db, key, null, null, [{ milestone: 1, status: 'paid' }, { milestone: 5 }]);
   t.deepEqual(await viewRows(key), [
@@ -50,8 +49,8 @@ test('every claim once, with the earliest lead row that carries its key and its 
 
 test('a lead row re-keyed upstream since the last run is never shown for the claim', async (t) => {
   const key = uid('RK');
-  const first = await insertLead(db, { external_id: key, first_name: 'Primero' });
-  const second = await insertLead(db, { external_id: key, first_name: 'Segundo' });
+  const { id: first } = await insertLead(db, { external_id: key, first_name: 'Primero', last_name: null });
+  const { id: second } = await insertLead(db, { external_id: key, first_name: 'Segundo', last_name: null });
   await keyRows([first, second]);
   await insertClaims(db, key, null, null, [{ milestone: 1 }]);
   await db.query(`UPDATE public.module_ct_cabinet_leads SET external_id = 'moved-' || external_id WHERE id = $1`, [first]);

@@ -1,6 +1,8 @@
 // Expected claims (lead key x milestone) and the gap view: what should exist, and what is missing.
 import test from 'ava';
-import { addDays, businessToday, freshDb, generateClaims, insertLead, linkedLead, linkPerson, tripsOnDays } from '../helpers/scenario.js';
+import { freshDb } from '../helpers/db.js';
+import { addDays, businessToday, insertLead, tripsOnDays } from '../helpers/rows.js';
+import { generateClaims, linkedLead, linkPerson } from '../helpers/scenario.js';
 
 interface ExpectedRow {
   milestone: number;
@@ -15,8 +17,8 @@ test('one row per lead key and milestone, with expected and the reason', async (
   const db = await freshDb(t, 'expected');
   const today = await businessToday(db);
   const reached = await linkedLead(db, addDays(today, -20), { trips: tripsOnDays(addDays(today, -20), [0, 1, 2, 3, 4]) });
-  const noIdentity = await insertLead(db, { createdAt: addDays(today, -2) });
-  const noDriver = await insertLead(db, { createdAt: addDays(today, -2) });
+  const noIdentity = await insertLead(db, { lead_created_at: addDays(today, -2) });
+  const noDriver = await insertLead(db, { lead_created_at: addDays(today, -2) });
   await linkPerson(db, [noDriver.key]);
   const q = (key: string) =>
     db.query<ExpectedRow>(
@@ -46,8 +48,8 @@ test('one row per lead key and milestone, with expected and the reason', async (
 test('a key shared by two lead rows is one set of expected claims', async (t) => {
   const db = await freshDb(t, 'expected_dup');
   const today = await businessToday(db);
-  const lead = await linkedLead(db, addDays(today, -20), { trips: tripsOnDays(addDays(today, -20), [0]), lead: { externalId: 'DUP-1' } });
-  await insertLead(db, { externalId: 'DUP-1', createdAt: addDays(today, -20) });
+  const lead = await linkedLead(db, addDays(today, -20), { trips: tripsOnDays(addDays(today, -20), [0]), lead: { external_id: 'DUP-1' } });
+  await insertLead(db, { external_id: 'DUP-1', lead_created_at: addDays(today, -20) });
   // Keyed, as by a run's step 5: the key's two rows count as one key from then on (key_rows).
   await db.query(`SELECT canon.key_changed_leads(NULL)`);
   const rows = await db.query(`SELECT lead_id, milestone FROM ops.v_cabinet_claims_expected_14d WHERE lead_source_pk = 'DUP-1' ORDER BY milestone`);

@@ -1,20 +1,8 @@
 // The limbo view: one row per lead, the first stage that applies, claims of THIS lead.
 import test from 'ava';
-import { createTestDb, type TestDb } from '../helpers/db.js';
-import {
-  addDays,
-  addTrips,
-  businessToday,
-  freshDb,
-  generateClaims,
-  insertLead,
-  limboRow,
-  limboRows,
-  linkedLead,
-  linkPerson,
-  tripsOnDays,
-  uid,
-} from '../helpers/scenario.js';
+import { createTestDb, freshDb, type TestDb } from '../helpers/db.js';
+import { addDays, addTrips, businessToday, insertLead, tripsOnDays, uid } from '../helpers/rows.js';
+import { generateClaims, limboRow, limboRows, linkedLead, linkPerson } from '../helpers/scenario.js';
 
 let db: TestDb;
 let today: string;
@@ -33,7 +21,7 @@ async function addUnmatched(key: string, reason: string, candidates: object[] = 
 }
 
 test('a lead never evaluated is NO_IDENTITY and says the next run will match it', async (t) => {
-  const lead = await insertLead(db, { createdAt: addDays(today, -2) });
+  const lead = await insertLead(db, { lead_created_at: addDays(today, -2) });
   const row = await limboRow(db, lead.key);
   t.is(row.limbo_stage, 'NO_IDENTITY');
   t.is(row.reason_code, null);
@@ -43,11 +31,11 @@ test('a lead never evaluated is NO_IDENTITY and says the next run will match it'
 });
 
 test('an unmatched lead is NO_IDENTITY with its reason_code and the missing data in the detail', async (t) => {
-  const ambiguous = await insertLead(db, { createdAt: addDays(today, -2), plate: 'ABC123' });
+  const ambiguous = await insertLead(db, { lead_created_at: addDays(today, -2), asset_plate_number: 'ABC123' });
   await addUnmatched(ambiguous.key, 'AMBIGUOUS', [{ driver_id: 'drv-a' }, { driver_id: 'drv-b' }]);
-  const missing = await insertLead(db, { createdAt: addDays(today, -2) });
+  const missing = await insertLead(db, { lead_created_at: addDays(today, -2) });
   await addUnmatched(missing.key, 'MISSING_KEYS');
-  const ignored = await insertLead(db, { createdAt: addDays(today, -2) });
+  const ignored = await insertLead(db, { lead_created_at: addDays(today, -2) });
   await addUnmatched(ignored.key, 'NO_CANDIDATES', [], 'IGNORED');
 
   const a = await limboRow(db, ambiguous.key);
@@ -62,7 +50,7 @@ test('an unmatched lead is NO_IDENTITY with its reason_code and the missing data
 });
 
 test('a person without a driver is NO_DRIVER', async (t) => {
-  const lead = await insertLead(db, { createdAt: addDays(today, -2) });
+  const lead = await insertLead(db, { lead_created_at: addDays(today, -2) });
   const personKey = await linkPerson(db, [lead.key]);
   const row = await limboRow(db, lead.key);
   t.like(row, { limbo_stage: 'NO_DRIVER', person_key: personKey, driver_id: null, trips_14d: '0', reason_code: null });
@@ -113,8 +101,8 @@ test('a reached milestone without its claim is TRIPS_NO_CLAIM until claims are g
 });
 
 test('a claim of another lead of the same driver never satisfies this one', async (t) => {
-  const a = await insertLead(db, { createdAt: addDays(today, -25) });
-  const b = await insertLead(db, { createdAt: addDays(today, -10) });
+  const a = await insertLead(db, { lead_created_at: addDays(today, -25) });
+  const b = await insertLead(db, { lead_created_at: addDays(today, -10) });
   const driverId = uid('D');
   await linkPerson(db, [a.key, b.key], [{ driverId }]);
   await addTrips(db, driverId, [...tripsOnDays(addDays(today, -25), [0]), ...tripsOnDays(addDays(today, -10), [0])]);
@@ -128,8 +116,8 @@ test('a claim of another lead of the same driver never satisfies this one', asyn
 });
 
 test('one row per lead with lead_created_at; a lead without it is absent', async (t) => {
-  const dated = await insertLead(db, { createdAt: addDays(today, -3) });
-  const undated = await insertLead(db, { createdAt: null });
+  const dated = await insertLead(db, { lead_created_at: addDays(today, -3) });
+  const undated = await insertLead(db, { lead_created_at: null });
   t.is((await limboRows(db, dated.key)).length, 1);
   t.deepEqual(await limboRows(db, undated.key), []);
   const [r] = await db.query<{ leads: number; rows: number; ids: number }>(
@@ -143,8 +131,8 @@ test('one row per lead with lead_created_at; a lead without it is absent', async
 
 test('two rows sharing a lead key both appear, with the same key-based data', async (t) => {
   const externalId = uid('X');
-  const first = await insertLead(db, { externalId, createdAt: addDays(today, -20) });
-  const second = await insertLead(db, { externalId, createdAt: addDays(today, -20), firstName: 'Otro' });
+  const first = await insertLead(db, { external_id: externalId, lead_created_at: addDays(today, -20) });
+  const second = await insertLead(db, { external_id: externalId, lead_created_at: addDays(today, -20), first_name: 'Otro' });
   const driverId = uid('D');
   const personKey = await linkPerson(db, [first.key], [{ driverId }]);
   await addTrips(db, driverId, tripsOnDays(addDays(today, -20), [0, 1]));
@@ -154,7 +142,7 @@ test('two rows sharing a lead key both appear, with the same key-based data', as
 });
 
 test('lead_name is trimmed with single spaces; week_start is the ISO Monday; window_end is lead_date + 14', async (t) => {
-  const lead = await insertLead(db, { createdAt: '2026-03-08 23:59:59', firstName: '  Ana ', middleName: null, lastName: 'María   del  Campo ' });
+  const lead = await insertLead(db, { lead_created_at: '2026-03-08 23:59:59', first_name: '  Ana ', middle_name: null, last_name: 'María   del  Campo ' });
   const row = await limboRow(db, lead.key);
   t.like(row, { lead_name: 'Ana María del Campo', lead_date: '2026-03-08', week_start: '2026-03-02', window_end_14d: '2026-03-22' });
 });
@@ -162,8 +150,8 @@ test('lead_name is trimmed with single spaces; week_start is the ISO Monday; win
 test('the SPEC query works as written and its counts add up to the leads', async (t) => {
   const own = await freshDb(t, 'limbo_spec_query');
   const d = await businessToday(own);
-  await insertLead(own, { createdAt: addDays(d, -1) });
-  await insertLead(own, { createdAt: addDays(d, -1) });
+  await insertLead(own, { lead_created_at: addDays(d, -1) });
+  await insertLead(own, { lead_created_at: addDays(d, -1) });
   await linkedLead(own, addDays(d, -20), { trips: tripsOnDays(addDays(d, -20), [0]) });
   await linkedLead(own, addDays(d, -3));
   const rows = await own.query<{ limbo_stage: string; count: string }>(

@@ -3,8 +3,8 @@
 // candidates side by side (driver, park, phone, plate, hire date, rule, score, why not linked).
 import test from 'ava';
 import { createTestDb, type TestDb } from '../helpers/db.js';
-import { insertDriver, insertLead, runPipeline, TARGET_PARK } from '../helpers/rows.js';
-import { addDays, addTrips, businessToday, tripsOnDays } from '../helpers/scenario.js';
+import { runPipeline } from '../helpers/pipeline.js';
+import { addDays, addTrips, businessToday, insertDriver, insertLead, TARGET_PARK, tripsOnDays } from '../helpers/rows.js';
 
 interface Candidate {
   driver_id: string;
@@ -36,11 +36,10 @@ interface Row {
 let db: TestDb;
 let rows: Row[];
 
-const at = (days: number) => `(canon.business_today() - ${days})::timestamp + time '10:00'`;
-
 test.before(async () => {
   db = await createTestDb('review_queue');
   const today = await businessToday(db);
+  const at = (days: number) => `${addDays(today, -days)} 10:00`;
   // AMBIGUOUS: two shift drivers of one plate with the same-looking name; "a" drove 6 trips
   await insertDriver(db, { driver_id: 'a', first_name: 'Ana', last_name: 'Lopez', car_number: 'SHF001', phone: '51911000001' });
   await insertDriver(db, { driver_id: 'b', first_name: 'Ana', last_name: 'Lopes', car_number: 'SHF001' });
@@ -52,7 +51,7 @@ test.before(async () => {
   await insertLead(db, { external_id: 'CON', first_name: 'Luis', last_name: 'Quispe Rojas', park_phone: '922000002', asset_plate_number: 'OWN003', lead_created_at: at(5) });
   await addTrips(db, 'own', tripsOnDays(addDays(today, -5), [0, 1, 2, 3, 4], 6));
   // WEAK_MATCH_ONLY: the plate's driver is someone else by name; the oldest lead, nothing at stake
-  await insertDriver(db, { driver_id: 'owner', first_name: 'Carmen', last_name: 'Salas', car_number: 'WEA004', hire_date: 'DATE \'2024-03-01\'' });
+  await insertDriver(db, { driver_id: 'owner', first_name: 'Carmen', last_name: 'Salas', car_number: 'WEA004', hire_date: '2024-03-01' });
   await insertLead(db, { external_id: 'WEAK', first_name: 'Jorge', last_name: 'Tello', asset_plate_number: 'WEA004', lead_created_at: at(20) });
   // NO_CANDIDATES and an IGNORED AMBIGUOUS lead: nobody has to decide them
   await insertLead(db, { external_id: 'NONE', first_name: 'Rosa', last_name: 'Vega', park_phone: '944000004', lead_created_at: at(3) });

@@ -1,6 +1,7 @@
 import test from 'ava';
-import { createTestDb, type TestDb } from '../helpers/db.js';
-import { addDays, addTrips, businessToday, freshDb, generateClaims, linkedLead, uid } from '../helpers/scenario.js';
+import { createTestDb, freshDb, type TestDb } from '../helpers/db.js';
+import { addDays, addTrips, businessToday, uid } from '../helpers/rows.js';
+import { generateClaims, linkedLead } from '../helpers/scenario.js';
 
 let db: TestDb;
 test.before(async () => {

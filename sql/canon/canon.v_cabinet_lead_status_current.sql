@@ -12,8 +12,10 @@
 -- last run that read them (docs/change-detection.md).
 CREATE OR REPLACE VIEW canon.v_cabinet_lead_status_current AS
 SELECT l.id AS lead_id,
-       CASE WHEN v.lead_id IS NULL THEN s.lead_source_pk ELSE v.lead_source_pk END AS lead_source_pk,
-       CASE WHEN v.lead_id IS NULL THEN s.lead_date ELSE v.lead_date END AS lead_date,
+       -- The row's own key and date either way (a stored row is current only when they are
+       -- its own): a filter on them reaches the lead rows, not the joins.
+       canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk,
+       canon.lead_date_of(l.lead_created_at) AS lead_date,
        CASE WHEN v.lead_id IS NULL THEN s.person_key ELSE v.person_key END AS person_key,
        CASE WHEN v.lead_id IS NULL THEN s.driver_id ELSE v.driver_id END AS driver_id,
        CASE WHEN v.lead_id IS NULL THEN s.window_days ELSE v.window_days END AS window_days,

@@ -1098,11 +1098,11 @@ BEGIN
     SELECT DISTINCT ON (s.lead_source_pk, m.milestone)
            s.lead_id, s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.currency, m.milestone, m.amount
     FROM live s
-    CROSS JOIN LATERAL (
-      VALUES (1, s.m1_amount, s.reached_m1 AND NOT s.has_claim_m1),
-             (5, s.m5_amount, s.reached_m5 AND NOT s.has_claim_m5),
-             (25, s.m25_amount, s.reached_m25 AND NOT s.has_claim_m25)
-    ) m (milestone, amount, missing)
+    -- per milestone: reached in the window and not claimed yet
+    CROSS JOIN LATERAL canon.milestone_rows(s.m1_trips_threshold, s.m1_amount, s.reached_m1 AND NOT s.has_claim_m1,
+                                            s.m5_trips_threshold, s.m5_amount, s.reached_m5 AND NOT s.has_claim_m5,
+                                            s.m25_trips_threshold, s.m25_amount, s.reached_m25 AND NOT s.has_claim_m25)
+      AS m (milestone, trips_threshold, amount, missing)
     WHERE s.lead_date >= p_scope_from
       AND m.missing
     ORDER BY s.lead_source_pk, m.milestone, s.lead_date, s.lead_id
@@ -2534,6 +2534,29 @@ END
 $$;
 COMMENT ON FUNCTION canon.mark_retries_due(bigint) IS
   'Pipeline step 4b: marks due for a retry the OPEN unmatched leads sharing a key with a driver indexed, re-indexed or removed since the last check. Returns step stats.';
+
+-- snapshot of sql/canon/canon.milestone_rows.sql
+-- canon.milestone_rows: the one unpivot of a lead's three milestones (1, 5, 25) from its
+-- m1_/m5_/m25_ columns into one row each, for ops.v_cabinet_claims_expected_14d and
+-- canon.insert_missing_claims:
+--   CROSS JOIN LATERAL canon.milestone_rows(c.m1_trips_threshold, c.m1_amount, c.reached_m1, ...) m
+-- A plain SQL function returning a set, no SET clause and no STRICT, so the planner inlines
+-- it into its VALUES list: the plans are those of the VALUES written by hand.
+CREATE OR REPLACE FUNCTION canon.milestone_rows(
+  p_m1_trips_threshold integer, p_m1_amount numeric, p_m1_reached boolean,
+  p_m5_trips_threshold integer, p_m5_amount numeric, p_m5_reached boolean,
+  p_m25_trips_threshold integer, p_m25_amount numeric, p_m25_reached boolean)
+RETURNS TABLE (milestone integer, trips_threshold integer, amount numeric, reached boolean)
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+AS $$
+  VALUES (1, p_m1_trips_threshold, p_m1_amount, p_m1_reached),
+         (5, p_m5_trips_threshold, p_m5_amount, p_m5_reached),
+         (25, p_m25_trips_threshold, p_m25_amount, p_m25_reached)
+$$;
+COMMENT ON FUNCTION canon.milestone_rows(integer, numeric, boolean, integer, numeric, boolean, integer, numeric, boolean) IS
+  'The three milestones (1, 5, 25) of a lead as rows (milestone, trips_threshold, amount, reached) from its m1_/m5_/m25_ values; inlined by the planner.';
 
 -- snapshot of sql/canon/canon.move_claimed_leads_on.sql
 -- canon.move_claimed_leads_on: step 7c. The stored state of every row of the lead keys
@@ -8597,11 +8620,9 @@ FROM (
          c.trips_in_window AS trips_14d, c.window_end AS window_end_14d,
          m.reached AS expected
   FROM canon.v_cabinet_lead_status_current c
-  CROSS JOIN LATERAL (
-    VALUES (1, c.m1_trips_threshold, c.m1_amount, c.reached_m1),
-           (5, c.m5_trips_threshold, c.m5_amount, c.reached_m5),
-           (25, c.m25_trips_threshold, c.m25_amount, c.reached_m25)
-  ) m (milestone, trips_threshold, amount, reached)
+  CROSS JOIN LATERAL canon.milestone_rows(c.m1_trips_threshold, c.m1_amount, c.reached_m1,
+                                          c.m5_trips_threshold, c.m5_amount, c.reached_m5,
+                                          c.m25_trips_threshold, c.m25_amount, c.reached_m25) m
   WHERE m.trips_threshold IS NOT NULL
     AND c.key_rows = 1
   UNION ALL
@@ -8611,11 +8632,9 @@ FROM (
          c.trips_in_window AS trips_14d, c.window_end AS window_end_14d,
          m.reached AS expected
   FROM canon.v_cabinet_lead_status_current c
-  CROSS JOIN LATERAL (
-    VALUES (1, c.m1_trips_threshold, c.m1_amount, c.reached_m1),
-           (5, c.m5_trips_threshold, c.m5_amount, c.reached_m5),
-           (25, c.m25_trips_threshold, c.m25_amount, c.reached_m25)
-  ) m (milestone, trips_threshold, amount, reached)
+  CROSS JOIN LATERAL canon.milestone_rows(c.m1_trips_threshold, c.m1_amount, c.reached_m1,
+                                          c.m5_trips_threshold, c.m5_amount, c.reached_m5,
+                                          c.m25_trips_threshold, c.m25_amount, c.reached_m25) m
   WHERE m.trips_threshold IS NOT NULL
     AND c.key_rows > 1
   ORDER BY c.lead_source_pk, m.milestone, m.reached DESC, c.lead_date, c.lead_id)

@@ -110,6 +110,48 @@ $$;
 COMMENT ON FUNCTION canon.audit_identity_links() IS
   'Statement trigger on canon.identity_links: one canon.identity_audit row per link inserted (LINK), deleted (UNLINK) or moved to another person (RELINK); actor = ''run <id>'' or current_user.';
 
+-- snapshot of sql/canon/canon.begin_lead_change.sql
+-- canon.begin_lead_change: the end of the operator tools' prologue (ops.unlink_lead,
+-- ops.resolve_lead, ops.ignore_lead), once their arguments are checked: takes the job lock
+-- (canon.take_job_lock: one identity change at a time, never inside a pipeline run), then
+-- reads the lead's rows as committed after it: how many rows have the key, and the first
+-- one's (lowest id) values. An unknown lead (no row) is refused with P0002 unless
+-- p_allow_unknown (a link is removable after its lead row disappeared upstream): then
+-- lead_rows is 0 and the rest NULL.
+CREATE OR REPLACE FUNCTION canon.begin_lead_change(
+  p_lead_source_pk text,
+  p_allow_unknown boolean DEFAULT false,
+  OUT lead_rows integer,
+  OUT lead_id integer,
+  OUT lead_created_at timestamp,
+  OUT lead_name text,
+  OUT park_phone text,
+  OUT plate text)
+RETURNS record
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM canon.take_job_lock();
+
+  SELECT count(*), min(l.id),
+         (array_agg(l.lead_created_at ORDER BY l.id))[1],
+         (array_agg(concat_ws(' ', l.first_name, l.middle_name, l.last_name) ORDER BY l.id))[1],
+         (array_agg(l.park_phone ORDER BY l.id))[1],
+         (array_agg(l.asset_plate_number ORDER BY l.id))[1]
+  INTO lead_rows, lead_id, lead_created_at, lead_name, park_phone, plate
+  FROM public.module_ct_cabinet_leads l
+  WHERE canon.lead_source_pk(l.external_id, l.id) = p_lead_source_pk;
+  IF lead_rows = 0 AND p_allow_unknown IS NOT TRUE THEN
+    RAISE EXCEPTION 'unknown lead %: no row of public.module_ct_cabinet_leads has this lead_source_pk', quote_literal(p_lead_source_pk)
+      USING ERRCODE = 'P0002';
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION canon.begin_lead_change(text, boolean) IS
+  'Operator tools'' prologue after the argument checks: takes the job lock, then counts the lead''s rows and returns the first one''s values; refuses an unknown lead (P0002) unless p_allow_unknown.';
+
 -- snapshot of sql/canon/canon.blank_characters.sql
 -- canon.blank_characters: the one list of the characters that count as blank at the ends
 -- of a cabinet external_id (canon.lead_source_pk strips them; the import lets that
@@ -1056,11 +1098,11 @@ BEGIN
     SELECT DISTINCT ON (s.lead_source_pk, m.milestone)
            s.lead_id, s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.currency, m.milestone, m.amount
     FROM live s
-    CROSS JOIN LATERAL (
-      VALUES (1, s.m1_amount, s.reached_m1 AND NOT s.has_claim_m1),
-             (5, s.m5_amount, s.reached_m5 AND NOT s.has_claim_m5),
-             (25, s.m25_amount, s.reached_m25 AND NOT s.has_claim_m25)
-    ) m (milestone, amount, missing)
+    -- per milestone: reached in the window and not claimed yet
+    CROSS JOIN LATERAL canon.milestone_rows(s.m1_trips_threshold, s.m1_amount, s.reached_m1 AND NOT s.has_claim_m1,
+                                            s.m5_trips_threshold, s.m5_amount, s.reached_m5 AND NOT s.has_claim_m5,
+                                            s.m25_trips_threshold, s.m25_amount, s.reached_m25 AND NOT s.has_claim_m25)
+      AS m (milestone, trips_threshold, amount, missing)
     WHERE s.lead_date >= p_scope_from
       AND m.missing
     ORDER BY s.lead_source_pk, m.milestone, s.lead_date, s.lead_id
@@ -2493,6 +2535,29 @@ $$;
 COMMENT ON FUNCTION canon.mark_retries_due(bigint) IS
   'Pipeline step 4b: marks due for a retry the OPEN unmatched leads sharing a key with a driver indexed, re-indexed or removed since the last check. Returns step stats.';
 
+-- snapshot of sql/canon/canon.milestone_rows.sql
+-- canon.milestone_rows: the one unpivot of a lead's three milestones (1, 5, 25) from its
+-- m1_/m5_/m25_ columns into one row each, for ops.v_cabinet_claims_expected_14d and
+-- canon.insert_missing_claims:
+--   CROSS JOIN LATERAL canon.milestone_rows(c.m1_trips_threshold, c.m1_amount, c.reached_m1, ...) m
+-- A plain SQL function returning a set, no SET clause and no STRICT, so the planner inlines
+-- it into its VALUES list: the plans are those of the VALUES written by hand.
+CREATE OR REPLACE FUNCTION canon.milestone_rows(
+  p_m1_trips_threshold integer, p_m1_amount numeric, p_m1_reached boolean,
+  p_m5_trips_threshold integer, p_m5_amount numeric, p_m5_reached boolean,
+  p_m25_trips_threshold integer, p_m25_amount numeric, p_m25_reached boolean)
+RETURNS TABLE (milestone integer, trips_threshold integer, amount numeric, reached boolean)
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+AS $$
+  VALUES (1, p_m1_trips_threshold, p_m1_amount, p_m1_reached),
+         (5, p_m5_trips_threshold, p_m5_amount, p_m5_reached),
+         (25, p_m25_trips_threshold, p_m25_amount, p_m25_reached)
+$$;
+COMMENT ON FUNCTION canon.milestone_rows(integer, numeric, boolean, integer, numeric, boolean, integer, numeric, boolean) IS
+  'The three milestones (1, 5, 25) of a lead as rows (milestone, trips_threshold, amount, reached) from its m1_/m5_/m25_ values; inlined by the planner.';
+
 -- snapshot of sql/canon/canon.move_claimed_leads_on.sql
 -- canon.move_claimed_leads_on: step 7c. The stored state of every row of the lead keys
 -- just claimed follows its claims (flags and stage through canon.limbo_stage_of, the
@@ -3552,6 +3617,46 @@ END
 $$;
 COMMENT ON FUNCTION canon.refuse_audit_change() IS 'Trigger: canon.identity_audit is append-only; UPDATE, DELETE and TRUNCATE raise CL020.';
 
+-- snapshot of sql/canon/canon.require_lead_key.sql
+-- canon.require_lead_key: the first check of every operator tool that takes a lead key
+-- (ops.unlink_lead, ops.resolve_lead, ops.ignore_lead): a NULL or blank key is refused
+-- with 22023 and a message naming the value, before anything is locked or read.
+CREATE OR REPLACE FUNCTION canon.require_lead_key(p_lead_source_pk text)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF p_lead_source_pk IS NULL OR btrim(p_lead_source_pk) = '' THEN
+    RAISE EXCEPTION 'invalid lead_source_pk %: expected a lead key', coalesce(quote_literal(p_lead_source_pk), 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION canon.require_lead_key(text) IS
+  'Operator tools'' first check: refuses a NULL or blank lead key (22023, naming the value).';
+
+-- snapshot of sql/canon/canon.require_note.sql
+-- canon.require_note: every operator tool and repair that changes identities or claims
+-- records why (ops.unlink_lead, ops.resolve_lead, ops.ignore_lead, ops.repair_lead_keys):
+-- a NULL or blank note is refused with 22023, 'a note is required: <p_ask>', p_ask saying
+-- what the note should explain ('say why lead ''X'' is ignored').
+CREATE OR REPLACE FUNCTION canon.require_note(p_note text, p_ask text)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF p_note IS NULL OR btrim(p_note) = '' THEN
+    RAISE EXCEPTION 'a note is required: %', p_ask USING ERRCODE = '22023';
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION canon.require_note(text, text) IS
+  'Operator tools'' note check: refuses a NULL or blank note (22023, ''a note is required: '' followed by p_ask, what the note should say).';
+
 -- snapshot of sql/canon/canon.retry_due_drift.sql
 -- canon.retry_due_drift: OPEN unmatched leads sharing a key (phone, plate, licence) with a
 -- driver indexed after their last attempt, when the retry check has run since that driver
@@ -4116,8 +4221,9 @@ COMMENT ON FUNCTION canon.sync_driver_name_roles() IS
 -- snapshot of sql/canon/canon.take_job_lock.sql
 -- canon.take_job_lock: takes the job lock (canon.job_lock) for this transaction, waiting
 -- at most lock_timeout: what the operator tools (ops.resolve_lead, ops.ignore_lead,
--- ops.unlink_lead) and the repairs do, so that they never run inside a pipeline run. A
--- wait that times out raises 55P03 with a sentence saying what to do.
+-- ops.unlink_lead, through canon.begin_lead_change) and the repairs do, so that they never
+-- run inside a pipeline run. A wait that times out raises 55P03 with a sentence saying
+-- what to do.
 CREATE OR REPLACE FUNCTION canon.take_job_lock()
 RETURNS void
 LANGUAGE plpgsql
@@ -5169,24 +5275,9 @@ DECLARE
   v_claims_removed jsonb;
   v_result jsonb;
 BEGIN
-  IF p_lead_source_pk IS NULL OR btrim(p_lead_source_pk) = '' THEN
-    RAISE EXCEPTION 'invalid lead_source_pk %: expected a lead key', coalesce(quote_literal(p_lead_source_pk), 'NULL')
-      USING ERRCODE = '22023';
-  END IF;
-  IF p_note IS NULL OR btrim(p_note) = '' THEN
-    RAISE EXCEPTION 'a note is required: say why lead % is ignored', quote_literal(p_lead_source_pk)
-      USING ERRCODE = '22023';
-  END IF;
-
-  PERFORM canon.take_job_lock();
-
-  SELECT count(*) INTO v_lead_rows
-  FROM public.module_ct_cabinet_leads l
-  WHERE canon.lead_source_pk(l.external_id, l.id) = p_lead_source_pk;
-  IF v_lead_rows = 0 THEN
-    RAISE EXCEPTION 'unknown lead %: no row of public.module_ct_cabinet_leads has this lead_source_pk', quote_literal(p_lead_source_pk)
-      USING ERRCODE = 'P0002';
-  END IF;
+  PERFORM canon.require_lead_key(p_lead_source_pk);
+  PERFORM canon.require_note(p_note, format('say why lead %s is ignored', quote_literal(p_lead_source_pk)));
+  SELECT b.lead_rows INTO v_lead_rows FROM canon.begin_lead_change(p_lead_source_pk) b;
 
   SELECT k.person_key, k.match_rule,
          (SELECT pd.driver_id FROM canon.v_person_driver pd WHERE pd.person_key = k.person_key) AS driver_id
@@ -6003,9 +6094,7 @@ DECLARE
   v_count integer;
   v_stats jsonb;
 BEGIN
-  IF p_note IS NULL OR btrim(p_note) = '' THEN
-    RAISE EXCEPTION 'a note is required: say why the lead keys are repaired' USING ERRCODE = '22023';
-  END IF;
+  PERFORM canon.require_note(p_note, 'say why the lead keys are repaired');
 
   -- GUARD: never in the middle of a pipeline run or an identity change.
   PERFORM canon.take_job_lock();
@@ -6360,37 +6449,19 @@ DECLARE
   v_origin_written boolean;
   v_result jsonb;
 BEGIN
-  IF p_lead_source_pk IS NULL OR btrim(p_lead_source_pk) = '' THEN
-    RAISE EXCEPTION 'invalid lead_source_pk %: expected a lead key', coalesce(quote_literal(p_lead_source_pk), 'NULL')
-      USING ERRCODE = '22023';
-  END IF;
+  PERFORM canon.require_lead_key(p_lead_source_pk);
   IF p_driver_id IS NULL OR btrim(p_driver_id) = '' THEN
     RAISE EXCEPTION 'invalid driver_id %: expected a driver_id of public.drivers', coalesce(quote_literal(p_driver_id), 'NULL')
       USING ERRCODE = '22023';
   END IF;
-  IF p_note IS NULL OR btrim(p_note) = '' THEN
-    RAISE EXCEPTION 'a note is required: say why lead % belongs to driver %', quote_literal(p_lead_source_pk), quote_literal(p_driver_id)
-      USING ERRCODE = '22023';
-  END IF;
+  PERFORM canon.require_note(p_note, format('say why lead %s belongs to driver %s', quote_literal(p_lead_source_pk), quote_literal(p_driver_id)));
   IF p_force IS NULL THEN
     RAISE EXCEPTION 'invalid force NULL: expected true or false' USING ERRCODE = '22023';
   END IF;
 
-  -- One identity change at a time, never in the middle of a pipeline run.
-  PERFORM canon.take_job_lock();
 
-  SELECT min(l.id) AS lead_id, count(*) AS lead_rows,
-         (array_agg(l.lead_created_at ORDER BY l.id))[1] AS lead_created_at,
-         (array_agg(concat_ws(' ', l.first_name, l.middle_name, l.last_name) ORDER BY l.id))[1] AS lead_name,
-         (array_agg(l.park_phone ORDER BY l.id))[1] AS park_phone,
-         (array_agg(l.asset_plate_number ORDER BY l.id))[1] AS plate
-  INTO v_lead
-  FROM public.module_ct_cabinet_leads l
-  WHERE canon.lead_source_pk(l.external_id, l.id) = p_lead_source_pk;
-  IF v_lead.lead_id IS NULL THEN
-    RAISE EXCEPTION 'unknown lead %: no row of public.module_ct_cabinet_leads has this lead_source_pk', quote_literal(p_lead_source_pk)
-      USING ERRCODE = 'P0002';
-  END IF;
+  -- One identity change at a time, never in the middle of a pipeline run.
+  SELECT b.* INTO v_lead FROM canon.begin_lead_change(p_lead_source_pk) b;
 
   SELECT k.person_key, k.match_rule, k.run_id,
          (SELECT pd.driver_id FROM canon.v_person_driver pd WHERE pd.person_key = k.person_key) AS driver_id
@@ -6692,22 +6763,11 @@ DECLARE
   v_origin_moved_to text;
   v_result jsonb;
 BEGIN
-  IF p_lead_source_pk IS NULL OR btrim(p_lead_source_pk) = '' THEN
-    RAISE EXCEPTION 'invalid lead_source_pk %: expected a lead key', coalesce(quote_literal(p_lead_source_pk), 'NULL')
-      USING ERRCODE = '22023';
-  END IF;
-  IF p_note IS NULL OR btrim(p_note) = '' THEN
-    RAISE EXCEPTION 'a note is required: say why the link of lead % is wrong', quote_literal(p_lead_source_pk)
-      USING ERRCODE = '22023';
-  END IF;
-
-  PERFORM canon.take_job_lock();
-
-  SELECT count(*) INTO v_lead_rows
-  FROM public.module_ct_cabinet_leads l
-  WHERE canon.lead_source_pk(l.external_id, l.id) = p_lead_source_pk;
-
+  PERFORM canon.require_lead_key(p_lead_source_pk);
+  PERFORM canon.require_note(p_note, format('say why the link of lead %s is wrong', quote_literal(p_lead_source_pk)));
   -- A link is removable even when its lead row has since disappeared upstream.
+  SELECT b.lead_rows INTO v_lead_rows FROM canon.begin_lead_change(p_lead_source_pk, p_allow_unknown => true) b;
+
   SELECT k.* INTO v_link
   FROM canon.identity_links k
   WHERE k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p_lead_source_pk
@@ -8563,11 +8623,9 @@ FROM (
          c.trips_in_window AS trips_14d, c.window_end AS window_end_14d,
          m.reached AS expected
   FROM canon.v_cabinet_lead_status_current c
-  CROSS JOIN LATERAL (
-    VALUES (1, c.m1_trips_threshold, c.m1_amount, c.reached_m1),
-           (5, c.m5_trips_threshold, c.m5_amount, c.reached_m5),
-           (25, c.m25_trips_threshold, c.m25_amount, c.reached_m25)
-  ) m (milestone, trips_threshold, amount, reached)
+  CROSS JOIN LATERAL canon.milestone_rows(c.m1_trips_threshold, c.m1_amount, c.reached_m1,
+                                          c.m5_trips_threshold, c.m5_amount, c.reached_m5,
+                                          c.m25_trips_threshold, c.m25_amount, c.reached_m25) m
   WHERE m.trips_threshold IS NOT NULL
     AND c.key_rows = 1
   UNION ALL
@@ -8577,11 +8635,9 @@ FROM (
          c.trips_in_window AS trips_14d, c.window_end AS window_end_14d,
          m.reached AS expected
   FROM canon.v_cabinet_lead_status_current c
-  CROSS JOIN LATERAL (
-    VALUES (1, c.m1_trips_threshold, c.m1_amount, c.reached_m1),
-           (5, c.m5_trips_threshold, c.m5_amount, c.reached_m5),
-           (25, c.m25_trips_threshold, c.m25_amount, c.reached_m25)
-  ) m (milestone, trips_threshold, amount, reached)
+  CROSS JOIN LATERAL canon.milestone_rows(c.m1_trips_threshold, c.m1_amount, c.reached_m1,
+                                          c.m5_trips_threshold, c.m5_amount, c.reached_m5,
+                                          c.m25_trips_threshold, c.m25_amount, c.reached_m25) m
   WHERE m.trips_threshold IS NOT NULL
     AND c.key_rows > 1
   ORDER BY c.lead_source_pk, m.milestone, m.reached DESC, c.lead_date, c.lead_id)

@@ -33,11 +33,11 @@ BEGIN
     SELECT DISTINCT ON (s.lead_source_pk, m.milestone)
            s.lead_id, s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.currency, m.milestone, m.amount
     FROM live s
-    CROSS JOIN LATERAL (
-      VALUES (1, s.m1_amount, s.reached_m1 AND NOT s.has_claim_m1),
-             (5, s.m5_amount, s.reached_m5 AND NOT s.has_claim_m5),
-             (25, s.m25_amount, s.reached_m25 AND NOT s.has_claim_m25)
-    ) m (milestone, amount, missing)
+    -- per milestone: reached in the window and not claimed yet
+    CROSS JOIN LATERAL canon.milestone_rows(s.m1_trips_threshold, s.m1_amount, s.reached_m1 AND NOT s.has_claim_m1,
+                                            s.m5_trips_threshold, s.m5_amount, s.reached_m5 AND NOT s.has_claim_m5,
+                                            s.m25_trips_threshold, s.m25_amount, s.reached_m25 AND NOT s.has_claim_m25)
+      AS m (milestone, trips_threshold, amount, missing)
     WHERE s.lead_date >= p_scope_from
       AND m.missing
     ORDER BY s.lead_source_pk, m.milestone, s.lead_date, s.lead_id

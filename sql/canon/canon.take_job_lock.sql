@@ -1,7 +1,8 @@
 -- canon.take_job_lock: takes the job lock (canon.job_lock) for this transaction, waiting
 -- at most lock_timeout: what the operator tools (ops.resolve_lead, ops.ignore_lead,
--- ops.unlink_lead) and the repairs do, so that they never run inside a pipeline run. A
--- wait that times out raises 55P03 with a sentence saying what to do.
+-- ops.unlink_lead, through canon.begin_lead_change) and the repairs do, so that they never
+-- run inside a pipeline run. A wait that times out raises 55P03 with a sentence saying
+-- what to do.
 CREATE OR REPLACE FUNCTION canon.take_job_lock()
 RETURNS void
 LANGUAGE plpgsql

@@ -28,24 +28,9 @@ DECLARE
   v_claims_removed jsonb;
   v_result jsonb;
 BEGIN
-  IF p_lead_source_pk IS NULL OR btrim(p_lead_source_pk) = '' THEN
-    RAISE EXCEPTION 'invalid lead_source_pk %: expected a lead key', coalesce(quote_literal(p_lead_source_pk), 'NULL')
-      USING ERRCODE = '22023';
-  END IF;
-  IF p_note IS NULL OR btrim(p_note) = '' THEN
-    RAISE EXCEPTION 'a note is required: say why lead % is ignored', quote_literal(p_lead_source_pk)
-      USING ERRCODE = '22023';
-  END IF;
-
-  PERFORM canon.take_job_lock();
-
-  SELECT count(*) INTO v_lead_rows
-  FROM public.module_ct_cabinet_leads l
-  WHERE canon.lead_source_pk(l.external_id, l.id) = p_lead_source_pk;
-  IF v_lead_rows = 0 THEN
-    RAISE EXCEPTION 'unknown lead %: no row of public.module_ct_cabinet_leads has this lead_source_pk', quote_literal(p_lead_source_pk)
-      USING ERRCODE = 'P0002';
-  END IF;
+  PERFORM canon.require_lead_key(p_lead_source_pk);
+  PERFORM canon.require_note(p_note, format('say why lead %s is ignored', quote_literal(p_lead_source_pk)));
+  SELECT b.lead_rows INTO v_lead_rows FROM canon.begin_lead_change(p_lead_source_pk) b;
 
   SELECT k.person_key, k.match_rule,
          (SELECT pd.driver_id FROM canon.v_person_driver pd WHERE pd.person_key = k.person_key) AS driver_id

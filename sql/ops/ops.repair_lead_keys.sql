@@ -40,9 +40,7 @@ DECLARE
   v_count integer;
   v_stats jsonb;
 BEGIN
-  IF p_note IS NULL OR btrim(p_note) = '' THEN
-    RAISE EXCEPTION 'a note is required: say why the lead keys are repaired' USING ERRCODE = '22023';
-  END IF;
+  PERFORM canon.require_note(p_note, 'say why the lead keys are repaired');
 
   -- GUARD: never in the middle of a pipeline run or an identity change.
   PERFORM canon.take_job_lock();

@@ -37,37 +37,19 @@ DECLARE
   v_origin_written boolean;
   v_result jsonb;
 BEGIN
-  IF p_lead_source_pk IS NULL OR btrim(p_lead_source_pk) = '' THEN
-    RAISE EXCEPTION 'invalid lead_source_pk %: expected a lead key', coalesce(quote_literal(p_lead_source_pk), 'NULL')
-      USING ERRCODE = '22023';
-  END IF;
+  PERFORM canon.require_lead_key(p_lead_source_pk);
   IF p_driver_id IS NULL OR btrim(p_driver_id) = '' THEN
     RAISE EXCEPTION 'invalid driver_id %: expected a driver_id of public.drivers', coalesce(quote_literal(p_driver_id), 'NULL')
       USING ERRCODE = '22023';
   END IF;
-  IF p_note IS NULL OR btrim(p_note) = '' THEN
-    RAISE EXCEPTION 'a note is required: say why lead % belongs to driver %', quote_literal(p_lead_source_pk), quote_literal(p_driver_id)
-      USING ERRCODE = '22023';
-  END IF;
+  PERFORM canon.require_note(p_note, format('say why lead %s belongs to driver %s', quote_literal(p_lead_source_pk), quote_literal(p_driver_id)));
   IF p_force IS NULL THEN
     RAISE EXCEPTION 'invalid force NULL: expected true or false' USING ERRCODE = '22023';
   END IF;
 
-  -- One identity change at a time, never in the middle of a pipeline run.
-  PERFORM canon.take_job_lock();
 
-  SELECT min(l.id) AS lead_id, count(*) AS lead_rows,
-         (array_agg(l.lead_created_at ORDER BY l.id))[1] AS lead_created_at,
-         (array_agg(concat_ws(' ', l.first_name, l.middle_name, l.last_name) ORDER BY l.id))[1] AS lead_name,
-         (array_agg(l.park_phone ORDER BY l.id))[1] AS park_phone,
-         (array_agg(l.asset_plate_number ORDER BY l.id))[1] AS plate
-  INTO v_lead
-  FROM public.module_ct_cabinet_leads l
-  WHERE canon.lead_source_pk(l.external_id, l.id) = p_lead_source_pk;
-  IF v_lead.lead_id IS NULL THEN
-    RAISE EXCEPTION 'unknown lead %: no row of public.module_ct_cabinet_leads has this lead_source_pk', quote_literal(p_lead_source_pk)
-      USING ERRCODE = 'P0002';
-  END IF;
+  -- One identity change at a time, never in the middle of a pipeline run.
+  SELECT b.* INTO v_lead FROM canon.begin_lead_change(p_lead_source_pk) b;
 
   SELECT k.person_key, k.match_rule, k.run_id,
          (SELECT pd.driver_id FROM canon.v_person_driver pd WHERE pd.person_key = k.person_key) AS driver_id

@@ -35,22 +35,11 @@ DECLARE
   v_origin_moved_to text;
   v_result jsonb;
 BEGIN
-  IF p_lead_source_pk IS NULL OR btrim(p_lead_source_pk) = '' THEN
-    RAISE EXCEPTION 'invalid lead_source_pk %: expected a lead key', coalesce(quote_literal(p_lead_source_pk), 'NULL')
-      USING ERRCODE = '22023';
-  END IF;
-  IF p_note IS NULL OR btrim(p_note) = '' THEN
-    RAISE EXCEPTION 'a note is required: say why the link of lead % is wrong', quote_literal(p_lead_source_pk)
-      USING ERRCODE = '22023';
-  END IF;
-
-  PERFORM canon.take_job_lock();
-
-  SELECT count(*) INTO v_lead_rows
-  FROM public.module_ct_cabinet_leads l
-  WHERE canon.lead_source_pk(l.external_id, l.id) = p_lead_source_pk;
-
+  PERFORM canon.require_lead_key(p_lead_source_pk);
+  PERFORM canon.require_note(p_note, format('say why the link of lead %s is wrong', quote_literal(p_lead_source_pk)));
   -- A link is removable even when its lead row has since disappeared upstream.
+  SELECT b.lead_rows INTO v_lead_rows FROM canon.begin_lead_change(p_lead_source_pk, p_allow_unknown => true) b;
+
   SELECT k.* INTO v_link
   FROM canon.identity_links k
   WHERE k.source_table = 'module_ct_cabinet_leads' AND k.source_pk = p_lead_source_pk

@@ -39,11 +39,9 @@ FROM (
          c.trips_in_window AS trips_14d, c.window_end AS window_end_14d,
          m.reached AS expected
   FROM canon.v_cabinet_lead_status_current c
-  CROSS JOIN LATERAL (
-    VALUES (1, c.m1_trips_threshold, c.m1_amount, c.reached_m1),
-           (5, c.m5_trips_threshold, c.m5_amount, c.reached_m5),
-           (25, c.m25_trips_threshold, c.m25_amount, c.reached_m25)
-  ) m (milestone, trips_threshold, amount, reached)
+  CROSS JOIN LATERAL canon.milestone_rows(c.m1_trips_threshold, c.m1_amount, c.reached_m1,
+                                          c.m5_trips_threshold, c.m5_amount, c.reached_m5,
+                                          c.m25_trips_threshold, c.m25_amount, c.reached_m25) m
   WHERE m.trips_threshold IS NOT NULL
     AND c.key_rows = 1
   UNION ALL
@@ -53,11 +51,9 @@ FROM (
          c.trips_in_window AS trips_14d, c.window_end AS window_end_14d,
          m.reached AS expected
   FROM canon.v_cabinet_lead_status_current c
-  CROSS JOIN LATERAL (
-    VALUES (1, c.m1_trips_threshold, c.m1_amount, c.reached_m1),
-           (5, c.m5_trips_threshold, c.m5_amount, c.reached_m5),
-           (25, c.m25_trips_threshold, c.m25_amount, c.reached_m25)
-  ) m (milestone, trips_threshold, amount, reached)
+  CROSS JOIN LATERAL canon.milestone_rows(c.m1_trips_threshold, c.m1_amount, c.reached_m1,
+                                          c.m5_trips_threshold, c.m5_amount, c.reached_m5,
+                                          c.m25_trips_threshold, c.m25_amount, c.reached_m25) m
   WHERE m.trips_threshold IS NOT NULL
     AND c.key_rows > 1
   ORDER BY c.lead_source_pk, m.milestone, m.reached DESC, c.lead_date, c.lead_id)

@@ -31,7 +31,7 @@ test.serial('counts the rows of the key and returns the first one (lowest id), b
   await insertLead(db, { external_id: '\tTWO-ROWS ', first_name: 'Other', park_phone: '900000000', asset_plate_number: 'ZZZ999' });
   const [r] = await db.query<Began>(BEGIN_SQL, ['TWO-ROWS', false]);
   t.deepEqual(r, {
-    lead_rows: 2, lead_id: first, lead_created_at: '2025-03-01 10:00:00', lead_name: 'Ana Lopes', park_phone: '977111222', plate: 'ABC123',
+    lead_rows: 2, lead_id: first.id, lead_created_at: '2025-03-01 10:00:00', lead_name: 'Ana Lopes', park_phone: '977111222', plate: 'ABC123',
   });
 });
 

@@ -304,11 +304,11 @@ COMMENT ON FUNCTION canon.clear_lead_state_marks() IS
 -- canon.count_lead_state_changes: statement-level trigger function on
 -- canon_internal.cabinet_lead_state (INSERT, UPDATE, DELETE, transition tables old_rows /
 -- new_rows; TRUNCATE). Keeps canon_internal.cabinet_lead_state_counts equal to the stored rows
--- counted by lead date, stage and the flags the run's figures need: each statement adds
--- its new rows and subtracts its old ones, grouped (a few hundred counters), so that the
--- scope's figures of step 7 and the snapshot's counts per lead week cost what changed,
--- not a pass over every stored lead (at 1M leads two such passes were about 1 s of every
--- backfill run).
+-- counted by lead date, stage and flags (canon.v_cabinet_lead_state_counted: the same
+-- grouping): each statement adds its new rows and subtracts its old ones, grouped (a few
+-- hundred counters), so that the scope's figures of step 7, the snapshot's counts per lead
+-- week and the weekly funnel cost what changed, not a pass over every stored lead (at 1M
+-- leads two such passes were about 1 s of every backfill run).
 CREATE OR REPLACE FUNCTION canon.count_lead_state_changes()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -321,50 +321,81 @@ BEGIN
   END IF;
   IF TG_OP = 'INSERT' THEN
     INSERT INTO canon_internal.cabinet_lead_state_counts AS c (
-      lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, leads)
+      lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+      reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25,
+      leads, trips, m1_amount, m5_amount, m25_amount)
     SELECT n.lead_date, n.limbo_stage, n.person_key IS NOT NULL, n.driver_id IS NOT NULL,
-           n.trips_in_window > 0, n.window_days IS NOT NULL, count(*)
+           n.trips_in_window > 0, n.window_days IS NOT NULL, coalesce(n.window_days, 0),
+           n.reached_m1, n.reached_m5, n.reached_m25, n.has_claim_m1, n.has_claim_m5, n.has_claim_m25,
+           count(*), sum(n.trips_in_window),
+           coalesce(sum(n.m1_amount), 0), coalesce(sum(n.m5_amount), 0), coalesce(sum(n.m25_amount), 0)
     FROM new_rows n
-    GROUP BY 1, 2, 3, 4, 5, 6
-    ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
-      DO UPDATE SET leads = c.leads + excluded.leads;
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+    ON CONFLICT (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+                 reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
+      DO UPDATE SET leads = c.leads + excluded.leads, trips = c.trips + excluded.trips,
+                    m1_amount = c.m1_amount + excluded.m1_amount, m5_amount = c.m5_amount + excluded.m5_amount,
+                    m25_amount = c.m25_amount + excluded.m25_amount;
   ELSIF TG_OP = 'UPDATE' THEN
     INSERT INTO canon_internal.cabinet_lead_state_counts AS c (
-      lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, leads)
-    SELECT x.lead_date, x.limbo_stage, x.with_identity, x.with_driver, x.with_trips, x.with_rule, sum(x.n)
+      lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+      reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25,
+      leads, trips, m1_amount, m5_amount, m25_amount)
+    SELECT x.lead_date, x.limbo_stage, x.with_identity, x.with_driver, x.with_trips, x.with_rule, x.window_days,
+           x.reached_m1, x.reached_m5, x.reached_m25, x.has_claim_m1, x.has_claim_m5, x.has_claim_m25,
+           sum(x.n), sum(x.n * x.trips), sum(x.n * x.m1_amount), sum(x.n * x.m5_amount), sum(x.n * x.m25_amount)
     FROM (
       SELECT o.lead_date, o.limbo_stage, o.person_key IS NOT NULL AS with_identity, o.driver_id IS NOT NULL AS with_driver,
-             o.trips_in_window > 0 AS with_trips, o.window_days IS NOT NULL AS with_rule, -1 AS n
+             o.trips_in_window > 0 AS with_trips, o.window_days IS NOT NULL AS with_rule,
+             coalesce(o.window_days, 0) AS window_days,
+             o.reached_m1, o.reached_m5, o.reached_m25, o.has_claim_m1, o.has_claim_m5, o.has_claim_m25,
+             o.trips_in_window AS trips, coalesce(o.m1_amount, 0) AS m1_amount, coalesce(o.m5_amount, 0) AS m5_amount,
+             coalesce(o.m25_amount, 0) AS m25_amount, -1 AS n
       FROM old_rows o
       UNION ALL
       SELECT n.lead_date, n.limbo_stage, n.person_key IS NOT NULL, n.driver_id IS NOT NULL,
-             n.trips_in_window > 0, n.window_days IS NOT NULL, 1
+             n.trips_in_window > 0, n.window_days IS NOT NULL, coalesce(n.window_days, 0),
+             n.reached_m1, n.reached_m5, n.reached_m25, n.has_claim_m1, n.has_claim_m5, n.has_claim_m25,
+             n.trips_in_window, coalesce(n.m1_amount, 0), coalesce(n.m5_amount, 0), coalesce(n.m25_amount, 0), 1
       FROM new_rows n
     ) x
-    GROUP BY 1, 2, 3, 4, 5, 6
-    HAVING sum(x.n) <> 0
-    ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
-      DO UPDATE SET leads = c.leads + excluded.leads;
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+    -- (a row that moved no counter but changed its trips or amounts still changes the sums)
+    HAVING sum(x.n) <> 0 OR sum(x.n * x.trips) <> 0 OR sum(x.n * x.m1_amount) <> 0
+        OR sum(x.n * x.m5_amount) <> 0 OR sum(x.n * x.m25_amount) <> 0
+    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+    ON CONFLICT (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+                 reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
+      DO UPDATE SET leads = c.leads + excluded.leads, trips = c.trips + excluded.trips,
+                    m1_amount = c.m1_amount + excluded.m1_amount, m5_amount = c.m5_amount + excluded.m5_amount,
+                    m25_amount = c.m25_amount + excluded.m25_amount;
     DELETE FROM canon_internal.cabinet_lead_state_counts c WHERE c.leads = 0;
   ELSIF TG_OP = 'DELETE' THEN
     INSERT INTO canon_internal.cabinet_lead_state_counts AS c (
-      lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, leads)
+      lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+      reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25,
+      leads, trips, m1_amount, m5_amount, m25_amount)
     SELECT o.lead_date, o.limbo_stage, o.person_key IS NOT NULL, o.driver_id IS NOT NULL,
-           o.trips_in_window > 0, o.window_days IS NOT NULL, -count(*)
+           o.trips_in_window > 0, o.window_days IS NOT NULL, coalesce(o.window_days, 0),
+           o.reached_m1, o.reached_m5, o.reached_m25, o.has_claim_m1, o.has_claim_m5, o.has_claim_m25,
+           -count(*), -sum(o.trips_in_window),
+           -coalesce(sum(o.m1_amount), 0), -coalesce(sum(o.m5_amount), 0), -coalesce(sum(o.m25_amount), 0)
     FROM old_rows o
-    GROUP BY 1, 2, 3, 4, 5, 6
-    ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
-      DO UPDATE SET leads = c.leads + excluded.leads;
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+    ON CONFLICT (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+                 reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
+      DO UPDATE SET leads = c.leads + excluded.leads, trips = c.trips + excluded.trips,
+                    m1_amount = c.m1_amount + excluded.m1_amount, m5_amount = c.m5_amount + excluded.m5_amount,
+                    m25_amount = c.m25_amount + excluded.m25_amount;
     DELETE FROM canon_internal.cabinet_lead_state_counts c WHERE c.leads = 0;
   END IF;
   RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION canon.count_lead_state_changes() IS
-  'Trigger on canon_internal.cabinet_lead_state: keeps canon_internal.cabinet_lead_state_counts equal to the stored rows counted by lead_date, limbo_stage and flags.';
+  'Trigger on canon_internal.cabinet_lead_state: keeps canon_internal.cabinet_lead_state_counts equal to the stored rows counted by lead_date, limbo_stage and flags (canon.v_cabinet_lead_state_counted).';
 
 -- snapshot of sql/canon/canon.count_name_token_changes.sql
 -- canon.count_name_token_changes: statement-level trigger function on
@@ -721,6 +752,199 @@ $$;
 COMMENT ON FUNCTION canon.foreign_xids() IS
   'xids (32-bit, as bigint) of the transactions in progress in other databases, as of now: for canon.local_snapshot_xmin.';
 
+-- snapshot of sql/canon/canon.funnel_week_counts_of.sql
+-- canon.funnel_week_counts_of: the weekly funnel's counts (ops.v_cabinet_14d_funnel_weekly)
+-- without a pass over every lead, when p_lead_ids holds every lead row whose stored state
+-- may not be current (canon.lead_ids_maybe_not_current): the counters of the stored state
+-- (canon_internal.cabinet_lead_state_counts) with the rows set apart taken off and counted
+-- as the views show them, plus the paid claims of the other stored rows. Set apart: the
+-- given rows whose stored state is not current (canon.lead_ids_not_current; shown live,
+-- set-based) and the stored rows sharing a lead key (key_rows > 1: a shared key's claims
+-- count once, from the row ops.v_cabinet_claims_expected_14d chooses). Every other row is
+-- a current stored row alone on its key: its claims are its milestones with a threshold,
+-- present when has_claim_m* says so (a claim written or deleted marks its key dirty), paid
+-- as the claims table says now (a status change marks nothing). Called by
+-- ops.funnel_week_counts; test/sql/ops.funnel_week_counts.test.ts compares it with the views.
+CREATE OR REPLACE FUNCTION canon.funnel_week_counts_of(p_lead_ids integer[])
+RETURNS TABLE (
+  week_start             date,
+  leads                  bigint,
+  leads_with_identity    bigint,
+  leads_with_driver      bigint,
+  leads_with_trips_14d   bigint,
+  leads_window_open      bigint,
+  reached_m1_14d         bigint,
+  reached_m5_14d         bigint,
+  reached_m25_14d        bigint,
+  trips_14d              numeric,
+  claims_expected        bigint,
+  claims_expected_amount numeric,
+  claims_present         bigint,
+  claims_present_amount  numeric,
+  claims_paid            bigint,
+  claims_paid_amount     numeric,
+  limbo_no_identity      bigint,
+  limbo_no_driver        bigint,
+  limbo_no_trips_14d     bigint,
+  limbo_trips_no_claim   bigint,
+  limbo_ok               bigint
+)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  WITH not_current AS MATERIALIZED (
+    SELECT n.lead_id FROM canon.lead_ids_not_current(p_lead_ids) n
+  ),
+  apart AS MATERIALIZED (
+    SELECT n.lead_id FROM not_current n
+    UNION
+    SELECT s.lead_id FROM canon_internal.cabinet_lead_state s WHERE s.key_rows > 1
+  ),
+  -- The rows set apart as the views show them: live when not current, else stored.
+  shown AS MATERIALIZED (
+    SELECT v.lead_id, v.lead_source_pk, v.lead_date, v.person_key, v.driver_id, v.window_days, v.trips_in_window,
+           v.m1_trips_threshold, v.m1_amount, v.reached_m1, v.m5_trips_threshold, v.m5_amount, v.reached_m5,
+           v.m25_trips_threshold, v.m25_amount, v.reached_m25, v.has_claim_m1, v.has_claim_m5, v.has_claim_m25,
+           v.limbo_stage, v.key_rows
+    FROM canon.v_cabinet_lead_status v
+    WHERE v.lead_id IN (SELECT n.lead_id FROM not_current n)
+    UNION ALL
+    SELECT s.lead_id, s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.window_days, s.trips_in_window,
+           s.m1_trips_threshold, s.m1_amount, s.reached_m1, s.m5_trips_threshold, s.m5_amount, s.reached_m5,
+           s.m25_trips_threshold, s.m25_amount, s.reached_m25, s.has_claim_m1, s.has_claim_m5, s.has_claim_m25,
+           s.limbo_stage, s.key_rows
+    FROM apart a
+    JOIN canon_internal.cabinet_lead_state s ON s.lead_id = a.lead_id
+    WHERE a.lead_id NOT IN (SELECT n.lead_id FROM not_current n)
+  ),
+  -- Lead rows in the counters' shape, signed: the counters, less the stored rows set
+  -- apart, plus the rows shown (whose claims are counted per key below, not by flags).
+  counted AS (
+    SELECT c.lead_date, c.limbo_stage, c.with_identity, c.with_driver, c.with_trips, c.window_days,
+           c.reached_m1, c.reached_m5, c.reached_m25, c.has_claim_m1, c.has_claim_m5, c.has_claim_m25,
+           c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount, false AS shown
+    FROM canon_internal.cabinet_lead_state_counts c
+    UNION ALL
+    SELECT s.lead_date, s.limbo_stage, s.person_key IS NOT NULL, s.driver_id IS NOT NULL, s.trips_in_window > 0,
+           coalesce(s.window_days, 0), s.reached_m1, s.reached_m5, s.reached_m25,
+           s.has_claim_m1, s.has_claim_m5, s.has_claim_m25,
+           -1, -s.trips_in_window, -coalesce(s.m1_amount, 0), -coalesce(s.m5_amount, 0), -coalesce(s.m25_amount, 0), false
+    FROM apart a
+    JOIN canon_internal.cabinet_lead_state s ON s.lead_id = a.lead_id
+    UNION ALL
+    SELECT h.lead_date, h.limbo_stage, h.person_key IS NOT NULL, h.driver_id IS NOT NULL, h.trips_in_window > 0,
+           coalesce(h.window_days, 0), h.reached_m1, h.reached_m5, h.reached_m25,
+           h.has_claim_m1, h.has_claim_m5, h.has_claim_m25,
+           1, h.trips_in_window, coalesce(h.m1_amount, 0), coalesce(h.m5_amount, 0), coalesce(h.m25_amount, 0), true
+    FROM shown h
+  ),
+  -- The claims of the rows shown: one row per key and milestone with a threshold, a
+  -- shared key's from its earliest row that reached it (else its earliest row), as
+  -- ops.v_cabinet_claims_expected_14d chooses; with the claim present now.
+  expected AS (
+    SELECT h.lead_date, h.amount, h.reached, cl.status AS claim_status, cl.amount_expected AS claim_amount
+    FROM (
+      SELECT h.lead_source_pk, h.lead_date, m.milestone, m.amount, m.reached
+      FROM shown h
+      CROSS JOIN LATERAL canon.milestone_rows(h.m1_trips_threshold, h.m1_amount, h.reached_m1,
+                                              h.m5_trips_threshold, h.m5_amount, h.reached_m5,
+                                              h.m25_trips_threshold, h.m25_amount, h.reached_m25) m
+      WHERE m.trips_threshold IS NOT NULL
+        AND h.key_rows = 1
+      UNION ALL
+      (SELECT DISTINCT ON (h.lead_source_pk, m.milestone) h.lead_source_pk, h.lead_date, m.milestone, m.amount, m.reached
+       FROM shown h
+       CROSS JOIN LATERAL canon.milestone_rows(h.m1_trips_threshold, h.m1_amount, h.reached_m1,
+                                               h.m5_trips_threshold, h.m5_amount, h.reached_m5,
+                                               h.m25_trips_threshold, h.m25_amount, h.reached_m25) m
+       WHERE m.trips_threshold IS NOT NULL
+         AND h.key_rows > 1
+       ORDER BY h.lead_source_pk, m.milestone, m.reached DESC, h.lead_date, h.lead_id)
+    ) h
+    LEFT JOIN canon.claims_yango_cabinet_14d cl
+      ON cl.lead_source_pk = h.lead_source_pk
+     AND cl.milestone = h.milestone
+  ),
+  -- The paid claims of the stored rows not set apart (current, alone on their key): a
+  -- claim of a milestone the row has a threshold for.
+  paid AS (
+    SELECT s.lead_date, c.amount_expected
+    FROM canon.claims_yango_cabinet_14d c
+    JOIN canon_internal.cabinet_lead_state s ON s.lead_source_pk = c.lead_source_pk
+    WHERE c.status = 'paid'
+      AND CASE c.milestone WHEN 1 THEN s.m1_trips_threshold WHEN 5 THEN s.m5_trips_threshold
+                           WHEN 25 THEN s.m25_trips_threshold END IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM apart a WHERE a.lead_id = s.lead_id)
+  ),
+  parts AS (
+    -- As canon.v_cabinet_lead_chain defines them: a window ends at lead_date + window_days
+    -- (window_days 0: no rule, no window), and a milestone reached has a threshold (an
+    -- expected claim).
+    SELECT date_trunc('week', x.lead_date::timestamp)::date AS week_start,
+           sum(x.leads) AS leads,
+           coalesce(sum(x.leads) FILTER (WHERE x.with_identity), 0) AS leads_with_identity,
+           coalesce(sum(x.leads) FILTER (WHERE x.with_driver), 0) AS leads_with_driver,
+           coalesce(sum(x.leads) FILTER (WHERE x.with_trips), 0) AS leads_with_trips_14d,
+           coalesce(sum(x.leads) FILTER (WHERE x.window_days > 0 AND x.lead_date + x.window_days > (SELECT canon.business_today())), 0) AS leads_window_open,
+           coalesce(sum(x.leads) FILTER (WHERE x.reached_m1), 0) AS reached_m1_14d,
+           coalesce(sum(x.leads) FILTER (WHERE x.reached_m5), 0) AS reached_m5_14d,
+           coalesce(sum(x.leads) FILTER (WHERE x.reached_m25), 0) AS reached_m25_14d,
+           sum(x.trips) AS trips_14d,
+           coalesce(sum(x.leads * (x.reached_m1::int + x.reached_m5::int + x.reached_m25::int)) FILTER (WHERE NOT x.shown), 0) AS claims_expected,
+           coalesce(sum(CASE WHEN x.reached_m1 THEN x.m1_amount ELSE 0 END + CASE WHEN x.reached_m5 THEN x.m5_amount ELSE 0 END
+                        + CASE WHEN x.reached_m25 THEN x.m25_amount ELSE 0 END) FILTER (WHERE NOT x.shown), 0) AS claims_expected_amount,
+           coalesce(sum(x.leads * ((x.reached_m1 AND x.has_claim_m1)::int + (x.reached_m5 AND x.has_claim_m5)::int
+                                   + (x.reached_m25 AND x.has_claim_m25)::int)) FILTER (WHERE NOT x.shown), 0) AS claims_present,
+           coalesce(sum(CASE WHEN x.reached_m1 AND x.has_claim_m1 THEN x.m1_amount ELSE 0 END
+                        + CASE WHEN x.reached_m5 AND x.has_claim_m5 THEN x.m5_amount ELSE 0 END
+                        + CASE WHEN x.reached_m25 AND x.has_claim_m25 THEN x.m25_amount ELSE 0 END) FILTER (WHERE NOT x.shown), 0) AS claims_present_amount,
+           0::bigint AS claims_paid,
+           0::numeric AS claims_paid_amount,
+           coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_IDENTITY'), 0) AS limbo_no_identity,
+           coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_DRIVER'), 0) AS limbo_no_driver,
+           coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_TRIPS_14D'), 0) AS limbo_no_trips_14d,
+           coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'TRIPS_NO_CLAIM'), 0) AS limbo_trips_no_claim,
+           coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'OK'), 0) AS limbo_ok
+    FROM counted x
+    GROUP BY 1
+    UNION ALL
+    SELECT date_trunc('week', e.lead_date::timestamp)::date,
+           0, 0, 0, 0, 0, 0, 0, 0, 0,
+           count(*) FILTER (WHERE e.reached),
+           coalesce(sum(e.amount) FILTER (WHERE e.reached), 0),
+           count(*) FILTER (WHERE e.reached AND e.claim_status IS NOT NULL),
+           coalesce(sum(e.amount) FILTER (WHERE e.reached AND e.claim_status IS NOT NULL), 0),
+           count(*) FILTER (WHERE e.claim_status = 'paid'),
+           coalesce(sum(e.claim_amount) FILTER (WHERE e.claim_status = 'paid'), 0),
+           0, 0, 0, 0, 0
+    FROM expected e
+    GROUP BY 1
+    UNION ALL
+    SELECT date_trunc('week', p.lead_date::timestamp)::date,
+           0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+           count(*), sum(p.amount_expected),
+           0, 0, 0, 0, 0
+    FROM paid p
+    GROUP BY 1
+  )
+  SELECT p.week_start,
+         sum(p.leads)::bigint, sum(p.leads_with_identity)::bigint, sum(p.leads_with_driver)::bigint,
+         sum(p.leads_with_trips_14d)::bigint, sum(p.leads_window_open)::bigint, sum(p.reached_m1_14d)::bigint,
+         sum(p.reached_m5_14d)::bigint, sum(p.reached_m25_14d)::bigint, sum(p.trips_14d),
+         sum(p.claims_expected)::bigint, sum(p.claims_expected_amount), sum(p.claims_present)::bigint,
+         sum(p.claims_present_amount), sum(p.claims_paid)::bigint, sum(p.claims_paid_amount),
+         sum(p.limbo_no_identity)::bigint, sum(p.limbo_no_driver)::bigint, sum(p.limbo_no_trips_14d)::bigint,
+         sum(p.limbo_trips_no_claim)::bigint, sum(p.limbo_ok)::bigint
+  FROM parts p
+  GROUP BY p.week_start
+  HAVING sum(p.leads) <> 0
+  ORDER BY p.week_start
+$$;
+COMMENT ON FUNCTION canon.funnel_week_counts_of(integer[]) IS
+  'The weekly funnel''s counts per lead week from the stored state''s counters, with the given rows whose state is not current and the rows sharing a key counted as the views show them, and the paid claims read now; exact when the given rows include every row whose stored state may not be current.';
+
 -- snapshot of sql/canon/canon.generate_cabinet_claims.sql
 -- canon.generate_cabinet_claims: pipeline step 7 (SPEC 7). Brings the lead state
 -- (canon_internal.cabinet_lead_state) up to date, then inserts, as 'generated', every missing
@@ -910,7 +1134,7 @@ DECLARE
   -- The read functions of ops a reader may call (the rest of ops writes or repairs).
   c_reader_ops constant text[] := ARRAY[
     'ops.explain_lead', 'ops.check_limbo_alerts', 'ops.firing_limbo_alerts', 'ops.limbo_alert_metrics',
-    'ops.limbo_week_counts', 'ops.limbo_stage_counts', 'ops.last_complete_lead_week', 'ops.job_lock_holders'];
+    'ops.limbo_week_counts', 'ops.limbo_stage_counts', 'ops.funnel_week_counts', 'ops.last_complete_lead_week', 'ops.job_lock_holders'];
   v_role text;
   v_missing text[] := '{}';
   v_may_create boolean;
@@ -1641,6 +1865,90 @@ AS $$
 $$;
 COMMENT ON FUNCTION canon.lead_decisions(integer[]) IS 'Decision per lead row: MATCH with driver, rule, score and evidence, or AMBIGUOUS / CONFLICT / WEAK_MATCH_ONLY / SHARED_KEY / NO_CANDIDATES / MISSING_KEYS with details and up to 5 candidates (details and candidates NULL for a match).';
 
+-- snapshot of sql/canon/canon.lead_ids_maybe_not_current.sql
+-- canon.lead_ids_maybe_not_current: the lead row ids whose stored state may not be current,
+-- for the counts that add the stored state's counters and correct them for these rows
+-- (canon.limbo_week_counts_of_state, ops.funnel_week_counts): the marked ones
+-- (canon_internal.cabinet_lead_state_pending, keys in canon_internal.cabinet_lead_state_dirty)
+-- and, with p_read_leads, the lead rows written since the last read (by commit order, one
+-- pass over the lead rows without a function per row). When the counters corrected for
+-- them do not come to the dated lead rows (rows deleted since, or a drift), or the claim
+-- rules changed, every lead row and stored row instead. Without p_read_leads the lead rows
+-- are taken as of the last read (the snapshot of a run, moments after its own read).
+CREATE OR REPLACE FUNCTION canon.lead_ids_maybe_not_current(p_read_leads boolean)
+RETURNS integer[]
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+  v_limit integer;
+  v_dated bigint;
+  v_ids integer[] := '{}';
+  v_total bigint;
+BEGIN
+  IF NOT (SELECT m.full_refresh_needed FROM canon_internal.cabinet_lead_state_meta m) THEN
+    IF p_read_leads THEN
+      v_limit := canon.xmin_age_limit((SELECT s.seen_xmin FROM canon_internal.source_scan_state s
+                                       WHERE s.source_table = 'module_ct_cabinet_leads'));
+      SELECT count(*) FILTER (WHERE isfinite(l.lead_created_at)),
+             coalesce(array_agg(l.id) FILTER (WHERE v_limit IS NULL OR age(l.xmin) <= v_limit), '{}')
+      INTO v_dated, v_ids
+      FROM public.module_ct_cabinet_leads l;
+    ELSE
+      v_dated := (SELECT s.rows_dated FROM canon_internal.source_scan_state s WHERE s.source_table = 'module_ct_cabinet_leads');
+    END IF;
+    v_ids := v_ids
+      || ARRAY(SELECT p.lead_id FROM canon_internal.cabinet_lead_state_pending p)
+      || canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_dirty d));
+    v_ids := ARRAY(SELECT DISTINCT unnest(v_ids));
+    -- The rows the corrected counters count: stored ones less the stored rows of these,
+    -- plus these as the views show them (one per dated lead row).
+    SELECT (SELECT coalesce(sum(c.leads), 0) FROM canon_internal.cabinet_lead_state_counts c)
+           - count(*) FILTER (WHERE n.stored) + count(*) FILTER (WHERE n.dated)
+    INTO v_total
+    FROM canon.lead_ids_not_current(v_ids) n;
+    IF v_dated IS NOT NULL AND v_total = v_dated THEN
+      RETURN v_ids;
+    END IF;
+  END IF;
+  -- Every dated lead row and every stored row (set-based: the stored rows that are
+  -- current, the others evaluated live once).
+  RETURN ARRAY(SELECT l.id FROM public.module_ct_cabinet_leads l WHERE isfinite(l.lead_created_at)
+               UNION SELECT s.lead_id FROM canon_internal.cabinet_lead_state s);
+END
+$$;
+COMMENT ON FUNCTION canon.lead_ids_maybe_not_current(boolean) IS
+  'Lead row ids whose stored state may not be current (marked, or written since the last lead read when p_read_leads); every lead and stored row when the counters corrected for them do not add up or the claim rules changed.';
+
+-- snapshot of sql/canon/canon.lead_ids_not_current.sql
+-- canon.lead_ids_not_current: of the given lead row ids, those whose stored state is not
+-- current by the rule of canon.v_cabinet_lead_status_current (no stored row, no lead row,
+-- another key or date, key marked dirty, claim rules changed), each with whether it has a
+-- stored row and whether it is a dated lead row (then the views show it live). The one
+-- test shared by the counts that correct the counters for such rows:
+-- canon.limbo_counts_delta, canon.funnel_counts_delta, canon.lead_ids_maybe_not_current.
+CREATE OR REPLACE FUNCTION canon.lead_ids_not_current(p_lead_ids integer[])
+RETURNS TABLE (lead_id integer, stored boolean, dated boolean)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  SELECT x.lead_id, s.lead_id IS NOT NULL, coalesce(isfinite(l.lead_created_at), false)
+  FROM (SELECT DISTINCT unnest(p_lead_ids) AS lead_id) x
+  LEFT JOIN public.module_ct_cabinet_leads l ON l.id = x.lead_id
+  LEFT JOIN canon_internal.cabinet_lead_state s ON s.lead_id = x.lead_id
+  WHERE s.lead_id IS NULL OR l.id IS NULL
+     OR s.lead_date IS DISTINCT FROM canon.lead_date_of(l.lead_created_at)
+     OR s.lead_source_pk IS DISTINCT FROM canon.lead_source_pk(l.external_id, l.id)
+     OR EXISTS (SELECT 1 FROM canon_internal.cabinet_lead_state_dirty d WHERE d.lead_source_pk = s.lead_source_pk)
+     OR (SELECT m.full_refresh_needed FROM canon_internal.cabinet_lead_state_meta m)
+$$;
+COMMENT ON FUNCTION canon.lead_ids_not_current(integer[]) IS
+  'The given lead row ids whose stored state is not current (the rule of canon.v_cabinet_lead_status_current), with whether each has a stored row and is a dated lead row.';
+
 -- snapshot of sql/canon/canon.lead_ids_of_keys.sql
 -- canon.lead_ids_of_keys: the lead rows (ids) that carry the given lead keys, as keyed in
 -- canon_internal.lead_keys or stored in canon_internal.cabinet_lead_state (a row re-keyed since it was
@@ -1867,11 +2175,11 @@ COMMENT ON FUNCTION canon.lead_state_marks_drift() IS
 -- snapshot of sql/canon/canon.limbo_counts_delta.sql
 -- canon.limbo_counts_delta: the stored lead state counted (canon_internal.cabinet_lead_state_counts,
 -- leads > 0), with, for those of the given lead rows whose stored state is not current
--- (no stored row, another key or date, key marked dirty, claim rules changed: the rule of
--- canon.v_cabinet_lead_status_current), their stored rows taken off (leads = -1) and their
--- live rows added (leads = 1, canon.v_cabinet_lead_status, set-based). Summed by week and
--- stage it is the limbo view's count when the given rows include every row whose stored
--- state may not be current. Used by canon.limbo_week_counts_of_state.
+-- (canon.lead_ids_not_current: the rule of canon.v_cabinet_lead_status_current), their
+-- stored rows taken off (leads = -1) and their live rows added (leads = 1,
+-- canon.v_cabinet_lead_status, set-based). Summed by week and stage it is the limbo view's
+-- count when the given rows include every row whose stored state may not be current. Used
+-- by canon.limbo_week_counts_of_state.
 CREATE OR REPLACE FUNCTION canon.limbo_counts_delta(p_lead_ids integer[])
 RETURNS TABLE (week_start date, limbo_stage text, with_identity boolean, with_driver boolean, leads bigint)
 LANGUAGE sql
@@ -1880,15 +2188,7 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
   WITH not_current AS MATERIALIZED (
-    SELECT x.lead_id
-    FROM (SELECT DISTINCT unnest(p_lead_ids) AS lead_id) x
-    LEFT JOIN public.module_ct_cabinet_leads l ON l.id = x.lead_id
-    LEFT JOIN canon_internal.cabinet_lead_state s ON s.lead_id = x.lead_id
-    WHERE s.lead_id IS NULL OR l.id IS NULL
-       OR s.lead_date IS DISTINCT FROM canon.lead_date_of(l.lead_created_at)
-       OR s.lead_source_pk IS DISTINCT FROM canon.lead_source_pk(l.external_id, l.id)
-       OR EXISTS (SELECT 1 FROM canon_internal.cabinet_lead_state_dirty d WHERE d.lead_source_pk = s.lead_source_pk)
-       OR (SELECT m.full_refresh_needed FROM canon_internal.cabinet_lead_state_meta m)
+    SELECT n.lead_id FROM canon.lead_ids_not_current(p_lead_ids) n
   )
   SELECT date_trunc('week', c.lead_date::timestamp)::date, c.limbo_stage, c.with_identity, c.with_driver, c.leads
   FROM canon_internal.cabinet_lead_state_counts c
@@ -1936,13 +2236,11 @@ COMMENT ON FUNCTION canon.limbo_stage_of(uuid, text, bigint, boolean, boolean, b
 -- canon.limbo_week_counts_of_state: leads per limbo stage for each lead week, as
 -- ops.v_cabinet_leads_limbo would count them, without a pass over every lead: the counters
 -- of the stored state (canon_internal.cabinet_lead_state_counts), less the stored rows that may not
--- be current, plus the view's rows for those leads. The rows that may not be current are
--- the marked ones (canon_internal.cabinet_lead_state_pending, keys in canon_internal.cabinet_lead_state_dirty)
--- and, with p_read_leads, the lead rows written since the last read (by commit order, one
--- pass over the lead rows without a function per row). When the total does not come to the
--- dated lead rows (rows deleted since, or a drift), or the claim rules changed, every lead
--- row is taken instead. Without p_read_leads the lead rows are taken as of the last
--- read (the snapshot of a run, moments after its own read).
+-- be current, plus the view's rows for those leads (canon.limbo_counts_delta). The rows
+-- that may not be current: canon.lead_ids_maybe_not_current (marked, written since the
+-- last read with p_read_leads; every lead row when the counts do not add up). Without
+-- p_read_leads the lead rows are taken as of the last read (the snapshot of a run, moments
+-- after its own read).
 -- Callers: ops.limbo_week_counts (live), ops.snapshot_limbo.
 CREATE OR REPLACE FUNCTION canon.limbo_week_counts_of_state(p_read_leads boolean)
 RETURNS TABLE (
@@ -1963,39 +2261,8 @@ SET jit = off
 AS $$
 #variable_conflict use_column
 DECLARE
-  v_limit integer;
-  v_dated bigint;
-  v_ids integer[] := '{}';
-  v_total bigint;
-  v_full boolean;
+  v_ids integer[] := canon.lead_ids_maybe_not_current(p_read_leads);
 BEGIN
-  v_full := (SELECT m.full_refresh_needed FROM canon_internal.cabinet_lead_state_meta m);
-  IF NOT v_full THEN
-    IF p_read_leads THEN
-      v_limit := canon.xmin_age_limit((SELECT s.seen_xmin FROM canon_internal.source_scan_state s
-                                       WHERE s.source_table = 'module_ct_cabinet_leads'));
-      SELECT count(*) FILTER (WHERE isfinite(l.lead_created_at)),
-             coalesce(array_agg(l.id) FILTER (WHERE v_limit IS NULL OR age(l.xmin) <= v_limit), '{}')
-      INTO v_dated, v_ids
-      FROM public.module_ct_cabinet_leads l;
-    ELSE
-      v_dated := (SELECT s.rows_dated FROM canon_internal.source_scan_state s WHERE s.source_table = 'module_ct_cabinet_leads');
-    END IF;
-    v_ids := v_ids
-      || ARRAY(SELECT p.lead_id FROM canon_internal.cabinet_lead_state_pending p)
-      || canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_dirty d));
-    v_ids := ARRAY(SELECT DISTINCT unnest(v_ids));
-    SELECT coalesce(sum(x.leads), 0) INTO v_total FROM canon.limbo_counts_delta(v_ids) x;
-    v_full := v_dated IS NULL OR v_total <> v_dated;
-  END IF;
-
-  IF v_full THEN
-    -- Every dated lead row, as the view counts it (set-based: the stored rows that are
-    -- current, the others evaluated live once).
-    v_ids := ARRAY(SELECT l.id FROM public.module_ct_cabinet_leads l WHERE isfinite(l.lead_created_at)
-                   UNION SELECT s.lead_id FROM canon_internal.cabinet_lead_state s);
-  END IF;
-
   RETURN QUERY
   SELECT x.week_start,
          sum(x.leads)::integer,
@@ -4697,20 +4964,26 @@ AS $$
           IS DISTINCT FROM
           (s.status, s.amount_expected, s.currency, s.person_key, s.driver_id, s.lead_date, s.generated_at, s.paid_at, s.run_id)
   ),
-  -- The counters of the stored lead state (kept by a trigger, read by the scope figures
-  -- and the snapshots) against a count of the rows themselves.
+  -- The counters of the stored lead state (kept by a trigger, read by the scope figures,
+  -- the snapshots and the funnel) against a count of the rows themselves
+  -- (canon.v_cabinet_lead_state_counted), every key and sum compared; one example per
+  -- lead date, stage and the first flags.
   state_counts AS (
-    SELECT format('%s %s identity=%s driver=%s trips=%s rule=%s: counted %s, stored %s',
-                  lead_date, limbo_stage, with_identity::text, with_driver::text, with_trips::text, with_rule::text,
-                  coalesce(c.leads, 0), coalesce(s.leads, 0)) AS example
-    FROM canon_internal.cabinet_lead_state_counts c
-    FULL JOIN (SELECT x.lead_date, x.limbo_stage, x.person_key IS NOT NULL AS with_identity,
-                      x.driver_id IS NOT NULL AS with_driver, x.trips_in_window > 0 AS with_trips,
-                      x.window_days IS NOT NULL AS with_rule, count(*) AS leads
-               FROM canon_internal.cabinet_lead_state x
-               GROUP BY 1, 2, 3, 4, 5, 6) s
-      USING (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
-    WHERE coalesce(c.leads, 0) <> coalesce(s.leads, 0)
+    SELECT format('%s %s identity=%s driver=%s trips=%s rule=%s: counted %s, stored %s%s',
+                  x.lead_date, x.limbo_stage, x.with_identity::text, x.with_driver::text, x.with_trips::text,
+                  x.with_rule::text, sum(x.counted), sum(x.stored),
+                  CASE WHEN sum(x.counted) = sum(x.stored) THEN ' (milestones, claims, window, trips or amounts differ)' ELSE '' END) AS example
+    FROM (
+      SELECT lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule,
+             coalesce(c.leads, 0) AS counted, coalesce(s.leads, 0) AS stored
+      FROM canon_internal.cabinet_lead_state_counts c
+      FULL JOIN canon.v_cabinet_lead_state_counted s
+        USING (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+               reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
+      WHERE (c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount)
+            IS DISTINCT FROM (s.leads, s.trips, s.m1_amount, s.m5_amount, s.m25_amount)
+    ) x
+    GROUP BY x.lead_date, x.limbo_stage, x.with_identity, x.with_driver, x.with_trips, x.with_rule
   ),
   -- A settled claim deleted or moved back to an unsettled status (its record stays,
   -- stamped by the trigger) with no note saying why: money that may have vanished by
@@ -5243,6 +5516,50 @@ AS $$
 $$;
 COMMENT ON FUNCTION ops.firing_limbo_alerts(bigint) IS
   'Alerts of ops.alert_rules that fire now (live, or on the snapshot of run p_run_id), with metric, threshold, current and previous value, change_pct and message; reads only. ops.check_limbo_alerts records them.';
+
+-- snapshot of sql/ops/ops.funnel_week_counts.sql
+-- ops.funnel_week_counts: the counts of the weekly funnel per lead week (what
+-- ops.v_cabinet_14d_funnel_weekly shows) without a pass over every lead: the stored
+-- state's counters corrected for the rows whose stored state may not be current
+-- (canon.lead_ids_maybe_not_current: marked, or written since the last read of the lead
+-- rows; every row when the counts do not add up), canon.funnel_week_counts_of. Equal to
+-- the aggregates of ops.v_cabinet_leads_limbo and ops.v_cabinet_claims_expected_14d
+-- (test/sql/ops.funnel_week_counts.test.ts). SECURITY DEFINER (it only reads; a fixed
+-- search_path): the counters and the lead rows are not a reader's, the funnel view is.
+CREATE OR REPLACE FUNCTION ops.funnel_week_counts()
+RETURNS TABLE (
+  week_start             date,
+  leads                  bigint,
+  leads_with_identity    bigint,
+  leads_with_driver      bigint,
+  leads_with_trips_14d   bigint,
+  leads_window_open      bigint,
+  reached_m1_14d         bigint,
+  reached_m5_14d         bigint,
+  reached_m25_14d        bigint,
+  trips_14d              numeric,
+  claims_expected        bigint,
+  claims_expected_amount numeric,
+  claims_present         bigint,
+  claims_present_amount  numeric,
+  claims_paid            bigint,
+  claims_paid_amount     numeric,
+  limbo_no_identity      bigint,
+  limbo_no_driver        bigint,
+  limbo_no_trips_14d     bigint,
+  limbo_trips_no_claim   bigint,
+  limbo_ok               bigint
+)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  SELECT * FROM canon.funnel_week_counts_of(canon.lead_ids_maybe_not_current(true))
+$$;
+COMMENT ON FUNCTION ops.funnel_week_counts() IS
+  'Counts of the weekly 14-day funnel per lead week (leads, flags, milestones, claims expected / present / paid with amounts, stages), from the stored state''s counters corrected for the rows that may not be current; what ops.v_cabinet_14d_funnel_weekly shows.';
 
 -- snapshot of sql/ops/ops.ignore_lead.sql
 -- ops.ignore_lead: an operator stops the job from retrying a lead that will never match
@@ -5916,10 +6233,10 @@ COMMENT ON PROCEDURE ops.reconcile_cabinet_leads_pipeline(integer, integer, bool
 
 -- snapshot of sql/ops/ops.recount_lead_state_counts.sql
 -- ops.recount_lead_state_counts: counts the stored lead state again into
--- canon_internal.cabinet_lead_state_counts (what the trigger canon.count_lead_state_changes keeps
--- up to date). For the repair of a LEAD_STATE_COUNTS violation of ops.check_invariants,
--- which only writes that bypassed the trigger can cause (session_replication_role =
--- replica, a disabled trigger):
+-- canon_internal.cabinet_lead_state_counts (canon.v_cabinet_lead_state_counted: what the
+-- trigger canon.count_lead_state_changes keeps up to date). For the repair of a
+-- LEAD_STATE_COUNTS violation of ops.check_invariants, which only writes that bypassed the
+-- trigger can cause (session_replication_role = replica, a disabled trigger):
 --   SELECT ops.recount_lead_state_counts();
 -- Blocks writers of the state while it counts (SHARE lock: a write cannot slip between the
 -- count and the counters). Returns the number of counter rows written.
@@ -5934,11 +6251,14 @@ DECLARE
 BEGIN
   LOCK TABLE canon_internal.cabinet_lead_state IN SHARE MODE;
   DELETE FROM canon_internal.cabinet_lead_state_counts;
-  INSERT INTO canon_internal.cabinet_lead_state_counts (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, leads)
-  SELECT s.lead_date, s.limbo_stage, s.person_key IS NOT NULL, s.driver_id IS NOT NULL,
-         s.trips_in_window > 0, s.window_days IS NOT NULL, count(*)
-  FROM canon_internal.cabinet_lead_state s
-  GROUP BY 1, 2, 3, 4, 5, 6;
+  INSERT INTO canon_internal.cabinet_lead_state_counts (
+    lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+    reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25,
+    leads, trips, m1_amount, m5_amount, m25_amount)
+  SELECT c.lead_date, c.limbo_stage, c.with_identity, c.with_driver, c.with_trips, c.with_rule, c.window_days,
+         c.reached_m1, c.reached_m5, c.reached_m25, c.has_claim_m1, c.has_claim_m5, c.has_claim_m25,
+         c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount
+  FROM canon.v_cabinet_lead_state_counted c;
   GET DIAGNOSTICS v_rows = ROW_COUNT;
   RETURN v_rows;
 END
@@ -6948,9 +7268,11 @@ COMMENT ON FUNCTION ops.worker_jobs_locked() IS
   'graphile-worker jobs and queues locked by a worker (kind, id, task or queue name, locked_by, locked_at, for how long, too_long over setting job_lock_held_max_minutes); unlock a dead worker''s with graphile_worker.force_unlock_workers(ARRAY[locked_by]).';
 
 -- snapshot of sql/canon_internal/canon_internal.cabinet_lead_state_counts.sql
--- Internal counter: canon_internal.cabinet_lead_state counted by lead date, stage and flags, kept by the
--- trigger canon.count_lead_state_changes; read by ops.limbo_stage_counts and the limbo alerts
--- instead of counting a million rows. Checked by ops.check_invariants.
+-- Internal counter: canon_internal.cabinet_lead_state counted by lead date, stage and the flags
+-- the counts read from it need, kept by the trigger canon.count_lead_state_changes; read by
+-- ops.limbo_stage_counts, the limbo snapshots and alerts, step 7's scope figures and the
+-- weekly funnel (ops.funnel_week_counts) instead of counting a million rows. Its live
+-- definition is canon.v_cabinet_lead_state_counted; checked by ops.check_invariants (LEAD_STATE_COUNTS).
 CREATE TABLE canon_internal.cabinet_lead_state_counts (
   lead_date     date NOT NULL,
   limbo_stage   text NOT NULL,
@@ -6958,12 +7280,26 @@ CREATE TABLE canon_internal.cabinet_lead_state_counts (
   with_driver   boolean NOT NULL,
   with_trips    boolean NOT NULL,
   with_rule     boolean NOT NULL,
+  window_days   integer NOT NULL,
+  reached_m1    boolean NOT NULL,
+  reached_m5    boolean NOT NULL,
+  reached_m25   boolean NOT NULL,
+  has_claim_m1  boolean NOT NULL,
+  has_claim_m5  boolean NOT NULL,
+  has_claim_m25 boolean NOT NULL,
   leads         bigint NOT NULL,
-  PRIMARY KEY (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
+  trips         numeric NOT NULL,
+  m1_amount     numeric NOT NULL,
+  m5_amount     numeric NOT NULL,
+  m25_amount    numeric NOT NULL,
+  PRIMARY KEY (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+               reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
 );
 
 COMMENT ON TABLE canon_internal.cabinet_lead_state_counts IS
-  'Stored lead state rows (canon_internal.cabinet_lead_state) counted by lead_date, limbo_stage, with_identity (person_key set), with_driver (driver_id set), with_trips (trips_in_window > 0), with_rule (window_days set); kept equal to that table by the trigger canon.count_lead_state_changes (ops.check_invariants verifies it).';
+  'Stored lead state rows (canon_internal.cabinet_lead_state) counted by lead_date, limbo_stage, with_identity (person_key set), with_driver (driver_id set), with_trips (trips_in_window > 0), with_rule (window_days set), window_days (0 when none), reached_m* and has_claim_m*, with the sums of trips_in_window and of m*_amount; kept equal to canon.v_cabinet_lead_state_counted by the trigger canon.count_lead_state_changes (ops.check_invariants verifies it). (internal)';
+COMMENT ON COLUMN canon_internal.cabinet_lead_state_counts.window_days IS
+  'The rows'' window_days (their window ends at lead_date + window_days), 0 for rows without a claim rule: a key column cannot be NULL.';
 
 -- snapshot of sql/canon_internal/canon_internal.cabinet_lead_state_dirty.sql
 -- Internal marks: lead keys whose links or claims changed since their stored state was
@@ -7047,6 +7383,9 @@ CREATE TABLE canon_internal.cabinet_lead_state (
 
 CREATE INDEX cabinet_lead_state_lead_date_idx ON canon_internal.cabinet_lead_state (lead_date);
 CREATE INDEX cabinet_lead_state_lead_source_pk_idx ON canon_internal.cabinet_lead_state USING hash (lead_source_pk);
+-- The few rows sharing a lead key, which the weekly funnel counts per key (canon.funnel_week_counts_of).
+CREATE INDEX cabinet_lead_state_shared_key_idx ON canon_internal.cabinet_lead_state (lead_id)
+  WHERE key_rows > 1;
 CREATE INDEX cabinet_lead_state_trips_no_claim_idx ON canon_internal.cabinet_lead_state (lead_date)
   WHERE limbo_stage = 'TRIPS_NO_CLAIM';
 CREATE INDEX cabinet_lead_state_window_end_idx ON canon_internal.cabinet_lead_state (window_end)
@@ -7990,6 +8329,36 @@ CREATE TABLE ops.limbo_snapshot_weeks (
 COMMENT ON TABLE ops.limbo_snapshot_weeks IS
   'Limbo counts of every completed run per lead week (week_start = ISO Monday of lead_date); they add up to ops.limbo_snapshots.';
 
+-- snapshot of sql/canon/canon.v_cabinet_lead_state_counted.sql
+-- canon.v_cabinet_lead_state_counted: the live definition of the counters
+-- canon_internal.cabinet_lead_state_counts: the stored lead state rows grouped by lead date,
+-- stage and flags, with their sums. The counting trigger (canon.count_lead_state_changes)
+-- groups its transition rows the same way; the check LEAD_STATE_COUNTS compares the
+-- counters with this view and ops.recount_lead_state_counts writes it into them.
+CREATE OR REPLACE VIEW canon.v_cabinet_lead_state_counted AS
+SELECT s.lead_date,
+       s.limbo_stage,
+       s.person_key IS NOT NULL AS with_identity,
+       s.driver_id IS NOT NULL AS with_driver,
+       s.trips_in_window > 0 AS with_trips,
+       s.window_days IS NOT NULL AS with_rule,
+       coalesce(s.window_days, 0) AS window_days,
+       s.reached_m1,
+       s.reached_m5,
+       s.reached_m25,
+       s.has_claim_m1,
+       s.has_claim_m5,
+       s.has_claim_m25,
+       count(*) AS leads,
+       sum(s.trips_in_window) AS trips,
+       coalesce(sum(s.m1_amount), 0) AS m1_amount,
+       coalesce(sum(s.m5_amount), 0) AS m5_amount,
+       coalesce(sum(s.m25_amount), 0) AS m25_amount
+FROM canon_internal.cabinet_lead_state s
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13;
+COMMENT ON VIEW canon.v_cabinet_lead_state_counted IS
+  'The stored lead state counted as canon_internal.cabinet_lead_state_counts counts it (by lead_date, stage and flags, with the sums of trips and milestone amounts): what the counters must equal.';
+
 -- snapshot of sql/canon/canon.v_claim_rule_periods.sql
 -- canon.v_claim_rule_periods: canon.claim_rules turned into consecutive periods
 -- [period_from, period_to) during which one rule set applies, one row per period with the
@@ -8073,6 +8442,51 @@ WHERE dl.source_table = 'drivers'
   );
 COMMENT ON VIEW canon.v_person_driver IS
   'One driver per person: the most recently linked (linked_at DESC, then driver_id). Every limbo and claim view takes the driver from here.';
+
+-- snapshot of sql/ops/ops.v_cabinet_14d_funnel_weekly.sql
+-- ops.v_cabinet_14d_funnel_weekly: the 14-day funnel per lead week (ISO Monday of
+-- lead_date): leads, with identity, with driver, with trips, milestones reached, claims
+-- expected / present / missing with amounts, leads per limbo stage and percentages.
+-- The counts are those of ops.v_cabinet_leads_limbo (lead rows) and
+-- ops.v_cabinet_claims_expected_14d (claims: lead keys x milestones, a key shared by two
+-- rows claims once), read from the stored state's counters corrected for the rows that
+-- may not be current (ops.funnel_week_counts: no pass over every lead); a test compares
+-- them with the views (test/sql/ops.funnel_week_counts.test.ts). By construction
+-- claims_expected = claims_present + claims_missing and the stage counts add up to leads.
+-- An amount is 0 where no claim is counted (as a sum over no row would be).
+CREATE OR REPLACE VIEW ops.v_cabinet_14d_funnel_weekly AS
+SELECT f.week_start,
+       f.leads,
+       f.leads_with_identity,
+       f.leads_with_driver,
+       f.leads_with_trips_14d,
+       f.leads_window_open,
+       f.reached_m1_14d,
+       f.reached_m5_14d,
+       f.reached_m25_14d,
+       f.trips_14d,
+       f.claims_expected,
+       CASE WHEN f.claims_expected = 0 THEN 0 ELSE f.claims_expected_amount END AS claims_expected_amount,
+       f.claims_present,
+       CASE WHEN f.claims_present = 0 THEN 0 ELSE f.claims_present_amount END AS claims_present_amount,
+       f.claims_expected - f.claims_present AS claims_missing,
+       CASE WHEN f.claims_expected = f.claims_present THEN 0
+            ELSE f.claims_expected_amount - f.claims_present_amount END AS claims_missing_amount,
+       f.claims_paid,
+       CASE WHEN f.claims_paid = 0 THEN 0 ELSE f.claims_paid_amount END AS claims_paid_amount,
+       f.limbo_no_identity,
+       f.limbo_no_driver,
+       f.limbo_no_trips_14d,
+       f.limbo_trips_no_claim,
+       f.limbo_ok,
+       round(100.0 * f.leads_with_identity / nullif(f.leads, 0), 2) AS pct_with_identity,
+       round(100.0 * f.leads_with_driver / nullif(f.leads, 0), 2) AS pct_with_driver,
+       round(100.0 * f.leads_with_trips_14d / nullif(f.leads, 0), 2) AS pct_with_trips_14d,
+       round(100.0 * f.limbo_ok / nullif(f.leads, 0), 2) AS pct_ok,
+       round(100.0 * f.claims_present / nullif(f.claims_expected, 0), 2) AS pct_claims_present
+FROM ops.funnel_week_counts() f;
+COMMENT ON VIEW ops.v_cabinet_14d_funnel_weekly IS
+  'Weekly 14-day funnel (week_start = ISO Monday of lead_date): the counts of ops.v_cabinet_leads_limbo and ops.v_cabinet_claims_expected_14d per lead week, read from the stored state''s counters corrected for the rows that may not be current (ops.funnel_week_counts); percentages are of leads (pct_claims_present of claims expected).';
 
 -- snapshot of sql/ops/ops.v_cabinet_claims_duplicated.sql
 -- ops.v_cabinet_claims_duplicated: for finance, every claim made twice for one cabinet
@@ -8816,81 +9230,6 @@ FROM (
 ) s;
 COMMENT ON VIEW ops.v_cabinet_leads_limbo IS
   'One row per cabinet lead with lead_created_at: identity, driver, trips in the 14-day window, milestones, claims of this lead, limbo_stage (NO_IDENTITY, NO_DRIVER, NO_TRIPS_14D, TRIPS_NO_CLAIM, OK) and an actionable limbo_reason_detail.';
-
--- snapshot of sql/ops/ops.v_cabinet_14d_funnel_weekly.sql
--- ops.v_cabinet_14d_funnel_weekly: the 14-day funnel per lead week (ISO Monday of
--- lead_date): leads, with identity, with driver, with trips, milestones reached, claims
--- expected / present / missing with amounts, leads per limbo stage and percentages.
--- Lead counts are aggregates of ops.v_cabinet_leads_limbo and claim counts of
--- ops.v_cabinet_claims_expected_14d, so it agrees with them by construction
--- (claims_expected = claims_present + claims_missing; the stage counts add up to leads).
--- Leads count lead rows; claims count lead keys (a key shared by two rows claims once).
-CREATE OR REPLACE VIEW ops.v_cabinet_14d_funnel_weekly AS
-WITH leads AS (
-  SELECT l.week_start,
-         count(*) AS leads,
-         count(*) FILTER (WHERE l.person_key IS NOT NULL) AS leads_with_identity,
-         count(*) FILTER (WHERE l.driver_id IS NOT NULL) AS leads_with_driver,
-         count(*) FILTER (WHERE l.trips_14d > 0) AS leads_with_trips_14d,
-         count(*) FILTER (WHERE l.window_status = 'OPEN') AS leads_window_open,
-         count(*) FILTER (WHERE l.reached_m1_14d) AS reached_m1_14d,
-         count(*) FILTER (WHERE l.reached_m5_14d) AS reached_m5_14d,
-         count(*) FILTER (WHERE l.reached_m25_14d) AS reached_m25_14d,
-         coalesce(sum(l.trips_14d), 0) AS trips_14d,
-         count(*) FILTER (WHERE l.limbo_stage = 'NO_IDENTITY') AS limbo_no_identity,
-         count(*) FILTER (WHERE l.limbo_stage = 'NO_DRIVER') AS limbo_no_driver,
-         count(*) FILTER (WHERE l.limbo_stage = 'NO_TRIPS_14D') AS limbo_no_trips_14d,
-         count(*) FILTER (WHERE l.limbo_stage = 'TRIPS_NO_CLAIM') AS limbo_trips_no_claim,
-         count(*) FILTER (WHERE l.limbo_stage = 'OK') AS limbo_ok
-  FROM ops.v_cabinet_leads_limbo l
-  GROUP BY l.week_start
-),
-claims AS (
-  SELECT e.week_start,
-         count(*) FILTER (WHERE e.expected) AS claims_expected,
-         coalesce(sum(e.amount) FILTER (WHERE e.expected), 0) AS claims_expected_amount,
-         count(*) FILTER (WHERE e.expected AND e.claim_status IS NOT NULL) AS claims_present,
-         coalesce(sum(e.amount) FILTER (WHERE e.expected AND e.claim_status IS NOT NULL), 0) AS claims_present_amount,
-         count(*) FILTER (WHERE e.expected AND e.claim_status IS NULL) AS claims_missing,
-         coalesce(sum(e.amount) FILTER (WHERE e.expected AND e.claim_status IS NULL), 0) AS claims_missing_amount,
-         count(*) FILTER (WHERE e.claim_status = 'paid') AS claims_paid,
-         coalesce(sum(e.claim_amount) FILTER (WHERE e.claim_status = 'paid'), 0) AS claims_paid_amount
-  FROM ops.v_cabinet_claims_expected_14d e
-  GROUP BY e.week_start
-)
-SELECT w.week_start,
-       coalesce(l.leads, 0) AS leads,
-       coalesce(l.leads_with_identity, 0) AS leads_with_identity,
-       coalesce(l.leads_with_driver, 0) AS leads_with_driver,
-       coalesce(l.leads_with_trips_14d, 0) AS leads_with_trips_14d,
-       coalesce(l.leads_window_open, 0) AS leads_window_open,
-       coalesce(l.reached_m1_14d, 0) AS reached_m1_14d,
-       coalesce(l.reached_m5_14d, 0) AS reached_m5_14d,
-       coalesce(l.reached_m25_14d, 0) AS reached_m25_14d,
-       coalesce(l.trips_14d, 0) AS trips_14d,
-       coalesce(c.claims_expected, 0) AS claims_expected,
-       coalesce(c.claims_expected_amount, 0) AS claims_expected_amount,
-       coalesce(c.claims_present, 0) AS claims_present,
-       coalesce(c.claims_present_amount, 0) AS claims_present_amount,
-       coalesce(c.claims_missing, 0) AS claims_missing,
-       coalesce(c.claims_missing_amount, 0) AS claims_missing_amount,
-       coalesce(c.claims_paid, 0) AS claims_paid,
-       coalesce(c.claims_paid_amount, 0) AS claims_paid_amount,
-       coalesce(l.limbo_no_identity, 0) AS limbo_no_identity,
-       coalesce(l.limbo_no_driver, 0) AS limbo_no_driver,
-       coalesce(l.limbo_no_trips_14d, 0) AS limbo_no_trips_14d,
-       coalesce(l.limbo_trips_no_claim, 0) AS limbo_trips_no_claim,
-       coalesce(l.limbo_ok, 0) AS limbo_ok,
-       round(100.0 * l.leads_with_identity / nullif(l.leads, 0), 2) AS pct_with_identity,
-       round(100.0 * l.leads_with_driver / nullif(l.leads, 0), 2) AS pct_with_driver,
-       round(100.0 * l.leads_with_trips_14d / nullif(l.leads, 0), 2) AS pct_with_trips_14d,
-       round(100.0 * l.limbo_ok / nullif(l.leads, 0), 2) AS pct_ok,
-       round(100.0 * c.claims_present / nullif(c.claims_expected, 0), 2) AS pct_claims_present
-FROM (SELECT week_start FROM leads UNION SELECT week_start FROM claims) w
-LEFT JOIN leads l ON l.week_start = w.week_start
-LEFT JOIN claims c ON c.week_start = w.week_start;
-COMMENT ON VIEW ops.v_cabinet_14d_funnel_weekly IS
-  'Weekly 14-day funnel (week_start = ISO Monday of lead_date) computed from ops.v_cabinet_leads_limbo and ops.v_cabinet_claims_expected_14d; percentages are of leads (pct_claims_present of claims expected).';
 
 -- snapshot of sql/ops/ops.v_review_queue.sql
 -- ops.v_review_queue: the leads waiting for a person (SPEC 6: AMBIGUOUS, CONFLICT,

@@ -281,20 +281,25 @@ AS $$
 DECLARE
   v_dirty integer;
   v_pending integer;
+  v_paid integer;
 BEGIN
   IF to_regclass('pg_temp.lead_state_marks') IS NULL THEN
     RETURN 0;
   END IF;
   DELETE FROM canon_internal.cabinet_lead_state_dirty d
   USING pg_temp.lead_state_marks m
-  WHERE m.lead_source_pk IS NOT NULL AND d.lead_source_pk = m.lead_source_pk AND d.mark_seq = m.mark_seq;
+  WHERE m.lead_source_pk IS NOT NULL AND NOT m.paid AND d.lead_source_pk = m.lead_source_pk AND d.mark_seq = m.mark_seq;
   GET DIAGNOSTICS v_dirty = ROW_COUNT;
+  DELETE FROM canon_internal.cabinet_lead_state_paid_dirty d
+  USING pg_temp.lead_state_marks m
+  WHERE m.paid AND d.lead_source_pk = m.lead_source_pk AND d.mark_seq = m.mark_seq;
+  GET DIAGNOSTICS v_paid = ROW_COUNT;
   DELETE FROM canon_internal.cabinet_lead_state_pending p
   USING pg_temp.lead_state_marks m
   WHERE m.lead_id IS NOT NULL AND p.lead_id = m.lead_id AND p.mark_seq = m.mark_seq;
   GET DIAGNOSTICS v_pending = ROW_COUNT;
   DROP TABLE pg_temp.lead_state_marks;
-  RETURN v_dirty + v_pending;
+  RETURN v_dirty + v_pending + v_paid;
 END
 $$;
 COMMENT ON FUNCTION canon.clear_lead_state_marks() IS
@@ -323,12 +328,13 @@ BEGIN
     INSERT INTO canon_internal.cabinet_lead_state_counts AS c (
       lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
       reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25,
-      leads, trips, m1_amount, m5_amount, m25_amount)
+      leads, trips, m1_amount, m5_amount, m25_amount, paid_claims, paid_amount)
     SELECT n.lead_date, n.limbo_stage, n.person_key IS NOT NULL, n.driver_id IS NOT NULL,
            n.trips_in_window > 0, n.window_days IS NOT NULL, coalesce(n.window_days, 0),
            n.reached_m1, n.reached_m5, n.reached_m25, n.has_claim_m1, n.has_claim_m5, n.has_claim_m25,
            count(*), sum(n.trips_in_window),
-           coalesce(sum(n.m1_amount), 0), coalesce(sum(n.m5_amount), 0), coalesce(sum(n.m25_amount), 0)
+           coalesce(sum(n.m1_amount), 0), coalesce(sum(n.m5_amount), 0), coalesce(sum(n.m25_amount), 0),
+           sum(n.paid_claims), sum(n.paid_amount)
     FROM new_rows n
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
     ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
@@ -336,51 +342,57 @@ BEGIN
                  reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
       DO UPDATE SET leads = c.leads + excluded.leads, trips = c.trips + excluded.trips,
                     m1_amount = c.m1_amount + excluded.m1_amount, m5_amount = c.m5_amount + excluded.m5_amount,
-                    m25_amount = c.m25_amount + excluded.m25_amount;
+                    m25_amount = c.m25_amount + excluded.m25_amount,
+                    paid_claims = c.paid_claims + excluded.paid_claims, paid_amount = c.paid_amount + excluded.paid_amount;
   ELSIF TG_OP = 'UPDATE' THEN
     INSERT INTO canon_internal.cabinet_lead_state_counts AS c (
       lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
       reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25,
-      leads, trips, m1_amount, m5_amount, m25_amount)
+      leads, trips, m1_amount, m5_amount, m25_amount, paid_claims, paid_amount)
     SELECT x.lead_date, x.limbo_stage, x.with_identity, x.with_driver, x.with_trips, x.with_rule, x.window_days,
            x.reached_m1, x.reached_m5, x.reached_m25, x.has_claim_m1, x.has_claim_m5, x.has_claim_m25,
-           sum(x.n), sum(x.n * x.trips), sum(x.n * x.m1_amount), sum(x.n * x.m5_amount), sum(x.n * x.m25_amount)
+           sum(x.n), sum(x.n * x.trips), sum(x.n * x.m1_amount), sum(x.n * x.m5_amount), sum(x.n * x.m25_amount),
+           sum(x.n * x.paid_claims), sum(x.n * x.paid_amount)
     FROM (
       SELECT o.lead_date, o.limbo_stage, o.person_key IS NOT NULL AS with_identity, o.driver_id IS NOT NULL AS with_driver,
              o.trips_in_window > 0 AS with_trips, o.window_days IS NOT NULL AS with_rule,
              coalesce(o.window_days, 0) AS window_days,
              o.reached_m1, o.reached_m5, o.reached_m25, o.has_claim_m1, o.has_claim_m5, o.has_claim_m25,
              o.trips_in_window AS trips, coalesce(o.m1_amount, 0) AS m1_amount, coalesce(o.m5_amount, 0) AS m5_amount,
-             coalesce(o.m25_amount, 0) AS m25_amount, -1 AS n
+             coalesce(o.m25_amount, 0) AS m25_amount, o.paid_claims, o.paid_amount, -1 AS n
       FROM old_rows o
       UNION ALL
       SELECT n.lead_date, n.limbo_stage, n.person_key IS NOT NULL, n.driver_id IS NOT NULL,
              n.trips_in_window > 0, n.window_days IS NOT NULL, coalesce(n.window_days, 0),
              n.reached_m1, n.reached_m5, n.reached_m25, n.has_claim_m1, n.has_claim_m5, n.has_claim_m25,
-             n.trips_in_window, coalesce(n.m1_amount, 0), coalesce(n.m5_amount, 0), coalesce(n.m25_amount, 0), 1
+             n.trips_in_window, coalesce(n.m1_amount, 0), coalesce(n.m5_amount, 0), coalesce(n.m25_amount, 0),
+             n.paid_claims, n.paid_amount, 1
       FROM new_rows n
     ) x
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
-    -- (a row that moved no counter but changed its trips or amounts still changes the sums)
+    -- (a row that moved no counter but changed its trips, amounts or paid claims still changes the sums)
     HAVING sum(x.n) <> 0 OR sum(x.n * x.trips) <> 0 OR sum(x.n * x.m1_amount) <> 0
         OR sum(x.n * x.m5_amount) <> 0 OR sum(x.n * x.m25_amount) <> 0
+        OR sum(x.n * x.paid_claims) <> 0 OR sum(x.n * x.paid_amount) <> 0
     ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
     ON CONFLICT (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
                  reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
       DO UPDATE SET leads = c.leads + excluded.leads, trips = c.trips + excluded.trips,
                     m1_amount = c.m1_amount + excluded.m1_amount, m5_amount = c.m5_amount + excluded.m5_amount,
-                    m25_amount = c.m25_amount + excluded.m25_amount;
+                    m25_amount = c.m25_amount + excluded.m25_amount,
+                    paid_claims = c.paid_claims + excluded.paid_claims, paid_amount = c.paid_amount + excluded.paid_amount;
     DELETE FROM canon_internal.cabinet_lead_state_counts c WHERE c.leads = 0;
   ELSIF TG_OP = 'DELETE' THEN
     INSERT INTO canon_internal.cabinet_lead_state_counts AS c (
       lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
       reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25,
-      leads, trips, m1_amount, m5_amount, m25_amount)
+      leads, trips, m1_amount, m5_amount, m25_amount, paid_claims, paid_amount)
     SELECT o.lead_date, o.limbo_stage, o.person_key IS NOT NULL, o.driver_id IS NOT NULL,
            o.trips_in_window > 0, o.window_days IS NOT NULL, coalesce(o.window_days, 0),
            o.reached_m1, o.reached_m5, o.reached_m25, o.has_claim_m1, o.has_claim_m5, o.has_claim_m25,
            -count(*), -sum(o.trips_in_window),
-           -coalesce(sum(o.m1_amount), 0), -coalesce(sum(o.m5_amount), 0), -coalesce(sum(o.m25_amount), 0)
+           -coalesce(sum(o.m1_amount), 0), -coalesce(sum(o.m5_amount), 0), -coalesce(sum(o.m25_amount), 0),
+           -sum(o.paid_claims), -sum(o.paid_amount)
     FROM old_rows o
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
     ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
@@ -388,7 +400,8 @@ BEGIN
                  reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
       DO UPDATE SET leads = c.leads + excluded.leads, trips = c.trips + excluded.trips,
                     m1_amount = c.m1_amount + excluded.m1_amount, m5_amount = c.m5_amount + excluded.m5_amount,
-                    m25_amount = c.m25_amount + excluded.m25_amount;
+                    m25_amount = c.m25_amount + excluded.m25_amount,
+                    paid_claims = c.paid_claims + excluded.paid_claims, paid_amount = c.paid_amount + excluded.paid_amount;
     DELETE FROM canon_internal.cabinet_lead_state_counts c WHERE c.leads = 0;
   END IF;
   RETURN NULL;
@@ -757,14 +770,16 @@ COMMENT ON FUNCTION canon.foreign_xids() IS
 -- without a pass over every lead, when p_lead_ids holds every lead row whose stored state
 -- may not be current (canon.lead_ids_maybe_not_current): the counters of the stored state
 -- (canon_internal.cabinet_lead_state_counts) with the rows set apart taken off and counted
--- as the views show them, plus the paid claims of the other stored rows. Set apart: the
--- given rows whose stored state is not current (canon.lead_ids_not_current; shown live,
--- set-based) and the stored rows sharing a lead key (key_rows > 1: a shared key's claims
--- count once, from the row ops.v_cabinet_claims_expected_14d chooses). Every other row is
--- a current stored row alone on its key: its claims are its milestones with a threshold,
--- present when has_claim_m* says so (a claim written or deleted marks its key dirty), paid
--- as the claims table says now (a status change marks nothing). Called by
--- ops.funnel_week_counts; test/sql/ops.funnel_week_counts.test.ts compares it with the views.
+-- as the views show them. Set apart: the given rows whose stored state is not current
+-- (canon.lead_ids_not_current; shown live, set-based), the stored rows sharing a lead key
+-- (key_rows > 1: a shared key's claims count once, from the row
+-- ops.v_cabinet_claims_expected_14d chooses) and the rows of keys whose paid claims changed
+-- since they were stored (canon_internal.cabinet_lead_state_paid_dirty: their claims read
+-- now). Every other row is a current stored row alone on its key: its claims are its
+-- milestones with a threshold, present when has_claim_m* says so (a claim written or
+-- deleted marks its key dirty), paid as paid_claims and paid_amount say (a claim paid or
+-- no longer paid marks its key). Called by ops.funnel_week_counts;
+-- test/sql/ops.funnel_week_counts.test.ts compares it with the views.
 CREATE OR REPLACE FUNCTION canon.funnel_week_counts_of(p_lead_ids integer[])
 RETURNS TABLE (
   week_start             date,
@@ -801,6 +816,8 @@ AS $$
     SELECT n.lead_id FROM not_current n
     UNION
     SELECT s.lead_id FROM canon_internal.cabinet_lead_state s WHERE s.key_rows > 1
+    UNION
+    SELECT unnest(canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_paid_dirty d)))
   ),
   -- The rows set apart as the views show them: live when not current, else stored.
   shown AS MATERIALIZED (
@@ -824,20 +841,22 @@ AS $$
   counted AS (
     SELECT c.lead_date, c.limbo_stage, c.with_identity, c.with_driver, c.with_trips, c.window_days,
            c.reached_m1, c.reached_m5, c.reached_m25, c.has_claim_m1, c.has_claim_m5, c.has_claim_m25,
-           c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount, false AS shown
+           c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount, c.paid_claims, c.paid_amount, false AS shown
     FROM canon_internal.cabinet_lead_state_counts c
     UNION ALL
     SELECT s.lead_date, s.limbo_stage, s.person_key IS NOT NULL, s.driver_id IS NOT NULL, s.trips_in_window > 0,
            coalesce(s.window_days, 0), s.reached_m1, s.reached_m5, s.reached_m25,
            s.has_claim_m1, s.has_claim_m5, s.has_claim_m25,
-           -1, -s.trips_in_window, -coalesce(s.m1_amount, 0), -coalesce(s.m5_amount, 0), -coalesce(s.m25_amount, 0), false
+           -1, -s.trips_in_window, -coalesce(s.m1_amount, 0), -coalesce(s.m5_amount, 0), -coalesce(s.m25_amount, 0),
+           -s.paid_claims, -s.paid_amount, false
     FROM apart a
     JOIN canon_internal.cabinet_lead_state s ON s.lead_id = a.lead_id
     UNION ALL
     SELECT h.lead_date, h.limbo_stage, h.person_key IS NOT NULL, h.driver_id IS NOT NULL, h.trips_in_window > 0,
            coalesce(h.window_days, 0), h.reached_m1, h.reached_m5, h.reached_m25,
            h.has_claim_m1, h.has_claim_m5, h.has_claim_m25,
-           1, h.trips_in_window, coalesce(h.m1_amount, 0), coalesce(h.m5_amount, 0), coalesce(h.m25_amount, 0), true
+           1, h.trips_in_window, coalesce(h.m1_amount, 0), coalesce(h.m5_amount, 0), coalesce(h.m25_amount, 0),
+           0, 0, true
     FROM shown h
   ),
   -- The claims of the rows shown: one row per key and milestone with a threshold, a
@@ -867,17 +886,6 @@ AS $$
       ON cl.lead_source_pk = h.lead_source_pk
      AND cl.milestone = h.milestone
   ),
-  -- The paid claims of the stored rows not set apart (current, alone on their key): a
-  -- claim of a milestone the row has a threshold for.
-  paid AS (
-    SELECT s.lead_date, c.amount_expected
-    FROM canon.claims_yango_cabinet_14d c
-    JOIN canon_internal.cabinet_lead_state s ON s.lead_source_pk = c.lead_source_pk
-    WHERE c.status = 'paid'
-      AND CASE c.milestone WHEN 1 THEN s.m1_trips_threshold WHEN 5 THEN s.m5_trips_threshold
-                           WHEN 25 THEN s.m25_trips_threshold END IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM apart a WHERE a.lead_id = s.lead_id)
-  ),
   parts AS (
     -- As canon.v_cabinet_lead_chain defines them: a window ends at lead_date + window_days
     -- (window_days 0: no rule, no window), and a milestone reached has a threshold (an
@@ -900,8 +908,8 @@ AS $$
            coalesce(sum(CASE WHEN x.reached_m1 AND x.has_claim_m1 THEN x.m1_amount ELSE 0 END
                         + CASE WHEN x.reached_m5 AND x.has_claim_m5 THEN x.m5_amount ELSE 0 END
                         + CASE WHEN x.reached_m25 AND x.has_claim_m25 THEN x.m25_amount ELSE 0 END) FILTER (WHERE NOT x.shown), 0) AS claims_present_amount,
-           0::bigint AS claims_paid,
-           0::numeric AS claims_paid_amount,
+           coalesce(sum(x.paid_claims) FILTER (WHERE NOT x.shown), 0) AS claims_paid,
+           coalesce(sum(x.paid_amount) FILTER (WHERE NOT x.shown), 0) AS claims_paid_amount,
            coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_IDENTITY'), 0) AS limbo_no_identity,
            coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_DRIVER'), 0) AS limbo_no_driver,
            coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_TRIPS_14D'), 0) AS limbo_no_trips_14d,
@@ -921,13 +929,6 @@ AS $$
            0, 0, 0, 0, 0
     FROM expected e
     GROUP BY 1
-    UNION ALL
-    SELECT date_trunc('week', p.lead_date::timestamp)::date,
-           0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-           count(*), sum(p.amount_expected),
-           0, 0, 0, 0, 0
-    FROM paid p
-    GROUP BY 1
   )
   SELECT p.week_start,
          sum(p.leads)::bigint, sum(p.leads_with_identity)::bigint, sum(p.leads_with_driver)::bigint,
@@ -943,7 +944,7 @@ AS $$
   ORDER BY p.week_start
 $$;
 COMMENT ON FUNCTION canon.funnel_week_counts_of(integer[]) IS
-  'The weekly funnel''s counts per lead week from the stored state''s counters, with the given rows whose state is not current and the rows sharing a key counted as the views show them, and the paid claims read now; exact when the given rows include every row whose stored state may not be current.';
+  'The weekly funnel''s counts per lead week from the stored state''s counters, with the given rows whose state is not current, the rows sharing a key and those whose paid claims changed counted as the views show them; exact when the given rows include every row whose stored state may not be current.';
 
 -- snapshot of sql/canon/canon.generate_cabinet_claims.sql
 -- canon.generate_cabinet_claims: pipeline step 7 (SPEC 7). Brings the lead state
@@ -2088,7 +2089,8 @@ AS $$
   marked AS (
     SELECT p.lead_id FROM canon_internal.cabinet_lead_state_pending p
     UNION
-    SELECT unnest(canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_dirty d)))
+    SELECT unnest(canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_dirty d
+                                               UNION SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_paid_dirty d)))
   ),
   leads AS (
     SELECT l.id, canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk, l.lead_created_at::date AS lead_date,
@@ -2123,11 +2125,11 @@ AS $$
     WHERE s.lead_source_pk = v.lead_source_pk AND s.lead_date = v.lead_date
       AND (s.person_key, s.driver_id, s.window_end, s.trips_in_window, s.trip_rows_in_window,
            s.reached_m1, s.reached_m5, s.reached_m25, s.expected_amount,
-           s.has_claim_m1, s.has_claim_m5, s.has_claim_m25, s.limbo_stage, s.key_rows)
+           s.has_claim_m1, s.has_claim_m5, s.has_claim_m25, s.limbo_stage, s.key_rows, s.paid_claims, s.paid_amount)
           IS DISTINCT FROM
           (v.person_key, v.driver_id, v.window_end, v.trips_in_window, v.trip_rows_in_window,
            v.reached_m1, v.reached_m5, v.reached_m25, v.expected_amount,
-           v.has_claim_m1, v.has_claim_m5, v.has_claim_m25, v.limbo_stage, v.key_rows)
+           v.has_claim_m1, v.has_claim_m5, v.has_claim_m25, v.limbo_stage, v.key_rows, v.paid_claims, v.paid_amount)
   )
   SELECT x.lead_id, x.example
   FROM (SELECT m.lead_id, m.example FROM membership m
@@ -2167,6 +2169,10 @@ AS $$
   UNION ALL
   SELECT NULL, d.lead_source_pk, format('lead key %s marked at %s', left(d.lead_source_pk, 40), d.marked_at)
   FROM canon_internal.cabinet_lead_state_dirty d CROSS JOIN last_run r
+  WHERE d.marked_at < r.started_at
+  UNION ALL
+  SELECT NULL, d.lead_source_pk, format('lead key %s marked paid at %s', left(d.lead_source_pk, 40), d.marked_at)
+  FROM canon_internal.cabinet_lead_state_paid_dirty d CROSS JOIN last_run r
   WHERE d.marked_at < r.started_at
 $$;
 COMMENT ON FUNCTION canon.lead_state_marks_drift() IS
@@ -2553,9 +2559,11 @@ COMMENT ON FUNCTION canon.mark_lead_keys_pending() IS 'Trigger: a lead whose lin
 -- canon.mark_lead_state_dirty_claims: statement-level trigger function on
 -- canon.claims_yango_cabinet_14d (INSERT, DELETE, UPDATE, transition tables old_rows /
 -- new_rows): a lead's has_claim flags and stage depend on its claims, so the keys of the
--- claims written are marked in canon_internal.cabinet_lead_state_dirty. Claim generation, which
--- re-evaluates the leads it claimed itself, turns this off for its own INSERT
--- (cabinet.lead_state_marking = 'off', transaction-local).
+-- claims written are marked in canon_internal.cabinet_lead_state_dirty; a claim paid, no
+-- longer paid, or whose paid amount changed only touches the lead's paid_claims and
+-- paid_amount, so its key is marked in canon_internal.cabinet_lead_state_paid_dirty. Claim
+-- generation, which re-evaluates the leads it claimed itself, turns this off for its own
+-- INSERT (cabinet.lead_state_marking = 'off', transaction-local).
 CREATE OR REPLACE FUNCTION canon.mark_lead_state_dirty_claims()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -2574,7 +2582,7 @@ BEGIN
     SELECT DISTINCT o.lead_source_pk FROM old_rows o
     ON CONFLICT (lead_source_pk) DO UPDATE SET mark_seq = excluded.mark_seq, marked_at = excluded.marked_at;
   ELSE
-    -- Status changes do not alter a lead's state (any status counts as present).
+    -- Status changes do not alter a lead's stage (any status counts as present).
     INSERT INTO canon_internal.cabinet_lead_state_dirty AS d (lead_source_pk)
     SELECT k FROM (
       SELECT o.lead_source_pk AS k, o.milestone AS m FROM old_rows o
@@ -2586,6 +2594,14 @@ BEGIN
       SELECT o.lead_source_pk, o.milestone FROM old_rows o
     ) x
     GROUP BY k
+    ON CONFLICT (lead_source_pk) DO UPDATE SET mark_seq = excluded.mark_seq, marked_at = excluded.marked_at;
+    -- Paid or no longer paid, or a paid amount changed: the lead's paid figures.
+    INSERT INTO canon_internal.cabinet_lead_state_paid_dirty AS d (lead_source_pk)
+    SELECT DISTINCT n.lead_source_pk
+    FROM old_rows o
+    JOIN new_rows n ON n.lead_source_pk = o.lead_source_pk AND n.milestone = o.milestone
+    WHERE (o.status = 'paid', CASE WHEN o.status = 'paid' THEN o.amount_expected END)
+          IS DISTINCT FROM (n.status = 'paid', CASE WHEN n.status = 'paid' THEN n.amount_expected END)
     ON CONFLICT (lead_source_pk) DO UPDATE SET mark_seq = excluded.mark_seq, marked_at = excluded.marked_at;
   END IF;
   RETURN NULL;
@@ -3818,12 +3834,12 @@ BEGIN
     trips_in_window, trip_rows_in_window, currency,
     m1_trips_threshold, m1_amount, reached_m1, m5_trips_threshold, m5_amount, reached_m5,
     m25_trips_threshold, m25_amount, reached_m25, expected_amount,
-    has_claim_m1, has_claim_m5, has_claim_m25, limbo_stage, key_rows, evaluated_at, evaluated_run_id)
+    has_claim_m1, has_claim_m5, has_claim_m25, limbo_stage, key_rows, paid_claims, paid_amount, evaluated_at, evaluated_run_id)
   SELECT f.lead_id, f.lead_source_pk, f.lead_date, f.person_key, f.driver_id, f.window_days, f.window_end,
          f.trips_in_window, f.trip_rows_in_window, f.currency,
          f.m1_trips_threshold, f.m1_amount, f.reached_m1, f.m5_trips_threshold, f.m5_amount, f.reached_m5,
          f.m25_trips_threshold, f.m25_amount, f.reached_m25, f.expected_amount,
-         f.has_claim_m1, f.has_claim_m5, f.has_claim_m25, f.limbo_stage, f.key_rows, now(), p_run_id
+         f.has_claim_m1, f.has_claim_m5, f.has_claim_m25, f.limbo_stage, f.key_rows, f.paid_claims, f.paid_amount, now(), p_run_id
   FROM pg_temp.lead_state_fresh f
   ORDER BY f.lead_id
   ON CONFLICT (lead_id) DO UPDATE
@@ -3837,18 +3853,20 @@ BEGIN
         m25_trips_threshold = excluded.m25_trips_threshold, m25_amount = excluded.m25_amount, reached_m25 = excluded.reached_m25,
         expected_amount = excluded.expected_amount,
         has_claim_m1 = excluded.has_claim_m1, has_claim_m5 = excluded.has_claim_m5, has_claim_m25 = excluded.has_claim_m25,
-        limbo_stage = excluded.limbo_stage, key_rows = excluded.key_rows, evaluated_at = excluded.evaluated_at, evaluated_run_id = excluded.evaluated_run_id
+        limbo_stage = excluded.limbo_stage, key_rows = excluded.key_rows,
+        paid_claims = excluded.paid_claims, paid_amount = excluded.paid_amount, evaluated_at = excluded.evaluated_at, evaluated_run_id = excluded.evaluated_run_id
     WHERE (s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.window_days, s.window_end,
            s.trips_in_window, s.trip_rows_in_window, s.currency,
            s.m1_trips_threshold, s.m1_amount, s.reached_m1, s.m5_trips_threshold, s.m5_amount, s.reached_m5,
            s.m25_trips_threshold, s.m25_amount, s.reached_m25, s.expected_amount,
-           s.has_claim_m1, s.has_claim_m5, s.has_claim_m25, s.limbo_stage, s.key_rows)
+           s.has_claim_m1, s.has_claim_m5, s.has_claim_m25, s.limbo_stage, s.key_rows, s.paid_claims, s.paid_amount)
           IS DISTINCT FROM
           (excluded.lead_source_pk, excluded.lead_date, excluded.person_key, excluded.driver_id, excluded.window_days, excluded.window_end,
            excluded.trips_in_window, excluded.trip_rows_in_window, excluded.currency,
            excluded.m1_trips_threshold, excluded.m1_amount, excluded.reached_m1, excluded.m5_trips_threshold, excluded.m5_amount, excluded.reached_m5,
            excluded.m25_trips_threshold, excluded.m25_amount, excluded.reached_m25, excluded.expected_amount,
-           excluded.has_claim_m1, excluded.has_claim_m5, excluded.has_claim_m25, excluded.limbo_stage, excluded.key_rows);
+           excluded.has_claim_m1, excluded.has_claim_m5, excluded.has_claim_m25, excluded.limbo_stage, excluded.key_rows,
+           excluded.paid_claims, excluded.paid_amount);
   GET DIAGNOSTICS v_written = ROW_COUNT;
 
   DELETE FROM canon_internal.cabinet_lead_state s
@@ -4511,7 +4529,8 @@ COMMENT ON FUNCTION canon.take_job_lock() IS
 -- snapshot of sql/canon/canon.take_lead_state_marks.sql
 -- canon.take_lead_state_marks: the marks a lead state evaluation consumes, as visible now,
 -- into pg_temp.lead_state_marks (lead rows of canon_internal.cabinet_lead_state_pending, keys of
--- canon_internal.cabinet_lead_state_dirty, each with its mark_seq); adds those not read yet when
+-- canon_internal.cabinet_lead_state_dirty and of canon_internal.cabinet_lead_state_paid_dirty
+-- (paid), each with its mark_seq); adds those not read yet when
 -- called again in the same transaction. Returns the lead rows newly taken (marked rows
 -- and the rows of marked keys). canon.clear_lead_state_marks removes exactly these marks
 -- afterwards: a row or key marked again meanwhile has a new mark_seq and stays.
@@ -4527,18 +4546,24 @@ AS $$
 DECLARE
   v_ids integer[];
 BEGIN
-  CREATE TEMP TABLE IF NOT EXISTS lead_state_marks (lead_id integer, lead_source_pk text, mark_seq bigint NOT NULL)
+  CREATE TEMP TABLE IF NOT EXISTS lead_state_marks (lead_id integer, lead_source_pk text, mark_seq bigint NOT NULL,
+                                                   paid boolean NOT NULL DEFAULT false)
     ON COMMIT DROP;
   WITH taken AS (
     INSERT INTO pg_temp.lead_state_marks
-    SELECT p.lead_id, NULL, p.mark_seq
+    SELECT p.lead_id, NULL, p.mark_seq, false
     FROM canon_internal.cabinet_lead_state_pending p
     WHERE NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_marks m WHERE m.lead_id = p.lead_id AND m.mark_seq = p.mark_seq)
     UNION ALL
-    SELECT NULL, d.lead_source_pk, d.mark_seq
+    SELECT NULL, d.lead_source_pk, d.mark_seq, false
     FROM canon_internal.cabinet_lead_state_dirty d
     WHERE NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_marks m
-                      WHERE m.lead_source_pk = d.lead_source_pk AND m.mark_seq = d.mark_seq)
+                      WHERE m.lead_source_pk = d.lead_source_pk AND m.mark_seq = d.mark_seq AND NOT m.paid)
+    UNION ALL
+    SELECT NULL, d.lead_source_pk, d.mark_seq, true
+    FROM canon_internal.cabinet_lead_state_paid_dirty d
+    WHERE NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_marks m
+                      WHERE m.lead_source_pk = d.lead_source_pk AND m.mark_seq = d.mark_seq AND m.paid)
     RETURNING lead_id, lead_source_pk
   )
   SELECT ARRAY(
@@ -4550,7 +4575,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.take_lead_state_marks() IS
-  'Reads the lead state marks (pending rows, dirty keys) visible now into pg_temp.lead_state_marks and returns the lead rows they name; canon.clear_lead_state_marks removes exactly those marks.';
+  'Reads the lead state marks (pending rows, dirty keys, keys whose paid claims changed) visible now into pg_temp.lead_state_marks and returns the lead rows they name; canon.clear_lead_state_marks removes exactly those marks.';
 
 -- snapshot of sql/canon/canon.token_similarity.sql
 -- canon.token_similarity: the score of canon.name_similarity on two token sets as
@@ -4972,7 +4997,7 @@ AS $$
     SELECT format('%s %s identity=%s driver=%s trips=%s rule=%s: counted %s, stored %s%s',
                   x.lead_date, x.limbo_stage, x.with_identity::text, x.with_driver::text, x.with_trips::text,
                   x.with_rule::text, sum(x.counted), sum(x.stored),
-                  CASE WHEN sum(x.counted) = sum(x.stored) THEN ' (milestones, claims, window, trips or amounts differ)' ELSE '' END) AS example
+                  CASE WHEN sum(x.counted) = sum(x.stored) THEN ' (milestones, claims, window, trips, amounts or paid claims differ)' ELSE '' END) AS example
     FROM (
       SELECT lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule,
              coalesce(c.leads, 0) AS counted, coalesce(s.leads, 0) AS stored
@@ -4980,8 +5005,8 @@ AS $$
       FULL JOIN canon.v_cabinet_lead_state_counted s
         USING (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
                reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
-      WHERE (c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount)
-            IS DISTINCT FROM (s.leads, s.trips, s.m1_amount, s.m5_amount, s.m25_amount)
+      WHERE (c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount, c.paid_claims, c.paid_amount)
+            IS DISTINCT FROM (s.leads, s.trips, s.m1_amount, s.m5_amount, s.m25_amount, s.paid_claims, s.paid_amount)
     ) x
     GROUP BY x.lead_date, x.limbo_stage, x.with_identity, x.with_driver, x.with_trips, x.with_rule
   ),
@@ -6254,10 +6279,10 @@ BEGIN
   INSERT INTO canon_internal.cabinet_lead_state_counts (
     lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
     reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25,
-    leads, trips, m1_amount, m5_amount, m25_amount)
+    leads, trips, m1_amount, m5_amount, m25_amount, paid_claims, paid_amount)
   SELECT c.lead_date, c.limbo_stage, c.with_identity, c.with_driver, c.with_trips, c.with_rule, c.window_days,
          c.reached_m1, c.reached_m5, c.reached_m25, c.has_claim_m1, c.has_claim_m5, c.has_claim_m25,
-         c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount
+         c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount, c.paid_claims, c.paid_amount
   FROM canon.v_cabinet_lead_state_counted c;
   GET DIAGNOSTICS v_rows = ROW_COUNT;
   RETURN v_rows;
@@ -7292,12 +7317,14 @@ CREATE TABLE canon_internal.cabinet_lead_state_counts (
   m1_amount     numeric NOT NULL,
   m5_amount     numeric NOT NULL,
   m25_amount    numeric NOT NULL,
+  paid_claims   bigint NOT NULL,
+  paid_amount   numeric NOT NULL,
   PRIMARY KEY (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
                reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
 );
 
 COMMENT ON TABLE canon_internal.cabinet_lead_state_counts IS
-  'Stored lead state rows (canon_internal.cabinet_lead_state) counted by lead_date, limbo_stage, with_identity (person_key set), with_driver (driver_id set), with_trips (trips_in_window > 0), with_rule (window_days set), window_days (0 when none), reached_m* and has_claim_m*, with the sums of trips_in_window and of m*_amount; kept equal to canon.v_cabinet_lead_state_counted by the trigger canon.count_lead_state_changes (ops.check_invariants verifies it). (internal)';
+  'Stored lead state rows (canon_internal.cabinet_lead_state) counted by lead_date, limbo_stage, with_identity (person_key set), with_driver (driver_id set), with_trips (trips_in_window > 0), with_rule (window_days set), window_days (0 when none), reached_m* and has_claim_m*, with the sums of trips_in_window, m*_amount, paid_claims and paid_amount; kept equal to canon.v_cabinet_lead_state_counted by the trigger canon.count_lead_state_changes (ops.check_invariants verifies it). (internal)';
 COMMENT ON COLUMN canon_internal.cabinet_lead_state_counts.window_days IS
   'The rows'' window_days (their window ends at lead_date + window_days), 0 for rows without a claim rule: a key column cannot be NULL.';
 
@@ -7333,6 +7360,22 @@ COMMENT ON COLUMN canon_internal.cabinet_lead_state_meta.changed_at IS
 
 INSERT INTO canon_internal.cabinet_lead_state_meta (singleton, full_refresh_needed) VALUES
   (true, true);
+
+-- snapshot of sql/canon_internal/canon_internal.cabinet_lead_state_paid_dirty.sql
+-- Internal marks: lead keys whose claims were paid, or stopped being paid, or changed a paid
+-- amount since their stored state was evaluated (its paid_claims and paid_amount). Written
+-- by the claims' trigger (canon.mark_lead_state_dirty_claims); consumed with the other
+-- marks by the lead state refresh (canon.take_lead_state_marks). Apart from
+-- canon_internal.cabinet_lead_state_dirty because nothing the limbo view shows depends on
+-- a claim's status: the weekly funnel alone counts these keys live until the next run.
+CREATE TABLE canon_internal.cabinet_lead_state_paid_dirty (
+  lead_source_pk text PRIMARY KEY,
+  mark_seq       bigint GENERATED BY DEFAULT AS IDENTITY NOT NULL,
+  marked_at      timestamptz NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE canon_internal.cabinet_lead_state_paid_dirty IS
+  'Lead keys whose paid claims changed since their state was evaluated (paid_claims, paid_amount); emptied by canon.generate_cabinet_claims and ops.refresh_cabinet_lead_state. (internal)';
 
 -- snapshot of sql/canon_internal/canon_internal.cabinet_lead_state_pending.sql
 -- Internal marks: lead rows whose stored state is to be evaluated again because the row or a row
@@ -7378,7 +7421,9 @@ CREATE TABLE canon_internal.cabinet_lead_state (
   limbo_stage         text NOT NULL CHECK (limbo_stage IN ('NO_IDENTITY', 'NO_DRIVER', 'NO_TRIPS_14D', 'TRIPS_NO_CLAIM', 'OK')),
   evaluated_at        timestamptz NOT NULL DEFAULT now(),
   evaluated_run_id    bigint,
-  key_rows            integer NOT NULL DEFAULT 1
+  key_rows            integer NOT NULL DEFAULT 1,
+  paid_claims         integer NOT NULL DEFAULT 0,
+  paid_amount         numeric(12,2) NOT NULL DEFAULT 0
 ) WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_vacuum_threshold='1000');
 
 CREATE INDEX cabinet_lead_state_lead_date_idx ON canon_internal.cabinet_lead_state (lead_date);
@@ -7408,6 +7453,10 @@ CREATE TRIGGER cabinet_lead_state_count_update
   FOR EACH STATEMENT
   EXECUTE FUNCTION canon.count_lead_state_changes();
 
+COMMENT ON COLUMN canon_internal.cabinet_lead_state.paid_claims IS
+  'Claims of this key with status paid, of the milestones the lead has a threshold for (what the weekly funnel counts as paid); a change of status marks the key in canon_internal.cabinet_lead_state_paid_dirty.';
+COMMENT ON COLUMN canon_internal.cabinet_lead_state.paid_amount IS
+  'The amount_expected of those paid claims, summed.';
 COMMENT ON TABLE canon_internal.cabinet_lead_state IS
   'One row per cabinet lead row with lead_created_at: canon.v_cabinet_lead_status as of evaluated_at, maintained by the pipeline (canon.generate_cabinet_claims) and the ops.* tools. Read through ops.v_cabinet_leads_limbo.';
 
@@ -8353,11 +8402,13 @@ SELECT s.lead_date,
        sum(s.trips_in_window) AS trips,
        coalesce(sum(s.m1_amount), 0) AS m1_amount,
        coalesce(sum(s.m5_amount), 0) AS m5_amount,
-       coalesce(sum(s.m25_amount), 0) AS m25_amount
+       coalesce(sum(s.m25_amount), 0) AS m25_amount,
+       sum(s.paid_claims) AS paid_claims,
+       sum(s.paid_amount) AS paid_amount
 FROM canon_internal.cabinet_lead_state s
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13;
 COMMENT ON VIEW canon.v_cabinet_lead_state_counted IS
-  'The stored lead state counted as canon_internal.cabinet_lead_state_counts counts it (by lead_date, stage and flags, with the sums of trips and milestone amounts): what the counters must equal.';
+  'The stored lead state counted as canon_internal.cabinet_lead_state_counts counts it (by lead_date, stage and flags, with the sums of trips, milestone amounts and paid claims): what the counters must equal.';
 
 -- snapshot of sql/canon/canon.v_claim_rule_periods.sql
 -- canon.v_claim_rule_periods: canon.claim_rules turned into consecutive periods
@@ -8889,13 +8940,21 @@ SELECT c.lead_id,
        -- lead rows; a row committed since counts from the next run on): 1 for almost every
        -- lead, which lets the per-key claim views skip sorting every lead.
        1 + (SELECT count(*)::integer FROM canon_internal.lead_keys k2
-            WHERE k2.lead_source_pk = c.lead_source_pk AND k2.lead_date IS NOT NULL AND k2.lead_id <> c.lead_id) AS key_rows
+            WHERE k2.lead_source_pk = c.lead_source_pk AND k2.lead_date IS NOT NULL AND k2.lead_id <> c.lead_id) AS key_rows,
+       -- The paid claims of this key's milestones that have a threshold (the claims the
+       -- weekly funnel counts as paid for a key held by one lead row), and their amounts.
+       (coalesce(c1.status = 'paid' AND c.m1_trips_threshold IS NOT NULL, false)::integer
+        + coalesce(c5.status = 'paid' AND c.m5_trips_threshold IS NOT NULL, false)::integer
+        + coalesce(c25.status = 'paid' AND c.m25_trips_threshold IS NOT NULL, false)::integer) AS paid_claims,
+       (CASE WHEN c1.status = 'paid' AND c.m1_trips_threshold IS NOT NULL THEN c1.amount_expected ELSE 0 END
+        + CASE WHEN c5.status = 'paid' AND c.m5_trips_threshold IS NOT NULL THEN c5.amount_expected ELSE 0 END
+        + CASE WHEN c25.status = 'paid' AND c.m25_trips_threshold IS NOT NULL THEN c25.amount_expected ELSE 0 END)::numeric(12, 2) AS paid_amount
 FROM canon.v_cabinet_lead_chain c
 LEFT JOIN canon.claims_yango_cabinet_14d c1 ON c1.lead_source_pk = c.lead_source_pk AND c1.milestone = 1
 LEFT JOIN canon.claims_yango_cabinet_14d c5 ON c5.lead_source_pk = c.lead_source_pk AND c5.milestone = 5
 LEFT JOIN canon.claims_yango_cabinet_14d c25 ON c25.lead_source_pk = c.lead_source_pk AND c25.milestone = 25;
 COMMENT ON VIEW canon.v_cabinet_lead_status IS
-  'Live state of every cabinet lead row with lead_created_at: chain, milestones, claims of this key, limbo_stage. Stored per lead in canon_internal.cabinet_lead_state by the pipeline.';
+  'Live state of every cabinet lead row with lead_created_at: chain, milestones, claims of this key, limbo_stage, paid claims. Stored per lead in canon_internal.cabinet_lead_state by the pipeline.';
 
 -- snapshot of sql/canon/canon.lead_status_live.sql
 -- canon.lead_status_live: the live state of one lead row (canon.v_cabinet_lead_status),

@@ -2,14 +2,16 @@
 -- without a pass over every lead, when p_lead_ids holds every lead row whose stored state
 -- may not be current (canon.lead_ids_maybe_not_current): the counters of the stored state
 -- (canon_internal.cabinet_lead_state_counts) with the rows set apart taken off and counted
--- as the views show them, plus the paid claims of the other stored rows. Set apart: the
--- given rows whose stored state is not current (canon.lead_ids_not_current; shown live,
--- set-based) and the stored rows sharing a lead key (key_rows > 1: a shared key's claims
--- count once, from the row ops.v_cabinet_claims_expected_14d chooses). Every other row is
--- a current stored row alone on its key: its claims are its milestones with a threshold,
--- present when has_claim_m* says so (a claim written or deleted marks its key dirty), paid
--- as the claims table says now (a status change marks nothing). Called by
--- ops.funnel_week_counts; test/sql/ops.funnel_week_counts.test.ts compares it with the views.
+-- as the views show them. Set apart: the given rows whose stored state is not current
+-- (canon.lead_ids_not_current; shown live, set-based), the stored rows sharing a lead key
+-- (key_rows > 1: a shared key's claims count once, from the row
+-- ops.v_cabinet_claims_expected_14d chooses) and the rows of keys whose paid claims changed
+-- since they were stored (canon_internal.cabinet_lead_state_paid_dirty: their claims read
+-- now). Every other row is a current stored row alone on its key: its claims are its
+-- milestones with a threshold, present when has_claim_m* says so (a claim written or
+-- deleted marks its key dirty), paid as paid_claims and paid_amount say (a claim paid or
+-- no longer paid marks its key). Called by ops.funnel_week_counts;
+-- test/sql/ops.funnel_week_counts.test.ts compares it with the views.
 CREATE OR REPLACE FUNCTION canon.funnel_week_counts_of(p_lead_ids integer[])
 RETURNS TABLE (
   week_start             date,
@@ -46,6 +48,8 @@ AS $$
     SELECT n.lead_id FROM not_current n
     UNION
     SELECT s.lead_id FROM canon_internal.cabinet_lead_state s WHERE s.key_rows > 1
+    UNION
+    SELECT unnest(canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_paid_dirty d)))
   ),
   -- The rows set apart as the views show them: live when not current, else stored.
   shown AS MATERIALIZED (
@@ -69,20 +73,22 @@ AS $$
   counted AS (
     SELECT c.lead_date, c.limbo_stage, c.with_identity, c.with_driver, c.with_trips, c.window_days,
            c.reached_m1, c.reached_m5, c.reached_m25, c.has_claim_m1, c.has_claim_m5, c.has_claim_m25,
-           c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount, false AS shown
+           c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount, c.paid_claims, c.paid_amount, false AS shown
     FROM canon_internal.cabinet_lead_state_counts c
     UNION ALL
     SELECT s.lead_date, s.limbo_stage, s.person_key IS NOT NULL, s.driver_id IS NOT NULL, s.trips_in_window > 0,
            coalesce(s.window_days, 0), s.reached_m1, s.reached_m5, s.reached_m25,
            s.has_claim_m1, s.has_claim_m5, s.has_claim_m25,
-           -1, -s.trips_in_window, -coalesce(s.m1_amount, 0), -coalesce(s.m5_amount, 0), -coalesce(s.m25_amount, 0), false
+           -1, -s.trips_in_window, -coalesce(s.m1_amount, 0), -coalesce(s.m5_amount, 0), -coalesce(s.m25_amount, 0),
+           -s.paid_claims, -s.paid_amount, false
     FROM apart a
     JOIN canon_internal.cabinet_lead_state s ON s.lead_id = a.lead_id
     UNION ALL
     SELECT h.lead_date, h.limbo_stage, h.person_key IS NOT NULL, h.driver_id IS NOT NULL, h.trips_in_window > 0,
            coalesce(h.window_days, 0), h.reached_m1, h.reached_m5, h.reached_m25,
            h.has_claim_m1, h.has_claim_m5, h.has_claim_m25,
-           1, h.trips_in_window, coalesce(h.m1_amount, 0), coalesce(h.m5_amount, 0), coalesce(h.m25_amount, 0), true
+           1, h.trips_in_window, coalesce(h.m1_amount, 0), coalesce(h.m5_amount, 0), coalesce(h.m25_amount, 0),
+           0, 0, true
     FROM shown h
   ),
   -- The claims of the rows shown: one row per key and milestone with a threshold, a
@@ -112,17 +118,6 @@ AS $$
       ON cl.lead_source_pk = h.lead_source_pk
      AND cl.milestone = h.milestone
   ),
-  -- The paid claims of the stored rows not set apart (current, alone on their key): a
-  -- claim of a milestone the row has a threshold for.
-  paid AS (
-    SELECT s.lead_date, c.amount_expected
-    FROM canon.claims_yango_cabinet_14d c
-    JOIN canon_internal.cabinet_lead_state s ON s.lead_source_pk = c.lead_source_pk
-    WHERE c.status = 'paid'
-      AND CASE c.milestone WHEN 1 THEN s.m1_trips_threshold WHEN 5 THEN s.m5_trips_threshold
-                           WHEN 25 THEN s.m25_trips_threshold END IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM apart a WHERE a.lead_id = s.lead_id)
-  ),
   parts AS (
     -- As canon.v_cabinet_lead_chain defines them: a window ends at lead_date + window_days
     -- (window_days 0: no rule, no window), and a milestone reached has a threshold (an
@@ -145,8 +140,8 @@ AS $$
            coalesce(sum(CASE WHEN x.reached_m1 AND x.has_claim_m1 THEN x.m1_amount ELSE 0 END
                         + CASE WHEN x.reached_m5 AND x.has_claim_m5 THEN x.m5_amount ELSE 0 END
                         + CASE WHEN x.reached_m25 AND x.has_claim_m25 THEN x.m25_amount ELSE 0 END) FILTER (WHERE NOT x.shown), 0) AS claims_present_amount,
-           0::bigint AS claims_paid,
-           0::numeric AS claims_paid_amount,
+           coalesce(sum(x.paid_claims) FILTER (WHERE NOT x.shown), 0) AS claims_paid,
+           coalesce(sum(x.paid_amount) FILTER (WHERE NOT x.shown), 0) AS claims_paid_amount,
            coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_IDENTITY'), 0) AS limbo_no_identity,
            coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_DRIVER'), 0) AS limbo_no_driver,
            coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_TRIPS_14D'), 0) AS limbo_no_trips_14d,
@@ -166,13 +161,6 @@ AS $$
            0, 0, 0, 0, 0
     FROM expected e
     GROUP BY 1
-    UNION ALL
-    SELECT date_trunc('week', p.lead_date::timestamp)::date,
-           0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-           count(*), sum(p.amount_expected),
-           0, 0, 0, 0, 0
-    FROM paid p
-    GROUP BY 1
   )
   SELECT p.week_start,
          sum(p.leads)::bigint, sum(p.leads_with_identity)::bigint, sum(p.leads_with_driver)::bigint,
@@ -188,4 +176,4 @@ AS $$
   ORDER BY p.week_start
 $$;
 COMMENT ON FUNCTION canon.funnel_week_counts_of(integer[]) IS
-  'The weekly funnel''s counts per lead week from the stored state''s counters, with the given rows whose state is not current and the rows sharing a key counted as the views show them, and the paid claims read now; exact when the given rows include every row whose stored state may not be current.';
+  'The weekly funnel''s counts per lead week from the stored state''s counters, with the given rows whose state is not current, the rows sharing a key and those whose paid claims changed counted as the views show them; exact when the given rows include every row whose stored state may not be current.';

@@ -21,8 +21,10 @@ SELECT s.lead_date,
        sum(s.trips_in_window) AS trips,
        coalesce(sum(s.m1_amount), 0) AS m1_amount,
        coalesce(sum(s.m5_amount), 0) AS m5_amount,
-       coalesce(sum(s.m25_amount), 0) AS m25_amount
+       coalesce(sum(s.m25_amount), 0) AS m25_amount,
+       sum(s.paid_claims) AS paid_claims,
+       sum(s.paid_amount) AS paid_amount
 FROM canon_internal.cabinet_lead_state s
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13;
 COMMENT ON VIEW canon.v_cabinet_lead_state_counted IS
-  'The stored lead state counted as canon_internal.cabinet_lead_state_counts counts it (by lead_date, stage and flags, with the sums of trips and milestone amounts): what the counters must equal.';
+  'The stored lead state counted as canon_internal.cabinet_lead_state_counts counts it (by lead_date, stage and flags, with the sums of trips, milestone amounts and paid claims): what the counters must equal.';

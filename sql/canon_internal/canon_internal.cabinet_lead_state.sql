@@ -29,7 +29,9 @@ CREATE TABLE canon_internal.cabinet_lead_state (
   limbo_stage         text NOT NULL CHECK (limbo_stage IN ('NO_IDENTITY', 'NO_DRIVER', 'NO_TRIPS_14D', 'TRIPS_NO_CLAIM', 'OK')),
   evaluated_at        timestamptz NOT NULL DEFAULT now(),
   evaluated_run_id    bigint,
-  key_rows            integer NOT NULL DEFAULT 1
+  key_rows            integer NOT NULL DEFAULT 1,
+  paid_claims         integer NOT NULL DEFAULT 0,
+  paid_amount         numeric(12,2) NOT NULL DEFAULT 0
 ) WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_vacuum_threshold='1000');
 
 CREATE INDEX cabinet_lead_state_lead_date_idx ON canon_internal.cabinet_lead_state (lead_date);
@@ -59,5 +61,9 @@ CREATE TRIGGER cabinet_lead_state_count_update
   FOR EACH STATEMENT
   EXECUTE FUNCTION canon.count_lead_state_changes();
 
+COMMENT ON COLUMN canon_internal.cabinet_lead_state.paid_claims IS
+  'Claims of this key with status paid, of the milestones the lead has a threshold for (what the weekly funnel counts as paid); a change of status marks the key in canon_internal.cabinet_lead_state_paid_dirty.';
+COMMENT ON COLUMN canon_internal.cabinet_lead_state.paid_amount IS
+  'The amount_expected of those paid claims, summed.';
 COMMENT ON TABLE canon_internal.cabinet_lead_state IS
   'One row per cabinet lead row with lead_created_at: canon.v_cabinet_lead_status as of evaluated_at, maintained by the pipeline (canon.generate_cabinet_claims) and the ops.* tools. Read through ops.v_cabinet_leads_limbo.';

@@ -84,7 +84,7 @@ AS $$
     SELECT format('%s %s identity=%s driver=%s trips=%s rule=%s: counted %s, stored %s%s',
                   x.lead_date, x.limbo_stage, x.with_identity::text, x.with_driver::text, x.with_trips::text,
                   x.with_rule::text, sum(x.counted), sum(x.stored),
-                  CASE WHEN sum(x.counted) = sum(x.stored) THEN ' (milestones, claims, window, trips or amounts differ)' ELSE '' END) AS example
+                  CASE WHEN sum(x.counted) = sum(x.stored) THEN ' (milestones, claims, window, trips, amounts or paid claims differ)' ELSE '' END) AS example
     FROM (
       SELECT lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule,
              coalesce(c.leads, 0) AS counted, coalesce(s.leads, 0) AS stored
@@ -92,8 +92,8 @@ AS $$
       FULL JOIN canon.v_cabinet_lead_state_counted s
         USING (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
                reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
-      WHERE (c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount)
-            IS DISTINCT FROM (s.leads, s.trips, s.m1_amount, s.m5_amount, s.m25_amount)
+      WHERE (c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount, c.paid_claims, c.paid_amount)
+            IS DISTINCT FROM (s.leads, s.trips, s.m1_amount, s.m5_amount, s.m25_amount, s.paid_claims, s.paid_amount)
     ) x
     GROUP BY x.lead_date, x.limbo_stage, x.with_identity, x.with_driver, x.with_trips, x.with_rule
   ),

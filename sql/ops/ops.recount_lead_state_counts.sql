@@ -20,10 +20,10 @@ BEGIN
   INSERT INTO canon_internal.cabinet_lead_state_counts (
     lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
     reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25,
-    leads, trips, m1_amount, m5_amount, m25_amount)
+    leads, trips, m1_amount, m5_amount, m25_amount, paid_claims, paid_amount)
   SELECT c.lead_date, c.limbo_stage, c.with_identity, c.with_driver, c.with_trips, c.with_rule, c.window_days,
          c.reached_m1, c.reached_m5, c.reached_m25, c.has_claim_m1, c.has_claim_m5, c.has_claim_m25,
-         c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount
+         c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount, c.paid_claims, c.paid_amount
   FROM canon.v_cabinet_lead_state_counted c;
   GET DIAGNOSTICS v_rows = ROW_COUNT;
   RETURN v_rows;

@@ -136,7 +136,7 @@ test('the funnel columns of the counters (window, milestones, claims, trips and 
   const [inv] = await db.query<{ violations: string; examples: string[] }>(
     `SELECT violations, examples FROM ops.check_invariants() WHERE invariant = 'LEAD_STATE_COUNTS'`);
   t.is(Number(inv!.violations), 1);
-  t.regex(inv!.examples[0]!, /^2026-01-05 TRIPS_NO_CLAIM identity=true driver=true trips=true rule=true: counted 1, stored 1 \(milestones, claims, window, trips or amounts differ\)$/);
+  t.regex(inv!.examples[0]!, /^2026-01-05 TRIPS_NO_CLAIM identity=true driver=true trips=true rule=true: counted 1, stored 1 \(milestones, claims, window, trips, amounts or paid claims differ\)$/);
   await db.query(`SELECT ops.recount_lead_state_counts()`);
   t.is(await counterDrift(db), 0);
 });

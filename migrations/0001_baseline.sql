@@ -46,6 +46,44 @@ CREATE TYPE canon.summary_daily_write_counts AS (
 COMMENT ON TYPE canon.summary_daily_write_counts IS
   'What the statistics system says of public.summary_daily (canon.summary_daily_writes).';
 
+-- snapshot of sql/canon/canon.actionable_no_identity_leads.sql
+-- canon.actionable_no_identity_leads: the NO_IDENTITY lead rows a person can act on now:
+-- an OPEN unmatched record the matcher will not decide by itself (AMBIGUOUS, CONFLICT,
+-- WEAK_MATCH_ONLY, SHARED_KEY: cabinet-leads review) or whose lead lacks every key
+-- (MISSING_KEYS); not a lead the job retries (not evaluated yet, NO_CANDIDATES) or one
+-- marked IGNORED. As canon.v_cabinet_lead_status_current shows them, reached through the
+-- keys of those records (canon.lead_ids_of_keys: the rows keyed so by the last read) and
+-- p_lead_ids, which must hold every row whose key or state may have changed since
+-- (canon.lead_ids_maybe_not_current): no pass over every lead. Callers:
+-- ops.limbo_stage_actions, ops.oldest_actionable_leads (the report).
+CREATE OR REPLACE FUNCTION canon.actionable_no_identity_leads(p_lead_ids integer[])
+RETURNS TABLE (lead_id integer, lead_date date)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  WITH open_records AS MATERIALIZED (
+    SELECT u.source_pk
+    FROM canon.identity_unmatched u
+    WHERE u.source_table = 'module_ct_cabinet_leads'
+      AND u.status = 'OPEN'
+      AND u.reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'MISSING_KEYS')
+  ),
+  reachable AS MATERIALIZED (
+    SELECT unnest(canon.lead_ids_of_keys(ARRAY(SELECT o.source_pk FROM open_records o))) AS lead_id
+    UNION
+    SELECT unnest(p_lead_ids)
+  )
+  SELECT c.lead_id, c.lead_date
+  FROM canon.v_cabinet_lead_status_current c
+  WHERE c.lead_id IN (SELECT r.lead_id FROM reachable r)
+    AND c.limbo_stage = 'NO_IDENTITY'
+    AND c.lead_source_pk IN (SELECT o.source_pk FROM open_records o)
+$$;
+COMMENT ON FUNCTION canon.actionable_no_identity_leads(integer[]) IS
+  'NO_IDENTITY lead rows with an OPEN unmatched record a person must decide (AMBIGUOUS, CONFLICT, WEAK_MATCH_ONLY, SHARED_KEY) or complete (MISSING_KEYS); exact when p_lead_ids holds every row whose key or state may have changed since the last read.';
+
 -- snapshot of sql/canon/canon.audit_identity_links.sql
 -- canon.audit_identity_links: statement-level trigger function on canon.identity_links
 -- (one trigger per event, each with its transition table). Appends one
@@ -1135,7 +1173,8 @@ DECLARE
   -- The read functions of ops a reader may call (the rest of ops writes or repairs).
   c_reader_ops constant text[] := ARRAY[
     'ops.explain_lead', 'ops.check_limbo_alerts', 'ops.firing_limbo_alerts', 'ops.limbo_alert_metrics',
-    'ops.limbo_week_counts', 'ops.limbo_stage_counts', 'ops.funnel_week_counts', 'ops.last_complete_lead_week', 'ops.job_lock_holders'];
+    'ops.limbo_week_counts', 'ops.limbo_stage_counts', 'ops.funnel_week_counts',
+    'ops.limbo_stage_actions', 'ops.oldest_actionable_leads', 'ops.last_complete_lead_week', 'ops.job_lock_holders'];
   v_role text;
   v_missing text[] := '{}';
   v_may_create boolean;
@@ -5929,6 +5968,45 @@ $$;
 COMMENT ON FUNCTION ops.limbo_alert_metrics(bigint) IS
   'Values the alert rules test, one row per metric: current (live, or the snapshot of run p_run_id), previous snapshot, the last two complete lead weeks, run health. Read by ops.check_limbo_alerts.';
 
+-- snapshot of sql/ops/ops.limbo_stage_actions.sql
+-- ops.limbo_stage_actions: per limbo stage other than OK that has leads, the leads in it
+-- and those a person can act on now: every NO_DRIVER lead (link the person's driver),
+-- every TRIPS_NO_CLAIM lead (get the claim generated), the NO_IDENTITY leads of
+-- canon.actionable_no_identity_leads, no NO_TRIPS_14D lead (they wait for trips). Counted
+-- from the stored state's counters corrected for the rows that may not be current, as
+-- ops.limbo_stage_counts does (one pass over the lead rows, by commit order, not a pass
+-- over the limbo view). Read by `cabinet-leads report`. SECURITY DEFINER (it only reads;
+-- a fixed search_path): a reader runs the report.
+CREATE OR REPLACE FUNCTION ops.limbo_stage_actions()
+RETURNS TABLE (limbo_stage text, leads bigint, actionable bigint)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+#variable_conflict use_column
+DECLARE
+  v_ids integer[] := canon.lead_ids_maybe_not_current(true);
+BEGIN
+  RETURN QUERY
+  SELECT s.limbo_stage, s.leads,
+         CASE s.limbo_stage
+           WHEN 'NO_IDENTITY' THEN (SELECT count(*) FROM canon.actionable_no_identity_leads(v_ids))
+           WHEN 'NO_TRIPS_14D' THEN 0
+           ELSE s.leads
+         END
+  FROM (SELECT x.limbo_stage, sum(x.leads)::bigint AS leads
+        FROM canon.limbo_counts_delta(v_ids) x
+        WHERE x.limbo_stage <> 'OK'
+        GROUP BY x.limbo_stage
+        HAVING sum(x.leads) <> 0) s
+  ORDER BY array_position(ARRAY['NO_IDENTITY', 'NO_DRIVER', 'NO_TRIPS_14D', 'TRIPS_NO_CLAIM'], s.limbo_stage);
+END
+$$;
+COMMENT ON FUNCTION ops.limbo_stage_actions() IS
+  'Per limbo stage other than OK (with leads): leads, and those a person can act on now (all NO_DRIVER and TRIPS_NO_CLAIM, the NO_IDENTITY leads awaiting review or missing every key, no NO_TRIPS_14D); read by cabinet-leads report.';
+
 -- snapshot of sql/ops/ops.limbo_stage_counts.sql
 -- ops.limbo_stage_counts: current number of leads per limbo stage as one jsonb object
 -- with all five stages (0 when none), as ops.v_cabinet_leads_limbo counts them
@@ -6004,6 +6082,81 @@ END
 $$;
 COMMENT ON FUNCTION ops.limbo_week_counts(bigint) IS
   'Leads per limbo stage per lead week: live from ops.v_cabinet_leads_limbo (p_run_id NULL) or as stored in the snapshot of run p_run_id.';
+
+-- snapshot of sql/ops/ops.oldest_actionable_leads.sql
+-- ops.oldest_actionable_leads: the p_per_stage oldest leads (by lead_date, then lead_id) of
+-- each stage that a person can act on now (as ops.limbo_stage_actions counts them), with
+-- their limbo row's reason and stage_total, the actionable leads of the stage. Without a
+-- pass over the limbo view: the NO_IDENTITY ones through their unmatched records
+-- (canon.actionable_no_identity_leads); for NO_DRIVER and TRIPS_NO_CLAIM, the oldest
+-- stored rows of the stage that are current (partial indexes on lead_date) merged with the
+-- rows that may not be current (canon.lead_ids_maybe_not_current) as the view shows them.
+-- Read by `cabinet-leads report`. SECURITY DEFINER (it only reads; a fixed search_path).
+CREATE OR REPLACE FUNCTION ops.oldest_actionable_leads(p_per_stage integer)
+RETURNS TABLE (limbo_stage text, lead_id integer, lead_source_pk text, lead_date date, age_days integer,
+               lead_name text, reason_code text, limbo_reason_detail text, stage_total bigint)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+#variable_conflict use_column
+DECLARE
+  v_ids integer[] := canon.lead_ids_maybe_not_current(true);
+BEGIN
+  RETURN QUERY
+  WITH maybe_not_current AS MATERIALIZED (
+    SELECT unnest(v_ids) AS lead_id
+  ),
+  stage_leads AS MATERIALIZED (
+    SELECT x.limbo_stage, sum(x.leads)::bigint AS leads FROM canon.limbo_counts_delta(v_ids) x GROUP BY x.limbo_stage
+  ),
+  -- (the rows that may not be current as the view shows them, evaluated once for both stages)
+  maybe_not_current_rows AS MATERIALIZED (
+    SELECT c.lead_id, c.lead_date, c.limbo_stage FROM canon.v_cabinet_lead_status_current c
+    WHERE c.lead_id IN (SELECT m.lead_id FROM maybe_not_current m) AND c.limbo_stage IN ('NO_DRIVER', 'TRIPS_NO_CLAIM')
+  ),
+  no_identity AS MATERIALIZED (
+    SELECT a.lead_id, a.lead_date FROM canon.actionable_no_identity_leads(v_ids) a
+  ),
+  -- (the stage written out in each branch, so that its partial index is used)
+  picked AS (
+    (SELECT 'NO_IDENTITY'::text AS limbo_stage, n.lead_id, n.lead_date, (SELECT count(*) FROM no_identity) AS stage_total
+     FROM no_identity n
+     ORDER BY n.lead_date, n.lead_id
+     LIMIT p_per_stage)
+    UNION ALL
+    (SELECT 'NO_DRIVER', x.lead_id, x.lead_date, (SELECT t.leads FROM stage_leads t WHERE t.limbo_stage = 'NO_DRIVER')
+     FROM ((SELECT s.lead_id, s.lead_date FROM canon_internal.cabinet_lead_state s
+            WHERE s.limbo_stage = 'NO_DRIVER' AND NOT EXISTS (SELECT 1 FROM maybe_not_current m WHERE m.lead_id = s.lead_id)
+            ORDER BY s.lead_date, s.lead_id
+            LIMIT p_per_stage)
+           UNION ALL
+           SELECT r.lead_id, r.lead_date FROM maybe_not_current_rows r WHERE r.limbo_stage = 'NO_DRIVER') x
+     ORDER BY x.lead_date, x.lead_id
+     LIMIT p_per_stage)
+    UNION ALL
+    (SELECT 'TRIPS_NO_CLAIM', x.lead_id, x.lead_date, (SELECT t.leads FROM stage_leads t WHERE t.limbo_stage = 'TRIPS_NO_CLAIM')
+     FROM ((SELECT s.lead_id, s.lead_date FROM canon_internal.cabinet_lead_state s
+            WHERE s.limbo_stage = 'TRIPS_NO_CLAIM' AND NOT EXISTS (SELECT 1 FROM maybe_not_current m WHERE m.lead_id = s.lead_id)
+            ORDER BY s.lead_date, s.lead_id
+            LIMIT p_per_stage)
+           UNION ALL
+           SELECT r.lead_id, r.lead_date FROM maybe_not_current_rows r WHERE r.limbo_stage = 'TRIPS_NO_CLAIM') x
+     ORDER BY x.lead_date, x.lead_id
+     LIMIT p_per_stage)
+  )
+  SELECT p.limbo_stage, l.lead_id, l.lead_source_pk, l.lead_date, canon.business_today() - l.lead_date,
+         l.lead_name, l.reason_code, l.limbo_reason_detail, p.stage_total
+  FROM picked p
+  CROSS JOIN LATERAL (SELECT v.* FROM ops.v_cabinet_leads_limbo v WHERE v.lead_id = p.lead_id) l
+  ORDER BY array_position(ARRAY['NO_IDENTITY', 'NO_DRIVER', 'NO_TRIPS_14D', 'TRIPS_NO_CLAIM'], p.limbo_stage),
+           l.lead_date, l.lead_id;
+END
+$$;
+COMMENT ON FUNCTION ops.oldest_actionable_leads(integer) IS
+  'The p_per_stage oldest leads of each stage a person can act on now (NO_IDENTITY awaiting review or missing every key, NO_DRIVER, TRIPS_NO_CLAIM), with their limbo reason and the stage''s actionable total; read by cabinet-leads report.';
 
 -- snapshot of sql/ops/ops.reconcile_cabinet_leads_pipeline.sql
 -- ops.reconcile_cabinet_leads_pipeline: the one entry point of a reconciliation run
@@ -7431,6 +7584,9 @@ CREATE INDEX cabinet_lead_state_lead_source_pk_idx ON canon_internal.cabinet_lea
 -- The few rows sharing a lead key, which the weekly funnel counts per key (canon.funnel_week_counts_of).
 CREATE INDEX cabinet_lead_state_shared_key_idx ON canon_internal.cabinet_lead_state (lead_id)
   WHERE key_rows > 1;
+-- The oldest stored leads of the stages the report lists (ops.oldest_actionable_leads).
+CREATE INDEX cabinet_lead_state_no_driver_idx ON canon_internal.cabinet_lead_state (lead_date)
+  WHERE limbo_stage = 'NO_DRIVER';
 CREATE INDEX cabinet_lead_state_trips_no_claim_idx ON canon_internal.cabinet_lead_state (lead_date)
   WHERE limbo_stage = 'TRIPS_NO_CLAIM';
 CREATE INDEX cabinet_lead_state_window_end_idx ON canon_internal.cabinet_lead_state (window_end)

@@ -39,6 +39,9 @@ CREATE INDEX cabinet_lead_state_lead_source_pk_idx ON canon_internal.cabinet_lea
 -- The few rows sharing a lead key, which the weekly funnel counts per key (canon.funnel_week_counts_of).
 CREATE INDEX cabinet_lead_state_shared_key_idx ON canon_internal.cabinet_lead_state (lead_id)
   WHERE key_rows > 1;
+-- The oldest stored leads of the stages the report lists (ops.oldest_actionable_leads).
+CREATE INDEX cabinet_lead_state_no_driver_idx ON canon_internal.cabinet_lead_state (lead_date)
+  WHERE limbo_stage = 'NO_DRIVER';
 CREATE INDEX cabinet_lead_state_trips_no_claim_idx ON canon_internal.cabinet_lead_state (lead_date)
   WHERE limbo_stage = 'TRIPS_NO_CLAIM';
 CREATE INDEX cabinet_lead_state_window_end_idx ON canon_internal.cabinet_lead_state (window_end)

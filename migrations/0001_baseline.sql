@@ -809,8 +809,8 @@ COMMENT ON FUNCTION canon.foreign_xids() IS
 -- may not be current (canon.lead_ids_maybe_not_current): the counters of the stored state
 -- (canon_internal.cabinet_lead_state_counts) with the rows set apart taken off and counted
 -- as the views show them. Set apart: the given rows whose stored state is not current
--- (canon.lead_ids_not_current; shown live, set-based), the stored rows sharing a lead key
--- (key_rows > 1: a shared key's claims count once, from the row
+-- (canon.lead_ids_not_current; shown live, one canon.lead_status_live each), the stored
+-- rows sharing a lead key (key_rows > 1: a shared key's claims count once, from the row
 -- ops.v_cabinet_claims_expected_14d chooses) and the rows of keys whose paid claims changed
 -- since they were stored (canon_internal.cabinet_lead_state_paid_dirty: their claims read
 -- now). Every other row is a current stored row alone on its key: its claims are its
@@ -863,8 +863,8 @@ AS $$
            v.m1_trips_threshold, v.m1_amount, v.reached_m1, v.m5_trips_threshold, v.m5_amount, v.reached_m5,
            v.m25_trips_threshold, v.m25_amount, v.reached_m25, v.has_claim_m1, v.has_claim_m5, v.has_claim_m25,
            v.limbo_stage, v.key_rows
-    FROM canon.v_cabinet_lead_status v
-    WHERE v.lead_id IN (SELECT n.lead_id FROM not_current n)
+    FROM not_current n
+    CROSS JOIN LATERAL canon.lead_status_live(n.lead_id) v
     UNION ALL
     SELECT s.lead_id, s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.window_days, s.trips_in_window,
            s.m1_trips_threshold, s.m1_amount, s.reached_m1, s.m5_trips_threshold, s.m5_amount, s.reached_m5,
@@ -1973,6 +1973,7 @@ CREATE OR REPLACE FUNCTION canon.lead_ids_not_current(p_lead_ids integer[])
 RETURNS TABLE (lead_id integer, stored boolean, dated boolean)
 LANGUAGE sql
 STABLE
+ROWS 10
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
@@ -2221,10 +2222,11 @@ COMMENT ON FUNCTION canon.lead_state_marks_drift() IS
 -- canon.limbo_counts_delta: the stored lead state counted (canon_internal.cabinet_lead_state_counts,
 -- leads > 0), with, for those of the given lead rows whose stored state is not current
 -- (canon.lead_ids_not_current: the rule of canon.v_cabinet_lead_status_current), their
--- stored rows taken off (leads = -1) and their live rows added (leads = 1,
--- canon.v_cabinet_lead_status, set-based). Summed by week and stage it is the limbo view's
--- count when the given rows include every row whose stored state may not be current. Used
--- by canon.limbo_week_counts_of_state.
+-- stored rows taken off (leads = -1) and their live rows added (leads = 1, one
+-- canon.lead_status_live each: as a semi-join with canon.v_cabinet_lead_status the planner
+-- evaluated the chain of every lead, minutes at 1M leads). Summed by week and stage it is
+-- the limbo view's count when the given rows include every row whose stored state may not
+-- be current. Used by canon.limbo_week_counts_of_state and the report's counts.
 CREATE OR REPLACE FUNCTION canon.limbo_counts_delta(p_lead_ids integer[])
 RETURNS TABLE (week_start date, limbo_stage text, with_identity boolean, with_driver boolean, leads bigint)
 LANGUAGE sql
@@ -2243,8 +2245,8 @@ AS $$
   JOIN canon_internal.cabinet_lead_state s ON s.lead_id = n.lead_id
   UNION ALL
   SELECT date_trunc('week', v.lead_date::timestamp)::date, v.limbo_stage, v.person_key IS NOT NULL, v.driver_id IS NOT NULL, 1
-  FROM canon.v_cabinet_lead_status v
-  WHERE v.lead_id IN (SELECT n.lead_id FROM not_current n)
+  FROM not_current n
+  CROSS JOIN LATERAL canon.lead_status_live(n.lead_id) v
 $$;
 COMMENT ON FUNCTION canon.limbo_counts_delta(integer[]) IS
   'Stored state counters, with those of the given lead rows whose stored state is not current counted live instead: the limbo view''s counts when those are all the rows that may not be current.';

@@ -3,8 +3,8 @@
 -- may not be current (canon.lead_ids_maybe_not_current): the counters of the stored state
 -- (canon_internal.cabinet_lead_state_counts) with the rows set apart taken off and counted
 -- as the views show them. Set apart: the given rows whose stored state is not current
--- (canon.lead_ids_not_current; shown live, set-based), the stored rows sharing a lead key
--- (key_rows > 1: a shared key's claims count once, from the row
+-- (canon.lead_ids_not_current; shown live, one canon.lead_status_live each), the stored
+-- rows sharing a lead key (key_rows > 1: a shared key's claims count once, from the row
 -- ops.v_cabinet_claims_expected_14d chooses) and the rows of keys whose paid claims changed
 -- since they were stored (canon_internal.cabinet_lead_state_paid_dirty: their claims read
 -- now). Every other row is a current stored row alone on its key: its claims are its
@@ -57,8 +57,8 @@ AS $$
            v.m1_trips_threshold, v.m1_amount, v.reached_m1, v.m5_trips_threshold, v.m5_amount, v.reached_m5,
            v.m25_trips_threshold, v.m25_amount, v.reached_m25, v.has_claim_m1, v.has_claim_m5, v.has_claim_m25,
            v.limbo_stage, v.key_rows
-    FROM canon.v_cabinet_lead_status v
-    WHERE v.lead_id IN (SELECT n.lead_id FROM not_current n)
+    FROM not_current n
+    CROSS JOIN LATERAL canon.lead_status_live(n.lead_id) v
     UNION ALL
     SELECT s.lead_id, s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.window_days, s.trips_in_window,
            s.m1_trips_threshold, s.m1_amount, s.reached_m1, s.m5_trips_threshold, s.m5_amount, s.reached_m5,

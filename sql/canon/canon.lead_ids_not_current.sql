@@ -8,6 +8,7 @@ CREATE OR REPLACE FUNCTION canon.lead_ids_not_current(p_lead_ids integer[])
 RETURNS TABLE (lead_id integer, stored boolean, dated boolean)
 LANGUAGE sql
 STABLE
+ROWS 10
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$

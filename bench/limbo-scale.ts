@@ -7,8 +7,8 @@
 // generates the claims) stores the lead state, and the view is timed:
 //   * counts per stage (the SPEC query), one lead by lead_source_pk and by lead_id, the
 //     weekly funnel and `cabinet-leads report` (read and rendered), and a run with nothing
-//     new; the funnel and the report again with 2,000 leads newer than the last run, and
-//     after finance marked half the claims paid;
+//     new; the funnel and the report again with 2,000 leads newer than the last run, after
+//     finance marked half the claims paid, and after the run that stores those payments;
 //   * baselines in the same run (--baseline 1): the same count over the live definition
 //     (canon.v_cabinet_lead_status, what the view computed before it was stored); the
 //     funnel's previous definition, a pass over the limbo and expected-claims views
@@ -225,6 +225,10 @@ try {
   record('claims marked paid', String(paid.rowCount));
   await q(`VACUUM ANALYZE canon.claims_yango_cabinet_14d`);
   await funnelAndReport('with half the claims paid', 'limbo-scale-funnel-paid.explain.txt');
+  const run4 = await pipeline(db, `p_days_back => 62, p_limit => 0`);
+  record('next run (the leads of the claims paid re-evaluated; limit 0)',
+    `${ms(run4.ms)} end to end, step 7 ${ms(run4.stats['durations_ms']['generate_cabinet_claims'])} (${run4.stats['claims']['lead_state'].evaluated} leads evaluated)`);
+  await funnelAndReport('after that run', 'limbo-scale-funnel-paid-stored.explain.txt');
 
   if (opts.baseline) {
     const live = `SELECT limbo_stage, count(*) FROM canon.v_cabinet_lead_status GROUP BY limbo_stage`;

@@ -5,13 +5,13 @@
 -- as the views show them. Set apart: the given rows whose stored state is not current
 -- (canon.lead_ids_not_current; shown live, one canon.lead_status_live each), the stored
 -- rows sharing a lead key (key_rows > 1: a shared key's claims count once, from the row
--- ops.v_cabinet_claims_expected_14d chooses) and the rows of keys whose paid claims changed
--- since they were stored (canon_internal.cabinet_lead_state_paid_dirty: their claims read
--- now). Every other row is a current stored row alone on its key: its claims are its
--- milestones with a threshold, present when has_claim_m* says so (a claim written or
--- deleted marks its key dirty), paid as paid_claims and paid_amount say (a claim paid or
--- no longer paid marks its key). Called by ops.funnel_week_counts;
--- test/sql/ops.funnel_week_counts.test.ts compares it with the views.
+-- ops.v_cabinet_claims_expected_14d chooses). Every other row is a current stored row
+-- alone on its key: its claims are its milestones with a threshold, present when
+-- has_claim_m* says so (a claim written or deleted marks its key dirty), paid as
+-- paid_claims and paid_amount say, unless a claim of its key was paid, unpaid or
+-- re-amounted since (canon_internal.cabinet_lead_state_paid_dirty): then its paid claims
+-- are read now (the definition of canon.v_cabinet_lead_status's paid_claims). Called by
+-- ops.funnel_week_counts; test/sql/ops.funnel_week_counts.test.ts compares it with the views.
 CREATE OR REPLACE FUNCTION canon.funnel_week_counts_of(p_lead_ids integer[])
 RETURNS TABLE (
   week_start             date,
@@ -48,8 +48,26 @@ AS $$
     SELECT n.lead_id FROM not_current n
     UNION
     SELECT s.lead_id FROM canon_internal.cabinet_lead_state s WHERE s.key_rows > 1
-    UNION
-    SELECT unnest(canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_paid_dirty d)))
+  ),
+  -- The stored rows counted from the counters whose paid claims changed since: their
+  -- stored paid figures off, their paid claims now on.
+  paid_marked AS MATERIALIZED (
+    SELECT s.lead_source_pk, s.lead_date, s.paid_claims, s.paid_amount,
+           s.m1_trips_threshold, s.m5_trips_threshold, s.m25_trips_threshold
+    FROM canon_internal.cabinet_lead_state_paid_dirty d
+    JOIN canon_internal.cabinet_lead_state s ON s.lead_source_pk = d.lead_source_pk
+    WHERE NOT EXISTS (SELECT 1 FROM apart a WHERE a.lead_id = s.lead_id)
+  ),
+  paid_now AS (
+    SELECT p.lead_date, -p.paid_claims::bigint AS paid_claims, -p.paid_amount AS paid_amount
+    FROM paid_marked p
+    UNION ALL
+    SELECT p.lead_date, 1, c.amount_expected
+    FROM paid_marked p
+    JOIN canon.claims_yango_cabinet_14d c ON c.lead_source_pk = p.lead_source_pk
+    WHERE c.status = 'paid'
+      AND CASE c.milestone WHEN 1 THEN p.m1_trips_threshold WHEN 5 THEN p.m5_trips_threshold
+                           WHEN 25 THEN p.m25_trips_threshold END IS NOT NULL
   ),
   -- The rows set apart as the views show them: live when not current, else stored.
   shown AS MATERIALIZED (
@@ -161,6 +179,13 @@ AS $$
            0, 0, 0, 0, 0
     FROM expected e
     GROUP BY 1
+    UNION ALL
+    SELECT date_trunc('week', p.lead_date::timestamp)::date,
+           0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+           sum(p.paid_claims), sum(p.paid_amount),
+           0, 0, 0, 0, 0
+    FROM paid_now p
+    GROUP BY 1
   )
   SELECT p.week_start,
          sum(p.leads)::bigint, sum(p.leads_with_identity)::bigint, sum(p.leads_with_driver)::bigint,
@@ -176,4 +201,4 @@ AS $$
   ORDER BY p.week_start
 $$;
 COMMENT ON FUNCTION canon.funnel_week_counts_of(integer[]) IS
-  'The weekly funnel''s counts per lead week from the stored state''s counters, with the given rows whose state is not current, the rows sharing a key and those whose paid claims changed counted as the views show them; exact when the given rows include every row whose stored state may not be current.';
+  'The weekly funnel''s counts per lead week from the stored state''s counters, with the given rows whose state is not current and the rows sharing a key counted as the views show them, and the paid claims of keys marked paid read now; exact when the given rows include every row whose stored state may not be current.';

@@ -25,3 +25,21 @@ export async function inTransaction<T>(db: Pick<TestDb, 'connect'>, fn: (c: pg.C
     throw err;
   }
 }
+
+export interface UnmatchedRow {
+  /** default 'OPEN' */
+  status?: 'OPEN' | 'RESOLVED' | 'IGNORED';
+  /** default false */
+  retry_due?: boolean;
+  /** timestamptz literal; default now() */
+  last_attempt_at?: string;
+}
+
+/** A lead key left unmatched by an earlier run (NO_CANDIDATES), as the steps find it. */
+export async function insertUnmatched(db: Pick<TestDb, 'query'>, leadKey: string, u: UnmatchedRow = {}): Promise<void> {
+  await db.query(
+    `INSERT INTO canon.identity_unmatched (source_table, source_pk, reason_code, status, retry_due, last_attempt_at, resolved_at)
+     VALUES ('module_ct_cabinet_leads', $1, 'NO_CANDIDATES', $2, $3, coalesce($4::timestamptz, now()), CASE WHEN $2 <> 'OPEN' THEN now() END)`,
+    [leadKey, u.status ?? 'OPEN', u.retry_due ?? false, u.last_attempt_at ?? null],
+  );
+}

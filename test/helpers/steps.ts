@@ -43,3 +43,11 @@ export async function insertUnmatched(db: Pick<TestDb, 'query'>, leadKey: string
     [leadKey, u.status ?? 'OPEN', u.retry_due ?? false, u.last_attempt_at ?? null],
   );
 }
+
+/** Every lead row keyed (step 5a) and its state stored (step 7b), no mark left: as a run leaves them. */
+export async function storeLeadState(db: Pick<TestDb, 'query'>): Promise<void> {
+  await db.query(`SELECT canon.key_changed_leads(NULL)`);
+  await db.query(`SELECT canon.refresh_lead_state(NULL, ARRAY(SELECT id FROM public.module_ct_cabinet_leads))`);
+  await db.query(`DELETE FROM canon_internal.cabinet_lead_state_pending`);
+  await db.query(`DELETE FROM canon_internal.cabinet_lead_state_dirty`);
+}

@@ -1063,7 +1063,7 @@ COMMENT ON FUNCTION canon.grant_product_roles() IS
   'Creates the roles cabinet_leads_job and cabinet_leads_reader (NOLOGIN) when missing and allowed, and grants each its rights (docs/security.md); returns the SQL a DBA must run for what the migrating role could not do. Run by every cabinet-leads migrate.';
 
 -- snapshot of sql/canon/canon.insert_missing_claims.sql
--- canon.insert_missing_claims: step 7b. Inserts, as 'generated', every claim
+-- canon.insert_missing_claims: step 7c. Inserts, as 'generated', every claim
 -- (lead_source_pk, milestone) a lead of the scope (lead_date >= p_scope_from) reached in
 -- its window without having it, with the rule's amount: the leads the stored state shows in
 -- TRIPS_NO_CLAIM, decided on their live chain (canon.v_cabinet_lead_status: a trip row
@@ -1138,7 +1138,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.insert_missing_claims(bigint, date) IS
-  'Step 7b: inserts the missing claims of the scope''s leads in TRIPS_NO_CLAIM, decided on their live chain; never changes an existing claim. Returns counts, amounts and the keys claimed.';
+  'Step 7c: inserts the missing claims of the scope''s leads in TRIPS_NO_CLAIM, decided on their live chain; never changes an existing claim. Returns counts, amounts and the keys claimed.';
 
 -- snapshot of sql/canon/canon.job_lock.sql
 -- canon.job_lock: the key of the job lock, the transaction-level advisory lock that keeps
@@ -2559,7 +2559,7 @@ COMMENT ON FUNCTION canon.milestone_rows(integer, numeric, boolean, integer, num
   'The three milestones (1, 5, 25) of a lead as rows (milestone, trips_threshold, amount, reached) from its m1_/m5_/m25_ values; inlined by the planner.';
 
 -- snapshot of sql/canon/canon.move_claimed_leads_on.sql
--- canon.move_claimed_leads_on: step 7c. The stored state of every row of the lead keys
+-- canon.move_claimed_leads_on: step 7d. The stored state of every row of the lead keys
 -- just claimed follows its claims (flags and stage through canon.limbo_stage_of, the
 -- view's own expression): their chain was evaluated by this step or is stored and
 -- unchanged (a change would have marked it), so their trips are not read again. Returns
@@ -2599,7 +2599,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.move_claimed_leads_on(bigint, text[]) IS
-  'Step 7c: the stored state of the rows of the given (just claimed) lead keys follows their claims. Returns rows written.';
+  'Step 7d: the stored state of the rows of the given (just claimed) lead keys follows their claims. Returns rows written.';
 
 -- snapshot of sql/canon/canon.name_field_tokens.sql
 -- canon.name_field_tokens: the tokens of one name field (first_name, middle_name,
@@ -4435,9 +4435,9 @@ BEGIN
       OR canon.xmin_age_limit(v_state.seen_xmin) IS NULL THEN 'periodic'
   END;
   -- Rows may have gone (deleted, or moved by an update): their leads cannot be found from
-  -- the rows that are there.
-  v_rows_may_be_gone := v_whole_reason IN ('first_read', 'statistics_off', 'table_rewritten', 'statistics_reset',
-                                       'rows_updated_or_deleted', 'table_shrank');
+  -- the rows that are there. (No reason yet, the appended pages: false, not NULL.)
+  v_rows_may_be_gone := coalesce(v_whole_reason IN ('first_read', 'statistics_off', 'table_rewritten', 'statistics_reset',
+                                                    'rows_updated_or_deleted', 'table_shrank'), false);
 
   IF v_whole_reason IS NULL THEN
     -- The appended pages: row versions not older than the last look's snapshot; those it

@@ -512,6 +512,51 @@ $$;
 COMMENT ON FUNCTION canon.driver_name_roles_live(text[]) IS
   'Live definition of canon_internal.driver_name_roles for the given indexed drivers (NULL: all): field tokens of the public.drivers row the index holds (same source_hash), else of the newest; source_indexed says that row still exists.';
 
+-- snapshot of sql/canon/canon.driver_odd_counts_drift.sql
+-- canon.driver_odd_counts_drift: the odd driver timestamps counted by the last run that
+-- counted them (canon_internal.driver_index_state.odd_*), when the next run would report
+-- them again without counting (the table as many rows, none written since the last read,
+-- no counted row past the threshold), against the rows counted now. Read by
+-- ops.check_caches, repaired by ops.repair_caches (the next run counts again).
+CREATE OR REPLACE FUNCTION canon.driver_odd_counts_drift()
+RETURNS TABLE (example text)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  WITH now_from AS ( -- none while the time zone is invalid (doctor says so: SETTING_INVALID)
+    SELECT (now() AT TIME ZONE s.value) + interval '1 day' AS future_from
+    FROM canon.settings s
+    WHERE s.key = 'business_timezone' AND canon.setting_problem(s.value, s.value_type, s.min_value, s.max_value) IS NULL
+  ),
+  stored AS (
+    SELECT s.odd_rows, s.odd_future_rows, s.odd_untimed_rows, n.future_from
+    FROM canon_internal.driver_index_state s
+    CROSS JOIN now_from n
+    CROSS JOIN canon_internal.source_scan_state sc
+    WHERE sc.source_table = 'drivers'
+      AND s.odd_rows IS NOT NULL
+      AND n.future_from >= s.odd_future_from
+      AND (s.odd_valid_before IS NULL OR n.future_from < s.odd_valid_before)
+      AND canon.xmin_age_limit(sc.seen_xmin) IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM public.drivers w WHERE age(w.xmin) <= canon.xmin_age_limit(sc.seen_xmin))
+  ),
+  live AS (
+    SELECT count(*) AS driver_rows,
+           count(*) FILTER (WHERE d.updated_at > st.future_from OR d.created_at > st.future_from) AS future_rows,
+           count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL) AS untimed_rows
+    FROM stored st CROSS JOIN public.drivers d
+  )
+  SELECT format('odd driver timestamps: stored %s future and %s without timestamp of %s rows, counted now %s and %s',
+                st.odd_future_rows, st.odd_untimed_rows, st.odd_rows, l.future_rows, l.untimed_rows)
+  FROM stored st CROSS JOIN live l
+  WHERE l.driver_rows = st.odd_rows
+    AND (l.future_rows, l.untimed_rows) IS DISTINCT FROM (st.odd_future_rows, st.odd_untimed_rows)
+$$;
+COMMENT ON FUNCTION canon.driver_odd_counts_drift() IS
+  'The stored counts of odd driver timestamps, when the next run would reuse them, against the rows counted now (ops.check_caches).';
+
 -- snapshot of sql/canon/canon.driver_source_hash.sql
 -- canon.driver_source_hash: the fingerprint of the source values a driver is indexed from
 -- (canon_internal.driver_index.source_hash): a driver is re-normalised when it differs. The one
@@ -3181,8 +3226,10 @@ COMMENT ON FUNCTION canon.protect_settled_claims() IS
 -- read, by commit order (the row's xmin against the oldest transaction in progress at that
 -- read, canon_internal.source_scan_state.seen_xmin): a late commit, a change in place and a driver
 -- with a future or missing updated_at/created_at are all read by the next run, in one pass
--- over the drivers that also counts such odd timestamps (listed in
--- ops.v_drivers_odd_timestamps). Their rows are re-normalised only when their source values
+-- over the drivers. Such odd timestamps are counted (and listed in
+-- ops.v_drivers_odd_timestamps) when the table or the clock may have changed the counts;
+-- otherwise the last counts are provably current and the pass skips reading them.
+-- Their rows are re-normalised only when their source values
 -- changed (hash); the newest row of a driver_id wins. Every
 -- driver_index_full_refresh_hours the whole table is reconciled, which also removes
 -- deleted drivers (the matcher never proposes a deleted driver meanwhile: it checks).
@@ -3217,6 +3264,11 @@ DECLARE
   v_future bigint;
   v_no_time bigint;
   v_future_from timestamp := (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day';
+  v_odd_counted boolean;
+  v_odd_how text;
+  v_odd_from timestamp;
+  v_hint bigint;
+  v_odd_valid_before timestamp;
 BEGIN
   SELECT * INTO v_state FROM canon_internal.driver_index_state FOR UPDATE;
   v_full := NOT FOUND OR v_state.last_full_at IS NULL
@@ -3227,17 +3279,59 @@ BEGIN
   v_full := v_full OR v_limit IS NULL;
   v_foreign := canon.foreign_xids(); -- before the read's snapshot (canon.local_snapshot_xmin)
 
+  -- Odd timestamps are counted in the same pass when the drivers were written since the
+  -- last count by the statistics' word (a hint only: they arrive seconds after a commit), or
+  -- the clock may have moved a counted row across the threshold (it moves forward with the
+  -- clock, back with a change of time zone). Reading them costs as much as the pass itself
+  -- (they end every row): an idle run does not.
+  v_hint := (SELECT CASE WHEN current_setting('track_counts')::boolean
+                         THEN pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid) + pg_stat_get_tuples_deleted(c.oid) END
+             FROM pg_class c WHERE c.oid = 'public.drivers'::regclass);
+  v_odd_counted := v_full OR v_hint IS NULL OR v_hint IS DISTINCT FROM v_state.odd_hint_writes
+    OR v_state.odd_rows IS NULL OR v_future_from < v_state.odd_future_from
+    OR coalesce(v_future_from >= v_state.odd_valid_before, false);
+
   -- One pass over the drivers (one builtin per row): the ids with a row version not seen
-  -- yet, and the odd timestamps. The snapshot is this statement's own. No DISTINCT: it
-  -- would sort every row (a third of the pass); the few ids repeat harmlessly.
-  SELECT count(*),
-         count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
-         count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
-         CASE WHEN v_full THEN NULL
-              ELSE coalesce(array_agg(d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}') END,
-         canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
-  INTO v_rows, v_future, v_no_time, v_changed_ids, v_snapshot_xmin
-  FROM public.drivers d;
+  -- yet. The snapshot is this statement's own. No DISTINCT: it would sort every row (a
+  -- third of the pass); the few ids repeat harmlessly.
+  IF v_odd_counted THEN
+    SELECT count(*),
+           count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
+           count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
+           min(greatest(d.updated_at, d.created_at)) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
+           CASE WHEN v_full THEN NULL
+                ELSE coalesce(array_agg(d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}') END,
+           canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
+    INTO v_rows, v_future, v_no_time, v_odd_valid_before, v_changed_ids, v_snapshot_xmin
+    FROM public.drivers d;
+    v_odd_how := 'IN_PASS';
+  ELSE
+    SELECT count(*),
+           coalesce(array_agg(d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}'),
+           canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
+    INTO v_rows, v_changed_ids, v_snapshot_xmin
+    FROM public.drivers d;
+    -- The last counts hold while the table is the same: as many rows, none written since
+    -- that read (a delete lowers the count; any other write is a new row version).
+    IF cardinality(v_changed_ids) > 0 OR v_rows IS DISTINCT FROM v_state.odd_rows THEN
+      SELECT count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
+             count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
+             min(greatest(d.updated_at, d.created_at)) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from)
+      INTO v_future, v_no_time, v_odd_valid_before
+      FROM public.drivers d;
+      v_odd_counted := true;
+      v_odd_how := 'SECOND_PASS';
+    END IF;
+  END IF;
+  IF v_odd_counted THEN
+    v_odd_from := v_future_from;
+  ELSE
+    v_future := v_state.odd_future_rows;
+    v_no_time := v_state.odd_untimed_rows;
+    v_odd_from := v_state.odd_future_from;
+    v_odd_valid_before := v_state.odd_valid_before;
+    v_odd_how := 'UNCHANGED';
+  END IF;
 
   -- The drivers to look at (all of them on a full refresh), newest row per driver_id.
   DROP TABLE IF EXISTS pg_temp.driver_index_source;
@@ -3344,13 +3438,19 @@ BEGIN
     v_changed_at := now();
   END IF;
 
-  INSERT INTO canon_internal.driver_index_state AS s (singleton, last_full_at, last_refresh_at, last_run_id, changed_at)
-  VALUES (true, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at)
+  INSERT INTO canon_internal.driver_index_state AS s (singleton, last_full_at, last_refresh_at, last_run_id, changed_at,
+                                                     odd_rows, odd_future_from, odd_valid_before, odd_future_rows, odd_untimed_rows,
+                                                     odd_hint_writes)
+  VALUES (true, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at,
+          v_rows, v_odd_from, v_odd_valid_before, v_future, v_no_time, v_hint)
   ON CONFLICT (singleton) DO UPDATE
     SET last_full_at = coalesce(excluded.last_full_at, s.last_full_at),
         last_refresh_at = excluded.last_refresh_at,
         last_run_id = excluded.last_run_id,
-        changed_at = coalesce(excluded.changed_at, s.changed_at);
+        changed_at = coalesce(excluded.changed_at, s.changed_at),
+        odd_rows = excluded.odd_rows, odd_future_from = excluded.odd_future_from,
+        odd_valid_before = excluded.odd_valid_before, odd_future_rows = excluded.odd_future_rows,
+        odd_untimed_rows = excluded.odd_untimed_rows, odd_hint_writes = excluded.odd_hint_writes;
   UPDATE canon_internal.source_scan_state
   SET seen_xmin = v_snapshot_xmin, read_at = now(), run_id = p_run_id,
       full_read_at = CASE WHEN v_full THEN now() ELSE full_read_at END
@@ -3363,6 +3463,7 @@ BEGIN
     'drivers_scanned', v_scanned,
     'drivers_with_future_timestamp', v_future,
     'drivers_without_timestamp', v_no_time,
+    'odd_timestamps', v_odd_how, -- IN_PASS, SECOND_PASS (the statistics were late) or UNCHANGED (the last counts)
     'drivers_reindexed', v_upserted,
     'drivers_removed', v_deleted,
     'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon_internal.driver_index) END,
@@ -4572,11 +4673,11 @@ COMMENT ON FUNCTION canon.xmin_age_limit(xid8) IS
 -- snapshot of sql/ops/ops.check_caches.sql
 -- ops.check_caches: every cache the product keeps, against its live definition
 -- (docs/change-detection.md): the lead keys, the lead state, the marks that schedule its
--- re-evaluation, the never-evaluated list, the retry marks and the driver index. One row
+-- re-evaluation, the never-evaluated list, the retry marks, the driver index and its odd-timestamp counts. One row
 -- per cache with the rows that drifted and up to 5 examples; the next run's work (rows
 -- written upstream since the last read, marks, trips to read) is not drift. The detail of
 -- each is a function of its own (canon.*_drift), which ops.repair_caches() repairs from.
--- Part of ops.check_invariants (ord 10-15, doctor). Read-only. Cost: a pass over the lead
+-- Part of ops.check_invariants (ord 10-16, doctor). Read-only. Cost: a pass over the lead
 -- rows, the lead keys, the drivers and the stored state, and the live chain of the leads
 -- of the last doctor_lead_state_days days (see docs/operations.md).
 CREATE OR REPLACE FUNCTION ops.check_caches()
@@ -4598,6 +4699,8 @@ AS $$
     SELECT 14, 'RETRY_DUE_MARKED', NULL, d.example FROM canon.retry_due_drift() d
     UNION ALL
     SELECT 15, 'DRIVER_INDEX_CURRENT', NULL, d.example FROM canon.driver_index_drift() d
+    UNION ALL
+    SELECT 16, 'DRIVER_ODD_COUNTS', NULL, d.example FROM canon.driver_odd_counts_drift() d
   ),
   caches (ord, invariant, description) AS (
     VALUES
@@ -4606,7 +4709,8 @@ AS $$
       (12, 'LEAD_STATE_MARKS_CONSUMED', 'no pending row or dirty key marked before the start of the last completed run (every run evaluates and clears the marks it reads)'),
       (13, 'NEVER_EVALUATED_LISTED', 'every dated lead key neither linked nor unmatched has a row in canon_internal.lead_keys_pending (else no batch selects it)'),
       (14, 'RETRY_DUE_MARKED', 'every OPEN unmatched lead sharing a key with a driver indexed after its last attempt (and checked since) is due for a retry'),
-      (15, 'DRIVER_INDEX_CURRENT', 'every driver indexed in canon_internal.driver_index with the values of its newest row; drivers written since the last read excepted')
+      (15, 'DRIVER_INDEX_CURRENT', 'every driver indexed in canon_internal.driver_index with the values of its newest row; drivers written since the last read excepted'),
+      (16, 'DRIVER_ODD_COUNTS', 'the odd driver timestamps a run reports without counting them again equal the rows counted now')
   )
   SELECT c.ord, c.invariant,
          (SELECT count(*) FROM drift d WHERE d.ord = c.ord),
@@ -4616,7 +4720,7 @@ AS $$
   ORDER BY c.ord
 $$;
 COMMENT ON FUNCTION ops.check_caches() IS
-  'Each cache (lead keys, lead state, its marks, the never-evaluated list, retry marks, driver index) against its live definition: rows drifted and examples (ord 10-15 of ops.check_invariants). ops.repair_caches() repairs.';
+  'Each cache (lead keys, lead state, its marks, the never-evaluated list, retry marks, driver index, odd-timestamp counts) against its live definition: rows drifted and examples (ord 10-16 of ops.check_invariants). ops.repair_caches() repairs.';
 
 -- snapshot of sql/ops/ops.check_invariants.sql
 -- ops.check_invariants: every invariant of the spec with its number of violations (0 =
@@ -5992,7 +6096,8 @@ COMMENT ON FUNCTION ops.refresh_cabinet_lead_state(text[]) IS
 -- ops.repair_caches: brings every drifted cache back to its live definition, rewriting
 -- only what drifted (what ops.check_caches reports; `cabinet-leads doctor --repair`):
 -- lead keys re-keyed, never-evaluated keys listed, retry marks set, the driver index
--- reconciled in full (re-normalising only the drivers whose values differ), marked and
+-- reconciled in full (re-normalising only the drivers whose values differ), its odd-timestamp
+-- counts left for the next run to count again, marked and
 -- drifted lead state rows re-evaluated and their marks cleared, the state counters
 -- recounted when they are off. Takes the job lock (waits at most lock_timeout, 30 s), so
 -- it never runs inside a pipeline run. Generates no claim: the next run does. Returns what
@@ -6011,6 +6116,7 @@ DECLARE
   v_drivers jsonb;
   v_state jsonb;
   v_counts boolean;
+  v_odd boolean;
 BEGIN
   PERFORM canon.take_job_lock();
 
@@ -6030,6 +6136,10 @@ BEGIN
     UPDATE canon_internal.driver_index_state SET last_full_at = NULL;
     v_drivers := canon.refresh_driver_index(NULL);
   END IF;
+  v_odd := EXISTS (SELECT 1 FROM canon.driver_odd_counts_drift());
+  IF v_odd THEN
+    UPDATE canon_internal.driver_index_state SET odd_rows = NULL; -- the next run counts again
+  END IF;
 
   v_state := canon.refresh_lead_state(NULL, canon.take_lead_state_marks() || ARRAY(SELECT d.lead_id FROM canon.lead_state_drift() d));
   PERFORM canon.clear_lead_state_marks();
@@ -6045,7 +6155,8 @@ BEGIN
     'retries_marked_due', v_retry,
     'driver_index', v_drivers,
     'lead_state', v_state,
-    'state_counts_recounted', v_counts);
+    'state_counts_recounted', v_counts,
+    'driver_odd_counts_reset', v_odd);
 END
 $$;
 COMMENT ON FUNCTION ops.repair_caches() IS
@@ -7141,7 +7252,13 @@ CREATE TABLE canon_internal.driver_index_state (
   last_refresh_at  timestamptz,
   last_run_id      bigint,
   changed_at       timestamptz,
-  retry_checked_at timestamptz
+  retry_checked_at timestamptz,
+  odd_rows         bigint,
+  odd_future_from  timestamp,
+  odd_valid_before timestamp,
+  odd_future_rows  bigint,
+  odd_untimed_rows bigint,
+  odd_hint_writes  bigint
 );
 
 COMMENT ON TABLE canon_internal.driver_index_state IS
@@ -7150,6 +7267,14 @@ COMMENT ON COLUMN canon_internal.driver_index_state.changed_at IS
   'Last time canon.refresh_driver_index wrote or removed rows of canon_internal.driver_index (reported by runs; OPEN unmatched leads are retried when due, see canon.identity_unmatched.retry_due).';
 COMMENT ON COLUMN canon_internal.driver_index_state.retry_checked_at IS
   'Driver index rows indexed (and keys logged in canon_internal.driver_index_key_changes) after this time are still to be checked against the OPEN unmatched leads by canon.mark_retries_due. NULL: never checked (every OPEN lead is due).';
+COMMENT ON COLUMN canon_internal.driver_index_state.odd_rows IS
+  'The driver rows counted by the run that last counted the odd timestamps (odd_future_rows, odd_untimed_rows). A run reuses those counts only while the table is provably the same (this many rows, none written since its read) and the clock has not moved a row across the future threshold (odd_future_from, odd_valid_before); NULL: count again.';
+COMMENT ON COLUMN canon_internal.driver_index_state.odd_future_from IS
+  'The threshold the odd timestamps were counted against (now in the business time zone plus a day): a row with updated_at or created_at after it was FUTURE_TIMESTAMP.';
+COMMENT ON COLUMN canon_internal.driver_index_state.odd_valid_before IS
+  'The earliest time at which a row counted FUTURE_TIMESTAMP stops being one (the least, over those rows, of the later of updated_at and created_at); NULL when none was.';
+COMMENT ON COLUMN canon_internal.driver_index_state.odd_hint_writes IS
+  'The rows of public.drivers inserted, updated and deleted by the statistics system''s count when the odd timestamps were last counted: when it moved, the next run counts them in its pass (a hint for speed; the reuse of the counts does not rely on it).';
 
 -- snapshot of sql/canon_internal/canon_internal.driver_index.sql
 -- Internal cache: the normalised matching keys of every driver of public.drivers (step 4).

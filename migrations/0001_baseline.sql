@@ -372,11 +372,14 @@ COMMENT ON FUNCTION canon.count_lead_state_changes() IS
 -- old_rows; TRUNCATE). Keeps canon_internal.name_token_stats equal to the roles counted per token
 -- (canon.v_name_token_stats): each statement adds its new rows' tokens and subtracts its
 -- old rows' tokens, grouped per token, so a run pays for the drivers it re-indexed, never
--- for a pass over every driver. Counters in token order: two writers never deadlock.
+-- for a pass over every driver. Counters in token order (bytewise, COLLATE "C": the
+-- cheapest sort, the same for every writer): two writers never deadlock.
 CREATE OR REPLACE FUNCTION canon.count_name_token_changes()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- a full index build sorts 3 to 4 tokens a driver: in memory, not on disk (4 MB default)
+SET work_mem = '64MB'
 AS $$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
@@ -387,7 +390,7 @@ BEGIN
   IF TG_OP = 'INSERT' THEN
     INSERT INTO canon_internal.name_token_stats AS c (token, as_given, as_surname)
     SELECT x.token, sum(x.g), sum(x.s)
-    FROM (SELECT t.token, 1 AS g, 0 AS s FROM new_rows n CROSS JOIN unnest(n.given_names) t (token)
+    FROM (SELECT t.token COLLATE "C" AS token, 1 AS g, 0 AS s FROM new_rows n CROSS JOIN unnest(n.given_names) t (token)
           UNION ALL
           SELECT t.token, 0, 1 FROM new_rows n CROSS JOIN unnest(n.surnames) t (token)) x
     GROUP BY x.token
@@ -397,7 +400,7 @@ BEGIN
   ELSIF TG_OP = 'UPDATE' THEN
     INSERT INTO canon_internal.name_token_stats AS c (token, as_given, as_surname)
     SELECT x.token, sum(x.g), sum(x.s)
-    FROM (SELECT t.token, 1 AS g, 0 AS s FROM new_rows n CROSS JOIN unnest(n.given_names) t (token)
+    FROM (SELECT t.token COLLATE "C" AS token, 1 AS g, 0 AS s FROM new_rows n CROSS JOIN unnest(n.given_names) t (token)
           UNION ALL
           SELECT t.token, 0, 1 FROM new_rows n CROSS JOIN unnest(n.surnames) t (token)
           UNION ALL
@@ -413,7 +416,7 @@ BEGIN
   ELSIF TG_OP = 'DELETE' THEN
     INSERT INTO canon_internal.name_token_stats AS c (token, as_given, as_surname)
     SELECT x.token, -sum(x.g), -sum(x.s)
-    FROM (SELECT t.token, 1 AS g, 0 AS s FROM old_rows o CROSS JOIN unnest(o.given_names) t (token)
+    FROM (SELECT t.token COLLATE "C" AS token, 1 AS g, 0 AS s FROM old_rows o CROSS JOIN unnest(o.given_names) t (token)
           UNION ALL
           SELECT t.token, 0, 1 FROM old_rows o CROSS JOIN unnest(o.surnames) t (token)) x
     GROUP BY x.token
@@ -3213,6 +3216,8 @@ VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 SET client_min_messages = warning
+-- a full build sorts every driver row once: in memory at 20k drivers (4 MB would spill)
+SET work_mem = '64MB'
 AS $$
 DECLARE
   v_foreign bigint[];
@@ -3232,6 +3237,8 @@ DECLARE
   v_rows bigint;
   v_future bigint;
   v_no_time bigint;
+  v_bad_ids bigint;
+  v_was_empty boolean;
   v_future_from timestamp := (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day';
 BEGIN
   SELECT * INTO v_state FROM canon_internal.driver_index_state FOR UPDATE;
@@ -3249,10 +3256,12 @@ BEGIN
   SELECT count(*),
          count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
          count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
+         -- ids that cannot be indexed, counted on a full refresh only (v_full is a constant)
+         count(*) FILTER (WHERE v_full AND (nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200)),
          CASE WHEN v_full THEN NULL
               ELSE coalesce(array_agg(d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}') END,
          canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
-  INTO v_rows, v_future, v_no_time, v_changed_ids, v_snapshot_xmin
+  INTO v_rows, v_future, v_no_time, v_bad_ids, v_changed_ids, v_snapshot_xmin
   FROM public.drivers d;
 
   -- The drivers to look at (all of them on a full refresh), newest row per driver_id.
@@ -3263,7 +3272,8 @@ BEGIN
                                 s.car_normalized_number, s.car_number, s.full_name, s.first_name,
                                 s.middle_name, s.last_name, s.hire_date) AS source_hash
   FROM (
-    SELECT DISTINCT ON (d.driver_id)
+    -- bytewise order (COLLATE "C"): the cheapest sort; the same ids are equal in every collation
+    SELECT DISTINCT ON (d.driver_id COLLATE "C")
            d.driver_id, d.park_id, d.phone, d.license_normalized_number, d.license_number,
            d.car_normalized_number, d.car_number, d.full_name, d.first_name, d.middle_name, d.last_name, d.hire_date,
            coalesce(d.updated_at, d.created_at) AS changed_at
@@ -3271,10 +3281,13 @@ BEGIN
     WHERE nullif(btrim(d.driver_id), '') IS NOT NULL
       AND length(d.driver_id) <= 200 -- garbage ids (10 kB) cannot be indexed: counted below
       AND (v_full OR d.driver_id IN (SELECT unnest(v_changed_ids)))
-    ORDER BY d.driver_id, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
+    ORDER BY d.driver_id COLLATE "C", coalesce(d.updated_at, d.created_at) DESC NULLS LAST
   ) s;
-  ANALYZE pg_temp.driver_index_source;
+  -- The join key's statistics are all the plans below need (every column: 10x the time).
+  ANALYZE pg_temp.driver_index_source (driver_id);
   v_scanned := (SELECT count(*) FROM pg_temp.driver_index_source);
+  -- An empty index (the first build) has no row of a deleted driver to remove.
+  v_was_empty := v_full AND NOT EXISTS (SELECT 1 FROM canon_internal.driver_index);
 
   -- Few drivers against a large index: probe it by key. The planner would rather hash the
   -- whole index (it prices each probe as a random read); on a full refresh it should.
@@ -3337,7 +3350,7 @@ BEGIN
     PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
   END IF;
 
-  IF v_full THEN
+  IF v_full AND NOT v_was_empty THEN
     -- The keys of removed drivers are logged: the leads that had one as a candidate are due.
     WITH removed AS (
       DELETE FROM canon_internal.driver_index i
@@ -3382,9 +3395,7 @@ BEGIN
     'drivers_reindexed', v_upserted,
     'drivers_removed', v_deleted,
     'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon_internal.driver_index) END,
-    'drivers_skipped_bad_id', CASE WHEN v_full THEN (
-      SELECT count(*) FROM public.drivers d
-      WHERE nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200) END,
+    'drivers_skipped_bad_id', CASE WHEN v_full THEN v_bad_ids END,
     'index_changed', v_changed_at IS NOT NULL);
 END
 $$;

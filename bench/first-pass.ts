@@ -72,9 +72,9 @@ interface Rep {
 }
 
 const lines: string[][] = [['lead count', 'rep', 'measure', 'value', 'load avg (1/5/15 min)']];
-function record(leads: number, rep: number | string, measure: string, value: string): void {
-  lines.push([String(leads), String(rep), measure, value, loadAvg()]);
-  console.log(`  ${leads} leads | rep ${rep} | ${measure} | ${value} | load ${loadAvg()}`);
+function recordAt(leads: number, rep: number | string, measure: string, value: string, load = loadAvg()): void {
+  lines.push([String(leads), String(rep), measure, value, load]);
+  console.log(`  ${leads} leads | rep ${rep} | ${measure} | ${value} | load ${load}`);
 }
 
 async function withClient<T>(url: string, f: (c: pg.Client) => Promise<T>): Promise<T> {
@@ -141,6 +141,8 @@ async function oneRep(template: Awaited<ReturnType<typeof templateDatabase>>, le
 function report(reps: Rep[]): void {
   const leads = reps[0]!.leads;
   for (const r of reps) {
+    // each line with the load average when its repetition started
+    const record = (l: number, rep: number, measure: string, value: string) => recordAt(l, rep, measure, value, r.load);
     record(leads, r.rep, 'run: SQL total (stats.durations_ms.total) / client', `${ms(r.runMs)} / ${ms(r.clientMs)}, ${r.evaluated} leads evaluated`);
     record(leads, r.rep, 'run: steps (stats.steps, ms)', r.steps.map((s) => `${s.step} ${s.ms}`).join(', '));
     const build = r.steps.find((s) => s.step === 'refresh_driver_index')?.ms ?? NaN;
@@ -184,7 +186,7 @@ for (const leads of opts.leads) {
   });
   machineLine = machine(template.serverVersion);
   console.log(`machine: ${machineLine}`);
-  record(leads, '-', 'demo data (set-based SQL)', `${JSON.stringify(gen)} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  recordAt(leads, '-', 'demo data (set-based SQL)', `${JSON.stringify(gen)} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
   try {
     const reps: Rep[] = [];
     for (let rep = 1; rep <= opts.reps; rep++) reps.push(await oneRep(template, leads, rep));

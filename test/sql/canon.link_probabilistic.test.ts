@@ -153,4 +153,36 @@ test('two shift drivers equally close send the lead to review as PROBABLE_MATCH 
     t.is(d?.details.probabilistic.fs_version, 1);
     t.is(run.stats['probabilistic']['probable_match'], 1);
     t.true(run.stats['steps'].some((s: { step: string }) => s.step === 'link_probabilistic'));
+    // the review queue shows the band with the evidence in words
+    const [q] = await db.query<{ reason_code: string; candidates: { driver_id: string; rule: string; why_not_linked: string }[] }>(
+      `SELECT reason_code, candidates FROM ops.v_review_queue WHERE lead_source_pk = $1`, [lead.key]);
+    t.is(q?.reason_code, 'PROBABLE_MATCH');
+    t.is(q?.candidates[0]?.rule, 'R4_PROBABILISTIC');
+    t.regex(q!.candidates[0]!.why_not_linked,
+      /^another candidate is nearly as likely \(probability 0\.\d+\): plate one character off \(O\/0\); name: HUILLCA equal \(rare\), LUIS equal \(common\), R(AM|OJ)AS not given on the lead; hire date 3 days after the lead; target park$/);
+    t.regex(q!.candidates[1]!.why_not_linked, /^less likely than the first|^another candidate/);
+  }));
+
+test('a new active parameter version marks every open unmatched lead due, and its links record it', (t) =>
+  withDb('fs', async (db) => {
+    const lead = await insertLead(db, { first_name: 'Nadie', last_name: 'Ninguno', asset_plate_number: 'NON000' });
+    await runPipeline(db);
+    t.is((await unmatchedOf(db, lead.key))?.reason_code, 'NO_CANDIDATES');
+    await db.query(`UPDATE canon.identity_unmatched SET retry_due = false`);
+    await db.query(`
+      INSERT INTO canon.match_fs_versions (version, prior_match_share, link_probability_min, review_probability_min, margin_bits_min,
+                                           rare_token_max_share, rare_token_count_floor, name_block_max_drivers, token_share_min, notes)
+      SELECT 2, prior_match_share, 0.9995, review_probability_min, margin_bits_min, rare_token_max_share, rare_token_count_floor,
+             name_block_max_drivers, token_share_min, 'stricter link band' FROM canon.match_fs_versions WHERE version = 1;
+      INSERT INTO canon.match_fs_levels SELECT 2, comparison, level, m, u, u_kind, note FROM canon.match_fs_levels WHERE version = 1;
+      UPDATE canon.match_fs_versions SET active = (version = 2);`);
+    const [u] = await db.query<{ retry_due: boolean }>(`SELECT retry_due FROM canon.identity_unmatched WHERE source_pk = $1`, [lead.key]);
+    t.true(u?.retry_due);
+    const today = await businessToday(db);
+    await insertBackground(db);
+    await insertDriver(db, { driver_id: 'rosa', first_name: 'Rosa', last_name: 'Huillca Ccahuana', car_number: 'OLD111', hire_date: addDays(today, 3) });
+    const rosa = await insertLead(db, { first_name: 'Rosa', last_name: 'Huillca Ccahuana', asset_plate_number: 'NEW999' });
+    const run = await runPipeline(db);
+    t.is(run.stats['probabilistic']['fs_version'], 2);
+    t.is((await linkEvidence(db, rosa.key))?.evidence.fs_version, 2);
   }));

@@ -186,3 +186,17 @@ test('a new active parameter version marks every open unmatched lead due, and it
     t.is(run.stats['probabilistic']['fs_version'], 2);
     t.is((await linkEvidence(db, rosa.key))?.evidence.fs_version, 2);
   }));
+
+test('ops.explain_lead shows what the tier would do now and says it in the explanation', (t) =>
+  withDb('fs', async (db) => {
+    await insertBackground(db);
+    const today = await businessToday(db);
+    await insertDriver(db, { driver_id: 'juan', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'ABC105', hire_date: addDays(today, 1) });
+    const lead = await insertLead(db, { first_name: 'Juan Carlos', last_name: 'Quispe Mamani', asset_plate_number: 'abc-1O5' });
+    await runPipeline(db, 'p_days_back => 30, p_limit => 0');
+    const [e] = await db.query<{ e: { decision_now: { decision: string }; probabilistic_now: { outcome: string; driver_id: string; fs_version: number }; explanation: string } }>(
+      `SELECT ops.explain_lead($1) AS e`, [lead.key]);
+    t.is(e?.e.decision_now.decision, 'NO_CANDIDATES');
+    t.like(e?.e.probabilistic_now, { outcome: 'LINK', driver_id: 'juan', fs_version: 1 });
+    t.regex(e!.e.explanation, /The probabilistic tier links driver juan \(R4_PROBABILISTIC, probability 0\.99\d+\): plate one character off \(O\/0\)/);
+  }));

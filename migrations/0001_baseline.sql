@@ -696,6 +696,27 @@ END
 $$;
 COMMENT ON FUNCTION canon.failpoint(text) IS 'Test hook: SET cabinet.failpoint = ''<point>'' raises there, ''wait:<point>'' waits there on an advisory lock.';
 
+-- snapshot of sql/canon/canon.flush_driver_index_keys.sql
+-- canon.flush_driver_index_keys: merges the pending lists of the probabilistic tier's GIN
+-- indexes on canon_internal.driver_index (plate deletion keys, name phonetic keys) into the
+-- indexes. The indexes keep fast update on, so the drivers a run indexes cost an append
+-- (2,000 drivers: 58 ms, 214 ms without), and the tier merges them once before it probes
+-- (56 ms): a probe would otherwise scan the whole pending list (0.75 ms a lead with 7
+-- pending pages, 32 ms with 4 MB). Called by canon.link_probabilistic. SECURITY DEFINER:
+-- gin_clean_pending_list needs the index owner, and the job role does not own it.
+CREATE OR REPLACE FUNCTION canon.flush_driver_index_keys()
+RETURNS bigint
+LANGUAGE sql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT gin_clean_pending_list('canon_internal.driver_index_plate_edit_keys_idx'::regclass)
+       + gin_clean_pending_list('canon_internal.driver_index_name_keys_idx'::regclass)
+$$;
+COMMENT ON FUNCTION canon.flush_driver_index_keys() IS
+  'Merges the pending lists of the driver index''s GIN indexes (plate deletion keys, name phonetic keys) before the probabilistic tier probes them; returns the pending pages merged. SECURITY DEFINER (the index owner''s right).';
+
 -- snapshot of sql/canon/canon.foreign_xids.sql
 -- canon.foreign_xids: the transactions in progress now in other databases of the cluster
 -- (their 32-bit xids, from pg_stat_activity, as of now: the statistics snapshot is cleared
@@ -2230,7 +2251,13 @@ DECLARE
   v_lead_links integer;
   v_origins integer;
   v_review integer;
+  v_flushed bigint;
+  v_flush_ms numeric;
 BEGIN
+  -- the drivers indexed by this run, merged into the blocks' indexes before they are probed
+  v_t := clock_timestamp();
+  v_flushed := canon.flush_driver_index_keys();
+  v_flush_ms := round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1);
   v_t := clock_timestamp();
   DROP TABLE IF EXISTS pg_temp.cabinet_fs_decisions;
   CREATE TEMP TABLE cabinet_fs_decisions ON COMMIT DROP AS
@@ -2331,7 +2358,9 @@ BEGIN
     'probable_match_by_why', (SELECT coalesce(jsonb_object_agg(r.why, r.n), '{}'::jsonb) FROM (
         SELECT f.why, count(*) AS n FROM pg_temp.cabinet_fs_decisions f WHERE f.outcome = 'REVIEW' GROUP BY f.why) r),
     'fs_version', (SELECT fv.version FROM canon.match_fs_versions fv WHERE fv.active),
+    'index_pages_merged', v_flushed,
     'durations_ms', jsonb_build_object(
+      'merge_index_keys', v_flush_ms,
       'decide', v_decide_ms,
       'link', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1)));
 END
@@ -8037,12 +8066,13 @@ CREATE INDEX driver_index_phone_idx ON canon_internal.driver_index (phone_norm)
   WHERE phone_norm IS NOT NULL;
 CREATE INDEX driver_index_plate_idx ON canon_internal.driver_index (plate_norm)
   WHERE plate_norm IS NOT NULL;
--- The probabilistic tier's blocks: plates one edit apart, names by phonetic key. No fast
--- update: a pending list makes every probe scan it (32 ms a lead at 25k drivers).
+-- The probabilistic tier's blocks: plates one edit apart, names by phonetic key. Fast update
+-- (a run's new drivers are appended to a pending list), merged by the tier before it probes
+-- (canon.flush_driver_index_keys).
 CREATE INDEX driver_index_plate_edit_keys_idx ON canon_internal.driver_index USING gin (canon.plate_edit_keys(plate_norm))
-  WITH (fastupdate = off) WHERE plate_norm IS NOT NULL;
+  WHERE plate_norm IS NOT NULL;
 CREATE INDEX driver_index_name_keys_idx ON canon_internal.driver_index USING gin (canon.name_phonetic_keys(name_norm))
-  WITH (fastupdate = off) WHERE name_norm IS NOT NULL;
+  WHERE name_norm IS NOT NULL;
 
 CREATE TRIGGER driver_index_name_roles_delete
   AFTER DELETE ON canon_internal.driver_index REFERENCING OLD TABLE AS old_rows

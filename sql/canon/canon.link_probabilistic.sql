@@ -23,7 +23,13 @@ DECLARE
   v_lead_links integer;
   v_origins integer;
   v_review integer;
+  v_flushed bigint;
+  v_flush_ms numeric;
 BEGIN
+  -- the drivers indexed by this run, merged into the blocks' indexes before they are probed
+  v_t := clock_timestamp();
+  v_flushed := canon.flush_driver_index_keys();
+  v_flush_ms := round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1);
   v_t := clock_timestamp();
   DROP TABLE IF EXISTS pg_temp.cabinet_fs_decisions;
   CREATE TEMP TABLE cabinet_fs_decisions ON COMMIT DROP AS
@@ -124,7 +130,9 @@ BEGIN
     'probable_match_by_why', (SELECT coalesce(jsonb_object_agg(r.why, r.n), '{}'::jsonb) FROM (
         SELECT f.why, count(*) AS n FROM pg_temp.cabinet_fs_decisions f WHERE f.outcome = 'REVIEW' GROUP BY f.why) r),
     'fs_version', (SELECT fv.version FROM canon.match_fs_versions fv WHERE fv.active),
+    'index_pages_merged', v_flushed,
     'durations_ms', jsonb_build_object(
+      'merge_index_keys', v_flush_ms,
       'decide', v_decide_ms,
       'link', round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1)));
 END

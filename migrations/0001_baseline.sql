@@ -3574,10 +3574,11 @@ COMMENT ON FUNCTION canon.plate_edit_keys(text) IS
 -- canon.probabilistic_candidates: the probabilistic tier's candidate pairs (Fellegi-Sunter, as
 -- Splink does) for the given lead rows, with each field's comparison level, its weight in
 -- bits (log2 m/u of the active canon.match_fs_versions / canon.match_fs_levels), the sum with
--- the prior, the match probability and the evidence in words. Candidates come from three
--- blocks, each read by index: the plate (equal or one edit away, incl. swaps and O/0-like
--- confusions: canon.plate_edit_keys), the lead's rare name tokens (canon.name_phonetic_keys,
--- a key typed by more than name_block_max_drivers drivers is not rare and not probed).
+-- the prior, the match probability and, for the pairs in the review band or above, the
+-- evidence per field and in words. Candidates come from two blocks, each read by index: the
+-- plate (equal or one edit away, incl. swaps and O/0-like confusions: canon.plate_edit_keys;
+-- kept when the names share a token), the lead's rare name tokens (canon.name_phonetic_keys;
+-- a key of more than name_block_max_drivers drivers is not rare and blocks nothing).
 -- Name tokens weigh by rarity: an agreeing token's u is its share of the drivers
 -- (canon_internal.name_token_stats), so QUISPE counts for less than a rare surname. Called
 -- by canon.probabilistic_decisions, only for the leads the rules leave behind.

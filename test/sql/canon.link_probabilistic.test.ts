@@ -200,3 +200,24 @@ test('ops.explain_lead shows what the tier would do now and says it in the expla
     t.like(e?.e.probabilistic_now, { outcome: 'LINK', driver_id: 'juan', fs_version: 1 });
     t.regex(e!.e.explanation, /The probabilistic tier links driver juan \(R4_PROBABILISTIC, probability 0\.99\d+\): plate one character off \(O\/0\)/);
   }));
+
+test('canon.estimate_fs_u counts the drivers near a driver\'s plate and the shares of hire-date windows and parks', (t) =>
+  withDb('fs', async (db) => {
+    const today = await businessToday(db);
+    // two shift drivers on one plate, one plate an O/0 confusion away, one plate one edit away
+    await insertDriver(db, { driver_id: 'a', first_name: 'Ana', last_name: 'Uno', car_number: 'AOA100', hire_date: today });
+    await insertDriver(db, { driver_id: 'b', first_name: 'Bea', last_name: 'Dos', car_number: 'AOA100', hire_date: today });
+    await insertDriver(db, { driver_id: 'c', first_name: 'Cira', last_name: 'Tres', car_number: 'A0A100', hire_date: today });
+    await insertDriver(db, { driver_id: 'd', first_name: 'Dora', last_name: 'Cuatro', car_number: 'AOA109', hire_date: today, park_id: 'other' });
+    await insertLead(db, { first_name: 'X', asset_plate_number: 'ZZZ999', lead_created_at: addDays(today, -2) });
+    await runPipeline(db, 'p_days_back => 30, p_limit => 0');
+    const rows = await db.query<{ comparison: string; level: string; u: string; sample: number }>(
+      `SELECT comparison, level, u::text, sample FROM canon.estimate_fs_u(100) ORDER BY comparison, level`);
+    const u = Object.fromEntries(rows.map((r) => [`${r.comparison}.${r.level}`, Number(r.u)]));
+    // per driver: a and b share a plate (2 of 4); a-c, b-c, c-a, c-b are O/0 confusions (4); a-d, b-d, d-a, d-b one edit (4)
+    t.is(u['PLATE.EXACT'], 0.5);
+    t.is(u['PLATE.CONFUSION'], 1);
+    t.is(u['PLATE.ONE_EDIT'], 1);
+    t.is(u['PARK.TARGET'], 0.75);
+    t.is(u['HIRE_DATE.NEAR'], 1, 'the one lead, two days before every hire date');
+  }));

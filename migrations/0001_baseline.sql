@@ -707,7 +707,7 @@ AS $$
     SELECT k.lead_date FROM canon_internal.lead_keys k WHERE k.lead_date IS NOT NULL ORDER BY random() LIMIT p_sample
   ),
   pairs AS (
-    SELECT d.hire_date - l.lead_date AS days
+    SELECT CASE WHEN isfinite(d.hire_date) AND isfinite(l.lead_date) THEN d.hire_date - l.lead_date END AS days
     FROM (SELECT lead_date, row_number() OVER () AS i FROM leads) l
     JOIN (SELECT hire_date, row_number() OVER () AS i FROM drivers WHERE hire_date IS NOT NULL) d ON d.i = l.i
   )
@@ -723,6 +723,7 @@ AS $$
     ('CLOSE', pr.days BETWEEN -30 AND 90 AND NOT pr.days BETWEEN 0 AND 30),
     ('YEAR', pr.days BETWEEN -365 AND 365 AND NOT pr.days BETWEEN -30 AND 90),
     ('FAR', NOT pr.days BETWEEN -365 AND 365)) h (level, hit)
+  WHERE pr.days IS NOT NULL
   GROUP BY h.level
   UNION ALL
   SELECT 'PARK', pk.level, round(avg(CASE WHEN pk.hit THEN 1 ELSE 0 END)::numeric, 6), 'PAIR', count(*)::integer
@@ -3678,9 +3679,9 @@ AS $$
     FROM canon.match_fs_versions fv
     WHERE fv.active
   ),
-  -- a token typed by at most rare_max drivers is rare
+  -- a token typed by at most rare_max drivers is rare (below 1: a base too small to tell)
   vr AS (
-    SELECT v0.*, greatest(v0.rare_token_max_share * v0.drivers, v0.rare_token_count_floor) AS rare_max FROM v0
+    SELECT v0.*, v0.rare_token_max_share * v0.drivers AS rare_max FROM v0
   ),
   v AS MATERIALIZED (SELECT * FROM vr),
   lv AS (
@@ -3716,6 +3717,7 @@ AS $$
     LEFT JOIN canon_internal.name_token_stats s ON s.token = t.token
     WHERE length(t.token) >= 3
       AND coalesce(s.as_given + s.as_surname, 0) <= v.rare_max
+      AND v.rare_max >= 1
   ),
   name_block AS (
     SELECT rk.lead_id, unnest(x.ids) AS driver_id, 'NAME' AS block
@@ -3749,8 +3751,9 @@ AS $$
   compared AS (
     SELECT pr.lead_id, pr.lead_source_pk, pr.driver_id, pr.blocks, v.version,
            pc.level AS plate_level, pc.note AS plate_note, pr.lead_plate, pr.driver_plate,
-           pr.hire_date - pr.lead_date AS hire_days,
-           CASE WHEN pr.hire_date IS NULL OR pr.lead_date IS NULL THEN NULL
+           CASE WHEN isfinite(pr.hire_date) AND isfinite(pr.lead_date) THEN pr.hire_date - pr.lead_date END AS hire_days,
+           -- an unknown or infinite date ('infinity' arrives from upstream) is no evidence
+           CASE WHEN NOT (isfinite(pr.hire_date) AND isfinite(pr.lead_date)) OR pr.hire_date IS NULL OR pr.lead_date IS NULL THEN NULL
                 WHEN pr.hire_date - pr.lead_date BETWEEN 0 AND 30 THEN 'NEAR'
                 WHEN pr.hire_date - pr.lead_date BETWEEN -30 AND 90 THEN 'CLOSE'
                 WHEN pr.hire_date - pr.lead_date BETWEEN -365 AND 365 THEN 'YEAR'
@@ -3769,7 +3772,7 @@ AS $$
     -- Name: every token's level, weighed by the partner token's share of drivers.
     CROSS JOIN LATERAL (
       SELECT coalesce(sum(t.w), 0) AS weight,
-             coalesce(bool_or(t.side = 'LEAD' AND t.level IN ('EXACT', 'PHONETIC', 'TYPO', 'GLUED') AND t.count <= v.rare_max), false) AS rare_agrees,
+             coalesce(bool_or(t.side = 'LEAD' AND t.level IN ('EXACT', 'PHONETIC', 'TYPO', 'GLUED') AND t.count <= v.rare_max AND v.rare_max >= 1), false) AS rare_agrees,
              -- the lead's tokens spelled as their partners: the relatives veto then sees only tokens without any partner
              array_agg(CASE WHEN t.level IN ('PHONETIC', 'TYPO', 'GLUED') THEN t.partner ELSE t.token END) FILTER (WHERE t.side = 'LEAD') AS aligned
       FROM canon.fs_name_tokens(pr.lt, pr.driver_name, v.version, v.drivers, v.token_share_min) t
@@ -3836,7 +3839,7 @@ AS $$
                           WHEN 'MISSING' THEN t.token || ' not given on the lead'
                         END
                         || CASE WHEN t.level IN ('EXACT', 'PHONETIC', 'TYPO', 'GLUED')
-                                THEN CASE WHEN t.count <= s.rare_max THEN ' (rare)' ELSE ' (common)' END
+                                THEN CASE WHEN t.count <= s.rare_max AND s.rare_max >= 1 THEN ' (rare)' ELSE ' (common)' END
                                 ELSE '' END,
                         ', ' ORDER BY t.side DESC, t.token) AS words
       FROM canon.fs_name_tokens(s.lt, s.driver_name, s.version, s.drivers, s.token_share_min) t
@@ -8739,7 +8742,6 @@ CREATE TABLE canon.match_fs_versions (
   review_probability_min   numeric(7,6) NOT NULL CHECK ((review_probability_min > 0) AND (review_probability_min < 1)),
   margin_bits_min          numeric(5,2) NOT NULL CHECK (margin_bits_min >= 0),
   rare_token_max_share     numeric(8,7) NOT NULL CHECK ((rare_token_max_share > 0) AND (rare_token_max_share < 1)),
-  rare_token_count_floor   integer NOT NULL CHECK (rare_token_count_floor >= 0),
   name_block_max_drivers   integer NOT NULL CHECK (name_block_max_drivers > 0),
   token_share_min          numeric(10,9) NOT NULL CHECK ((token_share_min > 0) AND (token_share_min < 1)),
   created_at               timestamptz NOT NULL DEFAULT now(),
@@ -8761,11 +8763,11 @@ COMMENT ON COLUMN canon.match_fs_versions.prior_match_share IS
 COMMENT ON COLUMN canon.match_fs_versions.margin_bits_min IS
   'A link needs the best candidate''s weight to beat the second''s by at least this many bits (a factor of 2^bits); else the lead goes to review.';
 COMMENT ON COLUMN canon.match_fs_versions.rare_token_max_share IS
-  'A name token typed by at most this share of the drivers (or by at most rare_token_count_floor drivers, for a small base) is rare: it is a blocking key, and a link without plate evidence needs one rare token to agree (never on a common name alone).';
+  'A name token typed by at most this share of the drivers is rare: it is a blocking key, and a link without plate evidence needs one rare token to agree (never on a common name alone). Below 1 / this share drivers (2,000 at 0.0005) no token can be told rare: the name block is off.';
 
 INSERT INTO canon.match_fs_versions (version, active, prior_match_share, link_probability_min, review_probability_min,
-                                     margin_bits_min, rare_token_max_share, rare_token_count_floor, name_block_max_drivers, token_share_min, notes) VALUES
-  (1, true, 0.50000, 0.999000, 0.500000, 6.00, 0.0005000, 3, 200, 0.000001000,
+                                     margin_bits_min, rare_token_max_share, name_block_max_drivers, token_share_min, notes) VALUES
+  (1, true, 0.50000, 0.999000, 0.500000, 6.00, 0.0005000, 200, 0.000001000,
    'm by hand (docs/matching.md, "Where the m and u come from"); u of plates and hire dates estimated on the demo base (canon.estimate_fs_u); bands chosen on npm run bench:quality (residual and hard-negative categories).');
 
 -- snapshot of sql/canon/canon.match_fs_levels.sql

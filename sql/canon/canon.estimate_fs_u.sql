@@ -33,7 +33,7 @@ AS $$
     SELECT k.lead_date FROM canon_internal.lead_keys k WHERE k.lead_date IS NOT NULL ORDER BY random() LIMIT p_sample
   ),
   pairs AS (
-    SELECT d.hire_date - l.lead_date AS days
+    SELECT CASE WHEN isfinite(d.hire_date) AND isfinite(l.lead_date) THEN d.hire_date - l.lead_date END AS days
     FROM (SELECT lead_date, row_number() OVER () AS i FROM leads) l
     JOIN (SELECT hire_date, row_number() OVER () AS i FROM drivers WHERE hire_date IS NOT NULL) d ON d.i = l.i
   )
@@ -49,6 +49,7 @@ AS $$
     ('CLOSE', pr.days BETWEEN -30 AND 90 AND NOT pr.days BETWEEN 0 AND 30),
     ('YEAR', pr.days BETWEEN -365 AND 365 AND NOT pr.days BETWEEN -30 AND 90),
     ('FAR', NOT pr.days BETWEEN -365 AND 365)) h (level, hit)
+  WHERE pr.days IS NOT NULL
   GROUP BY h.level
   UNION ALL
   SELECT 'PARK', pk.level, round(avg(CASE WHEN pk.hit THEN 1 ELSE 0 END)::numeric, 6), 'PAIR', count(*)::integer

@@ -11,7 +11,6 @@ CREATE TABLE canon.match_fs_versions (
   review_probability_min   numeric(7,6) NOT NULL CHECK ((review_probability_min > 0) AND (review_probability_min < 1)),
   margin_bits_min          numeric(5,2) NOT NULL CHECK (margin_bits_min >= 0),
   rare_token_max_share     numeric(8,7) NOT NULL CHECK ((rare_token_max_share > 0) AND (rare_token_max_share < 1)),
-  rare_token_count_floor   integer NOT NULL CHECK (rare_token_count_floor >= 0),
   name_block_max_drivers   integer NOT NULL CHECK (name_block_max_drivers > 0),
   token_share_min          numeric(10,9) NOT NULL CHECK ((token_share_min > 0) AND (token_share_min < 1)),
   created_at               timestamptz NOT NULL DEFAULT now(),
@@ -33,9 +32,9 @@ COMMENT ON COLUMN canon.match_fs_versions.prior_match_share IS
 COMMENT ON COLUMN canon.match_fs_versions.margin_bits_min IS
   'A link needs the best candidate''s weight to beat the second''s by at least this many bits (a factor of 2^bits); else the lead goes to review.';
 COMMENT ON COLUMN canon.match_fs_versions.rare_token_max_share IS
-  'A name token typed by at most this share of the drivers (or by at most rare_token_count_floor drivers, for a small base) is rare: it is a blocking key, and a link without plate evidence needs one rare token to agree (never on a common name alone).';
+  'A name token typed by at most this share of the drivers is rare: it is a blocking key, and a link without plate evidence needs one rare token to agree (never on a common name alone). Below 1 / this share drivers (2,000 at 0.0005) no token can be told rare: the name block is off.';
 
 INSERT INTO canon.match_fs_versions (version, active, prior_match_share, link_probability_min, review_probability_min,
-                                     margin_bits_min, rare_token_max_share, rare_token_count_floor, name_block_max_drivers, token_share_min, notes) VALUES
-  (1, true, 0.50000, 0.999000, 0.500000, 6.00, 0.0005000, 3, 200, 0.000001000,
+                                     margin_bits_min, rare_token_max_share, name_block_max_drivers, token_share_min, notes) VALUES
+  (1, true, 0.50000, 0.999000, 0.500000, 6.00, 0.0005000, 200, 0.000001000,
    'm by hand (docs/matching.md, "Where the m and u come from"); u of plates and hire dates estimated on the demo base (canon.estimate_fs_u); bands chosen on npm run bench:quality (residual and hard-negative categories).');

@@ -41,9 +41,9 @@ AS $$
     FROM canon.match_fs_versions fv
     WHERE fv.active
   ),
-  -- a token typed by at most rare_max drivers is rare
+  -- a token typed by at most rare_max drivers is rare (below 1: a base too small to tell)
   vr AS (
-    SELECT v0.*, greatest(v0.rare_token_max_share * v0.drivers, v0.rare_token_count_floor) AS rare_max FROM v0
+    SELECT v0.*, v0.rare_token_max_share * v0.drivers AS rare_max FROM v0
   ),
   v AS MATERIALIZED (SELECT * FROM vr),
   lv AS (
@@ -79,6 +79,7 @@ AS $$
     LEFT JOIN canon_internal.name_token_stats s ON s.token = t.token
     WHERE length(t.token) >= 3
       AND coalesce(s.as_given + s.as_surname, 0) <= v.rare_max
+      AND v.rare_max >= 1
   ),
   name_block AS (
     SELECT rk.lead_id, unnest(x.ids) AS driver_id, 'NAME' AS block
@@ -112,8 +113,9 @@ AS $$
   compared AS (
     SELECT pr.lead_id, pr.lead_source_pk, pr.driver_id, pr.blocks, v.version,
            pc.level AS plate_level, pc.note AS plate_note, pr.lead_plate, pr.driver_plate,
-           pr.hire_date - pr.lead_date AS hire_days,
-           CASE WHEN pr.hire_date IS NULL OR pr.lead_date IS NULL THEN NULL
+           CASE WHEN isfinite(pr.hire_date) AND isfinite(pr.lead_date) THEN pr.hire_date - pr.lead_date END AS hire_days,
+           -- an unknown or infinite date ('infinity' arrives from upstream) is no evidence
+           CASE WHEN NOT (isfinite(pr.hire_date) AND isfinite(pr.lead_date)) OR pr.hire_date IS NULL OR pr.lead_date IS NULL THEN NULL
                 WHEN pr.hire_date - pr.lead_date BETWEEN 0 AND 30 THEN 'NEAR'
                 WHEN pr.hire_date - pr.lead_date BETWEEN -30 AND 90 THEN 'CLOSE'
                 WHEN pr.hire_date - pr.lead_date BETWEEN -365 AND 365 THEN 'YEAR'
@@ -132,7 +134,7 @@ AS $$
     -- Name: every token's level, weighed by the partner token's share of drivers.
     CROSS JOIN LATERAL (
       SELECT coalesce(sum(t.w), 0) AS weight,
-             coalesce(bool_or(t.side = 'LEAD' AND t.level IN ('EXACT', 'PHONETIC', 'TYPO', 'GLUED') AND t.count <= v.rare_max), false) AS rare_agrees,
+             coalesce(bool_or(t.side = 'LEAD' AND t.level IN ('EXACT', 'PHONETIC', 'TYPO', 'GLUED') AND t.count <= v.rare_max AND v.rare_max >= 1), false) AS rare_agrees,
              -- the lead's tokens spelled as their partners: the relatives veto then sees only tokens without any partner
              array_agg(CASE WHEN t.level IN ('PHONETIC', 'TYPO', 'GLUED') THEN t.partner ELSE t.token END) FILTER (WHERE t.side = 'LEAD') AS aligned
       FROM canon.fs_name_tokens(pr.lt, pr.driver_name, v.version, v.drivers, v.token_share_min) t
@@ -199,7 +201,7 @@ AS $$
                           WHEN 'MISSING' THEN t.token || ' not given on the lead'
                         END
                         || CASE WHEN t.level IN ('EXACT', 'PHONETIC', 'TYPO', 'GLUED')
-                                THEN CASE WHEN t.count <= s.rare_max THEN ' (rare)' ELSE ' (common)' END
+                                THEN CASE WHEN t.count <= s.rare_max AND s.rare_max >= 1 THEN ' (rare)' ELSE ' (common)' END
                                 ELSE '' END,
                         ', ' ORDER BY t.side DESC, t.token) AS words
       FROM canon.fs_name_tokens(s.lt, s.driver_name, s.version, s.drivers, s.token_share_min) t

@@ -110,6 +110,15 @@ test('a name with two typos and glued tokens on the right plate is linked; the r
     t.is(b?.evidence.contributions.name.tokens.find((x) => x.token === 'DELACRUZ')?.level, 'GLUED');
   }));
 
+test('in a base too small to tell a rare name (under 2,000 drivers) a name alone finds no candidate', (t) =>
+  withDb('fs', async (db) => {
+    await insertDriver(db, { driver_id: 'rosa', first_name: 'Rosa', last_name: 'Huillca Ccahuana', car_number: 'OLD111' });
+    const lead = await insertLead(db, { first_name: 'Rosa', last_name: 'Huillca Ccahuana', asset_plate_number: 'NEW999' });
+    await runPipeline(db);
+    t.is(await linkOf(db, lead.key), undefined);
+    t.is((await unmatchedOf(db, lead.key))?.reason_code, 'NO_CANDIDATES');
+  }));
+
 test('hard negatives: a relative on a one-edit plate, a namesake on another car and a resold car are never linked', (t) =>
   withDb('fs', async (db) => {
     await insertBackground(db);
@@ -159,7 +168,7 @@ test('two shift drivers equally close send the lead to review as PROBABLE_MATCH 
     t.is(q?.reason_code, 'PROBABLE_MATCH');
     t.is(q?.candidates[0]?.rule, 'R4_PROBABILISTIC');
     t.regex(q!.candidates[0]!.why_not_linked,
-      /^another candidate is nearly as likely \(probability 0\.\d+\): plate one character off \(O\/0\); name: HUILLCA equal \(rare\), LUIS equal \(common\), (RAMOS|ROJAS) not given on the lead; hire date 3 days after the lead; target park$/);
+      /^another candidate is nearly as likely \(probability 0\.\d+\): plate one character off \(O\/0\); name: HUILLCA equal \(common\), LUIS equal \(common\), (RAMOS|ROJAS) not given on the lead; hire date 3 days after the lead; target park$/);
     t.regex(q!.candidates[1]!.why_not_linked, /^less likely than the first|^another candidate/);
   }));
 
@@ -171,8 +180,8 @@ test('a new active parameter version marks every open unmatched lead due, and it
     await db.query(`UPDATE canon.identity_unmatched SET retry_due = false`);
     await db.query(`
       INSERT INTO canon.match_fs_versions (version, prior_match_share, link_probability_min, review_probability_min, margin_bits_min,
-                                           rare_token_max_share, rare_token_count_floor, name_block_max_drivers, token_share_min, notes)
-      SELECT 2, prior_match_share, 0.9995, review_probability_min, margin_bits_min, rare_token_max_share, rare_token_count_floor,
+                                           rare_token_max_share, name_block_max_drivers, token_share_min, notes)
+      SELECT 2, prior_match_share, 0.9995, review_probability_min, margin_bits_min, rare_token_max_share,
              name_block_max_drivers, token_share_min, 'stricter link band' FROM canon.match_fs_versions WHERE version = 1;
       INSERT INTO canon.match_fs_levels SELECT 2, comparison, level, m, u, u_kind, note FROM canon.match_fs_levels WHERE version = 1;
       UPDATE canon.match_fs_versions SET active = (version = 2);`);

@@ -22,9 +22,9 @@ test('a labelled pair is not linked by the plate rule: the lead is retried and s
     t.deepEqual(u?.candidates.map((c) => [c.driver_id, c.reject_reason]), [['d1', 'NOT_THIS_DRIVER']]);
   }));
 
-test('a label on a review candidate marks the lead due; the tier never links that driver again', (t) =>
+test('a label on a driver the tier would link (plate one character off) keeps it unlinked; answered again it marks the lead due', (t) =>
   withDb('not_this_driver', async (db) => {
-    await insertDriver(db, { driver_id: 'rosa', first_name: 'Rosa', last_name: 'Huillca Ccahuana', car_number: 'OLD111' });
+    await insertDriver(db, { driver_id: 'rosa', first_name: 'Rosa', last_name: 'Huillca Ccahuana', car_number: 'ABC105' });
     const lead = await insertLead(db, { first_name: 'Rosa', last_name: 'Huillca Ccahuana', asset_plate_number: 'ABC1O5' });
     await db.query(`SELECT ops.not_this_driver($1, 'rosa', 'a namesake: other DNI')`, [lead.key]);
     await runPipeline(db);

@@ -123,7 +123,7 @@ async function withClient<T>(url: string, f: (c: pg.Client) => Promise<T>): Prom
   }
 }
 
-const STEPS = ['refresh_driver_index', 'match', 'generate_cabinet_claims', 'snapshot_limbo'] as const;
+const STEPS = ['refresh_driver_index', 'match', 'link_probabilistic', 'generate_cabinet_claims', 'snapshot_limbo'] as const;
 
 function stepRows(label: string, run: Run, clientMs: number): (string | number)[][] {
   const d = run.stats['durations_ms'] as Record<string, number>;

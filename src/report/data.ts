@@ -114,14 +114,14 @@ export interface ReportOptions {
 
 /**
  * A lead a person can act on now: one the matcher will not decide (AMBIGUOUS, CONFLICT,
- * WEAK_MATCH_ONLY, SHARED_KEY: cabinet-leads review) or whose lead data lacks every key
+ * WEAK_MATCH_ONLY, SHARED_KEY, PROBABLE_MATCH: cabinet-leads review) or whose lead data lacks every key
  * (MISSING_KEYS), a person without a driver link, a reached milestone without its claim.
  * Not: a lead the job retries by itself (not evaluated yet, NO_CANDIDATES), one marked
  * IGNORED, one waiting for trips or whose window closed without any.
  */
 const ACTIONABLE_SQL = `(l.limbo_stage IN ('NO_DRIVER', 'TRIPS_NO_CLAIM')
    OR (l.limbo_stage = 'NO_IDENTITY' AND u.status = 'OPEN'
-       AND u.reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'MISSING_KEYS')))`;
+       AND u.reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'PROBABLE_MATCH', 'MISSING_KEYS')))`;
 
 const FUNNEL_COLUMNS = [
   'leads', 'leads_with_identity', 'leads_with_driver', 'leads_with_trips_14d', 'reached_m1_14d', 'reached_m5_14d',

@@ -6,12 +6,22 @@
 // (p_limit 0: no matching, the day's sweep evaluates every lead of the 62-day scope and
 // generates the claims) stores the lead state, and the view is timed:
 //   * counts per stage (the SPEC query), one lead by lead_source_pk and by lead_id, the
-//     weekly funnel, and a run with nothing new;
-//   * baseline in the same run (--baseline 1): the same count over the live definition
-//     (canon.v_cabinet_lead_status, what the view computed before it was stored).
+//     weekly funnel and `cabinet-leads report` (read and rendered), and a run with nothing
+//     new; the funnel and the report again with 2,000 leads newer than the last run, after
+//     finance marked half the claims paid, and after the run that stores those payments;
+//   * baselines in the same run (--baseline 1): the same count over the live definition
+//     (canon.v_cabinet_lead_status, what the view computed before it was stored); the
+//     funnel's previous definition, a pass over the limbo and expected-claims views
+//     (bench/sql/funnel_from_views.sql), and the report's previous reads of the leads to
+//     act on (bench/sql/oldest_actionable_from_view.sql, stage_actions_from_view.sql), each
+//     checked to give the same rows; and as a floor, the stored state counted per lead
+//     date (one pass over its rows).
 // EXPLAIN (ANALYZE, BUFFERS) of each query goes to --out.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { PROJECT_ROOT } from '../src/config.js';
+import { loadReportData } from '../src/report/data.js';
+import { renderReport } from '../src/report/html.js';
 import { benchArgs, benchDatabase, intArg, loadAvg, machine, median, ms, pipeline, strArg, table } from './lib.js';
 
 benchArgs(import.meta.url, { values: ['leads', 'drivers', 'trip-days', 'linked-pct', 'baseline', 'out'] });
@@ -142,10 +152,58 @@ try {
   const e3 = await explain('limbo-scale-one-lead-by-id.explain.txt', byId, [Math.floor(opts.leads / 3)]);
   const c3 = await client(byId, ((i: number) => [1 + Math.floor(((i + 1) * opts.leads) / 13)]) as never, 11);
   record('view: one lead by lead_id, EXPLAIN plan + exec / client median of 11', `${ms(e3.plan)} + ${ms(e3.exec)} / ${ms(c3)}`);
-  const funnel = `SELECT * FROM ops.v_cabinet_14d_funnel_weekly`;
-  const e4 = await explain('limbo-scale-funnel.explain.txt', funnel);
-  const c4 = await client(funnel, [], 3);
-  record('view: weekly funnel, EXPLAIN exec / client median of 3', `${ms(e4.exec)} / ${ms(c4)}`);
+  // The weekly funnel and the report: each timed with the floor and the funnel's previous
+  // definition in the same minute (the baseline runs on a client of its own with jit off,
+  // as the report reads).
+  const funnel = `SELECT * FROM ops.v_cabinet_14d_funnel_weekly ORDER BY week_start`;
+  const FUNNEL_FLOOR = `SELECT lead_date, count(*) FROM canon_internal.cabinet_lead_state GROUP BY lead_date`;
+  const benchSql = (name: string) => readFileSync(path.join(PROJECT_ROOT, 'bench', 'sql', name), 'utf8');
+  const FUNNEL_FROM_VIEWS = `${benchSql('funnel_from_views.sql')} ORDER BY week_start`;
+  const OLDEST_FROM_VIEW = benchSql('oldest_actionable_from_view.sql');
+  const ACTIONS_FROM_VIEW = benchSql('stage_actions_from_view.sql');
+  const funnelAndReport = async (when: string, file: string) => {
+    const e = await explain(file, funnel);
+    const c = await client(funnel, [], 3);
+    const floor = await client(FUNNEL_FLOOR, [], 3);
+    record(`weekly funnel ${when}: EXPLAIN exec / client median of 3; floor (stored state counted per lead date), client median of 3`,
+      `${ms(e.exec)} / ${ms(c)}; floor ${ms(floor)} (funnel / floor ${(c / floor).toFixed(1)}x)`);
+    const r: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now();
+      renderReport(await loadReportData(db.pool));
+      r.push(performance.now() - t);
+    }
+    record(`report ${when} (loadReportData + renderReport), client median of 3`, `${ms(median(r))} (report / floor ${(median(r) / floor).toFixed(1)}x)`);
+    if (opts.baseline) {
+      const b = await db.pool.connect();
+      try {
+        await b.query(`SET jit = off`);
+        const t = performance.now();
+        const before = await b.query(FUNNEL_FROM_VIEWS);
+        const took = performance.now() - t;
+        const now = await b.query(funnel);
+        const same = JSON.stringify(before.rows) === JSON.stringify(now.rows);
+        if (!same) writeFileSync(path.join(opts.out, `${file}.differ.json`), JSON.stringify({ before: before.rows, now: now.rows }, null, 1));
+        record(`baseline ${when}: the funnel's previous definition (a pass over the two views), client`,
+          `${ms(took)}, ${same ? 'the same rows' : `ROWS DIFFER (${file}.differ.json)`}; previous / now ${(took / c).toFixed(1)}x`);
+        // The report's previous reads of the leads to act on: a pass over the limbo view each.
+        const t2 = performance.now();
+        const oldBefore = await b.query(OLDEST_FROM_VIEW, [10]);
+        const actionsBefore = await b.query(ACTIONS_FROM_VIEW);
+        const took2 = performance.now() - t2;
+        const oldNow = await b.query(`SELECT limbo_stage, lead_id, lead_source_pk, lead_date::text AS lead_date, age_days, lead_name, reason_code,
+                                             limbo_reason_detail, stage_total FROM ops.oldest_actionable_leads(10)`);
+        const actionsNow = await b.query(`SELECT * FROM ops.limbo_stage_actions()`);
+        const same2 = JSON.stringify([oldBefore.rows, actionsBefore.rows]) === JSON.stringify([oldNow.rows, actionsNow.rows]);
+        record(`baseline ${when}: the report's previous reads (the funnel's previous definition, then the oldest leads to act on and the counts per stage over the limbo view), client`,
+          `${ms(took + took2)}, ${same2 ? 'the same rows' : 'ROWS DIFFER'}; previous / report now ${((took + took2) / median(r)).toFixed(1)}x`);
+      } finally {
+        await b.query(`RESET jit`);
+        b.release();
+      }
+    }
+  };
+  await funnelAndReport('after the run', 'limbo-scale-funnel.explain.txt');
 
   // New leads since the last run are evaluated live: the same queries with 2,000 of them.
   await q(`INSERT INTO public.module_ct_cabinet_leads (external_id, lead_created_at, first_name, last_name, park_phone)
@@ -155,10 +213,22 @@ try {
   const c6 = await client(byKey, ((i: number) => [keys[i % keys.length]]) as never, 11);
   const c7 = await client(byKey, ((i: number) => [`N${1 + i * 150}`]) as never, 11);
   record('with 2,000 leads newer than the last run: counts / one old lead by key / one new lead by key (client medians)', `${ms(c5)} / ${ms(c6)} / ${ms(c7)}`);
+  await funnelAndReport('with 2,000 leads newer than the last run', 'limbo-scale-funnel-new-leads.explain.txt');
   const run2 = await pipeline(db, `p_days_back => 62, p_limit => 0`);
   record('next run (incremental: 2,000 new leads stored; limit 0)', `${ms(run2.ms)} end to end, step 7 ${ms(run2.stats['durations_ms']['generate_cabinet_claims'])}, snapshot ${ms(run2.stats['durations_ms']['snapshot_limbo'])}`);
   const run3 = await pipeline(db, `p_days_back => 62, p_limit => 0`);
   record('run with nothing new (limit 0)', `${ms(run3.ms)} end to end: ${JSON.stringify(run3.stats['durations_ms'])}`);
+
+  // Finance pays half the claims (a status change marks nothing: the funnel reads them live).
+  const paid = await q(`UPDATE canon.claims_yango_cabinet_14d SET status = 'paid', paid_at = now()
+                        WHERE status = 'generated' AND hashtext(lead_source_pk) % 2 = 0`);
+  record('claims marked paid', String(paid.rowCount));
+  await q(`VACUUM ANALYZE canon.claims_yango_cabinet_14d`);
+  await funnelAndReport('with half the claims paid', 'limbo-scale-funnel-paid.explain.txt');
+  const run4 = await pipeline(db, `p_days_back => 62, p_limit => 0`);
+  record('next run (the leads of the claims paid re-evaluated; limit 0)',
+    `${ms(run4.ms)} end to end, step 7 ${ms(run4.stats['durations_ms']['generate_cabinet_claims'])} (${run4.stats['claims']['lead_state'].evaluated} leads evaluated)`);
+  await funnelAndReport('after that run', 'limbo-scale-funnel-paid-stored.explain.txt');
 
   if (opts.baseline) {
     const live = `SELECT limbo_stage, count(*) FROM canon.v_cabinet_lead_status GROUP BY limbo_stage`;

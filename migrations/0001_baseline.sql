@@ -46,6 +46,44 @@ CREATE TYPE canon.summary_daily_write_counts AS (
 COMMENT ON TYPE canon.summary_daily_write_counts IS
   'What the statistics system says of public.summary_daily (canon.summary_daily_writes).';
 
+-- snapshot of sql/canon/canon.actionable_no_identity_leads.sql
+-- canon.actionable_no_identity_leads: the NO_IDENTITY lead rows a person can act on now:
+-- an OPEN unmatched record the matcher will not decide by itself (AMBIGUOUS, CONFLICT,
+-- WEAK_MATCH_ONLY, SHARED_KEY, PROBABLE_MATCH: cabinet-leads review) or whose lead lacks every key
+-- (MISSING_KEYS); not a lead the job retries (not evaluated yet, NO_CANDIDATES) or one
+-- marked IGNORED. As canon.v_cabinet_lead_status_current shows them, reached through the
+-- keys of those records (canon.lead_ids_of_keys: the rows keyed so by the last read) and
+-- p_lead_ids, which must hold every row whose key or state may have changed since
+-- (canon.lead_ids_maybe_not_current): no pass over every lead. Callers:
+-- ops.limbo_stage_actions, ops.oldest_actionable_leads (the report).
+CREATE OR REPLACE FUNCTION canon.actionable_no_identity_leads(p_lead_ids integer[])
+RETURNS TABLE (lead_id integer, lead_date date)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  WITH open_records AS MATERIALIZED (
+    SELECT u.source_pk
+    FROM canon.identity_unmatched u
+    WHERE u.source_table = 'module_ct_cabinet_leads'
+      AND u.status = 'OPEN'
+      AND u.reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'PROBABLE_MATCH', 'MISSING_KEYS')
+  ),
+  reachable AS MATERIALIZED (
+    SELECT unnest(canon.lead_ids_of_keys(ARRAY(SELECT o.source_pk FROM open_records o))) AS lead_id
+    UNION
+    SELECT unnest(p_lead_ids)
+  )
+  SELECT c.lead_id, c.lead_date
+  FROM canon.v_cabinet_lead_status_current c
+  WHERE c.lead_id IN (SELECT r.lead_id FROM reachable r)
+    AND c.limbo_stage = 'NO_IDENTITY'
+    AND c.lead_source_pk IN (SELECT o.source_pk FROM open_records o)
+$$;
+COMMENT ON FUNCTION canon.actionable_no_identity_leads(integer[]) IS
+  'NO_IDENTITY lead rows with an OPEN unmatched record a person must decide (AMBIGUOUS, CONFLICT, WEAK_MATCH_ONLY, SHARED_KEY, PROBABLE_MATCH) or complete (MISSING_KEYS); exact when p_lead_ids holds every row whose key or state may have changed since the last read.';
+
 -- snapshot of sql/canon/canon.audit_identity_links.sql
 -- canon.audit_identity_links: statement-level trigger function on canon.identity_links
 -- (one trigger per event, each with its transition table). Appends one
@@ -281,20 +319,25 @@ AS $$
 DECLARE
   v_dirty integer;
   v_pending integer;
+  v_paid integer;
 BEGIN
   IF to_regclass('pg_temp.lead_state_marks') IS NULL THEN
     RETURN 0;
   END IF;
   DELETE FROM canon_internal.cabinet_lead_state_dirty d
   USING pg_temp.lead_state_marks m
-  WHERE m.lead_source_pk IS NOT NULL AND d.lead_source_pk = m.lead_source_pk AND d.mark_seq = m.mark_seq;
+  WHERE m.lead_source_pk IS NOT NULL AND NOT m.paid AND d.lead_source_pk = m.lead_source_pk AND d.mark_seq = m.mark_seq;
   GET DIAGNOSTICS v_dirty = ROW_COUNT;
+  DELETE FROM canon_internal.cabinet_lead_state_paid_dirty d
+  USING pg_temp.lead_state_marks m
+  WHERE m.paid AND d.lead_source_pk = m.lead_source_pk AND d.mark_seq = m.mark_seq;
+  GET DIAGNOSTICS v_paid = ROW_COUNT;
   DELETE FROM canon_internal.cabinet_lead_state_pending p
   USING pg_temp.lead_state_marks m
   WHERE m.lead_id IS NOT NULL AND p.lead_id = m.lead_id AND p.mark_seq = m.mark_seq;
   GET DIAGNOSTICS v_pending = ROW_COUNT;
   DROP TABLE pg_temp.lead_state_marks;
-  RETURN v_dirty + v_pending;
+  RETURN v_dirty + v_pending + v_paid;
 END
 $$;
 COMMENT ON FUNCTION canon.clear_lead_state_marks() IS
@@ -304,11 +347,11 @@ COMMENT ON FUNCTION canon.clear_lead_state_marks() IS
 -- canon.count_lead_state_changes: statement-level trigger function on
 -- canon_internal.cabinet_lead_state (INSERT, UPDATE, DELETE, transition tables old_rows /
 -- new_rows; TRUNCATE). Keeps canon_internal.cabinet_lead_state_counts equal to the stored rows
--- counted by lead date, stage and the flags the run's figures need: each statement adds
--- its new rows and subtracts its old ones, grouped (a few hundred counters), so that the
--- scope's figures of step 7 and the snapshot's counts per lead week cost what changed,
--- not a pass over every stored lead (at 1M leads two such passes were about 1 s of every
--- backfill run).
+-- counted by lead date, stage and flags (canon.v_cabinet_lead_state_counted: the same
+-- grouping): each statement adds its new rows and subtracts its old ones, grouped (a few
+-- hundred counters), so that the scope's figures of step 7, the snapshot's counts per lead
+-- week and the weekly funnel cost what changed, not a pass over every stored lead (at 1M
+-- leads two such passes were about 1 s of every backfill run).
 CREATE OR REPLACE FUNCTION canon.count_lead_state_changes()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -321,50 +364,89 @@ BEGIN
   END IF;
   IF TG_OP = 'INSERT' THEN
     INSERT INTO canon_internal.cabinet_lead_state_counts AS c (
-      lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, leads)
+      lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+      reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25,
+      leads, trips, m1_amount, m5_amount, m25_amount, paid_claims, paid_amount)
     SELECT n.lead_date, n.limbo_stage, n.person_key IS NOT NULL, n.driver_id IS NOT NULL,
-           n.trips_in_window > 0, n.window_days IS NOT NULL, count(*)
+           n.trips_in_window > 0, n.window_days IS NOT NULL, coalesce(n.window_days, 0),
+           n.reached_m1, n.reached_m5, n.reached_m25, n.has_claim_m1, n.has_claim_m5, n.has_claim_m25,
+           count(*), sum(n.trips_in_window),
+           coalesce(sum(n.m1_amount), 0), coalesce(sum(n.m5_amount), 0), coalesce(sum(n.m25_amount), 0),
+           sum(n.paid_claims), sum(n.paid_amount)
     FROM new_rows n
-    GROUP BY 1, 2, 3, 4, 5, 6
-    ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
-      DO UPDATE SET leads = c.leads + excluded.leads;
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+    ON CONFLICT (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+                 reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
+      DO UPDATE SET leads = c.leads + excluded.leads, trips = c.trips + excluded.trips,
+                    m1_amount = c.m1_amount + excluded.m1_amount, m5_amount = c.m5_amount + excluded.m5_amount,
+                    m25_amount = c.m25_amount + excluded.m25_amount,
+                    paid_claims = c.paid_claims + excluded.paid_claims, paid_amount = c.paid_amount + excluded.paid_amount;
   ELSIF TG_OP = 'UPDATE' THEN
     INSERT INTO canon_internal.cabinet_lead_state_counts AS c (
-      lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, leads)
-    SELECT x.lead_date, x.limbo_stage, x.with_identity, x.with_driver, x.with_trips, x.with_rule, sum(x.n)
+      lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+      reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25,
+      leads, trips, m1_amount, m5_amount, m25_amount, paid_claims, paid_amount)
+    SELECT x.lead_date, x.limbo_stage, x.with_identity, x.with_driver, x.with_trips, x.with_rule, x.window_days,
+           x.reached_m1, x.reached_m5, x.reached_m25, x.has_claim_m1, x.has_claim_m5, x.has_claim_m25,
+           sum(x.n), sum(x.n * x.trips), sum(x.n * x.m1_amount), sum(x.n * x.m5_amount), sum(x.n * x.m25_amount),
+           sum(x.n * x.paid_claims), sum(x.n * x.paid_amount)
     FROM (
       SELECT o.lead_date, o.limbo_stage, o.person_key IS NOT NULL AS with_identity, o.driver_id IS NOT NULL AS with_driver,
-             o.trips_in_window > 0 AS with_trips, o.window_days IS NOT NULL AS with_rule, -1 AS n
+             o.trips_in_window > 0 AS with_trips, o.window_days IS NOT NULL AS with_rule,
+             coalesce(o.window_days, 0) AS window_days,
+             o.reached_m1, o.reached_m5, o.reached_m25, o.has_claim_m1, o.has_claim_m5, o.has_claim_m25,
+             o.trips_in_window AS trips, coalesce(o.m1_amount, 0) AS m1_amount, coalesce(o.m5_amount, 0) AS m5_amount,
+             coalesce(o.m25_amount, 0) AS m25_amount, o.paid_claims, o.paid_amount, -1 AS n
       FROM old_rows o
       UNION ALL
       SELECT n.lead_date, n.limbo_stage, n.person_key IS NOT NULL, n.driver_id IS NOT NULL,
-             n.trips_in_window > 0, n.window_days IS NOT NULL, 1
+             n.trips_in_window > 0, n.window_days IS NOT NULL, coalesce(n.window_days, 0),
+             n.reached_m1, n.reached_m5, n.reached_m25, n.has_claim_m1, n.has_claim_m5, n.has_claim_m25,
+             n.trips_in_window, coalesce(n.m1_amount, 0), coalesce(n.m5_amount, 0), coalesce(n.m25_amount, 0),
+             n.paid_claims, n.paid_amount, 1
       FROM new_rows n
     ) x
-    GROUP BY 1, 2, 3, 4, 5, 6
-    HAVING sum(x.n) <> 0
-    ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
-      DO UPDATE SET leads = c.leads + excluded.leads;
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+    -- (a row that moved no counter but changed its trips, amounts or paid claims still changes the sums)
+    HAVING sum(x.n) <> 0 OR sum(x.n * x.trips) <> 0 OR sum(x.n * x.m1_amount) <> 0
+        OR sum(x.n * x.m5_amount) <> 0 OR sum(x.n * x.m25_amount) <> 0
+        OR sum(x.n * x.paid_claims) <> 0 OR sum(x.n * x.paid_amount) <> 0
+    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+    ON CONFLICT (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+                 reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
+      DO UPDATE SET leads = c.leads + excluded.leads, trips = c.trips + excluded.trips,
+                    m1_amount = c.m1_amount + excluded.m1_amount, m5_amount = c.m5_amount + excluded.m5_amount,
+                    m25_amount = c.m25_amount + excluded.m25_amount,
+                    paid_claims = c.paid_claims + excluded.paid_claims, paid_amount = c.paid_amount + excluded.paid_amount;
     DELETE FROM canon_internal.cabinet_lead_state_counts c WHERE c.leads = 0;
   ELSIF TG_OP = 'DELETE' THEN
     INSERT INTO canon_internal.cabinet_lead_state_counts AS c (
-      lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, leads)
+      lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+      reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25,
+      leads, trips, m1_amount, m5_amount, m25_amount, paid_claims, paid_amount)
     SELECT o.lead_date, o.limbo_stage, o.person_key IS NOT NULL, o.driver_id IS NOT NULL,
-           o.trips_in_window > 0, o.window_days IS NOT NULL, -count(*)
+           o.trips_in_window > 0, o.window_days IS NOT NULL, coalesce(o.window_days, 0),
+           o.reached_m1, o.reached_m5, o.reached_m25, o.has_claim_m1, o.has_claim_m5, o.has_claim_m25,
+           -count(*), -sum(o.trips_in_window),
+           -coalesce(sum(o.m1_amount), 0), -coalesce(sum(o.m5_amount), 0), -coalesce(sum(o.m25_amount), 0),
+           -sum(o.paid_claims), -sum(o.paid_amount)
     FROM old_rows o
-    GROUP BY 1, 2, 3, 4, 5, 6
-    ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
-      DO UPDATE SET leads = c.leads + excluded.leads;
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+    ON CONFLICT (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+                 reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
+      DO UPDATE SET leads = c.leads + excluded.leads, trips = c.trips + excluded.trips,
+                    m1_amount = c.m1_amount + excluded.m1_amount, m5_amount = c.m5_amount + excluded.m5_amount,
+                    m25_amount = c.m25_amount + excluded.m25_amount,
+                    paid_claims = c.paid_claims + excluded.paid_claims, paid_amount = c.paid_amount + excluded.paid_amount;
     DELETE FROM canon_internal.cabinet_lead_state_counts c WHERE c.leads = 0;
   END IF;
   RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION canon.count_lead_state_changes() IS
-  'Trigger on canon_internal.cabinet_lead_state: keeps canon_internal.cabinet_lead_state_counts equal to the stored rows counted by lead_date, limbo_stage and flags.';
+  'Trigger on canon_internal.cabinet_lead_state: keeps canon_internal.cabinet_lead_state_counts equal to the stored rows counted by lead_date, limbo_stage and flags (canon.v_cabinet_lead_state_counted).';
 
 -- snapshot of sql/canon/canon.count_name_token_changes.sql
 -- canon.count_name_token_changes: statement-level trigger function on
@@ -880,6 +962,212 @@ $$;
 COMMENT ON FUNCTION canon.fs_name_tokens(text[], text, integer, bigint, numeric) IS
   'Probabilistic tier, one pair''s names: per token side, token, partner, level, partner''s share of drivers and count, weight in bits (log2 m/u of the version''s canon.match_fs_levels; u of an agreeing token = its share).';
 
+-- snapshot of sql/canon/canon.funnel_week_counts_of.sql
+-- canon.funnel_week_counts_of: the weekly funnel's counts (ops.v_cabinet_14d_funnel_weekly)
+-- without a pass over every lead, when p_lead_ids holds every lead row whose stored state
+-- may not be current (canon.lead_ids_maybe_not_current): the counters of the stored state
+-- (canon_internal.cabinet_lead_state_counts) with the rows set apart taken off and counted
+-- as the views show them. Set apart: the given rows whose stored state is not current
+-- (canon.lead_ids_not_current; shown live, one canon.lead_status_live each), the stored
+-- rows sharing a lead key (key_rows > 1: a shared key's claims count once, from the row
+-- ops.v_cabinet_claims_expected_14d chooses). Every other row is a current stored row
+-- alone on its key: its claims are its milestones with a threshold, present when
+-- has_claim_m* says so (a claim written or deleted marks its key dirty), paid as
+-- paid_claims and paid_amount say, unless a claim of its key was paid, unpaid or
+-- re-amounted since (canon_internal.cabinet_lead_state_paid_dirty): then its paid claims
+-- are read now (the definition of canon.v_cabinet_lead_status's paid_claims). Called by
+-- ops.funnel_week_counts; test/sql/ops.funnel_week_counts.test.ts compares it with the views.
+CREATE OR REPLACE FUNCTION canon.funnel_week_counts_of(p_lead_ids integer[])
+RETURNS TABLE (
+  week_start             date,
+  leads                  bigint,
+  leads_with_identity    bigint,
+  leads_with_driver      bigint,
+  leads_with_trips_14d   bigint,
+  leads_window_open      bigint,
+  reached_m1_14d         bigint,
+  reached_m5_14d         bigint,
+  reached_m25_14d        bigint,
+  trips_14d              numeric,
+  claims_expected        bigint,
+  claims_expected_amount numeric,
+  claims_present         bigint,
+  claims_present_amount  numeric,
+  claims_paid            bigint,
+  claims_paid_amount     numeric,
+  limbo_no_identity      bigint,
+  limbo_no_driver        bigint,
+  limbo_no_trips_14d     bigint,
+  limbo_trips_no_claim   bigint,
+  limbo_ok               bigint
+)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  WITH not_current AS MATERIALIZED (
+    SELECT n.lead_id FROM canon.lead_ids_not_current(p_lead_ids) n
+  ),
+  apart AS MATERIALIZED (
+    SELECT n.lead_id FROM not_current n
+    UNION
+    SELECT s.lead_id FROM canon_internal.cabinet_lead_state s WHERE s.key_rows > 1
+  ),
+  -- The stored rows counted from the counters whose paid claims changed since: their
+  -- stored paid figures off, their paid claims now on.
+  paid_marked AS MATERIALIZED (
+    SELECT s.lead_source_pk, s.lead_date, s.paid_claims, s.paid_amount,
+           s.m1_trips_threshold, s.m5_trips_threshold, s.m25_trips_threshold
+    FROM canon_internal.cabinet_lead_state_paid_dirty d
+    JOIN canon_internal.cabinet_lead_state s ON s.lead_source_pk = d.lead_source_pk
+    WHERE NOT EXISTS (SELECT 1 FROM apart a WHERE a.lead_id = s.lead_id)
+  ),
+  paid_now AS (
+    SELECT p.lead_date, -p.paid_claims::bigint AS paid_claims, -p.paid_amount AS paid_amount
+    FROM paid_marked p
+    UNION ALL
+    SELECT p.lead_date, 1, c.amount_expected
+    FROM paid_marked p
+    JOIN canon.claims_yango_cabinet_14d c ON c.lead_source_pk = p.lead_source_pk
+    WHERE c.status = 'paid'
+      AND CASE c.milestone WHEN 1 THEN p.m1_trips_threshold WHEN 5 THEN p.m5_trips_threshold
+                           WHEN 25 THEN p.m25_trips_threshold END IS NOT NULL
+  ),
+  -- The rows set apart as the views show them: live when not current, else stored.
+  shown AS MATERIALIZED (
+    SELECT v.lead_id, v.lead_source_pk, v.lead_date, v.person_key, v.driver_id, v.window_days, v.trips_in_window,
+           v.m1_trips_threshold, v.m1_amount, v.reached_m1, v.m5_trips_threshold, v.m5_amount, v.reached_m5,
+           v.m25_trips_threshold, v.m25_amount, v.reached_m25, v.has_claim_m1, v.has_claim_m5, v.has_claim_m25,
+           v.limbo_stage, v.key_rows
+    FROM not_current n
+    CROSS JOIN LATERAL canon.lead_status_live(n.lead_id) v
+    UNION ALL
+    SELECT s.lead_id, s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.window_days, s.trips_in_window,
+           s.m1_trips_threshold, s.m1_amount, s.reached_m1, s.m5_trips_threshold, s.m5_amount, s.reached_m5,
+           s.m25_trips_threshold, s.m25_amount, s.reached_m25, s.has_claim_m1, s.has_claim_m5, s.has_claim_m25,
+           s.limbo_stage, s.key_rows
+    FROM apart a
+    JOIN canon_internal.cabinet_lead_state s ON s.lead_id = a.lead_id
+    WHERE a.lead_id NOT IN (SELECT n.lead_id FROM not_current n)
+  ),
+  -- Lead rows in the counters' shape, signed: the counters, less the stored rows set
+  -- apart, plus the rows shown (whose claims are counted per key below, not by flags).
+  counted AS (
+    SELECT c.lead_date, c.limbo_stage, c.with_identity, c.with_driver, c.with_trips, c.window_days,
+           c.reached_m1, c.reached_m5, c.reached_m25, c.has_claim_m1, c.has_claim_m5, c.has_claim_m25,
+           c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount, c.paid_claims, c.paid_amount, false AS shown
+    FROM canon_internal.cabinet_lead_state_counts c
+    UNION ALL
+    SELECT s.lead_date, s.limbo_stage, s.person_key IS NOT NULL, s.driver_id IS NOT NULL, s.trips_in_window > 0,
+           coalesce(s.window_days, 0), s.reached_m1, s.reached_m5, s.reached_m25,
+           s.has_claim_m1, s.has_claim_m5, s.has_claim_m25,
+           -1, -s.trips_in_window, -coalesce(s.m1_amount, 0), -coalesce(s.m5_amount, 0), -coalesce(s.m25_amount, 0),
+           -s.paid_claims, -s.paid_amount, false
+    FROM apart a
+    JOIN canon_internal.cabinet_lead_state s ON s.lead_id = a.lead_id
+    UNION ALL
+    SELECT h.lead_date, h.limbo_stage, h.person_key IS NOT NULL, h.driver_id IS NOT NULL, h.trips_in_window > 0,
+           coalesce(h.window_days, 0), h.reached_m1, h.reached_m5, h.reached_m25,
+           h.has_claim_m1, h.has_claim_m5, h.has_claim_m25,
+           1, h.trips_in_window, coalesce(h.m1_amount, 0), coalesce(h.m5_amount, 0), coalesce(h.m25_amount, 0),
+           0, 0, true
+    FROM shown h
+  ),
+  -- The claims of the rows shown: one row per key and milestone with a threshold, a
+  -- shared key's from its earliest row that reached it (else its earliest row), as
+  -- ops.v_cabinet_claims_expected_14d chooses; with the claim present now.
+  expected AS (
+    SELECT h.lead_date, h.amount, h.reached, cl.status AS claim_status, cl.amount_expected AS claim_amount
+    FROM (
+      SELECT h.lead_source_pk, h.lead_date, m.milestone, m.amount, m.reached
+      FROM shown h
+      CROSS JOIN LATERAL canon.milestone_rows(h.m1_trips_threshold, h.m1_amount, h.reached_m1,
+                                              h.m5_trips_threshold, h.m5_amount, h.reached_m5,
+                                              h.m25_trips_threshold, h.m25_amount, h.reached_m25) m
+      WHERE m.trips_threshold IS NOT NULL
+        AND h.key_rows = 1
+      UNION ALL
+      (SELECT DISTINCT ON (h.lead_source_pk, m.milestone) h.lead_source_pk, h.lead_date, m.milestone, m.amount, m.reached
+       FROM shown h
+       CROSS JOIN LATERAL canon.milestone_rows(h.m1_trips_threshold, h.m1_amount, h.reached_m1,
+                                               h.m5_trips_threshold, h.m5_amount, h.reached_m5,
+                                               h.m25_trips_threshold, h.m25_amount, h.reached_m25) m
+       WHERE m.trips_threshold IS NOT NULL
+         AND h.key_rows > 1
+       ORDER BY h.lead_source_pk, m.milestone, m.reached DESC, h.lead_date, h.lead_id)
+    ) h
+    LEFT JOIN canon.claims_yango_cabinet_14d cl
+      ON cl.lead_source_pk = h.lead_source_pk
+     AND cl.milestone = h.milestone
+  ),
+  parts AS (
+    -- As canon.v_cabinet_lead_chain defines them: a window ends at lead_date + window_days
+    -- (window_days 0: no rule, no window), and a milestone reached has a threshold (an
+    -- expected claim).
+    SELECT date_trunc('week', x.lead_date::timestamp)::date AS week_start,
+           sum(x.leads) AS leads,
+           coalesce(sum(x.leads) FILTER (WHERE x.with_identity), 0) AS leads_with_identity,
+           coalesce(sum(x.leads) FILTER (WHERE x.with_driver), 0) AS leads_with_driver,
+           coalesce(sum(x.leads) FILTER (WHERE x.with_trips), 0) AS leads_with_trips_14d,
+           coalesce(sum(x.leads) FILTER (WHERE x.window_days > 0 AND x.lead_date + x.window_days > (SELECT canon.business_today())), 0) AS leads_window_open,
+           coalesce(sum(x.leads) FILTER (WHERE x.reached_m1), 0) AS reached_m1_14d,
+           coalesce(sum(x.leads) FILTER (WHERE x.reached_m5), 0) AS reached_m5_14d,
+           coalesce(sum(x.leads) FILTER (WHERE x.reached_m25), 0) AS reached_m25_14d,
+           sum(x.trips) AS trips_14d,
+           coalesce(sum(x.leads * (x.reached_m1::int + x.reached_m5::int + x.reached_m25::int)) FILTER (WHERE NOT x.shown), 0) AS claims_expected,
+           coalesce(sum(CASE WHEN x.reached_m1 THEN x.m1_amount ELSE 0 END + CASE WHEN x.reached_m5 THEN x.m5_amount ELSE 0 END
+                        + CASE WHEN x.reached_m25 THEN x.m25_amount ELSE 0 END) FILTER (WHERE NOT x.shown), 0) AS claims_expected_amount,
+           coalesce(sum(x.leads * ((x.reached_m1 AND x.has_claim_m1)::int + (x.reached_m5 AND x.has_claim_m5)::int
+                                   + (x.reached_m25 AND x.has_claim_m25)::int)) FILTER (WHERE NOT x.shown), 0) AS claims_present,
+           coalesce(sum(CASE WHEN x.reached_m1 AND x.has_claim_m1 THEN x.m1_amount ELSE 0 END
+                        + CASE WHEN x.reached_m5 AND x.has_claim_m5 THEN x.m5_amount ELSE 0 END
+                        + CASE WHEN x.reached_m25 AND x.has_claim_m25 THEN x.m25_amount ELSE 0 END) FILTER (WHERE NOT x.shown), 0) AS claims_present_amount,
+           coalesce(sum(x.paid_claims) FILTER (WHERE NOT x.shown), 0) AS claims_paid,
+           coalesce(sum(x.paid_amount) FILTER (WHERE NOT x.shown), 0) AS claims_paid_amount,
+           coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_IDENTITY'), 0) AS limbo_no_identity,
+           coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_DRIVER'), 0) AS limbo_no_driver,
+           coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'NO_TRIPS_14D'), 0) AS limbo_no_trips_14d,
+           coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'TRIPS_NO_CLAIM'), 0) AS limbo_trips_no_claim,
+           coalesce(sum(x.leads) FILTER (WHERE x.limbo_stage = 'OK'), 0) AS limbo_ok
+    FROM counted x
+    GROUP BY 1
+    UNION ALL
+    SELECT date_trunc('week', e.lead_date::timestamp)::date,
+           0, 0, 0, 0, 0, 0, 0, 0, 0,
+           count(*) FILTER (WHERE e.reached),
+           coalesce(sum(e.amount) FILTER (WHERE e.reached), 0),
+           count(*) FILTER (WHERE e.reached AND e.claim_status IS NOT NULL),
+           coalesce(sum(e.amount) FILTER (WHERE e.reached AND e.claim_status IS NOT NULL), 0),
+           count(*) FILTER (WHERE e.claim_status = 'paid'),
+           coalesce(sum(e.claim_amount) FILTER (WHERE e.claim_status = 'paid'), 0),
+           0, 0, 0, 0, 0
+    FROM expected e
+    GROUP BY 1
+    UNION ALL
+    SELECT date_trunc('week', p.lead_date::timestamp)::date,
+           0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+           sum(p.paid_claims), sum(p.paid_amount),
+           0, 0, 0, 0, 0
+    FROM paid_now p
+    GROUP BY 1
+  )
+  SELECT p.week_start,
+         sum(p.leads)::bigint, sum(p.leads_with_identity)::bigint, sum(p.leads_with_driver)::bigint,
+         sum(p.leads_with_trips_14d)::bigint, sum(p.leads_window_open)::bigint, sum(p.reached_m1_14d)::bigint,
+         sum(p.reached_m5_14d)::bigint, sum(p.reached_m25_14d)::bigint, sum(p.trips_14d),
+         sum(p.claims_expected)::bigint, sum(p.claims_expected_amount), sum(p.claims_present)::bigint,
+         sum(p.claims_present_amount), sum(p.claims_paid)::bigint, sum(p.claims_paid_amount),
+         sum(p.limbo_no_identity)::bigint, sum(p.limbo_no_driver)::bigint, sum(p.limbo_no_trips_14d)::bigint,
+         sum(p.limbo_trips_no_claim)::bigint, sum(p.limbo_ok)::bigint
+  FROM parts p
+  GROUP BY p.week_start
+  HAVING sum(p.leads) <> 0
+  ORDER BY p.week_start
+$$;
+COMMENT ON FUNCTION canon.funnel_week_counts_of(integer[]) IS
+  'The weekly funnel''s counts per lead week from the stored state''s counters, with the given rows whose state is not current and the rows sharing a key counted as the views show them, and the paid claims of keys marked paid read now; exact when the given rows include every row whose stored state may not be current.';
+
 -- snapshot of sql/canon/canon.generate_cabinet_claims.sql
 -- canon.generate_cabinet_claims: pipeline step 7 (SPEC 7). Brings the lead state
 -- (canon_internal.cabinet_lead_state) up to date, then inserts, as 'generated', every missing
@@ -1069,7 +1357,8 @@ DECLARE
   -- The read functions of ops a reader may call (the rest of ops writes or repairs).
   c_reader_ops constant text[] := ARRAY[
     'ops.explain_lead', 'ops.check_limbo_alerts', 'ops.firing_limbo_alerts', 'ops.limbo_alert_metrics',
-    'ops.limbo_week_counts', 'ops.limbo_stage_counts', 'ops.last_complete_lead_week', 'ops.job_lock_holders'];
+    'ops.limbo_week_counts', 'ops.limbo_stage_counts', 'ops.funnel_week_counts',
+    'ops.limbo_stage_actions', 'ops.oldest_actionable_leads', 'ops.last_complete_lead_week', 'ops.job_lock_holders'];
   v_role text;
   v_missing text[] := '{}';
   v_may_create boolean;
@@ -1805,6 +2094,91 @@ AS $$
 $$;
 COMMENT ON FUNCTION canon.lead_decisions(integer[]) IS 'Decision per lead row: MATCH with driver, rule, score and evidence, or AMBIGUOUS / CONFLICT / WEAK_MATCH_ONLY / SHARED_KEY / NO_CANDIDATES / MISSING_KEYS with details and up to 5 candidates (details and candidates NULL for a match).';
 
+-- snapshot of sql/canon/canon.lead_ids_maybe_not_current.sql
+-- canon.lead_ids_maybe_not_current: the lead row ids whose stored state may not be current,
+-- for the counts that add the stored state's counters and correct them for these rows
+-- (canon.limbo_week_counts_of_state, ops.funnel_week_counts): the marked ones
+-- (canon_internal.cabinet_lead_state_pending, keys in canon_internal.cabinet_lead_state_dirty)
+-- and, with p_read_leads, the lead rows written since the last read (by commit order, one
+-- pass over the lead rows without a function per row). When the counters corrected for
+-- them do not come to the dated lead rows (rows deleted since, or a drift), or the claim
+-- rules changed, every lead row and stored row instead. Without p_read_leads the lead rows
+-- are taken as of the last read (the snapshot of a run, moments after its own read).
+CREATE OR REPLACE FUNCTION canon.lead_ids_maybe_not_current(p_read_leads boolean)
+RETURNS integer[]
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+  v_limit integer;
+  v_dated bigint;
+  v_ids integer[] := '{}';
+  v_total bigint;
+BEGIN
+  IF NOT (SELECT m.full_refresh_needed FROM canon_internal.cabinet_lead_state_meta m) THEN
+    IF p_read_leads THEN
+      v_limit := canon.xmin_age_limit((SELECT s.seen_xmin FROM canon_internal.source_scan_state s
+                                       WHERE s.source_table = 'module_ct_cabinet_leads'));
+      SELECT count(*) FILTER (WHERE isfinite(l.lead_created_at)),
+             coalesce(array_agg(l.id) FILTER (WHERE v_limit IS NULL OR age(l.xmin) <= v_limit), '{}')
+      INTO v_dated, v_ids
+      FROM public.module_ct_cabinet_leads l;
+    ELSE
+      v_dated := (SELECT s.rows_dated FROM canon_internal.source_scan_state s WHERE s.source_table = 'module_ct_cabinet_leads');
+    END IF;
+    v_ids := v_ids
+      || ARRAY(SELECT p.lead_id FROM canon_internal.cabinet_lead_state_pending p)
+      || canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_dirty d));
+    v_ids := ARRAY(SELECT DISTINCT unnest(v_ids));
+    -- The rows the corrected counters count: stored ones less the stored rows of these,
+    -- plus these as the views show them (one per dated lead row).
+    SELECT (SELECT coalesce(sum(c.leads), 0) FROM canon_internal.cabinet_lead_state_counts c)
+           - count(*) FILTER (WHERE n.stored) + count(*) FILTER (WHERE n.dated)
+    INTO v_total
+    FROM canon.lead_ids_not_current(v_ids) n;
+    IF v_dated IS NOT NULL AND v_total = v_dated THEN
+      RETURN v_ids;
+    END IF;
+  END IF;
+  -- Every dated lead row and every stored row (set-based: the stored rows that are
+  -- current, the others evaluated live once).
+  RETURN ARRAY(SELECT l.id FROM public.module_ct_cabinet_leads l WHERE isfinite(l.lead_created_at)
+               UNION SELECT s.lead_id FROM canon_internal.cabinet_lead_state s);
+END
+$$;
+COMMENT ON FUNCTION canon.lead_ids_maybe_not_current(boolean) IS
+  'Lead row ids whose stored state may not be current (marked, or written since the last lead read when p_read_leads); every lead and stored row when the counters corrected for them do not add up or the claim rules changed.';
+
+-- snapshot of sql/canon/canon.lead_ids_not_current.sql
+-- canon.lead_ids_not_current: of the given lead row ids, those whose stored state is not
+-- current by the rule of canon.v_cabinet_lead_status_current (no stored row, no lead row,
+-- another key or date, key marked dirty, claim rules changed), each with whether it has a
+-- stored row and whether it is a dated lead row (then the views show it live). The one
+-- test shared by the counts that correct the counters for such rows:
+-- canon.limbo_counts_delta, canon.funnel_counts_delta, canon.lead_ids_maybe_not_current.
+CREATE OR REPLACE FUNCTION canon.lead_ids_not_current(p_lead_ids integer[])
+RETURNS TABLE (lead_id integer, stored boolean, dated boolean)
+LANGUAGE sql
+STABLE
+ROWS 10
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  SELECT x.lead_id, s.lead_id IS NOT NULL, coalesce(isfinite(l.lead_created_at), false)
+  FROM (SELECT DISTINCT unnest(p_lead_ids) AS lead_id) x
+  LEFT JOIN public.module_ct_cabinet_leads l ON l.id = x.lead_id
+  LEFT JOIN canon_internal.cabinet_lead_state s ON s.lead_id = x.lead_id
+  WHERE s.lead_id IS NULL OR l.id IS NULL
+     OR s.lead_date IS DISTINCT FROM canon.lead_date_of(l.lead_created_at)
+     OR s.lead_source_pk IS DISTINCT FROM canon.lead_source_pk(l.external_id, l.id)
+     OR EXISTS (SELECT 1 FROM canon_internal.cabinet_lead_state_dirty d WHERE d.lead_source_pk = s.lead_source_pk)
+     OR (SELECT m.full_refresh_needed FROM canon_internal.cabinet_lead_state_meta m)
+$$;
+COMMENT ON FUNCTION canon.lead_ids_not_current(integer[]) IS
+  'The given lead row ids whose stored state is not current (the rule of canon.v_cabinet_lead_status_current), with whether each has a stored row and is a dated lead row.';
+
 -- snapshot of sql/canon/canon.lead_ids_of_keys.sql
 -- canon.lead_ids_of_keys: the lead rows (ids) that carry the given lead keys, as keyed in
 -- canon_internal.lead_keys or stored in canon_internal.cabinet_lead_state (a row re-keyed since it was
@@ -1944,7 +2318,8 @@ AS $$
   marked AS (
     SELECT p.lead_id FROM canon_internal.cabinet_lead_state_pending p
     UNION
-    SELECT unnest(canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_dirty d)))
+    SELECT unnest(canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_dirty d
+                                               UNION SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_paid_dirty d)))
   ),
   leads AS (
     SELECT l.id, canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk, l.lead_created_at::date AS lead_date,
@@ -1979,11 +2354,11 @@ AS $$
     WHERE s.lead_source_pk = v.lead_source_pk AND s.lead_date = v.lead_date
       AND (s.person_key, s.driver_id, s.window_end, s.trips_in_window, s.trip_rows_in_window,
            s.reached_m1, s.reached_m5, s.reached_m25, s.expected_amount,
-           s.has_claim_m1, s.has_claim_m5, s.has_claim_m25, s.limbo_stage, s.key_rows)
+           s.has_claim_m1, s.has_claim_m5, s.has_claim_m25, s.limbo_stage, s.key_rows, s.paid_claims, s.paid_amount)
           IS DISTINCT FROM
           (v.person_key, v.driver_id, v.window_end, v.trips_in_window, v.trip_rows_in_window,
            v.reached_m1, v.reached_m5, v.reached_m25, v.expected_amount,
-           v.has_claim_m1, v.has_claim_m5, v.has_claim_m25, v.limbo_stage, v.key_rows)
+           v.has_claim_m1, v.has_claim_m5, v.has_claim_m25, v.limbo_stage, v.key_rows, v.paid_claims, v.paid_amount)
   )
   SELECT x.lead_id, x.example
   FROM (SELECT m.lead_id, m.example FROM membership m
@@ -2024,6 +2399,10 @@ AS $$
   SELECT NULL, d.lead_source_pk, format('lead key %s marked at %s', left(d.lead_source_pk, 40), d.marked_at)
   FROM canon_internal.cabinet_lead_state_dirty d CROSS JOIN last_run r
   WHERE d.marked_at < r.started_at
+  UNION ALL
+  SELECT NULL, d.lead_source_pk, format('lead key %s marked paid at %s', left(d.lead_source_pk, 40), d.marked_at)
+  FROM canon_internal.cabinet_lead_state_paid_dirty d CROSS JOIN last_run r
+  WHERE d.marked_at < r.started_at
 $$;
 COMMENT ON FUNCTION canon.lead_state_marks_drift() IS
   'Lead state marks older than the start of the last completed run (which would have consumed them).';
@@ -2031,11 +2410,12 @@ COMMENT ON FUNCTION canon.lead_state_marks_drift() IS
 -- snapshot of sql/canon/canon.limbo_counts_delta.sql
 -- canon.limbo_counts_delta: the stored lead state counted (canon_internal.cabinet_lead_state_counts,
 -- leads > 0), with, for those of the given lead rows whose stored state is not current
--- (no stored row, another key or date, key marked dirty, claim rules changed: the rule of
--- canon.v_cabinet_lead_status_current), their stored rows taken off (leads = -1) and their
--- live rows added (leads = 1, canon.v_cabinet_lead_status, set-based). Summed by week and
--- stage it is the limbo view's count when the given rows include every row whose stored
--- state may not be current. Used by canon.limbo_week_counts_of_state.
+-- (canon.lead_ids_not_current: the rule of canon.v_cabinet_lead_status_current), their
+-- stored rows taken off (leads = -1) and their live rows added (leads = 1, one
+-- canon.lead_status_live each: as a semi-join with canon.v_cabinet_lead_status the planner
+-- evaluated the chain of every lead, minutes at 1M leads). Summed by week and stage it is
+-- the limbo view's count when the given rows include every row whose stored state may not
+-- be current. Used by canon.limbo_week_counts_of_state and the report's counts.
 CREATE OR REPLACE FUNCTION canon.limbo_counts_delta(p_lead_ids integer[])
 RETURNS TABLE (week_start date, limbo_stage text, with_identity boolean, with_driver boolean, leads bigint)
 LANGUAGE sql
@@ -2044,15 +2424,7 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
   WITH not_current AS MATERIALIZED (
-    SELECT x.lead_id
-    FROM (SELECT DISTINCT unnest(p_lead_ids) AS lead_id) x
-    LEFT JOIN public.module_ct_cabinet_leads l ON l.id = x.lead_id
-    LEFT JOIN canon_internal.cabinet_lead_state s ON s.lead_id = x.lead_id
-    WHERE s.lead_id IS NULL OR l.id IS NULL
-       OR s.lead_date IS DISTINCT FROM canon.lead_date_of(l.lead_created_at)
-       OR s.lead_source_pk IS DISTINCT FROM canon.lead_source_pk(l.external_id, l.id)
-       OR EXISTS (SELECT 1 FROM canon_internal.cabinet_lead_state_dirty d WHERE d.lead_source_pk = s.lead_source_pk)
-       OR (SELECT m.full_refresh_needed FROM canon_internal.cabinet_lead_state_meta m)
+    SELECT n.lead_id FROM canon.lead_ids_not_current(p_lead_ids) n
   )
   SELECT date_trunc('week', c.lead_date::timestamp)::date, c.limbo_stage, c.with_identity, c.with_driver, c.leads
   FROM canon_internal.cabinet_lead_state_counts c
@@ -2062,8 +2434,8 @@ AS $$
   JOIN canon_internal.cabinet_lead_state s ON s.lead_id = n.lead_id
   UNION ALL
   SELECT date_trunc('week', v.lead_date::timestamp)::date, v.limbo_stage, v.person_key IS NOT NULL, v.driver_id IS NOT NULL, 1
-  FROM canon.v_cabinet_lead_status v
-  WHERE v.lead_id IN (SELECT n.lead_id FROM not_current n)
+  FROM not_current n
+  CROSS JOIN LATERAL canon.lead_status_live(n.lead_id) v
 $$;
 COMMENT ON FUNCTION canon.limbo_counts_delta(integer[]) IS
   'Stored state counters, with those of the given lead rows whose stored state is not current counted live instead: the limbo view''s counts when those are all the rows that may not be current.';
@@ -2100,13 +2472,11 @@ COMMENT ON FUNCTION canon.limbo_stage_of(uuid, text, bigint, boolean, boolean, b
 -- canon.limbo_week_counts_of_state: leads per limbo stage for each lead week, as
 -- ops.v_cabinet_leads_limbo would count them, without a pass over every lead: the counters
 -- of the stored state (canon_internal.cabinet_lead_state_counts), less the stored rows that may not
--- be current, plus the view's rows for those leads. The rows that may not be current are
--- the marked ones (canon_internal.cabinet_lead_state_pending, keys in canon_internal.cabinet_lead_state_dirty)
--- and, with p_read_leads, the lead rows written since the last read (by commit order, one
--- pass over the lead rows without a function per row). When the total does not come to the
--- dated lead rows (rows deleted since, or a drift), or the claim rules changed, every lead
--- row is taken instead. Without p_read_leads the lead rows are taken as of the last
--- read (the snapshot of a run, moments after its own read).
+-- be current, plus the view's rows for those leads (canon.limbo_counts_delta). The rows
+-- that may not be current: canon.lead_ids_maybe_not_current (marked, written since the
+-- last read with p_read_leads; every lead row when the counts do not add up). Without
+-- p_read_leads the lead rows are taken as of the last read (the snapshot of a run, moments
+-- after its own read).
 -- Callers: ops.limbo_week_counts (live), ops.snapshot_limbo.
 CREATE OR REPLACE FUNCTION canon.limbo_week_counts_of_state(p_read_leads boolean)
 RETURNS TABLE (
@@ -2127,39 +2497,8 @@ SET jit = off
 AS $$
 #variable_conflict use_column
 DECLARE
-  v_limit integer;
-  v_dated bigint;
-  v_ids integer[] := '{}';
-  v_total bigint;
-  v_full boolean;
+  v_ids integer[] := canon.lead_ids_maybe_not_current(p_read_leads);
 BEGIN
-  v_full := (SELECT m.full_refresh_needed FROM canon_internal.cabinet_lead_state_meta m);
-  IF NOT v_full THEN
-    IF p_read_leads THEN
-      v_limit := canon.xmin_age_limit((SELECT s.seen_xmin FROM canon_internal.source_scan_state s
-                                       WHERE s.source_table = 'module_ct_cabinet_leads'));
-      SELECT count(*) FILTER (WHERE isfinite(l.lead_created_at)),
-             coalesce(array_agg(l.id) FILTER (WHERE v_limit IS NULL OR age(l.xmin) <= v_limit), '{}')
-      INTO v_dated, v_ids
-      FROM public.module_ct_cabinet_leads l;
-    ELSE
-      v_dated := (SELECT s.rows_dated FROM canon_internal.source_scan_state s WHERE s.source_table = 'module_ct_cabinet_leads');
-    END IF;
-    v_ids := v_ids
-      || ARRAY(SELECT p.lead_id FROM canon_internal.cabinet_lead_state_pending p)
-      || canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_dirty d));
-    v_ids := ARRAY(SELECT DISTINCT unnest(v_ids));
-    SELECT coalesce(sum(x.leads), 0) INTO v_total FROM canon.limbo_counts_delta(v_ids) x;
-    v_full := v_dated IS NULL OR v_total <> v_dated;
-  END IF;
-
-  IF v_full THEN
-    -- Every dated lead row, as the view counts it (set-based: the stored rows that are
-    -- current, the others evaluated live once).
-    v_ids := ARRAY(SELECT l.id FROM public.module_ct_cabinet_leads l WHERE isfinite(l.lead_created_at)
-                   UNION SELECT s.lead_id FROM canon_internal.cabinet_lead_state s);
-  END IF;
-
   RETURN QUERY
   SELECT x.week_start,
          sum(x.leads)::integer,
@@ -2593,9 +2932,11 @@ COMMENT ON FUNCTION canon.mark_lead_keys_pending() IS 'Trigger: a lead whose lin
 -- canon.mark_lead_state_dirty_claims: statement-level trigger function on
 -- canon.claims_yango_cabinet_14d (INSERT, DELETE, UPDATE, transition tables old_rows /
 -- new_rows): a lead's has_claim flags and stage depend on its claims, so the keys of the
--- claims written are marked in canon_internal.cabinet_lead_state_dirty. Claim generation, which
--- re-evaluates the leads it claimed itself, turns this off for its own INSERT
--- (cabinet.lead_state_marking = 'off', transaction-local).
+-- claims written are marked in canon_internal.cabinet_lead_state_dirty; a claim paid, no
+-- longer paid, or whose paid amount changed only touches the lead's paid_claims and
+-- paid_amount, so its key is marked in canon_internal.cabinet_lead_state_paid_dirty. Claim
+-- generation, which re-evaluates the leads it claimed itself, turns this off for its own
+-- INSERT (cabinet.lead_state_marking = 'off', transaction-local).
 CREATE OR REPLACE FUNCTION canon.mark_lead_state_dirty_claims()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -2614,7 +2955,7 @@ BEGIN
     SELECT DISTINCT o.lead_source_pk FROM old_rows o
     ON CONFLICT (lead_source_pk) DO UPDATE SET mark_seq = excluded.mark_seq, marked_at = excluded.marked_at;
   ELSE
-    -- Status changes do not alter a lead's state (any status counts as present).
+    -- Status changes do not alter a lead's stage (any status counts as present).
     INSERT INTO canon_internal.cabinet_lead_state_dirty AS d (lead_source_pk)
     SELECT k FROM (
       SELECT o.lead_source_pk AS k, o.milestone AS m FROM old_rows o
@@ -2626,6 +2967,14 @@ BEGIN
       SELECT o.lead_source_pk, o.milestone FROM old_rows o
     ) x
     GROUP BY k
+    ON CONFLICT (lead_source_pk) DO UPDATE SET mark_seq = excluded.mark_seq, marked_at = excluded.marked_at;
+    -- Paid or no longer paid, or a paid amount changed: the lead's paid figures.
+    INSERT INTO canon_internal.cabinet_lead_state_paid_dirty AS d (lead_source_pk)
+    SELECT DISTINCT n.lead_source_pk
+    FROM old_rows o
+    JOIN new_rows n ON n.lead_source_pk = o.lead_source_pk AND n.milestone = o.milestone
+    WHERE (o.status = 'paid', CASE WHEN o.status = 'paid' THEN o.amount_expected END)
+          IS DISTINCT FROM (n.status = 'paid', CASE WHEN n.status = 'paid' THEN n.amount_expected END)
     ON CONFLICT (lead_source_pk) DO UPDATE SET mark_seq = excluded.mark_seq, marked_at = excluded.marked_at;
   END IF;
   RETURN NULL;
@@ -4569,12 +4918,12 @@ BEGIN
     trips_in_window, trip_rows_in_window, currency,
     m1_trips_threshold, m1_amount, reached_m1, m5_trips_threshold, m5_amount, reached_m5,
     m25_trips_threshold, m25_amount, reached_m25, expected_amount,
-    has_claim_m1, has_claim_m5, has_claim_m25, limbo_stage, key_rows, evaluated_at, evaluated_run_id)
+    has_claim_m1, has_claim_m5, has_claim_m25, limbo_stage, key_rows, paid_claims, paid_amount, evaluated_at, evaluated_run_id)
   SELECT f.lead_id, f.lead_source_pk, f.lead_date, f.person_key, f.driver_id, f.window_days, f.window_end,
          f.trips_in_window, f.trip_rows_in_window, f.currency,
          f.m1_trips_threshold, f.m1_amount, f.reached_m1, f.m5_trips_threshold, f.m5_amount, f.reached_m5,
          f.m25_trips_threshold, f.m25_amount, f.reached_m25, f.expected_amount,
-         f.has_claim_m1, f.has_claim_m5, f.has_claim_m25, f.limbo_stage, f.key_rows, now(), p_run_id
+         f.has_claim_m1, f.has_claim_m5, f.has_claim_m25, f.limbo_stage, f.key_rows, f.paid_claims, f.paid_amount, now(), p_run_id
   FROM pg_temp.lead_state_fresh f
   ORDER BY f.lead_id
   ON CONFLICT (lead_id) DO UPDATE
@@ -4588,18 +4937,20 @@ BEGIN
         m25_trips_threshold = excluded.m25_trips_threshold, m25_amount = excluded.m25_amount, reached_m25 = excluded.reached_m25,
         expected_amount = excluded.expected_amount,
         has_claim_m1 = excluded.has_claim_m1, has_claim_m5 = excluded.has_claim_m5, has_claim_m25 = excluded.has_claim_m25,
-        limbo_stage = excluded.limbo_stage, key_rows = excluded.key_rows, evaluated_at = excluded.evaluated_at, evaluated_run_id = excluded.evaluated_run_id
+        limbo_stage = excluded.limbo_stage, key_rows = excluded.key_rows,
+        paid_claims = excluded.paid_claims, paid_amount = excluded.paid_amount, evaluated_at = excluded.evaluated_at, evaluated_run_id = excluded.evaluated_run_id
     WHERE (s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.window_days, s.window_end,
            s.trips_in_window, s.trip_rows_in_window, s.currency,
            s.m1_trips_threshold, s.m1_amount, s.reached_m1, s.m5_trips_threshold, s.m5_amount, s.reached_m5,
            s.m25_trips_threshold, s.m25_amount, s.reached_m25, s.expected_amount,
-           s.has_claim_m1, s.has_claim_m5, s.has_claim_m25, s.limbo_stage, s.key_rows)
+           s.has_claim_m1, s.has_claim_m5, s.has_claim_m25, s.limbo_stage, s.key_rows, s.paid_claims, s.paid_amount)
           IS DISTINCT FROM
           (excluded.lead_source_pk, excluded.lead_date, excluded.person_key, excluded.driver_id, excluded.window_days, excluded.window_end,
            excluded.trips_in_window, excluded.trip_rows_in_window, excluded.currency,
            excluded.m1_trips_threshold, excluded.m1_amount, excluded.reached_m1, excluded.m5_trips_threshold, excluded.m5_amount, excluded.reached_m5,
            excluded.m25_trips_threshold, excluded.m25_amount, excluded.reached_m25, excluded.expected_amount,
-           excluded.has_claim_m1, excluded.has_claim_m5, excluded.has_claim_m25, excluded.limbo_stage, excluded.key_rows);
+           excluded.has_claim_m1, excluded.has_claim_m5, excluded.has_claim_m25, excluded.limbo_stage, excluded.key_rows,
+           excluded.paid_claims, excluded.paid_amount);
   GET DIAGNOSTICS v_written = ROW_COUNT;
 
   DELETE FROM canon_internal.cabinet_lead_state s
@@ -5262,7 +5613,8 @@ COMMENT ON FUNCTION canon.take_job_lock() IS
 -- snapshot of sql/canon/canon.take_lead_state_marks.sql
 -- canon.take_lead_state_marks: the marks a lead state evaluation consumes, as visible now,
 -- into pg_temp.lead_state_marks (lead rows of canon_internal.cabinet_lead_state_pending, keys of
--- canon_internal.cabinet_lead_state_dirty, each with its mark_seq); adds those not read yet when
+-- canon_internal.cabinet_lead_state_dirty and of canon_internal.cabinet_lead_state_paid_dirty
+-- (paid), each with its mark_seq); adds those not read yet when
 -- called again in the same transaction. Returns the lead rows newly taken (marked rows
 -- and the rows of marked keys). canon.clear_lead_state_marks removes exactly these marks
 -- afterwards: a row or key marked again meanwhile has a new mark_seq and stays.
@@ -5278,18 +5630,24 @@ AS $$
 DECLARE
   v_ids integer[];
 BEGIN
-  CREATE TEMP TABLE IF NOT EXISTS lead_state_marks (lead_id integer, lead_source_pk text, mark_seq bigint NOT NULL)
+  CREATE TEMP TABLE IF NOT EXISTS lead_state_marks (lead_id integer, lead_source_pk text, mark_seq bigint NOT NULL,
+                                                   paid boolean NOT NULL DEFAULT false)
     ON COMMIT DROP;
   WITH taken AS (
     INSERT INTO pg_temp.lead_state_marks
-    SELECT p.lead_id, NULL, p.mark_seq
+    SELECT p.lead_id, NULL, p.mark_seq, false
     FROM canon_internal.cabinet_lead_state_pending p
     WHERE NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_marks m WHERE m.lead_id = p.lead_id AND m.mark_seq = p.mark_seq)
     UNION ALL
-    SELECT NULL, d.lead_source_pk, d.mark_seq
+    SELECT NULL, d.lead_source_pk, d.mark_seq, false
     FROM canon_internal.cabinet_lead_state_dirty d
     WHERE NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_marks m
-                      WHERE m.lead_source_pk = d.lead_source_pk AND m.mark_seq = d.mark_seq)
+                      WHERE m.lead_source_pk = d.lead_source_pk AND m.mark_seq = d.mark_seq AND NOT m.paid)
+    UNION ALL
+    SELECT NULL, d.lead_source_pk, d.mark_seq, true
+    FROM canon_internal.cabinet_lead_state_paid_dirty d
+    WHERE NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_marks m
+                      WHERE m.lead_source_pk = d.lead_source_pk AND m.mark_seq = d.mark_seq AND m.paid)
     RETURNING lead_id, lead_source_pk
   )
   SELECT ARRAY(
@@ -5301,7 +5659,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.take_lead_state_marks() IS
-  'Reads the lead state marks (pending rows, dirty keys) visible now into pg_temp.lead_state_marks and returns the lead rows they name; canon.clear_lead_state_marks removes exactly those marks.';
+  'Reads the lead state marks (pending rows, dirty keys, keys whose paid claims changed) visible now into pg_temp.lead_state_marks and returns the lead rows they name; canon.clear_lead_state_marks removes exactly those marks.';
 
 -- snapshot of sql/canon/canon.token_similarity.sql
 -- canon.token_similarity: the score of canon.name_similarity on two token sets as
@@ -5718,20 +6076,26 @@ AS $$
           IS DISTINCT FROM
           (s.status, s.amount_expected, s.currency, s.person_key, s.driver_id, s.lead_date, s.generated_at, s.paid_at, s.run_id)
   ),
-  -- The counters of the stored lead state (kept by a trigger, read by the scope figures
-  -- and the snapshots) against a count of the rows themselves.
+  -- The counters of the stored lead state (kept by a trigger, read by the scope figures,
+  -- the snapshots and the funnel) against a count of the rows themselves
+  -- (canon.v_cabinet_lead_state_counted), every key and sum compared; one example per
+  -- lead date, stage and the first flags.
   state_counts AS (
-    SELECT format('%s %s identity=%s driver=%s trips=%s rule=%s: counted %s, stored %s',
-                  lead_date, limbo_stage, with_identity::text, with_driver::text, with_trips::text, with_rule::text,
-                  coalesce(c.leads, 0), coalesce(s.leads, 0)) AS example
-    FROM canon_internal.cabinet_lead_state_counts c
-    FULL JOIN (SELECT x.lead_date, x.limbo_stage, x.person_key IS NOT NULL AS with_identity,
-                      x.driver_id IS NOT NULL AS with_driver, x.trips_in_window > 0 AS with_trips,
-                      x.window_days IS NOT NULL AS with_rule, count(*) AS leads
-               FROM canon_internal.cabinet_lead_state x
-               GROUP BY 1, 2, 3, 4, 5, 6) s
-      USING (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
-    WHERE coalesce(c.leads, 0) <> coalesce(s.leads, 0)
+    SELECT format('%s %s identity=%s driver=%s trips=%s rule=%s: counted %s, stored %s%s',
+                  x.lead_date, x.limbo_stage, x.with_identity::text, x.with_driver::text, x.with_trips::text,
+                  x.with_rule::text, sum(x.counted), sum(x.stored),
+                  CASE WHEN sum(x.counted) = sum(x.stored) THEN ' (milestones, claims, window, trips, amounts or paid claims differ)' ELSE '' END) AS example
+    FROM (
+      SELECT lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule,
+             coalesce(c.leads, 0) AS counted, coalesce(s.leads, 0) AS stored
+      FROM canon_internal.cabinet_lead_state_counts c
+      FULL JOIN canon.v_cabinet_lead_state_counted s
+        USING (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+               reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
+      WHERE (c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount, c.paid_claims, c.paid_amount)
+            IS DISTINCT FROM (s.leads, s.trips, s.m1_amount, s.m5_amount, s.m25_amount, s.paid_claims, s.paid_amount)
+    ) x
+    GROUP BY x.lead_date, x.limbo_stage, x.with_identity, x.with_driver, x.with_trips, x.with_rule
   ),
   -- A settled claim deleted or moved back to an unsettled status (its record stays,
   -- stamped by the trigger) with no note saying why: money that may have vanished by
@@ -6280,6 +6644,50 @@ $$;
 COMMENT ON FUNCTION ops.firing_limbo_alerts(bigint) IS
   'Alerts of ops.alert_rules that fire now (live, or on the snapshot of run p_run_id), with metric, threshold, current and previous value, change_pct and message; reads only. ops.check_limbo_alerts records them.';
 
+-- snapshot of sql/ops/ops.funnel_week_counts.sql
+-- ops.funnel_week_counts: the counts of the weekly funnel per lead week (what
+-- ops.v_cabinet_14d_funnel_weekly shows) without a pass over every lead: the stored
+-- state's counters corrected for the rows whose stored state may not be current
+-- (canon.lead_ids_maybe_not_current: marked, or written since the last read of the lead
+-- rows; every row when the counts do not add up), canon.funnel_week_counts_of. Equal to
+-- the aggregates of ops.v_cabinet_leads_limbo and ops.v_cabinet_claims_expected_14d
+-- (test/sql/ops.funnel_week_counts.test.ts). SECURITY DEFINER (it only reads; a fixed
+-- search_path): the counters and the lead rows are not a reader's, the funnel view is.
+CREATE OR REPLACE FUNCTION ops.funnel_week_counts()
+RETURNS TABLE (
+  week_start             date,
+  leads                  bigint,
+  leads_with_identity    bigint,
+  leads_with_driver      bigint,
+  leads_with_trips_14d   bigint,
+  leads_window_open      bigint,
+  reached_m1_14d         bigint,
+  reached_m5_14d         bigint,
+  reached_m25_14d        bigint,
+  trips_14d              numeric,
+  claims_expected        bigint,
+  claims_expected_amount numeric,
+  claims_present         bigint,
+  claims_present_amount  numeric,
+  claims_paid            bigint,
+  claims_paid_amount     numeric,
+  limbo_no_identity      bigint,
+  limbo_no_driver        bigint,
+  limbo_no_trips_14d     bigint,
+  limbo_trips_no_claim   bigint,
+  limbo_ok               bigint
+)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  SELECT * FROM canon.funnel_week_counts_of(canon.lead_ids_maybe_not_current(true))
+$$;
+COMMENT ON FUNCTION ops.funnel_week_counts() IS
+  'Counts of the weekly 14-day funnel per lead week (leads, flags, milestones, claims expected / present / paid with amounts, stages), from the stored state''s counters corrected for the rows that may not be current; what ops.v_cabinet_14d_funnel_weekly shows.';
+
 -- snapshot of sql/ops/ops.ignore_lead.sql
 -- ops.ignore_lead: an operator stops the job from retrying a lead that will never match
 -- (test lead, another park's driver, junk), in one transaction, from psql or
@@ -6623,6 +7031,45 @@ $$;
 COMMENT ON FUNCTION ops.limbo_alert_metrics(bigint) IS
   'Values the alert rules test, one row per metric: current (live, or the snapshot of run p_run_id), previous snapshot, the last two complete lead weeks, run health. Read by ops.check_limbo_alerts.';
 
+-- snapshot of sql/ops/ops.limbo_stage_actions.sql
+-- ops.limbo_stage_actions: per limbo stage other than OK that has leads, the leads in it
+-- and those a person can act on now: every NO_DRIVER lead (link the person's driver),
+-- every TRIPS_NO_CLAIM lead (get the claim generated), the NO_IDENTITY leads of
+-- canon.actionable_no_identity_leads, no NO_TRIPS_14D lead (they wait for trips). Counted
+-- from the stored state's counters corrected for the rows that may not be current, as
+-- ops.limbo_stage_counts does (one pass over the lead rows, by commit order, not a pass
+-- over the limbo view). Read by `cabinet-leads report`. SECURITY DEFINER (it only reads;
+-- a fixed search_path): a reader runs the report.
+CREATE OR REPLACE FUNCTION ops.limbo_stage_actions()
+RETURNS TABLE (limbo_stage text, leads bigint, actionable bigint)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+#variable_conflict use_column
+DECLARE
+  v_ids integer[] := canon.lead_ids_maybe_not_current(true);
+BEGIN
+  RETURN QUERY
+  SELECT s.limbo_stage, s.leads,
+         CASE s.limbo_stage
+           WHEN 'NO_IDENTITY' THEN (SELECT count(*) FROM canon.actionable_no_identity_leads(v_ids))
+           WHEN 'NO_TRIPS_14D' THEN 0
+           ELSE s.leads
+         END
+  FROM (SELECT x.limbo_stage, sum(x.leads)::bigint AS leads
+        FROM canon.limbo_counts_delta(v_ids) x
+        WHERE x.limbo_stage <> 'OK'
+        GROUP BY x.limbo_stage
+        HAVING sum(x.leads) <> 0) s
+  ORDER BY array_position(ARRAY['NO_IDENTITY', 'NO_DRIVER', 'NO_TRIPS_14D', 'TRIPS_NO_CLAIM'], s.limbo_stage);
+END
+$$;
+COMMENT ON FUNCTION ops.limbo_stage_actions() IS
+  'Per limbo stage other than OK (with leads): leads, and those a person can act on now (all NO_DRIVER and TRIPS_NO_CLAIM, the NO_IDENTITY leads awaiting review or missing every key, no NO_TRIPS_14D); read by cabinet-leads report.';
+
 -- snapshot of sql/ops/ops.limbo_stage_counts.sql
 -- ops.limbo_stage_counts: current number of leads per limbo stage as one jsonb object
 -- with all five stages (0 when none), as ops.v_cabinet_leads_limbo counts them
@@ -6747,6 +7194,81 @@ END
 $$;
 COMMENT ON FUNCTION ops.not_this_driver(text, text, text) IS
   'Operator: the lead is not this driver. Stores the label (canon.lead_driver_labels) so no later run links the pair (rules or probabilistic tier) and marks the lead due; refuses unknown leads and drivers and a lead linked to that driver. Returns what was done.';
+
+-- snapshot of sql/ops/ops.oldest_actionable_leads.sql
+-- ops.oldest_actionable_leads: the p_per_stage oldest leads (by lead_date, then lead_id) of
+-- each stage that a person can act on now (as ops.limbo_stage_actions counts them), with
+-- their limbo row's reason and stage_total, the actionable leads of the stage. Without a
+-- pass over the limbo view: the NO_IDENTITY ones through their unmatched records
+-- (canon.actionable_no_identity_leads); for NO_DRIVER and TRIPS_NO_CLAIM, the oldest
+-- stored rows of the stage that are current (partial indexes on lead_date) merged with the
+-- rows that may not be current (canon.lead_ids_maybe_not_current) as the view shows them.
+-- Read by `cabinet-leads report`. SECURITY DEFINER (it only reads; a fixed search_path).
+CREATE OR REPLACE FUNCTION ops.oldest_actionable_leads(p_per_stage integer)
+RETURNS TABLE (limbo_stage text, lead_id integer, lead_source_pk text, lead_date date, age_days integer,
+               lead_name text, reason_code text, limbo_reason_detail text, stage_total bigint)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+#variable_conflict use_column
+DECLARE
+  v_ids integer[] := canon.lead_ids_maybe_not_current(true);
+BEGIN
+  RETURN QUERY
+  WITH maybe_not_current AS MATERIALIZED (
+    SELECT unnest(v_ids) AS lead_id
+  ),
+  stage_leads AS MATERIALIZED (
+    SELECT x.limbo_stage, sum(x.leads)::bigint AS leads FROM canon.limbo_counts_delta(v_ids) x GROUP BY x.limbo_stage
+  ),
+  -- (the rows that may not be current as the view shows them, evaluated once for both stages)
+  maybe_not_current_rows AS MATERIALIZED (
+    SELECT c.lead_id, c.lead_date, c.limbo_stage FROM canon.v_cabinet_lead_status_current c
+    WHERE c.lead_id IN (SELECT m.lead_id FROM maybe_not_current m) AND c.limbo_stage IN ('NO_DRIVER', 'TRIPS_NO_CLAIM')
+  ),
+  no_identity AS MATERIALIZED (
+    SELECT a.lead_id, a.lead_date FROM canon.actionable_no_identity_leads(v_ids) a
+  ),
+  -- (the stage written out in each branch, so that its partial index is used)
+  picked AS (
+    (SELECT 'NO_IDENTITY'::text AS limbo_stage, n.lead_id, n.lead_date, (SELECT count(*) FROM no_identity) AS stage_total
+     FROM no_identity n
+     ORDER BY n.lead_date, n.lead_id
+     LIMIT p_per_stage)
+    UNION ALL
+    (SELECT 'NO_DRIVER', x.lead_id, x.lead_date, (SELECT t.leads FROM stage_leads t WHERE t.limbo_stage = 'NO_DRIVER')
+     FROM ((SELECT s.lead_id, s.lead_date FROM canon_internal.cabinet_lead_state s
+            WHERE s.limbo_stage = 'NO_DRIVER' AND NOT EXISTS (SELECT 1 FROM maybe_not_current m WHERE m.lead_id = s.lead_id)
+            ORDER BY s.lead_date, s.lead_id
+            LIMIT p_per_stage)
+           UNION ALL
+           SELECT r.lead_id, r.lead_date FROM maybe_not_current_rows r WHERE r.limbo_stage = 'NO_DRIVER') x
+     ORDER BY x.lead_date, x.lead_id
+     LIMIT p_per_stage)
+    UNION ALL
+    (SELECT 'TRIPS_NO_CLAIM', x.lead_id, x.lead_date, (SELECT t.leads FROM stage_leads t WHERE t.limbo_stage = 'TRIPS_NO_CLAIM')
+     FROM ((SELECT s.lead_id, s.lead_date FROM canon_internal.cabinet_lead_state s
+            WHERE s.limbo_stage = 'TRIPS_NO_CLAIM' AND NOT EXISTS (SELECT 1 FROM maybe_not_current m WHERE m.lead_id = s.lead_id)
+            ORDER BY s.lead_date, s.lead_id
+            LIMIT p_per_stage)
+           UNION ALL
+           SELECT r.lead_id, r.lead_date FROM maybe_not_current_rows r WHERE r.limbo_stage = 'TRIPS_NO_CLAIM') x
+     ORDER BY x.lead_date, x.lead_id
+     LIMIT p_per_stage)
+  )
+  SELECT p.limbo_stage, l.lead_id, l.lead_source_pk, l.lead_date, canon.business_today() - l.lead_date,
+         l.lead_name, l.reason_code, l.limbo_reason_detail, p.stage_total
+  FROM picked p
+  CROSS JOIN LATERAL (SELECT v.* FROM ops.v_cabinet_leads_limbo v WHERE v.lead_id = p.lead_id) l
+  ORDER BY array_position(ARRAY['NO_IDENTITY', 'NO_DRIVER', 'NO_TRIPS_14D', 'TRIPS_NO_CLAIM'], p.limbo_stage),
+           l.lead_date, l.lead_id;
+END
+$$;
+COMMENT ON FUNCTION ops.oldest_actionable_leads(integer) IS
+  'The p_per_stage oldest leads of each stage a person can act on now (NO_IDENTITY awaiting review or missing every key, NO_DRIVER, TRIPS_NO_CLAIM), with their limbo reason and the stage''s actionable total; read by cabinet-leads report.';
 
 -- snapshot of sql/ops/ops.reconcile_cabinet_leads_pipeline.sql
 -- ops.reconcile_cabinet_leads_pipeline: the one entry point of a reconciliation run
@@ -7005,10 +7527,10 @@ COMMENT ON PROCEDURE ops.reconcile_cabinet_leads_pipeline(integer, integer, bool
 
 -- snapshot of sql/ops/ops.recount_lead_state_counts.sql
 -- ops.recount_lead_state_counts: counts the stored lead state again into
--- canon_internal.cabinet_lead_state_counts (what the trigger canon.count_lead_state_changes keeps
--- up to date). For the repair of a LEAD_STATE_COUNTS violation of ops.check_invariants,
--- which only writes that bypassed the trigger can cause (session_replication_role =
--- replica, a disabled trigger):
+-- canon_internal.cabinet_lead_state_counts (canon.v_cabinet_lead_state_counted: what the
+-- trigger canon.count_lead_state_changes keeps up to date). For the repair of a
+-- LEAD_STATE_COUNTS violation of ops.check_invariants, which only writes that bypassed the
+-- trigger can cause (session_replication_role = replica, a disabled trigger):
 --   SELECT ops.recount_lead_state_counts();
 -- Blocks writers of the state while it counts (SHARE lock: a write cannot slip between the
 -- count and the counters). Returns the number of counter rows written.
@@ -7023,11 +7545,14 @@ DECLARE
 BEGIN
   LOCK TABLE canon_internal.cabinet_lead_state IN SHARE MODE;
   DELETE FROM canon_internal.cabinet_lead_state_counts;
-  INSERT INTO canon_internal.cabinet_lead_state_counts (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, leads)
-  SELECT s.lead_date, s.limbo_stage, s.person_key IS NOT NULL, s.driver_id IS NOT NULL,
-         s.trips_in_window > 0, s.window_days IS NOT NULL, count(*)
-  FROM canon_internal.cabinet_lead_state s
-  GROUP BY 1, 2, 3, 4, 5, 6;
+  INSERT INTO canon_internal.cabinet_lead_state_counts (
+    lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+    reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25,
+    leads, trips, m1_amount, m5_amount, m25_amount, paid_claims, paid_amount)
+  SELECT c.lead_date, c.limbo_stage, c.with_identity, c.with_driver, c.with_trips, c.with_rule, c.window_days,
+         c.reached_m1, c.reached_m5, c.reached_m25, c.has_claim_m1, c.has_claim_m5, c.has_claim_m25,
+         c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount, c.paid_claims, c.paid_amount
+  FROM canon.v_cabinet_lead_state_counted c;
   GET DIAGNOSTICS v_rows = ROW_COUNT;
   RETURN v_rows;
 END
@@ -8044,9 +8569,11 @@ COMMENT ON FUNCTION ops.worker_jobs_locked() IS
   'graphile-worker jobs and queues locked by a worker (kind, id, task or queue name, locked_by, locked_at, for how long, too_long over setting job_lock_held_max_minutes); unlock a dead worker''s with graphile_worker.force_unlock_workers(ARRAY[locked_by]).';
 
 -- snapshot of sql/canon_internal/canon_internal.cabinet_lead_state_counts.sql
--- Internal counter: canon_internal.cabinet_lead_state counted by lead date, stage and flags, kept by the
--- trigger canon.count_lead_state_changes; read by ops.limbo_stage_counts and the limbo alerts
--- instead of counting a million rows. Checked by ops.check_invariants.
+-- Internal counter: canon_internal.cabinet_lead_state counted by lead date, stage and the flags
+-- the counts read from it need, kept by the trigger canon.count_lead_state_changes; read by
+-- ops.limbo_stage_counts, the limbo snapshots and alerts, step 7's scope figures and the
+-- weekly funnel (ops.funnel_week_counts) instead of counting a million rows. Its live
+-- definition is canon.v_cabinet_lead_state_counted; checked by ops.check_invariants (LEAD_STATE_COUNTS).
 CREATE TABLE canon_internal.cabinet_lead_state_counts (
   lead_date     date NOT NULL,
   limbo_stage   text NOT NULL,
@@ -8054,12 +8581,28 @@ CREATE TABLE canon_internal.cabinet_lead_state_counts (
   with_driver   boolean NOT NULL,
   with_trips    boolean NOT NULL,
   with_rule     boolean NOT NULL,
+  window_days   integer NOT NULL,
+  reached_m1    boolean NOT NULL,
+  reached_m5    boolean NOT NULL,
+  reached_m25   boolean NOT NULL,
+  has_claim_m1  boolean NOT NULL,
+  has_claim_m5  boolean NOT NULL,
+  has_claim_m25 boolean NOT NULL,
   leads         bigint NOT NULL,
-  PRIMARY KEY (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
+  trips         numeric NOT NULL,
+  m1_amount     numeric NOT NULL,
+  m5_amount     numeric NOT NULL,
+  m25_amount    numeric NOT NULL,
+  paid_claims   bigint NOT NULL,
+  paid_amount   numeric NOT NULL,
+  PRIMARY KEY (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+               reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
 );
 
 COMMENT ON TABLE canon_internal.cabinet_lead_state_counts IS
-  'Stored lead state rows (canon_internal.cabinet_lead_state) counted by lead_date, limbo_stage, with_identity (person_key set), with_driver (driver_id set), with_trips (trips_in_window > 0), with_rule (window_days set); kept equal to that table by the trigger canon.count_lead_state_changes (ops.check_invariants verifies it).';
+  'Stored lead state rows (canon_internal.cabinet_lead_state) counted by lead_date, limbo_stage, with_identity (person_key set), with_driver (driver_id set), with_trips (trips_in_window > 0), with_rule (window_days set), window_days (0 when none), reached_m* and has_claim_m*, with the sums of trips_in_window, m*_amount, paid_claims and paid_amount; kept equal to canon.v_cabinet_lead_state_counted by the trigger canon.count_lead_state_changes (ops.check_invariants verifies it). (internal)';
+COMMENT ON COLUMN canon_internal.cabinet_lead_state_counts.window_days IS
+  'The rows'' window_days (their window ends at lead_date + window_days), 0 for rows without a claim rule: a key column cannot be NULL.';
 
 -- snapshot of sql/canon_internal/canon_internal.cabinet_lead_state_dirty.sql
 -- Internal marks: lead keys whose links or claims changed since their stored state was
@@ -8093,6 +8636,22 @@ COMMENT ON COLUMN canon_internal.cabinet_lead_state_meta.changed_at IS
 
 INSERT INTO canon_internal.cabinet_lead_state_meta (singleton, full_refresh_needed) VALUES
   (true, true);
+
+-- snapshot of sql/canon_internal/canon_internal.cabinet_lead_state_paid_dirty.sql
+-- Internal marks: lead keys whose claims were paid, or stopped being paid, or changed a paid
+-- amount since their stored state was evaluated (its paid_claims and paid_amount). Written
+-- by the claims' trigger (canon.mark_lead_state_dirty_claims); consumed with the other
+-- marks by the lead state refresh (canon.take_lead_state_marks). Apart from
+-- canon_internal.cabinet_lead_state_dirty because nothing the limbo view shows depends on
+-- a claim's status: the weekly funnel alone counts these keys live until the next run.
+CREATE TABLE canon_internal.cabinet_lead_state_paid_dirty (
+  lead_source_pk text PRIMARY KEY,
+  mark_seq       bigint GENERATED BY DEFAULT AS IDENTITY NOT NULL,
+  marked_at      timestamptz NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE canon_internal.cabinet_lead_state_paid_dirty IS
+  'Lead keys whose paid claims changed since their state was evaluated (paid_claims, paid_amount); emptied by canon.generate_cabinet_claims and ops.refresh_cabinet_lead_state. (internal)';
 
 -- snapshot of sql/canon_internal/canon_internal.cabinet_lead_state_pending.sql
 -- Internal marks: lead rows whose stored state is to be evaluated again because the row or a row
@@ -8138,11 +8697,19 @@ CREATE TABLE canon_internal.cabinet_lead_state (
   limbo_stage         text NOT NULL CHECK (limbo_stage IN ('NO_IDENTITY', 'NO_DRIVER', 'NO_TRIPS_14D', 'TRIPS_NO_CLAIM', 'OK')),
   evaluated_at        timestamptz NOT NULL DEFAULT now(),
   evaluated_run_id    bigint,
-  key_rows            integer NOT NULL DEFAULT 1
+  key_rows            integer NOT NULL DEFAULT 1,
+  paid_claims         integer NOT NULL DEFAULT 0,
+  paid_amount         numeric(12,2) NOT NULL DEFAULT 0
 ) WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_vacuum_threshold='1000');
 
 CREATE INDEX cabinet_lead_state_lead_date_idx ON canon_internal.cabinet_lead_state (lead_date);
 CREATE INDEX cabinet_lead_state_lead_source_pk_idx ON canon_internal.cabinet_lead_state USING hash (lead_source_pk);
+-- The few rows sharing a lead key, which the weekly funnel counts per key (canon.funnel_week_counts_of).
+CREATE INDEX cabinet_lead_state_shared_key_idx ON canon_internal.cabinet_lead_state (lead_id)
+  WHERE key_rows > 1;
+-- The oldest stored leads of the stages the report lists (ops.oldest_actionable_leads).
+CREATE INDEX cabinet_lead_state_no_driver_idx ON canon_internal.cabinet_lead_state (lead_date)
+  WHERE limbo_stage = 'NO_DRIVER';
 CREATE INDEX cabinet_lead_state_trips_no_claim_idx ON canon_internal.cabinet_lead_state (lead_date)
   WHERE limbo_stage = 'TRIPS_NO_CLAIM';
 CREATE INDEX cabinet_lead_state_window_end_idx ON canon_internal.cabinet_lead_state (window_end)
@@ -8165,6 +8732,10 @@ CREATE TRIGGER cabinet_lead_state_count_update
   FOR EACH STATEMENT
   EXECUTE FUNCTION canon.count_lead_state_changes();
 
+COMMENT ON COLUMN canon_internal.cabinet_lead_state.paid_claims IS
+  'Claims of this key with status paid, of the milestones the lead has a threshold for (what the weekly funnel counts as paid); a change of status marks the key in canon_internal.cabinet_lead_state_paid_dirty.';
+COMMENT ON COLUMN canon_internal.cabinet_lead_state.paid_amount IS
+  'The amount_expected of those paid claims, summed.';
 COMMENT ON TABLE canon_internal.cabinet_lead_state IS
   'One row per cabinet lead row with lead_created_at: canon.v_cabinet_lead_status as of evaluated_at, maintained by the pipeline (canon.generate_cabinet_claims) and the ops.* tools. Read through ops.v_cabinet_leads_limbo.';
 
@@ -9216,6 +9787,38 @@ CREATE TABLE ops.limbo_snapshot_weeks (
 COMMENT ON TABLE ops.limbo_snapshot_weeks IS
   'Limbo counts of every completed run per lead week (week_start = ISO Monday of lead_date); they add up to ops.limbo_snapshots.';
 
+-- snapshot of sql/canon/canon.v_cabinet_lead_state_counted.sql
+-- canon.v_cabinet_lead_state_counted: the live definition of the counters
+-- canon_internal.cabinet_lead_state_counts: the stored lead state rows grouped by lead date,
+-- stage and flags, with their sums. The counting trigger (canon.count_lead_state_changes)
+-- groups its transition rows the same way; the check LEAD_STATE_COUNTS compares the
+-- counters with this view and ops.recount_lead_state_counts writes it into them.
+CREATE OR REPLACE VIEW canon.v_cabinet_lead_state_counted AS
+SELECT s.lead_date,
+       s.limbo_stage,
+       s.person_key IS NOT NULL AS with_identity,
+       s.driver_id IS NOT NULL AS with_driver,
+       s.trips_in_window > 0 AS with_trips,
+       s.window_days IS NOT NULL AS with_rule,
+       coalesce(s.window_days, 0) AS window_days,
+       s.reached_m1,
+       s.reached_m5,
+       s.reached_m25,
+       s.has_claim_m1,
+       s.has_claim_m5,
+       s.has_claim_m25,
+       count(*) AS leads,
+       sum(s.trips_in_window) AS trips,
+       coalesce(sum(s.m1_amount), 0) AS m1_amount,
+       coalesce(sum(s.m5_amount), 0) AS m5_amount,
+       coalesce(sum(s.m25_amount), 0) AS m25_amount,
+       sum(s.paid_claims) AS paid_claims,
+       sum(s.paid_amount) AS paid_amount
+FROM canon_internal.cabinet_lead_state s
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13;
+COMMENT ON VIEW canon.v_cabinet_lead_state_counted IS
+  'The stored lead state counted as canon_internal.cabinet_lead_state_counts counts it (by lead_date, stage and flags, with the sums of trips, milestone amounts and paid claims): what the counters must equal.';
+
 -- snapshot of sql/canon/canon.v_claim_rule_periods.sql
 -- canon.v_claim_rule_periods: canon.claim_rules turned into consecutive periods
 -- [period_from, period_to) during which one rule set applies, one row per period with the
@@ -9299,6 +9902,51 @@ WHERE dl.source_table = 'drivers'
   );
 COMMENT ON VIEW canon.v_person_driver IS
   'One driver per person: the most recently linked (linked_at DESC, then driver_id). Every limbo and claim view takes the driver from here.';
+
+-- snapshot of sql/ops/ops.v_cabinet_14d_funnel_weekly.sql
+-- ops.v_cabinet_14d_funnel_weekly: the 14-day funnel per lead week (ISO Monday of
+-- lead_date): leads, with identity, with driver, with trips, milestones reached, claims
+-- expected / present / missing with amounts, leads per limbo stage and percentages.
+-- The counts are those of ops.v_cabinet_leads_limbo (lead rows) and
+-- ops.v_cabinet_claims_expected_14d (claims: lead keys x milestones, a key shared by two
+-- rows claims once), read from the stored state's counters corrected for the rows that
+-- may not be current (ops.funnel_week_counts: no pass over every lead); a test compares
+-- them with the views (test/sql/ops.funnel_week_counts.test.ts). By construction
+-- claims_expected = claims_present + claims_missing and the stage counts add up to leads.
+-- An amount is 0 where no claim is counted (as a sum over no row would be).
+CREATE OR REPLACE VIEW ops.v_cabinet_14d_funnel_weekly AS
+SELECT f.week_start,
+       f.leads,
+       f.leads_with_identity,
+       f.leads_with_driver,
+       f.leads_with_trips_14d,
+       f.leads_window_open,
+       f.reached_m1_14d,
+       f.reached_m5_14d,
+       f.reached_m25_14d,
+       f.trips_14d,
+       f.claims_expected,
+       CASE WHEN f.claims_expected = 0 THEN 0 ELSE f.claims_expected_amount END AS claims_expected_amount,
+       f.claims_present,
+       CASE WHEN f.claims_present = 0 THEN 0 ELSE f.claims_present_amount END AS claims_present_amount,
+       f.claims_expected - f.claims_present AS claims_missing,
+       CASE WHEN f.claims_expected = f.claims_present THEN 0
+            ELSE f.claims_expected_amount - f.claims_present_amount END AS claims_missing_amount,
+       f.claims_paid,
+       CASE WHEN f.claims_paid = 0 THEN 0 ELSE f.claims_paid_amount END AS claims_paid_amount,
+       f.limbo_no_identity,
+       f.limbo_no_driver,
+       f.limbo_no_trips_14d,
+       f.limbo_trips_no_claim,
+       f.limbo_ok,
+       round(100.0 * f.leads_with_identity / nullif(f.leads, 0), 2) AS pct_with_identity,
+       round(100.0 * f.leads_with_driver / nullif(f.leads, 0), 2) AS pct_with_driver,
+       round(100.0 * f.leads_with_trips_14d / nullif(f.leads, 0), 2) AS pct_with_trips_14d,
+       round(100.0 * f.limbo_ok / nullif(f.leads, 0), 2) AS pct_ok,
+       round(100.0 * f.claims_present / nullif(f.claims_expected, 0), 2) AS pct_claims_present
+FROM ops.funnel_week_counts() f;
+COMMENT ON VIEW ops.v_cabinet_14d_funnel_weekly IS
+  'Weekly 14-day funnel (week_start = ISO Monday of lead_date): the counts of ops.v_cabinet_leads_limbo and ops.v_cabinet_claims_expected_14d per lead week, read from the stored state''s counters corrected for the rows that may not be current (ops.funnel_week_counts); percentages are of leads (pct_claims_present of claims expected).';
 
 -- snapshot of sql/ops/ops.v_cabinet_claims_duplicated.sql
 -- ops.v_cabinet_claims_duplicated: for finance, every claim made twice for one cabinet
@@ -9701,13 +10349,21 @@ SELECT c.lead_id,
        -- lead rows; a row committed since counts from the next run on): 1 for almost every
        -- lead, which lets the per-key claim views skip sorting every lead.
        1 + (SELECT count(*)::integer FROM canon_internal.lead_keys k2
-            WHERE k2.lead_source_pk = c.lead_source_pk AND k2.lead_date IS NOT NULL AND k2.lead_id <> c.lead_id) AS key_rows
+            WHERE k2.lead_source_pk = c.lead_source_pk AND k2.lead_date IS NOT NULL AND k2.lead_id <> c.lead_id) AS key_rows,
+       -- The paid claims of this key's milestones that have a threshold (the claims the
+       -- weekly funnel counts as paid for a key held by one lead row), and their amounts.
+       (coalesce(c1.status = 'paid' AND c.m1_trips_threshold IS NOT NULL, false)::integer
+        + coalesce(c5.status = 'paid' AND c.m5_trips_threshold IS NOT NULL, false)::integer
+        + coalesce(c25.status = 'paid' AND c.m25_trips_threshold IS NOT NULL, false)::integer) AS paid_claims,
+       (CASE WHEN c1.status = 'paid' AND c.m1_trips_threshold IS NOT NULL THEN c1.amount_expected ELSE 0 END
+        + CASE WHEN c5.status = 'paid' AND c.m5_trips_threshold IS NOT NULL THEN c5.amount_expected ELSE 0 END
+        + CASE WHEN c25.status = 'paid' AND c.m25_trips_threshold IS NOT NULL THEN c25.amount_expected ELSE 0 END)::numeric(12, 2) AS paid_amount
 FROM canon.v_cabinet_lead_chain c
 LEFT JOIN canon.claims_yango_cabinet_14d c1 ON c1.lead_source_pk = c.lead_source_pk AND c1.milestone = 1
 LEFT JOIN canon.claims_yango_cabinet_14d c5 ON c5.lead_source_pk = c.lead_source_pk AND c5.milestone = 5
 LEFT JOIN canon.claims_yango_cabinet_14d c25 ON c25.lead_source_pk = c.lead_source_pk AND c25.milestone = 25;
 COMMENT ON VIEW canon.v_cabinet_lead_status IS
-  'Live state of every cabinet lead row with lead_created_at: chain, milestones, claims of this key, limbo_stage. Stored per lead in canon_internal.cabinet_lead_state by the pipeline.';
+  'Live state of every cabinet lead row with lead_created_at: chain, milestones, claims of this key, limbo_stage, paid claims. Stored per lead in canon_internal.cabinet_lead_state by the pipeline.';
 
 -- snapshot of sql/canon/canon.lead_status_live.sql
 -- canon.lead_status_live: the live state of one lead row (canon.v_cabinet_lead_status),
@@ -10042,81 +10698,6 @@ FROM (
 ) s;
 COMMENT ON VIEW ops.v_cabinet_leads_limbo IS
   'One row per cabinet lead with lead_created_at: identity, driver, trips in the 14-day window, milestones, claims of this lead, limbo_stage (NO_IDENTITY, NO_DRIVER, NO_TRIPS_14D, TRIPS_NO_CLAIM, OK) and an actionable limbo_reason_detail.';
-
--- snapshot of sql/ops/ops.v_cabinet_14d_funnel_weekly.sql
--- ops.v_cabinet_14d_funnel_weekly: the 14-day funnel per lead week (ISO Monday of
--- lead_date): leads, with identity, with driver, with trips, milestones reached, claims
--- expected / present / missing with amounts, leads per limbo stage and percentages.
--- Lead counts are aggregates of ops.v_cabinet_leads_limbo and claim counts of
--- ops.v_cabinet_claims_expected_14d, so it agrees with them by construction
--- (claims_expected = claims_present + claims_missing; the stage counts add up to leads).
--- Leads count lead rows; claims count lead keys (a key shared by two rows claims once).
-CREATE OR REPLACE VIEW ops.v_cabinet_14d_funnel_weekly AS
-WITH leads AS (
-  SELECT l.week_start,
-         count(*) AS leads,
-         count(*) FILTER (WHERE l.person_key IS NOT NULL) AS leads_with_identity,
-         count(*) FILTER (WHERE l.driver_id IS NOT NULL) AS leads_with_driver,
-         count(*) FILTER (WHERE l.trips_14d > 0) AS leads_with_trips_14d,
-         count(*) FILTER (WHERE l.window_status = 'OPEN') AS leads_window_open,
-         count(*) FILTER (WHERE l.reached_m1_14d) AS reached_m1_14d,
-         count(*) FILTER (WHERE l.reached_m5_14d) AS reached_m5_14d,
-         count(*) FILTER (WHERE l.reached_m25_14d) AS reached_m25_14d,
-         coalesce(sum(l.trips_14d), 0) AS trips_14d,
-         count(*) FILTER (WHERE l.limbo_stage = 'NO_IDENTITY') AS limbo_no_identity,
-         count(*) FILTER (WHERE l.limbo_stage = 'NO_DRIVER') AS limbo_no_driver,
-         count(*) FILTER (WHERE l.limbo_stage = 'NO_TRIPS_14D') AS limbo_no_trips_14d,
-         count(*) FILTER (WHERE l.limbo_stage = 'TRIPS_NO_CLAIM') AS limbo_trips_no_claim,
-         count(*) FILTER (WHERE l.limbo_stage = 'OK') AS limbo_ok
-  FROM ops.v_cabinet_leads_limbo l
-  GROUP BY l.week_start
-),
-claims AS (
-  SELECT e.week_start,
-         count(*) FILTER (WHERE e.expected) AS claims_expected,
-         coalesce(sum(e.amount) FILTER (WHERE e.expected), 0) AS claims_expected_amount,
-         count(*) FILTER (WHERE e.expected AND e.claim_status IS NOT NULL) AS claims_present,
-         coalesce(sum(e.amount) FILTER (WHERE e.expected AND e.claim_status IS NOT NULL), 0) AS claims_present_amount,
-         count(*) FILTER (WHERE e.expected AND e.claim_status IS NULL) AS claims_missing,
-         coalesce(sum(e.amount) FILTER (WHERE e.expected AND e.claim_status IS NULL), 0) AS claims_missing_amount,
-         count(*) FILTER (WHERE e.claim_status = 'paid') AS claims_paid,
-         coalesce(sum(e.claim_amount) FILTER (WHERE e.claim_status = 'paid'), 0) AS claims_paid_amount
-  FROM ops.v_cabinet_claims_expected_14d e
-  GROUP BY e.week_start
-)
-SELECT w.week_start,
-       coalesce(l.leads, 0) AS leads,
-       coalesce(l.leads_with_identity, 0) AS leads_with_identity,
-       coalesce(l.leads_with_driver, 0) AS leads_with_driver,
-       coalesce(l.leads_with_trips_14d, 0) AS leads_with_trips_14d,
-       coalesce(l.leads_window_open, 0) AS leads_window_open,
-       coalesce(l.reached_m1_14d, 0) AS reached_m1_14d,
-       coalesce(l.reached_m5_14d, 0) AS reached_m5_14d,
-       coalesce(l.reached_m25_14d, 0) AS reached_m25_14d,
-       coalesce(l.trips_14d, 0) AS trips_14d,
-       coalesce(c.claims_expected, 0) AS claims_expected,
-       coalesce(c.claims_expected_amount, 0) AS claims_expected_amount,
-       coalesce(c.claims_present, 0) AS claims_present,
-       coalesce(c.claims_present_amount, 0) AS claims_present_amount,
-       coalesce(c.claims_missing, 0) AS claims_missing,
-       coalesce(c.claims_missing_amount, 0) AS claims_missing_amount,
-       coalesce(c.claims_paid, 0) AS claims_paid,
-       coalesce(c.claims_paid_amount, 0) AS claims_paid_amount,
-       coalesce(l.limbo_no_identity, 0) AS limbo_no_identity,
-       coalesce(l.limbo_no_driver, 0) AS limbo_no_driver,
-       coalesce(l.limbo_no_trips_14d, 0) AS limbo_no_trips_14d,
-       coalesce(l.limbo_trips_no_claim, 0) AS limbo_trips_no_claim,
-       coalesce(l.limbo_ok, 0) AS limbo_ok,
-       round(100.0 * l.leads_with_identity / nullif(l.leads, 0), 2) AS pct_with_identity,
-       round(100.0 * l.leads_with_driver / nullif(l.leads, 0), 2) AS pct_with_driver,
-       round(100.0 * l.leads_with_trips_14d / nullif(l.leads, 0), 2) AS pct_with_trips_14d,
-       round(100.0 * l.limbo_ok / nullif(l.leads, 0), 2) AS pct_ok,
-       round(100.0 * c.claims_present / nullif(c.claims_expected, 0), 2) AS pct_claims_present
-FROM (SELECT week_start FROM leads UNION SELECT week_start FROM claims) w
-LEFT JOIN leads l ON l.week_start = w.week_start
-LEFT JOIN claims c ON c.week_start = w.week_start;
-COMMENT ON VIEW ops.v_cabinet_14d_funnel_weekly IS
-  'Weekly 14-day funnel (week_start = ISO Monday of lead_date) computed from ops.v_cabinet_leads_limbo and ops.v_cabinet_claims_expected_14d; percentages are of leads (pct_claims_present of claims expected).';
 
 -- snapshot of sql/ops/ops.v_review_queue.sql
 -- ops.v_review_queue: the leads waiting for a person (SPEC 6: AMBIGUOUS, CONFLICT,

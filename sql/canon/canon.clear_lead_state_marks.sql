@@ -11,20 +11,25 @@ AS $$
 DECLARE
   v_dirty integer;
   v_pending integer;
+  v_paid integer;
 BEGIN
   IF to_regclass('pg_temp.lead_state_marks') IS NULL THEN
     RETURN 0;
   END IF;
   DELETE FROM canon_internal.cabinet_lead_state_dirty d
   USING pg_temp.lead_state_marks m
-  WHERE m.lead_source_pk IS NOT NULL AND d.lead_source_pk = m.lead_source_pk AND d.mark_seq = m.mark_seq;
+  WHERE m.lead_source_pk IS NOT NULL AND NOT m.paid AND d.lead_source_pk = m.lead_source_pk AND d.mark_seq = m.mark_seq;
   GET DIAGNOSTICS v_dirty = ROW_COUNT;
+  DELETE FROM canon_internal.cabinet_lead_state_paid_dirty d
+  USING pg_temp.lead_state_marks m
+  WHERE m.paid AND d.lead_source_pk = m.lead_source_pk AND d.mark_seq = m.mark_seq;
+  GET DIAGNOSTICS v_paid = ROW_COUNT;
   DELETE FROM canon_internal.cabinet_lead_state_pending p
   USING pg_temp.lead_state_marks m
   WHERE m.lead_id IS NOT NULL AND p.lead_id = m.lead_id AND p.mark_seq = m.mark_seq;
   GET DIAGNOSTICS v_pending = ROW_COUNT;
   DROP TABLE pg_temp.lead_state_marks;
-  RETURN v_dirty + v_pending;
+  RETURN v_dirty + v_pending + v_paid;
 END
 $$;
 COMMENT ON FUNCTION canon.clear_lead_state_marks() IS

@@ -26,7 +26,8 @@ DECLARE
   -- The read functions of ops a reader may call (the rest of ops writes or repairs).
   c_reader_ops constant text[] := ARRAY[
     'ops.explain_lead', 'ops.check_limbo_alerts', 'ops.firing_limbo_alerts', 'ops.limbo_alert_metrics',
-    'ops.limbo_week_counts', 'ops.limbo_stage_counts', 'ops.last_complete_lead_week', 'ops.job_lock_holders'];
+    'ops.limbo_week_counts', 'ops.limbo_stage_counts', 'ops.funnel_week_counts',
+    'ops.limbo_stage_actions', 'ops.oldest_actionable_leads', 'ops.last_complete_lead_week', 'ops.job_lock_holders'];
   v_role text;
   v_missing text[] := '{}';
   v_may_create boolean;

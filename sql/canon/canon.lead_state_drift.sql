@@ -27,7 +27,8 @@ AS $$
   marked AS (
     SELECT p.lead_id FROM canon_internal.cabinet_lead_state_pending p
     UNION
-    SELECT unnest(canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_dirty d)))
+    SELECT unnest(canon.lead_ids_of_keys(ARRAY(SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_dirty d
+                                               UNION SELECT d.lead_source_pk FROM canon_internal.cabinet_lead_state_paid_dirty d)))
   ),
   leads AS (
     SELECT l.id, canon.lead_source_pk(l.external_id, l.id) AS lead_source_pk, l.lead_created_at::date AS lead_date,
@@ -62,11 +63,11 @@ AS $$
     WHERE s.lead_source_pk = v.lead_source_pk AND s.lead_date = v.lead_date
       AND (s.person_key, s.driver_id, s.window_end, s.trips_in_window, s.trip_rows_in_window,
            s.reached_m1, s.reached_m5, s.reached_m25, s.expected_amount,
-           s.has_claim_m1, s.has_claim_m5, s.has_claim_m25, s.limbo_stage, s.key_rows)
+           s.has_claim_m1, s.has_claim_m5, s.has_claim_m25, s.limbo_stage, s.key_rows, s.paid_claims, s.paid_amount)
           IS DISTINCT FROM
           (v.person_key, v.driver_id, v.window_end, v.trips_in_window, v.trip_rows_in_window,
            v.reached_m1, v.reached_m5, v.reached_m25, v.expected_amount,
-           v.has_claim_m1, v.has_claim_m5, v.has_claim_m25, v.limbo_stage, v.key_rows)
+           v.has_claim_m1, v.has_claim_m5, v.has_claim_m25, v.limbo_stage, v.key_rows, v.paid_claims, v.paid_amount)
   )
   SELECT x.lead_id, x.example
   FROM (SELECT m.lead_id, m.example FROM membership m

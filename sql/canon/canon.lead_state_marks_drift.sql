@@ -20,6 +20,10 @@ AS $$
   SELECT NULL, d.lead_source_pk, format('lead key %s marked at %s', left(d.lead_source_pk, 40), d.marked_at)
   FROM canon_internal.cabinet_lead_state_dirty d CROSS JOIN last_run r
   WHERE d.marked_at < r.started_at
+  UNION ALL
+  SELECT NULL, d.lead_source_pk, format('lead key %s marked paid at %s', left(d.lead_source_pk, 40), d.marked_at)
+  FROM canon_internal.cabinet_lead_state_paid_dirty d CROSS JOIN last_run r
+  WHERE d.marked_at < r.started_at
 $$;
 COMMENT ON FUNCTION canon.lead_state_marks_drift() IS
   'Lead state marks older than the start of the last completed run (which would have consumed them).';

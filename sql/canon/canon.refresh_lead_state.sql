@@ -36,12 +36,12 @@ BEGIN
     trips_in_window, trip_rows_in_window, currency,
     m1_trips_threshold, m1_amount, reached_m1, m5_trips_threshold, m5_amount, reached_m5,
     m25_trips_threshold, m25_amount, reached_m25, expected_amount,
-    has_claim_m1, has_claim_m5, has_claim_m25, limbo_stage, key_rows, evaluated_at, evaluated_run_id)
+    has_claim_m1, has_claim_m5, has_claim_m25, limbo_stage, key_rows, paid_claims, paid_amount, evaluated_at, evaluated_run_id)
   SELECT f.lead_id, f.lead_source_pk, f.lead_date, f.person_key, f.driver_id, f.window_days, f.window_end,
          f.trips_in_window, f.trip_rows_in_window, f.currency,
          f.m1_trips_threshold, f.m1_amount, f.reached_m1, f.m5_trips_threshold, f.m5_amount, f.reached_m5,
          f.m25_trips_threshold, f.m25_amount, f.reached_m25, f.expected_amount,
-         f.has_claim_m1, f.has_claim_m5, f.has_claim_m25, f.limbo_stage, f.key_rows, now(), p_run_id
+         f.has_claim_m1, f.has_claim_m5, f.has_claim_m25, f.limbo_stage, f.key_rows, f.paid_claims, f.paid_amount, now(), p_run_id
   FROM pg_temp.lead_state_fresh f
   ORDER BY f.lead_id
   ON CONFLICT (lead_id) DO UPDATE
@@ -55,18 +55,20 @@ BEGIN
         m25_trips_threshold = excluded.m25_trips_threshold, m25_amount = excluded.m25_amount, reached_m25 = excluded.reached_m25,
         expected_amount = excluded.expected_amount,
         has_claim_m1 = excluded.has_claim_m1, has_claim_m5 = excluded.has_claim_m5, has_claim_m25 = excluded.has_claim_m25,
-        limbo_stage = excluded.limbo_stage, key_rows = excluded.key_rows, evaluated_at = excluded.evaluated_at, evaluated_run_id = excluded.evaluated_run_id
+        limbo_stage = excluded.limbo_stage, key_rows = excluded.key_rows,
+        paid_claims = excluded.paid_claims, paid_amount = excluded.paid_amount, evaluated_at = excluded.evaluated_at, evaluated_run_id = excluded.evaluated_run_id
     WHERE (s.lead_source_pk, s.lead_date, s.person_key, s.driver_id, s.window_days, s.window_end,
            s.trips_in_window, s.trip_rows_in_window, s.currency,
            s.m1_trips_threshold, s.m1_amount, s.reached_m1, s.m5_trips_threshold, s.m5_amount, s.reached_m5,
            s.m25_trips_threshold, s.m25_amount, s.reached_m25, s.expected_amount,
-           s.has_claim_m1, s.has_claim_m5, s.has_claim_m25, s.limbo_stage, s.key_rows)
+           s.has_claim_m1, s.has_claim_m5, s.has_claim_m25, s.limbo_stage, s.key_rows, s.paid_claims, s.paid_amount)
           IS DISTINCT FROM
           (excluded.lead_source_pk, excluded.lead_date, excluded.person_key, excluded.driver_id, excluded.window_days, excluded.window_end,
            excluded.trips_in_window, excluded.trip_rows_in_window, excluded.currency,
            excluded.m1_trips_threshold, excluded.m1_amount, excluded.reached_m1, excluded.m5_trips_threshold, excluded.m5_amount, excluded.reached_m5,
            excluded.m25_trips_threshold, excluded.m25_amount, excluded.reached_m25, excluded.expected_amount,
-           excluded.has_claim_m1, excluded.has_claim_m5, excluded.has_claim_m25, excluded.limbo_stage, excluded.key_rows);
+           excluded.has_claim_m1, excluded.has_claim_m5, excluded.has_claim_m25, excluded.limbo_stage, excluded.key_rows,
+           excluded.paid_claims, excluded.paid_amount);
   GET DIAGNOSTICS v_written = ROW_COUNT;
 
   DELETE FROM canon_internal.cabinet_lead_state s

@@ -1,6 +1,7 @@
 -- canon.take_lead_state_marks: the marks a lead state evaluation consumes, as visible now,
 -- into pg_temp.lead_state_marks (lead rows of canon_internal.cabinet_lead_state_pending, keys of
--- canon_internal.cabinet_lead_state_dirty, each with its mark_seq); adds those not read yet when
+-- canon_internal.cabinet_lead_state_dirty and of canon_internal.cabinet_lead_state_paid_dirty
+-- (paid), each with its mark_seq); adds those not read yet when
 -- called again in the same transaction. Returns the lead rows newly taken (marked rows
 -- and the rows of marked keys). canon.clear_lead_state_marks removes exactly these marks
 -- afterwards: a row or key marked again meanwhile has a new mark_seq and stays.
@@ -16,18 +17,24 @@ AS $$
 DECLARE
   v_ids integer[];
 BEGIN
-  CREATE TEMP TABLE IF NOT EXISTS lead_state_marks (lead_id integer, lead_source_pk text, mark_seq bigint NOT NULL)
+  CREATE TEMP TABLE IF NOT EXISTS lead_state_marks (lead_id integer, lead_source_pk text, mark_seq bigint NOT NULL,
+                                                   paid boolean NOT NULL DEFAULT false)
     ON COMMIT DROP;
   WITH taken AS (
     INSERT INTO pg_temp.lead_state_marks
-    SELECT p.lead_id, NULL, p.mark_seq
+    SELECT p.lead_id, NULL, p.mark_seq, false
     FROM canon_internal.cabinet_lead_state_pending p
     WHERE NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_marks m WHERE m.lead_id = p.lead_id AND m.mark_seq = p.mark_seq)
     UNION ALL
-    SELECT NULL, d.lead_source_pk, d.mark_seq
+    SELECT NULL, d.lead_source_pk, d.mark_seq, false
     FROM canon_internal.cabinet_lead_state_dirty d
     WHERE NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_marks m
-                      WHERE m.lead_source_pk = d.lead_source_pk AND m.mark_seq = d.mark_seq)
+                      WHERE m.lead_source_pk = d.lead_source_pk AND m.mark_seq = d.mark_seq AND NOT m.paid)
+    UNION ALL
+    SELECT NULL, d.lead_source_pk, d.mark_seq, true
+    FROM canon_internal.cabinet_lead_state_paid_dirty d
+    WHERE NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_marks m
+                      WHERE m.lead_source_pk = d.lead_source_pk AND m.mark_seq = d.mark_seq AND m.paid)
     RETURNING lead_id, lead_source_pk
   )
   SELECT ARRAY(
@@ -39,4 +46,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.take_lead_state_marks() IS
-  'Reads the lead state marks (pending rows, dirty keys) visible now into pg_temp.lead_state_marks and returns the lead rows they name; canon.clear_lead_state_marks removes exactly those marks.';
+  'Reads the lead state marks (pending rows, dirty keys, keys whose paid claims changed) visible now into pg_temp.lead_state_marks and returns the lead rows they name; canon.clear_lead_state_marks removes exactly those marks.';

@@ -37,10 +37,18 @@ SELECT c.lead_id,
        -- lead rows; a row committed since counts from the next run on): 1 for almost every
        -- lead, which lets the per-key claim views skip sorting every lead.
        1 + (SELECT count(*)::integer FROM canon_internal.lead_keys k2
-            WHERE k2.lead_source_pk = c.lead_source_pk AND k2.lead_date IS NOT NULL AND k2.lead_id <> c.lead_id) AS key_rows
+            WHERE k2.lead_source_pk = c.lead_source_pk AND k2.lead_date IS NOT NULL AND k2.lead_id <> c.lead_id) AS key_rows,
+       -- The paid claims of this key's milestones that have a threshold (the claims the
+       -- weekly funnel counts as paid for a key held by one lead row), and their amounts.
+       (coalesce(c1.status = 'paid' AND c.m1_trips_threshold IS NOT NULL, false)::integer
+        + coalesce(c5.status = 'paid' AND c.m5_trips_threshold IS NOT NULL, false)::integer
+        + coalesce(c25.status = 'paid' AND c.m25_trips_threshold IS NOT NULL, false)::integer) AS paid_claims,
+       (CASE WHEN c1.status = 'paid' AND c.m1_trips_threshold IS NOT NULL THEN c1.amount_expected ELSE 0 END
+        + CASE WHEN c5.status = 'paid' AND c.m5_trips_threshold IS NOT NULL THEN c5.amount_expected ELSE 0 END
+        + CASE WHEN c25.status = 'paid' AND c.m25_trips_threshold IS NOT NULL THEN c25.amount_expected ELSE 0 END)::numeric(12, 2) AS paid_amount
 FROM canon.v_cabinet_lead_chain c
 LEFT JOIN canon.claims_yango_cabinet_14d c1 ON c1.lead_source_pk = c.lead_source_pk AND c1.milestone = 1
 LEFT JOIN canon.claims_yango_cabinet_14d c5 ON c5.lead_source_pk = c.lead_source_pk AND c5.milestone = 5
 LEFT JOIN canon.claims_yango_cabinet_14d c25 ON c25.lead_source_pk = c.lead_source_pk AND c25.milestone = 25;
 COMMENT ON VIEW canon.v_cabinet_lead_status IS
-  'Live state of every cabinet lead row with lead_created_at: chain, milestones, claims of this key, limbo_stage. Stored per lead in canon_internal.cabinet_lead_state by the pipeline.';
+  'Live state of every cabinet lead row with lead_created_at: chain, milestones, claims of this key, limbo_stage, paid claims. Stored per lead in canon_internal.cabinet_lead_state by the pipeline.';

@@ -29,11 +29,19 @@ CREATE TABLE canon_internal.cabinet_lead_state (
   limbo_stage         text NOT NULL CHECK (limbo_stage IN ('NO_IDENTITY', 'NO_DRIVER', 'NO_TRIPS_14D', 'TRIPS_NO_CLAIM', 'OK')),
   evaluated_at        timestamptz NOT NULL DEFAULT now(),
   evaluated_run_id    bigint,
-  key_rows            integer NOT NULL DEFAULT 1
+  key_rows            integer NOT NULL DEFAULT 1,
+  paid_claims         integer NOT NULL DEFAULT 0,
+  paid_amount         numeric(12,2) NOT NULL DEFAULT 0
 ) WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_vacuum_threshold='1000');
 
 CREATE INDEX cabinet_lead_state_lead_date_idx ON canon_internal.cabinet_lead_state (lead_date);
 CREATE INDEX cabinet_lead_state_lead_source_pk_idx ON canon_internal.cabinet_lead_state USING hash (lead_source_pk);
+-- The few rows sharing a lead key, which the weekly funnel counts per key (canon.funnel_week_counts_of).
+CREATE INDEX cabinet_lead_state_shared_key_idx ON canon_internal.cabinet_lead_state (lead_id)
+  WHERE key_rows > 1;
+-- The oldest stored leads of the stages the report lists (ops.oldest_actionable_leads).
+CREATE INDEX cabinet_lead_state_no_driver_idx ON canon_internal.cabinet_lead_state (lead_date)
+  WHERE limbo_stage = 'NO_DRIVER';
 CREATE INDEX cabinet_lead_state_trips_no_claim_idx ON canon_internal.cabinet_lead_state (lead_date)
   WHERE limbo_stage = 'TRIPS_NO_CLAIM';
 CREATE INDEX cabinet_lead_state_window_end_idx ON canon_internal.cabinet_lead_state (window_end)
@@ -56,5 +64,9 @@ CREATE TRIGGER cabinet_lead_state_count_update
   FOR EACH STATEMENT
   EXECUTE FUNCTION canon.count_lead_state_changes();
 
+COMMENT ON COLUMN canon_internal.cabinet_lead_state.paid_claims IS
+  'Claims of this key with status paid, of the milestones the lead has a threshold for (what the weekly funnel counts as paid); a change of status marks the key in canon_internal.cabinet_lead_state_paid_dirty.';
+COMMENT ON COLUMN canon_internal.cabinet_lead_state.paid_amount IS
+  'The amount_expected of those paid claims, summed.';
 COMMENT ON TABLE canon_internal.cabinet_lead_state IS
   'One row per cabinet lead row with lead_created_at: canon.v_cabinet_lead_status as of evaluated_at, maintained by the pipeline (canon.generate_cabinet_claims) and the ops.* tools. Read through ops.v_cabinet_leads_limbo.';

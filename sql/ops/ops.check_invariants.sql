@@ -76,20 +76,26 @@ AS $$
           IS DISTINCT FROM
           (s.status, s.amount_expected, s.currency, s.person_key, s.driver_id, s.lead_date, s.generated_at, s.paid_at, s.run_id)
   ),
-  -- The counters of the stored lead state (kept by a trigger, read by the scope figures
-  -- and the snapshots) against a count of the rows themselves.
+  -- The counters of the stored lead state (kept by a trigger, read by the scope figures,
+  -- the snapshots and the funnel) against a count of the rows themselves
+  -- (canon.v_cabinet_lead_state_counted), every key and sum compared; one example per
+  -- lead date, stage and the first flags.
   state_counts AS (
-    SELECT format('%s %s identity=%s driver=%s trips=%s rule=%s: counted %s, stored %s',
-                  lead_date, limbo_stage, with_identity::text, with_driver::text, with_trips::text, with_rule::text,
-                  coalesce(c.leads, 0), coalesce(s.leads, 0)) AS example
-    FROM canon_internal.cabinet_lead_state_counts c
-    FULL JOIN (SELECT x.lead_date, x.limbo_stage, x.person_key IS NOT NULL AS with_identity,
-                      x.driver_id IS NOT NULL AS with_driver, x.trips_in_window > 0 AS with_trips,
-                      x.window_days IS NOT NULL AS with_rule, count(*) AS leads
-               FROM canon_internal.cabinet_lead_state x
-               GROUP BY 1, 2, 3, 4, 5, 6) s
-      USING (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule)
-    WHERE coalesce(c.leads, 0) <> coalesce(s.leads, 0)
+    SELECT format('%s %s identity=%s driver=%s trips=%s rule=%s: counted %s, stored %s%s',
+                  x.lead_date, x.limbo_stage, x.with_identity::text, x.with_driver::text, x.with_trips::text,
+                  x.with_rule::text, sum(x.counted), sum(x.stored),
+                  CASE WHEN sum(x.counted) = sum(x.stored) THEN ' (milestones, claims, window, trips, amounts or paid claims differ)' ELSE '' END) AS example
+    FROM (
+      SELECT lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule,
+             coalesce(c.leads, 0) AS counted, coalesce(s.leads, 0) AS stored
+      FROM canon_internal.cabinet_lead_state_counts c
+      FULL JOIN canon.v_cabinet_lead_state_counted s
+        USING (lead_date, limbo_stage, with_identity, with_driver, with_trips, with_rule, window_days,
+               reached_m1, reached_m5, reached_m25, has_claim_m1, has_claim_m5, has_claim_m25)
+      WHERE (c.leads, c.trips, c.m1_amount, c.m5_amount, c.m25_amount, c.paid_claims, c.paid_amount)
+            IS DISTINCT FROM (s.leads, s.trips, s.m1_amount, s.m5_amount, s.m25_amount, s.paid_claims, s.paid_amount)
+    ) x
+    GROUP BY x.lead_date, x.limbo_stage, x.with_identity, x.with_driver, x.with_trips, x.with_rule
   ),
   -- A settled claim deleted or moved back to an unsettled status (its record stays,
   -- stamped by the trigger) with no note saying why: money that may have vanished by

@@ -1,73 +1,43 @@
 -- ops.v_cabinet_14d_funnel_weekly: the 14-day funnel per lead week (ISO Monday of
 -- lead_date): leads, with identity, with driver, with trips, milestones reached, claims
 -- expected / present / missing with amounts, leads per limbo stage and percentages.
--- Lead counts are aggregates of ops.v_cabinet_leads_limbo and claim counts of
--- ops.v_cabinet_claims_expected_14d, so it agrees with them by construction
--- (claims_expected = claims_present + claims_missing; the stage counts add up to leads).
--- Leads count lead rows; claims count lead keys (a key shared by two rows claims once).
+-- The counts are those of ops.v_cabinet_leads_limbo (lead rows) and
+-- ops.v_cabinet_claims_expected_14d (claims: lead keys x milestones, a key shared by two
+-- rows claims once), read from the stored state's counters corrected for the rows that
+-- may not be current (ops.funnel_week_counts: no pass over every lead); a test compares
+-- them with the views (test/sql/ops.funnel_week_counts.test.ts). By construction
+-- claims_expected = claims_present + claims_missing and the stage counts add up to leads.
+-- An amount is 0 where no claim is counted (as a sum over no row would be).
 CREATE OR REPLACE VIEW ops.v_cabinet_14d_funnel_weekly AS
-WITH leads AS (
-  SELECT l.week_start,
-         count(*) AS leads,
-         count(*) FILTER (WHERE l.person_key IS NOT NULL) AS leads_with_identity,
-         count(*) FILTER (WHERE l.driver_id IS NOT NULL) AS leads_with_driver,
-         count(*) FILTER (WHERE l.trips_14d > 0) AS leads_with_trips_14d,
-         count(*) FILTER (WHERE l.window_status = 'OPEN') AS leads_window_open,
-         count(*) FILTER (WHERE l.reached_m1_14d) AS reached_m1_14d,
-         count(*) FILTER (WHERE l.reached_m5_14d) AS reached_m5_14d,
-         count(*) FILTER (WHERE l.reached_m25_14d) AS reached_m25_14d,
-         coalesce(sum(l.trips_14d), 0) AS trips_14d,
-         count(*) FILTER (WHERE l.limbo_stage = 'NO_IDENTITY') AS limbo_no_identity,
-         count(*) FILTER (WHERE l.limbo_stage = 'NO_DRIVER') AS limbo_no_driver,
-         count(*) FILTER (WHERE l.limbo_stage = 'NO_TRIPS_14D') AS limbo_no_trips_14d,
-         count(*) FILTER (WHERE l.limbo_stage = 'TRIPS_NO_CLAIM') AS limbo_trips_no_claim,
-         count(*) FILTER (WHERE l.limbo_stage = 'OK') AS limbo_ok
-  FROM ops.v_cabinet_leads_limbo l
-  GROUP BY l.week_start
-),
-claims AS (
-  SELECT e.week_start,
-         count(*) FILTER (WHERE e.expected) AS claims_expected,
-         coalesce(sum(e.amount) FILTER (WHERE e.expected), 0) AS claims_expected_amount,
-         count(*) FILTER (WHERE e.expected AND e.claim_status IS NOT NULL) AS claims_present,
-         coalesce(sum(e.amount) FILTER (WHERE e.expected AND e.claim_status IS NOT NULL), 0) AS claims_present_amount,
-         count(*) FILTER (WHERE e.expected AND e.claim_status IS NULL) AS claims_missing,
-         coalesce(sum(e.amount) FILTER (WHERE e.expected AND e.claim_status IS NULL), 0) AS claims_missing_amount,
-         count(*) FILTER (WHERE e.claim_status = 'paid') AS claims_paid,
-         coalesce(sum(e.claim_amount) FILTER (WHERE e.claim_status = 'paid'), 0) AS claims_paid_amount
-  FROM ops.v_cabinet_claims_expected_14d e
-  GROUP BY e.week_start
-)
-SELECT w.week_start,
-       coalesce(l.leads, 0) AS leads,
-       coalesce(l.leads_with_identity, 0) AS leads_with_identity,
-       coalesce(l.leads_with_driver, 0) AS leads_with_driver,
-       coalesce(l.leads_with_trips_14d, 0) AS leads_with_trips_14d,
-       coalesce(l.leads_window_open, 0) AS leads_window_open,
-       coalesce(l.reached_m1_14d, 0) AS reached_m1_14d,
-       coalesce(l.reached_m5_14d, 0) AS reached_m5_14d,
-       coalesce(l.reached_m25_14d, 0) AS reached_m25_14d,
-       coalesce(l.trips_14d, 0) AS trips_14d,
-       coalesce(c.claims_expected, 0) AS claims_expected,
-       coalesce(c.claims_expected_amount, 0) AS claims_expected_amount,
-       coalesce(c.claims_present, 0) AS claims_present,
-       coalesce(c.claims_present_amount, 0) AS claims_present_amount,
-       coalesce(c.claims_missing, 0) AS claims_missing,
-       coalesce(c.claims_missing_amount, 0) AS claims_missing_amount,
-       coalesce(c.claims_paid, 0) AS claims_paid,
-       coalesce(c.claims_paid_amount, 0) AS claims_paid_amount,
-       coalesce(l.limbo_no_identity, 0) AS limbo_no_identity,
-       coalesce(l.limbo_no_driver, 0) AS limbo_no_driver,
-       coalesce(l.limbo_no_trips_14d, 0) AS limbo_no_trips_14d,
-       coalesce(l.limbo_trips_no_claim, 0) AS limbo_trips_no_claim,
-       coalesce(l.limbo_ok, 0) AS limbo_ok,
-       round(100.0 * l.leads_with_identity / nullif(l.leads, 0), 2) AS pct_with_identity,
-       round(100.0 * l.leads_with_driver / nullif(l.leads, 0), 2) AS pct_with_driver,
-       round(100.0 * l.leads_with_trips_14d / nullif(l.leads, 0), 2) AS pct_with_trips_14d,
-       round(100.0 * l.limbo_ok / nullif(l.leads, 0), 2) AS pct_ok,
-       round(100.0 * c.claims_present / nullif(c.claims_expected, 0), 2) AS pct_claims_present
-FROM (SELECT week_start FROM leads UNION SELECT week_start FROM claims) w
-LEFT JOIN leads l ON l.week_start = w.week_start
-LEFT JOIN claims c ON c.week_start = w.week_start;
+SELECT f.week_start,
+       f.leads,
+       f.leads_with_identity,
+       f.leads_with_driver,
+       f.leads_with_trips_14d,
+       f.leads_window_open,
+       f.reached_m1_14d,
+       f.reached_m5_14d,
+       f.reached_m25_14d,
+       f.trips_14d,
+       f.claims_expected,
+       CASE WHEN f.claims_expected = 0 THEN 0 ELSE f.claims_expected_amount END AS claims_expected_amount,
+       f.claims_present,
+       CASE WHEN f.claims_present = 0 THEN 0 ELSE f.claims_present_amount END AS claims_present_amount,
+       f.claims_expected - f.claims_present AS claims_missing,
+       CASE WHEN f.claims_expected = f.claims_present THEN 0
+            ELSE f.claims_expected_amount - f.claims_present_amount END AS claims_missing_amount,
+       f.claims_paid,
+       CASE WHEN f.claims_paid = 0 THEN 0 ELSE f.claims_paid_amount END AS claims_paid_amount,
+       f.limbo_no_identity,
+       f.limbo_no_driver,
+       f.limbo_no_trips_14d,
+       f.limbo_trips_no_claim,
+       f.limbo_ok,
+       round(100.0 * f.leads_with_identity / nullif(f.leads, 0), 2) AS pct_with_identity,
+       round(100.0 * f.leads_with_driver / nullif(f.leads, 0), 2) AS pct_with_driver,
+       round(100.0 * f.leads_with_trips_14d / nullif(f.leads, 0), 2) AS pct_with_trips_14d,
+       round(100.0 * f.limbo_ok / nullif(f.leads, 0), 2) AS pct_ok,
+       round(100.0 * f.claims_present / nullif(f.claims_expected, 0), 2) AS pct_claims_present
+FROM ops.funnel_week_counts() f;
 COMMENT ON VIEW ops.v_cabinet_14d_funnel_weekly IS
-  'Weekly 14-day funnel (week_start = ISO Monday of lead_date) computed from ops.v_cabinet_leads_limbo and ops.v_cabinet_claims_expected_14d; percentages are of leads (pct_claims_present of claims expected).';
+  'Weekly 14-day funnel (week_start = ISO Monday of lead_date): the counts of ops.v_cabinet_leads_limbo and ops.v_cabinet_claims_expected_14d per lead week, read from the stored state''s counters corrected for the rows that may not be current (ops.funnel_week_counts); percentages are of leads (pct_claims_present of claims expected).';

@@ -2,7 +2,8 @@
 // that every section describes the same moment. Every number comes from a view or a
 // function of ops (the report adds nothing to the decisions): the funnel and the claims
 // from ops.v_cabinet_14d_funnel_weekly, the history from ops.v_limbo_history, the oldest
-// leads from ops.v_cabinet_leads_limbo, the runs from canon.ingestion_runs and the alerts
+// leads a person can act on from ops.oldest_actionable_leads and ops.limbo_stage_actions
+// (rows of ops.v_cabinet_leads_limbo), the runs from canon.ingestion_runs and the alerts
 // from ops.check_limbo_alerts(p_record => false).
 import type pg from 'pg';
 import { type Alert, checkAlerts } from '../alerts.js';
@@ -112,17 +113,6 @@ export interface ReportOptions {
   runs?: number;
 }
 
-/**
- * A lead a person can act on now: one the matcher will not decide (AMBIGUOUS, CONFLICT,
- * WEAK_MATCH_ONLY, SHARED_KEY, PROBABLE_MATCH: cabinet-leads review) or whose lead data lacks every key
- * (MISSING_KEYS), a person without a driver link, a reached milestone without its claim.
- * Not: a lead the job retries by itself (not evaluated yet, NO_CANDIDATES), one marked
- * IGNORED, one waiting for trips or whose window closed without any.
- */
-const ACTIONABLE_SQL = `(l.limbo_stage IN ('NO_DRIVER', 'TRIPS_NO_CLAIM')
-   OR (l.limbo_stage = 'NO_IDENTITY' AND u.status = 'OPEN'
-       AND u.reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'PROBABLE_MATCH', 'MISSING_KEYS')))`;
-
 const FUNNEL_COLUMNS = [
   'leads', 'leads_with_identity', 'leads_with_driver', 'leads_with_trips_14d', 'reached_m1_14d', 'reached_m5_14d',
   'reached_m25_14d', 'claims_expected', 'claims_expected_amount', 'claims_present', 'claims_present_amount',
@@ -165,30 +155,18 @@ export async function loadReportData(pool: pg.Pool, opts: ReportOptions = {}): P
        ORDER BY h.taken_at, h.run_id`,
       [historyDays],
     );
-    // The oldest leads only where a person can act now (ACTIONABLE_SQL); the others are
-    // counted: the job retries them, or they wait for trips, or someone already decided.
+    // The oldest leads only where a person can act now (ops.oldest_actionable_leads: a lead
+    // awaiting review or missing every key, a person without a driver link, a reached
+    // milestone without its claim); the others are counted (ops.limbo_stage_actions): the
+    // job retries them, or they wait for trips, or someone already decided.
     const oldest = await client.query<OldLead>(
-      `SELECT x.limbo_stage, x.lead_id, x.lead_source_pk, x.lead_date::text AS lead_date, x.age_days, x.lead_name,
-              x.reason_code, x.limbo_reason_detail, x.stage_total::float8 AS stage_total
-       FROM (
-         SELECT l.limbo_stage, l.lead_id, l.lead_source_pk, l.lead_date, canon.business_today() - l.lead_date AS age_days,
-                l.lead_name, l.reason_code, l.limbo_reason_detail,
-                row_number() OVER (PARTITION BY l.limbo_stage ORDER BY l.lead_date, l.lead_id) AS rn,
-                count(*) OVER (PARTITION BY l.limbo_stage) AS stage_total
-         FROM ops.v_cabinet_leads_limbo l
-         LEFT JOIN canon.identity_unmatched u ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = l.lead_source_pk
-         WHERE ${ACTIONABLE_SQL}
-       ) x
-       WHERE x.rn <= $1
-       ORDER BY array_position(ARRAY['NO_IDENTITY', 'NO_DRIVER', 'NO_TRIPS_14D', 'TRIPS_NO_CLAIM'], x.limbo_stage), x.rn`,
+      `SELECT o.limbo_stage, o.lead_id, o.lead_source_pk, o.lead_date::text AS lead_date, o.age_days, o.lead_name,
+              o.reason_code, o.limbo_reason_detail, o.stage_total::float8 AS stage_total
+       FROM ops.oldest_actionable_leads($1) o`,
       [opts.oldestPerStage ?? 10],
     );
     const actions = await client.query<StageActions>(
-      `SELECT l.limbo_stage, count(*)::float8 AS leads, (count(*) FILTER (WHERE ${ACTIONABLE_SQL}))::float8 AS actionable
-       FROM ops.v_cabinet_leads_limbo l
-       LEFT JOIN canon.identity_unmatched u ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = l.lead_source_pk
-       WHERE l.limbo_stage <> 'OK'
-       GROUP BY l.limbo_stage`,
+      `SELECT a.limbo_stage, a.leads::float8 AS leads, a.actionable::float8 AS actionable FROM ops.limbo_stage_actions() a`,
     );
     const runs = await client.query<RunRow>(
       `SELECT r.id::float8 AS id, r.status, r.dry_run, r.trigger,

@@ -166,8 +166,9 @@ const cases: Case[] = [
       WHERE (lead_source_pk, milestone) = (SELECT lead_source_pk, milestone FROM canon.claims_yango_cabinet_14d WHERE status = 'generated' ORDER BY 1, 2 LIMIT 1);`,
     violations: 3,
     example: /^\S+ M\d+ (changed \(recorded paid [\d.]+, now paid [\d.]+\)|deleted \(was rejected\)|paid but never recorded)$/,
-    // the claim deleted behind the dirty-marking trigger's back leaves its lead's stored state stale
-    also: [['LEAD_STATE_CURRENT', 1]],
+    // the claim deleted behind the dirty-marking trigger's back leaves its lead's stored state
+    // stale, and so do the amount changed and the claim paid (the lead's paid figures)
+    also: [['LEAD_STATE_CURRENT', 2]],
     // Once finance has checked them: record the claims as they are now; the deleted one's
     // record stays, stamped with why.
     repair: `

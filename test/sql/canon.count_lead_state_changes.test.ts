@@ -96,3 +96,47 @@ test('step 7 and the snapshot read the counters: the scope figures and week coun
   const [live] = await db.query<{ n: number }>(`SELECT sum(leads)::int AS n FROM ops.limbo_week_counts()`);
   t.is(live!.n, 6);
 });
+
+/** Counter rows that differ from their live definition (canon.v_cabinet_lead_state_counted), both ways. */
+async function counterDrift(db: TestDb): Promise<number> {
+  const [r] = await db.query<{ n: number }>(`
+    SELECT ((SELECT count(*) FROM (SELECT * FROM canon_internal.cabinet_lead_state_counts EXCEPT SELECT * FROM canon.v_cabinet_lead_state_counted) a)
+          + (SELECT count(*) FROM (SELECT * FROM canon.v_cabinet_lead_state_counted EXCEPT SELECT * FROM canon_internal.cabinet_lead_state_counts) b))::int AS n`);
+  return r!.n;
+}
+
+test('the funnel columns of the counters (window, milestones, claims, trips and amounts) follow every write, also one that moves no counter', async (t) => {
+  const db = await freshDb(t, 'lead_state_counts_funnel');
+  const cols = `(lead_id, lead_source_pk, lead_date, person_key, driver_id, window_days, window_end, trips_in_window,
+                 trip_rows_in_window, currency, m1_trips_threshold, m1_amount, reached_m1, m5_trips_threshold, m5_amount,
+                 reached_m5, m25_trips_threshold, m25_amount, reached_m25, expected_amount, has_claim_m1, has_claim_m5,
+                 has_claim_m25, limbo_stage)`;
+  await db.query(`INSERT INTO canon_internal.cabinet_lead_state ${cols} VALUES
+    ${stateRow(1, '2026-01-05', 'NO_IDENTITY')}, ${stateRow(2, '2026-01-05', 'NO_IDENTITY')},
+    (3, 'K3', DATE '2026-01-05', NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, false, NULL, NULL, false, NULL, NULL, false, 0, false, false, false, 'NO_IDENTITY')`);
+  t.is(await counterDrift(db), 0);
+  const [noRule] = await db.query<{ window_days: number; with_rule: boolean }>(
+    `SELECT window_days, with_rule FROM canon_internal.cabinet_lead_state_counts WHERE NOT with_rule`);
+  t.deepEqual(noRule, { window_days: 0, with_rule: false }, 'a row without a claim rule is counted under window_days 0');
+  // Lead 2 reaches M1 and M5 with 6 trips and gets its M1 claim: a counter of its own.
+  await db.query(`UPDATE canon_internal.cabinet_lead_state SET person_key = gen_random_uuid(), driver_id = 'D2', trips_in_window = 6,
+                    reached_m1 = true, reached_m5 = true, has_claim_m1 = true, limbo_stage = 'TRIPS_NO_CLAIM' WHERE lead_id = 2`);
+  t.is(await counterDrift(db), 0);
+  // 6 trips become 7 and the M5 amount changes: no lead moves, the sums do.
+  await db.query(`UPDATE canon_internal.cabinet_lead_state SET trips_in_window = 7, m5_amount = 40 WHERE lead_id = 2`);
+  t.is(await counterDrift(db), 0);
+  const [sums] = await db.query<{ leads: string; trips: string; m1_amount: string; m5_amount: string }>(
+    `SELECT leads, trips, m1_amount, m5_amount FROM canon_internal.cabinet_lead_state_counts WHERE reached_m5`);
+  t.deepEqual(sums, { leads: '1', trips: '7', m1_amount: '25.00', m5_amount: '40.00' });
+  await db.query(`DELETE FROM canon_internal.cabinet_lead_state WHERE lead_id = 1`);
+  t.is(await counterDrift(db), 0);
+  // A sum written behind the trigger's back is named by the check, and recounted.
+  await db.query(`BEGIN; SET LOCAL session_replication_role = replica;
+                  UPDATE canon_internal.cabinet_lead_state SET trips_in_window = 9 WHERE lead_id = 2; COMMIT`);
+  const [inv] = await db.query<{ violations: string; examples: string[] }>(
+    `SELECT violations, examples FROM ops.check_invariants() WHERE invariant = 'LEAD_STATE_COUNTS'`);
+  t.is(Number(inv!.violations), 1);
+  t.regex(inv!.examples[0]!, /^2026-01-05 TRIPS_NO_CLAIM identity=true driver=true trips=true rule=true: counted 1, stored 1 \(milestones, claims, window, trips, amounts or paid claims differ\)$/);
+  await db.query(`SELECT ops.recount_lead_state_counts()`);
+  t.is(await counterDrift(db), 0);
+});

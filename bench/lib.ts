@@ -52,6 +52,55 @@ export async function benchDatabase(label: string): Promise<BenchDb> {
   };
 }
 
+/**
+ * A migrated database filled once (`fill`), then copied for each measurement that needs a
+ * fresh one (CREATE DATABASE ... TEMPLATE: a freshly migrated database with the data,
+ * never run on). Every copy and the template are dropped at close unless KEEP_BENCH_DB=1.
+ */
+export async function templateDatabase(label: string, fill: (c: pg.Client) => Promise<void>): Promise<{
+  serverVersion: string;
+  copy(label: string): Promise<{ url: string; drop(): Promise<void> }>;
+  close(): Promise<void>;
+}> {
+  const config = loadConfig();
+  const log = createLogger({ logLevel: process.env.LOG_LEVEL ?? 'warn', logFormat: config.logFormat });
+  const server: Database = await openDatabase(config, log, 'cabinet-leads-bench');
+  const name = `bench_${label}_${randomBytes(3).toString('hex')}`;
+  await server.pool.query(`CREATE DATABASE ${name}`);
+  const url = withDatabase(server.connectionString, name);
+  await migrate(url, log);
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  let serverVersion: string;
+  try {
+    await fill(c);
+    await c.query('ANALYZE');
+    serverVersion = (await c.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)).rows[0]!.v;
+  } finally {
+    await c.end();
+  }
+  const keep = process.env.KEEP_BENCH_DB === '1';
+  let copies = 0;
+  return {
+    serverVersion,
+    async copy(copyLabel: string) {
+      const copyName = `${name}_${copyLabel}_${++copies}`;
+      await server.pool.query(`CREATE DATABASE ${copyName} TEMPLATE ${name}`);
+      return {
+        url: withDatabase(server.connectionString, copyName),
+        async drop() {
+          if (!keep) await server.pool.query(`DROP DATABASE IF EXISTS ${copyName} WITH (FORCE)`);
+        },
+      };
+    },
+    async close() {
+      if (!keep) await server.pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      else console.log(`kept database ${name} (and its copies)`);
+      await server.close();
+    },
+  };
+}
+
 export async function demo(db: BenchDb, opts: Omit<DemoOptions, 'reset'>): Promise<Record<string, number>> {
   const c = await db.pool.connect();
   try {

@@ -13,7 +13,7 @@ FROM (
   LEFT JOIN canon.identity_unmatched u ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = l.lead_source_pk
   WHERE (l.limbo_stage IN ('NO_DRIVER', 'TRIPS_NO_CLAIM')
  OR (l.limbo_stage = 'NO_IDENTITY' AND u.status = 'OPEN'
-     AND u.reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'MISSING_KEYS')))
+     AND u.reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'PROBABLE_MATCH', 'MISSING_KEYS')))
 ) x
 WHERE x.rn <= $1
 ORDER BY array_position(ARRAY['NO_IDENTITY', 'NO_DRIVER', 'NO_TRIPS_14D', 'TRIPS_NO_CLAIM'], x.limbo_stage), x.rn

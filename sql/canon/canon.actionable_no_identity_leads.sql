@@ -1,6 +1,6 @@
 -- canon.actionable_no_identity_leads: the NO_IDENTITY lead rows a person can act on now:
 -- an OPEN unmatched record the matcher will not decide by itself (AMBIGUOUS, CONFLICT,
--- WEAK_MATCH_ONLY, SHARED_KEY: cabinet-leads review) or whose lead lacks every key
+-- WEAK_MATCH_ONLY, SHARED_KEY, PROBABLE_MATCH: cabinet-leads review) or whose lead lacks every key
 -- (MISSING_KEYS); not a lead the job retries (not evaluated yet, NO_CANDIDATES) or one
 -- marked IGNORED. As canon.v_cabinet_lead_status_current shows them, reached through the
 -- keys of those records (canon.lead_ids_of_keys: the rows keyed so by the last read) and
@@ -19,7 +19,7 @@ AS $$
     FROM canon.identity_unmatched u
     WHERE u.source_table = 'module_ct_cabinet_leads'
       AND u.status = 'OPEN'
-      AND u.reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'MISSING_KEYS')
+      AND u.reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'PROBABLE_MATCH', 'MISSING_KEYS')
   ),
   reachable AS MATERIALIZED (
     SELECT unnest(canon.lead_ids_of_keys(ARRAY(SELECT o.source_pk FROM open_records o))) AS lead_id
@@ -33,4 +33,4 @@ AS $$
     AND c.lead_source_pk IN (SELECT o.source_pk FROM open_records o)
 $$;
 COMMENT ON FUNCTION canon.actionable_no_identity_leads(integer[]) IS
-  'NO_IDENTITY lead rows with an OPEN unmatched record a person must decide (AMBIGUOUS, CONFLICT, WEAK_MATCH_ONLY, SHARED_KEY) or complete (MISSING_KEYS); exact when p_lead_ids holds every row whose key or state may have changed since the last read.';
+  'NO_IDENTITY lead rows with an OPEN unmatched record a person must decide (AMBIGUOUS, CONFLICT, WEAK_MATCH_ONLY, SHARED_KEY, PROBABLE_MATCH) or complete (MISSING_KEYS); exact when p_lead_ids holds every row whose key or state may have changed since the last read.';

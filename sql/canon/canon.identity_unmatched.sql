@@ -5,7 +5,7 @@ CREATE TABLE canon.identity_unmatched (
   id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   source_table     text NOT NULL CHECK (source_table = 'module_ct_cabinet_leads'),
   source_pk        text NOT NULL,
-  reason_code      text NOT NULL CHECK (reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'NO_CANDIDATES', 'MISSING_KEYS', 'MANUAL_IGNORE')),
+  reason_code      text NOT NULL CHECK (reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'NO_CANDIDATES', 'MISSING_KEYS', 'PROBABLE_MATCH', 'MANUAL_IGNORE')),
   details          jsonb NOT NULL DEFAULT '{}'::jsonb,
   candidates       jsonb NOT NULL DEFAULT '[]'::jsonb CHECK ((jsonb_typeof(candidates) = 'array') AND (jsonb_array_length(candidates) <= 5)),
   status           text NOT NULL DEFAULT 'OPEN' CHECK (status IN ('OPEN', 'RESOLVED', 'IGNORED')),

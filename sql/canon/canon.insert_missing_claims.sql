@@ -1,4 +1,4 @@
--- canon.insert_missing_claims: step 7b. Inserts, as 'generated', every claim
+-- canon.insert_missing_claims: step 7c. Inserts, as 'generated', every claim
 -- (lead_source_pk, milestone) a lead of the scope (lead_date >= p_scope_from) reached in
 -- its window without having it, with the rule's amount: the leads the stored state shows in
 -- TRIPS_NO_CLAIM, decided on their live chain (canon.v_cabinet_lead_status: a trip row
@@ -73,4 +73,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.insert_missing_claims(bigint, date) IS
-  'Step 7b: inserts the missing claims of the scope''s leads in TRIPS_NO_CLAIM, decided on their live chain; never changes an existing claim. Returns counts, amounts and the keys claimed.';
+  'Step 7c: inserts the missing claims of the scope''s leads in TRIPS_NO_CLAIM, decided on their live chain; never changes an existing claim. Returns counts, amounts and the keys claimed.';

@@ -108,9 +108,13 @@ AS $$
            r.hire_date,
            (r.hire_date IS NULL OR r.hire_date BETWEEN r.lead_date - p.hire_before AND r.lead_date + p.hire_after) AS hire_in_window,
            coalesce(r.other_people, 0) >= p.min_other_people AS lead_phone_shared,
-           x.present IS NULL AS driver_deleted
+           x.present IS NULL AS driver_deleted,
+           lbl.present IS NOT NULL AS not_this_driver
     FROM raw r
     CROSS JOIN params p
+    -- a person said this lead is not this driver (canon.lead_driver_labels): one probe per candidate
+    LEFT JOIN LATERAL (SELECT true AS present FROM canon.lead_driver_labels lb
+                       WHERE lb.lead_source_pk = r.lead_source_pk AND lb.driver_id = r.driver_id) lbl ON true
     -- One probe per candidate, a plain column after: a NOT EXISTS here was planned as a
     -- hashed subplan, one scan of public.drivers per later reference (3 x 30 ms of every
     -- batch at 200k drivers).
@@ -164,6 +168,7 @@ AS $$
            END AS rule,
            CASE
              WHEN sc.driver_deleted THEN 'DRIVER_DELETED'
+             WHEN sc.not_this_driver THEN 'NOT_THIS_DRIVER'
              WHEN sc.rule_group = 'PHONE' AND sc.lead_phone_shared THEN 'PHONE_SHARED_BY_LEADS'
              WHEN sc.rule_group = 'PHONE' AND coalesce(sc.phone_shared_by_drivers, false) THEN 'PHONE_SHARED_BY_DRIVERS'
              WHEN sc.rule_group = 'PLATE' AND sc.name_similarity < (SELECT pr.sim_min FROM params pr) THEN 'NAME_NOT_SIMILAR'

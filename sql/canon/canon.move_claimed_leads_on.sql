@@ -1,4 +1,4 @@
--- canon.move_claimed_leads_on: step 7c. The stored state of every row of the lead keys
+-- canon.move_claimed_leads_on: step 7d. The stored state of every row of the lead keys
 -- just claimed follows its claims (flags and stage through canon.limbo_stage_of, the
 -- view's own expression): their chain was evaluated by this step or is stored and
 -- unchanged (a change would have marked it), so their trips are not read again. Returns
@@ -38,4 +38,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.move_claimed_leads_on(bigint, text[]) IS
-  'Step 7c: the stored state of the rows of the given (just claimed) lead keys follows their claims. Returns rows written.';
+  'Step 7d: the stored state of the rows of the given (just claimed) lead keys follows their claims. Returns rows written.';

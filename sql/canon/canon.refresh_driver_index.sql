@@ -3,8 +3,10 @@
 -- read, by commit order (the row's xmin against the oldest transaction in progress at that
 -- read, canon_internal.source_scan_state.seen_xmin): a late commit, a change in place and a driver
 -- with a future or missing updated_at/created_at are all read by the next run, in one pass
--- over the drivers that also counts such odd timestamps (listed in
--- ops.v_drivers_odd_timestamps). Their rows are re-normalised only when their source values
+-- over the drivers. Such odd timestamps are counted (and listed in
+-- ops.v_drivers_odd_timestamps) when the table or the clock may have changed the counts;
+-- otherwise the last counts are provably current and the pass skips reading them.
+-- Their rows are re-normalised only when their source values
 -- changed (hash); the newest row of a driver_id wins. Every
 -- driver_index_full_refresh_hours the whole table is reconciled, which also removes
 -- deleted drivers (the matcher never proposes a deleted driver meanwhile: it checks).
@@ -19,6 +21,8 @@ VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 SET client_min_messages = warning
+-- a full build sorts every driver row once: in memory at 20k drivers (4 MB would spill)
+SET work_mem = '64MB'
 AS $$
 DECLARE
   v_foreign bigint[];
@@ -38,7 +42,14 @@ DECLARE
   v_rows bigint;
   v_future bigint;
   v_no_time bigint;
+  v_bad_ids bigint;
+  v_was_empty boolean;
   v_future_from timestamp := (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day';
+  v_odd_counted boolean;
+  v_odd_how text;
+  v_odd_from timestamp;
+  v_hint bigint;
+  v_odd_valid_before timestamp;
 BEGIN
   SELECT * INTO v_state FROM canon_internal.driver_index_state FOR UPDATE;
   v_full := NOT FOUND OR v_state.last_full_at IS NULL
@@ -49,17 +60,61 @@ BEGIN
   v_full := v_full OR v_limit IS NULL;
   v_foreign := canon.foreign_xids(); -- before the read's snapshot (canon.local_snapshot_xmin)
 
+  -- Odd timestamps are counted in the same pass when the drivers were written since the
+  -- last count by the statistics' word (a hint only: they arrive seconds after a commit), or
+  -- the clock may have moved a counted row across the threshold (it moves forward with the
+  -- clock, back with a change of time zone). Reading them costs as much as the pass itself
+  -- (they end every row): an idle run does not.
+  v_hint := (SELECT CASE WHEN current_setting('track_counts')::boolean
+                         THEN pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid) + pg_stat_get_tuples_deleted(c.oid) END
+             FROM pg_class c WHERE c.oid = 'public.drivers'::regclass);
+  v_odd_counted := v_full OR v_hint IS NULL OR v_hint IS DISTINCT FROM v_state.odd_hint_writes
+    OR v_state.odd_rows IS NULL OR v_future_from < v_state.odd_future_from
+    OR coalesce(v_future_from >= v_state.odd_valid_before, false);
+
   -- One pass over the drivers (one builtin per row): the ids with a row version not seen
-  -- yet, and the odd timestamps. The snapshot is this statement's own. No DISTINCT: it
-  -- would sort every row (a third of the pass); the few ids repeat harmlessly.
-  SELECT count(*),
-         count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
-         count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
-         CASE WHEN v_full THEN NULL
-              ELSE coalesce(array_agg(d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}') END,
-         canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
-  INTO v_rows, v_future, v_no_time, v_changed_ids, v_snapshot_xmin
-  FROM public.drivers d;
+  -- yet. The snapshot is this statement's own. No DISTINCT: it would sort every row (a
+  -- third of the pass); the few ids repeat harmlessly.
+  IF v_odd_counted THEN
+    SELECT count(*),
+           count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
+           count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
+           min(greatest(d.updated_at, d.created_at)) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
+           -- ids that cannot be indexed, counted on a full refresh only (v_full is a constant)
+           count(*) FILTER (WHERE v_full AND (nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200)),
+           CASE WHEN v_full THEN NULL
+                ELSE coalesce(array_agg(d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}') END,
+           canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
+    INTO v_rows, v_future, v_no_time, v_odd_valid_before, v_bad_ids, v_changed_ids, v_snapshot_xmin
+    FROM public.drivers d;
+    v_odd_how := 'IN_PASS';
+  ELSE
+    SELECT count(*),
+           coalesce(array_agg(d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}'),
+           canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
+    INTO v_rows, v_changed_ids, v_snapshot_xmin
+    FROM public.drivers d;
+    -- The last counts hold while the table is the same: as many rows, none written since
+    -- that read (a delete lowers the count; any other write is a new row version).
+    IF cardinality(v_changed_ids) > 0 OR v_rows IS DISTINCT FROM v_state.odd_rows THEN
+      SELECT count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
+             count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
+             min(greatest(d.updated_at, d.created_at)) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from)
+      INTO v_future, v_no_time, v_odd_valid_before
+      FROM public.drivers d;
+      v_odd_counted := true;
+      v_odd_how := 'SECOND_PASS';
+    END IF;
+  END IF;
+  IF v_odd_counted THEN
+    v_odd_from := v_future_from;
+  ELSE
+    v_future := v_state.odd_future_rows;
+    v_no_time := v_state.odd_untimed_rows;
+    v_odd_from := v_state.odd_future_from;
+    v_odd_valid_before := v_state.odd_valid_before;
+    v_odd_how := 'UNCHANGED';
+  END IF;
 
   -- The drivers to look at (all of them on a full refresh), newest row per driver_id.
   DROP TABLE IF EXISTS pg_temp.driver_index_source;
@@ -69,18 +124,22 @@ BEGIN
                                 s.car_normalized_number, s.car_number, s.full_name, s.first_name,
                                 s.middle_name, s.last_name, s.hire_date) AS source_hash
   FROM (
-    SELECT DISTINCT ON (d.driver_id)
+    -- bytewise order (COLLATE "C"): the cheapest sort; the same ids are equal in every collation
+    SELECT DISTINCT ON (d.driver_id COLLATE "C")
            d.driver_id, d.park_id, d.phone, d.license_normalized_number, d.license_number,
            d.car_normalized_number, d.car_number, d.full_name, d.first_name, d.middle_name, d.last_name, d.hire_date,
            coalesce(d.updated_at, d.created_at) AS changed_at
     FROM public.drivers d
     WHERE nullif(btrim(d.driver_id), '') IS NOT NULL
       AND length(d.driver_id) <= 200 -- garbage ids (10 kB) cannot be indexed: counted below
-      AND (v_full OR d.driver_id IN (SELECT unnest(v_changed_ids)))
-    ORDER BY d.driver_id, coalesce(d.updated_at, d.created_at) DESC NULLS LAST
+      AND (v_full OR d.driver_id = ANY (v_changed_ids)) -- by the upstream index on driver_id: no second pass
+    ORDER BY d.driver_id COLLATE "C", coalesce(d.updated_at, d.created_at) DESC NULLS LAST
   ) s;
-  ANALYZE pg_temp.driver_index_source;
+  -- The join key's statistics are all the plans below need (every column: 10x the time).
+  ANALYZE pg_temp.driver_index_source (driver_id);
   v_scanned := (SELECT count(*) FROM pg_temp.driver_index_source);
+  -- An empty index (the first build) has no row of a deleted driver to remove.
+  v_was_empty := v_full AND NOT EXISTS (SELECT 1 FROM canon_internal.driver_index);
 
   -- Few drivers against a large index: probe it by key. The planner would rather hash the
   -- whole index (it prices each probe as a random read); on a full refresh it should.
@@ -143,7 +202,7 @@ BEGIN
     PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
   END IF;
 
-  IF v_full THEN
+  IF v_full AND NOT v_was_empty THEN
     -- The keys of removed drivers are logged: the leads that had one as a candidate are due.
     WITH removed AS (
       DELETE FROM canon_internal.driver_index i
@@ -166,13 +225,19 @@ BEGIN
     v_changed_at := now();
   END IF;
 
-  INSERT INTO canon_internal.driver_index_state AS s (singleton, last_full_at, last_refresh_at, last_run_id, changed_at)
-  VALUES (true, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at)
+  INSERT INTO canon_internal.driver_index_state AS s (singleton, last_full_at, last_refresh_at, last_run_id, changed_at,
+                                                     odd_rows, odd_future_from, odd_valid_before, odd_future_rows, odd_untimed_rows,
+                                                     odd_hint_writes)
+  VALUES (true, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at,
+          v_rows, v_odd_from, v_odd_valid_before, v_future, v_no_time, v_hint)
   ON CONFLICT (singleton) DO UPDATE
     SET last_full_at = coalesce(excluded.last_full_at, s.last_full_at),
         last_refresh_at = excluded.last_refresh_at,
         last_run_id = excluded.last_run_id,
-        changed_at = coalesce(excluded.changed_at, s.changed_at);
+        changed_at = coalesce(excluded.changed_at, s.changed_at),
+        odd_rows = excluded.odd_rows, odd_future_from = excluded.odd_future_from,
+        odd_valid_before = excluded.odd_valid_before, odd_future_rows = excluded.odd_future_rows,
+        odd_untimed_rows = excluded.odd_untimed_rows, odd_hint_writes = excluded.odd_hint_writes;
   UPDATE canon_internal.source_scan_state
   SET seen_xmin = v_snapshot_xmin, read_at = now(), run_id = p_run_id,
       full_read_at = CASE WHEN v_full THEN now() ELSE full_read_at END
@@ -185,12 +250,11 @@ BEGIN
     'drivers_scanned', v_scanned,
     'drivers_with_future_timestamp', v_future,
     'drivers_without_timestamp', v_no_time,
+    'odd_timestamps', v_odd_how, -- IN_PASS, SECOND_PASS (the statistics were late) or UNCHANGED (the last counts)
     'drivers_reindexed', v_upserted,
     'drivers_removed', v_deleted,
     'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon_internal.driver_index) END,
-    'drivers_skipped_bad_id', CASE WHEN v_full THEN (
-      SELECT count(*) FROM public.drivers d
-      WHERE nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200) END,
+    'drivers_skipped_bad_id', CASE WHEN v_full THEN v_bad_ids END,
     'index_changed', v_changed_at IS NOT NULL);
 END
 $$;

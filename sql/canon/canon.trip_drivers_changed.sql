@@ -57,9 +57,9 @@ BEGIN
       OR canon.xmin_age_limit(v_state.seen_xmin) IS NULL THEN 'periodic'
   END;
   -- Rows may have gone (deleted, or moved by an update): their leads cannot be found from
-  -- the rows that are there.
-  v_rows_may_be_gone := v_whole_reason IN ('first_read', 'statistics_off', 'table_rewritten', 'statistics_reset',
-                                       'rows_updated_or_deleted', 'table_shrank');
+  -- the rows that are there. (No reason yet, the appended pages: false, not NULL.)
+  v_rows_may_be_gone := coalesce(v_whole_reason IN ('first_read', 'statistics_off', 'table_rewritten', 'statistics_reset',
+                                                    'rows_updated_or_deleted', 'table_shrank'), false);
 
   IF v_whole_reason IS NULL THEN
     -- The appended pages: row versions not older than the last look's snapshot; those it

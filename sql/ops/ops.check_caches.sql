@@ -1,10 +1,10 @@
 -- ops.check_caches: every cache the product keeps, against its live definition
 -- (docs/change-detection.md): the lead keys, the lead state, the marks that schedule its
--- re-evaluation, the never-evaluated list, the retry marks and the driver index. One row
+-- re-evaluation, the never-evaluated list, the retry marks, the driver index and its odd-timestamp counts. One row
 -- per cache with the rows that drifted and up to 5 examples; the next run's work (rows
 -- written upstream since the last read, marks, trips to read) is not drift. The detail of
 -- each is a function of its own (canon.*_drift), which ops.repair_caches() repairs from.
--- Part of ops.check_invariants (ord 10-15, doctor). Read-only. Cost: a pass over the lead
+-- Part of ops.check_invariants (ord 10-16, doctor). Read-only. Cost: a pass over the lead
 -- rows, the lead keys, the drivers and the stored state, and the live chain of the leads
 -- of the last doctor_lead_state_days days (see docs/operations.md).
 CREATE OR REPLACE FUNCTION ops.check_caches()
@@ -26,6 +26,8 @@ AS $$
     SELECT 14, 'RETRY_DUE_MARKED', NULL, d.example FROM canon.retry_due_drift() d
     UNION ALL
     SELECT 15, 'DRIVER_INDEX_CURRENT', NULL, d.example FROM canon.driver_index_drift() d
+    UNION ALL
+    SELECT 16, 'DRIVER_ODD_COUNTS', NULL, d.example FROM canon.driver_odd_counts_drift() d
   ),
   caches (ord, invariant, description) AS (
     VALUES
@@ -34,7 +36,8 @@ AS $$
       (12, 'LEAD_STATE_MARKS_CONSUMED', 'no pending row or dirty key marked before the start of the last completed run (every run evaluates and clears the marks it reads)'),
       (13, 'NEVER_EVALUATED_LISTED', 'every dated lead key neither linked nor unmatched has a row in canon_internal.lead_keys_pending (else no batch selects it)'),
       (14, 'RETRY_DUE_MARKED', 'every OPEN unmatched lead sharing a key with a driver indexed after its last attempt (and checked since) is due for a retry'),
-      (15, 'DRIVER_INDEX_CURRENT', 'every driver indexed in canon_internal.driver_index with the values of its newest row; drivers written since the last read excepted')
+      (15, 'DRIVER_INDEX_CURRENT', 'every driver indexed in canon_internal.driver_index with the values of its newest row; drivers written since the last read excepted'),
+      (16, 'DRIVER_ODD_COUNTS', 'the odd driver timestamps a run reports without counting them again equal the rows counted now')
   )
   SELECT c.ord, c.invariant,
          (SELECT count(*) FROM drift d WHERE d.ord = c.ord),
@@ -44,4 +47,4 @@ AS $$
   ORDER BY c.ord
 $$;
 COMMENT ON FUNCTION ops.check_caches() IS
-  'Each cache (lead keys, lead state, its marks, the never-evaluated list, retry marks, driver index) against its live definition: rows drifted and examples (ord 10-15 of ops.check_invariants). ops.repair_caches() repairs.';
+  'Each cache (lead keys, lead state, its marks, the never-evaluated list, retry marks, driver index, odd-timestamp counts) against its live definition: rows drifted and examples (ord 10-16 of ops.check_invariants). ops.repair_caches() repairs.';

@@ -1,6 +1,7 @@
 -- ops.explain_lead: "why is this lead (not) matched?" for one lead key: its normalised
 -- keys, its current state (link or unmatched row), every candidate with rule, score and
--- why it was kept or rejected, and the decision the matcher would take now.
+-- why it was kept or rejected, and the decision the matcher would take now (with the
+-- probabilistic tier's, probabilistic_now, for a lead the rules leave behind).
 --   SELECT jsonb_pretty(ops.explain_lead('9f3a...'));
 -- It keys the lead's rows first (canon_internal.lead_keys), so it works on leads never run yet;
 -- candidates come from the driver index as of its last refresh (shown in the result),
@@ -26,6 +27,7 @@ DECLARE
   v_ids integer[];
   v_rep integer;
   v_decision record;
+  v_fs record;
   v_scope record;
   v_lead_date date;
   v_result jsonb;
@@ -40,6 +42,9 @@ BEGIN
   v_rep := v_ids[1];
   PERFORM canon.refresh_lead_keys(v_ids);
   SELECT * INTO v_decision FROM canon.lead_decisions(ARRAY[v_rep]);
+  -- the probabilistic tier, on the leads the rules leave behind (as the run does)
+  SELECT * INTO v_fs FROM canon.probabilistic_decisions(
+    CASE WHEN v_decision.decision IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY') THEN ARRAY[v_rep] ELSE '{}'::integer[] END);
   SELECT * INTO v_scope FROM canon.last_run_scope();
   SELECT k.lead_date INTO v_lead_date FROM canon_internal.lead_keys k WHERE k.lead_id = v_rep;
 
@@ -65,6 +70,10 @@ BEGIN
     'decision_now', jsonb_build_object('decision', v_decision.decision, 'driver_id', v_decision.driver_id,
                                        'match_rule', v_decision.match_rule, 'match_score', v_decision.match_score,
                                        'confidence_level', v_decision.confidence_level, 'evidence', v_decision.evidence),
+    'probabilistic_now', CASE WHEN v_fs.lead_id IS NOT NULL THEN jsonb_build_object(
+                           'outcome', v_fs.outcome, 'why_not_linked', v_fs.why, 'driver_id', v_fs.driver_id,
+                           'probability', v_fs.probability, 'match_weight', v_fs.match_weight, 'margin_bits', v_fs.margin_bits,
+                           'fs_version', v_fs.fs_version, 'in_words', v_fs.evidence->>'in_words', 'candidates', v_fs.candidates) END,
     'candidates', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                       'driver_id', c.driver_id, 'park_id', c.park_id, 'in_target_park', c.in_target_park,
                       'rule', c.rule, 'score', c.score, 'name_similarity', c.name_similarity,
@@ -97,7 +106,13 @@ BEGIN
                     v_lead_date, v_scope.days_back, v_scope.scope_from,
                     canon.business_today() - v_lead_date, canon.business_today() - v_lead_date)
       END
-    END)
+    END
+    || CASE v_fs.outcome
+         WHEN 'LINK' THEN format(' The probabilistic tier links driver %s (R4_PROBABILISTIC, probability %s): %s.',
+                                 v_fs.driver_id, v_fs.probability, v_fs.evidence->>'in_words')
+         WHEN 'REVIEW' THEN format(' The probabilistic tier finds a probable driver %s (probability %s, not linked: %s): a person decides (PROBABLE_MATCH, cabinet-leads review): %s.',
+                                   v_fs.driver_id, v_fs.probability, v_fs.why, v_fs.evidence->>'in_words')
+         ELSE '' END)
   INTO v_result;
   RETURN v_result;
 END

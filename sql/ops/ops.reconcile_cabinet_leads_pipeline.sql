@@ -174,6 +174,10 @@ BEGIN
                || jsonb_build_object('pending_flags_cleared', v_pending_cleared + (v_step_out->>'pending_cleared')::integer);
     v_stats := v_stats || jsonb_build_object('match', v_match);
     v_steps := v_steps || canon.step_done('link_decisions', v_t);
+    -- Step 6b: the probabilistic tier on the leads the rules left behind.
+    v_t := clock_timestamp();
+    v_stats := v_stats || jsonb_build_object('probabilistic', canon.link_probabilistic(v_run_id));
+    v_steps := v_steps || canon.step_done('link_probabilistic', v_t);
     PERFORM canon.failpoint('after_match');
     -- A large batch (backfill) changes these tables faster than autovacuum analyses
     -- them; the next statements would be planned for the tables as they were.

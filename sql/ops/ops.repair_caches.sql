@@ -1,7 +1,8 @@
 -- ops.repair_caches: brings every drifted cache back to its live definition, rewriting
 -- only what drifted (what ops.check_caches reports; `cabinet-leads doctor --repair`):
 -- lead keys re-keyed, never-evaluated keys listed, retry marks set, the driver index
--- reconciled in full (re-normalising only the drivers whose values differ), marked and
+-- reconciled in full (re-normalising only the drivers whose values differ), its odd-timestamp
+-- counts left for the next run to count again, marked and
 -- drifted lead state rows re-evaluated and their marks cleared, the state counters
 -- recounted when they are off. Takes the job lock (waits at most lock_timeout, 30 s), so
 -- it never runs inside a pipeline run. Generates no claim: the next run does. Returns what
@@ -20,6 +21,7 @@ DECLARE
   v_drivers jsonb;
   v_state jsonb;
   v_counts boolean;
+  v_odd boolean;
 BEGIN
   PERFORM canon.take_job_lock();
 
@@ -39,6 +41,10 @@ BEGIN
     UPDATE canon_internal.driver_index_state SET last_full_at = NULL;
     v_drivers := canon.refresh_driver_index(NULL);
   END IF;
+  v_odd := EXISTS (SELECT 1 FROM canon.driver_odd_counts_drift());
+  IF v_odd THEN
+    UPDATE canon_internal.driver_index_state SET odd_rows = NULL; -- the next run counts again
+  END IF;
 
   v_state := canon.refresh_lead_state(NULL, canon.take_lead_state_marks() || ARRAY(SELECT d.lead_id FROM canon.lead_state_drift() d));
   PERFORM canon.clear_lead_state_marks();
@@ -54,7 +60,8 @@ BEGIN
     'retries_marked_due', v_retry,
     'driver_index', v_drivers,
     'lead_state', v_state,
-    'state_counts_recounted', v_counts);
+    'state_counts_recounted', v_counts,
+    'driver_odd_counts_reset', v_odd);
 END
 $$;
 COMMENT ON FUNCTION ops.repair_caches() IS

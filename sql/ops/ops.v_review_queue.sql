@@ -1,5 +1,6 @@
 -- ops.v_review_queue: the leads waiting for a person (SPEC 6: AMBIGUOUS, CONFLICT,
--- WEAK_MATCH_ONLY and SHARED_KEY are never decided by the job), one row per lead key,
+-- WEAK_MATCH_ONLY and SHARED_KEY are never decided by the job; PROBABLE_MATCH is the
+-- probabilistic tier's middle band), one row per lead key,
 -- ranked: most money at stake first, then the oldest. Candidates side by side as jsonb,
 -- each with the driver as public.drivers holds it (name, park, phone, plate, hire
 -- date), the rule, score and name similarity the matcher recorded at its last
@@ -16,7 +17,7 @@ WITH waiting AS (
   FROM canon.identity_unmatched u
   WHERE u.status = 'OPEN'
     AND u.source_table = 'module_ct_cabinet_leads'
-    AND u.reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY')
+    AND u.reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'PROBABLE_MATCH')
 ),
 leads AS (
   -- the key's first dated row (rows sharing a key are one lead)
@@ -51,7 +52,20 @@ candidates AS (
          (CASE WHEN t.trips >= le.m1_trips_threshold THEN le.m1_amount ELSE 0 END
           + CASE WHEN t.trips >= le.m5_trips_threshold THEN le.m5_amount ELSE 0 END
           + CASE WHEN t.trips >= le.m25_trips_threshold THEN le.m25_amount ELSE 0 END)::numeric(12, 2) AS amount_in_window,
-         CASE c.value->>'reject_reason'
+         CASE WHEN c.value->>'rule' = 'R4_PROBABILISTIC' THEN
+           -- the tier's evidence in words, after why it was not linked
+           concat_ws(': ',
+             CASE WHEN c.value->>'reject_reason' = 'NAME_VETO' THEN 'a given name or surname differs (a relative?)'
+                  WHEN c.value->>'reject_reason' = 'NOT_THIS_DRIVER' THEN 'a person said it is not this driver'
+                  WHEN c.value->>'reject_reason' = 'DRIVER_DELETED' THEN 'the driver is no longer in public.drivers'
+                  WHEN c.pos = 1 THEN CASE le.details->'probabilistic'->>'why_not_linked'
+                                        WHEN 'SECOND_CANDIDATE_CLOSE' THEN 'another candidate is nearly as likely'
+                                        WHEN 'COMMON_NAME_ONLY' THEN 'only a common name on another car'
+                                        ELSE 'probable, not certain' END
+                  ELSE 'less likely than the first' END
+             || format(' (probability %s)', c.value->>'probability'),
+             c.value->>'evidence')
+         ELSE CASE c.value->>'reject_reason'
            WHEN 'NAME_NOT_SIMILAR' THEN format('the plate is the same, the name is not similar enough (%s, below 0.66)', c.value->>'name_similarity')
            WHEN 'NAME_VETO' THEN 'the plate is the same and the name close, but a given name or surname differs (a relative?)'
            WHEN 'NAME_LESS_SIMILAR_THAN_BEST' THEN 'another driver of this plate has a clearly more similar name'
@@ -59,12 +73,13 @@ candidates AS (
            WHEN 'PHONE_SHARED_BY_DRIVERS' THEN 'the phone belongs to several drivers with other names: no evidence'
            WHEN 'OTHER_PARK_TARGET_PREFERRED' THEN 'another park: a target park driver was found'
            WHEN 'DRIVER_DELETED' THEN 'the driver is no longer in public.drivers'
+           WHEN 'NOT_THIS_DRIVER' THEN 'a person said it is not this driver'
            ELSE CASE le.reason_code
                   WHEN 'AMBIGUOUS' THEN 'fits as well as another driver of the same rule'
                   WHEN 'CONFLICT' THEN 'another rule points to another driver'
                   ELSE 'not decisive on its own'
                 END
-         END AS why_not_linked
+         END END AS why_not_linked
   FROM leads le
   CROSS JOIN LATERAL jsonb_array_elements(le.candidates) WITH ORDINALITY AS c (value, pos)
   -- The row as one value (to_jsonb): a view naming upstream columns would stop the
@@ -118,4 +133,4 @@ SELECT row_number() OVER (ORDER BY coalesce(p.money_at_stake, 0) DESC, le.lead_d
 FROM leads le
 LEFT JOIN per_lead p ON p.lead_source_pk = le.lead_source_pk;
 COMMENT ON VIEW ops.v_review_queue IS
-  'Leads waiting for a person (OPEN AMBIGUOUS, CONFLICT, WEAK_MATCH_ONLY, SHARED_KEY), one row per lead key, review_rank 1 first (most money at stake, then oldest), candidates side by side as jsonb (driver, park, phone, plate, hire date, rule, score, why not linked, what the lead would claim with it). Decide with ops.resolve_lead / ops.ignore_lead.';
+  'Leads waiting for a person (OPEN AMBIGUOUS, CONFLICT, WEAK_MATCH_ONLY, SHARED_KEY, PROBABLE_MATCH), one row per lead key, review_rank 1 first (most money at stake, then oldest), candidates side by side as jsonb (driver, park, phone, plate, hire date, rule, score, why not linked, what the lead would claim with it). Decide with ops.resolve_lead / ops.ignore_lead.';

@@ -26,6 +26,7 @@ const commands: [string, () => Promise<Command>][] = [
   ['resolve-lead', async () => (await import('./manual.js')).resolveLeadCommand],
   ['ignore-lead', async () => (await import('./manual.js')).ignoreLeadCommand],
   ['unlink-lead', async () => (await import('./manual.js')).unlinkLeadCommand],
+  ['not-this-driver', async () => (await import('./manual.js')).notThisDriverCommand],
   ['demo', async () => (await import('./demo.js')).demoCommand],
   ['db-url', async () => (await import('./db.js')).dbUrlCommand],
   ['psql', async () => (await import('./db.js')).psqlCommand],

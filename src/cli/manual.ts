@@ -174,6 +174,39 @@ ${EXIT_CODES}`,
   },
 };
 
+export const notThisDriverCommand: Command = {
+  name: 'not-this-driver',
+  summary: 'say a lead is not a driver, never to be linked (ops.not_this_driver)',
+  help: `Usage: cabinet-leads not-this-driver LEAD_KEY DRIVER_ID --note "why" [--json]
+
+Records that the lead LEAD_KEY is not the driver DRIVER_ID (a relative, a namesake, the
+car's previous owner): no later run links the two, by the rules or by the probabilistic
+tier, and the lead is retried at the next run without that driver. Answering again
+replaces the note. Same as: SELECT ops.not_this_driver(key, driver, note);
+
+Refused: an unknown lead or driver, a lead linked to that driver (unlink it first).
+
+Options:
+  --note TEXT  why it is not this driver (required)
+  --json       print the result as JSON
+  -h, --help   show this help
+
+${EXIT_CODES}`,
+  async run(argv) {
+    const { values, positionals } = parse('not-this-driver', argv, { note: { type: 'string' }, json: { type: 'boolean' } }, true);
+    if (values.help) {
+      console.log(this.help);
+      return 0;
+    }
+    const [key, driver] = positionalsOf('not-this-driver', positionals, ['LEAD_KEY', 'DRIVER_ID']) as [string, string];
+    const note = requireNote('not-this-driver', values.note);
+    const r = await callTool('not-this-driver', `SELECT ops.not_this_driver($1, $2, $3) AS result`, [key, driver, note]);
+    if (values.json) console.log(JSON.stringify(r));
+    else console.log(`lead ${key} is not driver ${driver}: never linked to it${r['marked_due'] ? '; retried at the next run' : ''}`);
+    return 0;
+  },
+};
+
 export const unlinkLeadCommand: Command = {
   name: 'unlink-lead',
   summary: 'remove a wrong lead link (ops.unlink_lead)',

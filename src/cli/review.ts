@@ -1,5 +1,5 @@
 // cabinet-leads review: the leads a person must decide (ops.v_review_queue: AMBIGUOUS,
-// CONFLICT, WEAK_MATCH_ONLY, SHARED_KEY; most money at stake first, then the oldest), each
+// CONFLICT, WEAK_MATCH_ONLY, SHARED_KEY, PROBABLE_MATCH; most money at stake first, then the oldest), each
 // with its candidates side by side and the exact commands that decide it. Read only.
 import { UsageError } from '../errors.js';
 import { soles } from '../run-summary.js';
@@ -8,7 +8,7 @@ import type { Command } from './command.js';
 import { withDatabase } from './context.js';
 import { columns, shellQuote } from './text.js';
 
-const REASONS = ['AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY'];
+const REASONS = ['AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'PROBABLE_MATCH'];
 
 interface Candidate {
   driver_id: string;
@@ -80,7 +80,9 @@ export const reviewCommand: Command = {
 
 Lists the leads that wait for a person: AMBIGUOUS (several drivers fit as well), CONFLICT
 (rules point to different drivers), WEAK_MATCH_ONLY (the plate is known, the name differs),
-SHARED_KEY (only an office phone); the job never decides these. Most money at stake first
+SHARED_KEY (only an office phone), PROBABLE_MATCH (the probabilistic tier finds a probable
+driver, not certain enough; the evidence in words under why not linked); the job never
+decides these. A candidate that is not the lead's: cabinet-leads not-this-driver. Most money at stake first
 (what the lead would claim with its best candidate's trips), then the oldest. Each lead
 shows its candidates side by side (driver, name, park, phone, plate, hire date, rule,
 score, name similarity, trips in the lead's 14-day window, why not linked) and the exact

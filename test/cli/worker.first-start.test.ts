@@ -9,7 +9,7 @@ import { BIN } from '../helpers/cli.js';
 import { createTestDb } from '../helpers/db.js';
 
 /** Runs the worker until it has logged `until`, then stops it with SIGTERM; returns its JSON log events. */
-async function workerEvents(url: string, until: string): Promise<{ code: number | null; events: Record<string, unknown>[] }> {
+async function workerEvents(url: string, until: string): Promise<{ code: number | null; events: Record<string, unknown>[]; log: string }> {
   const child = spawn(process.execPath, [BIN, 'worker', '--migrate'], {
     cwd: PROJECT_ROOT,
     env: { ...process.env, DATABASE_URL: url, LOG_FORMAT: 'json', LOG_LEVEL: 'info' },
@@ -17,21 +17,23 @@ async function workerEvents(url: string, until: string): Promise<{ code: number 
   });
   let out = '';
   const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  let stopped = false;
   child.stderr.on('data', (d: Buffer) => {
     out += d.toString('utf8');
-    if (out.includes(until)) child.kill('SIGTERM');
+    // Once: a second SIGTERM while it exits would end it by the signal (exit code null).
+    if (!stopped && out.includes(until)) stopped = child.kill('SIGTERM');
   });
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   clearTimeout(timer);
-  return { code, events: out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>) };
+  return { code, log: out.slice(-3000), events: out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>) };
 }
 
 test('on an empty database the worker says so and names the next step, and logs when the next run is due', async (t) => {
   const db = await createTestDb('worker_empty');
   t.teardown(() => db.drop());
   const before = Date.now();
-  const { code, events } = await workerEvents(db.url, '"next run due"');
-  t.is(code, 0);
+  const { code, events, log } = await workerEvents(db.url, '"next run due"');
+  t.is(code, 0, log);
   const empty = events.find((e) => String(e['msg']).startsWith('the database has no lead yet'));
   t.truthy(empty, JSON.stringify(events.map((e) => e['msg'])));
   t.is(empty!['level'], 40);
@@ -50,8 +52,8 @@ test('with leads there is no such warning', async (t) => {
   const db = await createTestDb('worker_leads');
   t.teardown(() => db.drop());
   await db.query(`INSERT INTO public.module_ct_cabinet_leads (external_id, lead_created_at, first_name) VALUES ('W1', now(), 'Ana')`);
-  const { code, events } = await workerEvents(db.url, '"next run due"');
-  t.is(code, 0);
+  const { code, events, log } = await workerEvents(db.url, '"next run due"');
+  t.is(code, 0, log);
   t.false(events.some((e) => String(e['msg']).startsWith('the database has no lead yet')));
 });
 

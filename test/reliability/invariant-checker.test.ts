@@ -271,6 +271,14 @@ const cases: Case[] = [
     repair: `SELECT ops.repair_caches();`,
   },
   {
+    invariant: 'DRIVER_ODD_COUNTS',
+    // The odd-timestamp counts a run would report again without counting, written by hand.
+    breakIt: `UPDATE canon_internal.driver_index_state SET odd_future_rows = odd_future_rows + 3;`,
+    violations: 1,
+    example: /^odd driver timestamps: stored 3 future and 0 without timestamp of \d+ rows, counted now 0 and 0$/,
+    repair: `SELECT ops.repair_caches();`,
+  },
+  {
     invariant: 'SETTLED_CLAIM_REMOVED',
     // Outside a run, with the triggers on, but with no note: a paid claim deleted, a rejected one reopened.
     breakIt: `

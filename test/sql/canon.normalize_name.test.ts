@@ -1,5 +1,9 @@
+import { readFileSync } from 'node:fs';
 import test from 'ava';
 import fc from 'fast-check';
+import type pg from 'pg';
+import { generateDemoData } from '../../src/demo.js';
+import { createLogger } from '../../src/logger.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
 
 let db: TestDb;
@@ -160,5 +164,80 @@ test('is idempotent on names longer than 200 characters (property)', async (t) =
     }),
     { numRuns: 30 },
   );
+  t.pass();
+});
+
+// The SQL definition the PL/pgSQL one replaced (an aggregate over regexp_split_to_table):
+// the reference the current function must agree with, value for value.
+const PREVIOUS_DEFINITION = `
+  CREATE FUNCTION pg_temp.normalize_name_previous(p_name text) RETURNS text
+  LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT pg_catalog.string_agg(DISTINCT token, ' ' ORDER BY token)
+    FROM pg_catalog.regexp_split_to_table(
+           pg_catalog.upper(
+             pg_catalog.left(public.unaccent('public.unaccent'::regdictionary, pg_catalog.left(p_name, 200)), 200)
+             COLLATE "C"),
+           '[^A-Z0-9]+') AS token
+    WHERE token ~ '[A-Z]'
+      AND token NOT IN ('DE', 'DEL', 'LA', 'LOS', 'LAS', 'EL', 'Y', 'E')
+  $$`;
+
+/** Values whose normal form differs from the previous definition's (none expected). */
+async function differing(c: pg.Client, fromSql: string, params: unknown[] = []): Promise<{ values: number; differ: (string | null)[] }> {
+  const { rows: [r] } = await c.query<{ values: number; differ: (string | null)[] }>(
+    `SELECT count(*)::int AS values,
+            coalesce(array_agg(v) FILTER (WHERE canon.normalize_name(v) IS DISTINCT FROM pg_temp.normalize_name_previous(v)), '{}') AS differ
+     FROM (${fromSql}) s (v)`,
+    params,
+  );
+  return r!;
+}
+
+test('gives what the previous SQL definition gave on generated drivers and leads, the public name data and random text', async (t) => {
+  t.timeout(180_000);
+  const c = await db.connect();
+  await c.query(PREVIOUS_DEFINITION);
+  // the demo generator's drivers and leads (accents, particles, hostile values)
+  await generateDemoData(c, { seed: 11, leads: 2000, drivers: 5000, tripDays: 30, reset: false }, createLogger({ logLevel: 'silent', logFormat: 'json' }));
+  const generated = await differing(c, `
+    SELECT unnest(ARRAY[full_name, first_name, middle_name, last_name, concat_ws(' ', first_name, middle_name, last_name), car_number]) FROM public.drivers
+    UNION ALL
+    SELECT unnest(ARRAY[first_name, middle_name, last_name, concat_ws(' ', first_name, middle_name, last_name), asset_plate_number]) FROM public.module_ct_cabinet_leads`);
+  t.true(generated.values > 30_000);
+  t.deepEqual(generated.differ, []);
+  // third-party names with ground truth (../shared/eval/data): every field of every row,
+  // many languages and scripts (Splink's historical figures), typos and swaps (FEBRL)
+  const fields = ['splink/historical_figures_with_errors_50k.csv', 'splink/fake_1000.csv', 'febrl/febrl_dataset3.csv', 'febrl/febrl_dataset4b.csv']
+    .flatMap((file) => readFileSync(new URL(`../../../shared/eval/data/${file}`, import.meta.url), 'utf8').split(/\r?\n/).slice(1))
+    .flatMap((line) => [line, ...line.split(',')]);
+  const published = await differing(c, 'SELECT unnest($1::text[])', [fields]);
+  t.true(published.values > 500_000);
+  t.deepEqual(published.differ, []);
+  // random code points: ASCII, Latin-1 and Latin Extended (unaccent's rules), anything below U+D800
+  const random = await differing(c, `
+    SELECT string_agg(chr(CASE WHEN r < 0.5 THEN 32 + (hashint4(g) & 127) % 95
+                               WHEN r < 0.85 THEN 160 + (hashint4(g * 7) & 1023) % 400
+                               ELSE 1 + (hashint4(g * 13) & 65535) % 55000 END), '' ORDER BY g)
+    FROM (SELECT g, (hashint4(g * 31) & 1023) / 1024.0 AS r FROM generate_series(1, 400000) g) x
+    GROUP BY g % 20000`);
+  t.is(random.values, 20_000);
+  t.deepEqual(random.differ, []);
+  await c.end();
+});
+
+test('gives what the previous SQL definition gave on arbitrary strings (property)', async (t) => {
+  const c = await db.connect();
+  await c.query(PREVIOUS_DEFINITION);
+  await fc.assert(
+    fc.asyncProperty(batch, async (xs) => {
+      const { rows } = await c.query(
+        `SELECT x FROM unnest($1::text[]) AS x WHERE canon.normalize_name(x) IS DISTINCT FROM pg_temp.normalize_name_previous(x)`,
+        [xs],
+      );
+      return rows.length === 0;
+    }),
+    { numRuns: 60 },
+  );
+  await c.end();
   t.pass();
 });

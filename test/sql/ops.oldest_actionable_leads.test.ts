@@ -42,7 +42,7 @@ test('the leads the report lists and counts equal a pass over the limbo view, al
   await run(db);
   const [reasons] = await db.query<{ n: number }>(
     `SELECT count(DISTINCT reason_code)::int AS n FROM canon.identity_unmatched
-     WHERE status = 'OPEN' AND reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'MISSING_KEYS')`);
+     WHERE status = 'OPEN' AND reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'PROBABLE_MATCH', 'MISSING_KEYS')`);
   t.true(reasons!.n >= 2, 'the demo leaves leads awaiting review');
   await agrees(t, db, 'after a run');
 
@@ -54,7 +54,7 @@ test('the leads the report lists and counts equal a pass over the limbo view, al
   await db.query(`DELETE FROM canon.claims_yango_cabinet_14d WHERE (lead_source_pk, milestone) =
                     (SELECT lead_source_pk, milestone FROM canon.claims_yango_cabinet_14d ORDER BY lead_date, lead_source_pk LIMIT 1)`);
   await db.query(`UPDATE canon.identity_unmatched SET status = 'IGNORED', note = 'test'
-                  WHERE id = (SELECT min(id) FROM canon.identity_unmatched WHERE status = 'OPEN' AND reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'MISSING_KEYS'))`);
+                  WHERE id = (SELECT min(id) FROM canon.identity_unmatched WHERE status = 'OPEN' AND reason_code IN ('AMBIGUOUS', 'CONFLICT', 'WEAK_MATCH_ONLY', 'SHARED_KEY', 'PROBABLE_MATCH', 'MISSING_KEYS'))`);
   await db.query(`UPDATE canon.identity_unmatched SET status = 'OPEN', reason_code = 'AMBIGUOUS'
                   WHERE id = (SELECT min(id) FROM canon.identity_unmatched WHERE reason_code = 'NO_CANDIDATES')`);
   await agrees(t, db, 'links, claims and unmatched records changed in psql');

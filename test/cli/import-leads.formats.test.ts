@@ -235,10 +235,10 @@ test('--sheet reads another sheet; an unknown sheet is named with the sheets the
   t.deepEqual((await rows(db)).map((x) => x.external_id), ['n-001']);
 
   const missing = await importLeads(db, [file, '--sheet', 'Hoja1']);
-  t.is(missing.code, 2);
+  t.is(missing.code, 2, missing.stderr);
   t.regex(errorLine(missing), /two\.xlsx has no sheet "Hoja1"; its sheets: "Leads", "Notas"$/);
   const delimiter = await importLeads(db, [file, '--delimiter', ';']);
-  t.is(delimiter.code, 2);
+  t.is(delimiter.code, 2, delimiter.stderr);
   t.regex(errorLine(delimiter), /two\.xlsx is an xlsx workbook: --delimiter and --encoding apply to CSV files only$/);
 });
 

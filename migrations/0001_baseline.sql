@@ -2520,7 +2520,8 @@ COMMENT ON FUNCTION canon.limbo_week_counts_of_state(boolean) IS
 
 -- snapshot of sql/canon/canon.link_decisions.sql
 -- canon.link_decisions: pipeline step 6. Decides every lead of the batch
--- (pg_temp.cabinet_batch) with canon.lead_decisions and writes the outcome set-based, in
+-- (pg_temp.cabinet_batch) with canon.lead_decisions and writes the outcome set-based (links
+-- through canon.write_lead_links, the one link writer), in
 -- the run's transaction: a person per matched driver that has none (created only with its
 -- links), lead and driver links, origins, unmatched rows resolved or upserted with their
 -- reason, candidates and retry bookkeeping (an IGNORED decision is kept), the batch's keys
@@ -2558,54 +2559,18 @@ BEGIN
   LEFT JOIN canon.identity_links dl ON dl.source_table = 'drivers' AND dl.source_pk = d.driver_id;
   v_decide_ms := round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1);
 
-  -- Linking: a person per matched driver that has none (created only with its links).
+  -- Linking (canon.write_lead_links, the one link writer): persons, links, origins.
   v_t := clock_timestamp();
-  DROP TABLE IF EXISTS pg_temp.cabinet_new_persons;
-  CREATE TEMP TABLE cabinet_new_persons ON COMMIT DROP AS
-  SELECT DISTINCT ON (d.driver_id)
-         d.driver_id, canon.new_person_key() AS person_key, d.lead_source_pk AS first_lead_source_pk,
-         d.match_rule, d.match_score, d.confidence_level
+  DROP TABLE IF EXISTS pg_temp.cabinet_links_to_write;
+  CREATE TEMP TABLE cabinet_links_to_write ON COMMIT DROP AS
+  SELECT d.lead_source_pk, d.lead_created_at, d.driver_id, d.driver_person_key,
+         d.match_rule, d.match_score, d.confidence_level, d.evidence, NULL::jsonb AS driver_evidence
   FROM pg_temp.cabinet_decisions d
-  WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY' AND d.driver_person_key IS NULL
-  ORDER BY d.driver_id, d.lead_created_at, d.lead_source_pk;
-
-  INSERT INTO canon.identity_registry (person_key, confidence_level, primary_phone, primary_license, primary_name, created_run_id)
-  SELECT np.person_key, np.confidence_level, i.phone_norm, i.license_norm, i.name_norm, p_run_id
-  FROM pg_temp.cabinet_new_persons np
-  JOIN canon_internal.driver_index i ON i.driver_id = np.driver_id;
-  GET DIAGNOSTICS v_new_persons = ROW_COUNT;
-
-  -- Driver links of the new persons and lead links in one statement: the statement
-  -- triggers of identity_links (audit rows, lead state marks) run once, not twice.
-  WITH inserted AS (
-    INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
-    SELECT 'drivers', np.driver_id, np.person_key, np.match_rule, np.match_score, np.confidence_level,
-           jsonb_build_object('linked_with_lead', np.first_lead_source_pk), p_run_id
-    FROM pg_temp.cabinet_new_persons np
-    UNION ALL
-    SELECT 'module_ct_cabinet_leads', d.lead_source_pk, coalesce(d.driver_person_key, np.person_key),
-           d.match_rule, d.match_score, d.confidence_level, d.evidence, p_run_id
-    FROM pg_temp.cabinet_decisions d
-    LEFT JOIN pg_temp.cabinet_new_persons np ON np.driver_id = d.driver_id
-    WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
-    RETURNING source_table
-  )
-  SELECT count(*) FILTER (WHERE i.source_table = 'drivers'), count(*) FILTER (WHERE i.source_table <> 'drivers')
-  INTO v_driver_links, v_lead_links
-  FROM inserted i;
-
-  -- The origin of a person is the earliest lead that brought it.
-  INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by, run_id)
-  SELECT DISTINCT ON (person_key) person_key, 'cabinet_lead', lead_source_pk, confidence_level, lead_created_at, 'system', p_run_id
-  FROM (
-    SELECT coalesce(d.driver_person_key, np.person_key) AS person_key, d.lead_source_pk, d.confidence_level, d.lead_created_at
-    FROM pg_temp.cabinet_decisions d
-    LEFT JOIN pg_temp.cabinet_new_persons np ON np.driver_id = d.driver_id
-    WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
-  ) m
-  ORDER BY person_key, lead_created_at, lead_source_pk
-  ON CONFLICT (person_key) DO NOTHING;
-  GET DIAGNOSTICS v_origins = ROW_COUNT;
+  WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY';
+  SELECT w.new_persons, w.driver_links, w.lead_links, w.origins
+  INTO v_new_persons, v_driver_links, v_lead_links, v_origins
+  FROM canon.write_lead_links(p_run_id) w;
+  DROP TABLE pg_temp.cabinet_links_to_write;
 
   UPDATE canon.identity_unmatched u
   SET status = 'RESOLVED', resolved_at = now(), last_attempt_at = now(), last_run_id = p_run_id,
@@ -2680,9 +2645,10 @@ COMMENT ON FUNCTION canon.link_decisions(bigint, boolean) IS
 -- snapshot of sql/canon/canon.link_probabilistic.sql
 -- canon.link_probabilistic: pipeline step 6b, right after canon.link_decisions. The leads of
 -- the batch the rules left NO_CANDIDATES or WEAK_MATCH_ONLY (pg_temp.cabinet_decisions) go
--- through the probabilistic tier (canon.probabilistic_decisions), set-based: LINK writes the
--- person (reused, or one new per driver), lead and driver links with rule R4_PROBABILISTIC,
--- score = probability x 100 and the evidence per field, the origin, and resolves the
+-- through the probabilistic tier (canon.probabilistic_decisions), set-based: LINK writes
+-- (canon.write_lead_links, the one link writer) the person (reused, or one new per driver),
+-- lead and driver links with rule R4_PROBABILISTIC, score = probability x 100 and the
+-- evidence per field, the origin, and resolves the
 -- unmatched row link_decisions just wrote; REVIEW turns that row into PROBABLE_MATCH with the
 -- tier's candidates and weights (details.probabilistic says why it was not linked); NONE
 -- leaves the rules' reason. Returns step stats.
@@ -2728,58 +2694,22 @@ BEGIN
                   WHERE d.batch_kind = 'NO_IDENTITY' AND d.decision IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY'));
   v_decide_ms := round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1);
 
-  -- LINK: a person per driver that has none (created only with its links).
+  -- LINK (canon.write_lead_links, the one link writer): persons, links, origins.
   v_t := clock_timestamp();
-  DROP TABLE IF EXISTS pg_temp.cabinet_fs_new_persons;
-  CREATE TEMP TABLE cabinet_fs_new_persons ON COMMIT DROP AS
-  SELECT DISTINCT ON (f.driver_id)
-         f.driver_id, canon.new_person_key() AS person_key, f.lead_source_pk AS first_lead_source_pk,
-         round(f.probability * 100, 2) AS match_score,
+  DROP TABLE IF EXISTS pg_temp.cabinet_links_to_write;
+  CREATE TEMP TABLE cabinet_links_to_write ON COMMIT DROP AS
+  SELECT f.lead_source_pk, f.lead_created_at, f.driver_id, f.driver_person_key,
+         'R4_PROBABILISTIC'::text AS match_rule, round(f.probability * 100, 2) AS match_score,
          CASE WHEN f.probability >= 0.9999 THEN 'HIGH' ELSE 'MEDIUM' END AS confidence_level,
-         f.fs_version
+         f.evidence || jsonb_build_object('rules', jsonb_build_array('R4_PROBABILISTIC'), 'rules_reason', f.rules_decision,
+                                          'candidates', f.candidates) AS evidence,
+         jsonb_build_object('fs_version', f.fs_version) AS driver_evidence
   FROM pg_temp.cabinet_fs_decisions f
-  WHERE f.outcome = 'LINK' AND f.driver_person_key IS NULL
-  ORDER BY f.driver_id, f.lead_created_at, f.lead_source_pk;
-
-  INSERT INTO canon.identity_registry (person_key, confidence_level, primary_phone, primary_license, primary_name, created_run_id)
-  SELECT np.person_key, np.confidence_level, i.phone_norm, i.license_norm, i.name_norm, p_run_id
-  FROM pg_temp.cabinet_fs_new_persons np
-  JOIN canon_internal.driver_index i ON i.driver_id = np.driver_id;
-  GET DIAGNOSTICS v_new_persons = ROW_COUNT;
-
-  WITH inserted AS (
-    INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
-    SELECT 'drivers', np.driver_id, np.person_key, 'R4_PROBABILISTIC', np.match_score, np.confidence_level,
-           jsonb_build_object('linked_with_lead', np.first_lead_source_pk, 'fs_version', np.fs_version), p_run_id
-    FROM pg_temp.cabinet_fs_new_persons np
-    UNION ALL
-    SELECT 'module_ct_cabinet_leads', f.lead_source_pk, coalesce(f.driver_person_key, np.person_key),
-           'R4_PROBABILISTIC', round(f.probability * 100, 2),
-           CASE WHEN f.probability >= 0.9999 THEN 'HIGH' ELSE 'MEDIUM' END,
-           f.evidence || jsonb_build_object('rules', jsonb_build_array('R4_PROBABILISTIC'), 'rules_reason', f.rules_decision,
-                                            'candidates', f.candidates),
-           p_run_id
-    FROM pg_temp.cabinet_fs_decisions f
-    LEFT JOIN pg_temp.cabinet_fs_new_persons np ON np.driver_id = f.driver_id
-    WHERE f.outcome = 'LINK'
-    RETURNING source_table
-  )
-  SELECT count(*) FILTER (WHERE i.source_table = 'drivers'), count(*) FILTER (WHERE i.source_table <> 'drivers')
-  INTO v_driver_links, v_lead_links
-  FROM inserted i;
-
-  INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by, run_id)
-  SELECT DISTINCT ON (m.person_key) m.person_key, 'cabinet_lead', m.lead_source_pk, m.confidence_level, m.lead_created_at, 'system', p_run_id
-  FROM (
-    SELECT coalesce(f.driver_person_key, np.person_key) AS person_key, f.lead_source_pk, f.lead_created_at,
-           CASE WHEN f.probability >= 0.9999 THEN 'HIGH' ELSE 'MEDIUM' END AS confidence_level
-    FROM pg_temp.cabinet_fs_decisions f
-    LEFT JOIN pg_temp.cabinet_fs_new_persons np ON np.driver_id = f.driver_id
-    WHERE f.outcome = 'LINK'
-  ) m
-  ORDER BY m.person_key, m.lead_created_at, m.lead_source_pk
-  ON CONFLICT (person_key) DO NOTHING;
-  GET DIAGNOSTICS v_origins = ROW_COUNT;
+  WHERE f.outcome = 'LINK';
+  SELECT w.new_persons, w.driver_links, w.lead_links, w.origins
+  INTO v_new_persons, v_driver_links, v_lead_links, v_origins
+  FROM canon.write_lead_links(p_run_id) w;
+  DROP TABLE pg_temp.cabinet_links_to_write;
 
   UPDATE canon.identity_unmatched u
   SET status = 'RESOLVED', resolved_at = now()
@@ -5896,6 +5826,82 @@ AS $$
 $$;
 COMMENT ON FUNCTION canon.try_job_lock() IS
   'Takes the job lock for this transaction if free (true), else false at once: the pipeline''s step 2.';
+
+-- snapshot of sql/canon/canon.write_lead_links.sql
+-- canon.write_lead_links: the one writer of the links a run decides, for the rules
+-- (canon.link_decisions) and the probabilistic tier (canon.link_probabilistic) alike. It
+-- reads pg_temp.cabinet_links_to_write, one row per lead to link (lead_source_pk,
+-- lead_created_at, driver_id, driver_person_key: the driver's person if it has one,
+-- match_rule, match_score, confidence_level, evidence, driver_evidence: what the driver's
+-- link records besides the lead it came with), and writes set-based: a person per driver
+-- that has none (created only with its links, from the driver's earliest lead), the
+-- driver links of those persons and the lead links in one statement (the statement
+-- triggers of identity_links run once), and the origin of each person the leads brought.
+-- The unmatched rows are the callers' (each keeps its own attempt bookkeeping). Returns
+-- the counts written.
+CREATE OR REPLACE FUNCTION canon.write_lead_links(p_run_id bigint)
+RETURNS TABLE (new_persons integer, driver_links integer, lead_links integer, origins integer)
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+SET jit = off
+AS $$
+DECLARE
+  v_new_persons integer;
+  v_driver_links integer;
+  v_lead_links integer;
+  v_origins integer;
+BEGIN
+  DROP TABLE IF EXISTS pg_temp.cabinet_links_new_persons;
+  CREATE TEMP TABLE cabinet_links_new_persons ON COMMIT DROP AS
+  SELECT DISTINCT ON (w.driver_id)
+         w.driver_id, canon.new_person_key() AS person_key, w.lead_source_pk AS first_lead_source_pk,
+         w.match_rule, w.match_score, w.confidence_level, w.driver_evidence
+  FROM pg_temp.cabinet_links_to_write w
+  WHERE w.driver_person_key IS NULL
+  ORDER BY w.driver_id, w.lead_created_at, w.lead_source_pk;
+
+  INSERT INTO canon.identity_registry (person_key, confidence_level, primary_phone, primary_license, primary_name, created_run_id)
+  SELECT np.person_key, np.confidence_level, i.phone_norm, i.license_norm, i.name_norm, p_run_id
+  FROM pg_temp.cabinet_links_new_persons np
+  JOIN canon_internal.driver_index i ON i.driver_id = np.driver_id;
+  GET DIAGNOSTICS v_new_persons = ROW_COUNT;
+
+  WITH inserted AS (
+    INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
+    SELECT 'drivers', np.driver_id, np.person_key, np.match_rule, np.match_score, np.confidence_level,
+           jsonb_build_object('linked_with_lead', np.first_lead_source_pk) || coalesce(np.driver_evidence, '{}'), p_run_id
+    FROM pg_temp.cabinet_links_new_persons np
+    UNION ALL
+    SELECT 'module_ct_cabinet_leads', w.lead_source_pk, coalesce(w.driver_person_key, np.person_key),
+           w.match_rule, w.match_score, w.confidence_level, w.evidence, p_run_id
+    FROM pg_temp.cabinet_links_to_write w
+    LEFT JOIN pg_temp.cabinet_links_new_persons np ON np.driver_id = w.driver_id
+    RETURNING source_table
+  )
+  SELECT count(*) FILTER (WHERE i.source_table = 'drivers'), count(*) FILTER (WHERE i.source_table <> 'drivers')
+  INTO v_driver_links, v_lead_links
+  FROM inserted i;
+
+  -- The origin of a person is the earliest lead that brought it.
+  INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by, run_id)
+  SELECT DISTINCT ON (m.person_key) m.person_key, 'cabinet_lead', m.lead_source_pk, m.confidence_level, m.lead_created_at, 'system', p_run_id
+  FROM (
+    SELECT coalesce(w.driver_person_key, np.person_key) AS person_key, w.lead_source_pk, w.confidence_level, w.lead_created_at
+    FROM pg_temp.cabinet_links_to_write w
+    LEFT JOIN pg_temp.cabinet_links_new_persons np ON np.driver_id = w.driver_id
+  ) m
+  ORDER BY m.person_key, m.lead_created_at, m.lead_source_pk
+  ON CONFLICT (person_key) DO NOTHING;
+  GET DIAGNOSTICS v_origins = ROW_COUNT;
+
+  DROP TABLE pg_temp.cabinet_links_new_persons;
+  RETURN QUERY SELECT v_new_persons, v_driver_links, v_lead_links, v_origins;
+END
+$$;
+COMMENT ON FUNCTION canon.write_lead_links(bigint) IS
+  'The one writer of the links a run decides (rules and probabilistic tier): persons for drivers without one, driver and lead links in one statement, origins, from pg_temp.cabinet_links_to_write. Returns the counts written.';
 
 -- snapshot of sql/canon/canon.xid8_of_recent.sql
 -- canon.xid8_of_recent: the full 64-bit transaction id of a row's 32-bit xmin, given a

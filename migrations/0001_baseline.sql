@@ -3212,6 +3212,26 @@ $$;
 COMMENT ON FUNCTION canon.name_field_tokens(text) IS
   'Tokens of one name field, split as canon.normalize_name splits (accents removed, upper case, on anything but A-Z0-9); unsorted, repeats, particles and numbers kept; NULL when none. Tells which field a name token was typed in.';
 
+-- snapshot of sql/canon/canon.name_phonetic_hashes.sql
+-- canon.name_phonetic_hashes: canon.name_phonetic_keys as 64-bit hashes (hashtextextended,
+-- seed 0), the form the name GIN index of canon_internal.driver_index holds (integer keys
+-- merge several times faster than text keys in the database's collation). A probe asks for
+-- the hash of one key and checks the key itself on the rows found.
+CREATE OR REPLACE FUNCTION canon.name_phonetic_hashes(p_name_norm text)
+RETURNS bigint[]
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(array_agg(DISTINCT hashtextextended(canon.name_phonetic(t), 0)), '{}')
+  FROM unnest(string_to_array(p_name_norm, ' ')) t
+  WHERE length(t) >= 3
+$$;
+COMMENT ON FUNCTION canon.name_phonetic_hashes(text) IS
+  'canon.name_phonetic_keys hashed (hashtextextended, seed 0): the keys of the name GIN index on canon_internal.driver_index.';
+
 -- snapshot of sql/canon/canon.name_phonetic_keys.sql
 -- canon.name_phonetic_keys: the phonetic keys (canon.name_phonetic) of the tokens of a
 -- normalised name with 3 letters or more: the blocking keys of the probabilistic tier's name
@@ -3949,6 +3969,36 @@ $$;
 COMMENT ON FUNCTION canon.plate_comparison(text, text) IS
   'Plate comparison level of the probabilistic tier: EXACT, CONFUSION (one of O/0, I/1, B/8, S/5, Z/2, G/6), ONE_EDIT (other substitution, missing or extra character, adjacent swap) or DIFFERENT; NULL when a plate is unknown. note: what differs (O/0, missing 3, swapped 21/12).';
 
+-- snapshot of sql/canon/canon.plate_edit_hashes.sql
+-- canon.plate_edit_hashes: canon.plate_edit_keys as 64-bit hashes (hashtextextended, seed 0),
+-- the form the GIN index of canon_internal.driver_index holds: an integer key compares and
+-- merges several times faster than a text key in the database's collation, which is most of
+-- a full build of the index (7 keys a plate). Two plates sharing a key share its hash; a
+-- hash shared by chance only proposes a pair that canon.plate_comparison then rejects.
+-- The same loop as canon.plate_edit_keys, hashed as it goes (a query per call would cost
+-- more than the hashing); a test holds the two equal.
+CREATE OR REPLACE FUNCTION canon.plate_edit_hashes(p_plate text)
+RETURNS bigint[]
+LANGUAGE plpgsql
+IMMUTABLE
+PARALLEL SAFE
+STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  keys bigint[] := ARRAY[hashtextextended(p_plate, 0)];
+BEGIN
+  IF length(p_plate) > 1 THEN
+    FOR i IN 1 .. length(p_plate) LOOP
+      keys := keys || hashtextextended(overlay(p_plate PLACING '' FROM i FOR 1), 0);
+    END LOOP;
+  END IF;
+  RETURN keys;
+END
+$$;
+COMMENT ON FUNCTION canon.plate_edit_hashes(text) IS
+  'canon.plate_edit_keys hashed (hashtextextended, seed 0): the keys of the near-plate GIN index on canon_internal.driver_index.';
+
 -- snapshot of sql/canon/canon.plate_edit_keys.sql
 -- canon.plate_edit_keys: the plate and every form of it with one character deleted (its
 -- deletion neighbourhood). Two plates one edit apart (a character changed, missing or
@@ -3984,8 +4034,10 @@ COMMENT ON FUNCTION canon.plate_edit_keys(text) IS
 -- bits (log2 m/u of the active canon.match_fs_versions / canon.match_fs_levels), the sum with
 -- the prior, the match probability and, for the pairs in the review band or above, the
 -- evidence per field and in words. Candidates come from two blocks, each read by index: the
--- plate (equal or one edit away, incl. swaps and O/0-like confusions: canon.plate_edit_keys;
--- kept when the names share a token), the lead's rare name tokens (canon.name_phonetic_keys;
+-- plate (equal or one edit away, incl. swaps and O/0-like confusions: canon.plate_edit_keys,
+-- indexed as canon.plate_edit_hashes;
+-- kept when the names share a token), the lead's rare name tokens (canon.name_phonetic_keys,
+-- indexed as canon.name_phonetic_hashes;
 -- a key of more than name_block_max_drivers drivers is not rare and blocks nothing).
 -- Name tokens weigh by rarity: an agreeing token's u is its share of the drivers
 -- (canon_internal.name_token_stats), so QUISPE counts for less than a rare surname. Called
@@ -4036,14 +4088,14 @@ AS $$
     FROM canon_internal.lead_keys k
     WHERE k.lead_id = ANY (p_lead_ids)
   ),
-  -- Plate block: any shared deletion key (GIN), kept when one edit away at most.
+  -- Plate block: any shared deletion key (GIN, by hash), kept when one edit away at most.
   plate_block AS (
     SELECT b.lead_id, x.driver_id, 'PLATE' AS block
     FROM batch b
     CROSS JOIN LATERAL (
       SELECT d.driver_id
       FROM canon_internal.driver_index d
-      WHERE canon.plate_edit_keys(d.plate_norm) && canon.plate_edit_keys(b.plate_norm)
+      WHERE canon.plate_edit_hashes(d.plate_norm) && canon.plate_edit_hashes(b.plate_norm)
         AND d.plate_norm IS NOT NULL
         AND (canon.plate_comparison(b.plate_norm, d.plate_norm)).level <> 'DIFFERENT'
     ) x
@@ -4070,7 +4122,8 @@ AS $$
       SELECT array_agg(y.driver_id) AS ids
       FROM (SELECT d.driver_id
             FROM canon_internal.driver_index d
-            WHERE canon.name_phonetic_keys(d.name_norm) @> ARRAY[rk.key] AND d.name_norm IS NOT NULL
+            WHERE canon.name_phonetic_hashes(d.name_norm) @> ARRAY[hashtextextended(rk.key, 0)] AND d.name_norm IS NOT NULL
+              AND rk.key = ANY (canon.name_phonetic_keys(d.name_norm)) -- the key itself, not a hash shared by chance
             LIMIT v.name_block_max_drivers + 1) y
     ) x
     WHERE cardinality(x.ids) <= v.name_block_max_drivers
@@ -8866,9 +8919,9 @@ CREATE INDEX driver_index_plate_idx ON canon_internal.driver_index (plate_norm)
 -- The probabilistic tier's blocks: plates one edit apart, names by phonetic key. Fast update
 -- (a run's new drivers are appended to a pending list), merged by the tier before it probes
 -- (canon.flush_driver_index_keys).
-CREATE INDEX driver_index_plate_edit_keys_idx ON canon_internal.driver_index USING gin (canon.plate_edit_keys(plate_norm))
+CREATE INDEX driver_index_plate_edit_keys_idx ON canon_internal.driver_index USING gin (canon.plate_edit_hashes(plate_norm))
   WHERE plate_norm IS NOT NULL;
-CREATE INDEX driver_index_name_keys_idx ON canon_internal.driver_index USING gin (canon.name_phonetic_keys(name_norm))
+CREATE INDEX driver_index_name_keys_idx ON canon_internal.driver_index USING gin (canon.name_phonetic_hashes(name_norm))
   WHERE name_norm IS NOT NULL;
 
 CREATE TRIGGER driver_index_name_roles_delete

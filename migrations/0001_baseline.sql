@@ -553,6 +553,36 @@ $$;
 COMMENT ON FUNCTION canon.driver_index_drift() IS
   'Drivers not indexed, or indexed with other source values than their newest row; drivers written since the last read excepted.';
 
+-- snapshot of sql/canon/canon.driver_index_secondary_indexes.sql
+-- canon.driver_index_secondary_indexes: the indexes of canon_internal.driver_index besides its
+-- primary key, each with the statement that creates it, as
+-- sql/canon_internal/canon_internal.driver_index.sql creates it (a test holds the two equal).
+-- The first build of the index fills the empty table without them and creates them after the
+-- rows (canon.suspend_driver_index_indexes, canon.restore_driver_index_indexes): a sort per
+-- index instead of a million random inserts into each, and the GIN indexes' keys merged once.
+CREATE OR REPLACE FUNCTION canon.driver_index_secondary_indexes()
+RETURNS TABLE (index_name text, definition text)
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  VALUES
+    ('driver_index_indexed_at_idx',
+     'CREATE INDEX driver_index_indexed_at_idx ON canon_internal.driver_index (indexed_at)'),
+    ('driver_index_license_idx',
+     'CREATE INDEX driver_index_license_idx ON canon_internal.driver_index (license_norm) WHERE license_norm IS NOT NULL'),
+    ('driver_index_phone_idx',
+     'CREATE INDEX driver_index_phone_idx ON canon_internal.driver_index (phone_norm) WHERE phone_norm IS NOT NULL'),
+    ('driver_index_plate_idx',
+     'CREATE INDEX driver_index_plate_idx ON canon_internal.driver_index (plate_norm) WHERE plate_norm IS NOT NULL'),
+    ('driver_index_plate_edit_keys_idx',
+     'CREATE INDEX driver_index_plate_edit_keys_idx ON canon_internal.driver_index USING gin (canon.plate_edit_hashes(plate_norm)) WHERE plate_norm IS NOT NULL'),
+    ('driver_index_name_keys_idx',
+     'CREATE INDEX driver_index_name_keys_idx ON canon_internal.driver_index USING gin (canon.name_phonetic_hashes(name_norm)) WHERE name_norm IS NOT NULL')
+$$;
+COMMENT ON FUNCTION canon.driver_index_secondary_indexes() IS
+  'The indexes of canon_internal.driver_index besides its primary key, with the statements that create them: dropped for the first build of an empty index and created after its rows.';
+
 -- snapshot of sql/canon/canon.driver_name_roles_live.sql
 -- canon.driver_name_roles_live: the live definition of canon_internal.driver_name_roles, for the
 -- given indexed drivers (NULL: all): the tokens of the given-name fields and of the
@@ -1435,6 +1465,14 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO cabinet_leads_reader', v_fn);
   END LOOP;
   ALTER DEFAULT PRIVILEGES IN SCHEMA canon GRANT EXECUTE ON ROUTINES TO cabinet_leads_reader;
+  -- canon's SECURITY DEFINER functions act with the owner's rights (the driver index's
+  -- indexes, its GIN pending lists): the job's only, also when a later migration adds one
+  -- (the default privileges above would give it to the reader).
+  FOR v_fn IN
+    SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'canon'::regnamespace AND p.prosecdef
+  LOOP
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM cabinet_leads_reader', v_fn);
+  END LOOP;
 
   -- UPSTREAM: the source tables (owned upstream in production) and the lead id sequence
   -- (import-leads inserts leads). Given when the migrating role may, else the DBA's SQL.
@@ -4474,6 +4512,8 @@ COMMENT ON FUNCTION canon.protect_settled_claims() IS
 -- changed (hash); the newest row of a driver_id wins. Every
 -- driver_index_full_refresh_hours the whole table is reconciled, which also removes
 -- deleted drivers (the matcher never proposes a deleted driver meanwhile: it checks).
+-- The first build of an empty index inserts into the bare table and creates the secondary
+-- indexes after the rows (canon.suspend_driver_index_indexes / restore_driver_index_indexes).
 -- Whenever a row of the index is written or removed, driver_index_state.changed_at is set
 -- to now() (reported by runs). Which unmatched leads are worth retrying is decided by
 -- canon.mark_retries_due from the rows indexed since its last check (indexed_at) and
@@ -4508,6 +4548,8 @@ DECLARE
   v_no_time bigint;
   v_bad_ids bigint;
   v_was_empty boolean;
+  v_bulk boolean := false;
+  v_indexes_restored integer;
   v_future_from timestamp := (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day';
   v_odd_counted boolean;
   v_odd_how text;
@@ -4516,6 +4558,8 @@ DECLARE
   v_odd_valid_before timestamp;
 BEGIN
   SELECT * INTO v_state FROM canon_internal.driver_index_state FOR UPDATE;
+  -- an index of the table dropped by hand comes back (a no-op when all exist)
+  v_indexes_restored := canon.restore_driver_index_indexes();
   v_full := NOT FOUND OR v_state.last_full_at IS NULL
             OR v_state.last_full_at < now() - make_interval(hours => canon.setting('driver_index_full_refresh_hours')::integer);
   SELECT s.seen_xmin INTO v_seen FROM canon_internal.source_scan_state s WHERE s.source_table = 'drivers' FOR UPDATE;
@@ -4604,6 +4648,10 @@ BEGIN
   v_scanned := (SELECT count(*) FROM pg_temp.driver_index_source);
   -- An empty index (the first build) has no row of a deleted driver to remove.
   v_was_empty := v_full AND NOT EXISTS (SELECT 1 FROM canon_internal.driver_index);
+  -- The first build fills the bare table and creates its secondary indexes after the rows
+  -- (one sort each instead of a random insert per row and index; at 1M drivers most of the
+  -- build). Not when another session holds a lock on the table: then row by row.
+  v_bulk := v_was_empty AND v_scanned > 0 AND canon.suspend_driver_index_indexes();
 
   -- Few drivers against a large index: probe it by key. The planner would rather hash the
   -- whole index (it prices each probe as a random read); on a full refresh it should.
@@ -4661,6 +4709,9 @@ BEGIN
     RETURNING 1
   )
   SELECT count(*) INTO v_upserted FROM upserted;
+  IF v_bulk THEN
+    v_indexes_restored := v_indexes_restored + canon.restore_driver_index_indexes();
+  END IF;
 
   IF v_probe_by_key THEN
     PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
@@ -4709,6 +4760,8 @@ BEGIN
 
   RETURN jsonb_build_object(
     'mode', CASE WHEN v_full THEN 'full' ELSE 'incremental' END,
+    'first_build_bulk', v_bulk, -- the secondary indexes created after the rows
+    'indexes_created', v_indexes_restored,
     'driver_rows', v_rows,
     'drivers_read_again', CASE WHEN v_full THEN NULL ELSE (SELECT count(DISTINCT x) FROM unnest(v_changed_ids) x) END,
     'drivers_scanned', v_scanned,
@@ -5008,6 +5061,39 @@ END
 $$;
 COMMENT ON FUNCTION canon.require_note(text, text) IS
   'Operator tools'' note check: refuses a NULL or blank note (22023, ''a note is required: '' followed by p_ask, what the note should say).';
+
+-- snapshot of sql/canon/canon.restore_driver_index_indexes.sql
+-- canon.restore_driver_index_indexes: creates every secondary index of
+-- canon_internal.driver_index (canon.driver_index_secondary_indexes) that does not exist,
+-- by one sort of the table each. Called right after the first build's rows, and at the start
+-- of every build (a no-op when all exist: an index dropped by hand comes back by the next
+-- run). Returns the number created. SECURITY DEFINER: creating an index needs the table's
+-- owner; it takes no argument, so it can create only these.
+CREATE OR REPLACE FUNCTION canon.restore_driver_index_indexes()
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- the plate keys of 1M drivers (7M) sort in memory
+SET maintenance_work_mem = '256MB'
+AS $$
+DECLARE
+  r record;
+  n integer := 0;
+BEGIN
+  FOR r IN
+    SELECT s.definition FROM canon.driver_index_secondary_indexes() s
+    WHERE to_regclass(format('canon_internal.%I', s.index_name)) IS NULL
+  LOOP
+    EXECUTE r.definition;
+    n := n + 1;
+  END LOOP;
+  RETURN n;
+END
+$$;
+COMMENT ON FUNCTION canon.restore_driver_index_indexes() IS
+  'Creates the secondary indexes of canon_internal.driver_index that do not exist (after the first build, or dropped by hand); returns how many. SECURITY DEFINER (the table owner''s right).';
 
 -- snapshot of sql/canon/canon.retry_due_drift.sql
 -- canon.retry_due_drift: OPEN unmatched leads sharing a key (phone, plate, licence) with a
@@ -5510,6 +5596,43 @@ AS $$
 $$;
 COMMENT ON FUNCTION canon.summary_daily_writes() IS
   'File node, cumulative inserted / updated / deleted row counts (NULL when track_counts is off), size in pages and statistics epoch of public.summary_daily: how step 7 notices trips written anywhere in the table.';
+
+-- snapshot of sql/canon/canon.suspend_driver_index_indexes.sql
+-- canon.suspend_driver_index_indexes: for the first build of the driver index only. When
+-- canon_internal.driver_index is empty and no other session holds a lock on it, drops its
+-- secondary indexes (canon.driver_index_secondary_indexes) in the caller's transaction, so
+-- that the build inserts its rows into the bare table; canon.restore_driver_index_indexes
+-- creates them again, in the same transaction (a failure rolls the drops back). Returns
+-- false, dropping nothing, when the table has rows or is in use: the build then inserts as
+-- every later run does. SECURITY DEFINER: dropping an index needs the table's owner, and
+-- the job role changes no schema; it takes no argument, so it can do nothing else.
+CREATE OR REPLACE FUNCTION canon.suspend_driver_index_indexes()
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+BEGIN
+  BEGIN
+    -- readers of the index would wait for the whole build: only when none is there
+    LOCK TABLE canon_internal.driver_index IN ACCESS EXCLUSIVE MODE NOWAIT;
+  EXCEPTION WHEN lock_not_available THEN
+    RETURN false;
+  END;
+  IF EXISTS (SELECT 1 FROM canon_internal.driver_index) THEN
+    RETURN false;
+  END IF;
+  FOR r IN SELECT s.index_name FROM canon.driver_index_secondary_indexes() s LOOP
+    EXECUTE format('DROP INDEX IF EXISTS canon_internal.%I', r.index_name);
+  END LOOP;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION canon.suspend_driver_index_indexes() IS
+  'First build only: drops the secondary indexes of an empty, unused canon_internal.driver_index in the caller''s transaction (restored by canon.restore_driver_index_indexes); false when it did nothing. SECURITY DEFINER (the table owner''s right).';
 
 -- snapshot of sql/canon/canon.sync_driver_name_roles.sql
 -- canon.sync_driver_name_roles: statement-level trigger function on canon_internal.driver_index

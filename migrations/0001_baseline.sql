@@ -3042,11 +3042,34 @@ $$;
 COMMENT ON FUNCTION canon.mark_lead_state_rules_changed() IS
   'Trigger on canon.claim_rules: the next evaluation re-reads every lead''s state.';
 
+-- snapshot of sql/canon/canon.mark_open_leads_due_fs_level.sql
+-- canon.mark_open_leads_due_fs_level: row trigger function on canon.match_fs_levels: a change
+-- of an m or u of the ACTIVE version of the probabilistic tier can change the outcome of every
+-- lead left unmatched, so every OPEN one is due for a retry (canon.mark_open_leads_due does the
+-- marking); the levels of an inactive version (a version being written, or an estimate of
+-- ops.estimate_fs_version waiting for a person) change nothing until it is activated.
+CREATE OR REPLACE FUNCTION canon.mark_open_leads_due_fs_level()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM canon.match_fs_versions v WHERE v.active AND v.version IN (OLD.version, NEW.version)) THEN
+    UPDATE canon.identity_unmatched u SET retry_due = true WHERE u.status = 'OPEN' AND NOT u.retry_due;
+  END IF;
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION canon.mark_open_leads_due_fs_level() IS
+  'Trigger on canon.match_fs_levels: a level of the active version changed, every OPEN unmatched lead is due for a retry; levels of inactive versions mark nothing.';
+
 -- snapshot of sql/canon/canon.mark_open_leads_due.sql
--- canon.mark_open_leads_due: statement trigger function on canon.match_rules and
--- canon.match_parameters: a change of the rules can change the outcome of every lead left
--- unmatched, so every OPEN one is due for a retry (canon.identity_unmatched.retry_due),
--- whatever the driver index did. Linked leads are not re-evaluated (SPEC 6).
+-- canon.mark_open_leads_due: trigger function on canon.match_rules and
+-- canon.match_parameters (statement triggers), and on canon.match_fs_versions (row triggers
+-- on the active version only; its levels: canon.mark_open_leads_due_fs_level): a change of the
+-- rules can change the outcome of every lead left unmatched, so every OPEN one is due for a
+-- retry (canon.identity_unmatched.retry_due), whatever the driver index did. Linked leads are
+-- not re-evaluated (SPEC 6).
 CREATE OR REPLACE FUNCTION canon.mark_open_leads_due()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -3058,7 +3081,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.mark_open_leads_due() IS
-  'Trigger on canon.match_rules and canon.match_parameters: every OPEN unmatched lead is due for a retry.';
+  'Trigger on canon.match_rules, canon.match_parameters and the active version of canon.match_fs_versions: every OPEN unmatched lead is due for a retry.';
 
 -- snapshot of sql/canon/canon.mark_reopened_lead_due.sql
 -- canon.mark_reopened_lead_due: BEFORE UPDATE trigger function on canon.identity_unmatched
@@ -9455,8 +9478,9 @@ COMMENT ON TABLE canon.lead_driver_labels IS
 -- The versions of the probabilistic tier's parameters (docs/matching.md, "The probabilistic
 -- tier"): one row per version, exactly one active. The prior, the bands and the guards of a
 -- version; its m and u per comparison level are rows of canon.match_fs_levels. Every link
--- and review row of the tier records the version that made it. A change marks every OPEN
--- unmatched lead due for a retry (trigger match_fs_versions_changed).
+-- and review row of the tier records the version that made it. A change of the active
+-- version, or of which version is active, marks every OPEN unmatched lead due for a retry
+-- (triggers match_fs_versions_*); an inactive version marks nothing.
 CREATE TABLE canon.match_fs_versions (
   version                  integer PRIMARY KEY CHECK (version > 0),
   active                   boolean NOT NULL DEFAULT false,
@@ -9474,13 +9498,30 @@ CREATE TABLE canon.match_fs_versions (
 
 CREATE UNIQUE INDEX match_fs_versions_one_active_idx ON canon.match_fs_versions (active) WHERE active;
 
-CREATE TRIGGER match_fs_versions_changed
-  AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON canon.match_fs_versions
+-- Only a change that touches the active version (activating one included) marks leads due:
+-- an inactive version waiting for a person changes no outcome.
+CREATE TRIGGER match_fs_versions_inserted
+  AFTER INSERT ON canon.match_fs_versions
+  FOR EACH ROW WHEN (NEW.active)
+  EXECUTE FUNCTION canon.mark_open_leads_due();
+
+CREATE TRIGGER match_fs_versions_updated
+  AFTER UPDATE ON canon.match_fs_versions
+  FOR EACH ROW WHEN (OLD.active OR NEW.active)
+  EXECUTE FUNCTION canon.mark_open_leads_due();
+
+CREATE TRIGGER match_fs_versions_deleted
+  AFTER DELETE ON canon.match_fs_versions
+  FOR EACH ROW WHEN (OLD.active)
+  EXECUTE FUNCTION canon.mark_open_leads_due();
+
+CREATE TRIGGER match_fs_versions_truncated
+  AFTER TRUNCATE ON canon.match_fs_versions
   FOR EACH STATEMENT
   EXECUTE FUNCTION canon.mark_open_leads_due();
 
 COMMENT ON TABLE canon.match_fs_versions IS
-  'Versions of the probabilistic tier (one active): prior share of leads with a driver, link and review bands (probability), margin in bits between the best two candidates, rare-token guard and name block size, the floor of a token''s share. m/u per level: canon.match_fs_levels. A change marks every OPEN unmatched lead due for a retry.';
+  'Versions of the probabilistic tier (one active): prior share of leads with a driver, link and review bands (probability), margin in bits between the best two candidates, rare-token guard and name block size, the floor of a token''s share. m/u per level: canon.match_fs_levels. A change of the active version (or of which is active) marks every OPEN unmatched lead due for a retry.';
 COMMENT ON COLUMN canon.match_fs_versions.prior_match_share IS
   'Share of the tier''s leads that have a driver at all; the prior of a pair is this share / number of indexed drivers.';
 COMMENT ON COLUMN canon.match_fs_versions.margin_bits_min IS
@@ -9500,7 +9541,9 @@ INSERT INTO canon.match_fs_versions (version, active, prior_match_share, link_pr
 -- probability as written; PER_DRIVER, an expected number of drivers at this level for a
 -- random lead, divided by the number of indexed drivers at run time (plates: the chance that
 -- a random driver shares a plate grows with the base); TOKEN_SHARE, a factor on the share of
--- drivers typing the partner token (canon_internal.name_token_stats: rarity weights).
+-- drivers typing the partner token (canon_internal.name_token_stats: rarity weights). m by
+-- hand or by EM (ops.estimate_fs_version). A change of the active version's levels marks
+-- every OPEN unmatched lead due for a retry; an inactive version's marks nothing.
 CREATE TABLE canon.match_fs_levels (
   version     integer NOT NULL REFERENCES canon.match_fs_versions (version) ON DELETE CASCADE,
   comparison  text NOT NULL CHECK (comparison IN ('PLATE', 'NAME_TOKEN', 'NAME_DRIVER_TOKEN', 'HIRE_DATE', 'PARK')),
@@ -9514,12 +9557,17 @@ CREATE TABLE canon.match_fs_levels (
 );
 
 CREATE TRIGGER match_fs_levels_changed
-  AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON canon.match_fs_levels
+  AFTER INSERT OR DELETE OR UPDATE ON canon.match_fs_levels
+  FOR EACH ROW
+  EXECUTE FUNCTION canon.mark_open_leads_due_fs_level();
+
+CREATE TRIGGER match_fs_levels_truncated
+  AFTER TRUNCATE ON canon.match_fs_levels
   FOR EACH STATEMENT
   EXECUTE FUNCTION canon.mark_open_leads_due();
 
 COMMENT ON TABLE canon.match_fs_levels IS
-  'm and u per comparison level and version of the probabilistic tier; weight = log2(m / u). u_kind: PAIR (a probability), PER_DRIVER (expected drivers at the level per lead, / indexed drivers), TOKEN_SHARE (factor on the partner token''s share of drivers). A change marks every OPEN unmatched lead due for a retry.';
+  'm and u per comparison level and version of the probabilistic tier; weight = log2(m / u). u_kind: PAIR (a probability), PER_DRIVER (expected drivers at the level per lead, / indexed drivers), TOKEN_SHARE (factor on the partner token''s share of drivers). A change of the active version''s levels marks every OPEN unmatched lead due for a retry (canon.mark_open_leads_due_fs_level).';
 
 INSERT INTO canon.match_fs_levels (version, comparison, level, m, u, u_kind, note) VALUES
   (1, 'PLATE', 'EXACT',        0.4500000, 0.150000000, 'PER_DRIVER', 'plates equal; u: 0.15 other drivers share a driver''s plate (shift partners, a car changing hands)'),

@@ -1,15 +1,31 @@
 // Matching quality and speed against ground truth, side by side with the predecessor's
 // rules on the same data (SPEC 6, issue 3 targets):
-//   npm run bench:quality -- [--leads 20000] [--drivers 50000] [--seed 42] [--speed-drivers 200000] [--residual 3000]
+//   npm run bench:quality -- [--leads 20000] [--drivers 50000] [--seed 42] [--speed-drivers 200000] [--residual 3000] [--fs-em]
 // Quality: the demo generator records each lead's true driver (demo.lead_truth); --residual
 // adds the residual leads of issue 19 (bench/sql/residual_leads.sql: plate typos, changed
 // cars, two typos, glued names, and hard negatives: relatives, namesakes, resales); we run
 // the pipeline in 2,000-lead batches and score every lead link, per rule and per category.
+// --fs-em: then the m of the probabilistic tier estimated by EM on the tier's leads of that
+// run (ops.estimate_fs_version: its time and its m beside the active m), activated in a
+// second bench database with the same data, and the same quality run there; per category
+// precision and recall with the active m and with the EM m side by side.
 // Speed: one 2,000-lead batch against --speed-drivers drivers, database time of the
 // matching step.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { benchArgs, benchDatabase, demo, intArg, machine, pipeline, table, type BenchDb } from './lib.js';
+
+interface Category {
+  scenario: string | null;
+  leads: number;
+  matchable: number;
+  correct: number;
+  matchable_correct: number;
+  wrong: number;
+  by_tier: number;
+  review: number;
+  review_true_first: number;
+}
 
 interface Row {
   rule: string;
@@ -27,8 +43,11 @@ function prf(correct: number, links: number, matchableCorrect: number, matchable
 
 const fmt = (x: number) => x.toFixed(4);
 
-async function quality(db: BenchDb, leads: number, drivers: number, seed: number, residual: number): Promise<void> {
+/** One quality run; fsLevels: a parameter version's m and u to activate first (as version 2). */
+async function quality(db: BenchDb, leads: number, drivers: number, seed: number, residual: number,
+  fsLevels?: FsLevel[]): Promise<Category[]> {
   const summary = await demo(db, { seed, leads, drivers, tripDays: 60 });
+  if (fsLevels) await activateVersion(db, fsLevels);
   if (residual > 0) {
     const c = await db.pool.connect();
     try {
@@ -114,7 +133,7 @@ async function quality(db: BenchDb, leads: number, drivers: number, seed: number
   console.log(wrong.length ? table([['scenario', 'rule', 'links'], ...wrong.map((m) => [m.scenario, m.match_rule, m.n])]) : '(none)');
   console.log(`match step per 2,000-lead batch: ${matchMs.map((m) => Math.round(m)).join(', ')} ms`);
   console.log(`probabilistic tier per 2,000-lead batch: ${tierMs.map((m) => Math.round(m)).join(', ')} ms`);
-  await categories(db);
+  return categories(db);
 }
 
 /**
@@ -122,7 +141,7 @@ async function quality(db: BenchDb, leads: number, drivers: number, seed: number
  * driver, links to another driver (false positives), leads sent to review as
  * PROBABLE_MATCH, and what the rules alone did (links by R1-R3).
  */
-async function categories(db: BenchDb): Promise<void> {
+async function categories(db: BenchDb): Promise<Category[]> {
   const rows = (await db.pool.query(`
     SELECT t.scenario,
            count(*)::int AS leads,
@@ -136,9 +155,7 @@ async function categories(db: BenchDb): Promise<void> {
     FROM bench.truth t
     LEFT JOIN canon.identity_links l ON l.source_table = 'module_ct_cabinet_leads' AND l.source_pk = t.lead_source_pk
     LEFT JOIN canon.identity_unmatched u ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = t.lead_source_pk AND u.status = 'OPEN'
-    GROUP BY ROLLUP (t.scenario) ORDER BY t.scenario NULLS LAST`)).rows as {
-      scenario: string | null; leads: number; matchable: number; correct: number; matchable_correct: number;
-      wrong: number; by_tier: number; review: number; review_true_first: number }[];
+    GROUP BY ROLLUP (t.scenario) ORDER BY t.scenario NULLS LAST`)).rows as Category[];
   const out: (string | number)[][] = [['category', 'leads', 'matchable', 'linked right', 'linked wrong', 'by R4', 'review', 'precision', 'recall']];
   for (const r of rows) {
     const links = r.correct + r.wrong;
@@ -162,6 +179,72 @@ async function categories(db: BenchDb): Promise<void> {
     console.log(`targets (issue 19): precision >= 0.995 ${pAll >= 0.995 ? 'MET' : 'NOT MET'}; zero false positives on hard negatives ${fpNeg === 0 ? 'MET' : 'NOT MET'}; ` +
       `recall >= 0.85 on residual leads ${c / Math.max(1, m) >= 0.85 ? 'MET' : 'NOT MET'}`);
   }
+  return rows;
+}
+
+interface FsLevel {
+  comparison: string;
+  level: string;
+  m: string;
+  active_m: string;
+  u: string;
+  u_kind: string;
+  occurrences: string;
+  in_matches: string | null;
+  pairs: number;
+  leads: number;
+  iterations: number;
+  converged: boolean;
+}
+
+/** The EM estimate of m on the tier's leads of a finished quality run (a new inactive version). */
+async function estimateM(db: BenchDb): Promise<FsLevel[]> {
+  const t = performance.now();
+  const rows = (await db.pool.query<FsLevel>(
+    `SELECT * FROM ops.estimate_fs_version('bench:quality --fs-em: EM on the tier''s leads')`)).rows;
+  const emMs = performance.now() - t;
+  const r = rows[0]!;
+  console.log(`\nEM estimate of m (ops.estimate_fs_version): ${Math.round(emMs)} ms, ${r.pairs} pairs of ${r.leads} leads, ` +
+    `${r.iterations} iterations, ${r.converged ? 'converged' : 'NOT converged'}`);
+  console.log(table([['comparison', 'level', 'active m', 'EM m', 'u', 'u_kind', 'occurrences', 'expected in matches'],
+    ...rows.map((x) => [x.comparison, x.level, x.active_m, x.m, x.u, x.u_kind, x.occurrences, x.in_matches ?? '-'])]));
+  return rows;
+}
+
+/** Version 1's bands and guards with the given m and u, as version 2, active. */
+async function activateVersion(db: BenchDb, levels: FsLevel[]): Promise<void> {
+  await db.pool.query(`
+    INSERT INTO canon.match_fs_versions (version, prior_match_share, link_probability_min, review_probability_min, margin_bits_min,
+                                         rare_token_max_share, name_block_max_drivers, token_share_min, notes)
+    SELECT 2, prior_match_share, link_probability_min, review_probability_min, margin_bits_min, rare_token_max_share,
+           name_block_max_drivers, token_share_min, 'bench:quality --fs-em: m by EM'
+    FROM canon.match_fs_versions WHERE version = 1`);
+  await db.pool.query(`
+    INSERT INTO canon.match_fs_levels (version, comparison, level, m, u, u_kind, note)
+    SELECT 2, x.comparison, x.level, x.m, x.u, x.u_kind, 'm by EM'
+    FROM jsonb_to_recordset($1::jsonb) AS x (comparison text, level text, m numeric, u numeric, u_kind text)`,
+  [JSON.stringify(levels.map(({ comparison, level, m, u, u_kind }) => ({ comparison, level, m, u, u_kind })))]);
+  await db.pool.query(`UPDATE canon.match_fs_versions SET active = (version = 2)`);
+}
+
+/** Precision and recall per category, the active m's run beside the EM m's. */
+function compare(hand: Category[], em: Category[]): void {
+  const pr = (r: Category | undefined) => {
+    if (!r) return ['-', '-', '-'];
+    const links = r.correct + r.wrong;
+    return [`${r.correct}/${r.wrong}/${r.review}`, links ? fmt(r.correct / links) : '-', r.matchable ? fmt(r.matchable_correct / r.matchable) : '-'];
+  };
+  const rows: (string | number)[][] = [['category', 'matchable', 'active m: right/wrong/review', 'precision', 'recall',
+    'EM m: right/wrong/review', 'precision', 'recall']];
+  for (const h of hand) {
+    const e = em.find((x) => x.scenario === h.scenario);
+    // a category nothing can link and neither run touched says nothing (the hard negatives do)
+    const idle = (r: Category | undefined) => !r || r.correct + r.wrong + r.review === 0;
+    if (h.matchable === 0 && idle(h) && idle(e) && !h.scenario?.startsWith('NEG_')) continue;
+    rows.push([h.scenario ?? 'ALL', h.matchable, ...pr(h), ...pr(e)]);
+  }
+  console.log('\nper category, the active (hand-set) m against the EM m:');
+  console.log(table(rows));
 }
 
 async function speed(db: BenchDb, drivers: number, seed: number): Promise<void> {
@@ -183,7 +266,7 @@ async function speed(db: BenchDb, drivers: number, seed: number): Promise<void> 
   console.log(`target: 2,000 leads against 200k drivers under 1 s: ${matchMs < 1000 ? 'MET' : 'NOT MET'}`);
 }
 
-benchArgs(import.meta.url, { values: ['leads', 'drivers', 'seed', 'speed-drivers', 'residual'] });
+benchArgs(import.meta.url, { values: ['leads', 'drivers', 'seed', 'speed-drivers', 'residual'], switches: ['fs-em'] });
 const leads = intArg('leads', 20000);
 const drivers = intArg('drivers', 50000);
 const seed = intArg('seed', 42);
@@ -191,11 +274,24 @@ const speedDrivers = intArg('speed-drivers', 200000);
 const residual = intArg('residual', 3000);
 const q = await benchDatabase('quality');
 console.log(`machine: ${machine(q.serverVersion)}`);
-console.log(`command: npm run bench:quality -- --leads ${leads} --drivers ${drivers} --seed ${seed} --speed-drivers ${speedDrivers} --residual ${residual}`);
+const fsEm = process.argv.includes('--fs-em');
+console.log(`command: npm run bench:quality -- --leads ${leads} --drivers ${drivers} --seed ${seed} --speed-drivers ${speedDrivers} --residual ${residual}${fsEm ? ' --fs-em' : ''}`);
+let hand: Category[];
+let levels: FsLevel[] | undefined;
 try {
-  await quality(q, leads, drivers, seed, residual);
+  hand = await quality(q, leads, drivers, seed, residual);
+  if (fsEm) levels = await estimateM(q);
 } finally {
   await q.close();
+}
+if (levels) {
+  console.log('\nThe same data, the EM m active (version 2):');
+  const e = await benchDatabase('quality_em');
+  try {
+    compare(hand, await quality(e, leads, drivers, seed, residual, levels));
+  } finally {
+    await e.close();
+  }
 }
 if (speedDrivers > 0) {
   const s = await benchDatabase('speed');

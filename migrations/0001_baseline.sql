@@ -831,6 +831,151 @@ $$;
 COMMENT ON FUNCTION canon.enforce_setting_valid() IS
   'Trigger of canon.settings: refuses a value invalid for its value_type (22023, naming setting and value, canon.setting_problem), the deletion, renaming or truncation of a typed setting (23001); stamps updated_at.';
 
+-- snapshot of sql/canon/canon.estimate_fs_m.sql
+-- canon.estimate_fs_m: the m probabilities of the probabilistic tier estimated without labels,
+-- by expectation-maximisation on the pairs the tier can link for the given lead rows
+-- (Fellegi-Sunter, as Splink does; docs/matching.md, "Where the m and u come from"). The pairs
+-- and their levels are the tier's own (canon.fs_pair_levels); u and the prior stay the start
+-- version's. From the start version's m, each iteration is two set-based statements over all
+-- pairs at once: E-step, every pair's match probability as the tier computes it with the
+-- current m; M-step, a level's m = the matches' expected count at the level, plus half a pair,
+-- over their expected count at the comparison (NAME_TOKEN per lead token, NAME_DRIVER_TOKEN
+-- per driver token), so a level no match shows gets a small m, not 0. Stops after
+-- p_max_iterations or when no m moves by p_epsilon. A comparison no pair shows keeps its
+-- start m. Refuses (CL026) fewer than p_min_pairs pairs. Writes nothing (temporary tables
+-- only); ops.estimate_fs_version writes a version from it.
+CREATE OR REPLACE FUNCTION canon.estimate_fs_m(
+  p_lead_ids integer[],
+  p_version integer DEFAULT NULL,
+  p_max_iterations integer DEFAULT 100,
+  p_epsilon numeric DEFAULT 0.00001,
+  p_min_pairs integer DEFAULT 1000)
+RETURNS TABLE (
+  comparison text,
+  level text,
+  m numeric,
+  m_start numeric,
+  u numeric,
+  u_kind text,
+  occurrences bigint,
+  in_matches numeric,
+  pairs integer,
+  leads integer,
+  matches numeric,
+  iterations integer,
+  max_change numeric,
+  converged boolean
+)
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+SET jit = off
+AS $$
+DECLARE
+  v_version integer;
+  v_prior_share float8;
+  v_pairs integer;
+  v_leads integer;
+  v_prior_bits float8;
+  v_matches float8;
+  v_change float8;
+  v_iter integer := 0;
+BEGIN
+  -- GUARD ------------------------------------------------------------------------------
+  IF p_max_iterations IS NULL OR p_max_iterations < 1 THEN
+    RAISE EXCEPTION 'estimate_fs_m: p_max_iterations must be 1 or more, got %', coalesce(p_max_iterations::text, 'NULL') USING ERRCODE = '22023';
+  END IF;
+  IF p_epsilon IS NULL OR p_epsilon <= 0 THEN
+    RAISE EXCEPTION 'estimate_fs_m: p_epsilon must be above 0, got %', coalesce(p_epsilon::text, 'NULL') USING ERRCODE = '22023';
+  END IF;
+  SELECT fv.version, fv.prior_match_share INTO v_version, v_prior_share
+  FROM canon.match_fs_versions fv
+  WHERE fv.version = p_version OR (p_version IS NULL AND fv.active);
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'estimate_fs_m: no parameter version %', coalesce(p_version::text, '(no active version)') USING ERRCODE = 'P0002';
+  END IF;
+
+  -- THE PAIRS: one row per pair and level ------------------------------------------------
+  DROP TABLE IF EXISTS pg_temp.fs_em_levels;
+  CREATE TEMP TABLE fs_em_levels ON COMMIT DROP AS
+  SELECT dense_rank() OVER (ORDER BY x.lead_id, x.driver_id)::integer AS pair_id, x.*
+  FROM canon.fs_pair_levels(p_lead_ids, v_version) x;
+  SELECT count(DISTINCT l.pair_id), count(DISTINCT l.lead_id) INTO v_pairs, v_leads FROM pg_temp.fs_em_levels l;
+  IF v_pairs < coalesce(p_min_pairs, 0) THEN
+    RAISE EXCEPTION 'estimate_fs_m: too few candidate pairs to estimate m: % pairs from % of the % lead rows given, at least % needed (p_min_pairs)',
+      v_pairs, v_leads, coalesce(cardinality(p_lead_ids), 0), p_min_pairs
+      USING ERRCODE = 'CL026', HINT = 'estimate on more leads (the tier''s leads of a longer period) or keep the m set by hand';
+  END IF;
+  CREATE INDEX ON pg_temp.fs_em_levels (pair_id);
+  ANALYZE pg_temp.fs_em_levels;
+
+  -- per pair: the prior (the version's, as the tier) plus the fixed -log2 u of its levels
+  DROP TABLE IF EXISTS pg_temp.fs_em_pairs;
+  CREATE TEMP TABLE fs_em_pairs ON COMMIT DROP AS
+  SELECT l.pair_id,
+         ln(v_prior_share / greatest(max(l.indexed_drivers), 1) / (1 - v_prior_share / greatest(max(l.indexed_drivers), 1))) / ln(2::float8)
+           + sum(l.u_bits) AS fixed_bits
+  FROM pg_temp.fs_em_levels l
+  GROUP BY l.pair_id;
+
+  -- the m being estimated, from the start version's; PARTNERED is counted, not weighed
+  DROP TABLE IF EXISTS pg_temp.fs_em_m;
+  CREATE TEMP TABLE fs_em_m ON COMMIT DROP AS
+  SELECT l.comparison, l.level, l.m::float8 AS m, l.m AS m_start, l.u, l.u_kind, true AS weighed, NULL::float8 AS in_matches
+  FROM canon.match_fs_levels l WHERE l.version = v_version
+  UNION ALL
+  SELECT 'NAME_DRIVER_TOKEN', 'PARTNERED', NULL, NULL, NULL, NULL, false, NULL;
+
+  -- ITERATIONS: the E-step and the M-step in one statement --------------------------------
+  LOOP
+    v_iter := v_iter + 1;
+    WITH posterior AS MATERIALIZED (
+      SELECT p.pair_id,
+             1 / (1 + power(2::float8, -greatest(least(p.fixed_bits + coalesce(s.m_bits, 0), 60), -60))) AS w
+      FROM pg_temp.fs_em_pairs p
+      LEFT JOIN (SELECT l.pair_id, sum(l.n * ln(cm.m)) / ln(2::float8) AS m_bits
+                 FROM pg_temp.fs_em_levels l
+                 JOIN pg_temp.fs_em_m cm ON cm.comparison = l.comparison AND cm.level = l.level AND cm.weighed
+                 GROUP BY l.pair_id) s ON s.pair_id = p.pair_id
+    ),
+    expected AS (
+      SELECT cm.comparison, cm.level, cm.m AS m_old, coalesce(x.in_matches, 0) AS in_matches,
+             sum(coalesce(x.in_matches, 0)) OVER (PARTITION BY cm.comparison) AS comparison_total,
+             count(*) OVER (PARTITION BY cm.comparison) AS comparison_levels,
+             bool_or(x.in_matches IS NOT NULL) OVER (PARTITION BY cm.comparison) AS comparison_seen
+      FROM pg_temp.fs_em_m cm
+      LEFT JOIN (SELECT l.comparison, l.level, sum(po.w * l.n) AS in_matches
+                 FROM pg_temp.fs_em_levels l
+                 JOIN posterior po ON po.pair_id = l.pair_id
+                 GROUP BY l.comparison, l.level) x ON x.comparison = cm.comparison AND x.level = cm.level
+    ),
+    moved AS (
+      UPDATE pg_temp.fs_em_m cm
+      SET m = CASE WHEN e.comparison_seen THEN (e.in_matches + 0.5) / (e.comparison_total + 0.5 * e.comparison_levels) ELSE e.m_old END,
+          in_matches = e.in_matches
+      FROM expected e
+      WHERE e.comparison = cm.comparison AND e.level = cm.level
+      RETURNING abs(cm.m - e.m_old) AS change
+    )
+    SELECT (SELECT max(mv.change) FROM moved mv), (SELECT sum(po.w) FROM posterior po)
+    INTO v_change, v_matches;
+    EXIT WHEN coalesce(v_change, 0) < p_epsilon OR v_iter >= p_max_iterations;
+  END LOOP;
+
+  RETURN QUERY
+  SELECT cm.comparison, cm.level, round(cm.m::numeric, 7), cm.m_start, cm.u, cm.u_kind,
+         coalesce((SELECT sum(l.n) FROM pg_temp.fs_em_levels l WHERE l.comparison = cm.comparison AND l.level = cm.level), 0)::bigint,
+         round(cm.in_matches::numeric, 1), v_pairs, v_leads, round(v_matches::numeric, 1), v_iter,
+         round(coalesce(v_change, 0)::numeric, 7), coalesce(v_change, 0) < p_epsilon
+  FROM pg_temp.fs_em_m cm
+  WHERE cm.weighed
+  ORDER BY cm.comparison, cm.m_start DESC, cm.level;
+END
+$$;
+COMMENT ON FUNCTION canon.estimate_fs_m(integer[], integer, integer, numeric, integer) IS
+  'm of the probabilistic tier by expectation-maximisation (no labels) on the pairs the tier can link for the given lead rows (canon.fs_pair_levels): per level m, start m, u (fixed), occurrences, expected count among matches; pairs, leads, expected matches, iterations, last change, converged. Start, u and prior: p_version (NULL: the active one). Refuses fewer than p_min_pairs pairs (CL026). Writes nothing.';
+
 -- snapshot of sql/canon/canon.estimate_fs_u.sql
 -- canon.estimate_fs_u: the u probabilities of the probabilistic tier estimated from the live
 -- bases, for a person writing a new parameter version (docs/matching.md, "Where the m and u
@@ -991,6 +1136,74 @@ AS $$
 $$;
 COMMENT ON FUNCTION canon.fs_name_tokens(text[], text, integer, bigint, numeric) IS
   'Probabilistic tier, one pair''s names: per token side, token, partner, level, partner''s share of drivers and count, weight in bits (log2 m/u of the version''s canon.match_fs_levels; u of an agreeing token = its share).';
+
+-- snapshot of sql/canon/canon.fs_pair_levels.sql
+-- canon.fs_pair_levels: the comparison vectors of the pairs the probabilistic tier can link,
+-- for the given lead rows, as canon.estimate_fs_m reads them: the tier's blocked candidate
+-- pairs (canon.probabilistic_candidates) less those it never links (a deleted driver, a
+-- "not this driver" label, relatives by the veto: they agree on surnames and car, a pattern
+-- no m/u model tells from a match), one row per pair and level with how often the pair shows
+-- it (name tokens: once per token) and the fixed part of its weight, -log2 u, as the tier
+-- reads u for p_version (PER_DRIVER over the indexed drivers; an agreeing token's u from its
+-- share: the token's weight minus log2 m). PARTNERED: the driver tokens the lead gives (no
+-- weight; with MISSING, the count MISSING's m is a share of).
+CREATE OR REPLACE FUNCTION canon.fs_pair_levels(p_lead_ids integer[], p_version integer)
+RETURNS TABLE (lead_id integer, driver_id text, indexed_drivers bigint, comparison text, level text, n integer, u_bits double precision)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+  WITH v AS (
+    SELECT fv.version, fv.token_share_min FROM canon.match_fs_versions fv WHERE fv.version = p_version
+  ),
+  pairs AS MATERIALIZED (
+    SELECT c.lead_id, c.driver_id, c.plate_level, c.hire_level, c.park_level, c.indexed_drivers,
+           string_to_array(k.name_norm, ' ') AS lt, d.name_norm AS driver_name
+    FROM canon.probabilistic_candidates(p_lead_ids) c
+    JOIN canon_internal.lead_keys k ON k.lead_id = c.lead_id
+    JOIN canon_internal.driver_index d ON d.driver_id = c.driver_id
+    WHERE NOT c.driver_deleted
+      AND NOT EXISTS (SELECT 1 FROM canon.lead_driver_labels lb WHERE lb.lead_source_pk = c.lead_source_pk AND lb.driver_id = c.driver_id)
+      AND canon.name_veto_of(c.lead_tokens_aligned, c.lead_id, NULL, string_to_array(d.name_norm, ' '), NULL, c.driver_id) IS NULL
+  ),
+  fields AS (
+    SELECT p.lead_id, p.driver_id, p.indexed_drivers, l.comparison, l.level,
+           -ln(CASE WHEN l.u_kind = 'PER_DRIVER' THEN least(1, l.u::float8 / greatest(p.indexed_drivers, 1))
+                    ELSE l.u::float8 END) / ln(2::float8) AS u_bits
+    FROM pairs p
+    CROSS JOIN v
+    CROSS JOIN LATERAL (VALUES ('PLATE', p.plate_level), ('HIRE_DATE', p.hire_level), ('PARK', p.park_level)) f (comparison, level)
+    JOIN canon.match_fs_levels l ON l.version = v.version AND l.comparison = f.comparison AND l.level = f.level
+  ),
+  tokens AS (
+    SELECT p.lead_id, p.driver_id, p.indexed_drivers, l.comparison, t.level,
+           t.w - ln(l.m::float8) / ln(2::float8) AS u_bits
+    FROM pairs p
+    CROSS JOIN v
+    CROSS JOIN LATERAL canon.fs_name_tokens(p.lt, p.driver_name, v.version, p.indexed_drivers, v.token_share_min) t
+    JOIN canon.match_fs_levels l ON l.version = v.version AND l.level = t.level
+     AND l.comparison = CASE t.side WHEN 'LEAD' THEN 'NAME_TOKEN' ELSE 'NAME_DRIVER_TOKEN' END
+  ),
+  -- two-letter fragments left out, as canon.name_token_levels does
+  partnered AS (
+    SELECT p.lead_id, p.driver_id, p.indexed_drivers, 'NAME_DRIVER_TOKEN' AS comparison, 'PARTNERED' AS level,
+           dt.n - coalesce(mi.n, 0) AS n
+    FROM pairs p
+    CROSS JOIN LATERAL (SELECT count(*) AS n FROM unnest(string_to_array(p.driver_name, ' ')) AS x (token) WHERE length(x.token) <> 2) dt
+    LEFT JOIN (SELECT t.lead_id, t.driver_id, count(*) AS n FROM tokens t WHERE t.level = 'MISSING' GROUP BY t.lead_id, t.driver_id) mi
+      ON mi.lead_id = p.lead_id AND mi.driver_id = p.driver_id
+  )
+  SELECT x.lead_id, x.driver_id, x.indexed_drivers, x.comparison, x.level, count(*)::integer, sum(x.u_bits)
+  FROM (SELECT * FROM fields UNION ALL SELECT * FROM tokens) x
+  GROUP BY x.lead_id, x.driver_id, x.indexed_drivers, x.comparison, x.level
+  UNION ALL
+  SELECT pt.lead_id, pt.driver_id, pt.indexed_drivers, pt.comparison, pt.level, pt.n::integer, 0
+  FROM partnered pt
+  WHERE pt.n > 0
+$$;
+COMMENT ON FUNCTION canon.fs_pair_levels(integer[], integer) IS
+  'Probabilistic tier, for canon.estimate_fs_m: per pair the tier can link (blocked, not vetoed, not labelled, driver present) of the given lead rows and per level, its count and -log2 u as the tier reads it for p_version; PARTNERED counts the driver tokens the lead gives.';
 
 -- snapshot of sql/canon/canon.funnel_week_counts_of.sql
 -- canon.funnel_week_counts_of: the weekly funnel's counts (ops.v_cabinet_14d_funnel_weekly)
@@ -3010,11 +3223,34 @@ $$;
 COMMENT ON FUNCTION canon.mark_lead_state_rules_changed() IS
   'Trigger on canon.claim_rules: the next evaluation re-reads every lead''s state.';
 
+-- snapshot of sql/canon/canon.mark_open_leads_due_fs_level.sql
+-- canon.mark_open_leads_due_fs_level: row trigger function on canon.match_fs_levels: a change
+-- of an m or u of the ACTIVE version of the probabilistic tier can change the outcome of every
+-- lead left unmatched, so every OPEN one is due for a retry (canon.mark_open_leads_due does the
+-- marking); the levels of an inactive version (a version being written, or an estimate of
+-- ops.estimate_fs_version waiting for a person) change nothing until it is activated.
+CREATE OR REPLACE FUNCTION canon.mark_open_leads_due_fs_level()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM canon.match_fs_versions v WHERE v.active AND v.version IN (OLD.version, NEW.version)) THEN
+    UPDATE canon.identity_unmatched u SET retry_due = true WHERE u.status = 'OPEN' AND NOT u.retry_due;
+  END IF;
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION canon.mark_open_leads_due_fs_level() IS
+  'Trigger on canon.match_fs_levels: a level of the active version changed, every OPEN unmatched lead is due for a retry; levels of inactive versions mark nothing.';
+
 -- snapshot of sql/canon/canon.mark_open_leads_due.sql
--- canon.mark_open_leads_due: statement trigger function on canon.match_rules and
--- canon.match_parameters: a change of the rules can change the outcome of every lead left
--- unmatched, so every OPEN one is due for a retry (canon.identity_unmatched.retry_due),
--- whatever the driver index did. Linked leads are not re-evaluated (SPEC 6).
+-- canon.mark_open_leads_due: trigger function on canon.match_rules and
+-- canon.match_parameters (statement triggers), and on canon.match_fs_versions (row triggers
+-- on the active version only; its levels: canon.mark_open_leads_due_fs_level): a change of the
+-- rules can change the outcome of every lead left unmatched, so every OPEN one is due for a
+-- retry (canon.identity_unmatched.retry_due), whatever the driver index did. Linked leads are
+-- not re-evaluated (SPEC 6).
 CREATE OR REPLACE FUNCTION canon.mark_open_leads_due()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -3026,7 +3262,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.mark_open_leads_due() IS
-  'Trigger on canon.match_rules and canon.match_parameters: every OPEN unmatched lead is due for a retry.';
+  'Trigger on canon.match_rules, canon.match_parameters and the active version of canon.match_fs_versions: every OPEN unmatched lead is due for a retry.';
 
 -- snapshot of sql/canon/canon.mark_reopened_lead_due.sql
 -- canon.mark_reopened_lead_due: BEFORE UPDATE trigger function on canon.identity_unmatched
@@ -4071,11 +4307,12 @@ COMMENT ON FUNCTION canon.plate_edit_keys(text) IS
 -- Splink does) for the given lead rows, with each field's comparison level, its weight in
 -- bits (log2 m/u of the active canon.match_fs_versions / canon.match_fs_levels), the sum with
 -- the prior, the match probability and, for the pairs in the review band or above, the
--- evidence per field and in words. Candidates come from two blocks, each read by index: the
--- plate (equal or one edit away, incl. swaps and O/0-like confusions: canon.plate_edit_keys,
--- indexed as canon.plate_edit_hashes;
--- kept when the names share a token), the lead's rare name tokens (canon.name_phonetic_keys,
--- indexed as canon.name_phonetic_hashes;
+-- evidence per field and in words. The levels of plate, hire date and park and the number
+-- of indexed drivers the weights used are returned too (canon.estimate_fs_m reads them).
+-- Candidates come from two blocks, each read by index: the plate (equal or one edit away,
+-- incl. swaps and O/0-like confusions: canon.plate_edit_keys, indexed as
+-- canon.plate_edit_hashes; kept when the names share a token), the lead's rare name tokens
+-- (canon.name_phonetic_keys, indexed as canon.name_phonetic_hashes;
 -- a key of more than name_block_max_drivers drivers is not rare and blocks nothing).
 -- Name tokens weigh by rarity: an agreeing token's u is its share of the drivers
 -- (canon_internal.name_token_stats), so QUISPE counts for less than a rare surname. Called
@@ -4088,6 +4325,9 @@ RETURNS TABLE (
   fs_version integer,
   blocks text[],
   plate_level text,
+  hire_level text,
+  park_level text,
+  indexed_drivers bigint,
   name_weight numeric,
   rare_name_agrees boolean,
   lead_tokens_aligned text[],
@@ -4229,6 +4469,7 @@ AS $$
     FROM weighed w
   )
   SELECT s.lead_id, s.lead_source_pk, s.driver_id, s.version, s.blocks, s.plate_level,
+         s.hire_level, s.park_level, s.drivers::bigint,
          round((s.name_weight)::numeric, 2), s.rare_agrees, s.aligned,
          round((s.total)::numeric, 2), s.probability,
          s.driver_deleted,
@@ -6572,6 +6813,104 @@ END
 $$;
 COMMENT ON FUNCTION ops.check_limbo_alerts(bigint, boolean) IS
   'Firing alerts of ops.alert_rules (rule_code, metric, threshold, current and previous value, change_pct, message, first/last seen, is_new, notified_at). Records them in ops.alerts unless p_record => false (read only: what cabinet_leads_reader may call). SELECT * FROM ops.check_limbo_alerts();';
+
+-- snapshot of sql/ops/ops.estimate_fs_version.sql
+-- ops.estimate_fs_version: a person estimates the m of the probabilistic tier from the leads
+-- it has seen, by expectation-maximisation (canon.estimate_fs_m, no labels), from psql:
+--   SELECT * FROM ops.estimate_fs_version('EM on the leads of March');
+-- The leads: p_lead_ids, or every lead row the rules left NO_CANDIDATES or WEAK_MATCH_ONLY
+-- (the tier's leads: also those it linked or sent to review), one row per lead key. Writes
+-- the estimate as a new, INACTIVE version of canon.match_fs_versions / match_fs_levels: m
+-- from EM, u, prior, bands and guards copied from the active version, the note and the EM's
+-- figures in notes. Returns per level the new m beside the active one's, so a person
+-- compares and activates it deliberately (docs/matching.md, "Where the m and u come from");
+-- activating marks every OPEN unmatched lead due. Changes nothing of the active version nor
+-- of any lead. Refuses a blank note (22023) and too few pairs (CL026).
+CREATE OR REPLACE FUNCTION ops.estimate_fs_version(
+  p_note text,
+  p_lead_ids integer[] DEFAULT NULL,
+  p_max_iterations integer DEFAULT 100,
+  p_epsilon numeric DEFAULT 0.00001,
+  p_min_pairs integer DEFAULT 1000)
+RETURNS TABLE (
+  version integer,
+  comparison text,
+  level text,
+  m numeric,
+  active_m numeric,
+  u numeric,
+  u_kind text,
+  occurrences bigint,
+  in_matches numeric,
+  pairs integer,
+  leads integer,
+  iterations integer,
+  converged boolean
+)
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '30s'
+SET client_min_messages = warning
+AS $$
+DECLARE
+  v_active integer;
+  v_new integer;
+  v_t timestamptz := clock_timestamp();
+  v_ms numeric;
+  r record;
+BEGIN
+  PERFORM canon.require_note(p_note, 'say what the estimate is for (the period, the reason)');
+  SELECT fv.version INTO v_active FROM canon.match_fs_versions fv WHERE fv.active;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'ops.estimate_fs_version: no active version of canon.match_fs_versions to start from' USING ERRCODE = 'P0002';
+  END IF;
+
+  -- THE ESTIMATE --------------------------------------------------------------------------
+  DROP TABLE IF EXISTS pg_temp.fs_em_estimate;
+  CREATE TEMP TABLE fs_em_estimate ON COMMIT DROP AS
+  SELECT e.*
+  FROM canon.estimate_fs_m(
+         coalesce(p_lead_ids, ARRAY(
+           SELECT min(k.lead_id)
+           FROM (SELECT u.source_pk FROM canon.identity_unmatched u
+                 WHERE u.source_table = 'module_ct_cabinet_leads' AND u.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH')
+                 UNION
+                 SELECT l.source_pk FROM canon.identity_links l
+                 WHERE l.source_table = 'module_ct_cabinet_leads' AND l.match_rule = 'R4_PROBABILISTIC') t
+           JOIN canon_internal.lead_keys k ON k.lead_source_pk = t.source_pk
+           GROUP BY t.source_pk)),
+         v_active, p_max_iterations, p_epsilon, p_min_pairs) e;
+  v_ms := round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric);
+  SELECT e.pairs, e.leads, e.matches, e.iterations, e.converged, e.max_change INTO r FROM pg_temp.fs_em_estimate e LIMIT 1;
+
+  -- THE NEW VERSION (inactive) --------------------------------------------------------------
+  LOCK TABLE canon.match_fs_versions IN SHARE ROW EXCLUSIVE MODE;
+  SELECT max(fv.version) + 1 INTO v_new FROM canon.match_fs_versions fv;
+  INSERT INTO canon.match_fs_versions (version, active, prior_match_share, link_probability_min, review_probability_min,
+                                       margin_bits_min, rare_token_max_share, name_block_max_drivers, token_share_min, notes)
+  SELECT v_new, false, fv.prior_match_share, fv.link_probability_min, fv.review_probability_min,
+         fv.margin_bits_min, fv.rare_token_max_share, fv.name_block_max_drivers, fv.token_share_min,
+         format('%s. m by EM (ops.estimate_fs_version, %s ms): %s pairs of %s leads, %s expected matches, %s iterations, %s (last change %s); u, prior, bands and guards of version %s.',
+                btrim(p_note), v_ms, r.pairs, r.leads, r.matches, r.iterations,
+                CASE WHEN r.converged THEN 'converged' ELSE 'NOT converged' END, r.max_change, v_active)
+  FROM canon.match_fs_versions fv
+  WHERE fv.version = v_active;
+  INSERT INTO canon.match_fs_levels (version, comparison, level, m, u, u_kind, note)
+  SELECT v_new, l.comparison, l.level, greatest(e.m, 0.0000001), l.u, l.u_kind, l.note
+  FROM canon.match_fs_levels l
+  JOIN pg_temp.fs_em_estimate e ON e.comparison = l.comparison AND e.level = l.level
+  WHERE l.version = v_active;
+
+  RETURN QUERY
+  SELECT v_new, e.comparison, e.level, greatest(e.m, 0.0000001), e.m_start, e.u, e.u_kind, e.occurrences, e.in_matches,
+         e.pairs, e.leads, e.iterations, e.converged
+  FROM pg_temp.fs_em_estimate e
+  ORDER BY e.comparison, e.m_start DESC, e.level;
+END
+$$;
+COMMENT ON FUNCTION ops.estimate_fs_version(text, integer[], integer, numeric, integer) IS
+  'Operator: m of the probabilistic tier by EM (canon.estimate_fs_m) on the tier''s leads (or p_lead_ids), written as a new INACTIVE version (u, prior, bands and guards of the active one; the note and the EM figures in notes). Returns per level the new m beside the active m. Activate it by hand. Refuses a blank note (22023), too few pairs (CL026).';
 
 -- snapshot of sql/ops/ops.explain_lead.sql
 -- ops.explain_lead: "why is this lead (not) matched?" for one lead key: its normalised
@@ -9637,8 +9976,9 @@ COMMENT ON TABLE canon.lead_driver_labels IS
 -- The versions of the probabilistic tier's parameters (docs/matching.md, "The probabilistic
 -- tier"): one row per version, exactly one active. The prior, the bands and the guards of a
 -- version; its m and u per comparison level are rows of canon.match_fs_levels. Every link
--- and review row of the tier records the version that made it. A change marks every OPEN
--- unmatched lead due for a retry (trigger match_fs_versions_changed).
+-- and review row of the tier records the version that made it. A change of the active
+-- version, or of which version is active, marks every OPEN unmatched lead due for a retry
+-- (triggers match_fs_versions_*); an inactive version marks nothing.
 CREATE TABLE canon.match_fs_versions (
   version                  integer PRIMARY KEY CHECK (version > 0),
   active                   boolean NOT NULL DEFAULT false,
@@ -9656,13 +9996,30 @@ CREATE TABLE canon.match_fs_versions (
 
 CREATE UNIQUE INDEX match_fs_versions_one_active_idx ON canon.match_fs_versions (active) WHERE active;
 
-CREATE TRIGGER match_fs_versions_changed
-  AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON canon.match_fs_versions
+-- Only a change that touches the active version (activating one included) marks leads due:
+-- an inactive version waiting for a person changes no outcome.
+CREATE TRIGGER match_fs_versions_inserted
+  AFTER INSERT ON canon.match_fs_versions
+  FOR EACH ROW WHEN (NEW.active)
+  EXECUTE FUNCTION canon.mark_open_leads_due();
+
+CREATE TRIGGER match_fs_versions_updated
+  AFTER UPDATE ON canon.match_fs_versions
+  FOR EACH ROW WHEN (OLD.active OR NEW.active)
+  EXECUTE FUNCTION canon.mark_open_leads_due();
+
+CREATE TRIGGER match_fs_versions_deleted
+  AFTER DELETE ON canon.match_fs_versions
+  FOR EACH ROW WHEN (OLD.active)
+  EXECUTE FUNCTION canon.mark_open_leads_due();
+
+CREATE TRIGGER match_fs_versions_truncated
+  AFTER TRUNCATE ON canon.match_fs_versions
   FOR EACH STATEMENT
   EXECUTE FUNCTION canon.mark_open_leads_due();
 
 COMMENT ON TABLE canon.match_fs_versions IS
-  'Versions of the probabilistic tier (one active): prior share of leads with a driver, link and review bands (probability), margin in bits between the best two candidates, rare-token guard and name block size, the floor of a token''s share. m/u per level: canon.match_fs_levels. A change marks every OPEN unmatched lead due for a retry.';
+  'Versions of the probabilistic tier (one active): prior share of leads with a driver, link and review bands (probability), margin in bits between the best two candidates, rare-token guard and name block size, the floor of a token''s share. m/u per level: canon.match_fs_levels. A change of the active version (or of which is active) marks every OPEN unmatched lead due for a retry.';
 COMMENT ON COLUMN canon.match_fs_versions.prior_match_share IS
   'Share of the tier''s leads that have a driver at all; the prior of a pair is this share / number of indexed drivers.';
 COMMENT ON COLUMN canon.match_fs_versions.margin_bits_min IS
@@ -9682,7 +10039,9 @@ INSERT INTO canon.match_fs_versions (version, active, prior_match_share, link_pr
 -- probability as written; PER_DRIVER, an expected number of drivers at this level for a
 -- random lead, divided by the number of indexed drivers at run time (plates: the chance that
 -- a random driver shares a plate grows with the base); TOKEN_SHARE, a factor on the share of
--- drivers typing the partner token (canon_internal.name_token_stats: rarity weights).
+-- drivers typing the partner token (canon_internal.name_token_stats: rarity weights). m by
+-- hand or by EM (ops.estimate_fs_version). A change of the active version's levels marks
+-- every OPEN unmatched lead due for a retry; an inactive version's marks nothing.
 CREATE TABLE canon.match_fs_levels (
   version     integer NOT NULL REFERENCES canon.match_fs_versions (version) ON DELETE CASCADE,
   comparison  text NOT NULL CHECK (comparison IN ('PLATE', 'NAME_TOKEN', 'NAME_DRIVER_TOKEN', 'HIRE_DATE', 'PARK')),
@@ -9696,12 +10055,17 @@ CREATE TABLE canon.match_fs_levels (
 );
 
 CREATE TRIGGER match_fs_levels_changed
-  AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON canon.match_fs_levels
+  AFTER INSERT OR DELETE OR UPDATE ON canon.match_fs_levels
+  FOR EACH ROW
+  EXECUTE FUNCTION canon.mark_open_leads_due_fs_level();
+
+CREATE TRIGGER match_fs_levels_truncated
+  AFTER TRUNCATE ON canon.match_fs_levels
   FOR EACH STATEMENT
   EXECUTE FUNCTION canon.mark_open_leads_due();
 
 COMMENT ON TABLE canon.match_fs_levels IS
-  'm and u per comparison level and version of the probabilistic tier; weight = log2(m / u). u_kind: PAIR (a probability), PER_DRIVER (expected drivers at the level per lead, / indexed drivers), TOKEN_SHARE (factor on the partner token''s share of drivers). A change marks every OPEN unmatched lead due for a retry.';
+  'm and u per comparison level and version of the probabilistic tier; weight = log2(m / u). u_kind: PAIR (a probability), PER_DRIVER (expected drivers at the level per lead, / indexed drivers), TOKEN_SHARE (factor on the partner token''s share of drivers). A change of the active version''s levels marks every OPEN unmatched lead due for a retry (canon.mark_open_leads_due_fs_level).';
 
 INSERT INTO canon.match_fs_levels (version, comparison, level, m, u, u_kind, note) VALUES
   (1, 'PLATE', 'EXACT',        0.4500000, 0.150000000, 'PER_DRIVER', 'plates equal; u: 0.15 other drivers share a driver''s plate (shift partners, a car changing hands)'),

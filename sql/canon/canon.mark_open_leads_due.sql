@@ -1,7 +1,9 @@
--- canon.mark_open_leads_due: statement trigger function on canon.match_rules and
--- canon.match_parameters: a change of the rules can change the outcome of every lead left
--- unmatched, so every OPEN one is due for a retry (canon.identity_unmatched.retry_due),
--- whatever the driver index did. Linked leads are not re-evaluated (SPEC 6).
+-- canon.mark_open_leads_due: trigger function on canon.match_rules and
+-- canon.match_parameters (statement triggers), and on canon.match_fs_versions (row triggers
+-- on the active version only; its levels: canon.mark_open_leads_due_fs_level): a change of the
+-- rules can change the outcome of every lead left unmatched, so every OPEN one is due for a
+-- retry (canon.identity_unmatched.retry_due), whatever the driver index did. Linked leads are
+-- not re-evaluated (SPEC 6).
 CREATE OR REPLACE FUNCTION canon.mark_open_leads_due()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -13,4 +15,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION canon.mark_open_leads_due() IS
-  'Trigger on canon.match_rules and canon.match_parameters: every OPEN unmatched lead is due for a retry.';
+  'Trigger on canon.match_rules, canon.match_parameters and the active version of canon.match_fs_versions: every OPEN unmatched lead is due for a retry.';

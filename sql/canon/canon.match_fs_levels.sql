@@ -4,7 +4,9 @@
 -- probability as written; PER_DRIVER, an expected number of drivers at this level for a
 -- random lead, divided by the number of indexed drivers at run time (plates: the chance that
 -- a random driver shares a plate grows with the base); TOKEN_SHARE, a factor on the share of
--- drivers typing the partner token (canon_internal.name_token_stats: rarity weights).
+-- drivers typing the partner token (canon_internal.name_token_stats: rarity weights). m by
+-- hand or by EM (ops.estimate_fs_version). A change of the active version's levels marks
+-- every OPEN unmatched lead due for a retry; an inactive version's marks nothing.
 CREATE TABLE canon.match_fs_levels (
   version     integer NOT NULL REFERENCES canon.match_fs_versions (version) ON DELETE CASCADE,
   comparison  text NOT NULL CHECK (comparison IN ('PLATE', 'NAME_TOKEN', 'NAME_DRIVER_TOKEN', 'HIRE_DATE', 'PARK')),
@@ -18,12 +20,17 @@ CREATE TABLE canon.match_fs_levels (
 );
 
 CREATE TRIGGER match_fs_levels_changed
-  AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON canon.match_fs_levels
+  AFTER INSERT OR DELETE OR UPDATE ON canon.match_fs_levels
+  FOR EACH ROW
+  EXECUTE FUNCTION canon.mark_open_leads_due_fs_level();
+
+CREATE TRIGGER match_fs_levels_truncated
+  AFTER TRUNCATE ON canon.match_fs_levels
   FOR EACH STATEMENT
   EXECUTE FUNCTION canon.mark_open_leads_due();
 
 COMMENT ON TABLE canon.match_fs_levels IS
-  'm and u per comparison level and version of the probabilistic tier; weight = log2(m / u). u_kind: PAIR (a probability), PER_DRIVER (expected drivers at the level per lead, / indexed drivers), TOKEN_SHARE (factor on the partner token''s share of drivers). A change marks every OPEN unmatched lead due for a retry.';
+  'm and u per comparison level and version of the probabilistic tier; weight = log2(m / u). u_kind: PAIR (a probability), PER_DRIVER (expected drivers at the level per lead, / indexed drivers), TOKEN_SHARE (factor on the partner token''s share of drivers). A change of the active version''s levels marks every OPEN unmatched lead due for a retry (canon.mark_open_leads_due_fs_level).';
 
 INSERT INTO canon.match_fs_levels (version, comparison, level, m, u, u_kind, note) VALUES
   (1, 'PLATE', 'EXACT',        0.4500000, 0.150000000, 'PER_DRIVER', 'plates equal; u: 0.15 other drivers share a driver''s plate (shift partners, a car changing hands)'),

@@ -1,8 +1,9 @@
 -- The versions of the probabilistic tier's parameters (docs/matching.md, "The probabilistic
 -- tier"): one row per version, exactly one active. The prior, the bands and the guards of a
 -- version; its m and u per comparison level are rows of canon.match_fs_levels. Every link
--- and review row of the tier records the version that made it. A change marks every OPEN
--- unmatched lead due for a retry (trigger match_fs_versions_changed).
+-- and review row of the tier records the version that made it. A change of the active
+-- version, or of which version is active, marks every OPEN unmatched lead due for a retry
+-- (triggers match_fs_versions_*); an inactive version marks nothing.
 CREATE TABLE canon.match_fs_versions (
   version                  integer PRIMARY KEY CHECK (version > 0),
   active                   boolean NOT NULL DEFAULT false,
@@ -20,13 +21,30 @@ CREATE TABLE canon.match_fs_versions (
 
 CREATE UNIQUE INDEX match_fs_versions_one_active_idx ON canon.match_fs_versions (active) WHERE active;
 
-CREATE TRIGGER match_fs_versions_changed
-  AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON canon.match_fs_versions
+-- Only a change that touches the active version (activating one included) marks leads due:
+-- an inactive version waiting for a person changes no outcome.
+CREATE TRIGGER match_fs_versions_inserted
+  AFTER INSERT ON canon.match_fs_versions
+  FOR EACH ROW WHEN (NEW.active)
+  EXECUTE FUNCTION canon.mark_open_leads_due();
+
+CREATE TRIGGER match_fs_versions_updated
+  AFTER UPDATE ON canon.match_fs_versions
+  FOR EACH ROW WHEN (OLD.active OR NEW.active)
+  EXECUTE FUNCTION canon.mark_open_leads_due();
+
+CREATE TRIGGER match_fs_versions_deleted
+  AFTER DELETE ON canon.match_fs_versions
+  FOR EACH ROW WHEN (OLD.active)
+  EXECUTE FUNCTION canon.mark_open_leads_due();
+
+CREATE TRIGGER match_fs_versions_truncated
+  AFTER TRUNCATE ON canon.match_fs_versions
   FOR EACH STATEMENT
   EXECUTE FUNCTION canon.mark_open_leads_due();
 
 COMMENT ON TABLE canon.match_fs_versions IS
-  'Versions of the probabilistic tier (one active): prior share of leads with a driver, link and review bands (probability), margin in bits between the best two candidates, rare-token guard and name block size, the floor of a token''s share. m/u per level: canon.match_fs_levels. A change marks every OPEN unmatched lead due for a retry.';
+  'Versions of the probabilistic tier (one active): prior share of leads with a driver, link and review bands (probability), margin in bits between the best two candidates, rare-token guard and name block size, the floor of a token''s share. m/u per level: canon.match_fs_levels. A change of the active version (or of which is active) marks every OPEN unmatched lead due for a retry.';
 COMMENT ON COLUMN canon.match_fs_versions.prior_match_share IS
   'Share of the tier''s leads that have a driver at all; the prior of a pair is this share / number of indexed drivers.';
 COMMENT ON COLUMN canon.match_fs_versions.margin_bits_min IS

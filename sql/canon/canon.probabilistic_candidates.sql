@@ -2,11 +2,12 @@
 -- Splink does) for the given lead rows, with each field's comparison level, its weight in
 -- bits (log2 m/u of the active canon.match_fs_versions / canon.match_fs_levels), the sum with
 -- the prior, the match probability and, for the pairs in the review band or above, the
--- evidence per field and in words. Candidates come from two blocks, each read by index: the
--- plate (equal or one edit away, incl. swaps and O/0-like confusions: canon.plate_edit_keys,
--- indexed as canon.plate_edit_hashes;
--- kept when the names share a token), the lead's rare name tokens (canon.name_phonetic_keys,
--- indexed as canon.name_phonetic_hashes;
+-- evidence per field and in words. The levels of plate, hire date and park and the number
+-- of indexed drivers the weights used are returned too (canon.estimate_fs_m reads them).
+-- Candidates come from two blocks, each read by index: the plate (equal or one edit away,
+-- incl. swaps and O/0-like confusions: canon.plate_edit_keys, indexed as
+-- canon.plate_edit_hashes; kept when the names share a token), the lead's rare name tokens
+-- (canon.name_phonetic_keys, indexed as canon.name_phonetic_hashes;
 -- a key of more than name_block_max_drivers drivers is not rare and blocks nothing).
 -- Name tokens weigh by rarity: an agreeing token's u is its share of the drivers
 -- (canon_internal.name_token_stats), so QUISPE counts for less than a rare surname. Called
@@ -19,6 +20,9 @@ RETURNS TABLE (
   fs_version integer,
   blocks text[],
   plate_level text,
+  hire_level text,
+  park_level text,
+  indexed_drivers bigint,
   name_weight numeric,
   rare_name_agrees boolean,
   lead_tokens_aligned text[],
@@ -160,6 +164,7 @@ AS $$
     FROM weighed w
   )
   SELECT s.lead_id, s.lead_source_pk, s.driver_id, s.version, s.blocks, s.plate_level,
+         s.hire_level, s.park_level, s.drivers::bigint,
          round((s.name_weight)::numeric, 2), s.rare_agrees, s.aligned,
          round((s.total)::numeric, 2), s.probability,
          s.driver_deleted,

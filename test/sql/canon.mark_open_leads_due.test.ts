@@ -1,6 +1,7 @@
 // canon.mark_open_leads_due: the statement trigger on canon.match_rules and
-// canon.match_parameters. A rule change can change the outcome of every lead left
-// unmatched: every OPEN one is due for a retry; RESOLVED and IGNORED ones are not.
+// canon.match_parameters, the row triggers on the active version of canon.match_fs_versions.
+// A rule change can change the outcome of every lead left unmatched: every OPEN one is due
+// for a retry; RESOLVED and IGNORED ones are not. An inactive version changes nothing.
 import test from 'ava';
 import { type TestDb, withDb } from '../helpers/db.js';
 import { insertUnmatched } from '../helpers/steps.js';
@@ -28,5 +29,32 @@ test('a change of a score in canon.match_rules does the same', (t) =>
   withDb('open_leads_due', async (db) => {
     await unmatchedOfEachStatus(db);
     await db.query(`UPDATE canon.match_rules SET score = 81 WHERE rule = 'R3B_PLATE_NAME_NO_DATE'`);
+    t.deepEqual(await due(db), { ignored: false, open: true, 'open-due': true, resolved: false });
+  }));
+
+/** Version 2 of the probabilistic tier, a copy of version 1, inactive. */
+const INSERT_VERSION_2 = `
+  INSERT INTO canon.match_fs_versions (version, prior_match_share, link_probability_min, review_probability_min, margin_bits_min,
+                                       rare_token_max_share, name_block_max_drivers, token_share_min, notes)
+  SELECT 2, prior_match_share, link_probability_min, review_probability_min, margin_bits_min, rare_token_max_share,
+         name_block_max_drivers, token_share_min, 'a copy' FROM canon.match_fs_versions WHERE version = 1`;
+
+test('a new inactive version of the probabilistic tier marks no lead; activating it marks every OPEN one', (t) =>
+  withDb('open_leads_due', async (db) => {
+    await unmatchedOfEachStatus(db);
+    await db.query(INSERT_VERSION_2);
+    await db.query(`UPDATE canon.match_fs_versions SET notes = 'written by a person' WHERE version = 2`);
+    t.deepEqual(await due(db), { ignored: false, open: false, 'open-due': true, resolved: false });
+    await db.query(`UPDATE canon.match_fs_versions SET active = (version = 2)`);
+    t.deepEqual(await due(db), { ignored: false, open: true, 'open-due': true, resolved: false });
+  }));
+
+test('a change of the active version\'s bands marks every OPEN lead due; deleting an inactive version marks none', (t) =>
+  withDb('open_leads_due', async (db) => {
+    await unmatchedOfEachStatus(db);
+    await db.query(INSERT_VERSION_2);
+    await db.query(`DELETE FROM canon.match_fs_versions WHERE version = 2`);
+    t.deepEqual(await due(db), { ignored: false, open: false, 'open-due': true, resolved: false });
+    await db.query(`UPDATE canon.match_fs_versions SET link_probability_min = 0.9995 WHERE version = 1`);
     t.deepEqual(await due(db), { ignored: false, open: true, 'open-due': true, resolved: false });
   }));

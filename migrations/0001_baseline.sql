@@ -553,6 +553,36 @@ $$;
 COMMENT ON FUNCTION canon.driver_index_drift() IS
   'Drivers not indexed, or indexed with other source values than their newest row; drivers written since the last read excepted.';
 
+-- snapshot of sql/canon/canon.driver_index_secondary_indexes.sql
+-- canon.driver_index_secondary_indexes: the indexes of canon_internal.driver_index besides its
+-- primary key, each with the statement that creates it, as
+-- sql/canon_internal/canon_internal.driver_index.sql creates it (a test holds the two equal).
+-- The first build of the index fills the empty table without them and creates them after the
+-- rows (canon.suspend_driver_index_indexes, canon.restore_driver_index_indexes): a sort per
+-- index instead of a million random inserts into each, and the GIN indexes' keys merged once.
+CREATE OR REPLACE FUNCTION canon.driver_index_secondary_indexes()
+RETURNS TABLE (index_name text, definition text)
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  VALUES
+    ('driver_index_indexed_at_idx',
+     'CREATE INDEX driver_index_indexed_at_idx ON canon_internal.driver_index (indexed_at)'),
+    ('driver_index_license_idx',
+     'CREATE INDEX driver_index_license_idx ON canon_internal.driver_index (license_norm) WHERE license_norm IS NOT NULL'),
+    ('driver_index_phone_idx',
+     'CREATE INDEX driver_index_phone_idx ON canon_internal.driver_index (phone_norm) WHERE phone_norm IS NOT NULL'),
+    ('driver_index_plate_idx',
+     'CREATE INDEX driver_index_plate_idx ON canon_internal.driver_index (plate_norm) WHERE plate_norm IS NOT NULL'),
+    ('driver_index_plate_edit_keys_idx',
+     'CREATE INDEX driver_index_plate_edit_keys_idx ON canon_internal.driver_index USING gin (canon.plate_edit_hashes(plate_norm)) WHERE plate_norm IS NOT NULL'),
+    ('driver_index_name_keys_idx',
+     'CREATE INDEX driver_index_name_keys_idx ON canon_internal.driver_index USING gin (canon.name_phonetic_hashes(name_norm)) WHERE name_norm IS NOT NULL')
+$$;
+COMMENT ON FUNCTION canon.driver_index_secondary_indexes() IS
+  'The indexes of canon_internal.driver_index besides its primary key, with the statements that create them: dropped for the first build of an empty index and created after its rows.';
+
 -- snapshot of sql/canon/canon.driver_name_roles_live.sql
 -- canon.driver_name_roles_live: the live definition of canon_internal.driver_name_roles, for the
 -- given indexed drivers (NULL: all): the tokens of the given-name fields and of the
@@ -1437,6 +1467,14 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO cabinet_leads_reader', v_fn);
   END LOOP;
   ALTER DEFAULT PRIVILEGES IN SCHEMA canon GRANT EXECUTE ON ROUTINES TO cabinet_leads_reader;
+  -- canon's SECURITY DEFINER functions act with the owner's rights (the driver index's
+  -- indexes, its GIN pending lists): the job's only, also when a later migration adds one
+  -- (the default privileges above would give it to the reader).
+  FOR v_fn IN
+    SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'canon'::regnamespace AND p.prosecdef
+  LOOP
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM cabinet_leads_reader', v_fn);
+  END LOOP;
 
   -- UPSTREAM: the source tables (owned upstream in production) and the lead id sequence
   -- (import-leads inserts leads). Given when the migrating role may, else the DBA's SQL.
@@ -2522,7 +2560,8 @@ COMMENT ON FUNCTION canon.limbo_week_counts_of_state(boolean) IS
 
 -- snapshot of sql/canon/canon.link_decisions.sql
 -- canon.link_decisions: pipeline step 6. Decides every lead of the batch
--- (pg_temp.cabinet_batch) with canon.lead_decisions and writes the outcome set-based, in
+-- (pg_temp.cabinet_batch) with canon.lead_decisions and writes the outcome set-based (links
+-- through canon.write_lead_links, the one link writer), in
 -- the run's transaction: a person per matched driver that has none (created only with its
 -- links), lead and driver links, origins, unmatched rows resolved or upserted with their
 -- reason, candidates and retry bookkeeping (an IGNORED decision is kept), the batch's keys
@@ -2560,54 +2599,18 @@ BEGIN
   LEFT JOIN canon.identity_links dl ON dl.source_table = 'drivers' AND dl.source_pk = d.driver_id;
   v_decide_ms := round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1);
 
-  -- Linking: a person per matched driver that has none (created only with its links).
+  -- Linking (canon.write_lead_links, the one link writer): persons, links, origins.
   v_t := clock_timestamp();
-  DROP TABLE IF EXISTS pg_temp.cabinet_new_persons;
-  CREATE TEMP TABLE cabinet_new_persons ON COMMIT DROP AS
-  SELECT DISTINCT ON (d.driver_id)
-         d.driver_id, canon.new_person_key() AS person_key, d.lead_source_pk AS first_lead_source_pk,
-         d.match_rule, d.match_score, d.confidence_level
+  DROP TABLE IF EXISTS pg_temp.cabinet_links_to_write;
+  CREATE TEMP TABLE cabinet_links_to_write ON COMMIT DROP AS
+  SELECT d.lead_source_pk, d.lead_created_at, d.driver_id, d.driver_person_key,
+         d.match_rule, d.match_score, d.confidence_level, d.evidence, NULL::jsonb AS driver_evidence
   FROM pg_temp.cabinet_decisions d
-  WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY' AND d.driver_person_key IS NULL
-  ORDER BY d.driver_id, d.lead_created_at, d.lead_source_pk;
-
-  INSERT INTO canon.identity_registry (person_key, confidence_level, primary_phone, primary_license, primary_name, created_run_id)
-  SELECT np.person_key, np.confidence_level, i.phone_norm, i.license_norm, i.name_norm, p_run_id
-  FROM pg_temp.cabinet_new_persons np
-  JOIN canon_internal.driver_index i ON i.driver_id = np.driver_id;
-  GET DIAGNOSTICS v_new_persons = ROW_COUNT;
-
-  -- Driver links of the new persons and lead links in one statement: the statement
-  -- triggers of identity_links (audit rows, lead state marks) run once, not twice.
-  WITH inserted AS (
-    INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
-    SELECT 'drivers', np.driver_id, np.person_key, np.match_rule, np.match_score, np.confidence_level,
-           jsonb_build_object('linked_with_lead', np.first_lead_source_pk), p_run_id
-    FROM pg_temp.cabinet_new_persons np
-    UNION ALL
-    SELECT 'module_ct_cabinet_leads', d.lead_source_pk, coalesce(d.driver_person_key, np.person_key),
-           d.match_rule, d.match_score, d.confidence_level, d.evidence, p_run_id
-    FROM pg_temp.cabinet_decisions d
-    LEFT JOIN pg_temp.cabinet_new_persons np ON np.driver_id = d.driver_id
-    WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
-    RETURNING source_table
-  )
-  SELECT count(*) FILTER (WHERE i.source_table = 'drivers'), count(*) FILTER (WHERE i.source_table <> 'drivers')
-  INTO v_driver_links, v_lead_links
-  FROM inserted i;
-
-  -- The origin of a person is the earliest lead that brought it.
-  INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by, run_id)
-  SELECT DISTINCT ON (person_key) person_key, 'cabinet_lead', lead_source_pk, confidence_level, lead_created_at, 'system', p_run_id
-  FROM (
-    SELECT coalesce(d.driver_person_key, np.person_key) AS person_key, d.lead_source_pk, d.confidence_level, d.lead_created_at
-    FROM pg_temp.cabinet_decisions d
-    LEFT JOIN pg_temp.cabinet_new_persons np ON np.driver_id = d.driver_id
-    WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
-  ) m
-  ORDER BY person_key, lead_created_at, lead_source_pk
-  ON CONFLICT (person_key) DO NOTHING;
-  GET DIAGNOSTICS v_origins = ROW_COUNT;
+  WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY';
+  SELECT w.new_persons, w.driver_links, w.lead_links, w.origins
+  INTO v_new_persons, v_driver_links, v_lead_links, v_origins
+  FROM canon.write_lead_links(p_run_id) w;
+  DROP TABLE pg_temp.cabinet_links_to_write;
 
   UPDATE canon.identity_unmatched u
   SET status = 'RESOLVED', resolved_at = now(), last_attempt_at = now(), last_run_id = p_run_id,
@@ -2682,9 +2685,10 @@ COMMENT ON FUNCTION canon.link_decisions(bigint, boolean) IS
 -- snapshot of sql/canon/canon.link_probabilistic.sql
 -- canon.link_probabilistic: pipeline step 6b, right after canon.link_decisions. The leads of
 -- the batch the rules left NO_CANDIDATES or WEAK_MATCH_ONLY (pg_temp.cabinet_decisions) go
--- through the probabilistic tier (canon.probabilistic_decisions), set-based: LINK writes the
--- person (reused, or one new per driver), lead and driver links with rule R4_PROBABILISTIC,
--- score = probability x 100 and the evidence per field, the origin, and resolves the
+-- through the probabilistic tier (canon.probabilistic_decisions), set-based: LINK writes
+-- (canon.write_lead_links, the one link writer) the person (reused, or one new per driver),
+-- lead and driver links with rule R4_PROBABILISTIC, score = probability x 100 and the
+-- evidence per field, the origin, and resolves the
 -- unmatched row link_decisions just wrote; REVIEW turns that row into PROBABLE_MATCH with the
 -- tier's candidates and weights (details.probabilistic says why it was not linked); NONE
 -- leaves the rules' reason. Returns step stats.
@@ -2730,58 +2734,22 @@ BEGIN
                   WHERE d.batch_kind = 'NO_IDENTITY' AND d.decision IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY'));
   v_decide_ms := round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1);
 
-  -- LINK: a person per driver that has none (created only with its links).
+  -- LINK (canon.write_lead_links, the one link writer): persons, links, origins.
   v_t := clock_timestamp();
-  DROP TABLE IF EXISTS pg_temp.cabinet_fs_new_persons;
-  CREATE TEMP TABLE cabinet_fs_new_persons ON COMMIT DROP AS
-  SELECT DISTINCT ON (f.driver_id)
-         f.driver_id, canon.new_person_key() AS person_key, f.lead_source_pk AS first_lead_source_pk,
-         round(f.probability * 100, 2) AS match_score,
+  DROP TABLE IF EXISTS pg_temp.cabinet_links_to_write;
+  CREATE TEMP TABLE cabinet_links_to_write ON COMMIT DROP AS
+  SELECT f.lead_source_pk, f.lead_created_at, f.driver_id, f.driver_person_key,
+         'R4_PROBABILISTIC'::text AS match_rule, round(f.probability * 100, 2) AS match_score,
          CASE WHEN f.probability >= 0.9999 THEN 'HIGH' ELSE 'MEDIUM' END AS confidence_level,
-         f.fs_version
+         f.evidence || jsonb_build_object('rules', jsonb_build_array('R4_PROBABILISTIC'), 'rules_reason', f.rules_decision,
+                                          'candidates', f.candidates) AS evidence,
+         jsonb_build_object('fs_version', f.fs_version) AS driver_evidence
   FROM pg_temp.cabinet_fs_decisions f
-  WHERE f.outcome = 'LINK' AND f.driver_person_key IS NULL
-  ORDER BY f.driver_id, f.lead_created_at, f.lead_source_pk;
-
-  INSERT INTO canon.identity_registry (person_key, confidence_level, primary_phone, primary_license, primary_name, created_run_id)
-  SELECT np.person_key, np.confidence_level, i.phone_norm, i.license_norm, i.name_norm, p_run_id
-  FROM pg_temp.cabinet_fs_new_persons np
-  JOIN canon_internal.driver_index i ON i.driver_id = np.driver_id;
-  GET DIAGNOSTICS v_new_persons = ROW_COUNT;
-
-  WITH inserted AS (
-    INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
-    SELECT 'drivers', np.driver_id, np.person_key, 'R4_PROBABILISTIC', np.match_score, np.confidence_level,
-           jsonb_build_object('linked_with_lead', np.first_lead_source_pk, 'fs_version', np.fs_version), p_run_id
-    FROM pg_temp.cabinet_fs_new_persons np
-    UNION ALL
-    SELECT 'module_ct_cabinet_leads', f.lead_source_pk, coalesce(f.driver_person_key, np.person_key),
-           'R4_PROBABILISTIC', round(f.probability * 100, 2),
-           CASE WHEN f.probability >= 0.9999 THEN 'HIGH' ELSE 'MEDIUM' END,
-           f.evidence || jsonb_build_object('rules', jsonb_build_array('R4_PROBABILISTIC'), 'rules_reason', f.rules_decision,
-                                            'candidates', f.candidates),
-           p_run_id
-    FROM pg_temp.cabinet_fs_decisions f
-    LEFT JOIN pg_temp.cabinet_fs_new_persons np ON np.driver_id = f.driver_id
-    WHERE f.outcome = 'LINK'
-    RETURNING source_table
-  )
-  SELECT count(*) FILTER (WHERE i.source_table = 'drivers'), count(*) FILTER (WHERE i.source_table <> 'drivers')
-  INTO v_driver_links, v_lead_links
-  FROM inserted i;
-
-  INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by, run_id)
-  SELECT DISTINCT ON (m.person_key) m.person_key, 'cabinet_lead', m.lead_source_pk, m.confidence_level, m.lead_created_at, 'system', p_run_id
-  FROM (
-    SELECT coalesce(f.driver_person_key, np.person_key) AS person_key, f.lead_source_pk, f.lead_created_at,
-           CASE WHEN f.probability >= 0.9999 THEN 'HIGH' ELSE 'MEDIUM' END AS confidence_level
-    FROM pg_temp.cabinet_fs_decisions f
-    LEFT JOIN pg_temp.cabinet_fs_new_persons np ON np.driver_id = f.driver_id
-    WHERE f.outcome = 'LINK'
-  ) m
-  ORDER BY m.person_key, m.lead_created_at, m.lead_source_pk
-  ON CONFLICT (person_key) DO NOTHING;
-  GET DIAGNOSTICS v_origins = ROW_COUNT;
+  WHERE f.outcome = 'LINK';
+  SELECT w.new_persons, w.driver_links, w.lead_links, w.origins
+  INTO v_new_persons, v_driver_links, v_lead_links, v_origins
+  FROM canon.write_lead_links(p_run_id) w;
+  DROP TABLE pg_temp.cabinet_links_to_write;
 
   UPDATE canon.identity_unmatched u
   SET status = 'RESOLVED', resolved_at = now()
@@ -3283,6 +3251,26 @@ AS $$
 $$;
 COMMENT ON FUNCTION canon.name_field_tokens(text) IS
   'Tokens of one name field, split as canon.normalize_name splits (accents removed, upper case, on anything but A-Z0-9); unsorted, repeats, particles and numbers kept; NULL when none. Tells which field a name token was typed in.';
+
+-- snapshot of sql/canon/canon.name_phonetic_hashes.sql
+-- canon.name_phonetic_hashes: canon.name_phonetic_keys as 64-bit hashes (hashtextextended,
+-- seed 0), the form the name GIN index of canon_internal.driver_index holds (integer keys
+-- merge several times faster than text keys in the database's collation). A probe asks for
+-- the hash of one key and checks the key itself on the rows found.
+CREATE OR REPLACE FUNCTION canon.name_phonetic_hashes(p_name_norm text)
+RETURNS bigint[]
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(array_agg(DISTINCT hashtextextended(canon.name_phonetic(t), 0)), '{}')
+  FROM unnest(string_to_array(p_name_norm, ' ')) t
+  WHERE length(t) >= 3
+$$;
+COMMENT ON FUNCTION canon.name_phonetic_hashes(text) IS
+  'canon.name_phonetic_keys hashed (hashtextextended, seed 0): the keys of the name GIN index on canon_internal.driver_index.';
 
 -- snapshot of sql/canon/canon.name_phonetic_keys.sql
 -- canon.name_phonetic_keys: the phonetic keys (canon.name_phonetic) of the tokens of a
@@ -4021,6 +4009,36 @@ $$;
 COMMENT ON FUNCTION canon.plate_comparison(text, text) IS
   'Plate comparison level of the probabilistic tier: EXACT, CONFUSION (one of O/0, I/1, B/8, S/5, Z/2, G/6), ONE_EDIT (other substitution, missing or extra character, adjacent swap) or DIFFERENT; NULL when a plate is unknown. note: what differs (O/0, missing 3, swapped 21/12).';
 
+-- snapshot of sql/canon/canon.plate_edit_hashes.sql
+-- canon.plate_edit_hashes: canon.plate_edit_keys as 64-bit hashes (hashtextextended, seed 0),
+-- the form the GIN index of canon_internal.driver_index holds: an integer key compares and
+-- merges several times faster than a text key in the database's collation, which is most of
+-- a full build of the index (7 keys a plate). Two plates sharing a key share its hash; a
+-- hash shared by chance only proposes a pair that canon.plate_comparison then rejects.
+-- The same loop as canon.plate_edit_keys, hashed as it goes (a query per call would cost
+-- more than the hashing); a test holds the two equal.
+CREATE OR REPLACE FUNCTION canon.plate_edit_hashes(p_plate text)
+RETURNS bigint[]
+LANGUAGE plpgsql
+IMMUTABLE
+PARALLEL SAFE
+STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  keys bigint[] := ARRAY[hashtextextended(p_plate, 0)];
+BEGIN
+  IF length(p_plate) > 1 THEN
+    FOR i IN 1 .. length(p_plate) LOOP
+      keys := keys || hashtextextended(overlay(p_plate PLACING '' FROM i FOR 1), 0);
+    END LOOP;
+  END IF;
+  RETURN keys;
+END
+$$;
+COMMENT ON FUNCTION canon.plate_edit_hashes(text) IS
+  'canon.plate_edit_keys hashed (hashtextextended, seed 0): the keys of the near-plate GIN index on canon_internal.driver_index.';
+
 -- snapshot of sql/canon/canon.plate_edit_keys.sql
 -- canon.plate_edit_keys: the plate and every form of it with one character deleted (its
 -- deletion neighbourhood). Two plates one edit apart (a character changed, missing or
@@ -4056,8 +4074,10 @@ COMMENT ON FUNCTION canon.plate_edit_keys(text) IS
 -- bits (log2 m/u of the active canon.match_fs_versions / canon.match_fs_levels), the sum with
 -- the prior, the match probability and, for the pairs in the review band or above, the
 -- evidence per field and in words. Candidates come from two blocks, each read by index: the
--- plate (equal or one edit away, incl. swaps and O/0-like confusions: canon.plate_edit_keys;
--- kept when the names share a token), the lead's rare name tokens (canon.name_phonetic_keys;
+-- plate (equal or one edit away, incl. swaps and O/0-like confusions: canon.plate_edit_keys,
+-- indexed as canon.plate_edit_hashes;
+-- kept when the names share a token), the lead's rare name tokens (canon.name_phonetic_keys,
+-- indexed as canon.name_phonetic_hashes;
 -- a key of more than name_block_max_drivers drivers is not rare and blocks nothing).
 -- Name tokens weigh by rarity: an agreeing token's u is its share of the drivers
 -- (canon_internal.name_token_stats), so QUISPE counts for less than a rare surname. Called
@@ -4108,14 +4128,14 @@ AS $$
     FROM canon_internal.lead_keys k
     WHERE k.lead_id = ANY (p_lead_ids)
   ),
-  -- Plate block: any shared deletion key (GIN), kept when one edit away at most.
+  -- Plate block: any shared deletion key (GIN, by hash), kept when one edit away at most.
   plate_block AS (
     SELECT b.lead_id, x.driver_id, 'PLATE' AS block
     FROM batch b
     CROSS JOIN LATERAL (
       SELECT d.driver_id
       FROM canon_internal.driver_index d
-      WHERE canon.plate_edit_keys(d.plate_norm) && canon.plate_edit_keys(b.plate_norm)
+      WHERE canon.plate_edit_hashes(d.plate_norm) && canon.plate_edit_hashes(b.plate_norm)
         AND d.plate_norm IS NOT NULL
         AND (canon.plate_comparison(b.plate_norm, d.plate_norm)).level <> 'DIFFERENT'
     ) x
@@ -4142,7 +4162,8 @@ AS $$
       SELECT array_agg(y.driver_id) AS ids
       FROM (SELECT d.driver_id
             FROM canon_internal.driver_index d
-            WHERE canon.name_phonetic_keys(d.name_norm) @> ARRAY[rk.key] AND d.name_norm IS NOT NULL
+            WHERE canon.name_phonetic_hashes(d.name_norm) @> ARRAY[hashtextextended(rk.key, 0)] AND d.name_norm IS NOT NULL
+              AND rk.key = ANY (canon.name_phonetic_keys(d.name_norm)) -- the key itself, not a hash shared by chance
             LIMIT v.name_block_max_drivers + 1) y
     ) x
     WHERE cardinality(x.ids) <= v.name_block_max_drivers
@@ -4493,6 +4514,8 @@ COMMENT ON FUNCTION canon.protect_settled_claims() IS
 -- changed (hash); the newest row of a driver_id wins. Every
 -- driver_index_full_refresh_hours the whole table is reconciled, which also removes
 -- deleted drivers (the matcher never proposes a deleted driver meanwhile: it checks).
+-- The first build of an empty index inserts into the bare table and creates the secondary
+-- indexes after the rows (canon.suspend_driver_index_indexes / restore_driver_index_indexes).
 -- Whenever a row of the index is written or removed, driver_index_state.changed_at is set
 -- to now() (reported by runs). Which unmatched leads are worth retrying is decided by
 -- canon.mark_retries_due from the rows indexed since its last check (indexed_at) and
@@ -4527,6 +4550,8 @@ DECLARE
   v_no_time bigint;
   v_bad_ids bigint;
   v_was_empty boolean;
+  v_bulk boolean := false;
+  v_indexes_restored integer;
   v_future_from timestamp := (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day';
   v_odd_counted boolean;
   v_odd_how text;
@@ -4535,6 +4560,8 @@ DECLARE
   v_odd_valid_before timestamp;
 BEGIN
   SELECT * INTO v_state FROM canon_internal.driver_index_state FOR UPDATE;
+  -- an index of the table dropped by hand comes back (a no-op when all exist)
+  v_indexes_restored := canon.restore_driver_index_indexes();
   v_full := NOT FOUND OR v_state.last_full_at IS NULL
             OR v_state.last_full_at < now() - make_interval(hours => canon.setting('driver_index_full_refresh_hours')::integer);
   SELECT s.seen_xmin INTO v_seen FROM canon_internal.source_scan_state s WHERE s.source_table = 'drivers' FOR UPDATE;
@@ -4623,6 +4650,10 @@ BEGIN
   v_scanned := (SELECT count(*) FROM pg_temp.driver_index_source);
   -- An empty index (the first build) has no row of a deleted driver to remove.
   v_was_empty := v_full AND NOT EXISTS (SELECT 1 FROM canon_internal.driver_index);
+  -- The first build fills the bare table and creates its secondary indexes after the rows
+  -- (one sort each instead of a random insert per row and index; at 1M drivers most of the
+  -- build). Not when another session holds a lock on the table: then row by row.
+  v_bulk := v_was_empty AND v_scanned > 0 AND canon.suspend_driver_index_indexes();
 
   -- Few drivers against a large index: probe it by key. The planner would rather hash the
   -- whole index (it prices each probe as a random read); on a full refresh it should.
@@ -4680,6 +4711,9 @@ BEGIN
     RETURNING 1
   )
   SELECT count(*) INTO v_upserted FROM upserted;
+  IF v_bulk THEN
+    v_indexes_restored := v_indexes_restored + canon.restore_driver_index_indexes();
+  END IF;
 
   IF v_probe_by_key THEN
     PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
@@ -4728,6 +4762,8 @@ BEGIN
 
   RETURN jsonb_build_object(
     'mode', CASE WHEN v_full THEN 'full' ELSE 'incremental' END,
+    'first_build_bulk', v_bulk, -- the secondary indexes created after the rows
+    'indexes_created', v_indexes_restored,
     'driver_rows', v_rows,
     'drivers_read_again', CASE WHEN v_full THEN NULL ELSE (SELECT count(DISTINCT x) FROM unnest(v_changed_ids) x) END,
     'drivers_scanned', v_scanned,
@@ -5027,6 +5063,39 @@ END
 $$;
 COMMENT ON FUNCTION canon.require_note(text, text) IS
   'Operator tools'' note check: refuses a NULL or blank note (22023, ''a note is required: '' followed by p_ask, what the note should say).';
+
+-- snapshot of sql/canon/canon.restore_driver_index_indexes.sql
+-- canon.restore_driver_index_indexes: creates every secondary index of
+-- canon_internal.driver_index (canon.driver_index_secondary_indexes) that does not exist,
+-- by one sort of the table each. Called right after the first build's rows, and at the start
+-- of every build (a no-op when all exist: an index dropped by hand comes back by the next
+-- run). Returns the number created. SECURITY DEFINER: creating an index needs the table's
+-- owner; it takes no argument, so it can create only these.
+CREATE OR REPLACE FUNCTION canon.restore_driver_index_indexes()
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- the plate keys of 1M drivers (7M) sort in memory
+SET maintenance_work_mem = '256MB'
+AS $$
+DECLARE
+  r record;
+  n integer := 0;
+BEGIN
+  FOR r IN
+    SELECT s.definition FROM canon.driver_index_secondary_indexes() s
+    WHERE to_regclass(format('canon_internal.%I', s.index_name)) IS NULL
+  LOOP
+    EXECUTE r.definition;
+    n := n + 1;
+  END LOOP;
+  RETURN n;
+END
+$$;
+COMMENT ON FUNCTION canon.restore_driver_index_indexes() IS
+  'Creates the secondary indexes of canon_internal.driver_index that do not exist (after the first build, or dropped by hand); returns how many. SECURITY DEFINER (the table owner''s right).';
 
 -- snapshot of sql/canon/canon.retry_due_drift.sql
 -- canon.retry_due_drift: OPEN unmatched leads sharing a key (phone, plate, licence) with a
@@ -5530,6 +5599,43 @@ $$;
 COMMENT ON FUNCTION canon.summary_daily_writes() IS
   'File node, cumulative inserted / updated / deleted row counts (NULL when track_counts is off), size in pages and statistics epoch of public.summary_daily: how step 7 notices trips written anywhere in the table.';
 
+-- snapshot of sql/canon/canon.suspend_driver_index_indexes.sql
+-- canon.suspend_driver_index_indexes: for the first build of the driver index only. When
+-- canon_internal.driver_index is empty and no other session holds a lock on it, drops its
+-- secondary indexes (canon.driver_index_secondary_indexes) in the caller's transaction, so
+-- that the build inserts its rows into the bare table; canon.restore_driver_index_indexes
+-- creates them again, in the same transaction (a failure rolls the drops back). Returns
+-- false, dropping nothing, when the table has rows or is in use: the build then inserts as
+-- every later run does. SECURITY DEFINER: dropping an index needs the table's owner, and
+-- the job role changes no schema; it takes no argument, so it can do nothing else.
+CREATE OR REPLACE FUNCTION canon.suspend_driver_index_indexes()
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+BEGIN
+  BEGIN
+    -- readers of the index would wait for the whole build: only when none is there
+    LOCK TABLE canon_internal.driver_index IN ACCESS EXCLUSIVE MODE NOWAIT;
+  EXCEPTION WHEN lock_not_available THEN
+    RETURN false;
+  END;
+  IF EXISTS (SELECT 1 FROM canon_internal.driver_index) THEN
+    RETURN false;
+  END IF;
+  FOR r IN SELECT s.index_name FROM canon.driver_index_secondary_indexes() s LOOP
+    EXECUTE format('DROP INDEX IF EXISTS canon_internal.%I', r.index_name);
+  END LOOP;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION canon.suspend_driver_index_indexes() IS
+  'First build only: drops the secondary indexes of an empty, unused canon_internal.driver_index in the caller''s transaction (restored by canon.restore_driver_index_indexes); false when it did nothing. SECURITY DEFINER (the table owner''s right).';
+
 -- snapshot of sql/canon/canon.sync_driver_name_roles.sql
 -- canon.sync_driver_name_roles: statement-level trigger function on canon_internal.driver_index
 -- (INSERT, UPDATE, DELETE with transition tables new_rows / old_rows; TRUNCATE). Keeps
@@ -5898,6 +6004,82 @@ AS $$
 $$;
 COMMENT ON FUNCTION canon.try_job_lock() IS
   'Takes the job lock for this transaction if free (true), else false at once: the pipeline''s step 2.';
+
+-- snapshot of sql/canon/canon.write_lead_links.sql
+-- canon.write_lead_links: the one writer of the links a run decides, for the rules
+-- (canon.link_decisions) and the probabilistic tier (canon.link_probabilistic) alike. It
+-- reads pg_temp.cabinet_links_to_write, one row per lead to link (lead_source_pk,
+-- lead_created_at, driver_id, driver_person_key: the driver's person if it has one,
+-- match_rule, match_score, confidence_level, evidence, driver_evidence: what the driver's
+-- link records besides the lead it came with), and writes set-based: a person per driver
+-- that has none (created only with its links, from the driver's earliest lead), the
+-- driver links of those persons and the lead links in one statement (the statement
+-- triggers of identity_links run once), and the origin of each person the leads brought.
+-- The unmatched rows are the callers' (each keeps its own attempt bookkeeping). Returns
+-- the counts written.
+CREATE OR REPLACE FUNCTION canon.write_lead_links(p_run_id bigint)
+RETURNS TABLE (new_persons integer, driver_links integer, lead_links integer, origins integer)
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+SET jit = off
+AS $$
+DECLARE
+  v_new_persons integer;
+  v_driver_links integer;
+  v_lead_links integer;
+  v_origins integer;
+BEGIN
+  DROP TABLE IF EXISTS pg_temp.cabinet_links_new_persons;
+  CREATE TEMP TABLE cabinet_links_new_persons ON COMMIT DROP AS
+  SELECT DISTINCT ON (w.driver_id)
+         w.driver_id, canon.new_person_key() AS person_key, w.lead_source_pk AS first_lead_source_pk,
+         w.match_rule, w.match_score, w.confidence_level, w.driver_evidence
+  FROM pg_temp.cabinet_links_to_write w
+  WHERE w.driver_person_key IS NULL
+  ORDER BY w.driver_id, w.lead_created_at, w.lead_source_pk;
+
+  INSERT INTO canon.identity_registry (person_key, confidence_level, primary_phone, primary_license, primary_name, created_run_id)
+  SELECT np.person_key, np.confidence_level, i.phone_norm, i.license_norm, i.name_norm, p_run_id
+  FROM pg_temp.cabinet_links_new_persons np
+  JOIN canon_internal.driver_index i ON i.driver_id = np.driver_id;
+  GET DIAGNOSTICS v_new_persons = ROW_COUNT;
+
+  WITH inserted AS (
+    INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
+    SELECT 'drivers', np.driver_id, np.person_key, np.match_rule, np.match_score, np.confidence_level,
+           jsonb_build_object('linked_with_lead', np.first_lead_source_pk) || coalesce(np.driver_evidence, '{}'), p_run_id
+    FROM pg_temp.cabinet_links_new_persons np
+    UNION ALL
+    SELECT 'module_ct_cabinet_leads', w.lead_source_pk, coalesce(w.driver_person_key, np.person_key),
+           w.match_rule, w.match_score, w.confidence_level, w.evidence, p_run_id
+    FROM pg_temp.cabinet_links_to_write w
+    LEFT JOIN pg_temp.cabinet_links_new_persons np ON np.driver_id = w.driver_id
+    RETURNING source_table
+  )
+  SELECT count(*) FILTER (WHERE i.source_table = 'drivers'), count(*) FILTER (WHERE i.source_table <> 'drivers')
+  INTO v_driver_links, v_lead_links
+  FROM inserted i;
+
+  -- The origin of a person is the earliest lead that brought it.
+  INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by, run_id)
+  SELECT DISTINCT ON (m.person_key) m.person_key, 'cabinet_lead', m.lead_source_pk, m.confidence_level, m.lead_created_at, 'system', p_run_id
+  FROM (
+    SELECT coalesce(w.driver_person_key, np.person_key) AS person_key, w.lead_source_pk, w.confidence_level, w.lead_created_at
+    FROM pg_temp.cabinet_links_to_write w
+    LEFT JOIN pg_temp.cabinet_links_new_persons np ON np.driver_id = w.driver_id
+  ) m
+  ORDER BY m.person_key, m.lead_created_at, m.lead_source_pk
+  ON CONFLICT (person_key) DO NOTHING;
+  GET DIAGNOSTICS v_origins = ROW_COUNT;
+
+  DROP TABLE pg_temp.cabinet_links_new_persons;
+  RETURN QUERY SELECT v_new_persons, v_driver_links, v_lead_links, v_origins;
+END
+$$;
+COMMENT ON FUNCTION canon.write_lead_links(bigint) IS
+  'The one writer of the links a run decides (rules and probabilistic tier): persons for drivers without one, driver and lead links in one statement, origins, from pg_temp.cabinet_links_to_write. Returns the counts written.';
 
 -- snapshot of sql/canon/canon.xid8_of_recent.sql
 -- canon.xid8_of_recent: the full 64-bit transaction id of a row's 32-bit xmin, given a
@@ -9034,9 +9216,9 @@ CREATE INDEX driver_index_plate_idx ON canon_internal.driver_index (plate_norm)
 -- The probabilistic tier's blocks: plates one edit apart, names by phonetic key. Fast update
 -- (a run's new drivers are appended to a pending list), merged by the tier before it probes
 -- (canon.flush_driver_index_keys).
-CREATE INDEX driver_index_plate_edit_keys_idx ON canon_internal.driver_index USING gin (canon.plate_edit_keys(plate_norm))
+CREATE INDEX driver_index_plate_edit_keys_idx ON canon_internal.driver_index USING gin (canon.plate_edit_hashes(plate_norm))
   WHERE plate_norm IS NOT NULL;
-CREATE INDEX driver_index_name_keys_idx ON canon_internal.driver_index USING gin (canon.name_phonetic_keys(name_norm))
+CREATE INDEX driver_index_name_keys_idx ON canon_internal.driver_index USING gin (canon.name_phonetic_hashes(name_norm))
   WHERE name_norm IS NOT NULL;
 
 CREATE TRIGGER driver_index_name_roles_delete

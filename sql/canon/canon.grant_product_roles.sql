@@ -106,6 +106,14 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO cabinet_leads_reader', v_fn);
   END LOOP;
   ALTER DEFAULT PRIVILEGES IN SCHEMA canon GRANT EXECUTE ON ROUTINES TO cabinet_leads_reader;
+  -- canon's SECURITY DEFINER functions act with the owner's rights (the driver index's
+  -- indexes, its GIN pending lists): the job's only, also when a later migration adds one
+  -- (the default privileges above would give it to the reader).
+  FOR v_fn IN
+    SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'canon'::regnamespace AND p.prosecdef
+  LOOP
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM cabinet_leads_reader', v_fn);
+  END LOOP;
 
   -- UPSTREAM: the source tables (owned upstream in production) and the lead id sequence
   -- (import-leads inserts leads). Given when the migrating role may, else the DBA's SQL.

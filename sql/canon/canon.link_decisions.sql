@@ -1,5 +1,6 @@
 -- canon.link_decisions: pipeline step 6. Decides every lead of the batch
--- (pg_temp.cabinet_batch) with canon.lead_decisions and writes the outcome set-based, in
+-- (pg_temp.cabinet_batch) with canon.lead_decisions and writes the outcome set-based (links
+-- through canon.write_lead_links, the one link writer), in
 -- the run's transaction: a person per matched driver that has none (created only with its
 -- links), lead and driver links, origins, unmatched rows resolved or upserted with their
 -- reason, candidates and retry bookkeeping (an IGNORED decision is kept), the batch's keys
@@ -37,54 +38,18 @@ BEGIN
   LEFT JOIN canon.identity_links dl ON dl.source_table = 'drivers' AND dl.source_pk = d.driver_id;
   v_decide_ms := round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1);
 
-  -- Linking: a person per matched driver that has none (created only with its links).
+  -- Linking (canon.write_lead_links, the one link writer): persons, links, origins.
   v_t := clock_timestamp();
-  DROP TABLE IF EXISTS pg_temp.cabinet_new_persons;
-  CREATE TEMP TABLE cabinet_new_persons ON COMMIT DROP AS
-  SELECT DISTINCT ON (d.driver_id)
-         d.driver_id, canon.new_person_key() AS person_key, d.lead_source_pk AS first_lead_source_pk,
-         d.match_rule, d.match_score, d.confidence_level
+  DROP TABLE IF EXISTS pg_temp.cabinet_links_to_write;
+  CREATE TEMP TABLE cabinet_links_to_write ON COMMIT DROP AS
+  SELECT d.lead_source_pk, d.lead_created_at, d.driver_id, d.driver_person_key,
+         d.match_rule, d.match_score, d.confidence_level, d.evidence, NULL::jsonb AS driver_evidence
   FROM pg_temp.cabinet_decisions d
-  WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY' AND d.driver_person_key IS NULL
-  ORDER BY d.driver_id, d.lead_created_at, d.lead_source_pk;
-
-  INSERT INTO canon.identity_registry (person_key, confidence_level, primary_phone, primary_license, primary_name, created_run_id)
-  SELECT np.person_key, np.confidence_level, i.phone_norm, i.license_norm, i.name_norm, p_run_id
-  FROM pg_temp.cabinet_new_persons np
-  JOIN canon_internal.driver_index i ON i.driver_id = np.driver_id;
-  GET DIAGNOSTICS v_new_persons = ROW_COUNT;
-
-  -- Driver links of the new persons and lead links in one statement: the statement
-  -- triggers of identity_links (audit rows, lead state marks) run once, not twice.
-  WITH inserted AS (
-    INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
-    SELECT 'drivers', np.driver_id, np.person_key, np.match_rule, np.match_score, np.confidence_level,
-           jsonb_build_object('linked_with_lead', np.first_lead_source_pk), p_run_id
-    FROM pg_temp.cabinet_new_persons np
-    UNION ALL
-    SELECT 'module_ct_cabinet_leads', d.lead_source_pk, coalesce(d.driver_person_key, np.person_key),
-           d.match_rule, d.match_score, d.confidence_level, d.evidence, p_run_id
-    FROM pg_temp.cabinet_decisions d
-    LEFT JOIN pg_temp.cabinet_new_persons np ON np.driver_id = d.driver_id
-    WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
-    RETURNING source_table
-  )
-  SELECT count(*) FILTER (WHERE i.source_table = 'drivers'), count(*) FILTER (WHERE i.source_table <> 'drivers')
-  INTO v_driver_links, v_lead_links
-  FROM inserted i;
-
-  -- The origin of a person is the earliest lead that brought it.
-  INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by, run_id)
-  SELECT DISTINCT ON (person_key) person_key, 'cabinet_lead', lead_source_pk, confidence_level, lead_created_at, 'system', p_run_id
-  FROM (
-    SELECT coalesce(d.driver_person_key, np.person_key) AS person_key, d.lead_source_pk, d.confidence_level, d.lead_created_at
-    FROM pg_temp.cabinet_decisions d
-    LEFT JOIN pg_temp.cabinet_new_persons np ON np.driver_id = d.driver_id
-    WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY'
-  ) m
-  ORDER BY person_key, lead_created_at, lead_source_pk
-  ON CONFLICT (person_key) DO NOTHING;
-  GET DIAGNOSTICS v_origins = ROW_COUNT;
+  WHERE d.decision = 'MATCH' AND d.batch_kind = 'NO_IDENTITY';
+  SELECT w.new_persons, w.driver_links, w.lead_links, w.origins
+  INTO v_new_persons, v_driver_links, v_lead_links, v_origins
+  FROM canon.write_lead_links(p_run_id) w;
+  DROP TABLE pg_temp.cabinet_links_to_write;
 
   UPDATE canon.identity_unmatched u
   SET status = 'RESOLVED', resolved_at = now(), last_attempt_at = now(), last_run_id = p_run_id,

@@ -1,8 +1,9 @@
 -- canon.link_probabilistic: pipeline step 6b, right after canon.link_decisions. The leads of
 -- the batch the rules left NO_CANDIDATES or WEAK_MATCH_ONLY (pg_temp.cabinet_decisions) go
--- through the probabilistic tier (canon.probabilistic_decisions), set-based: LINK writes the
--- person (reused, or one new per driver), lead and driver links with rule R4_PROBABILISTIC,
--- score = probability x 100 and the evidence per field, the origin, and resolves the
+-- through the probabilistic tier (canon.probabilistic_decisions), set-based: LINK writes
+-- (canon.write_lead_links, the one link writer) the person (reused, or one new per driver),
+-- lead and driver links with rule R4_PROBABILISTIC, score = probability x 100 and the
+-- evidence per field, the origin, and resolves the
 -- unmatched row link_decisions just wrote; REVIEW turns that row into PROBABLE_MATCH with the
 -- tier's candidates and weights (details.probabilistic says why it was not linked); NONE
 -- leaves the rules' reason. Returns step stats.
@@ -48,58 +49,22 @@ BEGIN
                   WHERE d.batch_kind = 'NO_IDENTITY' AND d.decision IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY'));
   v_decide_ms := round((extract(epoch FROM clock_timestamp() - v_t) * 1000)::numeric, 1);
 
-  -- LINK: a person per driver that has none (created only with its links).
+  -- LINK (canon.write_lead_links, the one link writer): persons, links, origins.
   v_t := clock_timestamp();
-  DROP TABLE IF EXISTS pg_temp.cabinet_fs_new_persons;
-  CREATE TEMP TABLE cabinet_fs_new_persons ON COMMIT DROP AS
-  SELECT DISTINCT ON (f.driver_id)
-         f.driver_id, canon.new_person_key() AS person_key, f.lead_source_pk AS first_lead_source_pk,
-         round(f.probability * 100, 2) AS match_score,
+  DROP TABLE IF EXISTS pg_temp.cabinet_links_to_write;
+  CREATE TEMP TABLE cabinet_links_to_write ON COMMIT DROP AS
+  SELECT f.lead_source_pk, f.lead_created_at, f.driver_id, f.driver_person_key,
+         'R4_PROBABILISTIC'::text AS match_rule, round(f.probability * 100, 2) AS match_score,
          CASE WHEN f.probability >= 0.9999 THEN 'HIGH' ELSE 'MEDIUM' END AS confidence_level,
-         f.fs_version
+         f.evidence || jsonb_build_object('rules', jsonb_build_array('R4_PROBABILISTIC'), 'rules_reason', f.rules_decision,
+                                          'candidates', f.candidates) AS evidence,
+         jsonb_build_object('fs_version', f.fs_version) AS driver_evidence
   FROM pg_temp.cabinet_fs_decisions f
-  WHERE f.outcome = 'LINK' AND f.driver_person_key IS NULL
-  ORDER BY f.driver_id, f.lead_created_at, f.lead_source_pk;
-
-  INSERT INTO canon.identity_registry (person_key, confidence_level, primary_phone, primary_license, primary_name, created_run_id)
-  SELECT np.person_key, np.confidence_level, i.phone_norm, i.license_norm, i.name_norm, p_run_id
-  FROM pg_temp.cabinet_fs_new_persons np
-  JOIN canon_internal.driver_index i ON i.driver_id = np.driver_id;
-  GET DIAGNOSTICS v_new_persons = ROW_COUNT;
-
-  WITH inserted AS (
-    INSERT INTO canon.identity_links (source_table, source_pk, person_key, match_rule, match_score, confidence_level, evidence, run_id)
-    SELECT 'drivers', np.driver_id, np.person_key, 'R4_PROBABILISTIC', np.match_score, np.confidence_level,
-           jsonb_build_object('linked_with_lead', np.first_lead_source_pk, 'fs_version', np.fs_version), p_run_id
-    FROM pg_temp.cabinet_fs_new_persons np
-    UNION ALL
-    SELECT 'module_ct_cabinet_leads', f.lead_source_pk, coalesce(f.driver_person_key, np.person_key),
-           'R4_PROBABILISTIC', round(f.probability * 100, 2),
-           CASE WHEN f.probability >= 0.9999 THEN 'HIGH' ELSE 'MEDIUM' END,
-           f.evidence || jsonb_build_object('rules', jsonb_build_array('R4_PROBABILISTIC'), 'rules_reason', f.rules_decision,
-                                            'candidates', f.candidates),
-           p_run_id
-    FROM pg_temp.cabinet_fs_decisions f
-    LEFT JOIN pg_temp.cabinet_fs_new_persons np ON np.driver_id = f.driver_id
-    WHERE f.outcome = 'LINK'
-    RETURNING source_table
-  )
-  SELECT count(*) FILTER (WHERE i.source_table = 'drivers'), count(*) FILTER (WHERE i.source_table <> 'drivers')
-  INTO v_driver_links, v_lead_links
-  FROM inserted i;
-
-  INSERT INTO canon.identity_origin (person_key, origin_tag, origin_source_id, confidence_level, origin_created_at, decided_by, run_id)
-  SELECT DISTINCT ON (m.person_key) m.person_key, 'cabinet_lead', m.lead_source_pk, m.confidence_level, m.lead_created_at, 'system', p_run_id
-  FROM (
-    SELECT coalesce(f.driver_person_key, np.person_key) AS person_key, f.lead_source_pk, f.lead_created_at,
-           CASE WHEN f.probability >= 0.9999 THEN 'HIGH' ELSE 'MEDIUM' END AS confidence_level
-    FROM pg_temp.cabinet_fs_decisions f
-    LEFT JOIN pg_temp.cabinet_fs_new_persons np ON np.driver_id = f.driver_id
-    WHERE f.outcome = 'LINK'
-  ) m
-  ORDER BY m.person_key, m.lead_created_at, m.lead_source_pk
-  ON CONFLICT (person_key) DO NOTHING;
-  GET DIAGNOSTICS v_origins = ROW_COUNT;
+  WHERE f.outcome = 'LINK';
+  SELECT w.new_persons, w.driver_links, w.lead_links, w.origins
+  INTO v_new_persons, v_driver_links, v_lead_links, v_origins
+  FROM canon.write_lead_links(p_run_id) w;
+  DROP TABLE pg_temp.cabinet_links_to_write;
 
   UPDATE canon.identity_unmatched u
   SET status = 'RESOLVED', resolved_at = now()

@@ -3,8 +3,10 @@
 -- bits (log2 m/u of the active canon.match_fs_versions / canon.match_fs_levels), the sum with
 -- the prior, the match probability and, for the pairs in the review band or above, the
 -- evidence per field and in words. Candidates come from two blocks, each read by index: the
--- plate (equal or one edit away, incl. swaps and O/0-like confusions: canon.plate_edit_keys;
--- kept when the names share a token), the lead's rare name tokens (canon.name_phonetic_keys;
+-- plate (equal or one edit away, incl. swaps and O/0-like confusions: canon.plate_edit_keys,
+-- indexed as canon.plate_edit_hashes;
+-- kept when the names share a token), the lead's rare name tokens (canon.name_phonetic_keys,
+-- indexed as canon.name_phonetic_hashes;
 -- a key of more than name_block_max_drivers drivers is not rare and blocks nothing).
 -- Name tokens weigh by rarity: an agreeing token's u is its share of the drivers
 -- (canon_internal.name_token_stats), so QUISPE counts for less than a rare surname. Called
@@ -55,14 +57,14 @@ AS $$
     FROM canon_internal.lead_keys k
     WHERE k.lead_id = ANY (p_lead_ids)
   ),
-  -- Plate block: any shared deletion key (GIN), kept when one edit away at most.
+  -- Plate block: any shared deletion key (GIN, by hash), kept when one edit away at most.
   plate_block AS (
     SELECT b.lead_id, x.driver_id, 'PLATE' AS block
     FROM batch b
     CROSS JOIN LATERAL (
       SELECT d.driver_id
       FROM canon_internal.driver_index d
-      WHERE canon.plate_edit_keys(d.plate_norm) && canon.plate_edit_keys(b.plate_norm)
+      WHERE canon.plate_edit_hashes(d.plate_norm) && canon.plate_edit_hashes(b.plate_norm)
         AND d.plate_norm IS NOT NULL
         AND (canon.plate_comparison(b.plate_norm, d.plate_norm)).level <> 'DIFFERENT'
     ) x
@@ -89,7 +91,8 @@ AS $$
       SELECT array_agg(y.driver_id) AS ids
       FROM (SELECT d.driver_id
             FROM canon_internal.driver_index d
-            WHERE canon.name_phonetic_keys(d.name_norm) @> ARRAY[rk.key] AND d.name_norm IS NOT NULL
+            WHERE canon.name_phonetic_hashes(d.name_norm) @> ARRAY[hashtextextended(rk.key, 0)] AND d.name_norm IS NOT NULL
+              AND rk.key = ANY (canon.name_phonetic_keys(d.name_norm)) -- the key itself, not a hash shared by chance
             LIMIT v.name_block_max_drivers + 1) y
     ) x
     WHERE cardinality(x.ids) <= v.name_block_max_drivers

@@ -25,9 +25,9 @@ CREATE INDEX driver_index_plate_idx ON canon_internal.driver_index (plate_norm)
 -- The probabilistic tier's blocks: plates one edit apart, names by phonetic key. Fast update
 -- (a run's new drivers are appended to a pending list), merged by the tier before it probes
 -- (canon.flush_driver_index_keys).
-CREATE INDEX driver_index_plate_edit_keys_idx ON canon_internal.driver_index USING gin (canon.plate_edit_keys(plate_norm))
+CREATE INDEX driver_index_plate_edit_keys_idx ON canon_internal.driver_index USING gin (canon.plate_edit_hashes(plate_norm))
   WHERE plate_norm IS NOT NULL;
-CREATE INDEX driver_index_name_keys_idx ON canon_internal.driver_index USING gin (canon.name_phonetic_keys(name_norm))
+CREATE INDEX driver_index_name_keys_idx ON canon_internal.driver_index USING gin (canon.name_phonetic_hashes(name_norm))
   WHERE name_norm IS NOT NULL;
 
 CREATE TRIGGER driver_index_name_roles_delete

@@ -8,7 +8,8 @@
 // number (1900 or 1904 date system, as the workbook says). Either is written as the same
 // wall-clock 'YYYY-MM-DD HH:MM:SS' that lead_created_at (timestamp without time zone, the
 // business time zone's local time) stores: never shifted by the machine's time zone.
-import type { Readable } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 // (exceljs and unzipper are loaded when a workbook is read: every other command starts without them)
 import type ExcelJS from 'exceljs';
 import { UsageError } from '../errors.js';
@@ -80,6 +81,26 @@ export async function workbookSheets(file: string): Promise<{ sheets: WorkbookSh
   const pr = /<(?:\w+:)?workbookPr\s[^>]*>/.exec(xml)?.[0];
   const d = pr ? attribute(pr, 'date1904') : undefined;
   return { sheets, date1904: d === '1' || d === 'true' };
+}
+
+/**
+ * The first part of the workbook whose compressed data does not inflate, with why, or
+ * undefined. exceljs's streaming reader waits forever on such a part (unzipper reports the
+ * inflate error on the zip stream, not on the part it is reading), so the import checks
+ * every part first: one more inflate of the file, far cheaper than the parse.
+ */
+export async function unreadableWorkbookPart(file: string): Promise<{ part: string; reason: string } | undefined> {
+  const { default: unzipper } = await import('unzipper');
+  const dir = await unzipper.Open.file(file);
+  for (const f of dir.files) {
+    if (f.type !== 'File') continue;
+    try {
+      await pipeline(f.stream(), new Writable({ write: (_chunk, _enc, done) => done() }));
+    } catch (err) {
+      return { part: f.path, reason: (err as Error).message };
+    }
+  }
+  return undefined;
 }
 
 /**

@@ -25,7 +25,7 @@ import type { Logger } from '../logger.js';
 import { quoted } from '../printable.js';
 import { DecodeToUtf8, decodeHead, type Encoding, type EncodingChoice, type EncodingSource } from './encoding.js';
 import { convertRecord, LEAD_COLUMNS, lineBreaks, mapHeader, MAX_FIELD_CHARS, type HeaderMapping, type IgnoredColumn, type MappedColumn, type ColumnType, type RowResult, type TargetColumn } from './leads-csv.js';
-import { cellText, sheetRows, type SheetInfo, type SheetRow } from './leads-xlsx.js';
+import { cellText, sheetRows, unreadableWorkbookPart, workbookSheets, type SheetInfo, type SheetRow } from './leads-xlsx.js';
 import { formatOf, readHead, sniffDelimiter, type FileFormat } from './sniff.js';
 
 export const IMPORT_JOB_NAME = 'import_cabinet_leads';
@@ -187,6 +187,23 @@ async function targetColumns(client: pg.ClientBase): Promise<Map<string, TargetC
 const STAGING_TYPES: Record<string, string> = { text: 'text', timestamp: 'timestamp', date: 'date', boolean: 'boolean' };
 const ident = (name: string) => `"${name.replace(/"/g, '""')}"`;
 
+/**
+ * A workbook's problems that need no row read, found before the transaction: an unknown
+ * --sheet (a usage error naming the sheets there are) and a part that does not inflate (the
+ * streaming reader would wait forever on it). A file that is no zip at all is left to the
+ * reader, which names it.
+ */
+async function checkWorkbook(file: string, opts: ImportOptions): Promise<void> {
+  const book = await workbookSheets(file).catch(() => undefined);
+  if (book === undefined) return;
+  const names = book.sheets.map((s) => s.name);
+  if (opts.sheet !== undefined && names.length > 0 && !names.includes(opts.sheet)) {
+    throw new UsageError(`import-leads: ${opts.file} has no sheet ${quoted(opts.sheet)}; its sheets: ${names.map((n) => quoted(n)).join(', ')}`);
+  }
+  const bad = await unreadableWorkbookPart(file);
+  if (bad) throw new ImportFileError(`import-leads: ${opts.file} is not a readable xlsx workbook: its part ${bad.part} is damaged (${bad.reason}); nothing was loaded`);
+}
+
 export async function importLeads(client: pg.ClientBase, opts: ImportOptions, log: Logger): Promise<ImportSummary> {
   const started = Date.now();
   const file = path.resolve(opts.file);
@@ -213,6 +230,7 @@ export async function importLeads(client: pg.ClientBase, opts: ImportOptions, lo
     throw new UsageError(`import-leads: ${opts.file} is an xlsx workbook: --delimiter and --encoding apply to CSV files only`);
   }
   if (format === 'csv' && opts.sheet !== undefined) throw new UsageError(`import-leads: ${opts.file} is a CSV file: --sheet applies to xlsx workbooks only`);
+  if (format === 'xlsx') await checkWorkbook(file, opts);
   const delimiter = format === 'csv' ? opts.delimiter ?? sniffDelimiter(decodeHead(head, opts.encoding ?? 'auto')) : '';
   const decoder = format === 'csv' ? new DecodeToUtf8(opts.file, opts.encoding ?? 'auto') : undefined;
   const sheet: SheetInfo = { name: undefined, sheets: [], date1904: false };

@@ -3,7 +3,11 @@
 declare module 'unzipper' {
   export interface CentralDirectoryFile {
     path: string;
+    /** 'File' or 'Directory' */
+    type: string;
     buffer(): Promise<Buffer>;
+    /** the part's inflated bytes; an inflate error is emitted on this stream */
+    stream(): import('node:stream').Readable;
   }
   export interface CentralDirectory {
     files: CentralDirectoryFile[];

@@ -281,6 +281,36 @@ test('the sheet and its rows are the same whatever order the writer put the work
   }
 });
 
+test('a workbook with a damaged part: an unknown --sheet is a usage error, any other import names the part and loads nothing', async (t) => {
+  const dir = tempDir(t);
+  const good = path.join(dir, 'good.xlsx');
+  await leadsWorkbook(good);
+  // workbook.xml names the sheets; the first sheet's compressed bytes are garbage (reading
+  // it fails), so only a check made before reading names the missing sheet
+  const zip = await JSZip.loadAsync(readFileSync(good));
+  const bytes = await zip.generateAsync({ type: 'nodebuffer', compression: 'DEFLATE' });
+  const name = Buffer.from('xl/worksheets/sheet1.xml');
+  const header = bytes.indexOf(name) - 30;
+  t.true(header >= 0 && bytes.readUInt32LE(header) === 0x04034b50, 'local header of sheet1');
+  const data = header + 30 + bytes.readUInt16LE(header + 26) + bytes.readUInt16LE(header + 28);
+  bytes.fill(0xff, data, data + Math.min(64, bytes.readUInt32LE(header + 18)));
+  const file = path.join(dir, 'broken-sheets.xlsx');
+  writeFileSync(file, bytes);
+  const db = await freshDb(t, 'import_formats');
+  const r = await importLeads(db, [file, '--sheet', 'Hoja1']);
+  t.is(r.code, 2, r.stderr);
+  t.regex(errorLine(r), /broken-sheets\.xlsx has no sheet "Hoja1"; its sheets: "Leads", "Notas"$/);
+  const [runs] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM canon.ingestion_runs`);
+  t.is(runs!.n, 0, 'nothing was started');
+  // the sheets that are there: the damaged part is named (the streaming reader used to wait forever)
+  for (const sheet of [[], ['--sheet', 'Leads'], ['--sheet', 'Notas']]) {
+    const r2 = await importLeads(db, [file, ...sheet]);
+    t.is(r2.code, 1, r2.stderr);
+    t.regex(errorLine(r2), /broken-sheets\.xlsx is not a readable xlsx workbook: its part xl\/worksheets\/sheet1\.xml is damaged \(.+\); nothing was loaded$/);
+  }
+  t.deepEqual(await rows(db), []);
+});
+
 test('workbooks the import cannot read: .xls, a truncated .xlsx, a .xlsx that is not a zip', async (t) => {
   const db = await freshDb(t, 'import_formats');
   const dir = tempDir(t);

@@ -35,7 +35,7 @@ test('the job role runs the pipeline, the operator functions and doctor; it crea
   const db = await seeded(t, 'roles_job');
   const job = await loginRole(t, db.url, 'cabinet_leads_job');
 
-  const [call] = await job.query<{ run: { id: number; status: string; stats: { match: { newly_linked: number } } } }>(
+  const [call] = await job.query<{ run: { id: number; status: string; stats: { match: { newly_linked: number }; driver_index: { first_build_bulk: boolean; indexes_created: number } } } }>(
     `CALL ops.reconcile_cabinet_leads_pipeline(p_days_back => 30, p_limit => 2000, run => NULL)`,
   );
   t.is(call!.run.status, 'COMPLETED');
@@ -66,7 +66,13 @@ test('the job role runs the pipeline, the operator functions and doctor; it crea
     `TRUNCATE canon.ingestion_runs`,
     `ALTER TABLE graphile_worker._private_jobs DISABLE ROW LEVEL SECURITY`,
     `DROP POLICY cabinet_leads_job ON graphile_worker._private_jobs`,
+    `DROP INDEX canon_internal.driver_index_plate_idx`,
+    `CREATE INDEX driver_index_job_idx ON canon_internal.driver_index (park_id)`,
   ]);
+  // the first run built the driver index with its indexes created after the rows, as the owner
+  t.like(call!.run.stats.driver_index, { first_build_bulk: true, indexes_created: 6 });
+  const indexes = await job.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_indexes WHERE schemaname = 'canon_internal' AND tablename = 'driver_index'`);
+  t.deepEqual(indexes, [{ n: 7 }]);
   // PostgreSQL 15 took CREATE on schema public from PUBLIC (13 and 14 give it: docs/security.md).
   const [v] = await db.query<{ v: number }>(`SELECT current_setting('server_version_num')::int AS v`);
   if (v!.v >= 150000) await assertRefused(t, job, [`CREATE TABLE public.t_job (i int)`]);
@@ -121,6 +127,9 @@ test('the reader selects every ops view as the owner sees it, the runs, explain_
     `SELECT * FROM canon.claims_yango_cabinet_14d LIMIT 1`,
     `SELECT * FROM public.drivers LIMIT 1`,
     `SELECT canon.refresh_lead_keys(ARRAY[1])`,
+    `SELECT canon.suspend_driver_index_indexes()`,
+    `SELECT canon.restore_driver_index_indexes()`,
+    `SELECT canon.flush_driver_index_keys()`,
     `UPDATE canon.settings SET value = '3' WHERE key = 'shared_phone_min_other_people'`,
     `DELETE FROM canon.ingestion_runs`,
     `INSERT INTO ops.alerts (rule_code, subject) VALUES ('X', '')`,

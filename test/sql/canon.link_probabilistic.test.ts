@@ -207,3 +207,24 @@ test('canon.estimate_fs_u counts the drivers near a driver\'s plate and the shar
     t.is(u['PARK.TARGET'], 0.75);
     t.is(u['HIRE_DATE.NEAR'], 1, 'the one lead, two days before every hire date');
   }));
+
+test('a driver the rules link one lead to and the tier another in the same run has one person, one driver link and one origin', (t) =>
+  withDb('fs', async (db) => {
+    await insertBackgroundDrivers(db);
+    const today = await businessToday(db);
+    await insertDriver(db, { driver_id: 'juan', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'ABC105', phone: '51977456321', hire_date: addDays(today, 1) });
+    const byPhone = await insertLead(db, { first_name: 'Juan Carlos', last_name: 'Quispe Mamani', park_phone: '977456321', lead_created_at: `${addDays(today, -1)} 10:00:00` });
+    const byTier = await insertLead(db, { first_name: 'Juan Carlos', last_name: 'Quispe Mamani', asset_plate_number: 'abc-1O5', lead_created_at: `${addDays(today, -2)} 10:00:00` });
+    const run = await runPipeline(db);
+    t.is(run.stats['probabilistic']['newly_linked'], 1);
+    const rules = await linkOf(db, byPhone.key);
+    const tier = await linkOf(db, byTier.key);
+    t.is(tier?.match_rule, 'R4_PROBABILISTIC');
+    t.not(rules?.match_rule, 'R4_PROBABILISTIC');
+    t.is(tier?.person_key, rules?.person_key, 'the tier reuses the person the rules made');
+    const [counts] = await db.query<{ persons: number; driver_links: number; origins: number }>(
+      `SELECT (SELECT count(*)::int FROM canon.identity_registry) AS persons,
+              (SELECT count(*)::int FROM canon.identity_links WHERE source_table = 'drivers' AND source_pk = 'juan') AS driver_links,
+              (SELECT count(*)::int FROM canon.identity_origin) AS origins`);
+    t.deepEqual(counts, { persons: 1, driver_links: 1, origins: 1 });
+  }));

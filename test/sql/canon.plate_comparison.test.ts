@@ -50,11 +50,24 @@ test('property: two plates one edit apart (as plate_comparison says) always shar
           return [p, q] as [string, string];
         });
         const rows = await db.query<{ level: string; shares: boolean }>(
-          `SELECT (canon.plate_comparison(a, b)).level, canon.plate_edit_keys(a) && canon.plate_edit_keys(b) AS shares
+          `SELECT (canon.plate_comparison(a, b)).level, canon.plate_edit_keys(a) && canon.plate_edit_keys(b) AS shares,
+                  canon.plate_edit_hashes(a) && canon.plate_edit_hashes(b) AS shares_hash
            FROM unnest($1::text[], $2::text[]) AS u(a, b)`, [pairs.map((p) => p[0]), pairs.map((p) => p[1])]);
-        return rows.every((r) => r.level === 'DIFFERENT' || r.shares);
+        return rows.every((r) => (r.level === 'DIFFERENT' || r.shares) && (!r.shares || r.shares_hash));
       }),
     { numRuns: 30 },
   );
   t.pass();
+});
+
+test('the indexed forms are the keys hashed: canon.plate_edit_hashes and canon.name_phonetic_hashes, key for key', async (t) => {
+  const rows = await db.query<{ what: string; same: boolean }>(
+    `SELECT 'plate ' || p AS what,
+            canon.plate_edit_hashes(p) = ARRAY(SELECT hashtextextended(k, 0) FROM unnest(canon.plate_edit_keys(p)) WITH ORDINALITY AS u(k, i) ORDER BY i) AS same
+     FROM unnest(ARRAY['ABC123', 'A', 'AB', 'ÑOÑO99', '']) p
+     UNION ALL
+     SELECT 'name ' || n, canon.name_phonetic_hashes(n)::text = ARRAY(SELECT DISTINCT hashtextextended(k, 0) FROM unnest(canon.name_phonetic_keys(n)) k ORDER BY 1)::text
+     FROM unnest(ARRAY['JUAN CARLOS QUISPE MAMANI', 'LI WU', 'VICTOR BASQUEZ', '']) n`);
+  t.is(rows.length, 9);
+  for (const r of rows) t.true(r.same, r.what);
 });

@@ -13,7 +13,16 @@ type Stats = {
   drivers_reindexed: number;
   drivers_removed: number;
   index_changed: boolean;
+  first_build_bulk: boolean;
+  indexes_created: number;
 };
+
+/** The definition of every index of canon_internal.driver_index, by name. */
+async function indexDefinitions(db: TestDb): Promise<Record<string, string>> {
+  const rows = await db.query<{ indexname: string; indexdef: string }>(
+    `SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'canon_internal' AND tablename = 'driver_index' ORDER BY indexname`);
+  return Object.fromEntries(rows.map((r) => [r.indexname, r.indexdef]));
+}
 
 async function refresh(db: TestDb): Promise<Stats> {
   const [r] = await db.query<{ s: Stats }>(`SELECT canon.refresh_driver_index(NULL) AS s`);
@@ -205,4 +214,54 @@ test('odd timestamps are counted again only when a write or the clock could chan
     t.deepEqual(await odd(), [1, 2, 'UNCHANGED']);
     const [drift] = await db.query<{ n: string }>(`SELECT count(*) AS n FROM canon.driver_odd_counts_drift()`);
     t.is(drift!.n, '0');
+  }));
+
+test('the first build fills the empty index and creates its secondary indexes after the rows, each as the migration made it', (t) =>
+  withDb('driver_index', async (db) => {
+    const migrated = await indexDefinitions(db);
+    const listed = await db.query<{ index_name: string }>(`SELECT index_name FROM canon.driver_index_secondary_indexes() ORDER BY 1`);
+    t.deepEqual(listed.map((r) => r.index_name), Object.keys(migrated).filter((n) => n !== 'driver_index_pkey').sort(), 'the list names every index but the key');
+    for (let i = 0; i < 30; i++) await insertDriver(db, { driver_id: `d${i}`, first_name: 'Ana', last_name: `Rojas${i}`, phone: `5191111${String(i).padStart(4, '0')}`, car_number: `ABC${100 + i}` });
+    t.like(await refresh(db), { mode: 'full', drivers_reindexed: 30, first_build_bulk: true, indexes_created: 6 });
+    t.deepEqual(await indexDefinitions(db), migrated);
+    // the indexes hold the rows: the near-plate GIN finds ABC105 from ABC1O5's keys
+    const probe = await db.connect();
+    try {
+      await probe.query('SET enable_seqscan = off');
+      const near = await probe.query<{ ids: string[] }>(
+        `SELECT array_agg(driver_id ORDER BY driver_id) AS ids FROM canon_internal.driver_index
+         WHERE canon.plate_edit_hashes(plate_norm) && canon.plate_edit_hashes('ABC1O5') AND plate_norm IS NOT NULL`);
+      t.deepEqual(near.rows[0]!.ids, ['d15', 'd25', 'd5'], 'ABC115, ABC125 and ABC105: each one character from ABC1O5');
+    } finally {
+      await probe.end();
+    }
+    // a later build inserts row by row into the indexed table
+    await insertDriver(db, { driver_id: 'late', first_name: 'Sol', phone: '51922222222' });
+    t.like(await refresh(db), { mode: 'incremental', drivers_reindexed: 1, first_build_bulk: false, indexes_created: 0 });
+  }));
+
+test('a first build while another session reads the index does not wait for it: rows go in with the indexes in place', (t) =>
+  withDb('driver_index', async (db) => {
+    const migrated = await indexDefinitions(db);
+    await insertDriver(db, { driver_id: 'd1', first_name: 'Ana', phone: '51911111111' });
+    const reader = await db.connect();
+    try {
+      await reader.query('BEGIN');
+      await reader.query('SELECT count(*) FROM canon_internal.driver_index');
+      t.like(await refresh(db), { mode: 'full', drivers_reindexed: 1, first_build_bulk: false, indexes_created: 0 });
+      await reader.query('COMMIT');
+    } finally {
+      await reader.end();
+    }
+    t.deepEqual(await indexDefinitions(db), migrated);
+  }));
+
+test('an index of the driver index dropped by hand is created again by the next build', (t) =>
+  withDb('driver_index', async (db) => {
+    const migrated = await indexDefinitions(db);
+    await insertDriver(db, { driver_id: 'd1', first_name: 'Ana', phone: '51911111111' });
+    await refresh(db);
+    await db.query('DROP INDEX canon_internal.driver_index_plate_edit_keys_idx');
+    t.like(await refresh(db), { indexes_created: 1 });
+    t.deepEqual(await indexDefinitions(db), migrated);
   }));

@@ -49,7 +49,7 @@ test('property: two plates one edit apart (as plate_comparison says) always shar
                 : k + 1 < p.length ? p.slice(0, k) + p[k + 1] + p[k] + p.slice(k + 2) : p;
           return [p, q] as [string, string];
         });
-        const rows = await db.query<{ level: string; shares: boolean }>(
+        const rows = await db.query<{ level: string; shares: boolean; shares_hash: boolean }>(
           `SELECT (canon.plate_comparison(a, b)).level, canon.plate_edit_keys(a) && canon.plate_edit_keys(b) AS shares,
                   canon.plate_edit_hashes(a) && canon.plate_edit_hashes(b) AS shares_hash
            FROM unnest($1::text[], $2::text[]) AS u(a, b)`, [pairs.map((p) => p[0]), pairs.map((p) => p[1])]);

@@ -5,8 +5,9 @@
 --                         alerts, status, report, doctor (--repair): reads and writes rows,
 --                         executes every function; creates, alters and drops nothing.
 --   cabinet_leads_reader  SELECT on the ops views and tables, canon.ingestion_runs,
---                         canon.settings and canon.identity_unmatched; ops.explain_lead, ops.check_limbo_alerts (its
---                         read-only form) and the other read functions; writes nothing.
+--                         canon.settings and canon.identity_unmatched; ops.explain_lead, ops.preview_links,
+--                         ops.check_limbo_alerts (its read-only form) and the other read functions;
+--                         writes nothing.
 -- Both NOLOGIN: a DBA grants them to login roles. Creates a missing role when the
 -- migrating role may (superuser or CREATEROLE). Idempotent: every grant is given again,
 -- so objects added by later migrations are covered (also by the default privileges).
@@ -27,7 +28,8 @@ DECLARE
   c_reader_ops constant text[] := ARRAY[
     'ops.explain_lead', 'ops.check_limbo_alerts', 'ops.firing_limbo_alerts', 'ops.limbo_alert_metrics',
     'ops.limbo_week_counts', 'ops.limbo_stage_counts', 'ops.funnel_week_counts',
-    'ops.limbo_stage_actions', 'ops.oldest_actionable_leads', 'ops.last_complete_lead_week', 'ops.job_lock_holders'];
+    'ops.limbo_stage_actions', 'ops.oldest_actionable_leads', 'ops.last_complete_lead_week', 'ops.job_lock_holders',
+    'ops.preview_links'];
   v_role text;
   v_missing text[] := '{}';
   v_may_create boolean;

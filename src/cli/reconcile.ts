@@ -1,7 +1,9 @@
 // cabinet-leads reconcile: one pipeline run, for cron and Windows Task Scheduler, or with
-// --until-done a backfill (runs of --limit leads until nothing is left). Same code path
-// as the worker task. Exit 0 completed or skipped, 1 failed, 2 usage/config.
+// --until-done a backfill (runs of --limit leads until nothing is left), or with --preview
+// what the current decisions would change, written nowhere. Same code path as the worker
+// task. Exit 0 completed, skipped or previewed, 1 failed, 2 usage/config.
 import type pg from 'pg';
+import { UsageError } from '../errors.js';
 import { isLockTimeout } from '../locks.js';
 import type { Logger } from '../logger.js';
 import { PIPELINE_DEFAULTS, PIPELINE_LIMITS, isContractViolation, reconcile, type PipelineOptions, type WithClient, type RunRow } from '../pipeline.js';
@@ -9,6 +11,7 @@ import { duration, runFigures, runLine, soles, STAGES } from '../run-summary.js'
 import { intFlag, parse } from './args.js';
 import type { Command } from './command.js';
 import { withDatabase } from './context.js';
+import { previewText, readPreview } from './reconcile-preview.js';
 
 const JOB_LOCK = `hashtext('cabinet_leads'), hashtext('reconcile_cabinet_leads_pipeline')`;
 
@@ -125,11 +128,22 @@ export const reconcileCommand: Command = {
   name: 'reconcile',
   summary: 'run the reconciliation pipeline once (or until nothing is left)',
   help: `Usage: cabinet-leads reconcile [--days-back N] [--limit N] [--until-done] [--dry-run] [--only-limbo] [--json]
+       cabinet-leads reconcile --preview [--days-back N] [--only-limbo] [--json]
 
 Runs ops.reconcile_cabinet_leads_pipeline once (the same code path as the worker's
 scheduled task), logs it in canon.ingestion_runs and prints one line: leads evaluated,
 linked per rule, unmatched per reason, claims generated with their amount, the change
 of each limbo stage and the duration.
+
+With --preview it runs nothing: it decides every lead of --days-back with the current
+rules and probabilistic tier (ops.preview_links, in a READ ONLY transaction) and lists
+the leads whose link would differ from what is stored: add, remove or change, whether a
+run would apply it (runs only add links to the leads they evaluate: never evaluated, or
+OPEN and due for a retry; they never remove or change a stored link) and why. Manual
+links and ignored leads are left out. Leads and drivers as the last run keyed them.
+To see a rule change before any run acts on it, make it in a psql transaction and read
+SELECT * FROM ops.preview_links() before COMMIT or ROLLBACK (docs/matching.md,
+"Previewing a rule change").
 
 Options:
   --days-back N      leads with lead_date >= today - N (default ${PIPELINE_DEFAULTS.daysBack}, at most ${PIPELINE_LIMITS.daysBack.max})
@@ -139,15 +153,19 @@ Options:
                      waits for a run of the worker that holds the lock instead of skipping
   --dry-run          compute the same stats, write nothing but the run log
   --only-limbo       re-evaluate only leads in limbo (NO_IDENTITY, NO_DRIVER, TRIPS_NO_CLAIM)
-  --timeout N        abort a run after N seconds (default ${PIPELINE_DEFAULTS.timeoutSeconds}, 0 = none, at most ${PIPELINE_LIMITS.timeoutSeconds.max})
-  --json             print the run row as JSON on stdout (one line per run)
+  --preview          write nothing: the links the current decisions would add, remove or change
+                     (not with --limit, --until-done or --dry-run)
+  --timeout N        abort a run (or the preview) after N seconds (default ${PIPELINE_DEFAULTS.timeoutSeconds}, 0 = none, at most ${PIPELINE_LIMITS.timeoutSeconds.max})
+  --json             print the run row as JSON on stdout (one line per run); with --preview
+                     one object: scope, summary per kind and every lead's row
   -h, --help         show this help
 
 A lock held by another session on a table the run needs fails the run after 30 s
 (lock_timeout; less when the session asks for less, e.g. PGOPTIONS='-c lock_timeout=5s').
 
-Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
-2 usage or configuration error (bad flag, database unreachable, contract violated).`,
+Exit codes: 0 completed, skipped (another run was in progress) or previewed, 1 run failed,
+2 usage or configuration error (bad flag or combination, database unreachable, contract
+violated).`,
   async run(argv) {
     const { values } = parse('reconcile', argv, {
       'days-back': { type: 'string' },
@@ -155,12 +173,21 @@ Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
       'until-done': { type: 'boolean' },
       'dry-run': { type: 'boolean' },
       'only-limbo': { type: 'boolean' },
+      preview: { type: 'boolean' },
       timeout: { type: 'string' },
       json: { type: 'boolean' },
     });
     if (values.help) {
       console.log(this.help);
       return 0;
+    }
+    if (values.preview) {
+      // The preview decides the whole scope at once and writes nothing: these flags mean nothing to it.
+      for (const flag of ['limit', 'until-done', 'dry-run'] as const) {
+        if (values[flag] !== undefined) {
+          throw new UsageError(`reconcile: --preview cannot be combined with --${flag}: the preview decides every lead of --days-back at once and writes nothing (see cabinet-leads reconcile --help)`);
+        }
+      }
     }
     const opts: PipelineOptions = {
       daysBack: intFlag('reconcile', 'days-back', values['days-back'], PIPELINE_DEFAULTS.daysBack, PIPELINE_LIMITS.daysBack.min, PIPELINE_LIMITS.daysBack.max),
@@ -170,6 +197,18 @@ Exit codes: 0 completed or skipped (another run was in progress), 1 run failed,
       onlyLimbo: values['only-limbo'] ?? false,
       trigger: 'cli' as const,
     };
+    if (values.preview) {
+      return withDatabase(async ({ db, log }) => {
+        const client = await db.pool.connect();
+        try {
+          const preview = await readPreview(client, opts, log);
+          console.log(values.json ? JSON.stringify(preview) : previewText(preview));
+          return 0;
+        } finally {
+          client.release();
+        }
+      });
+    }
     // A dry run writes nothing: its next batch would be the same leads again.
     const untilDone = (values['until-done'] ?? false) && !opts.dryRun && opts.limit > 0;
     return withDatabase(async ({ db, log, config }) => {

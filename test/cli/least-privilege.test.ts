@@ -1,7 +1,8 @@
 // The commands as real processes connected as LOGIN members of the product's roles
 // (docs/security.md): every command of the job runs as cabinet_leads_job, the worker
 // included (graphile-worker's schema is installed by migrate, with a row security policy
-// for the job role); a reader runs status and report, and its reconcile is refused.
+// for the job role); a reader runs status, report and reconcile --preview, and its
+// reconcile is refused.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -85,7 +86,7 @@ test('as cabinet_leads_job: the worker takes a job and runs the pipeline, and st
   t.false(worker.stderr.some((l) => denied.test(l)), worker.stderr.filter((l) => denied.test(l)).join('\n'));
 });
 
-test('as cabinet_leads_reader: status and report work; reconcile is refused (permission denied), nothing is written', async (t) => {
+test('as cabinet_leads_reader: status, report and reconcile --preview work; reconcile is refused (permission denied), nothing is written', async (t) => {
   const db = await freshDb(t, 'lp_cli_reader');
   await seedDemo(db, { seed: 23, leads: 60, drivers: 120, tripDays: 30 });
   const first = await runCli(['reconcile'], { DATABASE_URL: db.url, LOG_LEVEL: 'warn' });
@@ -99,6 +100,9 @@ test('as cabinet_leads_reader: status and report work; reconcile is refused (per
   t.is((JSON.parse(status.stdout) as { runs: unknown[] }).runs.length, 1);
   const report = await runCli(['report', '--out', path.join(tempDir(t), 'report.html')], env);
   t.is(report.code, 0, report.stderr);
+  const preview = await runCli(['reconcile', '--preview', '--json'], env);
+  t.is(preview.code, 0, preview.stderr);
+  t.deepEqual((JSON.parse(preview.stdout) as { changes: unknown[] }).changes, [], 'the run just decided every lead');
 
   const reconcile = await runCli(['reconcile'], env);
   t.is(reconcile.code, 1);

@@ -937,6 +937,111 @@ $$;
 COMMENT ON FUNCTION canon.foreign_xids() IS
   'xids (32-bit, as bigint) of the transactions in progress in other databases, as of now: for canon.local_snapshot_xmin.';
 
+-- snapshot of sql/canon/canon.fs_blocked_pairs.sql
+-- canon.fs_blocked_pairs: the probabilistic tier's blocking, the candidate drivers of the
+-- given lead rows, each read by index: the plate block (a driver's plate equal or one edit
+-- away, incl. swaps and O/0-like confusions: a shared canon.plate_edit_keys key, GIN
+-- driver_index_plate_edit_keys_idx; kept when canon.fs_plate_block_pair) and the name block
+-- (the lead's rare keys, canon.fs_rare_name_keys, each the drivers of canon.fs_name_block).
+-- The one definition of which drivers the tier compares with a lead: read by
+-- canon.probabilistic_candidates and, for the leads a driver change should have made due,
+-- by canon.retry_due_drift (canon.mark_retries_due finds the same pairs from the drivers'
+-- side).
+CREATE OR REPLACE FUNCTION canon.fs_blocked_pairs(p_lead_ids integer[])
+RETURNS TABLE (lead_id integer, driver_id text, blocks text[])
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+-- a probe per lead: the planner would rather hash the whole index
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+  WITH v AS MATERIALIZED (
+    SELECT canon.fs_rare_token_max() AS rare_max, fv.name_block_max_drivers
+    FROM canon.match_fs_versions fv
+    WHERE fv.active
+  ),
+  batch AS (
+    SELECT k.lead_id, k.plate_norm, k.name_norm
+    FROM canon_internal.lead_keys k
+    WHERE k.lead_id = ANY (p_lead_ids)
+  ),
+  -- Plate block: any shared deletion key (GIN), kept when one edit away at most and the
+  -- names share a token.
+  plate_block AS (
+    SELECT b.lead_id, x.driver_id, 'PLATE' AS block
+    FROM batch b
+    CROSS JOIN LATERAL (
+      SELECT d.driver_id
+      FROM canon_internal.driver_index d
+      WHERE canon.plate_edit_keys(d.plate_norm) && canon.plate_edit_keys(b.plate_norm)
+        AND d.plate_norm IS NOT NULL
+        AND canon.fs_plate_block_pair(b.plate_norm, b.name_norm, d.plate_norm, d.name_norm)
+    ) x
+    WHERE b.plate_norm IS NOT NULL
+  ),
+  -- Name block: the drivers of each of the leads' rare keys, looked up once per key.
+  key_leads AS (
+    SELECT r.key, array_agg(b.lead_id) AS lead_ids
+    FROM batch b
+    CROSS JOIN v
+    CROSS JOIN LATERAL canon.fs_rare_name_keys(b.name_norm, v.rare_max) AS r (key)
+    GROUP BY r.key
+  ),
+  name_block AS (
+    SELECT l.lead_id, d.driver_id, 'NAME' AS block
+    FROM key_leads kl
+    CROSS JOIN v
+    CROSS JOIN LATERAL unnest(canon.fs_name_block(kl.key, v.name_block_max_drivers)) AS d (driver_id)
+    CROSS JOIN LATERAL unnest(kl.lead_ids) AS l (lead_id)
+  )
+  SELECT p.lead_id, p.driver_id, array_agg(DISTINCT p.block ORDER BY p.block)
+  FROM (SELECT * FROM plate_block UNION ALL SELECT * FROM name_block) p
+  GROUP BY p.lead_id, p.driver_id
+$$;
+COMMENT ON FUNCTION canon.fs_blocked_pairs(integer[]) IS
+  'Probabilistic tier, blocking: candidate drivers of the given lead rows (plate equal or one edit away with a shared name token; rare name keys), with the blocks that found each.';
+
+-- snapshot of sql/canon/canon.fs_indexed_drivers.sql
+-- canon.fs_indexed_drivers: N, the number of indexed drivers the probabilistic tier weighs
+-- against (the prior, the token shares, the rarity threshold): the planner's count of
+-- canon_internal.driver_index from 100,000 rows up (close enough, and no pass), else counted.
+-- Read by canon.probabilistic_candidates and canon.fs_rare_token_max.
+CREATE OR REPLACE FUNCTION canon.fs_indexed_drivers()
+RETURNS bigint
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE WHEN c.reltuples >= 100000 THEN c.reltuples::bigint
+              ELSE (SELECT count(*) FROM canon_internal.driver_index) END
+  FROM pg_class c
+  WHERE c.oid = 'canon_internal.driver_index'::regclass
+$$;
+COMMENT ON FUNCTION canon.fs_indexed_drivers() IS
+  'Probabilistic tier: the number of indexed drivers N (planner''s count from 100,000 rows up, else counted).';
+
+-- snapshot of sql/canon/canon.fs_name_block.sql
+-- canon.fs_name_block: the drivers of one name key in the probabilistic tier's name block:
+-- every indexed driver whose name has the phonetic key (GIN driver_index_name_keys_idx), or
+-- NULL when more than p_max do (name_block_max_drivers: the key is not rare after all and
+-- blocks nothing). Read by canon.fs_blocked_pairs and canon.mark_retries_due.
+CREATE OR REPLACE FUNCTION canon.fs_name_block(p_key text, p_max integer)
+RETURNS text[]
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE WHEN count(*) <= p_max THEN coalesce(array_agg(y.driver_id), '{}') END
+  FROM (SELECT d.driver_id
+        FROM canon_internal.driver_index d
+        WHERE canon.name_phonetic_keys(d.name_norm) @> ARRAY[p_key] AND d.name_norm IS NOT NULL
+        LIMIT p_max + 1) y
+$$;
+COMMENT ON FUNCTION canon.fs_name_block(text, integer) IS
+  'Probabilistic tier: the indexed drivers whose name has this phonetic key, NULL when more than p_max (the key blocks nothing).';
+
 -- snapshot of sql/canon/canon.fs_name_tokens.sql
 -- canon.fs_name_tokens: the name comparison of the probabilistic tier for one pair: each
 -- token's level (canon.name_token_levels) with its weight in bits, log2(m / u) of the
@@ -961,6 +1066,64 @@ AS $$
 $$;
 COMMENT ON FUNCTION canon.fs_name_tokens(text[], text, integer, bigint, numeric) IS
   'Probabilistic tier, one pair''s names: per token side, token, partner, level, partner''s share of drivers and count, weight in bits (log2 m/u of the version''s canon.match_fs_levels; u of an agreeing token = its share).';
+
+-- snapshot of sql/canon/canon.fs_plate_block_pair.sql
+-- canon.fs_plate_block_pair: whether a lead and a driver found by the probabilistic tier's
+-- plate block are a pair it compares: plates equal or one edit apart
+-- (canon.plate_comparison), and the names share a token (a random plate one edit away is
+-- another person's car: several per plate at 1M drivers). Read by canon.fs_blocked_pairs and
+-- canon.mark_retries_due. Plain SQL without SET or STRICT: inlined (the token test first,
+-- it is the cheap one).
+CREATE OR REPLACE FUNCTION canon.fs_plate_block_pair(p_lead_plate text, p_lead_name text, p_driver_plate text, p_driver_name text)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+AS $$
+  SELECT pg_catalog.string_to_array(p_lead_name, ' ') OPERATOR(pg_catalog.&&) pg_catalog.string_to_array(p_driver_name, ' ')
+         AND (canon.plate_comparison(p_lead_plate, p_driver_plate)).level OPERATOR(pg_catalog.<>) 'DIFFERENT'
+$$;
+COMMENT ON FUNCTION canon.fs_plate_block_pair(text, text, text, text) IS
+  'Probabilistic tier: a plate-block pair is compared when the plates are equal or one edit apart and the names share a token (NULL: a plate or name unknown).';
+
+-- snapshot of sql/canon/canon.fs_rare_name_keys.sql
+-- canon.fs_rare_name_keys: the blocking keys of a lead's name in the probabilistic tier's
+-- name block: the phonetic keys (canon.name_phonetic) of its tokens of 3 letters or more
+-- typed by at most p_rare_max drivers (canon.fs_rare_token_max), or by none (a typo of a rare
+-- name); none when p_rare_max is below 1. The one rarity rule of canon.fs_blocked_pairs and
+-- canon.mark_retries_due. Plain SQL without SET or STRICT: inlined.
+CREATE OR REPLACE FUNCTION canon.fs_rare_name_keys(p_name_norm text, p_rare_max numeric)
+RETURNS SETOF text
+LANGUAGE sql
+STABLE
+AS $$
+  SELECT DISTINCT canon.name_phonetic(t.token)
+  FROM pg_catalog.unnest(pg_catalog.string_to_array(p_name_norm, ' ')) AS t (token)
+  LEFT JOIN canon_internal.name_token_stats s ON s.token = t.token
+  WHERE pg_catalog.length(t.token) >= 3
+    AND p_rare_max >= 1
+    AND coalesce(s.as_given + s.as_surname, 0) <= p_rare_max
+$$;
+COMMENT ON FUNCTION canon.fs_rare_name_keys(text, numeric) IS
+  'Probabilistic tier: phonetic keys of the rare tokens (3+ letters, typed by at most p_rare_max drivers or by none) of a normalised name; none when p_rare_max < 1.';
+
+-- snapshot of sql/canon/canon.fs_rare_token_max.sql
+-- canon.fs_rare_token_max: the most drivers a name token may be typed by and still be rare
+-- in the probabilistic tier: the active version's rare_token_max_share of the indexed
+-- drivers (canon.fs_indexed_drivers). Below 1 the base is too small to tell a rare name
+-- (canon.fs_rare_name_keys then gives none). Read by canon.fs_blocked_pairs (the tier's name
+-- block) and canon.mark_retries_due (which leads a changed driver makes due).
+CREATE OR REPLACE FUNCTION canon.fs_rare_token_max()
+RETURNS numeric
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT fv.rare_token_max_share * canon.fs_indexed_drivers()
+  FROM canon.match_fs_versions fv
+  WHERE fv.active
+$$;
+COMMENT ON FUNCTION canon.fs_rare_token_max() IS
+  'Probabilistic tier: a name token typed by at most this many drivers is rare (active version''s rare_token_max_share x indexed drivers; below 1: none is).';
 
 -- snapshot of sql/canon/canon.funnel_week_counts_of.sql
 -- canon.funnel_week_counts_of: the weekly funnel's counts (ops.v_cabinet_14d_funnel_weekly)
@@ -4053,13 +4216,11 @@ COMMENT ON FUNCTION canon.plate_edit_keys(text) IS
 -- Splink does) for the given lead rows, with each field's comparison level, its weight in
 -- bits (log2 m/u of the active canon.match_fs_versions / canon.match_fs_levels), the sum with
 -- the prior, the match probability and, for the pairs in the review band or above, the
--- evidence per field and in words. Candidates come from two blocks, each read by index: the
--- plate (equal or one edit away, incl. swaps and O/0-like confusions: canon.plate_edit_keys;
--- kept when the names share a token), the lead's rare name tokens (canon.name_phonetic_keys;
--- a key of more than name_block_max_drivers drivers is not rare and blocks nothing).
--- Name tokens weigh by rarity: an agreeing token's u is its share of the drivers
--- (canon_internal.name_token_stats), so QUISPE counts for less than a rare surname. Called
--- by canon.probabilistic_decisions, only for the leads the rules leave behind.
+-- evidence per field and in words. Candidates come from the tier's blocking,
+-- canon.fs_blocked_pairs (plate equal or one edit away with a shared name token; the lead's
+-- rare name keys). Name tokens weigh by rarity: an agreeing token's u is its share of the
+-- drivers (canon_internal.name_token_stats), so QUISPE counts for less than a rare surname.
+-- Called by canon.probabilistic_decisions, only for the leads the rules leave behind.
 CREATE OR REPLACE FUNCTION canon.probabilistic_candidates(p_lead_ids integer[])
 RETURNS TABLE (
   lead_id integer,
@@ -4085,81 +4246,24 @@ SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
   WITH v0 AS (
-    SELECT fv.*, canon.setting('target_park_id') AS target_park,
-           (SELECT CASE WHEN c.reltuples >= 100000 THEN c.reltuples::bigint
-                        ELSE (SELECT count(*) FROM canon_internal.driver_index) END
-            FROM pg_class c WHERE c.oid = 'canon_internal.driver_index'::regclass) AS drivers
+    SELECT fv.*, canon.setting('target_park_id') AS target_park, canon.fs_indexed_drivers() AS drivers
     FROM canon.match_fs_versions fv
     WHERE fv.active
   ),
   -- a token typed by at most rare_max drivers is rare (below 1: a base too small to tell)
-  vr AS (
-    SELECT v0.*, v0.rare_token_max_share * v0.drivers AS rare_max FROM v0
-  ),
-  v AS MATERIALIZED (SELECT * FROM vr),
+  v AS MATERIALIZED (SELECT v0.*, canon.fs_rare_token_max() AS rare_max FROM v0),
   lv AS (
     SELECT l.* FROM canon.match_fs_levels l JOIN v ON v.version = l.version
   ),
-  batch AS (
-    SELECT k.lead_id, k.lead_source_pk, k.plate_norm, k.name_norm, k.lead_date,
-           string_to_array(k.name_norm, ' ') AS lt
-    FROM canon_internal.lead_keys k
-    WHERE k.lead_id = ANY (p_lead_ids)
+  pairs AS MATERIALIZED (
+    SELECT * FROM canon.fs_blocked_pairs(p_lead_ids)
   ),
-  -- Plate block: any shared deletion key (GIN), kept when one edit away at most.
-  plate_block AS (
-    SELECT b.lead_id, x.driver_id, 'PLATE' AS block
-    FROM batch b
-    CROSS JOIN LATERAL (
-      SELECT d.driver_id
-      FROM canon_internal.driver_index d
-      WHERE canon.plate_edit_keys(d.plate_norm) && canon.plate_edit_keys(b.plate_norm)
-        AND d.plate_norm IS NOT NULL
-        AND (canon.plate_comparison(b.plate_norm, d.plate_norm)).level <> 'DIFFERENT'
-    ) x
-    WHERE b.plate_norm IS NOT NULL
-  ),
-  -- Name block: the phonetic keys of the lead's rare tokens (share of drivers at most
-  -- rare_token_max_share, or unknown: a typo of a rare name); a key with too many drivers is
-  -- not rare after all and blocks nothing.
-  rare_keys AS (
-    SELECT DISTINCT b.lead_id, canon.name_phonetic(t.token) AS key
-    FROM batch b
-    CROSS JOIN unnest(b.lt) AS t (token)
-    CROSS JOIN v
-    LEFT JOIN canon_internal.name_token_stats s ON s.token = t.token
-    WHERE length(t.token) >= 3
-      AND coalesce(s.as_given + s.as_surname, 0) <= v.rare_max
-      AND v.rare_max >= 1
-  ),
-  name_block AS (
-    SELECT rk.lead_id, unnest(x.ids) AS driver_id, 'NAME' AS block
-    FROM rare_keys rk
-    CROSS JOIN v
-    CROSS JOIN LATERAL (
-      SELECT array_agg(y.driver_id) AS ids
-      FROM (SELECT d.driver_id
-            FROM canon_internal.driver_index d
-            WHERE canon.name_phonetic_keys(d.name_norm) @> ARRAY[rk.key] AND d.name_norm IS NOT NULL
-            LIMIT v.name_block_max_drivers + 1) y
-    ) x
-    WHERE cardinality(x.ids) <= v.name_block_max_drivers
-  ),
-  pairs AS (
-    SELECT p.lead_id, p.driver_id, array_agg(DISTINCT p.block ORDER BY p.block) AS blocks
-    FROM (SELECT * FROM plate_block UNION ALL SELECT * FROM name_block) p
-    GROUP BY p.lead_id, p.driver_id
-  ),
-  -- A near plate whose driver shares no name token with the lead is another person's car
-  -- (a random plate one edit away: several per plate at 1M drivers): not compared further.
-  -- The name block's pairs share a rare key by construction.
-  kept_pairs AS (
+  candidates AS (
     SELECT pr.*, k.lead_source_pk, k.plate_norm AS lead_plate, k.lead_date, string_to_array(k.name_norm, ' ') AS lt,
            d.plate_norm AS driver_plate, d.name_norm AS driver_name, d.hire_date, d.park_id
     FROM pairs pr
     JOIN canon_internal.lead_keys k ON k.lead_id = pr.lead_id
     JOIN canon_internal.driver_index d ON d.driver_id = pr.driver_id
-    WHERE 'NAME' = ANY (pr.blocks) OR string_to_array(k.name_norm, ' ') && string_to_array(d.name_norm, ' ')
   ),
   compared AS (
     SELECT pr.lead_id, pr.lead_source_pk, pr.driver_id, pr.blocks, v.version,
@@ -4177,7 +4281,7 @@ AS $$
            x.present IS NULL AS driver_deleted,
            nm.aligned,
            v.drivers, v.rare_max, v.token_share_min, v.review_probability_min
-    FROM kept_pairs pr
+    FROM candidates pr
     CROSS JOIN v
     CROSS JOIN LATERAL canon.plate_comparison(pr.lead_plate, pr.driver_plate) pc
     -- one probe per pair (a NOT EXISTS became a scan of public.drivers)

@@ -8,30 +8,7 @@
 import test from 'ava';
 import { type TestDb, withDb } from '../helpers/db.js';
 import { linkOf, runPipeline, unmatchedOf } from '../helpers/pipeline.js';
-import { addDays, businessToday, insertDriver, insertLead } from '../helpers/rows.js';
-
-/**
- * 2,000 drivers with common names (20 given names, 30 surnames: each typed by 2 to 10 % of
- * the drivers, as in a real base) and plates no lead uses, hired a year ago: the shares
- * that make QUISPE common.
- */
-async function insertBackground(db: TestDb): Promise<void> {
-  await db.query(`
-    WITH names AS (
-      SELECT ARRAY['Juan', 'José', 'Luis', 'Carlos', 'Rosa', 'María', 'Jorge', 'Pedro', 'Miguel', 'César', 'Víctor', 'Raúl',
-                   'Óscar', 'Julio', 'Manuel', 'Ana', 'Lucía', 'Carmen', 'Elena', 'Julia'] AS given,
-             ARRAY['Quispe', 'Mamani', 'Flores', 'Huamán', 'Rojas', 'García', 'Ramos', 'Torres', 'Díaz', 'López',
-                   'Mendoza', 'Castillo', 'Espinoza', 'Gutiérrez', 'Pérez', 'Cruz', 'Gonzales', 'Romero', 'Salazar', 'Peña',
-                   'Vargas', 'Medina', 'Silva', 'Herrera', 'Aguilar', 'Paredes', 'Tapia', 'Soto', 'Campos', 'Reyes'] AS surnames)
-    INSERT INTO public.drivers (driver_id, park_id, first_name, middle_name, last_name, car_number, hire_date)
-    SELECT 'bg-' || g, '08e20910d81d42658d4334d3f6d10ac0',
-           n.given[1 + (g * 7) % 20],
-           CASE WHEN g % 2 = 0 THEN n.given[1 + (g * 13 + 5) % 20] END,
-           n.surnames[1 + (g * 11) % 30] || ' ' || n.surnames[1 + (g * 17 + 3) % 30],
-           'BG' || lpad(g::text, 4, '0'),
-           canon.business_today() - 400
-    FROM generate_series(1, 2000) g CROSS JOIN names n`);
-}
+import { addDays, businessToday, insertCommonNameDrivers, insertDriver, insertLead } from '../helpers/rows.js';
 
 interface Evidence {
   fs_version: number;
@@ -54,7 +31,7 @@ async function linkEvidence(db: TestDb, key: string): Promise<{ match_rule: stri
 
 test('a plate typed one character off (O for 0) without a phone is linked by R4_PROBABILISTIC, the confusion in the evidence', (t) =>
   withDb('fs', async (db) => {
-    await insertBackground(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     await insertDriver(db, { driver_id: 'juan', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'ABC105', hire_date: addDays(today, 1) });
     const lead = await insertLead(db, { first_name: 'Juan Carlos', last_name: 'Quispe Mamani', asset_plate_number: 'abc-1O5' });
@@ -76,7 +53,7 @@ test('a plate typed one character off (O for 0) without a phone is linked by R4_
 
 test('a changed car under a rare surname is linked on the name and the hire date; the plate counts against', (t) =>
   withDb('fs', async (db) => {
-    await insertBackground(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     await insertDriver(db, { driver_id: 'rosa', first_name: 'Rosa', last_name: 'Huillca Ccahuana', car_number: 'OLD111', hire_date: addDays(today, 3) });
     const lead = await insertLead(db, { first_name: 'Rosa', last_name: 'Huillca Ccahuana', asset_plate_number: 'NEW999' });
@@ -92,7 +69,7 @@ test('a changed car under a rare surname is linked on the name and the hire date
 
 test('a name with two typos and glued tokens on the right plate is linked; the rules alone left it WEAK_MATCH_ONLY', (t) =>
   withDb('fs', async (db) => {
-    await insertBackground(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'TYP222', hire_date: addDays(today, 2) });
     await insertDriver(db, { driver_id: 'd2', first_name: 'Luis', last_name: 'de la Cruz Flores', car_number: 'GLU333', hire_date: addDays(today, 2) });
@@ -121,7 +98,7 @@ test('in a base too small to tell a rare name (under 2,000 drivers) a name alone
 
 test('hard negatives: a relative on a one-edit plate, a namesake on another car and a resold car are never linked', (t) =>
   withDb('fs', async (db) => {
-    await insertBackground(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     // the relative: same surnames, other given names, the plate one character off
     await insertDriver(db, { driver_id: 'brother', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'REL123', hire_date: addDays(today, 2) });
@@ -145,7 +122,7 @@ test('hard negatives: a relative on a one-edit plate, a namesake on another car 
 
 test('two shift drivers equally close send the lead to review as PROBABLE_MATCH with both candidates and their weights', (t) =>
   withDb('fs', async (db) => {
-    await insertBackground(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     await insertDriver(db, { driver_id: 's1', first_name: 'Luis', last_name: 'Huillca Ramos', car_number: 'SHF100', hire_date: addDays(today, 1) });
     await insertDriver(db, { driver_id: 's2', first_name: 'Luis', last_name: 'Huillca Rojas', car_number: 'SHF100', hire_date: addDays(today, 1) });
@@ -188,7 +165,7 @@ test('a new active parameter version marks every open unmatched lead due, and it
     const [u] = await db.query<{ retry_due: boolean }>(`SELECT retry_due FROM canon.identity_unmatched WHERE source_pk = $1`, [lead.key]);
     t.true(u?.retry_due);
     const today = await businessToday(db);
-    await insertBackground(db);
+    await insertCommonNameDrivers(db);
     await insertDriver(db, { driver_id: 'rosa', first_name: 'Rosa', last_name: 'Huillca Ccahuana', car_number: 'OLD111', hire_date: addDays(today, 3) });
     const rosa = await insertLead(db, { first_name: 'Rosa', last_name: 'Huillca Ccahuana', asset_plate_number: 'NEW999' });
     const run = await runPipeline(db);
@@ -198,7 +175,7 @@ test('a new active parameter version marks every open unmatched lead due, and it
 
 test('ops.explain_lead shows what the tier would do now and says it in the explanation', (t) =>
   withDb('fs', async (db) => {
-    await insertBackground(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     await insertDriver(db, { driver_id: 'juan', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'ABC105', hire_date: addDays(today, 1) });
     const lead = await insertLead(db, { first_name: 'Juan Carlos', last_name: 'Quispe Mamani', asset_plate_number: 'abc-1O5' });

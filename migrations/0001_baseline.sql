@@ -3242,12 +3242,16 @@ COMMENT ON FUNCTION canon.mark_reopened_lead_due() IS 'Trigger: an unmatched lea
 -- snapshot of sql/canon/canon.mark_retries_due.sql
 -- canon.mark_retries_due: pipeline step 4b, right after the driver index refresh. Marks
 -- due for a retry (canon.identity_unmatched.retry_due) the OPEN unmatched leads a driver
--- change since the last check can change: those sharing a key (phone, plate, licence, as
--- canon.lead_candidates joins on them) with a driver indexed or re-indexed since
--- (driver_index.indexed_at), or with a key a driver lost (canon_internal.driver_index_key_changes:
--- re-indexed with other keys, or removed; a lead that had it as a candidate, AMBIGUOUS or
--- CONFLICT, may now match). Never checked before: every OPEN lead is due. Returns
--- {retry_check, retries_marked_due, retry_changed_keys, driver_index_changed_at}.
+-- change since the last check can change: a driver indexed or re-indexed since
+-- (driver_index.indexed_at), or what a driver had before it was re-indexed with other values
+-- or removed (canon_internal.driver_index_key_changes: a lead that had it as a candidate,
+-- e.g. AMBIGUOUS, CONFLICT or in review against two drivers, may now match). Such a driver
+-- makes due the leads that share a key with it (phone, plate, licence, as
+-- canon.lead_candidates joins on them) and the leads the probabilistic tier would pair it
+-- with (canon.fs_blocked_pairs, seen from the driver: a plate one edit away with a shared
+-- name token, a rare name key). Never checked before: every OPEN lead is due. Returns
+-- {retry_check, retries_marked_due, retries_marked_due_by_tier, retry_changed_keys,
+-- driver_index_changed_at}.
 CREATE OR REPLACE FUNCTION canon.mark_retries_due(p_run_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -3263,22 +3267,16 @@ DECLARE
   v_retry_checked_to timestamptz;
   v_retry_check text;
   v_marked_due integer := 0;
+  v_marked_by_tier integer;
   v_changed_keys bigint;
   v_probe_by_key boolean;
   v_hashjoin text;
   v_mergejoin text;
 BEGIN
-  -- The OPEN leads that share a key (phone, plate, licence: the keys
-  -- canon.lead_candidates joins on, normalised alike, so '+51 977...' and '977...' are one
-  -- phone) with a driver indexed or re-indexed since the last check (driver_index.indexed_at,
-  -- set by every upsert of canon.refresh_driver_index), or with a key a driver lost since
-  -- (re-indexed with other keys, or removed: canon_internal.driver_index_key_changes; a lead that had
-  -- it as a candidate, e.g. AMBIGUOUS or CONFLICT, may now match), are marked retry_due.
-  -- No change: two probes of the end of an index. Changes: the distinct changed keys, then
-  -- index probes of canon_internal.lead_keys by phone, plate and licence. The check covers changes up
-  -- to now() (the transaction start: rows this run's refresh wrote are visible, later ones
-  -- have a later indexed_at), which becomes retry_checked_at. Never checked: every OPEN
-  -- lead is due.
+  -- No change: two probes of the end of an index. Changes: the changed drivers, then index
+  -- probes of canon_internal.lead_keys by their keys. The check covers changes up to now()
+  -- (the transaction start: rows this run's refresh wrote are visible, later ones have a
+  -- later indexed_at), which becomes retry_checked_at. Never checked: every OPEN lead is due.
   SELECT true, s.changed_at, s.retry_checked_at
   INTO v_state_found, v_index_changed_at, v_retry_checked_from
   FROM canon_internal.driver_index_state s
@@ -3294,14 +3292,20 @@ BEGIN
   ELSIF (SELECT max(i.indexed_at) FROM canon_internal.driver_index i) > v_retry_checked_from
         OR (SELECT max(c.logged_at) FROM canon_internal.driver_index_key_changes c) > v_retry_checked_from THEN
     v_retry_check := 'changed_keys';
+    DROP TABLE IF EXISTS pg_temp.cabinet_changed_drivers;
+    CREATE TEMP TABLE cabinet_changed_drivers ON COMMIT DROP AS
+    SELECT i.phone_norm, i.license_norm, i.plate_norm, i.name_norm
+    FROM canon_internal.driver_index i WHERE i.indexed_at > v_retry_checked_from
+    UNION ALL
+    SELECT c.phone_norm, c.license_norm, c.plate_norm, c.name_norm
+    FROM canon_internal.driver_index_key_changes c WHERE c.logged_at > v_retry_checked_from;
+
+    -- EXACT KEYS: the leads sharing a phone, plate or licence (normalised alike, so
+    -- '+51 977...' and '977...' are one phone) with a changed driver.
     DROP TABLE IF EXISTS pg_temp.cabinet_changed_keys;
     CREATE TEMP TABLE cabinet_changed_keys ON COMMIT DROP AS
     SELECT DISTINCT x.kind, x.key
-    FROM (SELECT i.phone_norm, i.license_norm, i.plate_norm
-          FROM canon_internal.driver_index i WHERE i.indexed_at > v_retry_checked_from
-          UNION ALL
-          SELECT c.phone_norm, c.license_norm, c.plate_norm
-          FROM canon_internal.driver_index_key_changes c WHERE c.logged_at > v_retry_checked_from) d
+    FROM pg_temp.cabinet_changed_drivers d
     CROSS JOIN LATERAL (VALUES ('PHONE', d.phone_norm), ('LICENSE', d.license_norm), ('PLATE', d.plate_norm)) x (kind, key)
     WHERE x.key IS NOT NULL;
     -- Few keys against the lead keys (the usual case): probe canon_internal.lead_keys and
@@ -3334,6 +3338,10 @@ BEGIN
     IF v_probe_by_key THEN
       PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
     END IF;
+
+    -- THE PROBABILISTIC TIER'S BLOCKS: the leads the tier would pair with a changed driver.
+    v_marked_by_tier := canon.mark_tier_retries_due();
+    v_marked_due := v_marked_due + v_marked_by_tier;
   ELSE
     v_retry_check := 'no_change';
   END IF;
@@ -3347,12 +3355,113 @@ BEGIN
   RETURN jsonb_build_object(
     'retry_check', v_retry_check,
     'retries_marked_due', v_marked_due,
+    'retries_marked_due_by_tier', v_marked_by_tier,
     'retry_changed_keys', v_changed_keys,
     'driver_index_changed_at', v_index_changed_at);
 END
 $$;
 COMMENT ON FUNCTION canon.mark_retries_due(bigint) IS
-  'Pipeline step 4b: marks due for a retry the OPEN unmatched leads sharing a key with a driver indexed, re-indexed or removed since the last check. Returns step stats.';
+  'Pipeline step 4b: marks due for a retry the OPEN unmatched leads sharing a key with a driver indexed, re-indexed or removed since the last check, or that the probabilistic tier would pair with it (a plate one edit away with a shared name token, a rare name key). Returns step stats.';
+
+-- snapshot of sql/canon/canon.mark_tier_retries_due.sql
+-- canon.mark_tier_retries_due: part of canon.mark_retries_due (step 4b). Marks due the OPEN
+-- unmatched leads the probabilistic tier would pair with a changed driver
+-- (pg_temp.cabinet_changed_drivers: drivers indexed since the last check, and the plates and
+-- names drivers had before a change or removal): the pairs of canon.fs_blocked_pairs, found
+-- from the drivers' side. Plate block: a lead plate equal or one edit away with a shared
+-- name token (canon.fs_plate_block_pair). Name block: one of the lead's rare keys
+-- (canon.fs_rare_name_keys) that is a key of the driver's name and blocks
+-- (canon.fs_name_block). Only leads the tier sees: the rules left them NO_CANDIDATES or
+-- WEAK_MATCH_ONLY, or the tier sent them to review (a change of their exact keys is the
+-- exact branch's). Returns the leads marked.
+CREATE OR REPLACE FUNCTION canon.mark_tier_retries_due()
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+  v_rare_max numeric := canon.fs_rare_token_max();
+  v_block_max integer := (SELECT fv.name_block_max_drivers FROM canon.match_fs_versions fv WHERE fv.active);
+  v_plate_keys text[];
+  v_name_keys text[] := '{}';
+  v_marked integer;
+BEGIN
+  -- The changed plates' deletion keys (canon.plate_edit_keys), each with its plate and name.
+  DROP TABLE IF EXISTS pg_temp.cabinet_changed_plate_keys;
+  CREATE TEMP TABLE cabinet_changed_plate_keys ON COMMIT DROP AS
+  SELECT DISTINCT e.key, d.plate_norm, d.name_norm
+  FROM pg_temp.cabinet_changed_drivers d
+  CROSS JOIN LATERAL unnest(canon.plate_edit_keys(d.plate_norm)) AS e (key)
+  WHERE d.plate_norm IS NOT NULL AND d.name_norm IS NOT NULL;
+  v_plate_keys := ARRAY(SELECT DISTINCT c.key FROM pg_temp.cabinet_changed_plate_keys c);
+  -- The changed names' keys (canon.name_phonetic_keys), less those of a token more than
+  -- name_block_max_drivers drivers type in one role (canon_internal.name_token_stats): its
+  -- key's block is larger still and blocks nothing, and counting it would read the key's
+  -- whole posting list (30 ms for a common name at 1M drivers). None in a base too small to
+  -- tell a rare name.
+  IF v_rare_max >= 1 THEN
+    v_name_keys := ARRAY(
+      SELECT x.key
+      FROM pg_temp.cabinet_changed_drivers d
+      CROSS JOIN LATERAL unnest(string_to_array(d.name_norm, ' ')) AS t (token)
+      CROSS JOIN LATERAL (SELECT canon.name_phonetic(t.token) AS key) x
+      LEFT JOIN canon_internal.name_token_stats s ON s.token = t.token
+      WHERE length(t.token) >= 3
+      GROUP BY x.key
+      HAVING NOT bool_or(coalesce(greatest(s.as_given, s.as_surname), 0) > v_block_max));
+  END IF;
+
+  -- The candidate pairs, from the lead keys' GIN indexes probed once with all the keys of a
+  -- side (the pending list of a run's new leads is read once, not per key).
+  DROP TABLE IF EXISTS pg_temp.cabinet_tier_pairs;
+  CREATE TEMP TABLE cabinet_tier_pairs ON COMMIT DROP AS
+  WITH near AS (
+    SELECT k.lead_source_pk, k.plate_norm, k.name_norm
+    FROM canon_internal.lead_keys k
+    WHERE canon.plate_edit_keys(k.plate_norm) && v_plate_keys AND k.plate_norm IS NOT NULL
+  ),
+  near_pairs AS (
+    SELECT DISTINCT n.lead_source_pk, n.plate_norm, n.name_norm, c.plate_norm AS driver_plate, c.name_norm AS driver_name
+    FROM near n
+    CROSS JOIN LATERAL unnest(canon.plate_edit_keys(n.plate_norm)) AS e (key)
+    JOIN pg_temp.cabinet_changed_plate_keys c ON c.key = e.key
+  )
+  SELECT p.lead_source_pk, NULL::text AS name_key
+  FROM near_pairs p
+  WHERE canon.fs_plate_block_pair(p.plate_norm, p.name_norm, p.driver_plate, p.driver_name)
+  UNION
+  SELECT k.lead_source_pk, r.key
+  FROM canon_internal.lead_keys k
+  CROSS JOIN LATERAL canon.fs_rare_name_keys(k.name_norm, v_rare_max) AS r (key)
+  WHERE canon.name_phonetic_keys(k.name_norm) && v_name_keys AND k.name_norm IS NOT NULL
+    AND r.key = ANY (v_name_keys);
+
+  -- The leads the tier sees; a name key counts when it blocks (looked up for those only).
+  WITH open_pairs AS MATERIALIZED (
+    SELECT p.lead_source_pk, p.name_key
+    FROM pg_temp.cabinet_tier_pairs p
+    JOIN canon.identity_unmatched u ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p.lead_source_pk
+    WHERE u.status = 'OPEN' AND NOT u.retry_due
+      AND u.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH')
+  ),
+  blocking AS MATERIALIZED (
+    SELECT x.key
+    FROM (SELECT DISTINCT o.name_key AS key FROM open_pairs o WHERE o.name_key IS NOT NULL) x
+    WHERE canon.fs_name_block(x.key, v_block_max) IS NOT NULL
+  )
+  UPDATE canon.identity_unmatched u SET retry_due = true
+  FROM (SELECT DISTINCT o.lead_source_pk FROM open_pairs o
+        WHERE o.name_key IS NULL OR o.name_key IN (SELECT b.key FROM blocking b)) due
+  WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = due.lead_source_pk
+    AND u.status = 'OPEN' AND NOT u.retry_due;
+  GET DIAGNOSTICS v_marked = ROW_COUNT;
+  RETURN v_marked;
+END
+$$;
+COMMENT ON FUNCTION canon.mark_tier_retries_due() IS
+  'Part of canon.mark_retries_due: marks due the OPEN leads the probabilistic tier would pair with a changed driver (pg_temp.cabinet_changed_drivers): a plate one edit away with a shared name token, a blocking name key among the lead''s rare keys. Returns the leads marked.';
 
 -- snapshot of sql/canon/canon.milestone_rows.sql
 -- canon.milestone_rows: the one unpivot of a lead's three milestones (1, 5, 25) from its
@@ -4739,7 +4848,8 @@ BEGIN
   -- Every written row gets indexed_at = now(): canon.mark_retries_due finds the changed
   -- drivers by it (driver_index_indexed_at_idx) and marks due the OPEN leads sharing a key.
   -- The keys a re-indexed driver no longer has are logged (driver_index_key_changes): a
-  -- lead that had it as a candidate by such a key is due too.
+  -- lead that had it as a candidate by such a key is due too. The plate and the name go
+  -- together (the probabilistic tier's plate block pairs a near plate with a shared token).
   WITH changed AS (
     SELECT h.driver_id, h.park_id,
            canon.normalize_phone(h.phone) AS phone_norm,
@@ -4748,7 +4858,8 @@ BEGIN
            canon.normalize_name(coalesce(nullif(btrim(h.full_name), ''), concat_ws(' ', h.first_name, h.middle_name, h.last_name))) AS name_norm,
            h.hire_date, h.source_hash, h.changed_at,
            i.driver_id IS NOT NULL AS was_indexed,
-           i.phone_norm AS old_phone_norm, i.license_norm AS old_license_norm, i.plate_norm AS old_plate_norm
+           i.phone_norm AS old_phone_norm, i.license_norm AS old_license_norm, i.plate_norm AS old_plate_norm,
+           i.name_norm AS old_name_norm
     FROM pg_temp.driver_index_source h
     LEFT JOIN canon_internal.driver_index i ON i.driver_id = h.driver_id
     WHERE i.driver_id IS NULL OR i.source_hash <> h.source_hash
@@ -4768,17 +4879,19 @@ BEGIN
     RETURNING 1
   ),
   lost_keys AS (
-    INSERT INTO canon_internal.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
+    INSERT INTO canon_internal.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, name_norm, logged_at, run_id)
     SELECT c.driver_id, 'KEYS_CHANGED',
            CASE WHEN c.old_phone_norm IS DISTINCT FROM c.phone_norm THEN c.old_phone_norm END,
            CASE WHEN c.old_license_norm IS DISTINCT FROM c.license_norm THEN c.old_license_norm END,
-           CASE WHEN c.old_plate_norm IS DISTINCT FROM c.plate_norm THEN c.old_plate_norm END,
+           CASE WHEN c.plate_or_name_changed THEN c.old_plate_norm END,
+           CASE WHEN c.plate_or_name_changed THEN c.old_name_norm END,
            now(), p_run_id
-    FROM changed c
+    FROM (SELECT c0.*, (c0.old_plate_norm IS DISTINCT FROM c0.plate_norm OR c0.old_name_norm IS DISTINCT FROM c0.name_norm) AS plate_or_name_changed
+          FROM changed c0) c
     WHERE c.was_indexed
       AND ((c.old_phone_norm IS NOT NULL AND c.old_phone_norm IS DISTINCT FROM c.phone_norm)
            OR (c.old_license_norm IS NOT NULL AND c.old_license_norm IS DISTINCT FROM c.license_norm)
-           OR (c.old_plate_norm IS NOT NULL AND c.old_plate_norm IS DISTINCT FROM c.plate_norm))
+           OR (c.plate_or_name_changed AND num_nonnulls(c.old_plate_norm, c.old_name_norm) > 0))
     RETURNING 1
   )
   SELECT count(*) INTO v_upserted FROM upserted;
@@ -4792,13 +4905,13 @@ BEGIN
     WITH removed AS (
       DELETE FROM canon_internal.driver_index i
       WHERE NOT EXISTS (SELECT 1 FROM public.drivers d WHERE d.driver_id = i.driver_id)
-      RETURNING i.driver_id, i.phone_norm, i.license_norm, i.plate_norm
+      RETURNING i.driver_id, i.phone_norm, i.license_norm, i.plate_norm, i.name_norm
     ),
     logged AS (
-      INSERT INTO canon_internal.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
-      SELECT r.driver_id, 'REMOVED', r.phone_norm, r.license_norm, r.plate_norm, now(), p_run_id
+      INSERT INTO canon_internal.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, name_norm, logged_at, run_id)
+      SELECT r.driver_id, 'REMOVED', r.phone_norm, r.license_norm, r.plate_norm, r.name_norm, now(), p_run_id
       FROM removed r
-      WHERE num_nonnulls(r.phone_norm, r.license_norm, r.plate_norm) > 0
+      WHERE num_nonnulls(r.phone_norm, r.license_norm, r.plate_norm, r.name_norm) > 0
       RETURNING 1
     )
     SELECT count(*) INTO v_deleted FROM removed;
@@ -8886,7 +8999,8 @@ COMMENT ON COLUMN canon_internal.claims_settled.unsettled_note IS
 -- snapshot of sql/canon_internal/canon_internal.driver_index_key_changes.sql
 -- Internal marks: keys drivers lost (re-indexed with other keys, or removed), written by
 -- canon.refresh_driver_index and consumed by canon.mark_retries_due, so an OPEN lead that shared
--- such a key is retried.
+-- such a key, or had the driver as a probabilistic candidate (a plate one edit away with a
+-- shared name token, a rare name key: hence the plate and the name together), is retried.
 CREATE TABLE canon_internal.driver_index_key_changes (
   id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   driver_id    text NOT NULL,
@@ -8894,6 +9008,7 @@ CREATE TABLE canon_internal.driver_index_key_changes (
   phone_norm   text,
   license_norm text,
   plate_norm   text,
+  name_norm    text,
   logged_at    timestamptz NOT NULL DEFAULT now(),
   run_id       bigint
 );
@@ -8902,6 +9017,10 @@ CREATE INDEX driver_index_key_changes_logged_at_idx ON canon_internal.driver_ind
 
 COMMENT ON TABLE canon_internal.driver_index_key_changes IS
   'Keys drivers lost (re-indexed with other keys, or removed from canon_internal.driver_index) not yet checked against the OPEN unmatched leads; pruned by canon.mark_retries_due once checked.';
+COMMENT ON COLUMN canon_internal.driver_index_key_changes.plate_norm IS
+  'The plate before the change, logged with name_norm when either changed (the tier pairs a near plate with a shared name token).';
+COMMENT ON COLUMN canon_internal.driver_index_key_changes.name_norm IS
+  'The normalised name before the change, logged with plate_norm when either changed: its rare keys and tokens made the driver a probabilistic candidate.';
 
 -- snapshot of sql/canon_internal/canon_internal.driver_index_state.sql
 -- Internal bookkeeping of the driver index (one row): when it last changed, when it was last
@@ -9063,6 +9182,13 @@ CREATE INDEX lead_keys_phone_idx ON canon_internal.lead_keys (phone_norm)
 CREATE INDEX lead_keys_plate_idx ON canon_internal.lead_keys (plate_norm)
   WHERE plate_norm IS NOT NULL;
 CREATE INDEX lead_keys_source_pk_idx ON canon_internal.lead_keys (lead_source_pk, lead_id);
+-- The probabilistic tier's blocks seen from a changed driver (canon.mark_retries_due): the
+-- leads whose plate is one edit from its plate, or whose name has one of its name keys.
+-- Fast update: a run's new leads cost an append; the step probes all keys in one scan.
+CREATE INDEX lead_keys_plate_edit_keys_idx ON canon_internal.lead_keys USING gin (canon.plate_edit_keys(plate_norm))
+  WHERE plate_norm IS NOT NULL;
+CREATE INDEX lead_keys_name_keys_idx ON canon_internal.lead_keys USING gin (canon.name_phonetic_keys(name_norm))
+  WHERE name_norm IS NOT NULL;
 
 COMMENT ON TABLE canon_internal.lead_keys IS
   'Normalised matching keys of every cabinet lead row (new rows added by each run; batch rows re-keyed).';

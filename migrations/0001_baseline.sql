@@ -912,6 +912,27 @@ $$;
 COMMENT ON FUNCTION canon.flush_driver_index_keys() IS
   'Merges the pending lists of the driver index''s GIN indexes (plate deletion keys, name phonetic keys) before the probabilistic tier probes them; returns the pending pages merged. SECURITY DEFINER (the index owner''s right).';
 
+-- snapshot of sql/canon/canon.flush_unmatched_key_indexes.sql
+-- canon.flush_unmatched_key_indexes: merges the pending lists of the GIN indexes on the OPEN
+-- unmatched leads the probabilistic tier sees (canon.identity_unmatched: plate deletion keys;
+-- name phonetic keys when p_names) into the indexes. The indexes keep fast update on, so
+-- the rows a run writes cost an append, and canon.mark_tier_retries_due merges them once
+-- before it probes: each probe would otherwise read the whole pending list. The name index
+-- is merged only when it is probed (its list waits otherwise). SECURITY DEFINER:
+-- gin_clean_pending_list needs the index owner, and the job role does not own it.
+CREATE OR REPLACE FUNCTION canon.flush_unmatched_key_indexes(p_names boolean)
+RETURNS bigint
+LANGUAGE sql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT gin_clean_pending_list('canon.identity_unmatched_plate_edit_keys_idx'::regclass)
+       + CASE WHEN p_names THEN gin_clean_pending_list('canon.identity_unmatched_name_keys_idx'::regclass) ELSE 0 END
+$$;
+COMMENT ON FUNCTION canon.flush_unmatched_key_indexes(boolean) IS
+  'Merges the pending lists of the GIN indexes on the OPEN unmatched leads the tier sees (plate deletion keys; name phonetic keys when p_names) before canon.mark_tier_retries_due probes them; returns the pending pages merged. SECURITY DEFINER (the index owner''s right).';
+
 -- snapshot of sql/canon/canon.foreign_xids.sql
 -- canon.foreign_xids: the transactions in progress now in other databases of the cluster
 -- (their 32-bit xids, from pg_stat_activity, as of now: the statistics snapshot is cleared
@@ -1846,6 +1867,24 @@ END
 $$;
 COMMENT ON FUNCTION canon.key_changed_leads(bigint) IS
   'Pipeline step 5a: keys every lead row written since the last read (by commit order: any id, page or timestamp) and removes the keys of deleted rows. Returns step stats.';
+
+-- snapshot of sql/canon/canon.key_chunks.sql
+-- canon.key_chunks: the keys of an array in sorted chunks of at most p_size, so that a GIN
+-- index is probed a chunk at a time: one scan with thousands of keys checks every key for
+-- each row it finds, and a scan per key pays a rescan each (figures in
+-- canon.mark_tier_retries_due, its caller). Plain SQL without SET or STRICT: inlined.
+CREATE OR REPLACE FUNCTION canon.key_chunks(p_keys text[], p_size integer)
+RETURNS SETOF text[]
+LANGUAGE sql
+IMMUTABLE
+AS $$
+  SELECT pg_catalog.array_agg(x.key ORDER BY x.key)
+  FROM (SELECT k.key, (pg_catalog.row_number() OVER (ORDER BY k.key) - 1) / p_size AS chunk
+        FROM pg_catalog.unnest(p_keys) AS k (key)) x
+  GROUP BY x.chunk
+$$;
+COMMENT ON FUNCTION canon.key_chunks(text[], integer) IS
+  'The keys of an array in sorted chunks of at most p_size (a GIN index probed a chunk at a time).';
 
 -- snapshot of sql/canon/canon.last_run_scope.sql
 -- canon.last_run_scope: the lead dates the pipeline runs cover now (SPEC 7 step 5): the
@@ -3373,7 +3412,9 @@ COMMENT ON FUNCTION canon.mark_retries_due(bigint) IS
 -- (canon.fs_rare_name_keys) that is a key of the driver's name and blocks
 -- (canon.fs_name_block). Only leads the tier sees: the rules left them NO_CANDIDATES or
 -- WEAK_MATCH_ONLY, or the tier sent them to review (a change of their exact keys is the
--- exact branch's). Returns the leads marked.
+-- exact branch's). A lead's plate and name are those it was evaluated with
+-- (identity_unmatched.details, GIN-indexed for these leads only): a lead whose keys changed
+-- since is due already (canon.refresh_lead_keys). Returns the leads marked.
 CREATE OR REPLACE FUNCTION canon.mark_tier_retries_due()
 RETURNS integer
 LANGUAGE plpgsql
@@ -3386,6 +3427,8 @@ DECLARE
   v_block_max integer := (SELECT fv.name_block_max_drivers FROM canon.match_fs_versions fv WHERE fv.active);
   v_plate_keys text[];
   v_name_keys text[] := '{}';
+  v_hashjoin text := current_setting('enable_hashjoin');
+  v_mergejoin text := current_setting('enable_mergejoin');
   v_marked integer;
 BEGIN
   -- The changed plates' deletion keys (canon.plate_edit_keys), each with its plate and name.
@@ -3395,68 +3438,81 @@ BEGIN
   FROM pg_temp.cabinet_changed_drivers d
   CROSS JOIN LATERAL unnest(canon.plate_edit_keys(d.plate_norm)) AS e (key)
   WHERE d.plate_norm IS NOT NULL AND d.name_norm IS NOT NULL;
+  CREATE INDEX ON pg_temp.cabinet_changed_plate_keys (key);
   v_plate_keys := ARRAY(SELECT DISTINCT c.key FROM pg_temp.cabinet_changed_plate_keys c);
-  -- The changed names' keys (canon.name_phonetic_keys), less those of a token more than
-  -- name_block_max_drivers drivers type in one role (canon_internal.name_token_stats): its
-  -- key's block is larger still and blocks nothing, and counting it would read the key's
-  -- whole posting list (30 ms for a common name at 1M drivers). None in a base too small to
-  -- tell a rare name.
+  -- The changed names' keys (canon.name_phonetic_keys), but not of a token more than
+  -- name_block_max_drivers drivers type in one role (canon_internal.name_token_stats): those
+  -- drivers have it in their names, so its key blocks nothing, and counting the key's
+  -- drivers would read its whole posting list. None in a base too small to tell a rare name.
   IF v_rare_max >= 1 THEN
     v_name_keys := ARRAY(
-      SELECT x.key
-      FROM pg_temp.cabinet_changed_drivers d
-      CROSS JOIN LATERAL unnest(string_to_array(d.name_norm, ' ')) AS t (token)
-      CROSS JOIN LATERAL (SELECT canon.name_phonetic(t.token) AS key) x
+      SELECT DISTINCT canon.name_phonetic(t.token)
+      FROM (SELECT DISTINCT x.token
+            FROM pg_temp.cabinet_changed_drivers d
+            CROSS JOIN LATERAL unnest(string_to_array(d.name_norm, ' ')) AS x (token)
+            WHERE length(x.token) >= 3) t
       LEFT JOIN canon_internal.name_token_stats s ON s.token = t.token
-      WHERE length(t.token) >= 3
-      GROUP BY x.key
-      HAVING NOT bool_or(coalesce(greatest(s.as_given, s.as_surname), 0) > v_block_max));
+      WHERE coalesce(greatest(s.as_given, s.as_surname), 0) <= v_block_max);
   END IF;
 
-  -- The candidate pairs, from the lead keys' GIN indexes probed once with all the keys of a
-  -- side (the pending list of a run's new leads is read once, not per key).
-  DROP TABLE IF EXISTS pg_temp.cabinet_tier_pairs;
-  CREATE TEMP TABLE cabinet_tier_pairs ON COMMIT DROP AS
-  WITH near AS (
-    SELECT k.lead_source_pk, k.plate_norm, k.name_norm
-    FROM canon_internal.lead_keys k
-    WHERE canon.plate_edit_keys(k.plate_norm) && v_plate_keys AND k.plate_norm IS NOT NULL
-  ),
-  near_pairs AS (
-    SELECT DISTINCT n.lead_source_pk, n.plate_norm, n.name_norm, c.plate_norm AS driver_plate, c.name_norm AS driver_name
-    FROM near n
-    CROSS JOIN LATERAL unnest(canon.plate_edit_keys(n.plate_norm)) AS e (key)
-    JOIN pg_temp.cabinet_changed_plate_keys c ON c.key = e.key
-  )
-  SELECT p.lead_source_pk, NULL::text AS name_key
-  FROM near_pairs p
-  WHERE canon.fs_plate_block_pair(p.plate_norm, p.name_norm, p.driver_plate, p.driver_name)
-  UNION
-  SELECT k.lead_source_pk, r.key
-  FROM canon_internal.lead_keys k
-  CROSS JOIN LATERAL canon.fs_rare_name_keys(k.name_norm, v_rare_max) AS r (key)
-  WHERE canon.name_phonetic_keys(k.name_norm) && v_name_keys AND k.name_norm IS NOT NULL
-    AND r.key = ANY (v_name_keys);
+  -- The OPEN leads the tier sees, not due yet, found by the GIN indexes on them, probed 256
+  -- keys at a time (canon.key_chunks) once the rows written since the last merge are merged
+  -- into them (canon.flush_unmatched_key_indexes). For the 12,678 plate keys of 2,000
+  -- drivers against 35k such leads: 38 ms; all keys in one scan 244 ms (GIN checks every
+  -- key for each lead it finds), key by key 125 ms, by 256 keys with one run's 400 rows
+  -- still pending 333 ms (each probe reads the whole list). Few leads against many OPEN
+  -- ones: probes by key from here on, hash and merge joins off (the planner would read
+  -- the OPEN leads whole).
+  PERFORM canon.flush_unmatched_key_indexes(cardinality(v_name_keys) > 0);
+  PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+  DROP TABLE IF EXISTS pg_temp.cabinet_tier_found;
+  CREATE TEMP TABLE cabinet_tier_found ON COMMIT DROP AS
+  SELECT DISTINCT x.source_pk AS lead_source_pk, x.details ->> 'plate_norm' AS plate_norm, x.details ->> 'name_norm' AS name_norm, x.block
+  FROM (SELECT u.source_pk, u.details, 'PLATE' AS block
+        FROM canon.key_chunks(v_plate_keys, 256) AS ch (keys)
+        CROSS JOIN LATERAL (
+          SELECT u0.source_pk, u0.details FROM canon.identity_unmatched u0
+          WHERE canon.plate_edit_keys(u0.details ->> 'plate_norm') && ch.keys
+            AND u0.status = 'OPEN' AND u0.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH')
+            AND (u0.details ->> 'plate_norm') IS NOT NULL AND NOT u0.retry_due) u
+        UNION ALL
+        SELECT u.source_pk, u.details, 'NAME'
+        FROM canon.key_chunks(v_name_keys, 256) AS ch (keys)
+        CROSS JOIN LATERAL (
+          SELECT u0.source_pk, u0.details FROM canon.identity_unmatched u0
+          WHERE canon.name_phonetic_keys(u0.details ->> 'name_norm') && ch.keys
+            AND u0.status = 'OPEN' AND u0.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH')
+            AND (u0.details ->> 'name_norm') IS NOT NULL AND NOT u0.retry_due) u) x;
 
-  -- The leads the tier sees; a name key counts when it blocks (looked up for those only).
-  WITH open_pairs AS MATERIALIZED (
-    SELECT p.lead_source_pk, p.name_key
-    FROM pg_temp.cabinet_tier_pairs p
-    JOIN canon.identity_unmatched u ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p.lead_source_pk
-    WHERE u.status = 'OPEN' AND NOT u.retry_due
-      AND u.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH')
+  -- Their pairs: a near plate with a shared name token; a rare key of the lead among the
+  -- changed names' keys, counted when it blocks (looked up for those keys only).
+  WITH plate_pairs AS (
+    SELECT DISTINCT f.lead_source_pk, f.plate_norm, f.name_norm, c.plate_norm AS driver_plate, c.name_norm AS driver_name
+    FROM pg_temp.cabinet_tier_found f
+    CROSS JOIN LATERAL unnest(canon.plate_edit_keys(f.plate_norm)) AS e (key)
+    JOIN pg_temp.cabinet_changed_plate_keys c ON c.key = e.key
+    WHERE f.block = 'PLATE'
+  ),
+  rare AS MATERIALIZED (
+    SELECT f.lead_source_pk, r.key
+    FROM pg_temp.cabinet_tier_found f
+    CROSS JOIN LATERAL canon.fs_rare_name_keys(f.name_norm, v_rare_max) AS r (key)
+    WHERE f.block = 'NAME' AND r.key = ANY (v_name_keys)
   ),
   blocking AS MATERIALIZED (
     SELECT x.key
-    FROM (SELECT DISTINCT o.name_key AS key FROM open_pairs o WHERE o.name_key IS NOT NULL) x
+    FROM (SELECT DISTINCT r.key FROM rare r) x
     WHERE canon.fs_name_block(x.key, v_block_max) IS NOT NULL
   )
   UPDATE canon.identity_unmatched u SET retry_due = true
-  FROM (SELECT DISTINCT o.lead_source_pk FROM open_pairs o
-        WHERE o.name_key IS NULL OR o.name_key IN (SELECT b.key FROM blocking b)) due
+  FROM (SELECT p.lead_source_pk FROM plate_pairs p
+        WHERE canon.fs_plate_block_pair(p.plate_norm, p.name_norm, p.driver_plate, p.driver_name)
+        UNION
+        SELECT r.lead_source_pk FROM rare r WHERE r.key IN (SELECT b.key FROM blocking b)) due
   WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = due.lead_source_pk
     AND u.status = 'OPEN' AND NOT u.retry_due;
   GET DIAGNOSTICS v_marked = ROW_COUNT;
+  PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
   RETURN v_marked;
 END
 $$;
@@ -5272,9 +5328,11 @@ AS $$
   ),
   by_tier AS (
     SELECT o.source_pk, o.last_attempt_at, i.driver_id, i.indexed_at
+    -- the row the tier evaluates for a key: its lowest id
     FROM canon.fs_blocked_pairs(ARRAY(
-           SELECT k.lead_id FROM open_leads o JOIN canon_internal.lead_keys k ON k.lead_source_pk = o.source_pk
-           WHERE o.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH'))) p
+           SELECT min(k.lead_id) FROM open_leads o JOIN canon_internal.lead_keys k ON k.lead_source_pk = o.source_pk
+           WHERE o.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH')
+           GROUP BY o.source_pk)) p
     JOIN canon_internal.lead_keys k ON k.lead_id = p.lead_id
     JOIN open_leads o ON o.source_pk = k.lead_source_pk
     JOIN canon_internal.driver_index i ON i.driver_id = p.driver_id
@@ -9203,13 +9261,6 @@ CREATE INDEX lead_keys_phone_idx ON canon_internal.lead_keys (phone_norm)
 CREATE INDEX lead_keys_plate_idx ON canon_internal.lead_keys (plate_norm)
   WHERE plate_norm IS NOT NULL;
 CREATE INDEX lead_keys_source_pk_idx ON canon_internal.lead_keys (lead_source_pk, lead_id);
--- The probabilistic tier's blocks seen from a changed driver (canon.mark_retries_due): the
--- leads whose plate is one edit from its plate, or whose name has one of its name keys.
--- Fast update: a run's new leads cost an append; the step probes all keys in one scan.
-CREATE INDEX lead_keys_plate_edit_keys_idx ON canon_internal.lead_keys USING gin (canon.plate_edit_keys(plate_norm))
-  WHERE plate_norm IS NOT NULL;
-CREATE INDEX lead_keys_name_keys_idx ON canon_internal.lead_keys USING gin (canon.name_phonetic_keys(name_norm))
-  WHERE name_norm IS NOT NULL;
 
 COMMENT ON TABLE canon_internal.lead_keys IS
   'Normalised matching keys of every cabinet lead row (new rows added by each run; batch rows re-keyed).';
@@ -9660,6 +9711,14 @@ CREATE INDEX identity_unmatched_open_idx ON canon.identity_unmatched (last_attem
   WHERE status = 'OPEN';
 CREATE INDEX identity_unmatched_retry_due_idx ON canon.identity_unmatched (last_attempt_at)
   WHERE (status = 'OPEN') AND retry_due;
+-- The probabilistic tier's blocks seen from a changed driver (canon.mark_tier_retries_due):
+-- the OPEN leads the tier sees whose plate (as evaluated, details) is one edit from its
+-- plate, or whose name has one of its name keys. Only those leads, not every lead key: a
+-- run appends its few hundred such rows (fast update) and probes a small index.
+CREATE INDEX identity_unmatched_plate_edit_keys_idx ON canon.identity_unmatched USING gin (canon.plate_edit_keys(details ->> 'plate_norm'))
+  WHERE status = 'OPEN' AND reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH') AND (details ->> 'plate_norm') IS NOT NULL;
+CREATE INDEX identity_unmatched_name_keys_idx ON canon.identity_unmatched USING gin (canon.name_phonetic_keys(details ->> 'name_norm'))
+  WHERE status = 'OPEN' AND reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH') AND (details ->> 'name_norm') IS NOT NULL;
 
 CREATE CONSTRAINT TRIGGER identity_unmatched_lead_not_linked
   AFTER INSERT OR UPDATE ON canon.identity_unmatched

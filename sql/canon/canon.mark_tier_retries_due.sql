@@ -7,7 +7,9 @@
 -- (canon.fs_rare_name_keys) that is a key of the driver's name and blocks
 -- (canon.fs_name_block). Only leads the tier sees: the rules left them NO_CANDIDATES or
 -- WEAK_MATCH_ONLY, or the tier sent them to review (a change of their exact keys is the
--- exact branch's). Returns the leads marked.
+-- exact branch's). A lead's plate and name are those it was evaluated with
+-- (identity_unmatched.details, GIN-indexed for these leads only): a lead whose keys changed
+-- since is due already (canon.refresh_lead_keys). Returns the leads marked.
 CREATE OR REPLACE FUNCTION canon.mark_tier_retries_due()
 RETURNS integer
 LANGUAGE plpgsql
@@ -20,6 +22,8 @@ DECLARE
   v_block_max integer := (SELECT fv.name_block_max_drivers FROM canon.match_fs_versions fv WHERE fv.active);
   v_plate_keys text[];
   v_name_keys text[] := '{}';
+  v_hashjoin text := current_setting('enable_hashjoin');
+  v_mergejoin text := current_setting('enable_mergejoin');
   v_marked integer;
 BEGIN
   -- The changed plates' deletion keys (canon.plate_edit_keys), each with its plate and name.
@@ -29,68 +33,81 @@ BEGIN
   FROM pg_temp.cabinet_changed_drivers d
   CROSS JOIN LATERAL unnest(canon.plate_edit_keys(d.plate_norm)) AS e (key)
   WHERE d.plate_norm IS NOT NULL AND d.name_norm IS NOT NULL;
+  CREATE INDEX ON pg_temp.cabinet_changed_plate_keys (key);
   v_plate_keys := ARRAY(SELECT DISTINCT c.key FROM pg_temp.cabinet_changed_plate_keys c);
-  -- The changed names' keys (canon.name_phonetic_keys), less those of a token more than
-  -- name_block_max_drivers drivers type in one role (canon_internal.name_token_stats): its
-  -- key's block is larger still and blocks nothing, and counting it would read the key's
-  -- whole posting list (30 ms for a common name at 1M drivers). None in a base too small to
-  -- tell a rare name.
+  -- The changed names' keys (canon.name_phonetic_keys), but not of a token more than
+  -- name_block_max_drivers drivers type in one role (canon_internal.name_token_stats): those
+  -- drivers have it in their names, so its key blocks nothing, and counting the key's
+  -- drivers would read its whole posting list. None in a base too small to tell a rare name.
   IF v_rare_max >= 1 THEN
     v_name_keys := ARRAY(
-      SELECT x.key
-      FROM pg_temp.cabinet_changed_drivers d
-      CROSS JOIN LATERAL unnest(string_to_array(d.name_norm, ' ')) AS t (token)
-      CROSS JOIN LATERAL (SELECT canon.name_phonetic(t.token) AS key) x
+      SELECT DISTINCT canon.name_phonetic(t.token)
+      FROM (SELECT DISTINCT x.token
+            FROM pg_temp.cabinet_changed_drivers d
+            CROSS JOIN LATERAL unnest(string_to_array(d.name_norm, ' ')) AS x (token)
+            WHERE length(x.token) >= 3) t
       LEFT JOIN canon_internal.name_token_stats s ON s.token = t.token
-      WHERE length(t.token) >= 3
-      GROUP BY x.key
-      HAVING NOT bool_or(coalesce(greatest(s.as_given, s.as_surname), 0) > v_block_max));
+      WHERE coalesce(greatest(s.as_given, s.as_surname), 0) <= v_block_max);
   END IF;
 
-  -- The candidate pairs, from the lead keys' GIN indexes probed once with all the keys of a
-  -- side (the pending list of a run's new leads is read once, not per key).
-  DROP TABLE IF EXISTS pg_temp.cabinet_tier_pairs;
-  CREATE TEMP TABLE cabinet_tier_pairs ON COMMIT DROP AS
-  WITH near AS (
-    SELECT k.lead_source_pk, k.plate_norm, k.name_norm
-    FROM canon_internal.lead_keys k
-    WHERE canon.plate_edit_keys(k.plate_norm) && v_plate_keys AND k.plate_norm IS NOT NULL
-  ),
-  near_pairs AS (
-    SELECT DISTINCT n.lead_source_pk, n.plate_norm, n.name_norm, c.plate_norm AS driver_plate, c.name_norm AS driver_name
-    FROM near n
-    CROSS JOIN LATERAL unnest(canon.plate_edit_keys(n.plate_norm)) AS e (key)
-    JOIN pg_temp.cabinet_changed_plate_keys c ON c.key = e.key
-  )
-  SELECT p.lead_source_pk, NULL::text AS name_key
-  FROM near_pairs p
-  WHERE canon.fs_plate_block_pair(p.plate_norm, p.name_norm, p.driver_plate, p.driver_name)
-  UNION
-  SELECT k.lead_source_pk, r.key
-  FROM canon_internal.lead_keys k
-  CROSS JOIN LATERAL canon.fs_rare_name_keys(k.name_norm, v_rare_max) AS r (key)
-  WHERE canon.name_phonetic_keys(k.name_norm) && v_name_keys AND k.name_norm IS NOT NULL
-    AND r.key = ANY (v_name_keys);
+  -- The OPEN leads the tier sees, not due yet, found by the GIN indexes on them, probed 256
+  -- keys at a time (canon.key_chunks) once the rows written since the last merge are merged
+  -- into them (canon.flush_unmatched_key_indexes). For the 12,678 plate keys of 2,000
+  -- drivers against 35k such leads: 38 ms; all keys in one scan 244 ms (GIN checks every
+  -- key for each lead it finds), key by key 125 ms, by 256 keys with one run's 400 rows
+  -- still pending 333 ms (each probe reads the whole list). Few leads against many OPEN
+  -- ones: probes by key from here on, hash and merge joins off (the planner would read
+  -- the OPEN leads whole).
+  PERFORM canon.flush_unmatched_key_indexes(cardinality(v_name_keys) > 0);
+  PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+  DROP TABLE IF EXISTS pg_temp.cabinet_tier_found;
+  CREATE TEMP TABLE cabinet_tier_found ON COMMIT DROP AS
+  SELECT DISTINCT x.source_pk AS lead_source_pk, x.details ->> 'plate_norm' AS plate_norm, x.details ->> 'name_norm' AS name_norm, x.block
+  FROM (SELECT u.source_pk, u.details, 'PLATE' AS block
+        FROM canon.key_chunks(v_plate_keys, 256) AS ch (keys)
+        CROSS JOIN LATERAL (
+          SELECT u0.source_pk, u0.details FROM canon.identity_unmatched u0
+          WHERE canon.plate_edit_keys(u0.details ->> 'plate_norm') && ch.keys
+            AND u0.status = 'OPEN' AND u0.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH')
+            AND (u0.details ->> 'plate_norm') IS NOT NULL AND NOT u0.retry_due) u
+        UNION ALL
+        SELECT u.source_pk, u.details, 'NAME'
+        FROM canon.key_chunks(v_name_keys, 256) AS ch (keys)
+        CROSS JOIN LATERAL (
+          SELECT u0.source_pk, u0.details FROM canon.identity_unmatched u0
+          WHERE canon.name_phonetic_keys(u0.details ->> 'name_norm') && ch.keys
+            AND u0.status = 'OPEN' AND u0.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH')
+            AND (u0.details ->> 'name_norm') IS NOT NULL AND NOT u0.retry_due) u) x;
 
-  -- The leads the tier sees; a name key counts when it blocks (looked up for those only).
-  WITH open_pairs AS MATERIALIZED (
-    SELECT p.lead_source_pk, p.name_key
-    FROM pg_temp.cabinet_tier_pairs p
-    JOIN canon.identity_unmatched u ON u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = p.lead_source_pk
-    WHERE u.status = 'OPEN' AND NOT u.retry_due
-      AND u.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH')
+  -- Their pairs: a near plate with a shared name token; a rare key of the lead among the
+  -- changed names' keys, counted when it blocks (looked up for those keys only).
+  WITH plate_pairs AS (
+    SELECT DISTINCT f.lead_source_pk, f.plate_norm, f.name_norm, c.plate_norm AS driver_plate, c.name_norm AS driver_name
+    FROM pg_temp.cabinet_tier_found f
+    CROSS JOIN LATERAL unnest(canon.plate_edit_keys(f.plate_norm)) AS e (key)
+    JOIN pg_temp.cabinet_changed_plate_keys c ON c.key = e.key
+    WHERE f.block = 'PLATE'
+  ),
+  rare AS MATERIALIZED (
+    SELECT f.lead_source_pk, r.key
+    FROM pg_temp.cabinet_tier_found f
+    CROSS JOIN LATERAL canon.fs_rare_name_keys(f.name_norm, v_rare_max) AS r (key)
+    WHERE f.block = 'NAME' AND r.key = ANY (v_name_keys)
   ),
   blocking AS MATERIALIZED (
     SELECT x.key
-    FROM (SELECT DISTINCT o.name_key AS key FROM open_pairs o WHERE o.name_key IS NOT NULL) x
+    FROM (SELECT DISTINCT r.key FROM rare r) x
     WHERE canon.fs_name_block(x.key, v_block_max) IS NOT NULL
   )
   UPDATE canon.identity_unmatched u SET retry_due = true
-  FROM (SELECT DISTINCT o.lead_source_pk FROM open_pairs o
-        WHERE o.name_key IS NULL OR o.name_key IN (SELECT b.key FROM blocking b)) due
+  FROM (SELECT p.lead_source_pk FROM plate_pairs p
+        WHERE canon.fs_plate_block_pair(p.plate_norm, p.name_norm, p.driver_plate, p.driver_name)
+        UNION
+        SELECT r.lead_source_pk FROM rare r WHERE r.key IN (SELECT b.key FROM blocking b)) due
   WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = due.lead_source_pk
     AND u.status = 'OPEN' AND NOT u.retry_due;
   GET DIAGNOSTICS v_marked = ROW_COUNT;
+  PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
   RETURN v_marked;
 END
 $$;

@@ -26,9 +26,11 @@ AS $$
   ),
   by_tier AS (
     SELECT o.source_pk, o.last_attempt_at, i.driver_id, i.indexed_at
+    -- the row the tier evaluates for a key: its lowest id
     FROM canon.fs_blocked_pairs(ARRAY(
-           SELECT k.lead_id FROM open_leads o JOIN canon_internal.lead_keys k ON k.lead_source_pk = o.source_pk
-           WHERE o.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH'))) p
+           SELECT min(k.lead_id) FROM open_leads o JOIN canon_internal.lead_keys k ON k.lead_source_pk = o.source_pk
+           WHERE o.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH')
+           GROUP BY o.source_pk)) p
     JOIN canon_internal.lead_keys k ON k.lead_id = p.lead_id
     JOIN open_leads o ON o.source_pk = k.lead_source_pk
     JOIN canon_internal.driver_index i ON i.driver_id = p.driver_id

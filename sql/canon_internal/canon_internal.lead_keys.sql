@@ -23,13 +23,6 @@ CREATE INDEX lead_keys_phone_idx ON canon_internal.lead_keys (phone_norm)
 CREATE INDEX lead_keys_plate_idx ON canon_internal.lead_keys (plate_norm)
   WHERE plate_norm IS NOT NULL;
 CREATE INDEX lead_keys_source_pk_idx ON canon_internal.lead_keys (lead_source_pk, lead_id);
--- The probabilistic tier's blocks seen from a changed driver (canon.mark_retries_due): the
--- leads whose plate is one edit from its plate, or whose name has one of its name keys.
--- Fast update: a run's new leads cost an append; the step probes all keys in one scan.
-CREATE INDEX lead_keys_plate_edit_keys_idx ON canon_internal.lead_keys USING gin (canon.plate_edit_keys(plate_norm))
-  WHERE plate_norm IS NOT NULL;
-CREATE INDEX lead_keys_name_keys_idx ON canon_internal.lead_keys USING gin (canon.name_phonetic_keys(name_norm))
-  WHERE name_norm IS NOT NULL;
 
 COMMENT ON TABLE canon_internal.lead_keys IS
   'Normalised matching keys of every cabinet lead row (new rows added by each run; batch rows re-keyed).';

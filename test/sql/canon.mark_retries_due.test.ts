@@ -183,3 +183,23 @@ for (const [how, change] of [
       t.is((await tierLink(db, lead.key))?.match_rule, 'R4_PROBABILISTIC');
     }));
 }
+
+test('a rare lead token whose key a common name shares (KISPE, QUISPE) blocks nothing: a QUISPE driver does not make the lead due, doctor agrees; its rare surname does', (t) =>
+  withDb('retries_due_tier', async (db) => {
+    await insertCommonNameDrivers(db);
+    const lead = await insertLead(db, { first_name: 'Rosa', last_name: 'Kispe Ccahuana', asset_plate_number: 'NEW777' });
+    // QUISPE is the surname of about 130 of the 2,000 drivers: over a block of 100
+    await db.query(`UPDATE canon.match_fs_versions SET name_block_max_drivers = 100 WHERE active`);
+    await runPipeline(db);
+    t.is((await unmatchedOf(db, lead.key))?.reason_code, 'NO_CANDIDATES');
+
+    await insertDriver(db, { driver_id: 'quispe', first_name: 'Pedro', last_name: 'Quispe Tello', car_number: 'OTH123' });
+    const common = await runPipeline(db);
+    t.like(common.stats['match'], { retry_check: 'changed_keys', retries_marked_due: 0, leads_selected: 0 });
+    t.deepEqual(await db.query(`SELECT lead_source_pk FROM canon.retry_due_drift()`), []);
+
+    await insertDriver(db, { driver_id: 'ccahuana', first_name: 'Ana', last_name: 'Ccahuana Tello', car_number: 'OTH456' });
+    const rare = await runPipeline(db);
+    t.like(rare.stats['match'], { retries_marked_due: 1, retries_marked_due_by_tier: 1, leads_selected: 1 });
+    t.is((await unmatchedOf(db, lead.key))?.attempts, 2);
+  }));

@@ -38,7 +38,8 @@ BEGIN
   -- The changed names' keys (canon.name_phonetic_keys), but not of a token more than
   -- name_block_max_drivers drivers type in one role (canon_internal.name_token_stats): those
   -- drivers have it in their names, so its key blocks nothing, and counting the key's
-  -- drivers would read its whole posting list. None in a base too small to tell a rare name.
+  -- drivers would read its whole posting list (7 ms a common key at 1M drivers, 1 s for the
+  -- 153 keys of 2,000 demo drivers). None in a base too small to tell a rare name.
   IF v_rare_max >= 1 THEN
     v_name_keys := ARRAY(
       SELECT DISTINCT canon.name_phonetic(t.token)

@@ -1087,6 +1087,27 @@ $$;
 COMMENT ON FUNCTION canon.flush_driver_index_keys() IS
   'Merges the pending lists of the driver index''s GIN indexes (plate deletion keys, name phonetic keys) before the probabilistic tier probes them; returns the pending pages merged. SECURITY DEFINER (the index owner''s right).';
 
+-- snapshot of sql/canon/canon.flush_unmatched_key_indexes.sql
+-- canon.flush_unmatched_key_indexes: merges the pending lists of the GIN indexes on the OPEN
+-- unmatched leads the probabilistic tier sees (canon.identity_unmatched: plate deletion keys;
+-- name phonetic keys when p_names) into the indexes. The indexes keep fast update on, so
+-- the rows a run writes cost an append, and canon.mark_tier_retries_due merges them once
+-- before it probes: each probe would otherwise read the whole pending list. The name index
+-- is merged only when it is probed (its list waits otherwise). SECURITY DEFINER:
+-- gin_clean_pending_list needs the index owner, and the job role does not own it.
+CREATE OR REPLACE FUNCTION canon.flush_unmatched_key_indexes(p_names boolean)
+RETURNS bigint
+LANGUAGE sql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT gin_clean_pending_list('canon.identity_unmatched_plate_edit_keys_idx'::regclass)
+       + CASE WHEN p_names THEN gin_clean_pending_list('canon.identity_unmatched_name_keys_idx'::regclass) ELSE 0 END
+$$;
+COMMENT ON FUNCTION canon.flush_unmatched_key_indexes(boolean) IS
+  'Merges the pending lists of the GIN indexes on the OPEN unmatched leads the tier sees (plate deletion keys; name phonetic keys when p_names) before canon.mark_tier_retries_due probes them; returns the pending pages merged. SECURITY DEFINER (the index owner''s right).';
+
 -- snapshot of sql/canon/canon.foreign_xids.sql
 -- canon.foreign_xids: the transactions in progress now in other databases of the cluster
 -- (their 32-bit xids, from pg_stat_activity, as of now: the statistics snapshot is cleared
@@ -1111,6 +1132,113 @@ END
 $$;
 COMMENT ON FUNCTION canon.foreign_xids() IS
   'xids (32-bit, as bigint) of the transactions in progress in other databases, as of now: for canon.local_snapshot_xmin.';
+
+-- snapshot of sql/canon/canon.fs_blocked_pairs.sql
+-- canon.fs_blocked_pairs: the probabilistic tier's blocking, the candidate drivers of the
+-- given lead rows, each read by index: the plate block (a driver's plate equal or one edit
+-- away, incl. swaps and O/0-like confusions: a shared canon.plate_edit_keys key, GIN
+-- driver_index_plate_edit_keys_idx; kept when canon.fs_plate_block_pair) and the name block
+-- (the lead's rare keys, canon.fs_rare_name_keys, each the drivers of canon.fs_name_block).
+-- The one definition of which drivers the tier compares with a lead: read by
+-- canon.probabilistic_candidates and, for the leads a driver change should have made due,
+-- by canon.retry_due_drift (canon.mark_retries_due finds the same pairs from the drivers'
+-- side).
+CREATE OR REPLACE FUNCTION canon.fs_blocked_pairs(p_lead_ids integer[])
+RETURNS TABLE (lead_id integer, driver_id text, blocks text[])
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+-- a probe per lead: the planner would rather hash the whole index
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+  WITH v AS MATERIALIZED (
+    SELECT canon.fs_rare_token_max() AS rare_max, fv.name_block_max_drivers
+    FROM canon.match_fs_versions fv
+    WHERE fv.active
+  ),
+  batch AS (
+    SELECT k.lead_id, k.plate_norm, k.name_norm
+    FROM canon_internal.lead_keys k
+    WHERE k.lead_id = ANY (p_lead_ids)
+  ),
+  -- Plate block: any shared deletion key (GIN, by hash), kept when one edit away at most and the
+  -- names share a token.
+  plate_block AS (
+    SELECT b.lead_id, x.driver_id, 'PLATE' AS block
+    FROM batch b
+    CROSS JOIN LATERAL (
+      SELECT d.driver_id
+      FROM canon_internal.driver_index d
+      WHERE canon.plate_edit_hashes(d.plate_norm) && canon.plate_edit_hashes(b.plate_norm)
+        AND d.plate_norm IS NOT NULL
+        AND canon.fs_plate_block_pair(b.plate_norm, b.name_norm, d.plate_norm, d.name_norm)
+    ) x
+    WHERE b.plate_norm IS NOT NULL
+  ),
+  -- Name block: the drivers of each of the leads' rare keys, looked up once per key.
+  key_leads AS (
+    SELECT r.key, array_agg(b.lead_id) AS lead_ids
+    FROM batch b
+    CROSS JOIN v
+    CROSS JOIN LATERAL canon.fs_rare_name_keys(b.name_norm, v.rare_max) AS r (key)
+    GROUP BY r.key
+  ),
+  name_block AS (
+    SELECT l.lead_id, d.driver_id, 'NAME' AS block
+    FROM key_leads kl
+    CROSS JOIN v
+    CROSS JOIN LATERAL unnest(canon.fs_name_block(kl.key, v.name_block_max_drivers)) AS d (driver_id)
+    CROSS JOIN LATERAL unnest(kl.lead_ids) AS l (lead_id)
+  )
+  SELECT p.lead_id, p.driver_id, array_agg(DISTINCT p.block ORDER BY p.block)
+  FROM (SELECT * FROM plate_block UNION ALL SELECT * FROM name_block) p
+  GROUP BY p.lead_id, p.driver_id
+$$;
+COMMENT ON FUNCTION canon.fs_blocked_pairs(integer[]) IS
+  'Probabilistic tier, blocking: candidate drivers of the given lead rows (plate equal or one edit away with a shared name token; rare name keys), with the blocks that found each.';
+
+-- snapshot of sql/canon/canon.fs_indexed_drivers.sql
+-- canon.fs_indexed_drivers: N, the number of indexed drivers the probabilistic tier weighs
+-- against (the prior, the token shares, the rarity threshold): the planner's count of
+-- canon_internal.driver_index from 100,000 rows up (close enough, and no pass), else counted.
+-- Read by canon.probabilistic_candidates and canon.fs_rare_token_max.
+CREATE OR REPLACE FUNCTION canon.fs_indexed_drivers()
+RETURNS bigint
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE WHEN c.reltuples >= 100000 THEN c.reltuples::bigint
+              ELSE (SELECT count(*) FROM canon_internal.driver_index) END
+  FROM pg_class c
+  WHERE c.oid = 'canon_internal.driver_index'::regclass
+$$;
+COMMENT ON FUNCTION canon.fs_indexed_drivers() IS
+  'Probabilistic tier: the number of indexed drivers N (planner''s count from 100,000 rows up, else counted).';
+
+-- snapshot of sql/canon/canon.fs_name_block.sql
+-- canon.fs_name_block: the drivers of one name key in the probabilistic tier's name block:
+-- every indexed driver whose name has the phonetic key (GIN driver_index_name_keys_idx, on
+-- canon.name_phonetic_hashes), or
+-- NULL when more than p_max do (name_block_max_drivers: the key is not rare after all and
+-- blocks nothing). Read by canon.fs_blocked_pairs and canon.mark_retries_due.
+CREATE OR REPLACE FUNCTION canon.fs_name_block(p_key text, p_max integer)
+RETURNS text[]
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE WHEN count(*) <= p_max THEN coalesce(array_agg(y.driver_id), '{}') END
+  FROM (SELECT d.driver_id
+        FROM canon_internal.driver_index d
+        WHERE canon.name_phonetic_hashes(d.name_norm) @> ARRAY[hashtextextended(p_key, 0)] AND d.name_norm IS NOT NULL
+          AND p_key = ANY (canon.name_phonetic_keys(d.name_norm)) -- the key itself, not a hash shared by chance
+        LIMIT p_max + 1) y
+$$;
+COMMENT ON FUNCTION canon.fs_name_block(text, integer) IS
+  'Probabilistic tier: the indexed drivers whose name has this phonetic key, NULL when more than p_max (the key blocks nothing).';
 
 -- snapshot of sql/canon/canon.fs_name_tokens.sql
 -- canon.fs_name_tokens: the name comparison of the probabilistic tier for one pair: each
@@ -1204,6 +1332,64 @@ AS $$
 $$;
 COMMENT ON FUNCTION canon.fs_pair_levels(integer[], integer) IS
   'Probabilistic tier, for canon.estimate_fs_m: per pair the tier can link (blocked, not vetoed, not labelled, driver present) of the given lead rows and per level, its count and -log2 u as the tier reads it for p_version; PARTNERED counts the driver tokens the lead gives.';
+
+-- snapshot of sql/canon/canon.fs_plate_block_pair.sql
+-- canon.fs_plate_block_pair: whether a lead and a driver found by the probabilistic tier's
+-- plate block are a pair it compares: plates equal or one edit apart
+-- (canon.plate_comparison), and the names share a token (a random plate one edit away is
+-- another person's car: several per plate at 1M drivers). Read by canon.fs_blocked_pairs and
+-- canon.mark_retries_due. Plain SQL without SET or STRICT: inlined (the token test first,
+-- it is the cheap one).
+CREATE OR REPLACE FUNCTION canon.fs_plate_block_pair(p_lead_plate text, p_lead_name text, p_driver_plate text, p_driver_name text)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+AS $$
+  SELECT pg_catalog.string_to_array(p_lead_name, ' ') OPERATOR(pg_catalog.&&) pg_catalog.string_to_array(p_driver_name, ' ')
+         AND (canon.plate_comparison(p_lead_plate, p_driver_plate)).level OPERATOR(pg_catalog.<>) 'DIFFERENT'
+$$;
+COMMENT ON FUNCTION canon.fs_plate_block_pair(text, text, text, text) IS
+  'Probabilistic tier: a plate-block pair is compared when the plates are equal or one edit apart and the names share a token (NULL: a plate or name unknown).';
+
+-- snapshot of sql/canon/canon.fs_rare_name_keys.sql
+-- canon.fs_rare_name_keys: the blocking keys of a lead's name in the probabilistic tier's
+-- name block: the phonetic keys (canon.name_phonetic) of its tokens of 3 letters or more
+-- typed by at most p_rare_max drivers (canon.fs_rare_token_max), or by none (a typo of a rare
+-- name); none when p_rare_max is below 1. The one rarity rule of canon.fs_blocked_pairs and
+-- canon.mark_retries_due. Plain SQL without SET or STRICT: inlined.
+CREATE OR REPLACE FUNCTION canon.fs_rare_name_keys(p_name_norm text, p_rare_max numeric)
+RETURNS SETOF text
+LANGUAGE sql
+STABLE
+AS $$
+  SELECT DISTINCT canon.name_phonetic(t.token)
+  FROM pg_catalog.unnest(pg_catalog.string_to_array(p_name_norm, ' ')) AS t (token)
+  LEFT JOIN canon_internal.name_token_stats s ON s.token = t.token
+  WHERE pg_catalog.length(t.token) >= 3
+    AND p_rare_max >= 1
+    AND coalesce(s.as_given + s.as_surname, 0) <= p_rare_max
+$$;
+COMMENT ON FUNCTION canon.fs_rare_name_keys(text, numeric) IS
+  'Probabilistic tier: phonetic keys of the rare tokens (3+ letters, typed by at most p_rare_max drivers or by none) of a normalised name; none when p_rare_max < 1.';
+
+-- snapshot of sql/canon/canon.fs_rare_token_max.sql
+-- canon.fs_rare_token_max: the most drivers a name token may be typed by and still be rare
+-- in the probabilistic tier: the active version's rare_token_max_share of the indexed
+-- drivers (canon.fs_indexed_drivers). Below 1 the base is too small to tell a rare name
+-- (canon.fs_rare_name_keys then gives none). Read by canon.fs_blocked_pairs (the tier's name
+-- block) and canon.mark_retries_due (which leads a changed driver makes due).
+CREATE OR REPLACE FUNCTION canon.fs_rare_token_max()
+RETURNS numeric
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT fv.rare_token_max_share * canon.fs_indexed_drivers()
+  FROM canon.match_fs_versions fv
+  WHERE fv.active
+$$;
+COMMENT ON FUNCTION canon.fs_rare_token_max() IS
+  'Probabilistic tier: a name token typed by at most this many drivers is rare (active version''s rare_token_max_share x indexed drivers; below 1: none is).';
 
 -- snapshot of sql/canon/canon.funnel_week_counts_of.sql
 -- canon.funnel_week_counts_of: the weekly funnel's counts (ops.v_cabinet_14d_funnel_weekly)
@@ -1936,6 +2122,24 @@ END
 $$;
 COMMENT ON FUNCTION canon.key_changed_leads(bigint) IS
   'Pipeline step 5a: keys every lead row written since the last read (by commit order: any id, page or timestamp) and removes the keys of deleted rows. Returns step stats.';
+
+-- snapshot of sql/canon/canon.key_chunks.sql
+-- canon.key_chunks: the keys of an array in sorted chunks of at most p_size, so that a GIN
+-- index is probed a chunk at a time: one scan with thousands of keys checks every key for
+-- each row it finds, and a scan per key pays a rescan each (figures in
+-- canon.mark_tier_retries_due, its caller). Plain SQL without SET or STRICT: inlined.
+CREATE OR REPLACE FUNCTION canon.key_chunks(p_keys text[], p_size integer)
+RETURNS SETOF text[]
+LANGUAGE sql
+IMMUTABLE
+AS $$
+  SELECT pg_catalog.array_agg(x.key ORDER BY x.key)
+  FROM (SELECT k.key, (pg_catalog.row_number() OVER (ORDER BY k.key) - 1) / p_size AS chunk
+        FROM pg_catalog.unnest(p_keys) AS k (key)) x
+  GROUP BY x.chunk
+$$;
+COMMENT ON FUNCTION canon.key_chunks(text[], integer) IS
+  'The keys of an array in sorted chunks of at most p_size (a GIN index probed a chunk at a time).';
 
 -- snapshot of sql/canon/canon.last_run_scope.sql
 -- canon.last_run_scope: the lead dates the pipeline runs cover now (SPEC 7 step 5): the
@@ -3285,12 +3489,16 @@ COMMENT ON FUNCTION canon.mark_reopened_lead_due() IS 'Trigger: an unmatched lea
 -- snapshot of sql/canon/canon.mark_retries_due.sql
 -- canon.mark_retries_due: pipeline step 4b, right after the driver index refresh. Marks
 -- due for a retry (canon.identity_unmatched.retry_due) the OPEN unmatched leads a driver
--- change since the last check can change: those sharing a key (phone, plate, licence, as
--- canon.lead_candidates joins on them) with a driver indexed or re-indexed since
--- (driver_index.indexed_at), or with a key a driver lost (canon_internal.driver_index_key_changes:
--- re-indexed with other keys, or removed; a lead that had it as a candidate, AMBIGUOUS or
--- CONFLICT, may now match). Never checked before: every OPEN lead is due. Returns
--- {retry_check, retries_marked_due, retry_changed_keys, driver_index_changed_at}.
+-- change since the last check can change: a driver indexed or re-indexed since
+-- (driver_index.indexed_at), or what a driver had before it was re-indexed with other values
+-- or removed (canon_internal.driver_index_key_changes: a lead that had it as a candidate,
+-- e.g. AMBIGUOUS, CONFLICT or in review against two drivers, may now match). Such a driver
+-- makes due the leads that share a key with it (phone, plate, licence, as
+-- canon.lead_candidates joins on them) and the leads the probabilistic tier would pair it
+-- with (canon.fs_blocked_pairs, seen from the driver: a plate one edit away with a shared
+-- name token, a rare name key). Never checked before: every OPEN lead is due. Returns
+-- {retry_check, retries_marked_due, retries_marked_due_by_tier, retry_changed_keys,
+-- driver_index_changed_at}.
 CREATE OR REPLACE FUNCTION canon.mark_retries_due(p_run_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -3306,22 +3514,16 @@ DECLARE
   v_retry_checked_to timestamptz;
   v_retry_check text;
   v_marked_due integer := 0;
+  v_marked_by_tier integer;
   v_changed_keys bigint;
   v_probe_by_key boolean;
   v_hashjoin text;
   v_mergejoin text;
 BEGIN
-  -- The OPEN leads that share a key (phone, plate, licence: the keys
-  -- canon.lead_candidates joins on, normalised alike, so '+51 977...' and '977...' are one
-  -- phone) with a driver indexed or re-indexed since the last check (driver_index.indexed_at,
-  -- set by every upsert of canon.refresh_driver_index), or with a key a driver lost since
-  -- (re-indexed with other keys, or removed: canon_internal.driver_index_key_changes; a lead that had
-  -- it as a candidate, e.g. AMBIGUOUS or CONFLICT, may now match), are marked retry_due.
-  -- No change: two probes of the end of an index. Changes: the distinct changed keys, then
-  -- index probes of canon_internal.lead_keys by phone, plate and licence. The check covers changes up
-  -- to now() (the transaction start: rows this run's refresh wrote are visible, later ones
-  -- have a later indexed_at), which becomes retry_checked_at. Never checked: every OPEN
-  -- lead is due.
+  -- No change: two probes of the end of an index. Changes: the changed drivers, then index
+  -- probes of canon_internal.lead_keys by their keys. The check covers changes up to now()
+  -- (the transaction start: rows this run's refresh wrote are visible, later ones have a
+  -- later indexed_at), which becomes retry_checked_at. Never checked: every OPEN lead is due.
   SELECT true, s.changed_at, s.retry_checked_at
   INTO v_state_found, v_index_changed_at, v_retry_checked_from
   FROM canon_internal.driver_index_state s
@@ -3337,14 +3539,20 @@ BEGIN
   ELSIF (SELECT max(i.indexed_at) FROM canon_internal.driver_index i) > v_retry_checked_from
         OR (SELECT max(c.logged_at) FROM canon_internal.driver_index_key_changes c) > v_retry_checked_from THEN
     v_retry_check := 'changed_keys';
+    DROP TABLE IF EXISTS pg_temp.cabinet_changed_drivers;
+    CREATE TEMP TABLE cabinet_changed_drivers ON COMMIT DROP AS
+    SELECT i.phone_norm, i.license_norm, i.plate_norm, i.name_norm
+    FROM canon_internal.driver_index i WHERE i.indexed_at > v_retry_checked_from
+    UNION ALL
+    SELECT c.phone_norm, c.license_norm, c.plate_norm, c.name_norm
+    FROM canon_internal.driver_index_key_changes c WHERE c.logged_at > v_retry_checked_from;
+
+    -- EXACT KEYS: the leads sharing a phone, plate or licence (normalised alike, so
+    -- '+51 977...' and '977...' are one phone) with a changed driver.
     DROP TABLE IF EXISTS pg_temp.cabinet_changed_keys;
     CREATE TEMP TABLE cabinet_changed_keys ON COMMIT DROP AS
     SELECT DISTINCT x.kind, x.key
-    FROM (SELECT i.phone_norm, i.license_norm, i.plate_norm
-          FROM canon_internal.driver_index i WHERE i.indexed_at > v_retry_checked_from
-          UNION ALL
-          SELECT c.phone_norm, c.license_norm, c.plate_norm
-          FROM canon_internal.driver_index_key_changes c WHERE c.logged_at > v_retry_checked_from) d
+    FROM pg_temp.cabinet_changed_drivers d
     CROSS JOIN LATERAL (VALUES ('PHONE', d.phone_norm), ('LICENSE', d.license_norm), ('PLATE', d.plate_norm)) x (kind, key)
     WHERE x.key IS NOT NULL;
     -- Few keys against the lead keys (the usual case): probe canon_internal.lead_keys and
@@ -3377,6 +3585,10 @@ BEGIN
     IF v_probe_by_key THEN
       PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
     END IF;
+
+    -- THE PROBABILISTIC TIER'S BLOCKS: the leads the tier would pair with a changed driver.
+    v_marked_by_tier := canon.mark_tier_retries_due();
+    v_marked_due := v_marked_due + v_marked_by_tier;
   ELSE
     v_retry_check := 'no_change';
   END IF;
@@ -3390,12 +3602,131 @@ BEGIN
   RETURN jsonb_build_object(
     'retry_check', v_retry_check,
     'retries_marked_due', v_marked_due,
+    'retries_marked_due_by_tier', v_marked_by_tier,
     'retry_changed_keys', v_changed_keys,
     'driver_index_changed_at', v_index_changed_at);
 END
 $$;
 COMMENT ON FUNCTION canon.mark_retries_due(bigint) IS
-  'Pipeline step 4b: marks due for a retry the OPEN unmatched leads sharing a key with a driver indexed, re-indexed or removed since the last check. Returns step stats.';
+  'Pipeline step 4b: marks due for a retry the OPEN unmatched leads sharing a key with a driver indexed, re-indexed or removed since the last check, or that the probabilistic tier would pair with it (a plate one edit away with a shared name token, a rare name key). Returns step stats.';
+
+-- snapshot of sql/canon/canon.mark_tier_retries_due.sql
+-- canon.mark_tier_retries_due: part of canon.mark_retries_due (step 4b). Marks due the OPEN
+-- unmatched leads the probabilistic tier would pair with a changed driver
+-- (pg_temp.cabinet_changed_drivers: drivers indexed since the last check, and the plates and
+-- names drivers had before a change or removal): the pairs of canon.fs_blocked_pairs, found
+-- from the drivers' side. Plate block: a lead plate equal or one edit away with a shared
+-- name token (canon.fs_plate_block_pair). Name block: one of the lead's rare keys
+-- (canon.fs_rare_name_keys) that is a key of the driver's name and blocks
+-- (canon.fs_name_block). Only leads the tier sees: the rules left them NO_CANDIDATES or
+-- WEAK_MATCH_ONLY, or the tier sent them to review (a change of their exact keys is the
+-- exact branch's). A lead's plate and name are those it was evaluated with
+-- (identity_unmatched.details, GIN-indexed for these leads only): a lead whose keys changed
+-- since is due already (canon.refresh_lead_keys). Returns the leads marked.
+CREATE OR REPLACE FUNCTION canon.mark_tier_retries_due()
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+  v_rare_max numeric := canon.fs_rare_token_max();
+  v_block_max integer := (SELECT fv.name_block_max_drivers FROM canon.match_fs_versions fv WHERE fv.active);
+  v_plate_keys text[];
+  v_name_keys text[] := '{}';
+  v_hashjoin text := current_setting('enable_hashjoin');
+  v_mergejoin text := current_setting('enable_mergejoin');
+  v_marked integer;
+BEGIN
+  -- The changed plates' deletion keys (canon.plate_edit_keys), each with its plate and name.
+  DROP TABLE IF EXISTS pg_temp.cabinet_changed_plate_keys;
+  CREATE TEMP TABLE cabinet_changed_plate_keys ON COMMIT DROP AS
+  SELECT DISTINCT e.key, d.plate_norm, d.name_norm
+  FROM pg_temp.cabinet_changed_drivers d
+  CROSS JOIN LATERAL unnest(canon.plate_edit_keys(d.plate_norm)) AS e (key)
+  WHERE d.plate_norm IS NOT NULL AND d.name_norm IS NOT NULL;
+  CREATE INDEX ON pg_temp.cabinet_changed_plate_keys (key);
+  v_plate_keys := ARRAY(SELECT DISTINCT c.key FROM pg_temp.cabinet_changed_plate_keys c);
+  -- The changed names' keys (canon.name_phonetic_keys), but not of a token more than
+  -- name_block_max_drivers drivers type in one role (canon_internal.name_token_stats): those
+  -- drivers have it in their names, so its key blocks nothing, and counting the key's
+  -- drivers would read its whole posting list (7 ms a common key at 1M drivers, 1 s for the
+  -- 153 keys of 2,000 demo drivers). None in a base too small to tell a rare name.
+  IF v_rare_max >= 1 THEN
+    v_name_keys := ARRAY(
+      SELECT DISTINCT canon.name_phonetic(t.token)
+      FROM (SELECT DISTINCT x.token
+            FROM pg_temp.cabinet_changed_drivers d
+            CROSS JOIN LATERAL unnest(string_to_array(d.name_norm, ' ')) AS x (token)
+            WHERE length(x.token) >= 3) t
+      LEFT JOIN canon_internal.name_token_stats s ON s.token = t.token
+      WHERE coalesce(greatest(s.as_given, s.as_surname), 0) <= v_block_max);
+  END IF;
+
+  -- The OPEN leads the tier sees, not due yet, found by the GIN indexes on them, probed 256
+  -- keys at a time (canon.key_chunks) once the rows written since the last merge are merged
+  -- into them (canon.flush_unmatched_key_indexes). For the 12,678 plate keys of 2,000
+  -- drivers against 35k such leads: 38 ms; all keys in one scan 244 ms (GIN checks every
+  -- key for each lead it finds), key by key 125 ms, by 256 keys with one run's 400 rows
+  -- still pending 333 ms (each probe reads the whole list). Few leads against many OPEN
+  -- ones: probes by key from here on, hash and merge joins off (the planner would read
+  -- the OPEN leads whole).
+  PERFORM canon.flush_unmatched_key_indexes(cardinality(v_name_keys) > 0);
+  PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+  DROP TABLE IF EXISTS pg_temp.cabinet_tier_found;
+  CREATE TEMP TABLE cabinet_tier_found ON COMMIT DROP AS
+  SELECT DISTINCT x.source_pk AS lead_source_pk, x.details ->> 'plate_norm' AS plate_norm, x.details ->> 'name_norm' AS name_norm, x.block
+  FROM (SELECT u.source_pk, u.details, 'PLATE' AS block
+        FROM canon.key_chunks(v_plate_keys, 256) AS ch (keys)
+        CROSS JOIN LATERAL (
+          SELECT u0.source_pk, u0.details FROM canon.identity_unmatched u0
+          WHERE canon.plate_edit_keys(u0.details ->> 'plate_norm') && ch.keys
+            AND u0.status = 'OPEN' AND u0.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH')
+            AND (u0.details ->> 'plate_norm') IS NOT NULL AND NOT u0.retry_due) u
+        UNION ALL
+        SELECT u.source_pk, u.details, 'NAME'
+        FROM canon.key_chunks(v_name_keys, 256) AS ch (keys)
+        CROSS JOIN LATERAL (
+          SELECT u0.source_pk, u0.details FROM canon.identity_unmatched u0
+          WHERE canon.name_phonetic_keys(u0.details ->> 'name_norm') && ch.keys
+            AND u0.status = 'OPEN' AND u0.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH')
+            AND (u0.details ->> 'name_norm') IS NOT NULL AND NOT u0.retry_due) u) x;
+
+  -- Their pairs: a near plate with a shared name token; a rare key of the lead among the
+  -- changed names' keys, counted when it blocks (looked up for those keys only).
+  WITH plate_pairs AS (
+    SELECT DISTINCT f.lead_source_pk, f.plate_norm, f.name_norm, c.plate_norm AS driver_plate, c.name_norm AS driver_name
+    FROM pg_temp.cabinet_tier_found f
+    CROSS JOIN LATERAL unnest(canon.plate_edit_keys(f.plate_norm)) AS e (key)
+    JOIN pg_temp.cabinet_changed_plate_keys c ON c.key = e.key
+    WHERE f.block = 'PLATE'
+  ),
+  rare AS MATERIALIZED (
+    SELECT f.lead_source_pk, r.key
+    FROM pg_temp.cabinet_tier_found f
+    CROSS JOIN LATERAL canon.fs_rare_name_keys(f.name_norm, v_rare_max) AS r (key)
+    WHERE f.block = 'NAME' AND r.key = ANY (v_name_keys)
+  ),
+  blocking AS MATERIALIZED (
+    SELECT x.key
+    FROM (SELECT DISTINCT r.key FROM rare r) x
+    WHERE canon.fs_name_block(x.key, v_block_max) IS NOT NULL
+  )
+  UPDATE canon.identity_unmatched u SET retry_due = true
+  FROM (SELECT p.lead_source_pk FROM plate_pairs p
+        WHERE canon.fs_plate_block_pair(p.plate_norm, p.name_norm, p.driver_plate, p.driver_name)
+        UNION
+        SELECT r.lead_source_pk FROM rare r WHERE r.key IN (SELECT b.key FROM blocking b)) due
+  WHERE u.source_table = 'module_ct_cabinet_leads' AND u.source_pk = due.lead_source_pk
+    AND u.status = 'OPEN' AND NOT u.retry_due;
+  GET DIAGNOSTICS v_marked = ROW_COUNT;
+  PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
+  RETURN v_marked;
+END
+$$;
+COMMENT ON FUNCTION canon.mark_tier_retries_due() IS
+  'Part of canon.mark_retries_due: marks due the OPEN leads the probabilistic tier would pair with a changed driver (pg_temp.cabinet_changed_drivers): a plate one edit away with a shared name token, a blocking name key among the lead''s rare keys. Returns the leads marked.';
 
 -- snapshot of sql/canon/canon.milestone_rows.sql
 -- canon.milestone_rows: the one unpivot of a lead's three milestones (1, 5, 25) from its
@@ -4311,11 +4642,8 @@ COMMENT ON FUNCTION canon.plate_edit_keys(text) IS
 -- the prior, the match probability and, for the pairs in the review band or above, the
 -- evidence per field and in words. The levels of plate, hire date and park and the number
 -- of indexed drivers the weights used are returned too (canon.estimate_fs_m reads them).
--- Candidates come from two blocks, each read by index: the plate (equal or one edit away,
--- incl. swaps and O/0-like confusions: canon.plate_edit_keys, indexed as
--- canon.plate_edit_hashes; kept when the names share a token), the lead's rare name tokens
--- (canon.name_phonetic_keys, indexed as canon.name_phonetic_hashes;
--- a key of more than name_block_max_drivers drivers is not rare and blocks nothing).
+-- Candidates come from the tier's blocking, canon.fs_blocked_pairs (plate equal or one edit
+-- away with a shared name token; the lead's rare name keys; both read by GIN on hashed keys).
 -- Name tokens weigh by rarity: an agreeing token's u is its share of the drivers
 -- (canon_internal.name_token_stats), so QUISPE counts for less than a rare surname. Called
 -- by canon.probabilistic_decisions, only for the leads the rules leave behind.
@@ -4347,82 +4675,24 @@ SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
   WITH v0 AS (
-    SELECT fv.*, canon.setting('target_park_id') AS target_park,
-           (SELECT CASE WHEN c.reltuples >= 100000 THEN c.reltuples::bigint
-                        ELSE (SELECT count(*) FROM canon_internal.driver_index) END
-            FROM pg_class c WHERE c.oid = 'canon_internal.driver_index'::regclass) AS drivers
+    SELECT fv.*, canon.setting('target_park_id') AS target_park, canon.fs_indexed_drivers() AS drivers
     FROM canon.match_fs_versions fv
     WHERE fv.active
   ),
   -- a token typed by at most rare_max drivers is rare (below 1: a base too small to tell)
-  vr AS (
-    SELECT v0.*, v0.rare_token_max_share * v0.drivers AS rare_max FROM v0
-  ),
-  v AS MATERIALIZED (SELECT * FROM vr),
+  v AS MATERIALIZED (SELECT v0.*, canon.fs_rare_token_max() AS rare_max FROM v0),
   lv AS (
     SELECT l.* FROM canon.match_fs_levels l JOIN v ON v.version = l.version
   ),
-  batch AS (
-    SELECT k.lead_id, k.lead_source_pk, k.plate_norm, k.name_norm, k.lead_date,
-           string_to_array(k.name_norm, ' ') AS lt
-    FROM canon_internal.lead_keys k
-    WHERE k.lead_id = ANY (p_lead_ids)
+  pairs AS MATERIALIZED (
+    SELECT * FROM canon.fs_blocked_pairs(p_lead_ids)
   ),
-  -- Plate block: any shared deletion key (GIN, by hash), kept when one edit away at most.
-  plate_block AS (
-    SELECT b.lead_id, x.driver_id, 'PLATE' AS block
-    FROM batch b
-    CROSS JOIN LATERAL (
-      SELECT d.driver_id
-      FROM canon_internal.driver_index d
-      WHERE canon.plate_edit_hashes(d.plate_norm) && canon.plate_edit_hashes(b.plate_norm)
-        AND d.plate_norm IS NOT NULL
-        AND (canon.plate_comparison(b.plate_norm, d.plate_norm)).level <> 'DIFFERENT'
-    ) x
-    WHERE b.plate_norm IS NOT NULL
-  ),
-  -- Name block: the phonetic keys of the lead's rare tokens (share of drivers at most
-  -- rare_token_max_share, or unknown: a typo of a rare name); a key with too many drivers is
-  -- not rare after all and blocks nothing.
-  rare_keys AS (
-    SELECT DISTINCT b.lead_id, canon.name_phonetic(t.token) AS key
-    FROM batch b
-    CROSS JOIN unnest(b.lt) AS t (token)
-    CROSS JOIN v
-    LEFT JOIN canon_internal.name_token_stats s ON s.token = t.token
-    WHERE length(t.token) >= 3
-      AND coalesce(s.as_given + s.as_surname, 0) <= v.rare_max
-      AND v.rare_max >= 1
-  ),
-  name_block AS (
-    SELECT rk.lead_id, unnest(x.ids) AS driver_id, 'NAME' AS block
-    FROM rare_keys rk
-    CROSS JOIN v
-    CROSS JOIN LATERAL (
-      SELECT array_agg(y.driver_id) AS ids
-      FROM (SELECT d.driver_id
-            FROM canon_internal.driver_index d
-            WHERE canon.name_phonetic_hashes(d.name_norm) @> ARRAY[hashtextextended(rk.key, 0)] AND d.name_norm IS NOT NULL
-              AND rk.key = ANY (canon.name_phonetic_keys(d.name_norm)) -- the key itself, not a hash shared by chance
-            LIMIT v.name_block_max_drivers + 1) y
-    ) x
-    WHERE cardinality(x.ids) <= v.name_block_max_drivers
-  ),
-  pairs AS (
-    SELECT p.lead_id, p.driver_id, array_agg(DISTINCT p.block ORDER BY p.block) AS blocks
-    FROM (SELECT * FROM plate_block UNION ALL SELECT * FROM name_block) p
-    GROUP BY p.lead_id, p.driver_id
-  ),
-  -- A near plate whose driver shares no name token with the lead is another person's car
-  -- (a random plate one edit away: several per plate at 1M drivers): not compared further.
-  -- The name block's pairs share a rare key by construction.
-  kept_pairs AS (
+  candidates AS (
     SELECT pr.*, k.lead_source_pk, k.plate_norm AS lead_plate, k.lead_date, string_to_array(k.name_norm, ' ') AS lt,
            d.plate_norm AS driver_plate, d.name_norm AS driver_name, d.hire_date, d.park_id
     FROM pairs pr
     JOIN canon_internal.lead_keys k ON k.lead_id = pr.lead_id
     JOIN canon_internal.driver_index d ON d.driver_id = pr.driver_id
-    WHERE 'NAME' = ANY (pr.blocks) OR string_to_array(k.name_norm, ' ') && string_to_array(d.name_norm, ' ')
   ),
   compared AS (
     SELECT pr.lead_id, pr.lead_source_pk, pr.driver_id, pr.blocks, v.version,
@@ -4440,7 +4710,7 @@ AS $$
            x.present IS NULL AS driver_deleted,
            nm.aligned,
            v.drivers, v.rare_max, v.token_share_min, v.review_probability_min
-    FROM kept_pairs pr
+    FROM candidates pr
     CROSS JOIN v
     CROSS JOIN LATERAL canon.plate_comparison(pr.lead_plate, pr.driver_plate) pc
     -- one probe per pair (a NOT EXISTS became a scan of public.drivers)
@@ -4909,7 +5179,8 @@ BEGIN
   -- Every written row gets indexed_at = now(): canon.mark_retries_due finds the changed
   -- drivers by it (driver_index_indexed_at_idx) and marks due the OPEN leads sharing a key.
   -- The keys a re-indexed driver no longer has are logged (driver_index_key_changes): a
-  -- lead that had it as a candidate by such a key is due too.
+  -- lead that had it as a candidate by such a key is due too. The plate and the name go
+  -- together (the probabilistic tier's plate block pairs a near plate with a shared token).
   WITH changed AS (
     SELECT h.driver_id, h.park_id,
            canon.normalize_phone(h.phone) AS phone_norm,
@@ -4918,7 +5189,8 @@ BEGIN
            canon.normalize_name(coalesce(nullif(btrim(h.full_name), ''), concat_ws(' ', h.first_name, h.middle_name, h.last_name))) AS name_norm,
            h.hire_date, h.source_hash, h.changed_at,
            i.driver_id IS NOT NULL AS was_indexed,
-           i.phone_norm AS old_phone_norm, i.license_norm AS old_license_norm, i.plate_norm AS old_plate_norm
+           i.phone_norm AS old_phone_norm, i.license_norm AS old_license_norm, i.plate_norm AS old_plate_norm,
+           i.name_norm AS old_name_norm
     FROM pg_temp.driver_index_source h
     LEFT JOIN canon_internal.driver_index i ON i.driver_id = h.driver_id
     WHERE i.driver_id IS NULL OR i.source_hash <> h.source_hash
@@ -4938,17 +5210,19 @@ BEGIN
     RETURNING 1
   ),
   lost_keys AS (
-    INSERT INTO canon_internal.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
+    INSERT INTO canon_internal.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, name_norm, logged_at, run_id)
     SELECT c.driver_id, 'KEYS_CHANGED',
            CASE WHEN c.old_phone_norm IS DISTINCT FROM c.phone_norm THEN c.old_phone_norm END,
            CASE WHEN c.old_license_norm IS DISTINCT FROM c.license_norm THEN c.old_license_norm END,
-           CASE WHEN c.old_plate_norm IS DISTINCT FROM c.plate_norm THEN c.old_plate_norm END,
+           CASE WHEN c.plate_or_name_changed THEN c.old_plate_norm END,
+           CASE WHEN c.plate_or_name_changed THEN c.old_name_norm END,
            now(), p_run_id
-    FROM changed c
+    FROM (SELECT c0.*, (c0.old_plate_norm IS DISTINCT FROM c0.plate_norm OR c0.old_name_norm IS DISTINCT FROM c0.name_norm) AS plate_or_name_changed
+          FROM changed c0) c
     WHERE c.was_indexed
       AND ((c.old_phone_norm IS NOT NULL AND c.old_phone_norm IS DISTINCT FROM c.phone_norm)
            OR (c.old_license_norm IS NOT NULL AND c.old_license_norm IS DISTINCT FROM c.license_norm)
-           OR (c.old_plate_norm IS NOT NULL AND c.old_plate_norm IS DISTINCT FROM c.plate_norm))
+           OR (c.plate_or_name_changed AND num_nonnulls(c.old_plate_norm, c.old_name_norm) > 0))
     RETURNING 1
   )
   SELECT count(*) INTO v_upserted FROM upserted;
@@ -4965,13 +5239,13 @@ BEGIN
     WITH removed AS (
       DELETE FROM canon_internal.driver_index i
       WHERE NOT EXISTS (SELECT 1 FROM public.drivers d WHERE d.driver_id = i.driver_id)
-      RETURNING i.driver_id, i.phone_norm, i.license_norm, i.plate_norm
+      RETURNING i.driver_id, i.phone_norm, i.license_norm, i.plate_norm, i.name_norm
     ),
     logged AS (
-      INSERT INTO canon_internal.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
-      SELECT r.driver_id, 'REMOVED', r.phone_norm, r.license_norm, r.plate_norm, now(), p_run_id
+      INSERT INTO canon_internal.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, name_norm, logged_at, run_id)
+      SELECT r.driver_id, 'REMOVED', r.phone_norm, r.license_norm, r.plate_norm, r.name_norm, now(), p_run_id
       FROM removed r
-      WHERE num_nonnulls(r.phone_norm, r.license_norm, r.plate_norm) > 0
+      WHERE num_nonnulls(r.phone_norm, r.license_norm, r.plate_norm, r.name_norm) > 0
       RETURNING 1
     )
     SELECT count(*) INTO v_deleted FROM removed;
@@ -5339,30 +5613,53 @@ COMMENT ON FUNCTION canon.restore_driver_index_indexes() IS
   'Creates the secondary indexes of canon_internal.driver_index that do not exist (after the first build, or dropped by hand); returns how many. SECURITY DEFINER (the table owner''s right).';
 
 -- snapshot of sql/canon/canon.retry_due_drift.sql
--- canon.retry_due_drift: OPEN unmatched leads sharing a key (phone, plate, licence) with a
--- driver indexed after their last attempt, when the retry check has run since that driver
--- was indexed, yet not due for a retry. Read by ops.check_caches, repaired by
--- ops.repair_caches.
+-- canon.retry_due_drift: OPEN unmatched leads a driver indexed after their last attempt
+-- makes due, when the retry check has run since that driver was indexed, yet not due for a
+-- retry. A driver makes a lead due as canon.mark_retries_due decides: a shared key (phone,
+-- plate, licence), or a pair of the probabilistic tier's blocking (canon.fs_blocked_pairs:
+-- a plate one edit away with a shared name token, a rare name key) for a lead the tier sees
+-- (NO_CANDIDATES, WEAK_MATCH_ONLY, PROBABLE_MATCH). Rarity is judged now: a token that
+-- became common since the check is no longer asked for. Read by ops.check_caches, repaired
+-- by ops.repair_caches.
 CREATE OR REPLACE FUNCTION canon.retry_due_drift()
 RETURNS TABLE (lead_source_pk text, example text)
 LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT u.source_pk,
-         format('lead key %s: driver %s indexed at %s, last attempt %s', left(u.source_pk, 40), min(i.driver_id), min(i.indexed_at), u.last_attempt_at)
-  FROM canon.identity_unmatched u
-  JOIN canon_internal.lead_keys k ON k.lead_source_pk = u.source_pk
+  WITH open_leads AS MATERIALIZED (
+    SELECT u.source_pk, u.last_attempt_at, u.reason_code
+    FROM canon.identity_unmatched u
+    WHERE u.status = 'OPEN' AND NOT u.retry_due
+  ),
+  by_key AS (
+    SELECT o.source_pk, o.last_attempt_at, i.driver_id, i.indexed_at
+    FROM open_leads o
+    JOIN canon_internal.lead_keys k ON k.lead_source_pk = o.source_pk
+    JOIN canon_internal.driver_index i
+      ON (i.phone_norm = k.phone_norm OR i.plate_norm = k.plate_norm OR i.license_norm = k.license_norm)
+  ),
+  by_tier AS (
+    SELECT o.source_pk, o.last_attempt_at, i.driver_id, i.indexed_at
+    -- the row the tier evaluates for a key: its lowest id
+    FROM canon.fs_blocked_pairs(ARRAY(
+           SELECT min(k.lead_id) FROM open_leads o JOIN canon_internal.lead_keys k ON k.lead_source_pk = o.source_pk
+           WHERE o.reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH')
+           GROUP BY o.source_pk)) p
+    JOIN canon_internal.lead_keys k ON k.lead_id = p.lead_id
+    JOIN open_leads o ON o.source_pk = k.lead_source_pk
+    JOIN canon_internal.driver_index i ON i.driver_id = p.driver_id
+  )
+  SELECT x.source_pk,
+         format('lead key %s: driver %s indexed at %s, last attempt %s', left(x.source_pk, 40), min(x.driver_id), min(x.indexed_at), x.last_attempt_at)
+  FROM (SELECT * FROM by_key UNION ALL SELECT * FROM by_tier) x
   CROSS JOIN canon_internal.driver_index_state st
-  JOIN canon_internal.driver_index i
-    ON (i.phone_norm = k.phone_norm OR i.plate_norm = k.plate_norm OR i.license_norm = k.license_norm)
-  WHERE u.status = 'OPEN' AND NOT u.retry_due
-    AND i.indexed_at > u.last_attempt_at
-    AND i.indexed_at <= st.retry_checked_at
-  GROUP BY u.source_pk, u.last_attempt_at
+  WHERE x.indexed_at > x.last_attempt_at
+    AND x.indexed_at <= st.retry_checked_at
+  GROUP BY x.source_pk, x.last_attempt_at
 $$;
 COMMENT ON FUNCTION canon.retry_due_drift() IS
-  'OPEN unmatched leads that a driver change since their last attempt makes due, not marked retry_due.';
+  'OPEN unmatched leads that a driver change since their last attempt makes due (a shared key, or a pair of the probabilistic tier''s blocking), not marked retry_due.';
 
 -- snapshot of sql/canon/canon.schedule_lead_state.sql
 -- canon.schedule_lead_state: step 7a. The lead rows whose stored state must be evaluated
@@ -6408,7 +6705,7 @@ AS $$
       (11, 'LEAD_STATE_CURRENT', 'one stored state row per dated lead row, equal to the live definition (values checked for the last doctor_lead_state_days days); marked rows and trips written or deleted since the last look excepted'),
       (12, 'LEAD_STATE_MARKS_CONSUMED', 'no pending row or dirty key marked before the start of the last completed run (every run evaluates and clears the marks it reads)'),
       (13, 'NEVER_EVALUATED_LISTED', 'every dated lead key neither linked nor unmatched has a row in canon_internal.lead_keys_pending (else no batch selects it)'),
-      (14, 'RETRY_DUE_MARKED', 'every OPEN unmatched lead sharing a key with a driver indexed after its last attempt (and checked since) is due for a retry'),
+      (14, 'RETRY_DUE_MARKED', 'every OPEN unmatched lead sharing a key with a driver indexed after its last attempt (and checked since), or that the probabilistic tier would pair with such a driver (a plate one edit away with a shared name token, a rare name key), is due for a retry'),
       (15, 'DRIVER_INDEX_CURRENT', 'every driver indexed in canon_internal.driver_index with the values of its newest row; drivers written since the last read excepted'),
       (16, 'DRIVER_ODD_COUNTS', 'the odd driver timestamps a run reports without counting them again equal the rows counted now')
   )
@@ -8340,6 +8637,9 @@ BEGIN
   IF EXISTS (SELECT 1 FROM canon.driver_index_drift()) THEN
     UPDATE canon_internal.driver_index_state SET last_full_at = NULL;
     v_drivers := canon.refresh_driver_index(NULL);
+    -- the check that follows probes the tier's block indexes once per OPEN lead
+    -- (RETRY_DUE_MARKED): each probe would read their pending lists whole
+    PERFORM canon.flush_driver_index_keys();
   END IF;
   v_odd := EXISTS (SELECT 1 FROM canon.driver_odd_counts_drift());
   IF v_odd THEN
@@ -9477,7 +9777,8 @@ COMMENT ON COLUMN canon_internal.claims_settled.unsettled_note IS
 -- snapshot of sql/canon_internal/canon_internal.driver_index_key_changes.sql
 -- Internal marks: keys drivers lost (re-indexed with other keys, or removed), written by
 -- canon.refresh_driver_index and consumed by canon.mark_retries_due, so an OPEN lead that shared
--- such a key is retried.
+-- such a key, or had the driver as a probabilistic candidate (a plate one edit away with a
+-- shared name token, a rare name key: hence the plate and the name together), is retried.
 CREATE TABLE canon_internal.driver_index_key_changes (
   id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   driver_id    text NOT NULL,
@@ -9485,6 +9786,7 @@ CREATE TABLE canon_internal.driver_index_key_changes (
   phone_norm   text,
   license_norm text,
   plate_norm   text,
+  name_norm    text,
   logged_at    timestamptz NOT NULL DEFAULT now(),
   run_id       bigint
 );
@@ -9493,6 +9795,10 @@ CREATE INDEX driver_index_key_changes_logged_at_idx ON canon_internal.driver_ind
 
 COMMENT ON TABLE canon_internal.driver_index_key_changes IS
   'Keys drivers lost (re-indexed with other keys, or removed from canon_internal.driver_index) not yet checked against the OPEN unmatched leads; pruned by canon.mark_retries_due once checked.';
+COMMENT ON COLUMN canon_internal.driver_index_key_changes.plate_norm IS
+  'The plate before the change, logged with name_norm when either changed (the tier pairs a near plate with a shared name token).';
+COMMENT ON COLUMN canon_internal.driver_index_key_changes.name_norm IS
+  'The normalised name before the change, logged with plate_norm when either changed: its rare keys and tokens made the driver a probabilistic candidate.';
 
 -- snapshot of sql/canon_internal/canon_internal.driver_index_state.sql
 -- Internal bookkeeping of the driver index (one row): when it last changed, when it was last
@@ -10104,6 +10410,14 @@ CREATE INDEX identity_unmatched_open_idx ON canon.identity_unmatched (last_attem
   WHERE status = 'OPEN';
 CREATE INDEX identity_unmatched_retry_due_idx ON canon.identity_unmatched (last_attempt_at)
   WHERE (status = 'OPEN') AND retry_due;
+-- The probabilistic tier's blocks seen from a changed driver (canon.mark_tier_retries_due):
+-- the OPEN leads the tier sees whose plate (as evaluated, details) is one edit from its
+-- plate, or whose name has one of its name keys. Only those leads, not every lead key: a
+-- run appends its few hundred such rows (fast update) and probes a small index.
+CREATE INDEX identity_unmatched_plate_edit_keys_idx ON canon.identity_unmatched USING gin (canon.plate_edit_keys(details ->> 'plate_norm'))
+  WHERE status = 'OPEN' AND reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH') AND (details ->> 'plate_norm') IS NOT NULL;
+CREATE INDEX identity_unmatched_name_keys_idx ON canon.identity_unmatched USING gin (canon.name_phonetic_keys(details ->> 'name_norm'))
+  WHERE status = 'OPEN' AND reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH') AND (details ->> 'name_norm') IS NOT NULL;
 
 CREATE CONSTRAINT TRIGGER identity_unmatched_lead_not_linked
   AFTER INSERT OR UPDATE ON canon.identity_unmatched

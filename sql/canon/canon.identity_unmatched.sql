@@ -24,6 +24,14 @@ CREATE INDEX identity_unmatched_open_idx ON canon.identity_unmatched (last_attem
   WHERE status = 'OPEN';
 CREATE INDEX identity_unmatched_retry_due_idx ON canon.identity_unmatched (last_attempt_at)
   WHERE (status = 'OPEN') AND retry_due;
+-- The probabilistic tier's blocks seen from a changed driver (canon.mark_tier_retries_due):
+-- the OPEN leads the tier sees whose plate (as evaluated, details) is one edit from its
+-- plate, or whose name has one of its name keys. Only those leads, not every lead key: a
+-- run appends its few hundred such rows (fast update) and probes a small index.
+CREATE INDEX identity_unmatched_plate_edit_keys_idx ON canon.identity_unmatched USING gin (canon.plate_edit_keys(details ->> 'plate_norm'))
+  WHERE status = 'OPEN' AND reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH') AND (details ->> 'plate_norm') IS NOT NULL;
+CREATE INDEX identity_unmatched_name_keys_idx ON canon.identity_unmatched USING gin (canon.name_phonetic_keys(details ->> 'name_norm'))
+  WHERE status = 'OPEN' AND reason_code IN ('NO_CANDIDATES', 'WEAK_MATCH_ONLY', 'PROBABLE_MATCH') AND (details ->> 'name_norm') IS NOT NULL;
 
 CREATE CONSTRAINT TRIGGER identity_unmatched_lead_not_linked
   AFTER INSERT OR UPDATE ON canon.identity_unmatched

@@ -1,11 +1,15 @@
 -- canon.mark_retries_due: pipeline step 4b, right after the driver index refresh. Marks
 -- due for a retry (canon.identity_unmatched.retry_due) the OPEN unmatched leads a driver
--- change since the last check can change: those sharing a key (phone, plate, licence, as
--- canon.lead_candidates joins on them) with a driver indexed or re-indexed since
--- (driver_index.indexed_at), or with a key a driver lost (canon_internal.driver_index_key_changes:
--- re-indexed with other keys, or removed; a lead that had it as a candidate, AMBIGUOUS or
--- CONFLICT, may now match). Never checked before: every OPEN lead is due. Returns
--- {retry_check, retries_marked_due, retry_changed_keys, driver_index_changed_at}.
+-- change since the last check can change: a driver indexed or re-indexed since
+-- (driver_index.indexed_at), or what a driver had before it was re-indexed with other values
+-- or removed (canon_internal.driver_index_key_changes: a lead that had it as a candidate,
+-- e.g. AMBIGUOUS, CONFLICT or in review against two drivers, may now match). Such a driver
+-- makes due the leads that share a key with it (phone, plate, licence, as
+-- canon.lead_candidates joins on them) and the leads the probabilistic tier would pair it
+-- with (canon.fs_blocked_pairs, seen from the driver: a plate one edit away with a shared
+-- name token, a rare name key). Never checked before: every OPEN lead is due. Returns
+-- {retry_check, retries_marked_due, retries_marked_due_by_tier, retry_changed_keys,
+-- driver_index_changed_at}.
 CREATE OR REPLACE FUNCTION canon.mark_retries_due(p_run_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -21,22 +25,16 @@ DECLARE
   v_retry_checked_to timestamptz;
   v_retry_check text;
   v_marked_due integer := 0;
+  v_marked_by_tier integer;
   v_changed_keys bigint;
   v_probe_by_key boolean;
   v_hashjoin text;
   v_mergejoin text;
 BEGIN
-  -- The OPEN leads that share a key (phone, plate, licence: the keys
-  -- canon.lead_candidates joins on, normalised alike, so '+51 977...' and '977...' are one
-  -- phone) with a driver indexed or re-indexed since the last check (driver_index.indexed_at,
-  -- set by every upsert of canon.refresh_driver_index), or with a key a driver lost since
-  -- (re-indexed with other keys, or removed: canon_internal.driver_index_key_changes; a lead that had
-  -- it as a candidate, e.g. AMBIGUOUS or CONFLICT, may now match), are marked retry_due.
-  -- No change: two probes of the end of an index. Changes: the distinct changed keys, then
-  -- index probes of canon_internal.lead_keys by phone, plate and licence. The check covers changes up
-  -- to now() (the transaction start: rows this run's refresh wrote are visible, later ones
-  -- have a later indexed_at), which becomes retry_checked_at. Never checked: every OPEN
-  -- lead is due.
+  -- No change: two probes of the end of an index. Changes: the changed drivers, then index
+  -- probes of canon_internal.lead_keys by their keys. The check covers changes up to now()
+  -- (the transaction start: rows this run's refresh wrote are visible, later ones have a
+  -- later indexed_at), which becomes retry_checked_at. Never checked: every OPEN lead is due.
   SELECT true, s.changed_at, s.retry_checked_at
   INTO v_state_found, v_index_changed_at, v_retry_checked_from
   FROM canon_internal.driver_index_state s
@@ -52,14 +50,20 @@ BEGIN
   ELSIF (SELECT max(i.indexed_at) FROM canon_internal.driver_index i) > v_retry_checked_from
         OR (SELECT max(c.logged_at) FROM canon_internal.driver_index_key_changes c) > v_retry_checked_from THEN
     v_retry_check := 'changed_keys';
+    DROP TABLE IF EXISTS pg_temp.cabinet_changed_drivers;
+    CREATE TEMP TABLE cabinet_changed_drivers ON COMMIT DROP AS
+    SELECT i.phone_norm, i.license_norm, i.plate_norm, i.name_norm
+    FROM canon_internal.driver_index i WHERE i.indexed_at > v_retry_checked_from
+    UNION ALL
+    SELECT c.phone_norm, c.license_norm, c.plate_norm, c.name_norm
+    FROM canon_internal.driver_index_key_changes c WHERE c.logged_at > v_retry_checked_from;
+
+    -- EXACT KEYS: the leads sharing a phone, plate or licence (normalised alike, so
+    -- '+51 977...' and '977...' are one phone) with a changed driver.
     DROP TABLE IF EXISTS pg_temp.cabinet_changed_keys;
     CREATE TEMP TABLE cabinet_changed_keys ON COMMIT DROP AS
     SELECT DISTINCT x.kind, x.key
-    FROM (SELECT i.phone_norm, i.license_norm, i.plate_norm
-          FROM canon_internal.driver_index i WHERE i.indexed_at > v_retry_checked_from
-          UNION ALL
-          SELECT c.phone_norm, c.license_norm, c.plate_norm
-          FROM canon_internal.driver_index_key_changes c WHERE c.logged_at > v_retry_checked_from) d
+    FROM pg_temp.cabinet_changed_drivers d
     CROSS JOIN LATERAL (VALUES ('PHONE', d.phone_norm), ('LICENSE', d.license_norm), ('PLATE', d.plate_norm)) x (kind, key)
     WHERE x.key IS NOT NULL;
     -- Few keys against the lead keys (the usual case): probe canon_internal.lead_keys and
@@ -92,6 +96,10 @@ BEGIN
     IF v_probe_by_key THEN
       PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
     END IF;
+
+    -- THE PROBABILISTIC TIER'S BLOCKS: the leads the tier would pair with a changed driver.
+    v_marked_by_tier := canon.mark_tier_retries_due();
+    v_marked_due := v_marked_due + v_marked_by_tier;
   ELSE
     v_retry_check := 'no_change';
   END IF;
@@ -105,9 +113,10 @@ BEGIN
   RETURN jsonb_build_object(
     'retry_check', v_retry_check,
     'retries_marked_due', v_marked_due,
+    'retries_marked_due_by_tier', v_marked_by_tier,
     'retry_changed_keys', v_changed_keys,
     'driver_index_changed_at', v_index_changed_at);
 END
 $$;
 COMMENT ON FUNCTION canon.mark_retries_due(bigint) IS
-  'Pipeline step 4b: marks due for a retry the OPEN unmatched leads sharing a key with a driver indexed, re-indexed or removed since the last check. Returns step stats.';
+  'Pipeline step 4b: marks due for a retry the OPEN unmatched leads sharing a key with a driver indexed, re-indexed or removed since the last check, or that the probabilistic tier would pair with it (a plate one edit away with a shared name token, a rare name key). Returns step stats.';

@@ -4,11 +4,8 @@
 -- the prior, the match probability and, for the pairs in the review band or above, the
 -- evidence per field and in words. The levels of plate, hire date and park and the number
 -- of indexed drivers the weights used are returned too (canon.estimate_fs_m reads them).
--- Candidates come from two blocks, each read by index: the plate (equal or one edit away,
--- incl. swaps and O/0-like confusions: canon.plate_edit_keys, indexed as
--- canon.plate_edit_hashes; kept when the names share a token), the lead's rare name tokens
--- (canon.name_phonetic_keys, indexed as canon.name_phonetic_hashes;
--- a key of more than name_block_max_drivers drivers is not rare and blocks nothing).
+-- Candidates come from the tier's blocking, canon.fs_blocked_pairs (plate equal or one edit
+-- away with a shared name token; the lead's rare name keys; both read by GIN on hashed keys).
 -- Name tokens weigh by rarity: an agreeing token's u is its share of the drivers
 -- (canon_internal.name_token_stats), so QUISPE counts for less than a rare surname. Called
 -- by canon.probabilistic_decisions, only for the leads the rules leave behind.
@@ -40,82 +37,24 @@ SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
   WITH v0 AS (
-    SELECT fv.*, canon.setting('target_park_id') AS target_park,
-           (SELECT CASE WHEN c.reltuples >= 100000 THEN c.reltuples::bigint
-                        ELSE (SELECT count(*) FROM canon_internal.driver_index) END
-            FROM pg_class c WHERE c.oid = 'canon_internal.driver_index'::regclass) AS drivers
+    SELECT fv.*, canon.setting('target_park_id') AS target_park, canon.fs_indexed_drivers() AS drivers
     FROM canon.match_fs_versions fv
     WHERE fv.active
   ),
   -- a token typed by at most rare_max drivers is rare (below 1: a base too small to tell)
-  vr AS (
-    SELECT v0.*, v0.rare_token_max_share * v0.drivers AS rare_max FROM v0
-  ),
-  v AS MATERIALIZED (SELECT * FROM vr),
+  v AS MATERIALIZED (SELECT v0.*, canon.fs_rare_token_max() AS rare_max FROM v0),
   lv AS (
     SELECT l.* FROM canon.match_fs_levels l JOIN v ON v.version = l.version
   ),
-  batch AS (
-    SELECT k.lead_id, k.lead_source_pk, k.plate_norm, k.name_norm, k.lead_date,
-           string_to_array(k.name_norm, ' ') AS lt
-    FROM canon_internal.lead_keys k
-    WHERE k.lead_id = ANY (p_lead_ids)
+  pairs AS MATERIALIZED (
+    SELECT * FROM canon.fs_blocked_pairs(p_lead_ids)
   ),
-  -- Plate block: any shared deletion key (GIN, by hash), kept when one edit away at most.
-  plate_block AS (
-    SELECT b.lead_id, x.driver_id, 'PLATE' AS block
-    FROM batch b
-    CROSS JOIN LATERAL (
-      SELECT d.driver_id
-      FROM canon_internal.driver_index d
-      WHERE canon.plate_edit_hashes(d.plate_norm) && canon.plate_edit_hashes(b.plate_norm)
-        AND d.plate_norm IS NOT NULL
-        AND (canon.plate_comparison(b.plate_norm, d.plate_norm)).level <> 'DIFFERENT'
-    ) x
-    WHERE b.plate_norm IS NOT NULL
-  ),
-  -- Name block: the phonetic keys of the lead's rare tokens (share of drivers at most
-  -- rare_token_max_share, or unknown: a typo of a rare name); a key with too many drivers is
-  -- not rare after all and blocks nothing.
-  rare_keys AS (
-    SELECT DISTINCT b.lead_id, canon.name_phonetic(t.token) AS key
-    FROM batch b
-    CROSS JOIN unnest(b.lt) AS t (token)
-    CROSS JOIN v
-    LEFT JOIN canon_internal.name_token_stats s ON s.token = t.token
-    WHERE length(t.token) >= 3
-      AND coalesce(s.as_given + s.as_surname, 0) <= v.rare_max
-      AND v.rare_max >= 1
-  ),
-  name_block AS (
-    SELECT rk.lead_id, unnest(x.ids) AS driver_id, 'NAME' AS block
-    FROM rare_keys rk
-    CROSS JOIN v
-    CROSS JOIN LATERAL (
-      SELECT array_agg(y.driver_id) AS ids
-      FROM (SELECT d.driver_id
-            FROM canon_internal.driver_index d
-            WHERE canon.name_phonetic_hashes(d.name_norm) @> ARRAY[hashtextextended(rk.key, 0)] AND d.name_norm IS NOT NULL
-              AND rk.key = ANY (canon.name_phonetic_keys(d.name_norm)) -- the key itself, not a hash shared by chance
-            LIMIT v.name_block_max_drivers + 1) y
-    ) x
-    WHERE cardinality(x.ids) <= v.name_block_max_drivers
-  ),
-  pairs AS (
-    SELECT p.lead_id, p.driver_id, array_agg(DISTINCT p.block ORDER BY p.block) AS blocks
-    FROM (SELECT * FROM plate_block UNION ALL SELECT * FROM name_block) p
-    GROUP BY p.lead_id, p.driver_id
-  ),
-  -- A near plate whose driver shares no name token with the lead is another person's car
-  -- (a random plate one edit away: several per plate at 1M drivers): not compared further.
-  -- The name block's pairs share a rare key by construction.
-  kept_pairs AS (
+  candidates AS (
     SELECT pr.*, k.lead_source_pk, k.plate_norm AS lead_plate, k.lead_date, string_to_array(k.name_norm, ' ') AS lt,
            d.plate_norm AS driver_plate, d.name_norm AS driver_name, d.hire_date, d.park_id
     FROM pairs pr
     JOIN canon_internal.lead_keys k ON k.lead_id = pr.lead_id
     JOIN canon_internal.driver_index d ON d.driver_id = pr.driver_id
-    WHERE 'NAME' = ANY (pr.blocks) OR string_to_array(k.name_norm, ' ') && string_to_array(d.name_norm, ' ')
   ),
   compared AS (
     SELECT pr.lead_id, pr.lead_source_pk, pr.driver_id, pr.blocks, v.version,
@@ -133,7 +72,7 @@ AS $$
            x.present IS NULL AS driver_deleted,
            nm.aligned,
            v.drivers, v.rare_max, v.token_share_min, v.review_probability_min
-    FROM kept_pairs pr
+    FROM candidates pr
     CROSS JOIN v
     CROSS JOIN LATERAL canon.plate_comparison(pr.lead_plate, pr.driver_plate) pc
     -- one probe per pair (a NOT EXISTS became a scan of public.drivers)

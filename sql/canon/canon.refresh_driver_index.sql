@@ -164,7 +164,8 @@ BEGIN
   -- Every written row gets indexed_at = now(): canon.mark_retries_due finds the changed
   -- drivers by it (driver_index_indexed_at_idx) and marks due the OPEN leads sharing a key.
   -- The keys a re-indexed driver no longer has are logged (driver_index_key_changes): a
-  -- lead that had it as a candidate by such a key is due too.
+  -- lead that had it as a candidate by such a key is due too. The plate and the name go
+  -- together (the probabilistic tier's plate block pairs a near plate with a shared token).
   WITH changed AS (
     SELECT h.driver_id, h.park_id,
            canon.normalize_phone(h.phone) AS phone_norm,
@@ -173,7 +174,8 @@ BEGIN
            canon.normalize_name(coalesce(nullif(btrim(h.full_name), ''), concat_ws(' ', h.first_name, h.middle_name, h.last_name))) AS name_norm,
            h.hire_date, h.source_hash, h.changed_at,
            i.driver_id IS NOT NULL AS was_indexed,
-           i.phone_norm AS old_phone_norm, i.license_norm AS old_license_norm, i.plate_norm AS old_plate_norm
+           i.phone_norm AS old_phone_norm, i.license_norm AS old_license_norm, i.plate_norm AS old_plate_norm,
+           i.name_norm AS old_name_norm
     FROM pg_temp.driver_index_source h
     LEFT JOIN canon_internal.driver_index i ON i.driver_id = h.driver_id
     WHERE i.driver_id IS NULL OR i.source_hash <> h.source_hash
@@ -193,17 +195,19 @@ BEGIN
     RETURNING 1
   ),
   lost_keys AS (
-    INSERT INTO canon_internal.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
+    INSERT INTO canon_internal.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, name_norm, logged_at, run_id)
     SELECT c.driver_id, 'KEYS_CHANGED',
            CASE WHEN c.old_phone_norm IS DISTINCT FROM c.phone_norm THEN c.old_phone_norm END,
            CASE WHEN c.old_license_norm IS DISTINCT FROM c.license_norm THEN c.old_license_norm END,
-           CASE WHEN c.old_plate_norm IS DISTINCT FROM c.plate_norm THEN c.old_plate_norm END,
+           CASE WHEN c.plate_or_name_changed THEN c.old_plate_norm END,
+           CASE WHEN c.plate_or_name_changed THEN c.old_name_norm END,
            now(), p_run_id
-    FROM changed c
+    FROM (SELECT c0.*, (c0.old_plate_norm IS DISTINCT FROM c0.plate_norm OR c0.old_name_norm IS DISTINCT FROM c0.name_norm) AS plate_or_name_changed
+          FROM changed c0) c
     WHERE c.was_indexed
       AND ((c.old_phone_norm IS NOT NULL AND c.old_phone_norm IS DISTINCT FROM c.phone_norm)
            OR (c.old_license_norm IS NOT NULL AND c.old_license_norm IS DISTINCT FROM c.license_norm)
-           OR (c.old_plate_norm IS NOT NULL AND c.old_plate_norm IS DISTINCT FROM c.plate_norm))
+           OR (c.plate_or_name_changed AND num_nonnulls(c.old_plate_norm, c.old_name_norm) > 0))
     RETURNING 1
   )
   SELECT count(*) INTO v_upserted FROM upserted;
@@ -220,13 +224,13 @@ BEGIN
     WITH removed AS (
       DELETE FROM canon_internal.driver_index i
       WHERE NOT EXISTS (SELECT 1 FROM public.drivers d WHERE d.driver_id = i.driver_id)
-      RETURNING i.driver_id, i.phone_norm, i.license_norm, i.plate_norm
+      RETURNING i.driver_id, i.phone_norm, i.license_norm, i.plate_norm, i.name_norm
     ),
     logged AS (
-      INSERT INTO canon_internal.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, logged_at, run_id)
-      SELECT r.driver_id, 'REMOVED', r.phone_norm, r.license_norm, r.plate_norm, now(), p_run_id
+      INSERT INTO canon_internal.driver_index_key_changes (driver_id, change, phone_norm, license_norm, plate_norm, name_norm, logged_at, run_id)
+      SELECT r.driver_id, 'REMOVED', r.phone_norm, r.license_norm, r.plate_norm, r.name_norm, now(), p_run_id
       FROM removed r
-      WHERE num_nonnulls(r.phone_norm, r.license_norm, r.plate_norm) > 0
+      WHERE num_nonnulls(r.phone_norm, r.license_norm, r.plate_norm, r.name_norm) > 0
       RETURNING 1
     )
     SELECT count(*) INTO v_deleted FROM removed;

@@ -35,7 +35,7 @@ AS $$
       (11, 'LEAD_STATE_CURRENT', 'one stored state row per dated lead row, equal to the live definition (values checked for the last doctor_lead_state_days days); marked rows and trips written or deleted since the last look excepted'),
       (12, 'LEAD_STATE_MARKS_CONSUMED', 'no pending row or dirty key marked before the start of the last completed run (every run evaluates and clears the marks it reads)'),
       (13, 'NEVER_EVALUATED_LISTED', 'every dated lead key neither linked nor unmatched has a row in canon_internal.lead_keys_pending (else no batch selects it)'),
-      (14, 'RETRY_DUE_MARKED', 'every OPEN unmatched lead sharing a key with a driver indexed after its last attempt (and checked since) is due for a retry'),
+      (14, 'RETRY_DUE_MARKED', 'every OPEN unmatched lead sharing a key with a driver indexed after its last attempt (and checked since), or that the probabilistic tier would pair with such a driver (a plate one edit away with a shared name token, a rare name key), is due for a retry'),
       (15, 'DRIVER_INDEX_CURRENT', 'every driver indexed in canon_internal.driver_index with the values of its newest row; drivers written since the last read excepted'),
       (16, 'DRIVER_ODD_COUNTS', 'the odd driver timestamps a run reports without counting them again equal the rows counted now')
   )

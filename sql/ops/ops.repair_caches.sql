@@ -40,6 +40,9 @@ BEGIN
   IF EXISTS (SELECT 1 FROM canon.driver_index_drift()) THEN
     UPDATE canon_internal.driver_index_state SET last_full_at = NULL;
     v_drivers := canon.refresh_driver_index(NULL);
+    -- the check that follows probes the tier's block indexes once per OPEN lead
+    -- (RETRY_DUE_MARKED): each probe would read their pending lists whole
+    PERFORM canon.flush_driver_index_keys();
   END IF;
   v_odd := EXISTS (SELECT 1 FROM canon.driver_odd_counts_drift());
   IF v_odd THEN

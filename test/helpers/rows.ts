@@ -111,6 +111,30 @@ export async function insertDriver(db: Db, d: DriverRow): Promise<void> {
   );
 }
 
+/**
+ * 2,000 drivers with common names (20 given names, 30 surnames: each typed by 2 to 10 % of
+ * the drivers, as in a real base) and plates no lead uses (BG0001...), hired 400 days ago:
+ * the shares that make QUISPE common and let the probabilistic tier tell a rare name (it
+ * needs 2,000 drivers).
+ */
+export async function insertCommonNameDrivers(db: Db): Promise<void> {
+  await db.query(`
+    WITH names AS (
+      SELECT ARRAY['Juan', 'José', 'Luis', 'Carlos', 'Rosa', 'María', 'Jorge', 'Pedro', 'Miguel', 'César', 'Víctor', 'Raúl',
+                   'Óscar', 'Julio', 'Manuel', 'Ana', 'Lucía', 'Carmen', 'Elena', 'Julia'] AS given,
+             ARRAY['Quispe', 'Mamani', 'Flores', 'Huamán', 'Rojas', 'García', 'Ramos', 'Torres', 'Díaz', 'López',
+                   'Mendoza', 'Castillo', 'Espinoza', 'Gutiérrez', 'Pérez', 'Cruz', 'Gonzales', 'Romero', 'Salazar', 'Peña',
+                   'Vargas', 'Medina', 'Silva', 'Herrera', 'Aguilar', 'Paredes', 'Tapia', 'Soto', 'Campos', 'Reyes'] AS surnames)
+    INSERT INTO public.drivers (driver_id, park_id, first_name, middle_name, last_name, car_number, hire_date)
+    SELECT 'bg-' || g, $1,
+           n.given[1 + (g * 7) % 20],
+           CASE WHEN g % 2 = 0 THEN n.given[1 + (g * 13 + 5) % 20] END,
+           n.surnames[1 + (g * 11) % 30] || ' ' || n.surnames[1 + (g * 17 + 3) % 30],
+           'BG' || lpad(g::text, 4, '0'),
+           canon.business_today() - 400
+    FROM generate_series(1, 2000) g CROSS JOIN names n`, [TARGET_PARK]);
+}
+
 export interface TripRow {
   /** date_file exactly as stored upstream (either format, or junk) */
   dateFile: string | null;
@@ -140,28 +164,4 @@ export function tripsOnDays(leadDate: string, offsets: number[], tripsPerDay = 1
     const day = addDays(leadDate, o);
     return { dateFile: i % 2 === 0 ? day : dmy(day), trips: tripsPerDay };
   });
-}
-
-/**
- * 2,000 drivers with common names (20 given names, 30 surnames: each typed by 2 to 10 % of
- * the drivers, as in a real base) and plates no lead uses, hired a year ago: the shares
- * that make QUISPE common, and a base large enough for the probabilistic tier to tell a
- * rare name (driver ids bg-1 to bg-2000).
- */
-export async function insertBackgroundDrivers(db: Db): Promise<void> {
-  await db.query(`
-    WITH names AS (
-      SELECT ARRAY['Juan', 'José', 'Luis', 'Carlos', 'Rosa', 'María', 'Jorge', 'Pedro', 'Miguel', 'César', 'Víctor', 'Raúl',
-                   'Óscar', 'Julio', 'Manuel', 'Ana', 'Lucía', 'Carmen', 'Elena', 'Julia'] AS given,
-             ARRAY['Quispe', 'Mamani', 'Flores', 'Huamán', 'Rojas', 'García', 'Ramos', 'Torres', 'Díaz', 'López',
-                   'Mendoza', 'Castillo', 'Espinoza', 'Gutiérrez', 'Pérez', 'Cruz', 'Gonzales', 'Romero', 'Salazar', 'Peña',
-                   'Vargas', 'Medina', 'Silva', 'Herrera', 'Aguilar', 'Paredes', 'Tapia', 'Soto', 'Campos', 'Reyes'] AS surnames)
-    INSERT INTO public.drivers (driver_id, park_id, first_name, middle_name, last_name, car_number, hire_date)
-    SELECT 'bg-' || g, '08e20910d81d42658d4334d3f6d10ac0',
-           n.given[1 + (g * 7) % 20],
-           CASE WHEN g % 2 = 0 THEN n.given[1 + (g * 13 + 5) % 20] END,
-           n.surnames[1 + (g * 11) % 30] || ' ' || n.surnames[1 + (g * 17 + 3) % 30],
-           'BG' || lpad(g::text, 4, '0'),
-           canon.business_today() - 400
-    FROM generate_series(1, 2000) g CROSS JOIN names n`);
 }

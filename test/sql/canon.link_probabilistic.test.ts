@@ -8,7 +8,7 @@
 import test from 'ava';
 import { type TestDb, withDb } from '../helpers/db.js';
 import { linkOf, runPipeline, unmatchedOf } from '../helpers/pipeline.js';
-import { addDays, businessToday, insertBackgroundDrivers, insertDriver, insertLead } from '../helpers/rows.js';
+import { addDays, businessToday, insertCommonNameDrivers, insertDriver, insertLead } from '../helpers/rows.js';
 
 interface Evidence {
   fs_version: number;
@@ -31,7 +31,7 @@ async function linkEvidence(db: TestDb, key: string): Promise<{ match_rule: stri
 
 test('a plate typed one character off (O for 0) without a phone is linked by R4_PROBABILISTIC, the confusion in the evidence', (t) =>
   withDb('fs', async (db) => {
-    await insertBackgroundDrivers(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     await insertDriver(db, { driver_id: 'juan', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'ABC105', hire_date: addDays(today, 1) });
     const lead = await insertLead(db, { first_name: 'Juan Carlos', last_name: 'Quispe Mamani', asset_plate_number: 'abc-1O5' });
@@ -53,7 +53,7 @@ test('a plate typed one character off (O for 0) without a phone is linked by R4_
 
 test('a changed car under a rare surname is linked on the name and the hire date; the plate counts against', (t) =>
   withDb('fs', async (db) => {
-    await insertBackgroundDrivers(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     await insertDriver(db, { driver_id: 'rosa', first_name: 'Rosa', last_name: 'Huillca Ccahuana', car_number: 'OLD111', hire_date: addDays(today, 3) });
     const lead = await insertLead(db, { first_name: 'Rosa', last_name: 'Huillca Ccahuana', asset_plate_number: 'NEW999' });
@@ -69,7 +69,7 @@ test('a changed car under a rare surname is linked on the name and the hire date
 
 test('a name with two typos and glued tokens on the right plate is linked; the rules alone left it WEAK_MATCH_ONLY', (t) =>
   withDb('fs', async (db) => {
-    await insertBackgroundDrivers(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     await insertDriver(db, { driver_id: 'd1', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'TYP222', hire_date: addDays(today, 2) });
     await insertDriver(db, { driver_id: 'd2', first_name: 'Luis', last_name: 'de la Cruz Flores', car_number: 'GLU333', hire_date: addDays(today, 2) });
@@ -98,7 +98,7 @@ test('in a base too small to tell a rare name (under 2,000 drivers) a name alone
 
 test('hard negatives: a relative on a one-edit plate, a namesake on another car and a resold car are never linked', (t) =>
   withDb('fs', async (db) => {
-    await insertBackgroundDrivers(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     // the relative: same surnames, other given names, the plate one character off
     await insertDriver(db, { driver_id: 'brother', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'REL123', hire_date: addDays(today, 2) });
@@ -122,7 +122,7 @@ test('hard negatives: a relative on a one-edit plate, a namesake on another car 
 
 test('two shift drivers equally close send the lead to review as PROBABLE_MATCH with both candidates and their weights', (t) =>
   withDb('fs', async (db) => {
-    await insertBackgroundDrivers(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     await insertDriver(db, { driver_id: 's1', first_name: 'Luis', last_name: 'Huillca Ramos', car_number: 'SHF100', hire_date: addDays(today, 1) });
     await insertDriver(db, { driver_id: 's2', first_name: 'Luis', last_name: 'Huillca Rojas', car_number: 'SHF100', hire_date: addDays(today, 1) });
@@ -165,7 +165,7 @@ test('a new active parameter version marks every open unmatched lead due, and it
     const [u] = await db.query<{ retry_due: boolean }>(`SELECT retry_due FROM canon.identity_unmatched WHERE source_pk = $1`, [lead.key]);
     t.true(u?.retry_due);
     const today = await businessToday(db);
-    await insertBackgroundDrivers(db);
+    await insertCommonNameDrivers(db);
     await insertDriver(db, { driver_id: 'rosa', first_name: 'Rosa', last_name: 'Huillca Ccahuana', car_number: 'OLD111', hire_date: addDays(today, 3) });
     const rosa = await insertLead(db, { first_name: 'Rosa', last_name: 'Huillca Ccahuana', asset_plate_number: 'NEW999' });
     const run = await runPipeline(db);
@@ -175,7 +175,7 @@ test('a new active parameter version marks every open unmatched lead due, and it
 
 test('ops.explain_lead shows what the tier would do now and says it in the explanation', (t) =>
   withDb('fs', async (db) => {
-    await insertBackgroundDrivers(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     await insertDriver(db, { driver_id: 'juan', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'ABC105', hire_date: addDays(today, 1) });
     const lead = await insertLead(db, { first_name: 'Juan Carlos', last_name: 'Quispe Mamani', asset_plate_number: 'abc-1O5' });
@@ -210,7 +210,7 @@ test('canon.estimate_fs_u counts the drivers near a driver\'s plate and the shar
 
 test('a driver the rules link one lead to and the tier another in the same run has one person, one driver link and one origin', (t) =>
   withDb('fs', async (db) => {
-    await insertBackgroundDrivers(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     await insertDriver(db, { driver_id: 'juan', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'ABC105', phone: '51977456321', hire_date: addDays(today, 1) });
     const byPhone = await insertLead(db, { first_name: 'Juan Carlos', last_name: 'Quispe Mamani', park_phone: '977456321', lead_created_at: `${addDays(today, -1)} 10:00:00` });

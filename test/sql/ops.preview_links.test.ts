@@ -7,7 +7,7 @@ import test from 'ava';
 import { type TestDb, withDb } from '../helpers/db.js';
 import { linkOf, runPipeline, unmatchedOf } from '../helpers/pipeline.js';
 import { loginRole } from '../helpers/roles.js';
-import { addDays, businessToday, insertBackgroundDrivers, insertDriver, insertLead } from '../helpers/rows.js';
+import { addDays, businessToday, insertCommonNameDrivers, insertDriver, insertLead } from '../helpers/rows.js';
 import { linkPerson } from '../helpers/scenario.js';
 import { seedDemo } from '../reliability/support.js';
 
@@ -124,7 +124,7 @@ test('a stricter name threshold shows a plate link the decisions would no longer
       why: 'linked by R3_PLATE_EXACT_NAME_SIMILAR (85.00); the decisions now leave it PROBABLE_MATCH: runs keep stored links (unlink-lead, and the next run decides it again)',
     });
     // 2,000 drivers more, indexed by a run: TICONA and HUILLCA are rare now, and the tier links the pair
-    await insertBackgroundDrivers(db);
+    await insertCommonNameDrivers(db);
     await keyOnly(db);
     const [changed] = await preview(db);
     t.like(changed, {
@@ -137,7 +137,7 @@ test('a stricter name threshold shows a plate link the decisions would no longer
 
 test('a new tier version with a stricter link band shows an R4 link as remove (PROBABLE_MATCH) with the version that decided it', (t) =>
   withDb('preview', async (db) => {
-    await insertBackgroundDrivers(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     await insertDriver(db, { driver_id: 'juan', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'ABC105', hire_date: addDays(today, 1) });
     const lead = await insertLead(db, { first_name: 'Juan Carlos', last_name: 'Quispe Mamani', asset_plate_number: 'abc-1O5' });
@@ -163,7 +163,7 @@ test('a new tier version with a stricter link band shows an R4 link as remove (P
 
 test('an OPEN lead a new driver one plate edit away would link is an add no run applies (not due) until a rule change makes it due', (t) =>
   withDb('preview', async (db) => {
-    await insertBackgroundDrivers(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     const lead = await insertLead(db, { first_name: 'Juan Carlos', last_name: 'Quispe Mamani', asset_plate_number: 'abc-1O5' });
     await runPipeline(db);
@@ -269,7 +269,7 @@ test('the scope is the runs\': a lead dated before days_back is left out, a wide
 
 test('the preview writes nothing: no transaction id is taken, no row of any table changes, and it runs in a READ ONLY transaction', (t) =>
   withDb('preview', async (db) => {
-    await insertBackgroundDrivers(db);
+    await insertCommonNameDrivers(db);
     const today = await businessToday(db);
     await insertDriver(db, { driver_id: 'juan', first_name: 'Juan', middle_name: 'Carlos', last_name: 'Quispe Mamani', car_number: 'ABC105', hire_date: addDays(today, 1) });
     await insertDriver(db, { driver_id: 'd1', first_name: 'Rosa', last_name: 'Ticona', phone: '977456321' });

@@ -3823,7 +3823,9 @@ COMMENT ON FUNCTION canon.name_field_tokens(text) IS
 -- canon.name_phonetic_hashes: canon.name_phonetic_keys as 64-bit hashes (hashtextextended,
 -- seed 0), the form the name GIN index of canon_internal.driver_index holds (integer keys
 -- merge several times faster than text keys in the database's collation). A probe asks for
--- the hash of one key and checks the key itself on the rows found.
+-- the hash of one key and checks the key itself on the rows found. The statement of
+-- canon.name_phonetic_keys hashed as it goes (calling it would add a function call a row to
+-- every index build); a test holds the two equal.
 CREATE OR REPLACE FUNCTION canon.name_phonetic_hashes(p_name_norm text)
 RETURNS bigint[]
 LANGUAGE sql

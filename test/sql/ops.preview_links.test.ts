@@ -10,27 +10,10 @@ import { loginRole } from '../helpers/roles.js';
 import { addDays, businessToday, insertCommonNameDrivers, insertDriver, insertLead } from '../helpers/rows.js';
 import { linkPerson } from '../helpers/scenario.js';
 import { seedDemo } from '../reliability/support.js';
+import type { PreviewRow } from '../../src/cli/reconcile-preview.js';
 
-interface Row {
-  lead_source_pk: string;
-  change_kind: string;
-  a_run_would_apply: boolean;
-  stored_state: string;
-  stored_reason_code: string | null;
-  stored_driver_id: string | null;
-  stored_match_rule: string | null;
-  stored_match_score: number | null;
-  stored_confidence_level: string | null;
-  stored_fs_version: number | null;
-  proposed_driver_id: string | null;
-  proposed_match_rule: string | null;
-  proposed_match_score: number | null;
-  proposed_confidence_level: string | null;
-  proposed_fs_version: number | null;
-  proposed_reason_code: string | null;
-  settled_claims: string | null;
-  why: string;
-}
+/** A row of ops.preview_links as the CLI reads it (scores as numbers), without the lead id and date. */
+type Row = Omit<PreviewRow, 'lead_id' | 'lead_date'>;
 
 async function preview(db: Pick<TestDb, 'query'>, args = ''): Promise<Row[]> {
   const rows = await db.query<Row>(

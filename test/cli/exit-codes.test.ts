@@ -55,6 +55,8 @@ const cases: Case[] = [
     says: /source contract violated/,
   },
   { name: 'reconcile with a bad flag', args: () => ['reconcile', '--limit', '-1'], noDatabase: true, code: 2, says: /invalid --limit -1/ },
+  { name: 'reconcile --preview', args: () => ['reconcile', '--preview'], code: 0, says: /No link would change/ },
+  { name: 'reconcile --preview with --until-done', args: () => ['reconcile', '--preview', '--until-done'], noDatabase: true, code: 2, says: /--until-done/ },
   { name: 'alerts, none fire', args: () => ['alerts'], setup: completedRun, code: 0, says: /No alert fires/ },
   {
     name: 'alerts, some fire',

@@ -3768,12 +3768,18 @@ AS $$
 DECLARE
   v_written integer;
 BEGIN
-  WITH claimed AS (
-    SELECT c.lead_source_pk,
-           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 1) AS c1,
-           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 5) AS c5,
-           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 25) AS c25
-    FROM (SELECT DISTINCT unnest(p_keys) AS lead_source_pk) c
+  -- Each key's claims probed through the claims' key and each key's rows through the hash
+  -- index: written as EXISTS per milestone and joined, the claims were hashed whole and
+  -- every stored row scanned (380 ms for 650 keys at 200k leads; this way 20 ms).
+  WITH claimed AS MATERIALIZED (
+    SELECT k.lead_source_pk, m.c1, m.c5, m.c25
+    FROM (SELECT DISTINCT unnest(p_keys) AS lead_source_pk) k
+    CROSS JOIN LATERAL (
+      SELECT coalesce(bool_or(cl.milestone = 1), false) AS c1,
+             coalesce(bool_or(cl.milestone = 5), false) AS c5,
+             coalesce(bool_or(cl.milestone = 25), false) AS c25
+      FROM canon.claims_yango_cabinet_14d cl
+      WHERE cl.lead_source_pk = k.lead_source_pk) m
   )
   UPDATE canon_internal.cabinet_lead_state s
   SET has_claim_m1 = c.c1, has_claim_m5 = c.c5, has_claim_m25 = c.c25,
@@ -6281,6 +6287,10 @@ BEGIN
   CREATE TEMP TABLE IF NOT EXISTS lead_state_marks (lead_id integer, lead_source_pk text, mark_seq bigint NOT NULL,
                                                    paid boolean NOT NULL DEFAULT false)
     ON COMMIT DROP;
+  -- Probed per mark when called again (the marks' statistics are rarely current: a plan of
+  -- one row, then a scan of the marks taken per mark, 250 ms for 2,000 marks).
+  CREATE INDEX IF NOT EXISTS lead_state_marks_row_idx ON pg_temp.lead_state_marks (lead_id, mark_seq);
+  CREATE INDEX IF NOT EXISTS lead_state_marks_key_idx ON pg_temp.lead_state_marks (lead_source_pk, mark_seq);
   WITH taken AS (
     INSERT INTO pg_temp.lead_state_marks
     SELECT p.lead_id, NULL, p.mark_seq, false

@@ -14,12 +14,18 @@ AS $$
 DECLARE
   v_written integer;
 BEGIN
-  WITH claimed AS (
-    SELECT c.lead_source_pk,
-           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 1) AS c1,
-           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 5) AS c5,
-           EXISTS (SELECT 1 FROM canon.claims_yango_cabinet_14d cl WHERE cl.lead_source_pk = c.lead_source_pk AND cl.milestone = 25) AS c25
-    FROM (SELECT DISTINCT unnest(p_keys) AS lead_source_pk) c
+  -- Each key's claims probed through the claims' key and each key's rows through the hash
+  -- index: written as EXISTS per milestone and joined, the claims were hashed whole and
+  -- every stored row scanned (380 ms for 650 keys at 200k leads; this way 20 ms).
+  WITH claimed AS MATERIALIZED (
+    SELECT k.lead_source_pk, m.c1, m.c5, m.c25
+    FROM (SELECT DISTINCT unnest(p_keys) AS lead_source_pk) k
+    CROSS JOIN LATERAL (
+      SELECT coalesce(bool_or(cl.milestone = 1), false) AS c1,
+             coalesce(bool_or(cl.milestone = 5), false) AS c5,
+             coalesce(bool_or(cl.milestone = 25), false) AS c25
+      FROM canon.claims_yango_cabinet_14d cl
+      WHERE cl.lead_source_pk = k.lead_source_pk) m
   )
   UPDATE canon_internal.cabinet_lead_state s
   SET has_claim_m1 = c.c1, has_claim_m5 = c.c5, has_claim_m25 = c.c25,

@@ -20,6 +20,10 @@ BEGIN
   CREATE TEMP TABLE IF NOT EXISTS lead_state_marks (lead_id integer, lead_source_pk text, mark_seq bigint NOT NULL,
                                                    paid boolean NOT NULL DEFAULT false)
     ON COMMIT DROP;
+  -- Probed per mark when called again (the marks' statistics are rarely current: a plan of
+  -- one row, then a scan of the marks taken per mark, 250 ms for 2,000 marks).
+  CREATE INDEX IF NOT EXISTS lead_state_marks_row_idx ON pg_temp.lead_state_marks (lead_id, mark_seq);
+  CREATE INDEX IF NOT EXISTS lead_state_marks_key_idx ON pg_temp.lead_state_marks (lead_source_pk, mark_seq);
   WITH taken AS (
     INSERT INTO pg_temp.lead_state_marks
     SELECT p.lead_id, NULL, p.mark_seq, false

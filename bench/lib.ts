@@ -110,6 +110,33 @@ export async function demo(db: BenchDb, opts: Omit<DemoOptions, 'reset'>): Promi
   }
 }
 
+/**
+ * What autovacuum would have done by now, for a server that runs with it off (this
+ * machine's CI configuration): VACUUM (ANALYZE) of every table past one of its thresholds
+ * (dead rows, rows inserted since the last vacuum, rows changed since the last analyze),
+ * with the server's settings. Stats are flushed first, so this session's own writes count.
+ * Returns the tables processed.
+ */
+export async function autovacuumStandIn(c: pg.ClientBase): Promise<string[]> {
+  await c.query(`SELECT pg_stat_force_next_flush()`);
+  await c.query('SELECT 1');
+  const { rows } = await c.query<{ t: string }>(`
+    SELECT format('%I.%I', s.schemaname, s.relname) AS t
+    FROM pg_stat_user_tables s
+    JOIN pg_class c ON c.oid = s.relid
+    CROSS JOIN LATERAL (SELECT greatest(c.reltuples, 0) AS n) r
+    WHERE s.n_dead_tup > current_setting('autovacuum_vacuum_threshold')::float8
+                         + current_setting('autovacuum_vacuum_scale_factor')::float8 * r.n
+       OR s.n_ins_since_vacuum > current_setting('autovacuum_vacuum_insert_threshold')::float8
+                                 + current_setting('autovacuum_vacuum_insert_scale_factor')::float8 * r.n
+       OR s.n_mod_since_analyze > current_setting('autovacuum_analyze_threshold')::float8
+                                  + current_setting('autovacuum_analyze_scale_factor')::float8 * r.n
+    ORDER BY 1`);
+  const tables = rows.map((r) => r.t);
+  if (tables.length) await c.query(`VACUUM (ANALYZE) ${tables.join(', ')}`);
+  return tables;
+}
+
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Stats = Record<string, any>;
 

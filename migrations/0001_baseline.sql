@@ -628,11 +628,12 @@ COMMENT ON FUNCTION canon.driver_name_roles_live(text[]) IS
   'Live definition of canon_internal.driver_name_roles for the given indexed drivers (NULL: all): field tokens of the public.drivers row the index holds (same source_hash), else of the newest; source_indexed says that row still exists.';
 
 -- snapshot of sql/canon/canon.driver_odd_counts_drift.sql
--- canon.driver_odd_counts_drift: the odd driver timestamps counted by the last run that
--- counted them (canon_internal.driver_index_state.odd_*), when the next run would report
--- them again without counting (the table as many rows, none written since the last read,
--- no counted row past the threshold), against the rows counted now. Read by
--- ops.check_caches, repaired by ops.repair_caches (the next run counts again).
+-- canon.driver_odd_counts_drift: what the next run would count as odd driver timestamps
+-- without reading every row (the versions tracked in canon_internal.driver_index_state.odd_versions
+-- that are still there, and the versions written since the last read), against every row
+-- counted now, at this moment's threshold. Nothing to check when the next run counts
+-- every row anyway (no tracked versions, the table rewritten, the threshold moved back).
+-- Read by ops.check_caches, repaired by ops.repair_caches (the next run counts every row).
 CREATE OR REPLACE FUNCTION canon.driver_odd_counts_drift()
 RETURNS TABLE (example text)
 LANGUAGE sql
@@ -646,31 +647,40 @@ AS $$
     WHERE s.key = 'business_timezone' AND canon.setting_problem(s.value, s.value_type, s.min_value, s.max_value) IS NULL
   ),
   stored AS (
-    SELECT s.odd_rows, s.odd_future_rows, s.odd_untimed_rows, n.future_from
+    SELECT s.odd_versions, s.odd_version_xmins, n.future_from, canon.xmin_age_limit(sc.seen_xmin) AS age_limit
     FROM canon_internal.driver_index_state s
     CROSS JOIN now_from n
     CROSS JOIN canon_internal.source_scan_state sc
     WHERE sc.source_table = 'drivers'
-      AND s.odd_rows IS NOT NULL
+      AND s.odd_versions IS NOT NULL
       AND n.future_from >= s.odd_future_from
-      AND (s.odd_valid_before IS NULL OR n.future_from < s.odd_valid_before)
+      AND s.odd_relfilenode = pg_relation_filenode('public.drivers'::regclass)
       AND canon.xmin_age_limit(sc.seen_xmin) IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM public.drivers w WHERE age(w.xmin) <= canon.xmin_age_limit(sc.seen_xmin))
   ),
-  live AS (
-    SELECT count(*) AS driver_rows,
-           count(*) FILTER (WHERE d.updated_at > st.future_from OR d.created_at > st.future_from) AS future_rows,
-           count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL) AS untimed_rows
-    FROM stored st CROSS JOIN public.drivers d
+  counted AS (
+    SELECT o.future, o.untimed, age(d.xmin) <= st.age_limit OR t.tid IS NOT NULL AS seen_by_next_run
+    FROM stored st
+    CROSS JOIN public.drivers d
+    CROSS JOIN LATERAL (SELECT coalesce(d.updated_at > st.future_from OR d.created_at > st.future_from, false) AS future,
+                               d.updated_at IS NULL AND d.created_at IS NULL AS untimed) o
+    LEFT JOIN unnest(st.odd_versions, st.odd_version_xmins) t (tid, x) ON t.tid = d.ctid AND t.x = d.xmin
+    WHERE o.future OR o.untimed
+  ),
+  totals AS (
+    SELECT count(*) FILTER (WHERE c.future AND c.seen_by_next_run) AS next_future,
+           count(*) FILTER (WHERE c.untimed AND c.seen_by_next_run) AS next_untimed,
+           count(*) FILTER (WHERE c.future) AS future,
+           count(*) FILTER (WHERE c.untimed) AS untimed
+    FROM counted c
   )
-  SELECT format('odd driver timestamps: stored %s future and %s without timestamp of %s rows, counted now %s and %s',
-                st.odd_future_rows, st.odd_untimed_rows, st.odd_rows, l.future_rows, l.untimed_rows)
-  FROM stored st CROSS JOIN live l
-  WHERE l.driver_rows = st.odd_rows
-    AND (l.future_rows, l.untimed_rows) IS DISTINCT FROM (st.odd_future_rows, st.odd_untimed_rows)
+  SELECT format('odd driver timestamps: the next run would count %s future and %s without timestamp, counted now %s and %s',
+                t.next_future, t.next_untimed, t.future, t.untimed)
+  FROM totals t
+  WHERE EXISTS (SELECT 1 FROM stored)
+    AND (t.next_future, t.next_untimed) IS DISTINCT FROM (t.future, t.untimed)
 $$;
 COMMENT ON FUNCTION canon.driver_odd_counts_drift() IS
-  'The stored counts of odd driver timestamps, when the next run would reuse them, against the rows counted now (ops.check_caches).';
+  'The odd driver timestamps the next run would count from the tracked versions and the versions written since the last read, against every row counted now (ops.check_caches).';
 
 -- snapshot of sql/canon/canon.driver_source_hash.sql
 -- canon.driver_source_hash: the fingerprint of the source values a driver is indexed from
@@ -5027,8 +5037,8 @@ COMMENT ON FUNCTION canon.protect_settled_claims() IS
 -- read, canon_internal.source_scan_state.seen_xmin): a late commit, a change in place and a driver
 -- with a future or missing updated_at/created_at are all read by the next run, in one pass
 -- over the drivers. Such odd timestamps are counted (and listed in
--- ops.v_drivers_odd_timestamps) when the table or the clock may have changed the counts;
--- otherwise the last counts are provably current and the pass skips reading them.
+-- ops.v_drivers_odd_timestamps) from the odd row versions of the last count and the
+-- versions written since, read by ctid: the pass does not read the timestamps.
 -- Their rows are re-normalised only when their source values
 -- changed (hash); the newest row of a driver_id wins. Every
 -- driver_index_full_refresh_hours the whole table is reconciled, which also removes
@@ -5072,11 +5082,11 @@ DECLARE
   v_bulk boolean := false;
   v_indexes_restored integer;
   v_future_from timestamp := (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day';
-  v_odd_counted boolean;
+  v_count_all boolean;
   v_odd_how text;
-  v_odd_from timestamp;
-  v_hint bigint;
-  v_odd_valid_before timestamp;
+  v_odd_versions tid[];
+  v_odd_xmins xid[];
+  v_relfilenode oid := pg_relation_filenode('public.drivers'::regclass);
 BEGIN
   SELECT * INTO v_state FROM canon_internal.driver_index_state FOR UPDATE;
   -- an index of the table dropped by hand comes back (a no-op when all exist)
@@ -5089,60 +5099,72 @@ BEGIN
   v_full := v_full OR v_limit IS NULL;
   v_foreign := canon.foreign_xids(); -- before the read's snapshot (canon.local_snapshot_xmin)
 
-  -- Odd timestamps are counted in the same pass when the drivers were written since the
-  -- last count by the statistics' word (a hint only: they arrive seconds after a commit), or
-  -- the clock may have moved a counted row across the threshold (it moves forward with the
-  -- clock, back with a change of time zone). Reading them costs as much as the pass itself
-  -- (they end every row): an idle run does not.
-  v_hint := (SELECT CASE WHEN current_setting('track_counts')::boolean
-                         THEN pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid) + pg_stat_get_tuples_deleted(c.oid) END
-             FROM pg_class c WHERE c.oid = 'public.drivers'::regclass);
-  v_odd_counted := v_full OR v_hint IS NULL OR v_hint IS DISTINCT FROM v_state.odd_hint_writes
-    OR v_state.odd_rows IS NULL OR v_future_from < v_state.odd_future_from
-    OR coalesce(v_future_from >= v_state.odd_valid_before, false);
+  -- Odd timestamps: a row version never changes, and one that is not odd at a threshold is
+  -- not odd at a later one (the threshold moves forward with the clock). So the odd versions
+  -- of the last count (odd_versions: ctid and xmin) and the versions written since the last
+  -- read are all the odd versions there can be: the pass reads neither timestamp (they end
+  -- every row: reading them costs as much as the pass), and those few versions are read by
+  -- their ctid in the same statement. Every row is counted again on a full refresh, before
+  -- the first count, when the threshold moved back (a change of time zone), when the table
+  -- was rewritten (VACUUM FULL, CLUSTER: every ctid moved) or is not a plain table.
+  v_count_all := v_full OR v_state.odd_versions IS NULL OR v_future_from < v_state.odd_future_from
+    OR v_state.odd_relfilenode IS DISTINCT FROM v_relfilenode
+    OR (SELECT c.relkind FROM pg_class c WHERE c.oid = 'public.drivers'::regclass) <> 'r';
 
   -- One pass over the drivers (one builtin per row): the ids with a row version not seen
   -- yet. The snapshot is this statement's own. No DISTINCT: it would sort every row (a
   -- third of the pass); the few ids repeat harmlessly.
-  IF v_odd_counted THEN
+  IF v_count_all THEN
     SELECT count(*),
            count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
            count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
-           min(greatest(d.updated_at, d.created_at)) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
            -- ids that cannot be indexed, counted on a full refresh only (v_full is a constant)
            count(*) FILTER (WHERE v_full AND (nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200)),
            CASE WHEN v_full THEN NULL
                 ELSE coalesce(array_agg(d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}') END,
+           -- (two aggregates of one pass take the rows in the same order: the arrays pair up)
+           coalesce(array_agg(d.ctid) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from
+                                                OR (d.updated_at IS NULL AND d.created_at IS NULL)), '{}'),
+           coalesce(array_agg(d.xmin) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from
+                                                OR (d.updated_at IS NULL AND d.created_at IS NULL)), '{}'),
            canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
-    INTO v_rows, v_future, v_no_time, v_odd_valid_before, v_bad_ids, v_changed_ids, v_snapshot_xmin
+    INTO v_rows, v_future, v_no_time, v_bad_ids, v_changed_ids, v_odd_versions, v_odd_xmins, v_snapshot_xmin
     FROM public.drivers d;
-    v_odd_how := 'IN_PASS';
+    v_odd_how := 'COUNTED';
   ELSE
-    SELECT count(*),
-           coalesce(array_agg(d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}'),
-           canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
-    INTO v_rows, v_changed_ids, v_snapshot_xmin
-    FROM public.drivers d;
-    -- The last counts hold while the table is the same: as many rows, none written since
-    -- that read (a delete lowers the count; any other write is a new row version).
-    IF cardinality(v_changed_ids) > 0 OR v_rows IS DISTINCT FROM v_state.odd_rows THEN
-      SELECT count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
-             count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
-             min(greatest(d.updated_at, d.created_at)) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from)
-      INTO v_future, v_no_time, v_odd_valid_before
-      FROM public.drivers d;
-      v_odd_counted := true;
-      v_odd_how := 'SECOND_PASS';
-    END IF;
-  END IF;
-  IF v_odd_counted THEN
-    v_odd_from := v_future_from;
-  ELSE
-    v_future := v_state.odd_future_rows;
-    v_no_time := v_state.odd_untimed_rows;
-    v_odd_from := v_state.odd_future_from;
-    v_odd_valid_before := v_state.odd_valid_before;
-    v_odd_how := 'UNCHANGED';
+    WITH pass AS MATERIALIZED (
+      SELECT count(*) AS n,
+             coalesce(array_agg(d.ctid) FILTER (WHERE age(d.xmin) <= v_limit), '{}') AS tids,
+             canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign) AS snapshot_xmin
+      FROM public.drivers d
+    ),
+    -- the versions written since the last read and the odd versions counted last time, by
+    -- ctid (the same snapshot: the very versions the pass saw)
+    seen AS MATERIALIZED (
+      SELECT d.ctid, d.xmin, d.driver_id,
+             age(d.xmin) <= v_limit AS written,
+             coalesce(d.updated_at > v_future_from OR d.created_at > v_future_from, false) AS future,
+             d.updated_at IS NULL AND d.created_at IS NULL AS untimed
+      FROM public.drivers d
+      WHERE d.ctid = ANY ((SELECT p.tids FROM pass p) || v_state.odd_versions)
+    ),
+    odd AS (
+      SELECT s.ctid, s.xmin, s.future, s.untimed
+      FROM seen s
+      -- a tracked slot holds the version counted only with the same xmin
+      LEFT JOIN unnest(v_state.odd_versions, v_state.odd_version_xmins) t (tid, x) ON t.tid = s.ctid AND t.x = s.xmin
+      WHERE (s.future OR s.untimed) AND (s.written OR t.tid IS NOT NULL)
+    )
+    SELECT p.n,
+           (SELECT count(*) FILTER (WHERE o.future) FROM odd o),
+           (SELECT count(*) FILTER (WHERE o.untimed) FROM odd o),
+           (SELECT coalesce(array_agg(s.driver_id), '{}') FROM seen s WHERE s.written),
+           (SELECT coalesce(array_agg(o.ctid ORDER BY o.ctid), '{}') FROM odd o),
+           (SELECT coalesce(array_agg(o.xmin ORDER BY o.ctid), '{}') FROM odd o),
+           p.snapshot_xmin
+    INTO v_rows, v_future, v_no_time, v_changed_ids, v_odd_versions, v_odd_xmins, v_snapshot_xmin
+    FROM pass p;
+    v_odd_how := 'TRACKED';
   END IF;
 
   -- The drivers to look at (all of them on a full refresh), newest row per driver_id.
@@ -5266,18 +5288,18 @@ BEGIN
   END IF;
 
   INSERT INTO canon_internal.driver_index_state AS s (singleton, last_full_at, last_refresh_at, last_run_id, changed_at,
-                                                     odd_rows, odd_future_from, odd_valid_before, odd_future_rows, odd_untimed_rows,
-                                                     odd_hint_writes)
+                                                     odd_future_from, odd_future_rows, odd_untimed_rows,
+                                                     odd_versions, odd_version_xmins, odd_relfilenode)
   VALUES (true, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at,
-          v_rows, v_odd_from, v_odd_valid_before, v_future, v_no_time, v_hint)
+          v_future_from, v_future, v_no_time, v_odd_versions, v_odd_xmins, v_relfilenode)
   ON CONFLICT (singleton) DO UPDATE
     SET last_full_at = coalesce(excluded.last_full_at, s.last_full_at),
         last_refresh_at = excluded.last_refresh_at,
         last_run_id = excluded.last_run_id,
         changed_at = coalesce(excluded.changed_at, s.changed_at),
-        odd_rows = excluded.odd_rows, odd_future_from = excluded.odd_future_from,
-        odd_valid_before = excluded.odd_valid_before, odd_future_rows = excluded.odd_future_rows,
-        odd_untimed_rows = excluded.odd_untimed_rows, odd_hint_writes = excluded.odd_hint_writes;
+        odd_future_from = excluded.odd_future_from, odd_future_rows = excluded.odd_future_rows,
+        odd_untimed_rows = excluded.odd_untimed_rows, odd_versions = excluded.odd_versions,
+        odd_version_xmins = excluded.odd_version_xmins, odd_relfilenode = excluded.odd_relfilenode;
   UPDATE canon_internal.source_scan_state
   SET seen_xmin = v_snapshot_xmin, read_at = now(), run_id = p_run_id,
       full_read_at = CASE WHEN v_full THEN now() ELSE full_read_at END
@@ -5292,7 +5314,7 @@ BEGIN
     'drivers_scanned', v_scanned,
     'drivers_with_future_timestamp', v_future,
     'drivers_without_timestamp', v_no_time,
-    'odd_timestamps', v_odd_how, -- IN_PASS, SECOND_PASS (the statistics were late) or UNCHANGED (the last counts)
+    'odd_timestamps', v_odd_how, -- COUNTED (every row) or TRACKED (the odd versions of the last count and the versions written since)
     'drivers_reindexed', v_upserted,
     'drivers_removed', v_deleted,
     'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon_internal.driver_index) END,
@@ -6719,7 +6741,7 @@ AS $$
       (13, 'NEVER_EVALUATED_LISTED', 'every dated lead key neither linked nor unmatched has a row in canon_internal.lead_keys_pending (else no batch selects it)'),
       (14, 'RETRY_DUE_MARKED', 'every OPEN unmatched lead sharing a key with a driver indexed after its last attempt (and checked since), or that the probabilistic tier would pair with such a driver (a plate one edit away with a shared name token, a rare name key), is due for a retry'),
       (15, 'DRIVER_INDEX_CURRENT', 'every driver indexed in canon_internal.driver_index with the values of its newest row; drivers written since the last read excepted'),
-      (16, 'DRIVER_ODD_COUNTS', 'the odd driver timestamps a run reports without counting them again equal the rows counted now')
+      (16, 'DRIVER_ODD_COUNTS', 'the odd driver timestamps a run counts from the versions it tracks and those written since its last read equal every row counted now')
   )
   SELECT c.ord, c.invariant,
          (SELECT count(*) FROM drift d WHERE d.ord = c.ord),
@@ -8655,7 +8677,7 @@ BEGIN
   END IF;
   v_odd := EXISTS (SELECT 1 FROM canon.driver_odd_counts_drift());
   IF v_odd THEN
-    UPDATE canon_internal.driver_index_state SET odd_rows = NULL; -- the next run counts again
+    UPDATE canon_internal.driver_index_state SET odd_versions = NULL; -- the next run counts every row
   END IF;
 
   v_state := canon.refresh_lead_state(NULL, canon.take_lead_state_marks() || ARRAY(SELECT d.lead_id FROM canon.lead_state_drift() d));
@@ -9822,12 +9844,12 @@ CREATE TABLE canon_internal.driver_index_state (
   last_run_id      bigint,
   changed_at       timestamptz,
   retry_checked_at timestamptz,
-  odd_rows         bigint,
   odd_future_from  timestamp,
-  odd_valid_before timestamp,
   odd_future_rows  bigint,
   odd_untimed_rows bigint,
-  odd_hint_writes  bigint
+  odd_versions     tid[],
+  odd_version_xmins xid[],
+  odd_relfilenode  oid
 );
 
 COMMENT ON TABLE canon_internal.driver_index_state IS
@@ -9836,14 +9858,14 @@ COMMENT ON COLUMN canon_internal.driver_index_state.changed_at IS
   'Last time canon.refresh_driver_index wrote or removed rows of canon_internal.driver_index (reported by runs; OPEN unmatched leads are retried when due, see canon.identity_unmatched.retry_due).';
 COMMENT ON COLUMN canon_internal.driver_index_state.retry_checked_at IS
   'Driver index rows indexed (and keys logged in canon_internal.driver_index_key_changes) after this time are still to be checked against the OPEN unmatched leads by canon.mark_retries_due. NULL: never checked (every OPEN lead is due).';
-COMMENT ON COLUMN canon_internal.driver_index_state.odd_rows IS
-  'The driver rows counted by the run that last counted the odd timestamps (odd_future_rows, odd_untimed_rows). A run reuses those counts only while the table is provably the same (this many rows, none written since its read) and the clock has not moved a row across the future threshold (odd_future_from, odd_valid_before); NULL: count again.';
 COMMENT ON COLUMN canon_internal.driver_index_state.odd_future_from IS
-  'The threshold the odd timestamps were counted against (now in the business time zone plus a day): a row with updated_at or created_at after it was FUTURE_TIMESTAMP.';
-COMMENT ON COLUMN canon_internal.driver_index_state.odd_valid_before IS
-  'The earliest time at which a row counted FUTURE_TIMESTAMP stops being one (the least, over those rows, of the later of updated_at and created_at); NULL when none was.';
-COMMENT ON COLUMN canon_internal.driver_index_state.odd_hint_writes IS
-  'The rows of public.drivers inserted, updated and deleted by the statistics system''s count when the odd timestamps were last counted: when it moved, the next run counts them in its pass (a hint for speed; the reuse of the counts does not rely on it).';
+  'The threshold of the last count of odd timestamps (now in the business time zone plus a day): a row with updated_at or created_at after it was FUTURE_TIMESTAMP. A run whose threshold is earlier (the time zone changed) counts every row again.';
+COMMENT ON COLUMN canon_internal.driver_index_state.odd_versions IS
+  'The row versions of public.drivers (ctid, with odd_version_xmins their xmin) that were odd at the last count (a timestamp after odd_future_from, or neither timestamp). The next run counts these, where the same version is still there, and the versions written since the last read: a version not odd then is not odd later (the threshold only moves forward). NULL: count every row.';
+COMMENT ON COLUMN canon_internal.driver_index_state.odd_version_xmins IS
+  'The xmin of each version of odd_versions, in the same order: a slot reused by another row is not the version counted.';
+COMMENT ON COLUMN canon_internal.driver_index_state.odd_relfilenode IS
+  'The file of public.drivers when odd_versions were taken: a rewrite (VACUUM FULL, CLUSTER) moves every row, and the next run counts every row again.';
 
 -- snapshot of sql/canon_internal/canon_internal.driver_index.sql
 -- Internal cache: the normalised matching keys of every driver of public.drivers (step 4).

@@ -1,8 +1,9 @@
--- canon.driver_odd_counts_drift: the odd driver timestamps counted by the last run that
--- counted them (canon_internal.driver_index_state.odd_*), when the next run would report
--- them again without counting (the table as many rows, none written since the last read,
--- no counted row past the threshold), against the rows counted now. Read by
--- ops.check_caches, repaired by ops.repair_caches (the next run counts again).
+-- canon.driver_odd_counts_drift: what the next run would count as odd driver timestamps
+-- without reading every row (the versions tracked in canon_internal.driver_index_state.odd_versions
+-- that are still there, and the versions written since the last read), against every row
+-- counted now, at this moment's threshold. Nothing to check when the next run counts
+-- every row anyway (no tracked versions, the table rewritten, the threshold moved back).
+-- Read by ops.check_caches, repaired by ops.repair_caches (the next run counts every row).
 CREATE OR REPLACE FUNCTION canon.driver_odd_counts_drift()
 RETURNS TABLE (example text)
 LANGUAGE sql
@@ -16,28 +17,37 @@ AS $$
     WHERE s.key = 'business_timezone' AND canon.setting_problem(s.value, s.value_type, s.min_value, s.max_value) IS NULL
   ),
   stored AS (
-    SELECT s.odd_rows, s.odd_future_rows, s.odd_untimed_rows, n.future_from
+    SELECT s.odd_versions, s.odd_version_xmins, n.future_from, canon.xmin_age_limit(sc.seen_xmin) AS age_limit
     FROM canon_internal.driver_index_state s
     CROSS JOIN now_from n
     CROSS JOIN canon_internal.source_scan_state sc
     WHERE sc.source_table = 'drivers'
-      AND s.odd_rows IS NOT NULL
+      AND s.odd_versions IS NOT NULL
       AND n.future_from >= s.odd_future_from
-      AND (s.odd_valid_before IS NULL OR n.future_from < s.odd_valid_before)
+      AND s.odd_relfilenode = pg_relation_filenode('public.drivers'::regclass)
       AND canon.xmin_age_limit(sc.seen_xmin) IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM public.drivers w WHERE age(w.xmin) <= canon.xmin_age_limit(sc.seen_xmin))
   ),
-  live AS (
-    SELECT count(*) AS driver_rows,
-           count(*) FILTER (WHERE d.updated_at > st.future_from OR d.created_at > st.future_from) AS future_rows,
-           count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL) AS untimed_rows
-    FROM stored st CROSS JOIN public.drivers d
+  counted AS (
+    SELECT o.future, o.untimed, age(d.xmin) <= st.age_limit OR t.tid IS NOT NULL AS seen_by_next_run
+    FROM stored st
+    CROSS JOIN public.drivers d
+    CROSS JOIN LATERAL (SELECT coalesce(d.updated_at > st.future_from OR d.created_at > st.future_from, false) AS future,
+                               d.updated_at IS NULL AND d.created_at IS NULL AS untimed) o
+    LEFT JOIN unnest(st.odd_versions, st.odd_version_xmins) t (tid, x) ON t.tid = d.ctid AND t.x = d.xmin
+    WHERE o.future OR o.untimed
+  ),
+  totals AS (
+    SELECT count(*) FILTER (WHERE c.future AND c.seen_by_next_run) AS next_future,
+           count(*) FILTER (WHERE c.untimed AND c.seen_by_next_run) AS next_untimed,
+           count(*) FILTER (WHERE c.future) AS future,
+           count(*) FILTER (WHERE c.untimed) AS untimed
+    FROM counted c
   )
-  SELECT format('odd driver timestamps: stored %s future and %s without timestamp of %s rows, counted now %s and %s',
-                st.odd_future_rows, st.odd_untimed_rows, st.odd_rows, l.future_rows, l.untimed_rows)
-  FROM stored st CROSS JOIN live l
-  WHERE l.driver_rows = st.odd_rows
-    AND (l.future_rows, l.untimed_rows) IS DISTINCT FROM (st.odd_future_rows, st.odd_untimed_rows)
+  SELECT format('odd driver timestamps: the next run would count %s future and %s without timestamp, counted now %s and %s',
+                t.next_future, t.next_untimed, t.future, t.untimed)
+  FROM totals t
+  WHERE EXISTS (SELECT 1 FROM stored)
+    AND (t.next_future, t.next_untimed) IS DISTINCT FROM (t.future, t.untimed)
 $$;
 COMMENT ON FUNCTION canon.driver_odd_counts_drift() IS
-  'The stored counts of odd driver timestamps, when the next run would reuse them, against the rows counted now (ops.check_caches).';
+  'The odd driver timestamps the next run would count from the tracked versions and the versions written since the last read, against every row counted now (ops.check_caches).';

@@ -4,8 +4,8 @@
 -- read, canon_internal.source_scan_state.seen_xmin): a late commit, a change in place and a driver
 -- with a future or missing updated_at/created_at are all read by the next run, in one pass
 -- over the drivers. Such odd timestamps are counted (and listed in
--- ops.v_drivers_odd_timestamps) when the table or the clock may have changed the counts;
--- otherwise the last counts are provably current and the pass skips reading them.
+-- ops.v_drivers_odd_timestamps) from the odd row versions of the last count and the
+-- versions written since, read by ctid: the pass does not read the timestamps.
 -- Their rows are re-normalised only when their source values
 -- changed (hash); the newest row of a driver_id wins. Every
 -- driver_index_full_refresh_hours the whole table is reconciled, which also removes
@@ -49,11 +49,11 @@ DECLARE
   v_bulk boolean := false;
   v_indexes_restored integer;
   v_future_from timestamp := (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day';
-  v_odd_counted boolean;
+  v_count_all boolean;
   v_odd_how text;
-  v_odd_from timestamp;
-  v_hint bigint;
-  v_odd_valid_before timestamp;
+  v_odd_versions tid[];
+  v_odd_xmins xid[];
+  v_relfilenode oid := pg_relation_filenode('public.drivers'::regclass);
 BEGIN
   SELECT * INTO v_state FROM canon_internal.driver_index_state FOR UPDATE;
   -- an index of the table dropped by hand comes back (a no-op when all exist)
@@ -66,60 +66,72 @@ BEGIN
   v_full := v_full OR v_limit IS NULL;
   v_foreign := canon.foreign_xids(); -- before the read's snapshot (canon.local_snapshot_xmin)
 
-  -- Odd timestamps are counted in the same pass when the drivers were written since the
-  -- last count by the statistics' word (a hint only: they arrive seconds after a commit), or
-  -- the clock may have moved a counted row across the threshold (it moves forward with the
-  -- clock, back with a change of time zone). Reading them costs as much as the pass itself
-  -- (they end every row): an idle run does not.
-  v_hint := (SELECT CASE WHEN current_setting('track_counts')::boolean
-                         THEN pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid) + pg_stat_get_tuples_deleted(c.oid) END
-             FROM pg_class c WHERE c.oid = 'public.drivers'::regclass);
-  v_odd_counted := v_full OR v_hint IS NULL OR v_hint IS DISTINCT FROM v_state.odd_hint_writes
-    OR v_state.odd_rows IS NULL OR v_future_from < v_state.odd_future_from
-    OR coalesce(v_future_from >= v_state.odd_valid_before, false);
+  -- Odd timestamps: a row version never changes, and one that is not odd at a threshold is
+  -- not odd at a later one (the threshold moves forward with the clock). So the odd versions
+  -- of the last count (odd_versions: ctid and xmin) and the versions written since the last
+  -- read are all the odd versions there can be: the pass reads neither timestamp (they end
+  -- every row: reading them costs as much as the pass), and those few versions are read by
+  -- their ctid in the same statement. Every row is counted again on a full refresh, before
+  -- the first count, when the threshold moved back (a change of time zone), when the table
+  -- was rewritten (VACUUM FULL, CLUSTER: every ctid moved) or is not a plain table.
+  v_count_all := v_full OR v_state.odd_versions IS NULL OR v_future_from < v_state.odd_future_from
+    OR v_state.odd_relfilenode IS DISTINCT FROM v_relfilenode
+    OR (SELECT c.relkind FROM pg_class c WHERE c.oid = 'public.drivers'::regclass) <> 'r';
 
   -- One pass over the drivers (one builtin per row): the ids with a row version not seen
   -- yet. The snapshot is this statement's own. No DISTINCT: it would sort every row (a
   -- third of the pass); the few ids repeat harmlessly.
-  IF v_odd_counted THEN
+  IF v_count_all THEN
     SELECT count(*),
            count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
            count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
-           min(greatest(d.updated_at, d.created_at)) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
            -- ids that cannot be indexed, counted on a full refresh only (v_full is a constant)
            count(*) FILTER (WHERE v_full AND (nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200)),
            CASE WHEN v_full THEN NULL
                 ELSE coalesce(array_agg(d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}') END,
+           -- (two aggregates of one pass take the rows in the same order: the arrays pair up)
+           coalesce(array_agg(d.ctid) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from
+                                                OR (d.updated_at IS NULL AND d.created_at IS NULL)), '{}'),
+           coalesce(array_agg(d.xmin) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from
+                                                OR (d.updated_at IS NULL AND d.created_at IS NULL)), '{}'),
            canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
-    INTO v_rows, v_future, v_no_time, v_odd_valid_before, v_bad_ids, v_changed_ids, v_snapshot_xmin
+    INTO v_rows, v_future, v_no_time, v_bad_ids, v_changed_ids, v_odd_versions, v_odd_xmins, v_snapshot_xmin
     FROM public.drivers d;
-    v_odd_how := 'IN_PASS';
+    v_odd_how := 'COUNTED';
   ELSE
-    SELECT count(*),
-           coalesce(array_agg(d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}'),
-           canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
-    INTO v_rows, v_changed_ids, v_snapshot_xmin
-    FROM public.drivers d;
-    -- The last counts hold while the table is the same: as many rows, none written since
-    -- that read (a delete lowers the count; any other write is a new row version).
-    IF cardinality(v_changed_ids) > 0 OR v_rows IS DISTINCT FROM v_state.odd_rows THEN
-      SELECT count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
-             count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
-             min(greatest(d.updated_at, d.created_at)) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from)
-      INTO v_future, v_no_time, v_odd_valid_before
-      FROM public.drivers d;
-      v_odd_counted := true;
-      v_odd_how := 'SECOND_PASS';
-    END IF;
-  END IF;
-  IF v_odd_counted THEN
-    v_odd_from := v_future_from;
-  ELSE
-    v_future := v_state.odd_future_rows;
-    v_no_time := v_state.odd_untimed_rows;
-    v_odd_from := v_state.odd_future_from;
-    v_odd_valid_before := v_state.odd_valid_before;
-    v_odd_how := 'UNCHANGED';
+    WITH pass AS MATERIALIZED (
+      SELECT count(*) AS n,
+             coalesce(array_agg(d.ctid) FILTER (WHERE age(d.xmin) <= v_limit), '{}') AS tids,
+             canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign) AS snapshot_xmin
+      FROM public.drivers d
+    ),
+    -- the versions written since the last read and the odd versions counted last time, by
+    -- ctid (the same snapshot: the very versions the pass saw)
+    seen AS MATERIALIZED (
+      SELECT d.ctid, d.xmin, d.driver_id,
+             age(d.xmin) <= v_limit AS written,
+             coalesce(d.updated_at > v_future_from OR d.created_at > v_future_from, false) AS future,
+             d.updated_at IS NULL AND d.created_at IS NULL AS untimed
+      FROM public.drivers d
+      WHERE d.ctid = ANY ((SELECT p.tids FROM pass p) || v_state.odd_versions)
+    ),
+    odd AS (
+      SELECT s.ctid, s.xmin, s.future, s.untimed
+      FROM seen s
+      -- a tracked slot holds the version counted only with the same xmin
+      LEFT JOIN unnest(v_state.odd_versions, v_state.odd_version_xmins) t (tid, x) ON t.tid = s.ctid AND t.x = s.xmin
+      WHERE (s.future OR s.untimed) AND (s.written OR t.tid IS NOT NULL)
+    )
+    SELECT p.n,
+           (SELECT count(*) FILTER (WHERE o.future) FROM odd o),
+           (SELECT count(*) FILTER (WHERE o.untimed) FROM odd o),
+           (SELECT coalesce(array_agg(s.driver_id), '{}') FROM seen s WHERE s.written),
+           (SELECT coalesce(array_agg(o.ctid ORDER BY o.ctid), '{}') FROM odd o),
+           (SELECT coalesce(array_agg(o.xmin ORDER BY o.ctid), '{}') FROM odd o),
+           p.snapshot_xmin
+    INTO v_rows, v_future, v_no_time, v_changed_ids, v_odd_versions, v_odd_xmins, v_snapshot_xmin
+    FROM pass p;
+    v_odd_how := 'TRACKED';
   END IF;
 
   -- The drivers to look at (all of them on a full refresh), newest row per driver_id.
@@ -243,18 +255,18 @@ BEGIN
   END IF;
 
   INSERT INTO canon_internal.driver_index_state AS s (singleton, last_full_at, last_refresh_at, last_run_id, changed_at,
-                                                     odd_rows, odd_future_from, odd_valid_before, odd_future_rows, odd_untimed_rows,
-                                                     odd_hint_writes)
+                                                     odd_future_from, odd_future_rows, odd_untimed_rows,
+                                                     odd_versions, odd_version_xmins, odd_relfilenode)
   VALUES (true, CASE WHEN v_full THEN now() END, now(), p_run_id, v_changed_at,
-          v_rows, v_odd_from, v_odd_valid_before, v_future, v_no_time, v_hint)
+          v_future_from, v_future, v_no_time, v_odd_versions, v_odd_xmins, v_relfilenode)
   ON CONFLICT (singleton) DO UPDATE
     SET last_full_at = coalesce(excluded.last_full_at, s.last_full_at),
         last_refresh_at = excluded.last_refresh_at,
         last_run_id = excluded.last_run_id,
         changed_at = coalesce(excluded.changed_at, s.changed_at),
-        odd_rows = excluded.odd_rows, odd_future_from = excluded.odd_future_from,
-        odd_valid_before = excluded.odd_valid_before, odd_future_rows = excluded.odd_future_rows,
-        odd_untimed_rows = excluded.odd_untimed_rows, odd_hint_writes = excluded.odd_hint_writes;
+        odd_future_from = excluded.odd_future_from, odd_future_rows = excluded.odd_future_rows,
+        odd_untimed_rows = excluded.odd_untimed_rows, odd_versions = excluded.odd_versions,
+        odd_version_xmins = excluded.odd_version_xmins, odd_relfilenode = excluded.odd_relfilenode;
   UPDATE canon_internal.source_scan_state
   SET seen_xmin = v_snapshot_xmin, read_at = now(), run_id = p_run_id,
       full_read_at = CASE WHEN v_full THEN now() ELSE full_read_at END
@@ -269,7 +281,7 @@ BEGIN
     'drivers_scanned', v_scanned,
     'drivers_with_future_timestamp', v_future,
     'drivers_without_timestamp', v_no_time,
-    'odd_timestamps', v_odd_how, -- IN_PASS, SECOND_PASS (the statistics were late) or UNCHANGED (the last counts)
+    'odd_timestamps', v_odd_how, -- COUNTED (every row) or TRACKED (the odd versions of the last count and the versions written since)
     'drivers_reindexed', v_upserted,
     'drivers_removed', v_deleted,
     'drivers_indexed', CASE WHEN v_full THEN (SELECT count(*) FROM canon_internal.driver_index) END,

@@ -37,7 +37,7 @@ AS $$
       (13, 'NEVER_EVALUATED_LISTED', 'every dated lead key neither linked nor unmatched has a row in canon_internal.lead_keys_pending (else no batch selects it)'),
       (14, 'RETRY_DUE_MARKED', 'every OPEN unmatched lead sharing a key with a driver indexed after its last attempt (and checked since), or that the probabilistic tier would pair with such a driver (a plate one edit away with a shared name token, a rare name key), is due for a retry'),
       (15, 'DRIVER_INDEX_CURRENT', 'every driver indexed in canon_internal.driver_index with the values of its newest row; drivers written since the last read excepted'),
-      (16, 'DRIVER_ODD_COUNTS', 'the odd driver timestamps a run reports without counting them again equal the rows counted now')
+      (16, 'DRIVER_ODD_COUNTS', 'the odd driver timestamps a run counts from the versions it tracks and those written since its last read equal every row counted now')
   )
   SELECT c.ord, c.invariant,
          (SELECT count(*) FROM drift d WHERE d.ord = c.ord),

@@ -46,7 +46,7 @@ BEGIN
   END IF;
   v_odd := EXISTS (SELECT 1 FROM canon.driver_odd_counts_drift());
   IF v_odd THEN
-    UPDATE canon_internal.driver_index_state SET odd_rows = NULL; -- the next run counts again
+    UPDATE canon_internal.driver_index_state SET odd_versions = NULL; -- the next run counts every row
   END IF;
 
   v_state := canon.refresh_lead_state(NULL, canon.take_lead_state_marks() || ARRAY(SELECT d.lead_id FROM canon.lead_state_drift() d));

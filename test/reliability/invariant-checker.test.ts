@@ -272,10 +272,20 @@ const cases: Case[] = [
   },
   {
     invariant: 'DRIVER_ODD_COUNTS',
-    // The odd-timestamp counts a run would report again without counting, written by hand.
-    breakIt: `UPDATE canon_internal.driver_index_state SET odd_future_rows = odd_future_rows + 3;`,
+    // A driver with a future timestamp counted by a refresh, then its version dropped by hand
+    // from the versions the next run counts.
+    // (committed first: a version written by the refresh's own transaction is one the next
+    // run reads again as written since)
+    breakIt: `
+      BEGIN;
+      INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
+      VALUES ('odd-future', 'p', 'Qwxyz', NULL, '2099-01-01', '2099-01-01');
+      COMMIT;
+      SELECT canon.refresh_driver_index(NULL);
+      UPDATE canon_internal.driver_index_state
+      SET odd_versions = odd_versions[2:], odd_version_xmins = odd_version_xmins[2:];`,
     violations: 1,
-    example: /^odd driver timestamps: stored 3 future and 0 without timestamp of \d+ rows, counted now 0 and 0$/,
+    example: /^odd driver timestamps: the next run would count \d+ future and \d+ without timestamp, counted now \d+ and \d+$/,
     repair: `SELECT ops.repair_caches();`,
   },
   {

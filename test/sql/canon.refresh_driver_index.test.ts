@@ -169,7 +169,7 @@ test('a few changed drivers among many probe the index by key: one pass over the
     const before = await seqScans();
     const { rows: [r] } = await c.query<{ s: Stats }>(`SELECT canon.refresh_driver_index(NULL) AS s`);
     const after = await seqScans();
-    t.like(r!.s, { mode: 'incremental', drivers_reindexed: 3, index_changed: true, odd_timestamps: 'IN_PASS' });
+    t.like(r!.s, { mode: 'incremental', drivers_reindexed: 3, index_changed: true, odd_timestamps: 'TRACKED' });
     // drivers: the one pass that finds what was written, their rows then read by the
     // upstream index on driver_id; the driver index only probed
     const [drivers, index] = [after.find((a) => a[0] === 'drivers')!, after.find((a) => a[0] === 'driver_index')!];
@@ -177,43 +177,87 @@ test('a few changed drivers among many probe the index by key: one pass over the
     t.is(Number(drivers[1]) - Number(before.find((b) => b[0] === 'drivers')![1]), 1);
   }));
 
-test('odd timestamps are counted again only when a write or the clock could change them: a run with nothing written reports the last counts', (t) =>
+/** One refresh's odd-timestamp figures: [future, without timestamp, how counted]. */
+async function odd(db: TestDb): Promise<[number, number, string]> {
+  const [r] = await db.query<{ s: Stats & { odd_timestamps: string } }>(`SELECT canon.refresh_driver_index(NULL) AS s`);
+  return [r!.s.drivers_with_future_timestamp, r!.s.drivers_without_timestamp, r!.s.odd_timestamps];
+}
+
+async function oddDrift(db: TestDb): Promise<string[]> {
+  return (await db.query<{ example: string }>(`SELECT example FROM canon.driver_odd_counts_drift()`)).map((r) => r.example);
+}
+
+test('odd timestamps are counted from the odd versions of the last count and the versions written since: deletes, updates, new rows and the clock move the counts', (t) =>
   withDb('driver_index_odd_counts', async (db) => {
-    const odd = async (): Promise<[number, number, string]> => {
-      const [r] = await db.query<{ s: Stats & { odd_timestamps: string } }>(`SELECT canon.refresh_driver_index(NULL) AS s`);
-      return [r!.s.drivers_with_future_timestamp, r!.s.drivers_without_timestamp, r!.s.odd_timestamps];
-    };
-    // Every write the statistics never hear of (track_counts off in the writer's session),
-    // so that none arrives late: each is found by its row version or by the row count, and
-    // the timestamps are read by a second pass. (When the statistics have heard of a write,
-    // they are read in the one pass: IN_PASS, in the test of a few changed drivers.)
-    const w = await db.connect();
-    await w.query(`SET track_counts = off`);
-    await w.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
-                   VALUES ('future', 'p', 'Eva', '51966666666', '2099-01-01', '2099-01-01'),
-                          ('untimed', 'p', 'Noe', '51977777777', NULL, NULL),
-                          ('plain', 'p', 'Ana', '51988888888', now(), now())`);
-    t.deepEqual(await odd(), [1, 1, 'IN_PASS'], 'the full refresh counts');
-    t.deepEqual(await odd(), [1, 1, 'UNCHANGED'], 'nothing written: the same counts, timestamps not read');
-    await w.query(`DELETE FROM public.drivers WHERE driver_id = 'future'`);
-    t.deepEqual(await odd(), [0, 1, 'SECOND_PASS'], 'a delete leaves no row version: the row count tells');
-    await w.query(`UPDATE public.drivers SET updated_at = '2099-06-01' WHERE driver_id = 'plain'`);
-    t.deepEqual(await odd(), [1, 1, 'SECOND_PASS'], 'only updated_at changed: a new row version');
-    await w.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
-                   VALUES ('quiet', 'p', 'Luz', '51955555555', NULL, NULL)`);
-    t.deepEqual(await odd(), [1, 2, 'SECOND_PASS']);
-    t.deepEqual(await odd(), [1, 2, 'UNCHANGED']);
+    await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
+                    VALUES ('future', 'p', 'Eva', '51966666666', '2099-01-01', '2099-01-01'),
+                           ('untimed', 'p', 'Noe', '51977777777', NULL, NULL),
+                           ('plain', 'p', 'Ana', '51988888888', now(), now())`);
+    t.deepEqual(await odd(db), [1, 1, 'COUNTED'], 'the full refresh counts every row');
+    t.deepEqual(await odd(db), [1, 1, 'TRACKED'], 'nothing written: the same counts, from the two versions tracked');
+    await db.query(`DELETE FROM public.drivers WHERE driver_id = 'future'`);
+    t.deepEqual(await odd(db), [0, 1, 'TRACKED'], 'a deleted version is no longer there');
+    await db.query(`UPDATE public.drivers SET updated_at = '2099-06-01' WHERE driver_id = 'plain'`);
+    t.deepEqual(await odd(db), [1, 1, 'TRACKED'], 'only updated_at changed: a new row version');
+    await db.query(`UPDATE public.drivers SET updated_at = now(), created_at = now() WHERE driver_id = 'untimed'`);
+    t.deepEqual(await odd(db), [1, 0, 'TRACKED'], 'the untimed row stamped: its new version is not odd, its old one is gone');
+    await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
+                    VALUES ('quiet', 'p', 'Luz', '51955555555', NULL, NULL)`);
+    t.deepEqual(await odd(db), [1, 1, 'TRACKED']);
     // A row dated a few hours past the threshold stops being future as the clock moves on,
     // with nothing written: here the business clock jumps 19 hours (Lima to Kiritimati) and back.
-    await w.query(`UPDATE public.drivers SET updated_at = (now() AT TIME ZONE 'America/Lima') + interval '1 day 5 hours' WHERE driver_id = 'plain'`);
-    t.deepEqual(await odd(), [1, 2, 'SECOND_PASS']);
+    await db.query(`UPDATE public.drivers SET updated_at = (now() AT TIME ZONE 'America/Lima') + interval '1 day 5 hours' WHERE driver_id = 'plain'`);
+    t.deepEqual(await odd(db), [1, 1, 'TRACKED']);
     await db.query(`UPDATE canon.settings SET value = 'Pacific/Kiritimati' WHERE key = 'business_timezone'`);
-    t.deepEqual(await odd(), [0, 2, 'IN_PASS'], 'the threshold passed the row');
+    t.deepEqual(await odd(db), [0, 1, 'TRACKED'], 'the threshold passed the row');
     await db.query(`UPDATE canon.settings SET value = 'America/Lima' WHERE key = 'business_timezone'`);
-    t.deepEqual(await odd(), [1, 2, 'IN_PASS'], 'the threshold moved back');
-    t.deepEqual(await odd(), [1, 2, 'UNCHANGED']);
-    const [drift] = await db.query<{ n: string }>(`SELECT count(*) AS n FROM canon.driver_odd_counts_drift()`);
-    t.is(drift!.n, '0');
+    t.deepEqual(await odd(db), [1, 1, 'COUNTED'], 'the threshold moved back: every row counted again');
+    t.deepEqual(await odd(db), [1, 1, 'TRACKED']);
+    t.deepEqual(await oddDrift(db), []);
+  }));
+
+test('odd timestamps: a slot freed by DELETE and VACUUM and reused by another row is not the version counted, a frozen version still is, and a rewritten table is counted again', (t) =>
+  withDb('driver_index_odd_counts', async (db) => {
+    await db.query(`ALTER TABLE public.drivers SET (autovacuum_enabled = off)`);
+    await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
+                    VALUES ('future', 'p', 'Eva', '51966666666', '2099-01-01', '2099-01-01'),
+                           ('untimed', 'p', 'Noe', '51977777777', NULL, NULL)`);
+    t.deepEqual(await odd(db), [1, 1, 'COUNTED']);
+    const slot = async (id: string) =>
+      (await db.query<{ c: string }>(`SELECT ctid::text AS c FROM public.drivers WHERE driver_id = $1`, [id]))[0]?.c;
+    const futureSlot = await slot('future');
+    // the future row deleted and vacuumed away; a plain row takes its slot in the same page
+    await db.query(`DELETE FROM public.drivers WHERE driver_id = 'future'`);
+    await db.query(`VACUUM public.drivers`);
+    await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
+                    VALUES ('reuser', 'p', 'Ana', '51988888888', now(), now())`);
+    t.is(await slot('reuser'), futureSlot, 'the new row sits where the counted version was');
+    t.deepEqual(await odd(db), [0, 1, 'TRACKED'], 'another version in the slot: not counted as the old one');
+    t.deepEqual(await oddDrift(db), []);
+    // a frozen version keeps its xmin: still the version counted
+    await db.query(`VACUUM (FREEZE) public.drivers`);
+    t.deepEqual(await odd(db), [0, 1, 'TRACKED']);
+    // VACUUM FULL moves every row (ctids change, xmins stay): every row counted again
+    await db.query(`UPDATE public.drivers SET updated_at = '2099-02-02' WHERE driver_id = 'reuser'`);
+    t.deepEqual(await odd(db), [1, 1, 'TRACKED']);
+    await db.query(`VACUUM FULL public.drivers`);
+    t.deepEqual(await odd(db), [1, 1, 'COUNTED'], 'the table was rewritten');
+    t.deepEqual(await odd(db), [1, 1, 'TRACKED']);
+    t.deepEqual(await oddDrift(db), []);
+  }));
+
+test('doctor names a tracked odd version removed by hand: the next run would not count it', (t) =>
+  withDb('driver_index_odd_counts', async (db) => {
+    await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
+                    VALUES ('future', 'p', 'Eva', '51966666666', '2099-01-01', '2099-01-01'),
+                           ('plain', 'p', 'Ana', '51988888888', now(), now())`);
+    t.deepEqual(await odd(db), [1, 0, 'COUNTED']);
+    t.deepEqual(await oddDrift(db), []);
+    await db.query(`UPDATE canon_internal.driver_index_state SET odd_versions = '{}', odd_version_xmins = '{}'`);
+    t.deepEqual(await oddDrift(db), ['odd driver timestamps: the next run would count 0 future and 0 without timestamp, counted now 1 and 0']);
+    await db.query(`SELECT ops.repair_caches()`);
+    t.deepEqual(await oddDrift(db), []);
+    t.deepEqual(await odd(db), [1, 0, 'COUNTED'], 'repaired: the next run counts every row');
   }));
 
 test('the first build fills the empty index and creates its secondary indexes after the rows, each as the migration made it', (t) =>

@@ -5483,6 +5483,7 @@ DECLARE
   v_written integer;
   v_removed integer;
   v_trip_rows bigint;
+  v_gone integer[];
 BEGIN
   IF coalesce(cardinality(p_lead_ids), 0) = 0 THEN
     RETURN jsonb_build_object('evaluated', 0, 'written', 0, 'removed', 0, 'trip_rows_read', 0);
@@ -5536,10 +5537,15 @@ BEGIN
            excluded.paid_claims, excluded.paid_amount);
   GET DIAGNOSTICS v_written = ROW_COUNT;
 
-  DELETE FROM canon_internal.cabinet_lead_state s
-  WHERE s.lead_id = ANY (p_lead_ids)
-    AND NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_fresh f WHERE f.lead_id = s.lead_id);
-  GET DIAGNOSTICS v_removed = ROW_COUNT;
+  -- The rows evaluated and gone, found first (few or none) and removed by key: one
+  -- statement with the anti-join was planned as a pass over every stored row.
+  v_gone := ARRAY(SELECT x.lead_id FROM unnest(p_lead_ids) x (lead_id)
+                  EXCEPT SELECT f.lead_id FROM pg_temp.lead_state_fresh f);
+  v_removed := 0;
+  IF cardinality(v_gone) > 0 THEN
+    DELETE FROM canon_internal.cabinet_lead_state s WHERE s.lead_id = ANY (v_gone);
+    GET DIAGNOSTICS v_removed = ROW_COUNT;
+  END IF;
 
   DROP TABLE pg_temp.lead_state_fresh;
   -- What the limbo snapshot compares with to know whether it must recount.
@@ -9742,6 +9748,10 @@ CREATE INDEX cabinet_lead_state_no_driver_idx ON canon_internal.cabinet_lead_sta
 CREATE INDEX cabinet_lead_state_trips_no_claim_idx ON canon_internal.cabinet_lead_state (lead_date)
   WHERE limbo_stage = 'TRIPS_NO_CLAIM';
 CREATE INDEX cabinet_lead_state_window_end_idx ON canon_internal.cabinet_lead_state (window_end)
+  WHERE driver_id IS NOT NULL;
+-- The leads of the drivers whose trip rows a run found written (canon.schedule_lead_state):
+-- probed per driver instead of a pass over every stored lead.
+CREATE INDEX cabinet_lead_state_driver_idx ON canon_internal.cabinet_lead_state (driver_id)
   WHERE driver_id IS NOT NULL;
 
 CREATE TRIGGER cabinet_lead_state_count_delete

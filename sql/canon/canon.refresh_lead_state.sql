@@ -18,6 +18,7 @@ DECLARE
   v_written integer;
   v_removed integer;
   v_trip_rows bigint;
+  v_gone integer[];
 BEGIN
   IF coalesce(cardinality(p_lead_ids), 0) = 0 THEN
     RETURN jsonb_build_object('evaluated', 0, 'written', 0, 'removed', 0, 'trip_rows_read', 0);
@@ -71,10 +72,15 @@ BEGIN
            excluded.paid_claims, excluded.paid_amount);
   GET DIAGNOSTICS v_written = ROW_COUNT;
 
-  DELETE FROM canon_internal.cabinet_lead_state s
-  WHERE s.lead_id = ANY (p_lead_ids)
-    AND NOT EXISTS (SELECT 1 FROM pg_temp.lead_state_fresh f WHERE f.lead_id = s.lead_id);
-  GET DIAGNOSTICS v_removed = ROW_COUNT;
+  -- The rows evaluated and gone, found first (few or none) and removed by key: one
+  -- statement with the anti-join was planned as a pass over every stored row.
+  v_gone := ARRAY(SELECT x.lead_id FROM unnest(p_lead_ids) x (lead_id)
+                  EXCEPT SELECT f.lead_id FROM pg_temp.lead_state_fresh f);
+  v_removed := 0;
+  IF cardinality(v_gone) > 0 THEN
+    DELETE FROM canon_internal.cabinet_lead_state s WHERE s.lead_id = ANY (v_gone);
+    GET DIAGNOSTICS v_removed = ROW_COUNT;
+  END IF;
 
   DROP TABLE pg_temp.lead_state_fresh;
   -- What the limbo snapshot compares with to know whether it must recount.

@@ -46,6 +46,10 @@ CREATE INDEX cabinet_lead_state_trips_no_claim_idx ON canon_internal.cabinet_lea
   WHERE limbo_stage = 'TRIPS_NO_CLAIM';
 CREATE INDEX cabinet_lead_state_window_end_idx ON canon_internal.cabinet_lead_state (window_end)
   WHERE driver_id IS NOT NULL;
+-- The leads of the drivers whose trip rows a run found written (canon.schedule_lead_state):
+-- probed per driver instead of a pass over every stored lead.
+CREATE INDEX cabinet_lead_state_driver_idx ON canon_internal.cabinet_lead_state (driver_id)
+  WHERE driver_id IS NOT NULL;
 
 CREATE TRIGGER cabinet_lead_state_count_delete
   AFTER DELETE ON canon_internal.cabinet_lead_state REFERENCING OLD TABLE AS old_rows

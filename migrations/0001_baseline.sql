@@ -5348,9 +5348,21 @@ SET client_min_messages = warning
 AS $$
 DECLARE
   v_written integer;
+  v_probe_by_key boolean;
+  v_hashjoin text;
+  v_mergejoin text;
 BEGIN
   IF coalesce(cardinality(p_lead_ids), 0) = 0 THEN
     RETURN 0;
+  END IF;
+  -- A run's few rows against many: probed by key. The planner would rather hash both tables
+  -- whole (it prices each probe as a random read): 50 ms at 200k leads for 2,000 rows.
+  v_probe_by_key := cardinality(p_lead_ids) * 10
+    < (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'public.module_ct_cabinet_leads'::regclass);
+  IF v_probe_by_key THEN
+    v_hashjoin := current_setting('enable_hashjoin');
+    v_mergejoin := current_setting('enable_mergejoin');
+    PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
   END IF;
   DROP TABLE IF EXISTS pg_temp.lead_keys_source;
   CREATE TEMP TABLE lead_keys_source ON COMMIT DROP AS
@@ -5364,6 +5376,9 @@ BEGIN
   FROM (SELECT DISTINCT unnest(p_lead_ids) AS lead_id) x
   LEFT JOIN public.module_ct_cabinet_leads l ON l.id = x.lead_id
   LEFT JOIN canon_internal.lead_keys k ON k.lead_id = x.lead_id;
+  IF v_probe_by_key THEN
+    PERFORM set_config('enable_hashjoin', v_hashjoin, true), set_config('enable_mergejoin', v_mergejoin, true);
+  END IF;
 
   WITH
   -- rows to key: present, a key of at most 200 characters, never keyed, or changed since

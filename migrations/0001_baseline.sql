@@ -658,19 +658,18 @@ AS $$
       AND canon.xmin_age_limit(sc.seen_xmin) IS NOT NULL
   ),
   counted AS (
-    SELECT o.future, o.untimed, age(d.xmin) <= st.age_limit OR t.tid IS NOT NULL AS seen_by_next_run
+    SELECT o.why, age(d.xmin) <= st.age_limit OR t.tid IS NOT NULL AS seen_by_next_run
     FROM stored st
     CROSS JOIN public.drivers d
-    CROSS JOIN LATERAL (SELECT coalesce(d.updated_at > st.future_from OR d.created_at > st.future_from, false) AS future,
-                               d.updated_at IS NULL AND d.created_at IS NULL AS untimed) o
+    CROSS JOIN LATERAL (SELECT canon.driver_timestamp_oddity(d.updated_at, d.created_at, st.future_from) AS why) o
     LEFT JOIN unnest(st.odd_versions, st.odd_version_xmins) t (tid, x) ON t.tid = d.ctid AND t.x = d.xmin
-    WHERE o.future OR o.untimed
+    WHERE o.why IS NOT NULL
   ),
   totals AS (
-    SELECT count(*) FILTER (WHERE c.future AND c.seen_by_next_run) AS next_future,
-           count(*) FILTER (WHERE c.untimed AND c.seen_by_next_run) AS next_untimed,
-           count(*) FILTER (WHERE c.future) AS future,
-           count(*) FILTER (WHERE c.untimed) AS untimed
+    SELECT count(*) FILTER (WHERE c.why = 'FUTURE_TIMESTAMP' AND c.seen_by_next_run) AS next_future,
+           count(*) FILTER (WHERE c.why = 'NO_TIMESTAMP' AND c.seen_by_next_run) AS next_untimed,
+           count(*) FILTER (WHERE c.why = 'FUTURE_TIMESTAMP') AS future,
+           count(*) FILTER (WHERE c.why = 'NO_TIMESTAMP') AS untimed
     FROM counted c
   )
   SELECT format('odd driver timestamps: the next run would count %s future and %s without timestamp, counted now %s and %s',
@@ -703,6 +702,25 @@ AS $$
 $$;
 COMMENT ON FUNCTION canon.driver_source_hash(text, text, text, text, text, text, text, text, text, text, date) IS
   'md5 of the driver values its index row is computed from (canon_internal.driver_index.source_hash).';
+
+-- snapshot of sql/canon/canon.driver_timestamp_oddity.sql
+-- canon.driver_timestamp_oddity: what is odd in a driver row's timestamps against a
+-- threshold (now in the business time zone plus a day): NO_TIMESTAMP (updated_at and
+-- created_at both NULL), FUTURE_TIMESTAMP (either after the threshold), NULL otherwise. The
+-- one definition that ops.v_drivers_odd_timestamps lists, canon.refresh_driver_index counts
+-- and canon.driver_odd_counts_drift checks. Plain SQL without SET or STRICT: inlined.
+CREATE OR REPLACE FUNCTION canon.driver_timestamp_oddity(p_updated_at timestamp, p_created_at timestamp, p_future_from timestamp)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+AS $$
+  SELECT CASE WHEN p_updated_at IS NULL AND p_created_at IS NULL THEN 'NO_TIMESTAMP'
+              WHEN p_updated_at OPERATOR(pg_catalog.>) p_future_from
+                OR p_created_at OPERATOR(pg_catalog.>) p_future_from THEN 'FUTURE_TIMESTAMP' END
+$$;
+COMMENT ON FUNCTION canon.driver_timestamp_oddity(timestamp, timestamp, timestamp) IS
+  'NO_TIMESTAMP (both timestamps NULL), FUTURE_TIMESTAMP (either after p_future_from) or NULL: what ops.v_drivers_odd_timestamps lists and the driver index counts.';
 
 -- snapshot of sql/canon/canon.enforce_claim_rules_consistent.sql
 -- canon.enforce_claim_rules_consistent: trigger function (deferred, at commit) that keeps
@@ -5116,20 +5134,19 @@ BEGIN
   -- third of the pass); the few ids repeat harmlessly.
   IF v_count_all THEN
     SELECT count(*),
-           count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
-           count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
+           count(*) FILTER (WHERE o.why = 'FUTURE_TIMESTAMP'),
+           count(*) FILTER (WHERE o.why = 'NO_TIMESTAMP'),
            -- ids that cannot be indexed, counted on a full refresh only (v_full is a constant)
            count(*) FILTER (WHERE v_full AND (nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200)),
            CASE WHEN v_full THEN NULL
                 ELSE coalesce(array_agg(d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}') END,
            -- (two aggregates of one pass take the rows in the same order: the arrays pair up)
-           coalesce(array_agg(d.ctid) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from
-                                                OR (d.updated_at IS NULL AND d.created_at IS NULL)), '{}'),
-           coalesce(array_agg(d.xmin) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from
-                                                OR (d.updated_at IS NULL AND d.created_at IS NULL)), '{}'),
+           coalesce(array_agg(d.ctid) FILTER (WHERE o.why IS NOT NULL), '{}'),
+           coalesce(array_agg(d.xmin) FILTER (WHERE o.why IS NOT NULL), '{}'),
            canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
     INTO v_rows, v_future, v_no_time, v_bad_ids, v_changed_ids, v_odd_versions, v_odd_xmins, v_snapshot_xmin
-    FROM public.drivers d;
+    FROM public.drivers d
+    CROSS JOIN LATERAL (SELECT canon.driver_timestamp_oddity(d.updated_at, d.created_at, v_future_from) AS why) o;
     v_odd_how := 'COUNTED';
   ELSE
     WITH pass AS MATERIALIZED (
@@ -5143,21 +5160,20 @@ BEGIN
     seen AS MATERIALIZED (
       SELECT d.ctid, d.xmin, d.driver_id,
              age(d.xmin) <= v_limit AS written,
-             coalesce(d.updated_at > v_future_from OR d.created_at > v_future_from, false) AS future,
-             d.updated_at IS NULL AND d.created_at IS NULL AS untimed
+             canon.driver_timestamp_oddity(d.updated_at, d.created_at, v_future_from) AS why
       FROM public.drivers d
       WHERE d.ctid = ANY ((SELECT p.tids FROM pass p) || v_state.odd_versions)
     ),
     odd AS (
-      SELECT s.ctid, s.xmin, s.future, s.untimed
+      SELECT s.ctid, s.xmin, s.why
       FROM seen s
       -- a tracked slot holds the version counted only with the same xmin
       LEFT JOIN unnest(v_state.odd_versions, v_state.odd_version_xmins) t (tid, x) ON t.tid = s.ctid AND t.x = s.xmin
-      WHERE (s.future OR s.untimed) AND (s.written OR t.tid IS NOT NULL)
+      WHERE s.why IS NOT NULL AND (s.written OR t.tid IS NOT NULL)
     )
     SELECT p.n,
-           (SELECT count(*) FILTER (WHERE o.future) FROM odd o),
-           (SELECT count(*) FILTER (WHERE o.untimed) FROM odd o),
+           (SELECT count(*) FILTER (WHERE o.why = 'FUTURE_TIMESTAMP') FROM odd o),
+           (SELECT count(*) FILTER (WHERE o.why = 'NO_TIMESTAMP') FROM odd o),
            (SELECT coalesce(array_agg(s.driver_id), '{}') FROM seen s WHERE s.written),
            (SELECT coalesce(array_agg(o.ctid ORDER BY o.ctid), '{}') FROM odd o),
            (SELECT coalesce(array_agg(o.xmin ORDER BY o.ctid), '{}') FROM odd o),
@@ -11214,11 +11230,11 @@ SELECT d.driver_id::text AS driver_id,
        d.park_id::text AS park_id,
        d.created_at,
        d.updated_at,
-       CASE WHEN d.updated_at IS NULL AND d.created_at IS NULL THEN 'NO_TIMESTAMP' ELSE 'FUTURE_TIMESTAMP' END AS why
+       o.why
 FROM public.drivers d
-WHERE (d.updated_at IS NULL AND d.created_at IS NULL)
-   OR d.updated_at > (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day'
-   OR d.created_at > (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day';
+CROSS JOIN LATERAL (SELECT canon.driver_timestamp_oddity(d.updated_at, d.created_at,
+                                                         (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day') AS why) o
+WHERE o.why IS NOT NULL;
 COMMENT ON VIEW ops.v_drivers_odd_timestamps IS
   'Driver rows with a timestamp more than a day in the future (FUTURE_TIMESTAMP) or none at all (NO_TIMESTAMP): indexed all the same (by commit order), listed for upstream to fix.';
 

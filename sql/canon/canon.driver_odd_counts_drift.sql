@@ -28,19 +28,18 @@ AS $$
       AND canon.xmin_age_limit(sc.seen_xmin) IS NOT NULL
   ),
   counted AS (
-    SELECT o.future, o.untimed, age(d.xmin) <= st.age_limit OR t.tid IS NOT NULL AS seen_by_next_run
+    SELECT o.why, age(d.xmin) <= st.age_limit OR t.tid IS NOT NULL AS seen_by_next_run
     FROM stored st
     CROSS JOIN public.drivers d
-    CROSS JOIN LATERAL (SELECT coalesce(d.updated_at > st.future_from OR d.created_at > st.future_from, false) AS future,
-                               d.updated_at IS NULL AND d.created_at IS NULL AS untimed) o
+    CROSS JOIN LATERAL (SELECT canon.driver_timestamp_oddity(d.updated_at, d.created_at, st.future_from) AS why) o
     LEFT JOIN unnest(st.odd_versions, st.odd_version_xmins) t (tid, x) ON t.tid = d.ctid AND t.x = d.xmin
-    WHERE o.future OR o.untimed
+    WHERE o.why IS NOT NULL
   ),
   totals AS (
-    SELECT count(*) FILTER (WHERE c.future AND c.seen_by_next_run) AS next_future,
-           count(*) FILTER (WHERE c.untimed AND c.seen_by_next_run) AS next_untimed,
-           count(*) FILTER (WHERE c.future) AS future,
-           count(*) FILTER (WHERE c.untimed) AS untimed
+    SELECT count(*) FILTER (WHERE c.why = 'FUTURE_TIMESTAMP' AND c.seen_by_next_run) AS next_future,
+           count(*) FILTER (WHERE c.why = 'NO_TIMESTAMP' AND c.seen_by_next_run) AS next_untimed,
+           count(*) FILTER (WHERE c.why = 'FUTURE_TIMESTAMP') AS future,
+           count(*) FILTER (WHERE c.why = 'NO_TIMESTAMP') AS untimed
     FROM counted c
   )
   SELECT format('odd driver timestamps: the next run would count %s future and %s without timestamp, counted now %s and %s',

@@ -83,20 +83,19 @@ BEGIN
   -- third of the pass); the few ids repeat harmlessly.
   IF v_count_all THEN
     SELECT count(*),
-           count(*) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from),
-           count(*) FILTER (WHERE d.updated_at IS NULL AND d.created_at IS NULL),
+           count(*) FILTER (WHERE o.why = 'FUTURE_TIMESTAMP'),
+           count(*) FILTER (WHERE o.why = 'NO_TIMESTAMP'),
            -- ids that cannot be indexed, counted on a full refresh only (v_full is a constant)
            count(*) FILTER (WHERE v_full AND (nullif(btrim(d.driver_id), '') IS NULL OR length(d.driver_id) > 200)),
            CASE WHEN v_full THEN NULL
                 ELSE coalesce(array_agg(d.driver_id) FILTER (WHERE age(d.xmin) <= v_limit), '{}') END,
            -- (two aggregates of one pass take the rows in the same order: the arrays pair up)
-           coalesce(array_agg(d.ctid) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from
-                                                OR (d.updated_at IS NULL AND d.created_at IS NULL)), '{}'),
-           coalesce(array_agg(d.xmin) FILTER (WHERE d.updated_at > v_future_from OR d.created_at > v_future_from
-                                                OR (d.updated_at IS NULL AND d.created_at IS NULL)), '{}'),
+           coalesce(array_agg(d.ctid) FILTER (WHERE o.why IS NOT NULL), '{}'),
+           coalesce(array_agg(d.xmin) FILTER (WHERE o.why IS NOT NULL), '{}'),
            canon.local_snapshot_xmin(pg_current_snapshot(), v_foreign)
     INTO v_rows, v_future, v_no_time, v_bad_ids, v_changed_ids, v_odd_versions, v_odd_xmins, v_snapshot_xmin
-    FROM public.drivers d;
+    FROM public.drivers d
+    CROSS JOIN LATERAL (SELECT canon.driver_timestamp_oddity(d.updated_at, d.created_at, v_future_from) AS why) o;
     v_odd_how := 'COUNTED';
   ELSE
     WITH pass AS MATERIALIZED (
@@ -110,21 +109,20 @@ BEGIN
     seen AS MATERIALIZED (
       SELECT d.ctid, d.xmin, d.driver_id,
              age(d.xmin) <= v_limit AS written,
-             coalesce(d.updated_at > v_future_from OR d.created_at > v_future_from, false) AS future,
-             d.updated_at IS NULL AND d.created_at IS NULL AS untimed
+             canon.driver_timestamp_oddity(d.updated_at, d.created_at, v_future_from) AS why
       FROM public.drivers d
       WHERE d.ctid = ANY ((SELECT p.tids FROM pass p) || v_state.odd_versions)
     ),
     odd AS (
-      SELECT s.ctid, s.xmin, s.future, s.untimed
+      SELECT s.ctid, s.xmin, s.why
       FROM seen s
       -- a tracked slot holds the version counted only with the same xmin
       LEFT JOIN unnest(v_state.odd_versions, v_state.odd_version_xmins) t (tid, x) ON t.tid = s.ctid AND t.x = s.xmin
-      WHERE (s.future OR s.untimed) AND (s.written OR t.tid IS NOT NULL)
+      WHERE s.why IS NOT NULL AND (s.written OR t.tid IS NOT NULL)
     )
     SELECT p.n,
-           (SELECT count(*) FILTER (WHERE o.future) FROM odd o),
-           (SELECT count(*) FILTER (WHERE o.untimed) FROM odd o),
+           (SELECT count(*) FILTER (WHERE o.why = 'FUTURE_TIMESTAMP') FROM odd o),
+           (SELECT count(*) FILTER (WHERE o.why = 'NO_TIMESTAMP') FROM odd o),
            (SELECT coalesce(array_agg(s.driver_id), '{}') FROM seen s WHERE s.written),
            (SELECT coalesce(array_agg(o.ctid ORDER BY o.ctid), '{}') FROM odd o),
            (SELECT coalesce(array_agg(o.xmin ORDER BY o.ctid), '{}') FROM odd o),

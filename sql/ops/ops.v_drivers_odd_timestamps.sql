@@ -9,10 +9,10 @@ SELECT d.driver_id::text AS driver_id,
        d.park_id::text AS park_id,
        d.created_at,
        d.updated_at,
-       CASE WHEN d.updated_at IS NULL AND d.created_at IS NULL THEN 'NO_TIMESTAMP' ELSE 'FUTURE_TIMESTAMP' END AS why
+       o.why
 FROM public.drivers d
-WHERE (d.updated_at IS NULL AND d.created_at IS NULL)
-   OR d.updated_at > (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day'
-   OR d.created_at > (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day';
+CROSS JOIN LATERAL (SELECT canon.driver_timestamp_oddity(d.updated_at, d.created_at,
+                                                         (now() AT TIME ZONE canon.setting('business_timezone')) + interval '1 day') AS why) o
+WHERE o.why IS NOT NULL;
 COMMENT ON VIEW ops.v_drivers_odd_timestamps IS
   'Driver rows with a timestamp more than a day in the future (FUTURE_TIMESTAMP) or none at all (NO_TIMESTAMP): indexed all the same (by commit order), listed for upstream to fix.';

@@ -246,6 +246,26 @@ test('odd timestamps: a slot freed by DELETE and VACUUM and reused by another ro
     t.deepEqual(await oddDrift(db), []);
   }));
 
+test('odd timestamps: a writer open across a refresh (a future row inserted, a tracked one deleted) is counted by the next refresh after its commit', (t) =>
+  withDb('driver_index_odd_counts', async (db) => {
+    await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
+                    VALUES ('untimed', 'p', 'Noe', '51977777777', NULL, NULL)`);
+    t.deepEqual(await odd(db), [0, 1, 'COUNTED']);
+    const w = await db.connect();
+    try {
+      await w.query('BEGIN');
+      await w.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
+                     VALUES ('late', 'p', 'Eva', '51966666666', '2099-01-01', '2099-01-01')`);
+      await w.query(`DELETE FROM public.drivers WHERE driver_id = 'untimed'`);
+      t.deepEqual(await odd(db), [0, 1, 'TRACKED'], 'not committed yet: the counts as they were');
+      await w.query('COMMIT');
+    } finally {
+      await w.end();
+    }
+    t.deepEqual(await odd(db), [1, 0, 'TRACKED'], 'committed after the read: counted by the next refresh');
+    t.deepEqual(await oddDrift(db), []);
+  }));
+
 test('doctor names a tracked odd version removed by hand: the next run would not count it', (t) =>
   withDb('driver_index_odd_counts', async (db) => {
     await db.query(`INSERT INTO public.drivers (driver_id, park_id, first_name, phone, created_at, updated_at)
